@@ -1,0 +1,67 @@
+/* sdw.h: the public C API of libsdw, the Stable Diffusion inference library
+ * behind sd-worker. The CLI and the server use only what is declared here.
+ *
+ * Conventions: every fallible call returns an sdw_status; on failure a message
+ * naming the cause is kept per thread and read with sdw_last_error(). Handles
+ * are opaque; whoever creates one frees it with the matching _free call. */
+#ifndef SDW_H
+#define SDW_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SDW_VERSION "0.1.0"
+
+typedef enum {
+    SDW_OK = 0,
+    SDW_ERR_INVALID_ARG,   /* a parameter out of range or inconsistent */
+    SDW_ERR_IO,            /* a file could not be opened, read or mapped */
+    SDW_ERR_FORMAT,        /* a file or request is malformed */
+    SDW_ERR_UNSUPPORTED,   /* well-formed but not something we handle */
+    SDW_ERR_NOMEM,         /* allocation failed or a size limit was hit */
+    SDW_ERR_BACKEND,       /* the compute backend failed */
+    SDW_ERR_CANCELLED,     /* stopped on request */
+} sdw_status;
+
+/* The message of the last failure on this thread ("" if none). Valid until the
+ * next failing call on the same thread. */
+const char *sdw_last_error(void);
+const char *sdw_status_name(sdw_status s);
+
+typedef enum { SDW_LOG_DEBUG, SDW_LOG_INFO, SDW_LOG_WARN, SDW_LOG_ERROR } sdw_log_level;
+typedef void (*sdw_log_fn)(sdw_log_level level, const char *msg, void *user);
+/* Library messages go only here; NULL (the default) discards them. */
+void sdw_set_log(sdw_log_fn fn, void *user, sdw_log_level min_level);
+
+/* Compute precision. AUTO = BF16 where the CPU has native bf16 (AMX or
+ * AVX-512-BF16), else F32. F32 is the exact path used by golden tests. */
+typedef enum { SDW_PRECISION_AUTO, SDW_PRECISION_F32, SDW_PRECISION_BF16 } sdw_precision;
+sdw_precision sdw_precision_resolve(sdw_precision p);
+const char *sdw_precision_name(sdw_precision p);
+/* Name of the instruction set oneDNN dispatches to ("avx512_core_amx", ...). */
+const char *sdw_cpu_isa_name(void);
+bool sdw_cpu_has_native_bf16(void);
+
+/* ---- Tokenizer (CLIP BPE, the real 49408-token vocabulary built in) ---- */
+#define SDW_CLIP_CONTEXT 77
+#define SDW_CLIP_BOS 49406
+#define SDW_CLIP_EOS 49407
+typedef enum { SDW_PAD_EOS, SDW_PAD_ZERO } sdw_pad;
+/* Tokenizes text into 77 ids: BOS, up to 75 BPE ids (more are dropped), EOS,
+ * padding. If n_untruncated is not NULL it receives the BPE id count before
+ * truncation. */
+sdw_status sdw_tokenize(const char *text, sdw_pad pad, int32_t ids[SDW_CLIP_CONTEXT],
+                        int *n_untruncated);
+/* Tokenizes text into BPE ids only (no BOS/EOS, no limit). *ids is malloc'd;
+ * the caller frees it. */
+sdw_status sdw_tokenize_bpe(const char *text, int32_t **ids, int *n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,76 @@
+/* backend.h: the compute operations a model needs, behind one interface.
+ *
+ * Activations are f32, channels-last (NHWC; a token sequence is [B, T, C]).
+ * Weights are prepared once at load into an opaque object that holds them in
+ * the compute precision and in the layout the primitive prefers; the caller's
+ * f32 copy can then be released. Convolutions and matmuls run on oneDNN: in
+ * BF16 precision their inputs and weights are bf16 and they accumulate in f32;
+ * everything else (norms, activations, softmax, elementwise) is f32 C.
+ *
+ * A backend is used by one thread at a time (the thread that owns the model). */
+#ifndef SDW_BACKEND_H
+#define SDW_BACKEND_H
+#include "sdw.h"
+
+typedef struct sdw_backend sdw_backend;
+
+/* precision AUTO resolves here (sdw_precision_resolve). */
+sdw_status sdw_backend_create(sdw_precision precision, sdw_backend **out);
+void sdw_backend_free(sdw_backend *be);
+sdw_precision sdw_backend_precision(const sdw_backend *be);
+/* FLOPs (2 x multiply-adds) run by convolutions and matmuls since the last reset. */
+double sdw_backend_flops(const sdw_backend *be);
+void sdw_backend_reset_flops(sdw_backend *be);
+
+/* ---- linear: y[M, out] = x[M, in] @ W^T + b ---- */
+typedef struct sdw_linear sdw_linear;
+/* w is PyTorch's [out, in] row-major, bias [out] or NULL. Both are copied. */
+sdw_status sdw_linear_create(sdw_backend *be, int in, int out, const float *w, const float *bias,
+                             sdw_linear **out_layer);
+sdw_status sdw_linear_forward(sdw_backend *be, const sdw_linear *l, const float *x, int64_t M, float *y);
+int sdw_linear_in(const sdw_linear *l);
+int sdw_linear_out(const sdw_linear *l);
+size_t sdw_linear_bytes(const sdw_linear *l);   /* bytes of weights held */
+void sdw_linear_free(sdw_linear *l);
+
+/* ---- conv2d: x [N, H, W, Cin] -> y [N, Ho, Wo, Cout] (NHWC) ---- */
+typedef struct sdw_conv2d sdw_conv2d;
+/* w is PyTorch's [Cout, Cin, kh, kw], bias [Cout] or NULL. Both are copied.
+ * Ho = (H + 2*pad - kh) / stride + 1, likewise Wo. */
+sdw_status sdw_conv2d_create(sdw_backend *be, int cin, int cout, int kh, int kw, int stride, int pad,
+                             const float *w, const float *bias, sdw_conv2d **out_layer);
+sdw_status sdw_conv2d_forward(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
+                              float *y, int *Ho, int *Wo);
+size_t sdw_conv2d_bytes(const sdw_conv2d *c);
+void sdw_conv2d_free(sdw_conv2d *c);
+
+/* ---- multi-head attention ----
+ * q: [B, Tq, heads*head_dim] with row stride q_stride floats (>= heads*head_dim),
+ * k, v: [B, Tk, heads*head_dim] with row stride kv_stride; out: [B, Tq, heads*head_dim]
+ * dense. softmax(q k^T / sqrt(head_dim)) v per head; causal masks key j > query i.
+ * Memory stays bounded: queries are processed in chunks, never a full
+ * heads x Tq x Tk score matrix. */
+sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, const float *k, const float *v,
+                         int64_t kv_stride, int B, int Tq, int Tk, int heads, int head_dim, bool causal,
+                         float *out);
+
+/* ---- memory-bound ops, f32, y may equal x unless said otherwise ---- */
+/* x [N, HW, C] NHWC; groups divide C. */
+void sdw_group_norm(const float *x, int N, int64_t HW, int C, int groups, const float *gamma,
+                    const float *beta, float eps, float *y);
+/* x [rows, C] */
+void sdw_layer_norm(const float *x, int64_t rows, int C, const float *gamma, const float *beta, float eps,
+                    float *y);
+void sdw_softmax_rows(float *x, int64_t rows, int n);
+void sdw_gelu(float *x, size_t n);        /* erf form */
+void sdw_quick_gelu(float *x, size_t n);  /* x * sigmoid(1.702 x) */
+void sdw_silu(float *x, size_t n);
+void sdw_add(float *y, const float *a, const float *b, size_t n);
+void sdw_mul(float *y, const float *a, const float *b, size_t n);
+/* y[r, :] = x[r, :] + bias for rows of C: broadcasts a per-channel vector. */
+void sdw_add_bias(float *x, int64_t rows, int C, const float *bias);
+/* x [N, H, W, C] -> y [N, 2H, 2W, C]; y must not alias x. */
+void sdw_upsample_nearest2x(const float *x, int N, int H, int W, int C, float *y);
+/* Channel concat of NHWC tensors: y[r] = [a[r] (Ca), b[r] (Cb)]; y must not alias. */
+void sdw_concat_channels(const float *a, int Ca, const float *b, int Cb, int64_t rows, float *y);
+#endif

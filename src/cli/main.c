@@ -1,0 +1,37 @@
+/* main.c: the sd-worker command line: dispatches to one subcommand. */
+#include "cli/commands.h"
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "sd-worker %s: Stable Diffusion inference worker\n"
+            "usage:\n"
+            "  sd-worker tokenize [--pad eos|zero] PROMPT   CLIP token ids as a JSON array\n"
+            "  sd-worker encode -m MODEL -p PROMPT [--precision auto|f32|bf16] [--clip-skip N]\n"
+            "                                              run the text encoder(s), print a summary\n"
+            "  sd-worker version\n",
+            SDW_VERSION);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "encode")) return cmd_encode(argc - 1, argv + 1);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("sd-worker %s (cpu isa %s)\n", SDW_VERSION, sdw_cpu_isa_name());
+        return 0;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "sd-worker: unknown command '%s' (try sd-worker help)\n", cmd);
+    return 2;
+}

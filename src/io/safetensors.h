@@ -1,0 +1,64 @@
+/* safetensors.h: a validated, memory-mapped safetensors reader.
+ *
+ * Opening a file checks everything before any tensor is touched: the header
+ * length lies within the file and under 100 MB, the header is a JSON object,
+ * every entry has a known dtype, a shape whose byte size (with overflow checks)
+ * equals its data_offsets range, every range lies inside the data section, and
+ * no two ranges overlap. Errors name the file and the tensor. */
+#ifndef SDW_IO_SAFETENSORS_H
+#define SDW_IO_SAFETENSORS_H
+#include "sdw.h"
+#include "core/tensor.h"
+
+#define SDW_ST_MAX_HEADER ((uint64_t)100 << 20)
+#define SDW_ST_MAX_DIMS 8
+
+typedef enum {
+    SDW_ST_F64, SDW_ST_F32, SDW_ST_F16, SDW_ST_BF16, SDW_ST_I64, SDW_ST_I32, SDW_ST_I16,
+    SDW_ST_I8, SDW_ST_U8, SDW_ST_BOOL, SDW_ST_F8_E4M3, SDW_ST_F8_E5M2, SDW_ST_U16, SDW_ST_U32, SDW_ST_U64,
+} sdw_st_dtype;
+
+typedef struct {
+    const char *name;
+    sdw_st_dtype dtype;
+    int ndim;
+    int64_t shape[SDW_ST_MAX_DIMS];
+    int64_t numel;
+    uint64_t nbytes;
+    const void *data;   /* into the mapping; valid until sdw_st_close */
+} sdw_st_tensor;
+
+typedef struct {
+    const char *key, *value;
+} sdw_st_meta;
+
+typedef struct {
+    char *path;
+    void *map;          /* NULL when parsed from a caller's buffer */
+    size_t map_size;
+    sdw_st_tensor *tensors;  /* sorted by name */
+    int n_tensors;
+    sdw_st_meta *meta;       /* the __metadata__ string pairs */
+    int n_meta;
+    char *strings;           /* storage for names and metadata */
+} sdw_safetensors;
+
+sdw_status sdw_st_open(const char *path, sdw_safetensors **out);
+/* Parses a safetensors image already in memory (not copied: buf must outlive
+ * the result). name is used in error messages. */
+sdw_status sdw_st_parse(const void *buf, size_t size, const char *name, sdw_safetensors **out);
+void sdw_st_close(sdw_safetensors *st);
+
+const sdw_st_tensor *sdw_st_find(const sdw_safetensors *st, const char *name);
+const char *sdw_st_meta_get(const sdw_safetensors *st, const char *key);
+const char *sdw_st_dtype_name(sdw_st_dtype t);
+size_t sdw_st_dtype_size(sdw_st_dtype t);
+
+/* Converts a float tensor (F32/F16/BF16) to f32 into dst (numel floats). Other
+ * dtypes: SDW_ERR_UNSUPPORTED naming the dtype and tensor. */
+sdw_status sdw_st_read_f32(const sdw_safetensors *st, const sdw_st_tensor *t, float *dst);
+/* Finds name and returns a newly allocated f32 tensor (ndim <= 4). */
+sdw_status sdw_st_load_f32(const sdw_safetensors *st, const char *name, sdw_tensor *out);
+/* Reads an integer tensor (I64/I32) into a malloc'd int64 array. */
+sdw_status sdw_st_read_i64(const sdw_safetensors *st, const sdw_st_tensor *t, int64_t **out);
+#endif

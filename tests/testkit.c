@@ -1,0 +1,76 @@
+/* test_util.c: see testkit.h. */
+#include "testkit.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+const char *test_data_path(const char *rel)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "%s/%s", SDW_TEST_DATA, rel);
+    return buf;
+}
+
+sdw_safetensors *test_open_st(const char *rel)
+{
+    sdw_safetensors *st = NULL;
+    if (sdw_st_open(test_data_path(rel), &st) != SDW_OK) fail_msg("open %s: %s", rel, sdw_last_error());
+    return st;
+}
+
+float *test_load_f32(const sdw_safetensors *st, const char *name, int64_t *n)
+{
+    const sdw_st_tensor *t = sdw_st_find(st, name);
+    if (!t) fail_msg("reference tensor %s missing", name);
+    float *v = malloc(((size_t)t->numel + 1) * sizeof *v);
+    if (sdw_st_read_f32(st, t, v) != SDW_OK) fail_msg("%s", sdw_last_error());
+    if (n) *n = t->numel;
+    return v;
+}
+
+int64_t *test_load_i64(const sdw_safetensors *st, const char *name, int64_t *n)
+{
+    const sdw_st_tensor *t = sdw_st_find(st, name);
+    if (!t) fail_msg("reference tensor %s missing", name);
+    int64_t *v = NULL;
+    if (sdw_st_read_i64(st, t, &v) != SDW_OK) fail_msg("%s", sdw_last_error());
+    if (n) *n = t->numel;
+    return v;
+}
+
+double test_rel_l2(const float *got, const float *ref, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+double test_max_abs(const float *got, const float *ref, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        if (!(d <= m)) m = d;   /* NaN propagates */
+    }
+    return m;
+}
+
+void test_check_close(const char *what, const float *got, const float *ref, size_t n, double rel_tol)
+{
+    double rel = test_rel_l2(got, ref, n), mx = test_max_abs(got, ref, n);
+    printf("  %-48s rel_l2 %.3g  max_abs %.3g  (gate %.3g)\n", what, rel, mx, rel_tol);
+    if (!(rel < rel_tol)) fail_msg("%s: rel L2 %.3g >= %.3g (max abs %.3g)", what, rel, rel_tol, mx);
+}
+
+void test_fill(float *x, size_t n, uint32_t seed)
+{
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        x[i] = (float)((s >> 40) / (double)(1 << 24)) * 2.0f - 1.0f;
+    }
+}
