@@ -61,6 +61,47 @@ sdw_status sdw_tokenize(const char *text, sdw_pad pad, int32_t ids[SDW_CLIP_CONT
  * the caller frees it. */
 sdw_status sdw_tokenize_bpe(const char *text, int32_t **ids, int *n);
 
+/* ---- Models ---- */
+typedef enum { SDW_FAMILY_SD1, SDW_FAMILY_SD2, SDW_FAMILY_SDXL, SDW_FAMILY_SDXL_REFINER } sdw_family;
+const char *sdw_family_name(sdw_family f);
+typedef enum { SDW_PREDICTION_AUTO, SDW_PREDICTION_EPS, SDW_PREDICTION_V } sdw_prediction;
+const char *sdw_prediction_name(sdw_prediction p);
+
+typedef struct {
+    sdw_precision precision;
+    sdw_prediction prediction;  /* AUTO: from the file, its configs, or the family rule */
+    const char *vae_path;       /* a VAE file replacing the checkpoint's; NULL keeps it */
+    bool with_vae_encoder;      /* img2img and inpainting need it; txt2img does not */
+} sdw_load_params;
+sdw_load_params sdw_load_params_default(void);
+
+typedef struct {
+    sdw_family family;
+    bool inpaint;                    /* 9-channel UNet input */
+    sdw_prediction prediction;       /* EPS or V once resolved */
+    char prediction_source[96];      /* "v_pred key", "scheduler config", "yaml", "override", "assumed: ..." */
+    const char *layout;              /* "single-file" or "diffusers" */
+    int n_tensors;                   /* in the checkpoint's files */
+    int n_unknown;                   /* tensors outside every component (EMA copies, scheduler buffers) */
+    int64_t params_unet, params_vae, params_text;
+    char dtypes[64];                 /* the file dtypes seen, e.g. "F16, I64" */
+    int default_width, default_height, default_steps;
+    float default_cfg;
+    float latent_scale;              /* VAE scaling factor */
+    sdw_precision precision;         /* compute precision once resolved */
+    size_t weight_bytes;             /* weights held after loading (0 for a probe) */
+} sdw_model_info;
+
+typedef struct sdw_model sdw_model;
+/* Loads a single-file checkpoint (with its sidecar MODEL.yaml if present) or a
+ * diffusers folder. Weights are converted once to the compute precision and
+ * the files are unmapped before this returns. */
+sdw_status sdw_model_load(const char *path, const sdw_load_params *p, sdw_model **out);
+/* What sdw_model_load would find, without loading any weights. */
+sdw_status sdw_model_probe(const char *path, const sdw_load_params *p, sdw_model_info *info);
+void sdw_model_free(sdw_model *m);
+const sdw_model_info *sdw_model_get_info(const sdw_model *m);
+
 #ifdef __cplusplus
 }
 #endif

@@ -74,3 +74,17 @@ void test_fill(float *x, size_t n, uint32_t seed)
         x[i] = (float)((s >> 40) / (double)(1 << 24)) * 2.0f - 1.0f;
     }
 }
+
+void test_nchw_to_nhwc(const float *src, int N, int C, int H, int W, float *dst)
+{
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (int p = 0; p < H * W; p++) dst[((size_t)n * H * W + p) * C + c] = src[((size_t)n * C + c) * H * W + p];
+}
+
+void test_nhwc_to_nchw(const float *src, int N, int H, int W, int C, float *dst)
+{
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (int p = 0; p < H * W; p++) dst[((size_t)n * C + c) * H * W + p] = src[((size_t)n * H * W + p) * C + c];
+}

@@ -24,4 +24,9 @@ double test_max_abs(const float *got, const float *ref, size_t n);
 void test_check_close(const char *what, const float *got, const float *ref, size_t n, double rel_tol);
 /* A reproducible pseudo-random fill in [-1, 1). */
 void test_fill(float *x, size_t n, uint32_t seed);
+
+
+/* Layout conversion between PyTorch's NCHW references and our NHWC. */
+void test_nchw_to_nhwc(const float *src, int N, int C, int H, int W, float *dst);
+void test_nhwc_to_nchw(const float *src, int N, int H, int W, int C, float *dst);
 #endif

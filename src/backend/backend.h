@@ -7,7 +7,9 @@
  * BF16 precision their inputs and weights are bf16 and they accumulate in f32;
  * everything else (norms, activations, softmax, elementwise) is f32 C.
  *
- * A backend is used by one thread at a time (the thread that owns the model). */
+ * A backend is used by one thread at a time (the thread that owns the model),
+ * and not from inside an OpenMP parallel region: the ops parallelise
+ * themselves (linear / conv2d fail with SDW_ERR_INVALID_ARG there). */
 #ifndef SDW_BACKEND_H
 #define SDW_BACKEND_H
 #include "sdw.h"
@@ -21,12 +23,17 @@ sdw_precision sdw_backend_precision(const sdw_backend *be);
 /* FLOPs (2 x multiply-adds) run by convolutions and matmuls since the last reset. */
 double sdw_backend_flops(const sdw_backend *be);
 void sdw_backend_reset_flops(sdw_backend *be);
+/* Bytes of attention scores (f32 scores + bf16 probabilities) one block of
+ * queries x heads may use; 0 = the default, 2 MiB (about a core's L2) per
+ * OpenMP thread. Tests shrink it to exercise the block loops. */
+void sdw_backend_set_attention_budget(sdw_backend *be, size_t bytes);
 
 /* ---- linear: y[M, out] = x[M, in] @ W^T + b ---- */
 typedef struct sdw_linear sdw_linear;
 /* w is PyTorch's [out, in] row-major, bias [out] or NULL. Both are copied. */
 sdw_status sdw_linear_create(sdw_backend *be, int in, int out, const float *w, const float *bias,
                              sdw_linear **out_layer);
+/* y must not alias x. M may be anything; each new M creates (and caches) a primitive. */
 sdw_status sdw_linear_forward(sdw_backend *be, const sdw_linear *l, const float *x, int64_t M, float *y);
 int sdw_linear_in(const sdw_linear *l);
 int sdw_linear_out(const sdw_linear *l);
@@ -39,6 +46,12 @@ typedef struct sdw_conv2d sdw_conv2d;
  * Ho = (H + 2*pad - kh) / stride + 1, likewise Wo. */
 sdw_status sdw_conv2d_create(sdw_backend *be, int cin, int cout, int kh, int kw, int stride, int pad,
                              const float *w, const float *bias, sdw_conv2d **out_layer);
+/* Asymmetric padding (the VAE encoder's downsample pads only bottom and right):
+ * Ho = (H + pad_t + pad_b - kh) / stride + 1, Wo = (W + pad_l + pad_r - kw) / stride + 1. */
+sdw_status sdw_conv2d_create_padded(sdw_backend *be, int cin, int cout, int kh, int kw, int stride, int pad_t,
+                                    int pad_l, int pad_b, int pad_r, const float *w, const float *bias,
+                                    sdw_conv2d **out_layer);
+/* y must not alias x; Ho and Wo may be NULL. */
 sdw_status sdw_conv2d_forward(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
                               float *y, int *Ho, int *Wo);
 size_t sdw_conv2d_bytes(const sdw_conv2d *c);
@@ -48,17 +61,20 @@ void sdw_conv2d_free(sdw_conv2d *c);
  * q: [B, Tq, heads*head_dim] with row stride q_stride floats (>= heads*head_dim),
  * k, v: [B, Tk, heads*head_dim] with row stride kv_stride; out: [B, Tq, heads*head_dim]
  * dense. softmax(q k^T / sqrt(head_dim)) v per head; causal masks key j > query i.
- * Memory stays bounded: queries are processed in chunks, never a full
- * heads x Tq x Tk score matrix. */
+ * Memory stays bounded: queries are processed in blocks of rows x heads, never a
+ * full heads x Tq x Tk score matrix. out must not alias q, k or v. */
 sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, const float *k, const float *v,
                          int64_t kv_stride, int B, int Tq, int Tk, int heads, int head_dim, bool causal,
                          float *out);
 
 /* ---- memory-bound ops, f32, y may equal x unless said otherwise ---- */
-/* x [N, HW, C] NHWC; groups divide C. */
+/* x [N, HW, C] NHWC; groups divide C. gamma / beta may be NULL (1 / 0). */
 void sdw_group_norm(const float *x, int N, int64_t HW, int C, int groups, const float *gamma,
                     const float *beta, float eps, float *y);
-/* x [rows, C] */
+/* silu(group_norm(x)) in one pass over memory (ResNet blocks). */
+void sdw_group_norm_silu(const float *x, int N, int64_t HW, int C, int groups, const float *gamma,
+                         const float *beta, float eps, float *y);
+/* x [rows, C]; gamma / beta may be NULL. */
 void sdw_layer_norm(const float *x, int64_t rows, int C, const float *gamma, const float *beta, float eps,
                     float *y);
 void sdw_softmax_rows(float *x, int64_t rows, int n);

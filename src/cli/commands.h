@@ -4,4 +4,5 @@
 #include "sdw.h"
 int cmd_tokenize(int argc, char **argv);
 int cmd_encode(int argc, char **argv);
+int cmd_info(int argc, char **argv);
 #endif

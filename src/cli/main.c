@@ -11,6 +11,8 @@ static void usage(FILE *f)
             "  sd-worker tokenize [--pad eos|zero] PROMPT   CLIP token ids as a JSON array\n"
             "  sd-worker encode -m MODEL -p PROMPT [--precision auto|f32|bf16] [--clip-skip N]\n"
             "                                              run the text encoder(s), print a summary\n"
+            "  sd-worker info [--json] [--prediction auto|eps|v] MODEL\n"
+            "                                              family, prediction, components, parameters\n"
             "  sd-worker version\n",
             SDW_VERSION);
 }
@@ -24,6 +26,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "encode")) return cmd_encode(argc - 1, argv + 1);
+    if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("sd-worker %s (cpu isa %s)\n", SDW_VERSION, sdw_cpu_isa_name());
         return 0;

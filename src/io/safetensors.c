@@ -2,6 +2,7 @@
  * is parsed with cJSON and every entry checked before the reader is returned. */
 #include "io/safetensors.h"
 #include "core/error.h"
+#include "core/half.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -64,9 +65,12 @@ static sdw_status parse_entry(const char *file, const cJSON *e, sdw_st_tensor *t
     const cJSON *jd = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *js = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *jo = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
-    if (!cJSON_IsString(jd) || !cJSON_IsArray(js) || !cJSON_IsArray(jo))
-        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s: needs string dtype, array shape and data_offsets", file,
-                        name);
+    if (!cJSON_IsString(jd))
+        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s: dtype missing or not a string", file, name);
+    if (!cJSON_IsArray(js))
+        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s: shape missing or not an array", file, name);
+    if (!cJSON_IsArray(jo))
+        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s: data_offsets missing or not an array", file, name);
     size_t esize = 0;
     for (size_t i = 0; i < N_DTYPES; i++)
         if (!strcmp(jd->valuestring, dtypes[i].name)) { t->dtype = dtypes[i].t; esize = dtypes[i].size; }
@@ -92,7 +96,10 @@ static sdw_status parse_entry(const char *file, const cJSON *e, sdw_st_tensor *t
     uint64_t begin, end;
     if (cJSON_GetArraySize(jo) != 2 || !json_u64(jo->child, &begin) || !json_u64(jo->child->next, &end))
         return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s: data_offsets must be two non-negative integers", file, name);
-    if (begin > end || end > data_size)
+    if (begin > end)
+        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s: data_offsets [%llu, %llu] begin after they end", file, name,
+                        (unsigned long long)begin, (unsigned long long)end);
+    if (end > data_size)
         return sdw_fail(SDW_ERR_FORMAT,
                         "%s: tensor %s: data_offsets [%llu, %llu] outside the data section (%llu bytes)", file,
                         name, (unsigned long long)begin, (unsigned long long)end, (unsigned long long)data_size);
@@ -166,18 +173,24 @@ static sdw_status parse_header(sdw_safetensors *st, const uint8_t *buf, size_t s
             s = sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s appears twice", file, st->tensors[i].name);
             goto out;
         }
-    /* Overlap check: sort pointers by start, then each must end before the next begins. */
+    /* Overlap check: sort pointers by start; each non-empty range must begin at or
+     * after the furthest end seen so far (comparing only neighbours would miss an
+     * overlap with an empty tensor sorted in between, or a range containing two). */
     const sdw_st_tensor **byofs = malloc(((size_t)st->n_tensors + 1) * sizeof *byofs);
     if (!byofs) { s = sdw_fail(SDW_ERR_NOMEM, "%s: out of memory", file); goto out; }
     for (int i = 0; i < st->n_tensors; i++) byofs[i] = &st->tensors[i];
     qsort(byofs, (size_t)st->n_tensors, sizeof *byofs, cmp_range);
-    for (int i = 1; i < st->n_tensors; i++) {
-        const sdw_st_tensor *a = byofs[i - 1], *b = byofs[i];
-        if (a->nbytes && b->nbytes && (const uint8_t *)a->data + a->nbytes > (const uint8_t *)b->data) {
-            s = sdw_fail(SDW_ERR_FORMAT, "%s: tensors %s and %s overlap in the data section", file, a->name,
-                         b->name);
+    const sdw_st_tensor *furthest = NULL;   /* the non-empty tensor ending last so far */
+    for (int i = 0; i < st->n_tensors; i++) {
+        const sdw_st_tensor *b = byofs[i];
+        if (!b->nbytes) continue;
+        if (furthest && (const uint8_t *)furthest->data + furthest->nbytes > (const uint8_t *)b->data) {
+            s = sdw_fail(SDW_ERR_FORMAT, "%s: tensors %s and %s overlap in the data section", file,
+                         furthest->name, b->name);
             break;
         }
+        if (!furthest || (const uint8_t *)b->data + b->nbytes > (const uint8_t *)furthest->data + furthest->nbytes)
+            furthest = b;
     }
     free(byofs);
 out:
@@ -247,12 +260,32 @@ const char *sdw_st_meta_get(const sdw_safetensors *st, const char *key)
     return NULL;
 }
 
+/* Nothing in the format aligns the data section (it starts right after a header
+ * of any length), so a 16-bit tensor may sit at an odd address: convert it one
+ * memcpy'd element at a time instead of through a misaligned uint16_t pointer. */
+static void convert_unaligned_16(float *dst, const void *src, sdw_st_dtype t, size_t n)
+{
+    const uint8_t *p = src;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        dst[i] = t == SDW_ST_F16 ? sdw_f16_to_f32(h) : sdw_bf16_to_f32(h);
+    }
+}
+
 sdw_status sdw_st_read_f32(const sdw_safetensors *st, const sdw_st_tensor *t, float *dst)
 {
+    bool aligned2 = ((uintptr_t)t->data & 1) == 0;
     switch (t->dtype) {
     case SDW_ST_F32: sdw_convert_to_f32(dst, t->data, SDW_DTYPE_F32, (size_t)t->numel); return SDW_OK;
-    case SDW_ST_F16: sdw_convert_to_f32(dst, t->data, SDW_DTYPE_F16, (size_t)t->numel); return SDW_OK;
-    case SDW_ST_BF16: sdw_convert_to_f32(dst, t->data, SDW_DTYPE_BF16, (size_t)t->numel); return SDW_OK;
+    case SDW_ST_F16:
+        if (aligned2) sdw_convert_to_f32(dst, t->data, SDW_DTYPE_F16, (size_t)t->numel);
+        else convert_unaligned_16(dst, t->data, t->dtype, (size_t)t->numel);
+        return SDW_OK;
+    case SDW_ST_BF16:
+        if (aligned2) sdw_convert_to_f32(dst, t->data, SDW_DTYPE_BF16, (size_t)t->numel);
+        else convert_unaligned_16(dst, t->data, t->dtype, (size_t)t->numel);
+        return SDW_OK;
     default:
         return sdw_fail(SDW_ERR_UNSUPPORTED, "%s: unsupported dtype %s in tensor %s (need F32, F16 or BF16)",
                         st->path, sdw_st_dtype_name(t->dtype), t->name);

@@ -1,0 +1,142 @@
+/* conv2d.c: NHWC convolution on oneDNN. The weights are reordered once, at
+ * create, into the layout the convolution prefers on a representative 64x64
+ * image (the UNet's working size); other sizes are created against it. */
+#include "backend/cpu_internal.h"
+#include <stdlib.h>
+
+struct sdw_conv2d {
+    int cin, cout, kh, kw, stride;
+    int pad_t, pad_l, pad_b, pad_r;
+    dnnl_data_type_t dt;
+    dnnl_memory_desc_t wmd;   /* stored layout of the [Cout, Cin, kh, kw] weights */
+    void *w;
+    size_t wbytes;
+    float *bias;
+};
+
+static int out_size(int in, int pad_lo, int pad_hi, int k, int stride)
+{
+    return (in + pad_lo + pad_hi - k) / stride + 1;
+}
+
+/* Convolution descriptor for an N x H x W source; wmd NULL asks for
+ * format_tag_any weights. */
+static sdw_status conv_desc(const sdw_conv2d *c, int N, int H, int W, const dnnl_memory_desc_t *wmd,
+                            dnnl_convolution_desc_t *d)
+{
+    int Ho = out_size(H, c->pad_t, c->pad_b, c->kh, c->stride);
+    int Wo = out_size(W, c->pad_l, c->pad_r, c->kw, c->stride);
+    dnnl_memory_desc_t src, wei, bias, dst;
+    dnnl_dims_t ds = { N, c->cin, H, W }, dw = { c->cout, c->cin, c->kh, c->kw }, db = { c->cout };
+    dnnl_dims_t dd = { N, c->cout, Ho, Wo };
+    dnnl_dims_t strides = { c->stride, c->stride }, pl = { c->pad_t, c->pad_l }, pr = { c->pad_b, c->pad_r };
+    SDW_DNNL(dnnl_memory_desc_init_by_tag(&src, 4, ds, c->dt, dnnl_nhwc), "conv src");
+    if (wmd) wei = *wmd;
+    else SDW_DNNL(dnnl_memory_desc_init_by_tag(&wei, 4, dw, c->dt, dnnl_format_tag_any), "conv weights");
+    SDW_DNNL(dnnl_memory_desc_init_by_tag(&bias, 1, db, dnnl_f32, dnnl_a), "conv bias");
+    SDW_DNNL(dnnl_memory_desc_init_by_tag(&dst, 4, dd, dnnl_f32, dnnl_nhwc), "conv dst");
+    SDW_DNNL(dnnl_convolution_forward_desc_init(d, dnnl_forward_inference, dnnl_convolution_direct, &src, &wei,
+                                                c->bias ? &bias : NULL, &dst, strides, pl, pr),
+             "conv");
+    return SDW_OK;
+}
+
+static sdw_status choose_layout(sdw_backend *be, sdw_conv2d *c)
+{
+    /* The representative image must be at least as large as the kernel. */
+    int hw = SDW_CONV_LAYOUT_HW;
+    if (hw < c->kh * 2) hw = c->kh * 2;
+    if (hw < c->kw * 2) hw = c->kw * 2;
+    dnnl_convolution_desc_t d;
+    SDW_TRY(conv_desc(c, 1, hw, hw, NULL, &d));
+    dnnl_primitive_desc_t pd;
+    SDW_DNNL(dnnl_primitive_desc_create(&pd, &d, NULL, be->engine, NULL), "conv layout");
+    c->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    dnnl_primitive_desc_destroy(pd);
+    return SDW_OK;
+}
+
+sdw_status sdw_conv2d_create_padded(sdw_backend *be, int cin, int cout, int kh, int kw, int stride, int pad_t,
+                                    int pad_l, int pad_b, int pad_r, const float *w, const float *bias,
+                                    sdw_conv2d **out_layer)
+{
+    *out_layer = NULL;
+    if (cin <= 0 || cout <= 0 || kh <= 0 || kw <= 0 || stride <= 0 || pad_t < 0 || pad_l < 0 || pad_b < 0 ||
+        pad_r < 0 || !w)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "conv2d: bad parameters %d -> %d, kernel %dx%d, stride %d", cin,
+                        cout, kh, kw, stride);
+    sdw_conv2d *c = calloc(1, sizeof *c);
+    if (!c) return sdw_fail(SDW_ERR_NOMEM, "conv2d: out of memory");
+    *c = (sdw_conv2d){ .cin = cin, .cout = cout, .kh = kh, .kw = kw, .stride = stride, .pad_t = pad_t,
+                       .pad_l = pad_l, .pad_b = pad_b, .pad_r = pad_r,
+                       .dt = be->precision == SDW_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32 };
+    sdw_status st = SDW_OK;
+    if (bias) {
+        c->bias = malloc(sizeof(float) * (size_t)cout);
+        if (!c->bias) st = sdw_fail(SDW_ERR_NOMEM, "conv2d: out of memory");
+        else memcpy(c->bias, bias, sizeof(float) * (size_t)cout);
+    }
+    if (st == SDW_OK) st = choose_layout(be, c);
+    if (st == SDW_OK) {
+        dnnl_memory_desc_t user;
+        dnnl_dims_t dims = { cout, cin, kh, kw };
+        dnnl_status_t s = dnnl_memory_desc_init_by_tag(&user, 4, dims, dnnl_f32, dnnl_oihw);
+        st = s == dnnl_success ? sdw_reorder_weights(be, &user, w, &c->wmd, &c->w, &c->wbytes)
+                               : sdw_dnnl_fail(s, "conv weights");
+    }
+    if (st != SDW_OK) {
+        sdw_conv2d_free(c);
+        return sdw_fail_context(st, "conv2d %d -> %d %dx%d", cin, cout, kh, kw);
+    }
+    *out_layer = c;
+    return SDW_OK;
+}
+
+sdw_status sdw_conv2d_create(sdw_backend *be, int cin, int cout, int kh, int kw, int stride, int pad,
+                             const float *w, const float *bias, sdw_conv2d **out_layer)
+{
+    return sdw_conv2d_create_padded(be, cin, cout, kh, kw, stride, pad, pad, pad, pad, w, bias, out_layer);
+}
+
+sdw_status sdw_conv2d_forward(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
+                              float *y, int *Ho, int *Wo)
+{
+    int ho = out_size(H, c->pad_t, c->pad_b, c->kh, c->stride);
+    int wo = out_size(W, c->pad_l, c->pad_r, c->kw, c->stride);
+    if (N <= 0 || H <= 0 || W <= 0 || H + c->pad_t + c->pad_b < c->kh || W + c->pad_l + c->pad_r < c->kw)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "conv2d: input %dx%dx%d too small for kernel %dx%d", N, H, W,
+                        c->kh, c->kw);
+    SDW_TRY(sdw_check_not_parallel("conv2d"));
+    if (Ho) *Ho = ho;
+    if (Wo) *Wo = wo;
+    int64_t key[SDW_KEY_MAX] = { SDW_OP_CONV, c->dt, N, H, W, c->cin, c->cout, c->kh, c->kw, c->stride,
+                                 c->pad_t, c->pad_l, c->pad_b, c->pad_r, c->bias != NULL };
+    sdw_prim *p = sdw_prim_find(be, key, &c->wmd);
+    if (!p) {
+        dnnl_convolution_desc_t d, d_any;
+        SDW_TRY(conv_desc(c, N, H, W, &c->wmd, &d));
+        SDW_TRY(conv_desc(c, N, H, W, NULL, &d_any));
+        SDW_TRY(sdw_prim_create(be, key, &c->wmd, &d, &d_any, &p));
+    }
+    const void *src = x;
+    size_t n_in = (size_t)N * H * W * c->cin;
+    if (c->dt == dnnl_bf16) {
+        uint16_t *xb = sdw_scratch(be, SDW_SCR_SRC, sizeof(uint16_t) * n_in);
+        if (!xb) return SDW_ERR_NOMEM;
+        sdw_cvt_bf16(xb, x, n_in);
+        src = xb;
+    }
+    SDW_TRY(sdw_prim_exec(be, p, src, c->w, c->bias, y));
+    be->flops += 2.0 * N * ho * wo * (double)c->cout * c->cin * c->kh * c->kw;
+    return SDW_OK;
+}
+
+size_t sdw_conv2d_bytes(const sdw_conv2d *c) { return c->wbytes + (c->bias ? sizeof(float) * (size_t)c->cout : 0); }
+
+void sdw_conv2d_free(sdw_conv2d *c)
+{
+    if (!c) return;
+    free(c->w);
+    free(c->bias);
+    free(c);
+}

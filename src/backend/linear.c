@@ -1,0 +1,114 @@
+/* linear.c: y[M, out] = x[M, in] @ W^T + b on a oneDNN matmul. The weights
+ * are reordered once, at create, into the layout the matmul prefers for a
+ * representative M; every later shape is created against that stored layout. */
+#include "backend/cpu_internal.h"
+#include <stdlib.h>
+
+struct sdw_linear {
+    int in, out;
+    dnnl_data_type_t dt;        /* of the weights and of the matmul source */
+    dnnl_memory_desc_t wmd;     /* stored layout of the [in, out] weights matrix */
+    void *w;
+    size_t wbytes;
+    float *bias;                /* f32, or NULL */
+};
+
+static dnnl_data_type_t compute_dt(const sdw_backend *be)
+{
+    return be->precision == SDW_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32;
+}
+
+/* Matmul descriptor for M rows; wmd NULL asks for format_tag_any weights. */
+static sdw_status linear_desc(const sdw_linear *l, int64_t M, const dnnl_memory_desc_t *wmd, dnnl_matmul_desc_t *d)
+{
+    dnnl_memory_desc_t src, wei, bias, dst;
+    dnnl_dims_t ds = { M, l->in }, dw = { l->in, l->out }, db = { 1, l->out }, dd = { M, l->out };
+    SDW_DNNL(dnnl_memory_desc_init_by_tag(&src, 2, ds, l->dt, dnnl_ab), "linear src");
+    if (wmd) wei = *wmd;
+    else SDW_DNNL(dnnl_memory_desc_init_by_tag(&wei, 2, dw, l->dt, dnnl_format_tag_any), "linear weights");
+    SDW_DNNL(dnnl_memory_desc_init_by_tag(&bias, 2, db, dnnl_f32, dnnl_ab), "linear bias");
+    SDW_DNNL(dnnl_memory_desc_init_by_tag(&dst, 2, dd, dnnl_f32, dnnl_ab), "linear dst");
+    SDW_DNNL(dnnl_matmul_desc_init(d, &src, &wei, l->bias ? &bias : NULL, &dst), "linear matmul");
+    return SDW_OK;
+}
+
+static sdw_status choose_layout(sdw_backend *be, sdw_linear *l)
+{
+    dnnl_matmul_desc_t d;
+    SDW_TRY(linear_desc(l, SDW_LINEAR_LAYOUT_M, NULL, &d));
+    dnnl_primitive_desc_t pd;
+    SDW_DNNL(dnnl_primitive_desc_create(&pd, &d, NULL, be->engine, NULL), "linear layout");
+    l->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    dnnl_primitive_desc_destroy(pd);
+    return SDW_OK;
+}
+
+sdw_status sdw_linear_create(sdw_backend *be, int in, int out, const float *w, const float *bias,
+                             sdw_linear **out_layer)
+{
+    *out_layer = NULL;
+    if (in <= 0 || out <= 0 || !w) return sdw_fail(SDW_ERR_INVALID_ARG, "linear: bad shape %d -> %d", in, out);
+    sdw_linear *l = calloc(1, sizeof *l);
+    if (!l) return sdw_fail(SDW_ERR_NOMEM, "linear: out of memory");
+    l->in = in;
+    l->out = out;
+    l->dt = compute_dt(be);
+    sdw_status st = SDW_OK;
+    if (bias) {
+        l->bias = malloc(sizeof(float) * (size_t)out);
+        if (!l->bias) st = sdw_fail(SDW_ERR_NOMEM, "linear: out of memory");
+        else memcpy(l->bias, bias, sizeof(float) * (size_t)out);
+    }
+    if (st == SDW_OK) st = choose_layout(be, l);
+    if (st == SDW_OK) {
+        /* PyTorch's [out, in] row-major is the [in, out] matrix with strides {1, in}. */
+        dnnl_memory_desc_t user;
+        dnnl_dims_t dims = { in, out }, strides = { 1, in };
+        dnnl_status_t s = dnnl_memory_desc_init_by_strides(&user, 2, dims, dnnl_f32, strides);
+        st = s == dnnl_success ? sdw_reorder_weights(be, &user, w, &l->wmd, &l->w, &l->wbytes)
+                               : sdw_dnnl_fail(s, "linear weights");
+    }
+    if (st != SDW_OK) {
+        sdw_linear_free(l);
+        return sdw_fail_context(st, "linear %d -> %d", in, out);
+    }
+    *out_layer = l;
+    return SDW_OK;
+}
+
+sdw_status sdw_linear_forward(sdw_backend *be, const sdw_linear *l, const float *x, int64_t M, float *y)
+{
+    if (M < 0) return sdw_fail(SDW_ERR_INVALID_ARG, "linear: M = %lld", (long long)M);
+    if (M == 0) return SDW_OK;
+    SDW_TRY(sdw_check_not_parallel("linear"));
+    int64_t key[SDW_KEY_MAX] = { SDW_OP_LINEAR, l->dt, M, l->in, l->out, l->bias != NULL };
+    sdw_prim *p = sdw_prim_find(be, key, &l->wmd);
+    if (!p) {
+        dnnl_matmul_desc_t d, d_any;
+        SDW_TRY(linear_desc(l, M, &l->wmd, &d));
+        SDW_TRY(linear_desc(l, M, NULL, &d_any));
+        SDW_TRY(sdw_prim_create(be, key, &l->wmd, &d, &d_any, &p));
+    }
+    const void *src = x;
+    if (l->dt == dnnl_bf16) {
+        uint16_t *xb = sdw_scratch(be, SDW_SCR_SRC, sizeof(uint16_t) * (size_t)M * (size_t)l->in);
+        if (!xb) return SDW_ERR_NOMEM;
+        sdw_cvt_bf16(xb, x, (size_t)M * (size_t)l->in);
+        src = xb;
+    }
+    SDW_TRY(sdw_prim_exec(be, p, src, l->w, l->bias, y));
+    be->flops += 2.0 * (double)M * l->in * l->out;
+    return SDW_OK;
+}
+
+int sdw_linear_in(const sdw_linear *l) { return l->in; }
+int sdw_linear_out(const sdw_linear *l) { return l->out; }
+size_t sdw_linear_bytes(const sdw_linear *l) { return l->wbytes + (l->bias ? sizeof(float) * (size_t)l->out : 0); }
+
+void sdw_linear_free(sdw_linear *l)
+{
+    if (!l) return;
+    free(l->w);
+    free(l->bias);
+    free(l);
+}

@@ -1,0 +1,80 @@
+/* cmd_info.c: `sd-worker info [--json] [--prediction eps|v] MODEL`: what the
+ * loader detects in a checkpoint, without loading its weights. */
+#include "cli/commands.h"
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cmd_info(int argc, char **argv)
+{
+    const char *model = NULL;
+    bool json = false;
+    sdw_load_params p = sdw_load_params_default();
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = true;
+        else if (!strcmp(argv[i], "--prediction") && i + 1 < argc) {
+            const char *v = argv[++i];
+            if (!strcmp(v, "eps")) p.prediction = SDW_PREDICTION_EPS;
+            else if (!strcmp(v, "v")) p.prediction = SDW_PREDICTION_V;
+            else if (!strcmp(v, "auto")) p.prediction = SDW_PREDICTION_AUTO;
+            else {
+                fprintf(stderr, "sd-worker info: --prediction must be auto, eps or v\n");
+                return 2;
+            }
+        } else if (!model && argv[i][0] != '-') model = argv[i];
+        else {
+            fprintf(stderr, "sd-worker info: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!model) {
+        fprintf(stderr, "usage: sd-worker info [--json] [--prediction auto|eps|v] MODEL\n");
+        return 2;
+    }
+    sdw_model_info in;
+    if (sdw_model_probe(model, &p, &in) != SDW_OK) {
+        fprintf(stderr, "sd-worker info: %s\n", sdw_last_error());
+        return 1;
+    }
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", model);
+        cJSON_AddStringToObject(o, "family", sdw_family_name(in.family));
+        cJSON_AddBoolToObject(o, "inpaint", in.inpaint);
+        cJSON_AddStringToObject(o, "prediction", sdw_prediction_name(in.prediction));
+        cJSON_AddStringToObject(o, "prediction_source", in.prediction_source);
+        cJSON_AddStringToObject(o, "layout", in.layout);
+        cJSON_AddNumberToObject(o, "tensors", in.n_tensors);
+        cJSON_AddNumberToObject(o, "unknown_tensors", in.n_unknown);
+        cJSON *pc = cJSON_AddObjectToObject(o, "parameters");
+        cJSON_AddNumberToObject(pc, "unet", (double)in.params_unet);
+        cJSON_AddNumberToObject(pc, "vae", (double)in.params_vae);
+        cJSON_AddNumberToObject(pc, "text_encoders", (double)in.params_text);
+        cJSON_AddStringToObject(o, "dtypes", in.dtypes);
+        cJSON_AddStringToObject(o, "precision", sdw_precision_name(in.precision));
+        cJSON *d = cJSON_AddObjectToObject(o, "defaults");
+        cJSON_AddNumberToObject(d, "width", in.default_width);
+        cJSON_AddNumberToObject(d, "height", in.default_height);
+        cJSON_AddNumberToObject(d, "steps", in.default_steps);
+        cJSON_AddNumberToObject(d, "cfg_scale", in.default_cfg);
+        cJSON_AddNumberToObject(o, "latent_scale", in.latent_scale);
+        char *s = cJSON_Print(o);
+        puts(s);
+        free(s);
+        cJSON_Delete(o);
+        return 0;
+    }
+    printf("model        %s\n", model);
+    printf("family       %s%s\n", sdw_family_name(in.family), in.inpaint ? " (inpainting, 9-channel UNet)" : "");
+    printf("prediction   %s (%s)\n", sdw_prediction_name(in.prediction), in.prediction_source);
+    printf("layout       %s\n", in.layout);
+    printf("tensors      %d (%d outside the known components)\n", in.n_tensors, in.n_unknown);
+    printf("parameters   unet %.1fM, vae %.1fM, text encoders %.1fM\n", (double)in.params_unet / 1e6,
+           (double)in.params_vae / 1e6, (double)in.params_text / 1e6);
+    printf("file dtypes  %s\n", in.dtypes);
+    printf("precision    %s (cpu isa %s)\n", sdw_precision_name(in.precision), sdw_cpu_isa_name());
+    printf("defaults     %dx%d, %d steps, cfg %.1f, latent scale %.5f\n", in.default_width, in.default_height,
+           in.default_steps, in.default_cfg, in.latent_scale);
+    return 0;
+}

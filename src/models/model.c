@@ -1,0 +1,348 @@
+/* model.c: loading a whole checkpoint (sdw_model_load): single-file LDM/SGM
+ * checkpoints with an optional sidecar yaml, or diffusers folders; family,
+ * inpainting and prediction type detection; an optional replacement VAE. */
+#include "models/model.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "io/json_file.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+const char *sdw_family_name(sdw_family f)
+{
+    switch (f) {
+    case SDW_FAMILY_SD1: return "sd1";
+    case SDW_FAMILY_SD2: return "sd2";
+    case SDW_FAMILY_SDXL: return "sdxl";
+    case SDW_FAMILY_SDXL_REFINER: return "sdxl-refiner";
+    }
+    return "?";
+}
+
+const char *sdw_prediction_name(sdw_prediction p)
+{
+    switch (p) {
+    case SDW_PREDICTION_AUTO: return "auto";
+    case SDW_PREDICTION_EPS: return "eps";
+    case SDW_PREDICTION_V: return "v";
+    }
+    return "?";
+}
+
+sdw_load_params sdw_load_params_default(void)
+{
+    sdw_load_params p = { SDW_PRECISION_AUTO, SDW_PREDICTION_AUTO, NULL, true };
+    return p;
+}
+
+static sdw_status family_of(const sdw_unet_config *c, const char *what, sdw_family *f)
+{
+    if (c->adm_in && c->context_dim == 2048) *f = SDW_FAMILY_SDXL;
+    else if (c->adm_in && c->context_dim == 1280) *f = SDW_FAMILY_SDXL_REFINER;
+    else if (!c->adm_in && c->context_dim == 768) *f = SDW_FAMILY_SD1;
+    else if (!c->adm_in && c->context_dim == 1024) *f = SDW_FAMILY_SD2;
+    /* The tiny test models: tell SD1 from SD2 by their projection kind. */
+    else if (!c->adm_in) *f = c->linear_proj ? SDW_FAMILY_SD2 : SDW_FAMILY_SD1;
+    else if (c->adm_in) *f = SDW_FAMILY_SDXL;
+    else return sdw_fail(SDW_ERR_UNSUPPORTED, "%s: unknown model family (context %d)", what, c->context_dim);
+    return SDW_OK;
+}
+
+static void set_defaults(sdw_model_info *in)
+{
+    in->default_steps = 20;
+    in->default_cfg = 7.0f;
+    switch (in->family) {
+    case SDW_FAMILY_SD1: in->default_width = 512; in->latent_scale = 0.18215f; break;
+    case SDW_FAMILY_SD2:
+        in->default_width = in->prediction == SDW_PREDICTION_V ? 768 : 512;
+        in->latent_scale = 0.18215f;
+        break;
+    case SDW_FAMILY_SDXL:
+    case SDW_FAMILY_SDXL_REFINER: in->default_width = 1024; in->latent_scale = 0.13025f; break;
+    }
+    in->default_height = in->default_width;
+}
+
+/* ComfyUI's rule for SD2 single files without a marker: v-prediction models
+ * have a wide spread in this late norm bias. Only a guess; --prediction wins. */
+static bool sd2_v_heuristic(const sdw_safetensors *st, double *std_out)
+{
+    const sdw_st_tensor *t = sdw_st_find(st, "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias");
+    if (!t) return false;
+    float *v = malloc((size_t)t->numel * sizeof *v);
+    if (!v || sdw_st_read_f32(st, t, v) != SDW_OK) {
+        free(v);
+        return false;
+    }
+    double s = 0, sq = 0;
+    for (int64_t i = 0; i < t->numel; i++) {
+        s += v[i];
+        sq += (double)v[i] * v[i];
+    }
+    free(v);
+    double mean = s / (double)t->numel, sd = sqrt(fmax(sq / (double)t->numel - mean * mean, 0));
+    *std_out = sd;
+    return sd > 0.09;
+}
+
+static void note_dtypes(sdw_model_info *in, const sdw_safetensors *st)
+{
+    for (int i = 0; i < st->n_tensors; i++) {
+        const char *d = sdw_st_dtype_name(st->tensors[i].dtype);
+        if (strstr(in->dtypes, d)) continue;
+        size_t l = strlen(in->dtypes);
+        snprintf(in->dtypes + l, sizeof in->dtypes - l, "%s%s", l ? ", " : "", d);
+    }
+    in->n_tensors += st->n_tensors;
+}
+
+static int64_t params_under(const sdw_safetensors *st, const char *const *prefixes, int n)
+{
+    int64_t p = 0;
+    for (int i = 0; i < st->n_tensors; i++)
+        for (int k = 0; k < n; k++)
+            if (!strncmp(st->tensors[i].name, prefixes[k], strlen(prefixes[k]))) {
+                p += st->tensors[i].numel;
+                break;
+            }
+    return p;
+}
+
+static sdw_status load_vae_override(sdw_model *m, const char *path, bool enc)
+{
+    sdw_safetensors *st;
+    SDW_TRY(sdw_st_open(path, &st));
+    sdw_vae_config c;
+    const char *prefix = sdw_vae_ldm_present(st, "first_stage_model.") ? "first_stage_model."
+                         : sdw_vae_ldm_present(st, "")                  ? ""
+                                                                         : NULL;
+    sdw_status s;
+    if (prefix) {
+        s = sdw_vae_config_from_ldm(st, prefix, &c);
+    } else {
+        /* diffusers-named VAE file: the standard SD architecture. */
+        c = (sdw_vae_config){ 4, { 128, 256, 512, 512 }, 2, 4 };
+        s = sdw_st_find(st, "decoder.conv_in.weight") ? SDW_OK
+                                                        : sdw_fail(SDW_ERR_FORMAT, "%s: not a VAE file", path);
+    }
+    if (s == SDW_OK) s = sdw_vae_load(m->be, st, prefix, &c, enc, &m->vae);
+    sdw_st_close(st);
+    return s == SDW_OK ? s : sdw_fail_context(s, "--vae %s", path);
+}
+
+static sdw_status load_single(sdw_model *m, const char *path, const sdw_load_params *p)
+{
+    sdw_model_info *in = &m->info;
+    in->layout = "single-file";
+    sdw_safetensors *st;
+    SDW_TRY(sdw_st_open(path, &st));
+    sdw_yaml_map yaml = { 0 };
+    char yp[4096];
+    sdw_status s = SDW_OK;
+    if (sdw_yaml_sidecar_path(path, yp, sizeof yp)) s = sdw_yaml_load(yp, &yaml);
+    sdw_unet_config uc;
+    if (s == SDW_OK) s = sdw_unet_config_from_ldm(st, &yaml, &uc);
+    if (s == SDW_OK) s = family_of(&uc, path, &in->family);
+    if (s != SDW_OK) goto out;
+    in->inpaint = uc.in_channels == 9;
+    note_dtypes(in, st);
+    static const char *const unet_p[] = { "model.diffusion_model." }, *const vae_p[] = { "first_stage_model." };
+    static const char *const text_p[] = { "cond_stage_model.", "conditioner.embedders." };
+    in->params_unet = params_under(st, unet_p, 1);
+    in->params_vae = params_under(st, vae_p, 1);
+    in->params_text = params_under(st, text_p, 2);
+    for (int i = 0; i < st->n_tensors; i++) {
+        const char *n = st->tensors[i].name;
+        if (strncmp(n, "model.diffusion_model.", 22) && strncmp(n, "first_stage_model.", 18) &&
+            strncmp(n, "cond_stage_model.", 17) && strncmp(n, "conditioner.embedders.", 22))
+            in->n_unknown++;
+    }
+    /* Prediction type: what the user says, then what the file says, then the family rule. */
+    const char *param = sdw_yaml_get(&yaml, "model.params.parameterization");
+    double sd = 0;
+    if (p->prediction != SDW_PREDICTION_AUTO) {
+        in->prediction = p->prediction;
+        snprintf(in->prediction_source, sizeof in->prediction_source, "override");
+    } else if (sdw_st_find(st, "v_pred")) {
+        in->prediction = SDW_PREDICTION_V;
+        snprintf(in->prediction_source, sizeof in->prediction_source, "v_pred key");
+    } else if (param) {
+        in->prediction = !strcmp(param, "v") ? SDW_PREDICTION_V : SDW_PREDICTION_EPS;
+        snprintf(in->prediction_source, sizeof in->prediction_source, "sidecar yaml");
+    } else if (in->family == SDW_FAMILY_SD2 && !in->inpaint) {
+        in->prediction = sd2_v_heuristic(st, &sd) ? SDW_PREDICTION_V : SDW_PREDICTION_EPS;
+        snprintf(in->prediction_source, sizeof in->prediction_source,
+                 "assumed: norm-bias spread %.3f %s 0.09 (ComfyUI's rule)", sd, sd > 0.09 ? ">" : "<=");
+    } else {
+        in->prediction = SDW_PREDICTION_EPS;
+        snprintf(in->prediction_source, sizeof in->prediction_source, "assumed: family default");
+    }
+    set_defaults(in);
+    const char *scale = sdw_yaml_get(&yaml, "model.params.scale_factor");
+    if (scale && atof(scale) > 0) in->latent_scale = (float)atof(scale);
+    if (!m->be) goto out;   /* a probe stops here */
+
+    s = sdw_text_conditioner_load_single(m->be, st, &yaml, &m->text);
+    if (s == SDW_OK && (m->text.family == SDW_FAMILY_SDXL) != (in->family == SDW_FAMILY_SDXL))
+        s = sdw_fail(SDW_ERR_FORMAT, "%s: the text encoders (%s) do not match the UNet (%s)", path,
+                     sdw_family_name(m->text.family), sdw_family_name(in->family));
+    if (s == SDW_OK && m->text.context_dim != uc.context_dim)
+        s = sdw_fail(SDW_ERR_FORMAT, "%s: text conditioning is %d wide but the UNet expects %d", path,
+                     m->text.context_dim, uc.context_dim);
+    if (s == SDW_OK) s = sdw_unet_load(m->be, st, SDW_NAMES_LDM, &uc, &m->unet);
+    if (s == SDW_OK && !p->vae_path) {
+        sdw_vae_config vc;
+        s = sdw_vae_config_from_ldm(st, "first_stage_model.", &vc);
+        if (s == SDW_OK) s = sdw_vae_load(m->be, st, "first_stage_model.", &vc, p->with_vae_encoder, &m->vae);
+    }
+out:
+    sdw_yaml_free(&yaml);
+    sdw_st_close(st);
+    return s;
+}
+
+/* Opens <dir>/<sub>/<stem>.safetensors or its .fp16 variant. */
+static sdw_status open_diffusers_weights(const char *dir, const char *sub, const char *stem, sdw_safetensors **st)
+{
+    char path[4096];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/%s/%s.safetensors", dir, sub, stem);
+    if (stat(path, &sb) != 0) snprintf(path, sizeof path, "%s/%s/%s.fp16.safetensors", dir, sub, stem);
+    if (stat(path, &sb) != 0)
+        return sdw_fail(SDW_ERR_IO, "%s: no %s/%s.safetensors (nor .fp16.safetensors)", dir, sub, stem);
+    return sdw_st_open(path, st);
+}
+
+static sdw_status load_diffusers(sdw_model *m, const char *dir, const sdw_load_params *p)
+{
+    sdw_model_info *in = &m->info;
+    in->layout = "diffusers";
+    char path[4096];
+    cJSON *j = NULL;
+    snprintf(path, sizeof path, "%s/model_index.json", dir);
+    SDW_TRY(sdw_json_load_file(path, &j));
+    cJSON_Delete(j);
+    snprintf(path, sizeof path, "%s/unet/config.json", dir);
+    sdw_status s = sdw_json_load_file(path, &j);
+    if (s != SDW_OK) return sdw_fail_context(s, "%s: the diffusers folder has no usable unet/", dir);
+    sdw_unet_config uc;
+    s = sdw_unet_config_from_diffusers(j, &uc);
+    cJSON_Delete(j);
+    SDW_TRY(s);
+    SDW_TRY(family_of(&uc, dir, &in->family));
+    in->inpaint = uc.in_channels == 9;
+    in->prediction = SDW_PREDICTION_EPS;
+    snprintf(in->prediction_source, sizeof in->prediction_source, "assumed: family default");
+    snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", dir);
+    if (sdw_json_load_file(path, &j) == SDW_OK) {
+        const char *pt = sdw_json_str(j, "prediction_type", NULL);
+        if (pt) {
+            in->prediction = !strcmp(pt, "v_prediction") ? SDW_PREDICTION_V : SDW_PREDICTION_EPS;
+            snprintf(in->prediction_source, sizeof in->prediction_source, "scheduler config");
+        }
+        cJSON_Delete(j);
+    }
+    if (p->prediction != SDW_PREDICTION_AUTO) {
+        in->prediction = p->prediction;
+        snprintf(in->prediction_source, sizeof in->prediction_source, "override");
+    }
+    set_defaults(in);
+    snprintf(path, sizeof path, "%s/vae/config.json", dir);
+    sdw_vae_config vc;
+    if ((s = sdw_json_load_file(path, &j)) != SDW_OK) return sdw_fail_context(s, "%s: no usable vae/", dir);
+    s = sdw_vae_config_from_diffusers(j, &vc);
+    const cJSON *sf = cJSON_GetObjectItem(j, "scaling_factor");
+    if (cJSON_IsNumber(sf)) in->latent_scale = (float)sf->valuedouble;
+    cJSON_Delete(j);
+    SDW_TRY(s);
+
+    sdw_safetensors *st;
+    SDW_TRY(open_diffusers_weights(dir, "unet", "diffusion_pytorch_model", &st));
+    note_dtypes(in, st);
+    for (int i = 0; i < st->n_tensors; i++) in->params_unet += st->tensors[i].numel;
+    if (m->be) s = sdw_unet_load(m->be, st, SDW_NAMES_DIFFUSERS, &uc, &m->unet);
+    sdw_st_close(st);
+    SDW_TRY(s);
+    SDW_TRY(open_diffusers_weights(dir, "vae", "diffusion_pytorch_model", &st));
+    note_dtypes(in, st);
+    for (int i = 0; i < st->n_tensors; i++) in->params_vae += st->tensors[i].numel;
+    if (m->be && !p->vae_path) s = sdw_vae_load(m->be, st, NULL, &vc, p->with_vae_encoder, &m->vae);
+    sdw_st_close(st);
+    SDW_TRY(s);
+    static const char *const tes[] = { "text_encoder", "text_encoder_2" };
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, tes[i]);
+        struct stat sb;
+        if (stat(path, &sb) != 0) continue;
+        SDW_TRY(open_diffusers_weights(dir, tes[i], "model", &st));
+        note_dtypes(in, st);
+        for (int k = 0; k < st->n_tensors; k++) in->params_text += st->tensors[k].numel;
+        sdw_st_close(st);
+    }
+    if (!m->be) return SDW_OK;
+    SDW_TRY(sdw_text_conditioner_load_diffusers(m->be, dir, &m->text));
+    if (m->text.context_dim != uc.context_dim)
+        return sdw_fail(SDW_ERR_FORMAT, "%s: text conditioning is %d wide but the UNet expects %d", dir,
+                        m->text.context_dim, uc.context_dim);
+    return SDW_OK;
+}
+
+static sdw_status load_any(const char *path, const sdw_load_params *p, sdw_model *m)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0) return sdw_fail(SDW_ERR_IO, "%s: no such file or folder", path);
+    size_t l = strlen(path);
+    if (S_ISREG(sb.st_mode) && ((l > 5 && !strcmp(path + l - 5, ".ckpt")) || (l > 3 && !strcmp(path + l - 3, ".pt")) ||
+                                (l > 4 && !strcmp(path + l - 4, ".pth") ) || (l > 4 && !strcmp(path + l - 4, ".bin"))))
+        return sdw_fail(SDW_ERR_UNSUPPORTED,
+                        "%s: pickle checkpoints are not loaded (they can run code); convert it to .safetensors", path);
+    sdw_status s = S_ISDIR(sb.st_mode) ? load_diffusers(m, path, p) : load_single(m, path, p);
+    if (s == SDW_OK && m->be && p->vae_path) s = load_vae_override(m, p->vae_path, p->with_vae_encoder);
+    return s;
+}
+
+sdw_status sdw_model_probe(const char *path, const sdw_load_params *p, sdw_model_info *info)
+{
+    sdw_model m = { 0 };
+    sdw_status s = load_any(path, p, &m);
+    m.info.precision = sdw_precision_resolve(p->precision);
+    *info = m.info;
+    return s;
+}
+
+sdw_status sdw_model_load(const char *path, const sdw_load_params *p, sdw_model **out)
+{
+    *out = NULL;
+    sdw_model *m = calloc(1, sizeof *m);
+    if (!m) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+    sdw_status s = sdw_backend_create(p->precision, &m->be);
+    if (s == SDW_OK) s = load_any(path, p, m);
+    if (s != SDW_OK) {
+        sdw_model_free(m);
+        return s;
+    }
+    m->info.precision = sdw_backend_precision(m->be);
+    m->info.weight_bytes = sdw_unet_bytes(m->unet) + sdw_vae_bytes(m->vae) + (m->text.te1 ? m->text.te1->bytes : 0) +
+                           (m->text.te2 ? m->text.te2->bytes : 0);
+    SDW_INFO("loaded %s: %s%s, %s prediction (%s), %.2f GB of weights in %s", path, sdw_family_name(m->info.family),
+             m->info.inpaint ? " inpaint" : "", sdw_prediction_name(m->info.prediction), m->info.prediction_source,
+             (double)m->info.weight_bytes / 1e9, sdw_precision_name(m->info.precision));
+    *out = m;
+    return SDW_OK;
+}
+
+void sdw_model_free(sdw_model *m)
+{
+    if (!m) return;
+    sdw_text_conditioner_free(&m->text);
+    sdw_unet_free(m->unet);
+    sdw_vae_free(m->vae);
+    sdw_backend_free(m->be);
+    free(m);
+}
+
+const sdw_model_info *sdw_model_get_info(const sdw_model *m) { return &m->info; }

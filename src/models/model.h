@@ -1,0 +1,17 @@
+/* model.h: a loaded checkpoint: its text conditioner, UNet and VAE on one
+ * backend, plus what was detected about it (sdw_model_info). The pipelines
+ * reach into this struct; users see only the opaque sdw_model. */
+#ifndef SDW_MODELS_MODEL_H
+#define SDW_MODELS_MODEL_H
+#include "models/text_conditioner.h"
+#include "models/unet.h"
+#include "models/vae.h"
+
+struct sdw_model {
+    sdw_model_info info;
+    sdw_backend *be;
+    sdw_text_conditioner text;
+    sdw_unet *unet;
+    sdw_vae *vae;
+};
+#endif

@@ -1,0 +1,532 @@
+/* unet.c: the latent diffusion UNet (see unet.h), NHWC throughout.
+ *
+ *   temb = time_embedding(sinusoid(t)) (+ add_embedding(y) for SDXL)
+ *   x = conv_in(latents); skips = [x]
+ *   down levels: (resnet, [transformer]) x layers, downsample; every output is a skip
+ *   middle: resnet, transformer, resnet
+ *   up levels: (concat skip, resnet, [transformer]) x (layers + 1), upsample
+ *   out: group norm, SiLU, conv_out */
+#include "models/unet.h"
+#include "core/error.h"
+#include "models/weights.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    int cin, cout;
+    float *norm1_w, *norm1_b, *norm2_w, *norm2_b;  /* (cin), (cout) */
+    sdw_conv2d *conv1, *conv2;                     /* cin -> cout 3x3, cout -> cout 3x3 */
+    sdw_linear *temb_proj;                         /* time_embed_dim -> cout */
+    sdw_conv2d *shortcut;                          /* cin -> cout 1x1, NULL when cin == cout */
+} resnet;
+
+typedef struct {
+    float *norm1_w, *norm1_b, *norm2_w, *norm2_b, *norm3_w, *norm3_b;  /* (C) */
+    sdw_linear *qkv;        /* self-attention q, k, v fused: C -> 3C, no bias */
+    sdw_linear *attn1_out;  /* C -> C */
+    sdw_linear *q2;         /* cross-attention query: C -> C, no bias */
+    sdw_linear *kv2;        /* cross-attention key, value fused: context_dim -> 2C, no bias */
+    sdw_linear *attn2_out;  /* C -> C */
+    sdw_linear *ff_in;      /* GEGLU: C -> 2 * 4C (value half, then gate half) */
+    sdw_linear *ff_out;     /* 4C -> C */
+} tblock;
+
+typedef struct {
+    int C, heads, depth;
+    float *norm_w, *norm_b;
+    sdw_linear *proj_in, *proj_out;  /* C -> C (a 1x1 conv in SD1: the same map on NHWC) */
+    tblock *blocks;
+} transformer;
+
+typedef struct {
+    resnet *res;         /* layers (down) or layers + 1 (up) */
+    transformer *attn;   /* same count, or NULL when the level has no attention */
+    sdw_conv2d *resample;  /* down: 3x3 stride 2; up: 3x3 after nearest 2x; NULL on the last */
+} level;
+
+struct sdw_unet {
+    sdw_unet_config cfg;
+    sdw_conv2d *conv_in;
+    sdw_linear *time_1, *time_2;   /* block_out[0] -> temb -> temb */
+    sdw_linear *add_1, *add_2;     /* SDXL: adm_in -> temb -> temb */
+    level down[SDW_UNET_MAX_LEVELS], up[SDW_UNET_MAX_LEVELS];
+    resnet mid_res[2];
+    transformer mid_attn;
+    float *norm_out_w, *norm_out_b;
+    sdw_conv2d *conv_out;
+    size_t bytes;
+};
+
+/* ---------------------------------------------------------------- loading */
+
+static sdw_status load_resnet(sdw_wloader *wl, const sdw_unet_config *c, resnet *r, int cin, int cout,
+                              const char *p)
+{
+    r->cin = cin;
+    r->cout = cout;
+    SDW_TRY(sdw_wl_floats(wl, &r->norm1_w, cin, "%s.norm1.weight", p));
+    SDW_TRY(sdw_wl_floats(wl, &r->norm1_b, cin, "%s.norm1.bias", p));
+    SDW_TRY(sdw_wl_conv2d(wl, &r->conv1, cin, cout, 3, 1, 1, "%s.conv1", p));
+    SDW_TRY(sdw_wl_linear(wl, &r->temb_proj, c->time_embed_dim, cout, true, "%s.time_emb_proj", p));
+    SDW_TRY(sdw_wl_floats(wl, &r->norm2_w, cout, "%s.norm2.weight", p));
+    SDW_TRY(sdw_wl_floats(wl, &r->norm2_b, cout, "%s.norm2.bias", p));
+    SDW_TRY(sdw_wl_conv2d(wl, &r->conv2, cout, cout, 3, 1, 1, "%s.conv2", p));
+    if (cin != cout) SDW_TRY(sdw_wl_conv2d(wl, &r->shortcut, cin, cout, 1, 1, 0, "%s.conv_shortcut", p));
+    return SDW_OK;
+}
+
+/* Concatenates the rows of up to three [out_i, in] weights into one linear. */
+static sdw_status load_fused(sdw_wloader *wl, sdw_linear **out, int in, int each, int parts, const char *p,
+                             const char *const *names)
+{
+    size_t per = (size_t)each * in;
+    float *w = malloc((size_t)parts * per * sizeof *w);
+    if (!w) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+    sdw_status s = SDW_OK;
+    for (int i = 0; i < parts && s == SDW_OK; i++) {
+        const sdw_st_tensor *t;
+        float *d;
+        s = sdw_wl_find(wl, &t, 2, "%s.%s.weight", p, names[i]);
+        if (s == SDW_OK && (t->shape[0] != each || t->shape[1] != in))
+            s = sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s is not [%d, %d]", wl->st->path, t->name, each, in);
+        if (s == SDW_OK) s = sdw_wl_stage(wl, t, &d);
+        if (s == SDW_OK) memcpy(w + i * per, d, per * sizeof *w);
+    }
+    if (s == SDW_OK) s = sdw_linear_create(wl->be, in, parts * each, w, NULL, out);
+    if (s == SDW_OK) wl->bytes_held += sdw_linear_bytes(*out);
+    free(w);
+    return s;
+}
+
+static sdw_status load_tblock(sdw_wloader *wl, const sdw_unet_config *c, tblock *b, int C, const char *p)
+{
+    static const char *const qkv[] = { "attn1.to_q", "attn1.to_k", "attn1.to_v" };
+    static const char *const kv[] = { "attn2.to_k", "attn2.to_v" };
+    SDW_TRY(sdw_wl_floats(wl, &b->norm1_w, C, "%s.norm1.weight", p));
+    SDW_TRY(sdw_wl_floats(wl, &b->norm1_b, C, "%s.norm1.bias", p));
+    SDW_TRY(load_fused(wl, &b->qkv, C, C, 3, p, qkv));
+    SDW_TRY(sdw_wl_linear(wl, &b->attn1_out, C, C, true, "%s.attn1.to_out.0", p));
+    SDW_TRY(sdw_wl_floats(wl, &b->norm2_w, C, "%s.norm2.weight", p));
+    SDW_TRY(sdw_wl_floats(wl, &b->norm2_b, C, "%s.norm2.bias", p));
+    SDW_TRY(sdw_wl_linear(wl, &b->q2, C, C, false, "%s.attn2.to_q", p));
+    SDW_TRY(load_fused(wl, &b->kv2, c->context_dim, C, 2, p, kv));
+    SDW_TRY(sdw_wl_linear(wl, &b->attn2_out, C, C, true, "%s.attn2.to_out.0", p));
+    SDW_TRY(sdw_wl_floats(wl, &b->norm3_w, C, "%s.norm3.weight", p));
+    SDW_TRY(sdw_wl_floats(wl, &b->norm3_b, C, "%s.norm3.bias", p));
+    SDW_TRY(sdw_wl_linear(wl, &b->ff_in, C, 8 * C, true, "%s.ff.net.0.proj", p));
+    SDW_TRY(sdw_wl_linear(wl, &b->ff_out, 4 * C, C, true, "%s.ff.net.2", p));
+    return SDW_OK;
+}
+
+static sdw_status load_transformer(sdw_wloader *wl, const sdw_unet_config *c, transformer *t, int C, int heads,
+                                   int depth, const char *p)
+{
+    t->C = C;
+    t->heads = heads;
+    if (C % heads) return sdw_fail(SDW_ERR_FORMAT, "%s: %d channels do not split into %d heads", p, C, heads);
+    SDW_TRY(sdw_wl_floats(wl, &t->norm_w, C, "%s.norm.weight", p));
+    SDW_TRY(sdw_wl_floats(wl, &t->norm_b, C, "%s.norm.bias", p));
+    SDW_TRY(sdw_wl_linear(wl, &t->proj_in, C, C, true, "%s.proj_in", p));
+    SDW_TRY(sdw_wl_linear(wl, &t->proj_out, C, C, true, "%s.proj_out", p));
+    t->blocks = calloc((size_t)depth, sizeof *t->blocks);
+    if (!t->blocks) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+    t->depth = depth;
+    char bp[256];
+    for (int i = 0; i < depth; i++) {
+        snprintf(bp, sizeof bp, "%s.transformer_blocks.%d", p, i);
+        SDW_TRY(load_tblock(wl, c, &t->blocks[i], C, bp));
+    }
+    return SDW_OK;
+}
+
+static sdw_status load_levels(sdw_wloader *wl, sdw_unet *u)
+{
+    const sdw_unet_config *c = &u->cfg;
+    int nl = c->n_levels, L = c->layers_per_block;
+    char p[256];
+    int ch = c->block_out[0];
+    for (int i = 0; i < nl; i++) {   /* down */
+        level *lv = &u->down[i];
+        lv->res = calloc((size_t)L, sizeof *lv->res);
+        lv->attn = c->depth[i] ? calloc((size_t)L, sizeof *lv->attn) : NULL;
+        if (!lv->res || (c->depth[i] && !lv->attn)) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+        for (int j = 0; j < L; j++) {
+            snprintf(p, sizeof p, "down_blocks.%d.resnets.%d", i, j);
+            SDW_TRY(load_resnet(wl, c, &lv->res[j], ch, c->block_out[i], p));
+            ch = c->block_out[i];
+            if (lv->attn) {
+                snprintf(p, sizeof p, "down_blocks.%d.attentions.%d", i, j);
+                SDW_TRY(load_transformer(wl, c, &lv->attn[j], ch, c->heads[i], c->depth[i], p));
+            }
+        }
+        if (i < nl - 1) {
+            snprintf(p, sizeof p, "down_blocks.%d.downsamplers.0.conv", i);
+            SDW_TRY(sdw_wl_conv2d(wl, &lv->resample, ch, ch, 3, 2, 1, "%s", p));
+        }
+    }
+    int top = c->block_out[nl - 1];
+    SDW_TRY(load_resnet(wl, c, &u->mid_res[0], top, top, "mid_block.resnets.0"));
+    SDW_TRY(load_transformer(wl, c, &u->mid_attn, top, c->heads[nl - 1], c->mid_depth, "mid_block.attentions.0"));
+    SDW_TRY(load_resnet(wl, c, &u->mid_res[1], top, top, "mid_block.resnets.1"));
+    /* Up level i mirrors down level nl-1-i; skip widths follow the down path in reverse. */
+    int skip_ch[SDW_UNET_MAX_LEVELS * 4 + 1], ns = 0;
+    skip_ch[ns++] = c->block_out[0];
+    for (int i = 0; i < nl; i++) {
+        for (int j = 0; j < L; j++) skip_ch[ns++] = c->block_out[i];
+        if (i < nl - 1) skip_ch[ns++] = c->block_out[i];
+    }
+    ch = top;
+    for (int i = 0; i < nl; i++) {
+        int d = nl - 1 - i, out = c->block_out[d];
+        level *lv = &u->up[i];
+        lv->res = calloc((size_t)L + 1, sizeof *lv->res);
+        lv->attn = c->depth[d] ? calloc((size_t)L + 1, sizeof *lv->attn) : NULL;
+        if (!lv->res || (c->depth[d] && !lv->attn)) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+        for (int j = 0; j <= L; j++) {
+            snprintf(p, sizeof p, "up_blocks.%d.resnets.%d", i, j);
+            SDW_TRY(load_resnet(wl, c, &lv->res[j], ch + skip_ch[--ns], out, p));
+            ch = out;
+            if (lv->attn) {
+                snprintf(p, sizeof p, "up_blocks.%d.attentions.%d", i, j);
+                SDW_TRY(load_transformer(wl, c, &lv->attn[j], ch, c->heads[d], c->depth[d], p));
+            }
+        }
+        if (i < nl - 1) {
+            snprintf(p, sizeof p, "up_blocks.%d.upsamplers.0.conv", i);
+            SDW_TRY(sdw_wl_conv2d(wl, &lv->resample, ch, ch, 3, 1, 1, "%s", p));
+        }
+    }
+    return SDW_OK;
+}
+
+static const char *ldm_map(void *ctx, const char *name, char *buf, size_t n)
+{
+    return sdw_unet_ldm_name(ctx, name, buf, n);
+}
+
+sdw_status sdw_unet_load(sdw_backend *be, const sdw_safetensors *st, sdw_name_layout names,
+                         const sdw_unet_config *c, sdw_unet **out)
+{
+    *out = NULL;
+    if (c->n_levels < 1 || c->n_levels > SDW_UNET_MAX_LEVELS || c->layers_per_block < 1 ||
+        c->layers_per_block > 4 || c->in_channels < 1 || c->out_channels < 1)
+        return sdw_fail(SDW_ERR_UNSUPPORTED, "unsupported UNet configuration");
+    sdw_unet *u = calloc(1, sizeof *u);
+    if (!u) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+    u->cfg = *c;
+    sdw_wloader wl;
+    sdw_wl_init(&wl, be, st);
+    if (names == SDW_NAMES_LDM) {
+        wl.map = ldm_map;
+        wl.map_ctx = &u->cfg;
+    }
+    int c0 = c->block_out[0], te = c->time_embed_dim;
+    sdw_status s = sdw_wl_conv2d(&wl, &u->conv_in, c->in_channels, c0, 3, 1, 1, "conv_in");
+    if (s == SDW_OK) s = sdw_wl_linear(&wl, &u->time_1, c0, te, true, "time_embedding.linear_1");
+    if (s == SDW_OK) s = sdw_wl_linear(&wl, &u->time_2, te, te, true, "time_embedding.linear_2");
+    if (s == SDW_OK && c->adm_in) s = sdw_wl_linear(&wl, &u->add_1, c->adm_in, te, true, "add_embedding.linear_1");
+    if (s == SDW_OK && c->adm_in) s = sdw_wl_linear(&wl, &u->add_2, te, te, true, "add_embedding.linear_2");
+    if (s == SDW_OK) s = load_levels(&wl, u);
+    if (s == SDW_OK) s = sdw_wl_floats(&wl, &u->norm_out_w, c0, "conv_norm_out.weight");
+    if (s == SDW_OK) s = sdw_wl_floats(&wl, &u->norm_out_b, c0, "conv_norm_out.bias");
+    if (s == SDW_OK) s = sdw_wl_conv2d(&wl, &u->conv_out, c0, c->out_channels, 3, 1, 1, "conv_out");
+    u->bytes = wl.bytes_held;
+    sdw_wl_done(&wl);
+    if (s != SDW_OK) {
+        sdw_unet_free(u);
+        return s;
+    }
+    *out = u;
+    return SDW_OK;
+}
+
+static void free_resnet(resnet *r)
+{
+    free(r->norm1_w); free(r->norm1_b); free(r->norm2_w); free(r->norm2_b);
+    sdw_conv2d_free(r->conv1); sdw_conv2d_free(r->conv2); sdw_conv2d_free(r->shortcut);
+    sdw_linear_free(r->temb_proj);
+}
+
+static void free_transformer(transformer *t)
+{
+    free(t->norm_w); free(t->norm_b);
+    sdw_linear_free(t->proj_in); sdw_linear_free(t->proj_out);
+    for (int i = 0; t->blocks && i < t->depth; i++) {
+        tblock *b = &t->blocks[i];
+        free(b->norm1_w); free(b->norm1_b); free(b->norm2_w); free(b->norm2_b); free(b->norm3_w); free(b->norm3_b);
+        sdw_linear_free(b->qkv); sdw_linear_free(b->attn1_out); sdw_linear_free(b->q2); sdw_linear_free(b->kv2);
+        sdw_linear_free(b->attn2_out); sdw_linear_free(b->ff_in); sdw_linear_free(b->ff_out);
+    }
+    free(t->blocks);
+}
+
+static void free_level(level *lv, int n)
+{
+    for (int j = 0; lv->res && j < n; j++) free_resnet(&lv->res[j]);
+    for (int j = 0; lv->attn && j < n; j++) free_transformer(&lv->attn[j]);
+    free(lv->res);
+    free(lv->attn);
+    sdw_conv2d_free(lv->resample);
+}
+
+void sdw_unet_free(sdw_unet *u)
+{
+    if (!u) return;
+    for (int i = 0; i < u->cfg.n_levels; i++) {
+        free_level(&u->down[i], u->cfg.layers_per_block);
+        free_level(&u->up[i], u->cfg.layers_per_block + 1);
+    }
+    free_resnet(&u->mid_res[0]);
+    free_resnet(&u->mid_res[1]);
+    free_transformer(&u->mid_attn);
+    sdw_conv2d_free(u->conv_in);
+    sdw_linear_free(u->time_1); sdw_linear_free(u->time_2);
+    sdw_linear_free(u->add_1); sdw_linear_free(u->add_2);
+    free(u->norm_out_w); free(u->norm_out_b);
+    sdw_conv2d_free(u->conv_out);
+    free(u);
+}
+
+const sdw_unet_config *sdw_unet_get_config(const sdw_unet *u) { return &u->cfg; }
+size_t sdw_unet_bytes(const sdw_unet *u) { return u->bytes; }
+
+/* ---------------------------------------------------------------- forward */
+
+void sdw_timestep_embedding(float t, int dim, float *out)
+{
+    /* float32 throughout, in torch's order: exp(-ln(10000) * i / half) * t. */
+    int half = dim / 2;
+    const float neg_log = -logf(10000.0f);
+    for (int i = 0; i < half; i++) {
+        float e = expf(neg_log * (float)i / (float)half) * t;
+        out[i] = cosf(e);
+        out[half + i] = sinf(e);
+    }
+    if (dim % 2) out[dim - 1] = 0;
+}
+
+void sdw_unet_text_time_y(const float *pooled, int pooled_dim, const float *ids, int n_ids, int dim, float *y)
+{
+    memcpy(y, pooled, (size_t)pooled_dim * sizeof *y);
+    for (int i = 0; i < n_ids; i++) sdw_timestep_embedding(ids[i], dim, y + pooled_dim + (size_t)i * dim);
+}
+
+typedef struct {
+    sdw_backend *be;
+    sdw_arena *arena;
+    const sdw_unet *u;
+    const sdw_unet_input *in;
+    int N;
+    float *temb_act;   /* SiLU(temb) [N, time_embed_dim], what every resnet projects */
+} fwd;
+
+static void tap(const fwd *f, const char *name, const float *x, int H, int W, int C)
+{
+    if (f->in->tap) f->in->tap(f->in->tap_user, name, x, f->N, H, W, C);
+}
+
+static sdw_status nomem(void) { return sdw_fail(SDW_ERR_NOMEM, "out of memory in the UNet"); }
+
+/* out = resnet(x): out must not alias x. */
+static sdw_status resnet_forward(const fwd *f, const resnet *r, const float *x, int H, int W, float *out)
+{
+    int N = f->N;
+    size_t px = (size_t)N * H * W;
+    sdw_arena_mark m = sdw_arena_save(f->arena);
+    float *h = sdw_arena_floats(f->arena, px * (r->cin > r->cout ? r->cin : r->cout));
+    float *tp = sdw_arena_floats(f->arena, (size_t)N * r->cout);
+    if (!h || !tp) return nomem();
+    int Ho, Wo;
+    sdw_group_norm(x, N, (int64_t)H * W, r->cin, 32, r->norm1_w, r->norm1_b, 1e-5f, h);
+    sdw_silu(h, px * r->cin);
+    SDW_TRY(sdw_conv2d_forward(f->be, r->conv1, h, N, H, W, out, &Ho, &Wo));
+    SDW_TRY(sdw_linear_forward(f->be, r->temb_proj, f->temb_act, N, tp));
+    for (int n = 0; n < N; n++) sdw_add_bias(out + (size_t)n * H * W * r->cout, (int64_t)H * W, r->cout, tp + (size_t)n * r->cout);
+    sdw_group_norm(out, N, (int64_t)H * W, r->cout, 32, r->norm2_w, r->norm2_b, 1e-5f, h);
+    sdw_silu(h, px * r->cout);
+    SDW_TRY(sdw_conv2d_forward(f->be, r->conv2, h, N, H, W, out, &Ho, &Wo));
+    if (r->shortcut) {
+        SDW_TRY(sdw_conv2d_forward(f->be, r->shortcut, x, N, H, W, h, &Ho, &Wo));
+        sdw_add(out, out, h, px * r->cout);
+    } else {
+        sdw_add(out, out, x, px * r->cout);
+    }
+    sdw_arena_restore(f->arena, m);
+    return SDW_OK;
+}
+
+/* value * gelu(gate) for GEGLU: in [rows, 2*inner] -> out [rows, inner]. */
+static void geglu(const float *in, int64_t rows, int inner, float *out)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *v = in + r * 2 * inner, *g = v + inner;
+        float *o = out + r * inner;
+        for (int i = 0; i < inner; i++) o[i] = v[i] * (0.5f * g[i] * (1.0f + erff(g[i] * (float)M_SQRT1_2)));
+    }
+}
+
+static sdw_status tblock_forward(const fwd *f, const tblock *b, float *x, int64_t T, int C, int heads)
+{
+    int N = f->N, D = C / heads;
+    int64_t rows = (int64_t)N * T, nctx = f->in->n_ctx;
+    sdw_arena_mark m = sdw_arena_save(f->arena);
+    float *h = sdw_arena_floats(f->arena, (size_t)rows * C);
+    float *big = sdw_arena_floats(f->arena, (size_t)rows * 8 * C);  /* qkv (3C) or GEGLU input (8C) */
+    float *a = sdw_arena_floats(f->arena, (size_t)rows * 4 * C);
+    float *kv = sdw_arena_floats(f->arena, (size_t)N * nctx * 2 * C);
+    if (!h || !big || !a || !kv) return nomem();
+
+    sdw_layer_norm(x, rows, C, b->norm1_w, b->norm1_b, 1e-5f, h);
+    SDW_TRY(sdw_linear_forward(f->be, b->qkv, h, rows, big));
+    SDW_TRY(sdw_attention(f->be, big, 3 * C, big + C, big + 2 * C, 3 * C, N, (int)T, (int)T, heads, D, false, a));
+    SDW_TRY(sdw_linear_forward(f->be, b->attn1_out, a, rows, h));
+    sdw_add(x, x, h, (size_t)rows * C);
+
+    sdw_layer_norm(x, rows, C, b->norm2_w, b->norm2_b, 1e-5f, h);
+    SDW_TRY(sdw_linear_forward(f->be, b->q2, h, rows, big));
+    SDW_TRY(sdw_linear_forward(f->be, b->kv2, f->in->context, N * nctx, kv));
+    SDW_TRY(sdw_attention(f->be, big, C, kv, kv + C, 2 * C, N, (int)T, (int)nctx, heads, D, false, a));
+    SDW_TRY(sdw_linear_forward(f->be, b->attn2_out, a, rows, h));
+    sdw_add(x, x, h, (size_t)rows * C);
+
+    sdw_layer_norm(x, rows, C, b->norm3_w, b->norm3_b, 1e-5f, h);
+    SDW_TRY(sdw_linear_forward(f->be, b->ff_in, h, rows, big));
+    geglu(big, rows, 4 * C, a);
+    SDW_TRY(sdw_linear_forward(f->be, b->ff_out, a, rows, h));
+    sdw_add(x, x, h, (size_t)rows * C);
+    sdw_arena_restore(f->arena, m);
+    return SDW_OK;
+}
+
+/* In place on x [N, H, W, C]: x += proj_out(blocks(proj_in(norm(x)))). */
+static sdw_status transformer_forward(const fwd *f, const transformer *t, float *x, int H, int W)
+{
+    int C = t->C;
+    int64_t T = (int64_t)H * W, rows = (int64_t)f->N * T;
+    sdw_arena_mark m = sdw_arena_save(f->arena);
+    float *h = sdw_arena_floats(f->arena, (size_t)rows * C), *tok = sdw_arena_floats(f->arena, (size_t)rows * C);
+    if (!h || !tok) return nomem();
+    sdw_group_norm(x, f->N, T, C, 32, t->norm_w, t->norm_b, 1e-6f, h);
+    SDW_TRY(sdw_linear_forward(f->be, t->proj_in, h, rows, tok));
+    for (int i = 0; i < t->depth; i++) SDW_TRY(tblock_forward(f, &t->blocks[i], tok, T, C, t->heads));
+    SDW_TRY(sdw_linear_forward(f->be, t->proj_out, tok, rows, h));
+    sdw_add(x, x, h, (size_t)rows * C);
+    sdw_arena_restore(f->arena, m);
+    return SDW_OK;
+}
+
+static sdw_status time_embedding(fwd *f)
+{
+    const sdw_unet *u = f->u;
+    const sdw_unet_config *c = &u->cfg;
+    int N = f->N, c0 = c->block_out[0], te = c->time_embed_dim;
+    float *sin_t = sdw_arena_floats(f->arena, (size_t)N * c0);
+    float *h = sdw_arena_floats(f->arena, (size_t)N * te);
+    float *temb = sdw_arena_floats(f->arena, (size_t)N * te);
+    if (!sin_t || !h || !temb) return nomem();
+    for (int n = 0; n < N; n++) sdw_timestep_embedding(f->in->timesteps[n], c0, sin_t + (size_t)n * c0);
+    SDW_TRY(sdw_linear_forward(f->be, u->time_1, sin_t, N, h));
+    sdw_silu(h, (size_t)N * te);
+    SDW_TRY(sdw_linear_forward(f->be, u->time_2, h, N, temb));
+    tap(f, "time_embedding", temb, 1, 1, te);
+    if (c->adm_in) {
+        if (!f->in->y) return sdw_fail(SDW_ERR_INVALID_ARG, "this UNet needs the SDXL added conditioning (y)");
+        float *e = sdw_arena_floats(f->arena, (size_t)N * te);
+        if (!e) return nomem();
+        SDW_TRY(sdw_linear_forward(f->be, u->add_1, f->in->y, N, h));
+        sdw_silu(h, (size_t)N * te);
+        SDW_TRY(sdw_linear_forward(f->be, u->add_2, h, N, e));
+        tap(f, "add_embedding", e, 1, 1, te);
+        sdw_add(temb, temb, e, (size_t)N * te);
+    }
+    sdw_silu(temb, (size_t)N * te);  /* every consumer applies SiLU first */
+    f->temb_act = temb;
+    return SDW_OK;
+}
+
+sdw_status sdw_unet_forward(sdw_backend *be, sdw_arena *arena, const sdw_unet *u, const sdw_unet_input *in,
+                            float *out)
+{
+    const sdw_unet_config *c = &u->cfg;
+    int nl = c->n_levels, L = c->layers_per_block, N = in->N, H = in->H, W = in->W;
+    int mult = 1 << (nl - 1);
+    if (N < 1 || H < 1 || W < 1 || H % mult || W % mult)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "latent size %dx%d is not a multiple of %d", H, W, mult);
+    if (in->n_ctx < 1 || !in->context) return sdw_fail(SDW_ERR_INVALID_ARG, "the UNet needs a text context");
+    fwd f = { be, arena, u, in, N, NULL };
+    sdw_arena_mark m0 = sdw_arena_save(arena);
+    sdw_status s = time_embedding(&f);
+    if (s != SDW_OK) return s;
+
+    /* Skips live until the up path consumes them; each is its own arena block. */
+    float *skip[SDW_UNET_MAX_LEVELS * 4 + 1];
+    int skip_c[SDW_UNET_MAX_LEVELS * 4 + 1], ns = 0, C = c->block_out[0], Ho, Wo;
+    size_t maxpx = (size_t)N * H * W;
+    int maxc = 0;
+    for (int i = 0; i < nl; i++) maxc = c->block_out[i] > maxc ? c->block_out[i] : maxc;
+    /* Two ping-pong buffers big enough for any level's activation plus its concat. */
+    float *x = sdw_arena_floats(arena, maxpx * 2 * maxc), *y = sdw_arena_floats(arena, maxpx * 2 * maxc);
+    if (!x || !y) return nomem();
+    SDW_TRY(sdw_conv2d_forward(be, u->conv_in, in->x, N, H, W, x, &Ho, &Wo));
+    tap(&f, "conv_in", x, H, W, C);
+#define PUSH_SKIP()                                                                   \
+    do {                                                                              \
+        skip[ns] = sdw_arena_floats(arena, (size_t)N * H * W * C);                    \
+        if (!skip[ns]) return nomem();                                                \
+        memcpy(skip[ns], x, (size_t)N * H * W * C * sizeof *x);                       \
+        skip_c[ns++] = C;                                                             \
+    } while (0)
+    PUSH_SKIP();
+    char name[64];
+    for (int i = 0; i < nl; i++) {
+        const level *lv = &u->down[i];
+        for (int j = 0; j < L; j++) {
+            SDW_TRY(resnet_forward(&f, &lv->res[j], x, H, W, y));
+            float *t = x; x = y; y = t;
+            C = lv->res[j].cout;
+            if (lv->attn) SDW_TRY(transformer_forward(&f, &lv->attn[j], x, H, W));
+            PUSH_SKIP();
+        }
+        if (lv->resample) {
+            SDW_TRY(sdw_conv2d_forward(be, lv->resample, x, N, H, W, y, &Ho, &Wo));
+            float *t = x; x = y; y = t;
+            H = Ho;
+            W = Wo;
+            PUSH_SKIP();
+        }
+        snprintf(name, sizeof name, "down_blocks.%d", i);
+        tap(&f, name, x, H, W, C);
+    }
+    SDW_TRY(resnet_forward(&f, &u->mid_res[0], x, H, W, y));
+    SDW_TRY(transformer_forward(&f, &u->mid_attn, y, H, W));
+    SDW_TRY(resnet_forward(&f, &u->mid_res[1], y, H, W, x));
+    tap(&f, "mid_block", x, H, W, C);
+    for (int i = 0; i < nl; i++) {
+        const level *lv = &u->up[i];
+        for (int j = 0; j <= L; j++) {
+            int sc = skip_c[--ns];
+            sdw_concat_channels(x, C, skip[ns], sc, (int64_t)N * H * W, y);
+            SDW_TRY(resnet_forward(&f, &lv->res[j], y, H, W, x));
+            C = lv->res[j].cout;
+            if (lv->attn) SDW_TRY(transformer_forward(&f, &lv->attn[j], x, H, W));
+        }
+        if (lv->resample) {
+            sdw_upsample_nearest2x(x, N, H, W, C, y);
+            H *= 2;
+            W *= 2;
+            SDW_TRY(sdw_conv2d_forward(be, lv->resample, y, N, H, W, x, &Ho, &Wo));
+        }
+        snprintf(name, sizeof name, "up_blocks.%d", i);
+        tap(&f, name, x, H, W, C);
+    }
+#undef PUSH_SKIP
+    sdw_group_norm(x, N, (int64_t)H * W, C, 32, u->norm_out_w, u->norm_out_b, 1e-5f, y);
+    tap(&f, "conv_norm_out", y, H, W, C);
+    sdw_silu(y, (size_t)N * H * W * C);
+    SDW_TRY(sdw_conv2d_forward(be, u->conv_out, y, N, H, W, out, &Ho, &Wo));
+    sdw_arena_restore(arena, m0);
+    return SDW_OK;
+}

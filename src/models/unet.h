@@ -1,0 +1,76 @@
+/* unet.h: the latent diffusion UNet of SD1.x, SD2.x, SDXL and the SDXL refiner
+ * (and their 9-channel inpainting variants), one implementation configured by
+ * sdw_unet_config. Weights load from diffusers names or original LDM names. */
+#ifndef SDW_MODELS_UNET_H
+#define SDW_MODELS_UNET_H
+#include "backend/backend.h"
+#include "core/arena.h"
+#include "io/safetensors.h"
+#include "io/sidecar_yaml.h"
+#include <cjson/cJSON.h>
+
+#define SDW_UNET_MAX_LEVELS 4
+
+typedef struct {
+    int in_channels;                  /* 4, or 9 for inpainting */
+    int out_channels;                 /* 4 */
+    int n_levels;                     /* 4 (SD1/SD2), 3 (SDXL) */
+    int block_out[SDW_UNET_MAX_LEVELS];   /* 320, 640, 1280, 1280 */
+    int layers_per_block;             /* resnets per down level (up levels have one more) */
+    int depth[SDW_UNET_MAX_LEVELS];   /* transformer blocks per attention; 0 = no attention */
+    int mid_depth;                    /* transformer blocks in the middle */
+    int heads[SDW_UNET_MAX_LEVELS];   /* attention heads per level (mid uses the last) */
+    int context_dim;                  /* 768, 1024, 2048, 1280 (refiner) */
+    bool linear_proj;                 /* SD2/SDXL: linear proj_in/out; SD1: 1x1 conv (same map) */
+    int time_embed_dim;               /* 4 x block_out[0] */
+    int adm_in;                       /* SDXL: label_emb input width (2816); 0 = none */
+    int addition_time_embed_dim;      /* SDXL: sinusoidal width per micro-conditioning value (256) */
+} sdw_unet_config;
+
+typedef enum { SDW_NAMES_DIFFUSERS, SDW_NAMES_LDM } sdw_name_layout;
+
+/* From a diffusers unet/config.json. */
+sdw_status sdw_unet_config_from_diffusers(const cJSON *cfg, sdw_unet_config *c);
+/* From the tensor shapes of an LDM checkpoint ("model.diffusion_model.*"),
+ * with head counts from the sidecar yaml if given, else the family convention
+ * (context 768: 8 heads; otherwise 64-dim heads). */
+sdw_status sdw_unet_config_from_ldm(const sdw_safetensors *st, const sdw_yaml_map *yaml, sdw_unet_config *c);
+/* Maps a diffusers UNet tensor name to its LDM name (with prefix). */
+const char *sdw_unet_ldm_name(const sdw_unet_config *c, const char *name, char *buf, size_t n);
+
+typedef struct sdw_unet sdw_unet;
+
+sdw_status sdw_unet_load(sdw_backend *be, const sdw_safetensors *st, sdw_name_layout names,
+                         const sdw_unet_config *c, sdw_unet **out);
+void sdw_unet_free(sdw_unet *u);
+const sdw_unet_config *sdw_unet_get_config(const sdw_unet *u);
+size_t sdw_unet_bytes(const sdw_unet *u);
+
+/* Observes intermediate activations (debugging, golden tests): x is NHWC
+ * [N, H, W, C] (H = W = 1 for vectors). */
+typedef void (*sdw_unet_tap)(void *user, const char *name, const float *x, int N, int H, int W, int C);
+
+typedef struct {
+    const float *x;          /* [N, H, W, in_channels] NHWC latents */
+    int N, H, W;
+    const float *timesteps;  /* [N] */
+    const float *context;    /* [N, n_ctx, context_dim] */
+    int n_ctx;
+    const float *y;          /* SDXL: [N, adm_in] = pooled ++ sinusoidal(time ids); else NULL */
+    sdw_unet_tap tap;
+    void *tap_user;
+} sdw_unet_input;
+
+/* out: [N, H, W, out_channels]. H and W must be multiples of 2^(n_levels-1). */
+sdw_status sdw_unet_forward(sdw_backend *be, sdw_arena *arena, const sdw_unet *u, const sdw_unet_input *in,
+                            float *out);
+
+/* Sinusoidal embedding as diffusers computes it (flip_sin_to_cos, shift 0):
+ * out[i] = cos(t * f_i) for i < dim/2, sin(t * f_(i-dim/2)) after. */
+void sdw_timestep_embedding(float t, int dim, float *out);
+
+/* SDXL's added conditioning y = pooled ++ sinusoid(each of n_ids micro-
+ * conditioning values: original h, w, crop top, left, target h, w) with dim
+ * channels each. y has pooled_dim + n_ids * dim floats. */
+void sdw_unet_text_time_y(const float *pooled, int pooled_dim, const float *ids, int n_ids, int dim, float *y);
+#endif

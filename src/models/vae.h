@@ -1,0 +1,42 @@
+/* vae.h: the KL autoencoder (AutoencoderKL) of SD1/SD2/SDXL: image <-> latents.
+ * Latents here are unscaled; the family's scaling factor (0.18215, SDXL
+ * 0.13025) is applied by the pipeline. Images are NHWC RGB in [-1, 1]. */
+#ifndef SDW_MODELS_VAE_H
+#define SDW_MODELS_VAE_H
+#include "backend/backend.h"
+#include "core/arena.h"
+#include "io/safetensors.h"
+#include <cjson/cJSON.h>
+
+#define SDW_VAE_MAX_LEVELS 4
+
+typedef struct {
+    int n_levels;                        /* 4 */
+    int block_out[SDW_VAE_MAX_LEVELS];   /* 128, 256, 512, 512 */
+    int layers_per_block;                /* 2 (decoder levels have one more) */
+    int latent_channels;                 /* 4 */
+} sdw_vae_config;
+
+sdw_status sdw_vae_config_from_diffusers(const cJSON *cfg, sdw_vae_config *c);
+/* From shapes under an LDM prefix ("first_stage_model." or "" for a bare VAE file). */
+sdw_status sdw_vae_config_from_ldm(const sdw_safetensors *st, const char *prefix, sdw_vae_config *c);
+/* True if st holds an LDM-layout VAE under prefix. */
+bool sdw_vae_ldm_present(const sdw_safetensors *st, const char *prefix);
+
+typedef struct sdw_vae sdw_vae;
+/* ldm_prefix NULL = diffusers names; else LDM names under that prefix. The
+ * encoder is loaded only when with_encoder (txt2img never needs it). */
+sdw_status sdw_vae_load(sdw_backend *be, const sdw_safetensors *st, const char *ldm_prefix,
+                        const sdw_vae_config *c, bool with_encoder, sdw_vae **out);
+void sdw_vae_free(sdw_vae *v);
+size_t sdw_vae_bytes(const sdw_vae *v);
+bool sdw_vae_has_encoder(const sdw_vae *v);
+
+/* img [N, H, W, 3] -> moments [N, H/8, W/8, 2*latent]: mean, then log-variance
+ * clamped to [-30, 20]. H, W multiples of 2^(n_levels-1). */
+sdw_status sdw_vae_encode(sdw_backend *be, sdw_arena *arena, const sdw_vae *v, const float *img, int N, int H,
+                          int W, float *moments);
+/* z [N, h, w, latent] -> img [N, h*8, w*8, 3] (unclamped). */
+sdw_status sdw_vae_decode(sdw_backend *be, sdw_arena *arena, const sdw_vae *v, const float *z, int N, int h, int w,
+                          float *img);
+#endif

@@ -1,0 +1,151 @@
+/* weights.c: see weights.h. */
+#include "models/weights.h"
+#include "core/error.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sdw_wl_init(sdw_wloader *wl, sdw_backend *be, const sdw_safetensors *st)
+{
+    memset(wl, 0, sizeof *wl);
+    wl->be = be;
+    wl->st = st;
+}
+
+void sdw_wl_done(sdw_wloader *wl)
+{
+    free(wl->scratch);
+    wl->scratch = NULL;
+    wl->scratch_n = 0;
+}
+
+static void vname(char *buf, size_t n, const char *fmt, va_list ap) { vsnprintf(buf, n, fmt, ap); }
+
+static const sdw_st_tensor *lookup(const sdw_wloader *wl, const char *name)
+{
+    char buf[512];
+    return sdw_st_find(wl->st, wl->map ? wl->map(wl->map_ctx, name, buf, sizeof buf) : name);
+}
+
+bool sdw_wl_has(const sdw_wloader *wl, const char *fmt, ...)
+{
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vname(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return lookup(wl, name) != NULL;
+}
+
+static sdw_status find(sdw_wloader *wl, const sdw_st_tensor **t, int ndim, const char *name)
+{
+    *t = lookup(wl, name);
+    if (!*t) return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s not found", wl->st->path, name);
+    if (ndim >= 0 && (*t)->ndim != ndim)
+        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s has %d dimensions, expected %d", wl->st->path, name,
+                        (*t)->ndim, ndim);
+    return SDW_OK;
+}
+
+sdw_status sdw_wl_find(sdw_wloader *wl, const sdw_st_tensor **t, int ndim, const char *fmt, ...)
+{
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vname(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return find(wl, t, ndim, name);
+}
+
+sdw_status sdw_wl_stage(sdw_wloader *wl, const sdw_st_tensor *t, float **data)
+{
+    if ((size_t)t->numel > wl->scratch_n) {
+        float *p = realloc(wl->scratch, (size_t)t->numel * sizeof *p);
+        if (!p) return sdw_fail(SDW_ERR_NOMEM, "out of memory staging tensor %s", t->name);
+        wl->scratch = p;
+        wl->scratch_n = (size_t)t->numel;
+    }
+    SDW_TRY(sdw_st_read_f32(wl->st, t, wl->scratch));
+    *data = wl->scratch;
+    return SDW_OK;
+}
+
+sdw_status sdw_wl_floats(sdw_wloader *wl, float **out, int64_t n, const char *fmt, ...)
+{
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vname(name, sizeof name, fmt, ap);
+    va_end(ap);
+    const sdw_st_tensor *t;
+    SDW_TRY(find(wl, &t, -1, name));
+    if (t->numel != n)
+        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s has %lld elements, expected %lld", wl->st->path, name,
+                        (long long)t->numel, (long long)n);
+    *out = malloc((size_t)(n ? n : 1) * sizeof(float));
+    if (!*out) return sdw_fail(SDW_ERR_NOMEM, "out of memory loading %s", name);
+    sdw_status s = sdw_st_read_f32(wl->st, t, *out);
+    if (s != SDW_OK) {
+        free(*out);
+        *out = NULL;
+        return s;
+    }
+    wl->bytes_held += (size_t)n * sizeof(float);
+    return SDW_OK;
+}
+
+sdw_status sdw_wl_linear(sdw_wloader *wl, sdw_linear **out, int in, int outf, bool with_bias, const char *fmt, ...)
+{
+    char base[480], name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vname(base, sizeof base, fmt, ap);
+    va_end(ap);
+    const sdw_st_tensor *w;
+    snprintf(name, sizeof name, "%s.weight", base);
+    SDW_TRY(find(wl, &w, -1, name));
+    bool is_1x1 = w->ndim == 4 && w->shape[2] == 1 && w->shape[3] == 1;
+    if ((w->ndim != 2 && !is_1x1) || w->shape[0] != outf || w->shape[1] != in)
+        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld], expected [%d, %d]", wl->st->path,
+                        name, (long long)w->shape[0], (long long)w->shape[1], outf, in);
+    float *bias = NULL;
+    if (with_bias) {
+        snprintf(name, sizeof name, "%s.bias", base);
+        SDW_TRY(sdw_wl_floats(wl, &bias, outf, "%s", name));
+        wl->bytes_held -= (size_t)outf * sizeof(float);
+    }
+    float *wd;
+    sdw_status s = sdw_wl_stage(wl, w, &wd);
+    if (s == SDW_OK) s = sdw_linear_create(wl->be, in, outf, wd, bias, out);
+    free(bias);
+    if (s == SDW_OK) wl->bytes_held += sdw_linear_bytes(*out);
+    return s;
+}
+
+sdw_status sdw_wl_conv2d(sdw_wloader *wl, sdw_conv2d **out, int cin, int cout, int k, int stride, int pad,
+                         const char *fmt, ...)
+{
+    char base[480], name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vname(base, sizeof base, fmt, ap);
+    va_end(ap);
+    const sdw_st_tensor *w;
+    snprintf(name, sizeof name, "%s.weight", base);
+    SDW_TRY(find(wl, &w, 4, name));
+    if (w->shape[0] != cout || w->shape[1] != cin || w->shape[2] != k || w->shape[3] != k)
+        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld, %lld, %lld], expected [%d, %d, %d, %d]",
+                        wl->st->path, name, (long long)w->shape[0], (long long)w->shape[1], (long long)w->shape[2],
+                        (long long)w->shape[3], cout, cin, k, k);
+    float *bias = NULL;
+    snprintf(name, sizeof name, "%s.bias", base);
+    SDW_TRY(sdw_wl_floats(wl, &bias, cout, "%s", name));
+    wl->bytes_held -= (size_t)cout * sizeof(float);
+    float *wd;
+    sdw_status s = sdw_wl_stage(wl, w, &wd);
+    if (s == SDW_OK) s = sdw_conv2d_create(wl->be, cin, cout, k, k, stride, pad, wd, bias, out);
+    free(bias);
+    if (s == SDW_OK) wl->bytes_held += sdw_conv2d_bytes(*out);
+    return s;
+}
