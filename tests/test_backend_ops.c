@@ -4,7 +4,9 @@
  * gated at 1e-2 against the same f32 reference. */
 #include "testkit.h"
 #include "backend/backend.h"
+#include "backend/cpu_internal.h"
 #include "core/error.h"
+#include "core/half.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -266,6 +268,26 @@ static void rejects_bad_shapes(void **state)
     sdw_backend_free(be);
 }
 
+/* The vector conversion (AVX512-BF16 or C, whichever this CPU runs) against
+ * core/half.h's scalar one, bit for bit: odd lengths, ties, NaN, inf. */
+static void bf16_conversion(void **state)
+{
+    (void)state;
+    const size_t n = 1003;
+    float *x = frand(n, 7, 100.0f);
+    uint16_t *got = malloc(n * sizeof *got);
+    assert_non_null(got);
+    uint32_t specials[] = { 0x3f808000u, 0x3f818000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0x80000000u, 0x7f7fffffu };
+    for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++) memcpy(&x[i], &specials[i], sizeof(float));
+    for (size_t len = 0; len <= n; len += len < 40 ? 1 : 321) {
+        memset(got, 0xff, n * sizeof *got);
+        sdw_cvt_bf16_span(got, x, len);
+        for (size_t i = 0; i < len; i++) assert_int_equal(got[i], sdw_f32_to_bf16(x[i]));
+        if (len < n) assert_int_equal(got[len], 0xffff); /* nothing past the end */
+    }
+    free(x), free(got);
+}
+
 /* ---- memory-bound ops ---- */
 
 static void ref_group_norm(const float *x, int N, int HW, int C, int G, const float *g, const float *b, float eps,
@@ -462,6 +484,7 @@ int main(void)
         cmocka_unit_test(conv_ops),
         cmocka_unit_test(conv_large_image),
         cmocka_unit_test(rejects_bad_shapes),
+        cmocka_unit_test(bf16_conversion),
         cmocka_unit_test(group_norm),
         cmocka_unit_test(norms_without_affine),
         cmocka_unit_test(layer_norm),

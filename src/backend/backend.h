@@ -23,9 +23,10 @@ sdw_precision sdw_backend_precision(const sdw_backend *be);
 /* FLOPs (2 x multiply-adds) run by convolutions and matmuls since the last reset. */
 double sdw_backend_flops(const sdw_backend *be);
 void sdw_backend_reset_flops(sdw_backend *be);
-/* Bytes of attention scores (f32 scores + bf16 probabilities) one block of
- * queries x heads may use; 0 = the default, 2 MiB (about a core's L2) per
- * OpenMP thread. Tests shrink it to exercise the block loops. */
+/* Bytes of attention scores (f32 scores + bf16 probabilities) the threads'
+ * blocks of queries x heads may use together, split evenly between the
+ * OpenMP threads; 0 = the default, 2 MiB (about a core's L2) per thread.
+ * Tests shrink it to exercise the block loops. */
 void sdw_backend_set_attention_budget(sdw_backend *be, size_t bytes);
 
 /* ---- linear: y[M, out] = x[M, in] @ W^T + b ---- */

@@ -114,7 +114,7 @@ sdw_status sdw_prim_exec_thread(sdw_backend *be, const sdw_prim *p, int tid, voi
 sdw_status sdw_reorder_weights(sdw_backend *be, const dnnl_memory_desc_t *src_md, const float *src,
                                const dnnl_memory_desc_t *dst_md, void **out, size_t *bytes);
 
-/* f32 -> bf16 (round to nearest even), parallel. */
+/* f32 -> bf16, round to nearest even (denormals may flush to 0), parallel. */
 void sdw_cvt_bf16(uint16_t *dst, const float *src, size_t n);
 /* Vector kernels for one span, for callers that parallelise themselves. */
 void sdw_cvt_bf16_span(uint16_t *restrict dst, const float *restrict src, size_t n);

@@ -4,6 +4,7 @@
  * vectorises (SDW_VEC clones for AVX-512 / AVX2). exp and erf are our own
  * polynomials because libm's do not vectorise. */
 #include "backend/cpu_internal.h"
+#include <immintrin.h>
 #include <math.h>
 
 /* Below this many elements a parallel region costs more than it saves. */
@@ -68,7 +69,7 @@ static inline uint16_t bf16_round(float f)
 
 /* Blocks of 16 with a scalar tail: the compiler's own loop shape (8 lanes,
  * peeled prologue and epilogue) costs more than the work on short rows. */
-SDW_VEC void sdw_cvt_bf16_span(uint16_t *restrict dst, const float *restrict src, size_t n)
+SDW_VEC static void cvt_bf16_c(uint16_t *restrict dst, const float *restrict src, size_t n)
 {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -76,6 +77,30 @@ SDW_VEC void sdw_cvt_bf16_span(uint16_t *restrict dst, const float *restrict src
         for (int j = 0; j < 16; j++) dst[i + j] = bf16_round(src[i + j]);
     }
     for (; i < n; i++) dst[i] = bf16_round(src[i]);
+}
+
+/* The one place we use intrinsics: no compiler turns the rounding above into
+ * AVX512-BF16's conversion instruction, which is twice as fast, and the
+ * attention softmax spends a sixth of its time here. Same rounding (to
+ * nearest even, NaN stays NaN), except that it flushes denormals to zero. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static void cvt_bf16_native(uint16_t *restrict dst, const float *restrict src, size_t n)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm256_mask_storeu_epi16(dst + i, m, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i)));
+    }
+}
+
+void sdw_cvt_bf16_span(uint16_t *restrict dst, const float *restrict src, size_t n)
+{
+    /* A test of a bit libgcc set at startup (a hand-written ifunc resolver
+     * would run before AddressSanitizer is up). */
+    if (__builtin_cpu_supports("avx512bf16")) cvt_bf16_native(dst, src, n);
+    else cvt_bf16_c(dst, src, n);
 }
 
 SDW_VEC void sdw_copy_span(float *restrict dst, const float *restrict src, size_t n)

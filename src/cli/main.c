@@ -8,6 +8,8 @@ static void usage(FILE *f)
     fprintf(f,
             "sd-worker %s: Stable Diffusion inference worker\n"
             "usage:\n"
+            "  sd-worker generate -m MODEL -p PROMPT [-o OUT.png] ...   txt2img, img2img (-i), inpaint (--mask)\n"
+            "                                              (sd-worker generate --help lists every option)\n"
             "  sd-worker tokenize [--pad eos|zero] PROMPT   CLIP token ids as a JSON array\n"
             "  sd-worker encode -m MODEL -p PROMPT [--precision auto|f32|bf16] [--clip-skip N]\n"
             "                                              run the text encoder(s), print a summary\n"
@@ -27,6 +29,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "encode")) return cmd_encode(argc - 1, argv + 1);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("sd-worker %s (cpu isa %s)\n", SDW_VERSION, sdw_cpu_isa_name());
         return 0;

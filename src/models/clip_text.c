@@ -185,6 +185,11 @@ sdw_status sdw_clip_text_load(sdw_backend *be, const sdw_safetensors *st, const 
     c->layers = sdw_clip_text_count_layers(st, o->prefix, o->layout);
     if (o->max_layers > 0 && o->max_layers < c->layers) c->layers = o->max_layers;
     c->heads = o->heads > 0 ? o->heads : c->width / 64;
+    if (c->heads < 1) {
+        s = sdw_fail(SDW_ERR_FORMAT, "%s: text encoder %s: cannot tell its head count (width %d is no multiple "
+                     "of 64): a sidecar yaml or config.json must say it", st->path, o->prefix, c->width);
+        goto fail;
+    }
     if (pos->shape[1] != c->width || c->layers < 1 || c->heads < 1 || c->width % c->heads) {
         s = sdw_fail(SDW_ERR_FORMAT, "%s: text encoder %s: inconsistent sizes (width %d, %d layers, %d heads)",
                      st->path, o->prefix, c->width, c->layers, c->heads);

@@ -41,9 +41,14 @@ bool sdw_wl_has(const sdw_wloader *wl, const char *fmt, ...)
 static sdw_status find(sdw_wloader *wl, const sdw_st_tensor **t, int ndim, const char *name)
 {
     *t = lookup(wl, name);
+    if (!*t && wl->map) {
+        char buf[512];
+        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s (%s) not found", wl->st->path,
+                        wl->map(wl->map_ctx, name, buf, sizeof buf), name);
+    }
     if (!*t) return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s not found", wl->st->path, name);
     if (ndim >= 0 && (*t)->ndim != ndim)
-        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s has %d dimensions, expected %d", wl->st->path, name,
+        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s has %d dimensions, expected %d", wl->st->path, (*t)->name,
                         (*t)->ndim, ndim);
     return SDW_OK;
 }
@@ -81,7 +86,7 @@ sdw_status sdw_wl_floats(sdw_wloader *wl, float **out, int64_t n, const char *fm
     const sdw_st_tensor *t;
     SDW_TRY(find(wl, &t, -1, name));
     if (t->numel != n)
-        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s has %lld elements, expected %lld", wl->st->path, name,
+        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s has %lld elements, expected %lld", wl->st->path, t->name,
                         (long long)t->numel, (long long)n);
     *out = malloc((size_t)(n ? n : 1) * sizeof(float));
     if (!*out) return sdw_fail(SDW_ERR_NOMEM, "out of memory loading %s", name);
@@ -108,7 +113,7 @@ sdw_status sdw_wl_linear(sdw_wloader *wl, sdw_linear **out, int in, int outf, bo
     bool is_1x1 = w->ndim == 4 && w->shape[2] == 1 && w->shape[3] == 1;
     if ((w->ndim != 2 && !is_1x1) || w->shape[0] != outf || w->shape[1] != in)
         return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld], expected [%d, %d]", wl->st->path,
-                        name, (long long)w->shape[0], (long long)w->shape[1], outf, in);
+                        w->name, (long long)w->shape[0], (long long)w->shape[1], outf, in);
     float *bias = NULL;
     if (with_bias) {
         snprintf(name, sizeof name, "%s.bias", base);
@@ -136,7 +141,7 @@ sdw_status sdw_wl_conv2d(sdw_wloader *wl, sdw_conv2d **out, int cin, int cout, i
     SDW_TRY(find(wl, &w, 4, name));
     if (w->shape[0] != cout || w->shape[1] != cin || w->shape[2] != k || w->shape[3] != k)
         return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld, %lld, %lld], expected [%d, %d, %d, %d]",
-                        wl->st->path, name, (long long)w->shape[0], (long long)w->shape[1], (long long)w->shape[2],
+                        wl->st->path, w->name, (long long)w->shape[0], (long long)w->shape[1], (long long)w->shape[2],
                         (long long)w->shape[3], cout, cin, k, k);
     float *bias = NULL;
     snprintf(name, sizeof name, "%s.bias", base);

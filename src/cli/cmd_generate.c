@@ -1,0 +1,333 @@
+/* cmd_generate.c: `sd-worker generate`: txt2img, img2img (-i) and inpainting
+ * (-i with --mask) from the command line, writing PNG (or .jpg / .webp) files
+ * that carry A1111's "parameters" text. */
+#include "cli/commands.h"
+#include "cli/dump.h"
+#include "core/error.h"
+#include "io/file_hash.h"
+#include "io/image.h"
+#include "pipeline/infotext.h"
+#include "pipeline/pipeline.h"
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    const char *model, *prompt, *negative, *init, *mask, *out, *vae, *dump_dir, *preview_dir, *sampler, *scheduler;
+    int width, height, steps, clip_skip, batch_size, batch_count, threads, preview_every;
+    float cfg, strength;
+    long long seed;
+    bool verbose;
+    sdw_rng_kind rng;
+    sdw_precision precision;
+    sdw_prediction prediction;
+} options;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sd-worker generate -m MODEL -p PROMPT [-n NEGATIVE] [-W W -H H] [--steps N]\n"
+            "    [--cfg-scale S] [--seed N|-1] [--sampler NAME] [--scheduler NAME] [--rng cpu|cuda]\n"
+            "    [-i INIT_IMAGE [--strength S]] [--mask MASK_IMAGE] [--clip-skip N]\n"
+            "    [--batch-size N] [--batch-count N] [--dump DIR] [--prediction auto|eps|v] [--vae FILE]\n"
+            "    [--precision auto|f32|bf16] [--threads N] [--preview-every N --preview-dir DIR]\n"
+            "    [-o OUT.png] [-v]\n");
+}
+
+static int bad(const char *fmt, const char *v)
+{
+    fprintf(stderr, "sd-worker generate: ");
+    fprintf(stderr, fmt, v);
+    fputc('\n', stderr);
+    return 2;
+}
+
+static bool parse_int(const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_float(const char *s, float lo, float hi, float *out)
+{
+    char *end;
+    float v = strtof(s, &end);
+    if (end == s || *end || !(v >= lo && v <= hi)) return false;
+    *out = v;
+    return true;
+}
+
+static int parse(int argc, char **argv, options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->out = "out.png";
+    o->seed = 42;
+    o->batch_size = o->batch_count = 1;
+    o->cfg = NAN;
+    o->strength = 0.75f;
+    o->sampler = "euler_a";
+    o->scheduler = "normal";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long long n;
+#define IS(s) (!strcmp(a, s))
+        if (IS("-v") || IS("--verbose")) { o->verbose = true; continue; }
+        if (IS("-h") || IS("--help")) { usage(stdout); exit(0); }
+        if (!v) return bad("option %s needs a value", a);
+        i++;
+        if (IS("-m") || IS("--model")) o->model = v;
+        else if (IS("-p") || IS("--prompt")) o->prompt = v;
+        else if (IS("-n") || IS("--negative-prompt")) o->negative = v;
+        else if (IS("-i") || IS("--init-image")) o->init = v;
+        else if (IS("--mask")) o->mask = v;
+        else if (IS("-o") || IS("--output")) o->out = v;
+        else if (IS("--vae")) o->vae = v;
+        else if (IS("--dump")) o->dump_dir = v;
+        else if (IS("--preview-dir")) o->preview_dir = v;
+        else if (IS("--sampler")) o->sampler = v;
+        else if (IS("--scheduler")) o->scheduler = v;
+        else if (IS("-W") || IS("--width")) { if (!parse_int(v, 8, 8192, &n)) return bad("bad width '%s'", v); o->width = (int)n; }
+        else if (IS("-H") || IS("--height")) { if (!parse_int(v, 8, 8192, &n)) return bad("bad height '%s'", v); o->height = (int)n; }
+        else if (IS("--steps")) { if (!parse_int(v, 1, 1000, &n)) return bad("--steps must be in 1..1000, not '%s'", v); o->steps = (int)n; }
+        else if (IS("--clip-skip")) { if (!parse_int(v, 1, 12, &n)) return bad("--clip-skip must be in 1..12, not '%s'", v); o->clip_skip = (int)n; }
+        else if (IS("--batch-size")) { if (!parse_int(v, 1, 32, &n)) return bad("--batch-size must be in 1..32, not '%s'", v); o->batch_size = (int)n; }
+        else if (IS("--batch-count")) { if (!parse_int(v, 1, 10000, &n)) return bad("--batch-count must be in 1..10000, not '%s'", v); o->batch_count = (int)n; }
+        else if (IS("--threads")) { if (!parse_int(v, 1, 1024, &n)) return bad("bad --threads '%s'", v); o->threads = (int)n; }
+        else if (IS("--preview-every")) { if (!parse_int(v, 0, 1000, &n)) return bad("bad --preview-every '%s'", v); o->preview_every = (int)n; }
+        else if (IS("--seed")) { if (!parse_int(v, -1, INT64_MAX, &n)) return bad("--seed must be -1 or a non-negative integer, not '%s'", v); o->seed = n; }
+        else if (IS("--cfg-scale")) { if (!parse_float(v, 0, 100, &o->cfg)) return bad("--cfg-scale must be in 0..100, not '%s'", v); }
+        else if (IS("--strength")) { if (!parse_float(v, 0, 1, &o->strength) || o->strength <= 0) return bad("--strength must be in (0, 1], not '%s'", v); }
+        else if (IS("--rng")) { if (!sdw_rng_kind_parse(v, &o->rng)) return bad("--rng must be cpu or cuda, not '%s'", v); }
+        else if (IS("--precision")) {
+            if (!strcmp(v, "auto")) o->precision = SDW_PRECISION_AUTO;
+            else if (!strcmp(v, "f32")) o->precision = SDW_PRECISION_F32;
+            else if (!strcmp(v, "bf16")) o->precision = SDW_PRECISION_BF16;
+            else return bad("--precision must be auto, f32 or bf16, not '%s'", v);
+        } else if (IS("--prediction")) {
+            if (!strcmp(v, "auto")) o->prediction = SDW_PREDICTION_AUTO;
+            else if (!strcmp(v, "eps")) o->prediction = SDW_PREDICTION_EPS;
+            else if (!strcmp(v, "v")) o->prediction = SDW_PREDICTION_V;
+            else return bad("--prediction must be auto, eps or v, not '%s'", v);
+        } else if (IS("--lora") || IS("--lora-dir")) {
+            return bad("%s: LoRA is not implemented yet", a);
+        } else {
+            return bad("unknown option '%s' (see sd-worker generate --help)", a);
+        }
+#undef IS
+    }
+    if (!o->model || !o->prompt) {
+        usage(stderr);
+        return 2;
+    }
+    if (o->mask && !o->init) return bad("%s", "--mask needs an init image (-i)");
+    if (o->preview_every && !o->preview_dir) return bad("%s", "--preview-every needs --preview-dir");
+    return 0;
+}
+
+/* ---------------------------------------------------------------- progress */
+
+typedef struct {
+    bool tty;
+    const char *preview_dir;
+    int image_index;
+} progress_ctx;
+
+static sdw_status write_rgb_float(const char *path, const float *rgb01, int w, int h, const sdw_png_text *t, int nt)
+{
+    sdw_image img;
+    SDW_TRY(sdw_image_alloc(&img, w, h, 3));
+    for (size_t i = 0; i < (size_t)w * h * 3; i++) img.data[i] = (uint8_t)rintf(fminf(fmaxf(rgb01[i], 0.0f), 1.0f) * 255.0f);
+    sdw_status s = sdw_image_save(path, &img, t, nt);
+    sdw_image_free(&img);
+    return s;
+}
+
+static sdw_status on_progress(void *user, const sdw_progress *p)
+{
+    progress_ctx *c = user;
+    double per = p->step ? p->elapsed_s / p->step : 0;
+    if (c->tty) {
+        char bar[31];
+        int fill = p->total ? 30 * p->step / p->total : 30;
+        for (int i = 0; i < 30; i++) bar[i] = i < fill ? '=' : ' ';
+        bar[30] = 0;
+        fprintf(stderr, "\r%3d/%-3d [%s] %.2f s/it, ETA %.0f s ", p->step, p->total, bar, per, p->eta_s);
+        if (p->step == p->total) fputc('\n', stderr);
+    } else {
+        fprintf(stderr, "step %d/%d %.2f s/it eta %.0f s\n", p->step, p->total, per, p->eta_s);
+    }
+    if (p->preview && c->preview_dir) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/preview-%d-step%03d.png", c->preview_dir, c->image_index, p->step);
+        if (write_rgb_float(path, p->preview, p->preview_w, p->preview_h, NULL, 0) != SDW_OK)
+            fprintf(stderr, "sd-worker generate: preview: %s\n", sdw_last_error());
+    }
+    return SDW_OK;
+}
+
+static void log_to_stderr(sdw_log_level level, const char *msg, void *user)
+{
+    (void)user;
+    static const char *const names[] = { "debug", "info", "warn", "error" };
+    fprintf(stderr, "[%s] %s\n", names[level], msg);
+}
+
+/* ---------------------------------------------------------------- inputs */
+
+/* Loads an image and resizes it to w x h (Lanczos, as diffusers does). */
+static sdw_status load_resized(const char *path, int w, int h, sdw_image *out)
+{
+    sdw_image img, rgb;
+    SDW_TRY(sdw_image_load(path, SDW_IMAGE_DEFAULT_MAX_PIXELS, &img));
+    sdw_status s = sdw_image_convert(&img, 3, &rgb);
+    sdw_image_free(&img);
+    SDW_TRY(s);
+    if (rgb.w == w && rgb.h == h) {
+        *out = rgb;
+        return SDW_OK;
+    }
+    s = sdw_image_resize(&rgb, w, h, SDW_RESIZE_LANCZOS, out);
+    sdw_image_free(&rgb);
+    return s;
+}
+
+static const char *file_stem(const char *path, char *buf, size_t n)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    snprintf(buf, n, "%s", base);
+    char *dot = strrchr(buf, '.');
+    if (dot && dot != buf) *dot = 0;
+    return buf;
+}
+
+static void output_name(const char *out, int index, int total, char *buf, size_t n)
+{
+    if (total == 1) {
+        snprintf(buf, n, "%s", out);
+        return;
+    }
+    const char *dot = strrchr(out, '.'), *slash = strrchr(out, '/');
+    if (!dot || (slash && dot < slash)) dot = out + strlen(out);
+    snprintf(buf, n, "%.*s-%d%s", (int)(dot - out), out, index + 1, dot);
+}
+
+static int fail(const char *what)
+{
+    fprintf(stderr, "sd-worker generate: %s%s%s\n", what ? what : "", what ? ": " : "", sdw_last_error());
+    return 1;
+}
+
+int cmd_generate(int argc, char **argv)
+{
+    options o;
+    int rc = parse(argc, argv, &o);
+    if (rc) return rc;
+    sdw_set_log(log_to_stderr, NULL, o.verbose ? SDW_LOG_DEBUG : SDW_LOG_WARN);
+    if (o.threads) omp_set_num_threads(o.threads);
+    sdw_pipeline_params p;
+    sdw_pipeline_params_init(&p);
+    if (sdw_sampler_parse(o.sampler, &p.sampler) != SDW_OK) return fail(NULL);
+    if (sdw_schedule_parse(o.scheduler, &p.schedule) != SDW_OK) return fail(NULL);
+
+    sdw_load_params lp = sdw_load_params_default();
+    lp.precision = o.precision;
+    lp.prediction = o.prediction;
+    lp.vae_path = o.vae;
+    lp.with_vae_encoder = o.init != NULL;
+    sdw_model *m;
+    if (sdw_model_load(o.model, &lp, &m) != SDW_OK) return fail(NULL);
+    const sdw_model_info *mi = sdw_model_get_info(m);
+    p.prompt = o.prompt;
+    p.negative_prompt = o.negative;
+    p.width = o.width ? o.width : mi->default_width;
+    p.height = o.height ? o.height : mi->default_height;
+    p.steps = o.steps ? o.steps : mi->default_steps;
+    p.cfg_scale = isnan(o.cfg) ? mi->default_cfg : o.cfg;
+    p.rng = o.rng;
+    p.clip_skip = o.clip_skip;
+    p.batch_size = o.batch_size;
+    p.strength = o.strength;
+    p.preview_every = o.preview_every;
+
+    sdw_image init = { 0 }, mask_img = { 0 };
+    float *init_f = NULL, *mask_f = NULL, *images = NULL;
+    char hash[65] = "", stem[256];
+    rc = 1;
+    if (o.init) {
+        if (load_resized(o.init, p.width, p.height, &init) != SDW_OK) { fail(o.init); goto out; }
+        init_f = malloc((size_t)p.width * p.height * 3 * sizeof *init_f);
+        if (!init_f) goto out;
+        for (size_t i = 0; i < (size_t)p.width * p.height * 3; i++) init_f[i] = init.data[i] / 255.0f;
+        p.init_image = init_f;
+    }
+    if (o.mask) {
+        if (load_resized(o.mask, p.width, p.height, &mask_img) != SDW_OK) { fail(o.mask); goto out; }
+        mask_f = malloc((size_t)p.width * p.height * sizeof *mask_f);
+        if (!mask_f || sdw_image_to_mask(&mask_img, SDW_MASK_LUMA, mask_f) != SDW_OK) { fail(o.mask); goto out; }
+        p.mask = mask_f;
+    }
+    uint64_t seed = (uint64_t)o.seed;
+    if (o.seed < 0) {
+        uint32_t r = 0;
+        if (getrandom(&r, sizeof r, 0) != sizeof r) r = (uint32_t)time(NULL);
+        seed = r;
+        fprintf(stderr, "seed %llu\n", (unsigned long long)seed);
+    }
+    struct stat sb;
+    char hex[65];
+    if (stat(o.model, &sb) == 0 && S_ISREG(sb.st_mode) && sdw_file_sha256(o.model, hex) == SDW_OK)
+        snprintf(hash, sizeof hash, "%.10s", hex);
+    file_stem(o.model, stem, sizeof stem);
+    size_t per = (size_t)p.width * p.height * 3;
+    images = malloc((size_t)p.batch_size * per * sizeof *images);
+    if (!images) goto out;
+    progress_ctx pc = { isatty(2), o.preview_dir, 0 };
+    p.progress = on_progress;
+    p.progress_user = &pc;
+    int total = o.batch_count * o.batch_size;
+    for (int run = 0; run < o.batch_count; run++) {
+        p.seed = seed + (uint64_t)run;   /* A1111's n_iter: seed, seed + 1, ... */
+        pc.image_index = run;
+        sdw_dump *dump = NULL;
+        if (o.dump_dir) {
+            dump = sdw_dump_begin(o.dump_dir, run);
+            p.observe = sdw_dump_observe;
+            p.observe_user = dump;
+        }
+        sdw_status s = sdw_pipeline_run(m, &p, images);
+        if (dump && sdw_dump_end(dump, s == SDW_OK) != SDW_OK) fail("--dump");
+        if (s != SDW_OK) { fail(NULL); goto out; }
+        for (int b = 0; b < p.batch_size; b++) {
+            sdw_infotext_args ia = { &p, p.seed, stem, hash[0] ? hash : NULL, NULL };
+            char *info = sdw_infotext(&ia);
+            sdw_png_text t = { "parameters", info ? info : "" };
+            char path[4096];
+            output_name(o.out, run * p.batch_size + b, total, path, sizeof path);
+            s = write_rgb_float(path, images + (size_t)b * per, p.width, p.height, &t, 1);
+            free(info);
+            if (s != SDW_OK) { fail(path); goto out; }
+            printf("%s\n", path);
+        }
+    }
+    rc = 0;
+out:
+    free(images);
+    free(init_f);
+    free(mask_f);
+    sdw_image_free(&init);
+    sdw_image_free(&mask_img);
+    sdw_model_free(m);
+    return rc;
+}

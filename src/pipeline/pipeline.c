@@ -1,0 +1,440 @@
+/* pipeline.c: see pipeline.h. One run:
+ *   conditioning: prompt and negative prompt -> context (and SDXL pooled, time ids)
+ *   draws, in the reference's order: image latents (VAE sample), noise, masked-image latents
+ *   sampler loop: model = UNet on [uncond; cond] (+ inpaint channels), guidance
+ *   decode: latents / scale -> VAE -> image */
+#include "pipeline/pipeline.h"
+#include "core/error.h"
+#include "core/log.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void sdw_pipeline_params_init(sdw_pipeline_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->prompt = "";
+    p->width = p->height = 512;
+    p->steps = 20;
+    p->cfg_scale = 7.0f;
+    p->rng = SDW_RNG_CPU;
+    p->sampler = SDW_SAMPLER_EULER_A;
+    p->schedule = SDW_SCHEDULE_NORMAL;
+    p->batch_size = 1;
+    p->strength = 0.75f;
+}
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void nchw_to_nhwc(const float *src, int N, int C, int H, int W, float *dst)
+{
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (int p = 0; p < H * W; p++) dst[((size_t)n * H * W + p) * C + c] = src[((size_t)n * C + c) * H * W + p];
+}
+
+static void nhwc_to_nchw(const float *src, int N, int H, int W, int C, float *dst)
+{
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (int p = 0; p < H * W; p++) dst[((size_t)n * C + c) * H * W + p] = src[((size_t)n * H * W + p) * C + c];
+}
+
+/* Everything one run needs, owned here and freed at the end. */
+typedef struct {
+    sdw_model *m;
+    const sdw_pipeline_params *p;
+    int B, h, w, lc;              /* batch, latent size, latent channels */
+    bool cfg;
+    int n_ctx;                    /* tokens per conditioning */
+    float *context;               /* [(cfg ? 2B : B), n_ctx, D] */
+    float *y;                     /* SDXL added conditioning, same batch, or NULL */
+    float *mask_lat;              /* 9-ch / 4-ch inpaint: [h, w] binary latent mask */
+    float *masked_lat;            /* 9-ch: [4, h, w] masked-image latents (scaled) */
+    float *image_lat;             /* img2img / inpaint: [4, h, w] image latents (scaled) */
+    float *noise;                 /* [B, 4, h, w] */
+    float *unet_in, *unet_out, *nchw_out;   /* scratch for the model callback */
+    sdw_sampler *sampler;
+    sdw_arena arena;
+    double t0;
+    int first_step;
+    float *preview;
+} run;
+
+static sdw_status nomem(void) { return sdw_fail(SDW_ERR_NOMEM, "out of memory in the pipeline"); }
+
+static void observe(const run *r, const char *name, int step, const float *x, int ndim, const int64_t *shape)
+{
+    if (r->p->observe) r->p->observe(r->p->observe_user, name, step, x, ndim, shape);
+}
+
+/* ---------------------------------------------------------------- conditioning */
+
+static bool is_xl(sdw_family f) { return f == SDW_FAMILY_SDXL || f == SDW_FAMILY_SDXL_REFINER; }
+
+static sdw_status encode_prompts(run *r)
+{
+    sdw_model *m = r->m;
+    const sdw_pipeline_params *p = r->p;
+    sdw_text_embedding pos = { 0 }, neg = { 0 };
+    SDW_TRY(sdw_text_encode_prompt(m->be, &m->text, p->prompt, 1, p->clip_skip, &pos));
+    /* SDXL without a negative prompt conditions the unconditional branch on
+     * zeros (diffusers' force_zeros_for_empty_prompt); SD1/SD2 encode "". */
+    bool zero_uncond = is_xl(m->info.family) && (!p->negative_prompt || !p->negative_prompt[0]);
+    sdw_status s = SDW_OK;
+    int chunks = pos.n_tokens / SDW_CLIP_CONTEXT;
+    if (r->cfg && !zero_uncond) {
+        s = sdw_text_encode_prompt(m->be, &m->text, p->negative_prompt ? p->negative_prompt : "", chunks,
+                                   p->clip_skip, &neg);
+        /* A longer negative prompt: pad the positive to its length (A1111's "pad conds"). */
+        if (s == SDW_OK && neg.n_tokens > pos.n_tokens) {
+            sdw_text_embedding_free(&pos);
+            s = sdw_text_encode_prompt(m->be, &m->text, p->prompt, neg.n_tokens / SDW_CLIP_CONTEXT, p->clip_skip,
+                                       &pos);
+        }
+    }
+    int D = m->text.context_dim, B = r->B, nb = r->cfg ? 2 * B : B;
+    r->n_ctx = pos.n_tokens;
+    size_t per = (size_t)r->n_ctx * D;
+    if (s == SDW_OK && !(r->context = calloc((size_t)nb * per, sizeof(float)))) s = nomem();
+    if (s == SDW_OK) {
+        /* Batch order as diffusers: [uncond x B, cond x B]. */
+        for (int b = 0; b < B; b++) {
+            float *cond = r->context + (size_t)(r->cfg ? B + b : b) * per;
+            memcpy(cond, pos.context, per * sizeof(float));
+            if (r->cfg && !zero_uncond) memcpy(r->context + (size_t)b * per, neg.context, per * sizeof(float));
+        }
+        int64_t shape[3] = { nb, r->n_ctx, D };
+        observe(r, "prompt_embeds", -1, r->context, 3, shape);
+    }
+    const sdw_unet_config *uc = sdw_unet_get_config(m->unet);
+    if (s == SDW_OK && uc->adm_in) {
+        int pd = m->text.pooled_dim, td = uc->addition_time_embed_dim;
+        float ids[6] = { (float)p->height, (float)p->width, 0, 0, (float)p->height, (float)p->width };
+        int n_ids = (uc->adm_in - pd) / td;
+        if (n_ids != 6 || !pos.pooled) {
+            s = sdw_fail(SDW_ERR_UNSUPPORTED, "the UNet's added conditioning (%d wide) is not pooled %d + 6 x %d",
+                         uc->adm_in, pd, td);
+        } else if (!(r->y = calloc((size_t)nb * uc->adm_in, sizeof(float)))) {
+            s = nomem();
+        } else {
+            float *zeros = calloc((size_t)pd, sizeof(float));
+            if (!zeros) s = nomem();
+            for (int b = 0; b < nb && s == SDW_OK; b++) {
+                bool uncond = r->cfg && b < B;
+                const float *pooled = uncond ? (zero_uncond ? zeros : neg.pooled) : pos.pooled;
+                sdw_unet_text_time_y(pooled, pd, ids, 6, td, r->y + (size_t)b * uc->adm_in);
+            }
+            free(zeros);
+        }
+    }
+    sdw_text_embedding_free(&pos);
+    sdw_text_embedding_free(&neg);
+    return s;
+}
+
+/* ---------------------------------------------------------------- images to latents */
+
+/* One VAE sample of an image [H, W, 3] in [-1, 1]: mean + std * randn, scaled. */
+static sdw_status encode_image(run *r, const float *img_pm1, sdw_rng *rng, float *lat_nchw)
+{
+    sdw_model *m = r->m;
+    int h = r->h, w = r->w, lc = r->lc;
+    size_t n = (size_t)lc * h * w;
+    float *mom = malloc(2 * n * sizeof *mom), *eps = malloc(n * sizeof *eps);
+    sdw_status s = (mom && eps) ? SDW_OK : nomem();
+    if (s == SDW_OK) s = sdw_vae_encode(m->be, &r->arena, m->vae, img_pm1, 1, r->p->height, r->p->width, mom);
+    if (s == SDW_OK) {
+        sdw_rng_randn(rng, eps, n);   /* drawn as torch draws [1, 4, h, w] */
+        float scale = m->info.latent_scale;
+        for (int c = 0; c < lc; c++)
+            for (int i = 0; i < h * w; i++) {
+                float mean = mom[(size_t)i * 2 * lc + c], logvar = mom[(size_t)i * 2 * lc + lc + c];
+                float std = expf(0.5f * logvar);
+                lat_nchw[(size_t)c * h * w + i] = (mean + std * eps[(size_t)c * h * w + i]) * scale;
+            }
+    }
+    free(mom);
+    free(eps);
+    return s;
+}
+
+static sdw_status prepare_latents(run *r, sdw_rng *rng, float *x)
+{
+    const sdw_pipeline_params *p = r->p;
+    sdw_model *m = r->m;
+    int B = r->B, h = r->h, w = r->w, lc = r->lc, H = p->height, W = p->width;
+    size_t per = (size_t)lc * h * w, n = (size_t)B * per;
+    bool inpaint = p->mask != NULL, nine = m->info.inpaint;
+    float strength = (p->init_image || inpaint) ? p->strength : 1.0f;
+    r->first_step = strength >= 1.0f ? 0 : sdw_sampler_start_step(r->sampler, strength);
+    if (r->first_step >= sdw_sampler_steps(r->sampler))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "strength %.3f leaves no step to run with %d steps", strength, p->steps);
+    if (!(r->noise = malloc(n * sizeof(float)))) return nomem();
+
+    float *img = NULL, *masked = NULL;
+    if (p->init_image) {
+        if (!(img = malloc((size_t)H * W * 3 * sizeof *img))) return nomem();
+        for (size_t i = 0; i < (size_t)H * W * 3; i++) img[i] = 2.0f * p->init_image[i] - 1.0f;
+    }
+    if (inpaint) {
+        /* Binary mask; the masked image keeps what will not be repainted. */
+        if (!(r->mask_lat = malloc((size_t)h * w * sizeof(float)))) { free(img); return nomem(); }
+        for (int i = 0; i < h; i++)
+            for (int j = 0; j < w; j++) {
+                int si = i * H / h, sj = j * W / w;  /* torch's nearest: floor(dst * in / out) */
+                r->mask_lat[i * w + j] = p->mask[(size_t)si * W + sj] >= 0.5f ? 1.0f : 0.0f;
+            }
+        if (nine) {
+            if (!(masked = malloc((size_t)H * W * 3 * sizeof *masked))) { free(img); return nomem(); }
+            for (size_t i = 0; i < (size_t)H * W; i++)
+                for (int c = 0; c < 3; c++) masked[i * 3 + c] = p->mask[i] < 0.5f ? img[i * 3 + c] : 0.0f;
+        }
+    }
+    sdw_status s = SDW_OK;
+    bool need_image_latents = p->init_image && (!nine || strength < 1.0f || !inpaint);
+    /* The reference's draw order: image sample, noise, masked-image sample. */
+    if (need_image_latents) {
+        if (!(r->image_lat = malloc(per * sizeof(float)))) s = nomem();
+        if (s == SDW_OK) s = encode_image(r, img, rng, r->image_lat);
+    }
+    if (s == SDW_OK) {
+        sdw_rng_randn(rng, r->noise, n);
+        int64_t shape[4] = { B, lc, h, w };
+        observe(r, "initial_noise", -1, r->noise, 4, shape);
+    }
+    if (s == SDW_OK && nine && inpaint) {
+        if (!(r->masked_lat = malloc(per * sizeof(float)))) s = nomem();
+        if (s == SDW_OK) s = encode_image(r, masked, rng, r->masked_lat);
+    }
+    free(img);
+    free(masked);
+    SDW_TRY(s);
+    /* txt2img and full-strength inpainting start from pure noise; img2img
+     * (at any strength) and partial inpainting from the noised image. */
+    if (!p->init_image || (inpaint && strength >= 1.0f)) {
+        float sigma0 = sdw_sampler_init_noise_sigma(r->sampler);
+        for (size_t i = 0; i < n; i++) x[i] = r->noise[i] * sigma0;
+    } else {
+        float *x0 = malloc(n * sizeof *x0);
+        if (!x0) return nomem();
+        for (int b = 0; b < B; b++) memcpy(x0 + (size_t)b * per, r->image_lat, per * sizeof *x0);
+        sdw_sampler_add_noise(r->sampler, r->first_step, x0, r->noise, x, n);
+        free(x0);
+    }
+    int64_t shape[4] = { B, lc, h, w };
+    observe(r, "initial_latents", -1, x, 4, shape);
+    return SDW_OK;
+}
+
+/* ---------------------------------------------------------------- the loop */
+
+static sdw_status model_fn(void *user, const float *x_in, float t, float *out, size_t n)
+{
+    run *r = user;
+    sdw_model *m = r->m;
+    const sdw_unet_config *uc = sdw_unet_get_config(m->unet);
+    int B = r->B, h = r->h, w = r->w, lc = r->lc, cin = uc->in_channels, nb = r->cfg ? 2 * B : B;
+    size_t hw = (size_t)h * w;
+    (void)n;
+    /* NCHW input for the whole UNet batch: [uncond; cond] copies (+ mask, masked latents). */
+    float *nchw = r->nchw_out;
+    for (int b = 0; b < nb; b++) {
+        float *dst = nchw + (size_t)b * cin * hw;
+        memcpy(dst, x_in + (size_t)(b % B) * lc * hw, (size_t)lc * hw * sizeof *dst);
+        if (cin == 9) {
+            if (!r->mask_lat || !r->masked_lat)
+                return sdw_fail(SDW_ERR_INVALID_ARG, "an inpainting model needs an image and a mask");
+            memcpy(dst + lc * hw, r->mask_lat, hw * sizeof *dst);
+            memcpy(dst + (lc + 1) * hw, r->masked_lat, (size_t)lc * hw * sizeof *dst);
+        }
+    }
+    nchw_to_nhwc(nchw, nb, cin, h, w, r->unet_in);
+    float ts[64];
+    for (int b = 0; b < nb; b++) ts[b] = t;
+    sdw_unet_input in = { r->unet_in, nb, h, w, ts, r->context, r->n_ctx, r->y, NULL, NULL };
+    sdw_arena_reset(&r->arena);
+    SDW_TRY(sdw_unet_forward(m->be, &r->arena, m->unet, &in, r->unet_out));
+    nhwc_to_nchw(r->unet_out, nb, h, w, uc->out_channels, nchw);
+    size_t per = (size_t)B * lc * hw;
+    if (!r->cfg) {
+        memcpy(out, nchw, per * sizeof *out);
+        return SDW_OK;
+    }
+    float g = r->p->cfg_scale;
+    for (size_t i = 0; i < per; i++) out[i] = nchw[i] + g * (nchw[per + i] - nchw[i]);
+    return SDW_OK;
+}
+
+static sdw_status step_fn(void *user, int step, float *x, size_t n)
+{
+    run *r = user;
+    const sdw_pipeline_params *p = r->p;
+    int B = r->B, h = r->h, w = r->w, lc = r->lc, steps = sdw_sampler_steps(r->sampler);
+    size_t hw = (size_t)h * w, per = (size_t)lc * hw;
+    /* 4-channel inpainting: keep the unmasked region on the original image's
+     * trajectory, noised to the level of the next step (clean after the last). */
+    if (p->mask && !r->m->info.inpaint && r->image_lat) {
+        float *keep = malloc(n * sizeof *keep), *x0 = malloc(n * sizeof *x0);
+        if (!keep || !x0) {
+            free(keep);
+            free(x0);
+            return nomem();
+        }
+        for (int b = 0; b < B; b++) memcpy(x0 + (size_t)b * per, r->image_lat, per * sizeof *x0);
+        if (step + 1 < steps) sdw_sampler_add_noise(r->sampler, step + 1, x0, r->noise, keep, n);
+        else memcpy(keep, x0, n * sizeof *keep);
+        for (size_t i = 0; i < n; i++) {
+            float mk = r->mask_lat[i % hw];
+            x[i] = (1.0f - mk) * keep[i] + mk * x[i];
+        }
+        free(keep);
+        free(x0);
+    }
+    int64_t shape[4] = { B, lc, h, w };
+    observe(r, "step_latents", step, x, 4, shape);
+    if (!p->progress) return SDW_OK;
+    int done = step + 1 - r->first_step, total = steps - r->first_step;
+    double el = now() - r->t0;
+    sdw_progress pr = { done, total, el, done ? el / done * (total - done) : 0, NULL, w, h };
+    if (p->preview_every > 0 && (done % p->preview_every == 0 || done == total)) {
+        sdw_latent_preview(r->m->info.family, x, h, w, r->preview);
+        pr.preview = r->preview;
+    }
+    return p->progress(p->progress_user, &pr);
+}
+
+static sdw_status decode(run *r, const float *x, float *images)
+{
+    sdw_model *m = r->m;
+    int h = r->h, w = r->w, lc = r->lc, H = r->p->height, W = r->p->width;
+    size_t per = (size_t)lc * h * w;
+    float *z = malloc(per * sizeof *z), *zs = malloc(per * sizeof *zs), *img = malloc((size_t)H * W * 3 * sizeof *img);
+    sdw_status s = (z && zs && img) ? SDW_OK : nomem();
+    for (int b = 0; b < r->B && s == SDW_OK; b++) {
+        for (size_t i = 0; i < per; i++) zs[i] = x[(size_t)b * per + i] / m->info.latent_scale;
+        nchw_to_nhwc(zs, 1, lc, h, w, z);
+        sdw_arena_reset(&r->arena);
+        s = sdw_vae_decode(m->be, &r->arena, m->vae, z, 1, h, w, img);
+        if (s != SDW_OK) break;
+        if (r->p->observe) {
+            float *nchw = malloc((size_t)H * W * 3 * sizeof *nchw);
+            if (nchw) {
+                nhwc_to_nchw(img, 1, H, W, 3, nchw);
+                int64_t shape[4] = { 1, 3, H, W };
+                observe(r, "vae_decoded", b, nchw, 4, shape);
+                free(nchw);
+            }
+        }
+        float *dst = images + (size_t)b * H * W * 3;
+        for (size_t i = 0; i < (size_t)H * W * 3; i++) dst[i] = fminf(fmaxf(img[i] / 2.0f + 0.5f, 0.0f), 1.0f);
+    }
+    free(z);
+    free(zs);
+    free(img);
+    return s;
+}
+
+static sdw_status validate(const sdw_model *m, const sdw_pipeline_params *p)
+{
+    const sdw_unet_config *uc = sdw_unet_get_config(m->unet);
+    int mult = 8 << (uc->n_levels - 1);
+    if (p->width < 8 || p->height < 8 || p->width % 8 || p->height % 8)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "width and height must be multiples of 8 (got %dx%d)", p->width, p->height);
+    if (p->width % mult || p->height % mult)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "this model needs width and height in multiples of %d (got %dx%d)", mult,
+                        p->width, p->height);
+    if (p->steps < 1 || p->steps > 1000) return sdw_fail(SDW_ERR_INVALID_ARG, "steps must be in 1..1000 (got %d)", p->steps);
+    if (p->batch_size < 1 || p->batch_size > 32)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "batch size must be in 1..32 (got %d)", p->batch_size);
+    if (!(p->cfg_scale >= 0 && p->cfg_scale <= 100)) return sdw_fail(SDW_ERR_INVALID_ARG, "cfg scale must be in 0..100");
+    if ((p->init_image || p->mask) && !(p->strength > 0 && p->strength <= 1))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "strength must be in (0, 1] (got %g)", p->strength);
+    if (p->mask && !p->init_image) return sdw_fail(SDW_ERR_INVALID_ARG, "a mask needs an init image");
+    if (m->info.inpaint && !p->mask)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s is an inpainting model: give an init image and a mask",
+                        sdw_family_name(m->info.family));
+    if ((p->init_image || p->mask) && !sdw_vae_has_encoder(m->vae))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "the model was loaded without the VAE encoder");
+    return SDW_OK;
+}
+
+sdw_status sdw_pipeline_run(sdw_model *m, const sdw_pipeline_params *p, float *images)
+{
+    SDW_TRY(validate(m, p));
+    const sdw_unet_config *uc = sdw_unet_get_config(m->unet);
+    run r = { 0 };
+    r.m = m;
+    r.p = p;
+    r.B = p->batch_size;
+    r.h = p->height / 8;
+    r.w = p->width / 8;
+    r.lc = uc->out_channels;
+    r.cfg = p->cfg_scale > 1.0f;
+    r.t0 = now();
+    sdw_sampler_params sp = { p->sampler, p->schedule, p->steps, m->info.prediction == SDW_PREDICTION_V, p->eta };
+    size_t n = (size_t)r.B * r.lc * r.h * r.w, nb = (size_t)(r.cfg ? 2 : 1) * r.B;
+    size_t unet_n = nb * (size_t)r.h * r.w * (uc->in_channels > r.lc ? uc->in_channels : r.lc);
+    float *x = malloc(n * sizeof *x);
+    r.unet_in = malloc(unet_n * sizeof(float));
+    r.unet_out = malloc(unet_n * sizeof(float));
+    r.nchw_out = malloc(unet_n * sizeof(float));
+    r.preview = malloc((size_t)r.h * r.w * 3 * sizeof(float));
+    sdw_status s = (x && r.unet_in && r.unet_out && r.nchw_out && r.preview) ? SDW_OK : nomem();
+    sdw_rng rng;
+    sdw_rng_init(&rng, p->rng, p->seed);
+    if (s == SDW_OK) s = sdw_sampler_create(&sp, &r.sampler);
+    if (s == SDW_OK) s = encode_prompts(&r);
+    if (s == SDW_OK) s = prepare_latents(&r, &rng, x);
+    if (s == SDW_OK)
+        s = sdw_sampler_run(r.sampler, x, n, r.first_step, model_fn, &r, step_fn, &r, &rng);
+    if (s == SDW_OK) s = decode(&r, x, images);
+    if (s == SDW_OK)
+        SDW_INFO("generated %d image%s %dx%d in %.2f s", r.B, r.B > 1 ? "s" : "", p->width, p->height, now() - r.t0);
+    free(x);
+    free(r.unet_in);
+    free(r.unet_out);
+    free(r.nchw_out);
+    free(r.preview);
+    free(r.context);
+    free(r.y);
+    free(r.mask_lat);
+    free(r.masked_lat);
+    free(r.image_lat);
+    free(r.noise);
+    sdw_sampler_free(r.sampler);
+    sdw_arena_free(&r.arena);
+    return s;
+}
+
+/* ---------------------------------------------------------------- previews */
+
+void sdw_latent_preview(sdw_family f, const float *latents, int h, int w, float *rgb)
+{
+    /* Linear latent -> RGB factors (ComfyUI's latent_formats). */
+    static const float sd1[4][3] = {
+        { 0.3512f, 0.2297f, 0.3227f }, { 0.3250f, 0.4974f, 0.2350f },
+        { -0.2829f, 0.1762f, 0.2721f }, { -0.2120f, -0.2616f, -0.7177f },
+    };
+    static const float xl[4][3] = {
+        { 0.3651f, 0.4232f, 0.4341f }, { -0.2533f, -0.0042f, 0.1068f },
+        { 0.1076f, 0.1111f, -0.0362f }, { -0.3165f, -0.2492f, -0.2188f },
+    };
+    static const float xl_bias[3] = { 0.1084f, -0.0175f, -0.0011f }, zero[3] = { 0, 0, 0 };
+    bool is_xl_family = is_xl(f);
+    const float (*k)[3] = is_xl_family ? xl : sd1;
+    const float *bias = is_xl_family ? xl_bias : zero;
+    size_t hw = (size_t)h * w;
+    for (size_t i = 0; i < hw; i++)
+        for (int c = 0; c < 3; c++) {
+            float v = bias[c];
+            for (int l = 0; l < 4; l++) v += latents[l * hw + i] * k[l][c];
+            rgb[i * 3 + c] = fminf(fmaxf((v + 1.0f) * 0.5f, 0.0f), 1.0f);
+        }
+}

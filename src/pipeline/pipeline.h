@@ -1,0 +1,57 @@
+/* pipeline.h: txt2img, img2img and inpainting over a loaded model: prompt
+ * encoding with classifier-free guidance, the initial noise, the sampler
+ * loop with the UNet, inpaint conditioning or blending, and the VAE decode.
+ *
+ * Latents are kept in PyTorch's NCHW order between steps, so that every
+ * random draw lands on the same element as in diffusers / ComfyUI / A1111;
+ * they are transposed to NHWC only at the UNet and VAE boundaries. */
+#ifndef SDW_PIPELINE_PIPELINE_H
+#define SDW_PIPELINE_PIPELINE_H
+#include "models/model.h"
+#include "sampling/sampler.h"
+
+/* Called once per sampling step; preview (if not NULL) is an RGB float image
+ * [ph, pw, 3] in [0, 1] from the cheap latent projection. Return non-OK to
+ * cancel the run. */
+typedef struct {
+    int step, total;          /* 1-based step just finished, steps in this run */
+    double elapsed_s, eta_s;
+    const float *preview;
+    int preview_w, preview_h;
+} sdw_progress;
+typedef sdw_status (*sdw_progress_fn)(void *user, const sdw_progress *p);
+
+/* Observes intermediate tensors (golden tests, --dump): name, data in NCHW
+ * (or as described), and its shape. */
+typedef void (*sdw_observe_fn)(void *user, const char *name, int step, const float *x, int ndim, const int64_t *shape);
+
+typedef struct {
+    const char *prompt;
+    const char *negative_prompt;   /* NULL = none ("" for SD1/2; zeros for SDXL) */
+    int width, height, steps;
+    float cfg_scale;               /* <= 1: the conditional branch only */
+    uint64_t seed;
+    sdw_rng_kind rng;
+    sdw_sampler_kind sampler;
+    sdw_schedule_kind schedule;
+    float eta;                     /* DDIM */
+    int clip_skip;                 /* A1111 numbering; 0 = family default */
+    int batch_size;                /* images drawn from one noise tensor */
+    const float *init_image;       /* [height, width, 3] in [0, 1], or NULL */
+    const float *mask;             /* [height, width] in [0, 1], white = repaint, or NULL */
+    float strength;                /* img2img / inpaint denoising strength in (0, 1] */
+    sdw_progress_fn progress;
+    void *progress_user;
+    int preview_every;             /* 0 = no previews */
+    sdw_observe_fn observe;
+    void *observe_user;
+} sdw_pipeline_params;
+
+void sdw_pipeline_params_init(sdw_pipeline_params *p);
+/* images: [batch_size, height, width, 3] floats in [0, 1]. */
+sdw_status sdw_pipeline_run(sdw_model *m, const sdw_pipeline_params *p, float *images);
+
+/* The cheap preview: latents [4, h, w] (NCHW, unscaled model latents) to RGB
+ * [h, w, 3] in [0, 1] with the family's linear factors. */
+void sdw_latent_preview(sdw_family f, const float *latents, int h, int w, float *rgb);
+#endif

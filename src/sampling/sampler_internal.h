@@ -1,0 +1,78 @@
+/* sampler_internal.h: what schedule.c, samplers.c and samplers_multistep.c
+ * share: the discrete noise table of the training schedule, the schedule
+ * builder, the sampler struct and the run context the step loops use. */
+#ifndef SDW_SAMPLING_SAMPLER_INTERNAL_H
+#define SDW_SAMPLING_SAMPLER_INTERNAL_H
+#include "sampling/sampler.h"
+
+#define SDW_TRAIN_STEPS 1000
+#define SDW_SAMPLER_MAX_STEPS 1000
+
+/* diffusers' scaled-linear schedule (beta 0.00085..0.012), float32 as torch
+ * computes it; index = training timestep. */
+typedef struct {
+    float alphas_cumprod[SDW_TRAIN_STEPS];
+    float sigmas[SDW_TRAIN_STEPS];      /* sqrt((1 - ac) / ac), ascending */
+    float log_sigmas[SDW_TRAIN_STEPS];
+} sdw_noise_table;
+
+void sdw_noise_table_init(sdw_noise_table *tab);
+/* np.interp(t, arange(1000), sigmas): linear in sigma (diffusers). */
+double sdw_sigma_at(const sdw_noise_table *tab, double t);
+/* Linear in log sigma (ComfyUI / k-diffusion t_to_sigma). */
+double sdw_sigma_at_log(const sdw_noise_table *tab, double t);
+/* diffusers' _sigma_to_t: the (fractional) timestep of a sigma, log-linear. */
+double sdw_sigma_to_t(const sdw_noise_table *tab, double sigma);
+
+/* How a diffusers scheduler lays out its own "linspace" / "leading" steps:
+ * EulerDiscrete & co. (float timesteps), DPMSolverMultistep (steps + 1 points,
+ * the last dropped, rounded), DDIM / PNDM (integer), LCM (its 50-step origin
+ * schedule). */
+typedef enum { SDW_STYLE_K, SDW_STYLE_DPM, SDW_STYLE_DDIM, SDW_STYLE_LCM } sdw_timestep_style;
+
+/* Fills timesteps[steps], sigmas[steps + 1] (ending in 0) and acp[steps]
+ * (alphas_cumprod of each level: the table's where the level is a table
+ * entry, 1 / (1 + sigma^2) otherwise). */
+sdw_status sdw_schedule_build(const sdw_noise_table *tab, sdw_schedule_kind kind, sdw_timestep_style style,
+                              int steps, float *timesteps, float *sigmas, float *acp);
+
+struct sdw_sampler {
+    sdw_sampler_params p;
+    sdw_noise_table tab;
+    int n;              /* timesteps (= p.steps) */
+    float *timesteps;   /* [n] */
+    float *sigmas;      /* [n + 1], sigmas[n] = 0 */
+    float *acp;         /* [n + 1], acp[n]: where the last step lands (ddim / pndm: alphas_cumprod[0]) */
+    bool vp;
+    float init_noise_sigma;
+    sdw_noise_fn noise_fn;
+    void *noise_user;
+};
+
+/* One sdw_sampler_run in progress. */
+typedef struct {
+    sdw_sampler *s;
+    float *x;
+    size_t n;
+    sdw_model_fn model;
+    void *model_user;
+    sdw_step_fn on_step;
+    void *step_user;
+    sdw_rng *rng;
+    float *xin;         /* [n] scaled model input */
+    float *out;         /* [n] raw model output */
+} sdw_run_ctx;
+
+/* Evaluates the model on x at (sigma, t) and writes the denoised estimate
+ * (x0, in the sigma space: x = x0 + sigma eps) to x0; out keeps the raw output. */
+sdw_status sdw_run_denoise_ve(sdw_run_ctx *c, const float *x, float sigma, float t, float *x0);
+/* Raw model output (eps or v) on the unscaled x (variance-preserving samplers) into c->out. */
+sdw_status sdw_run_model_vp(sdw_run_ctx *c, const float *x, float t);
+/* One noise draw of n floats. */
+void sdw_run_noise(sdw_run_ctx *c, float *buf);
+sdw_status sdw_run_step_done(sdw_run_ctx *c, int step);
+
+sdw_status sdw_run_dpmpp_2m(sdw_run_ctx *c, int start, bool sde);
+sdw_status sdw_run_pndm(sdw_run_ctx *c, int start);
+sdw_status sdw_run_lms(sdw_run_ctx *c, int start);
+#endif

@@ -1,0 +1,501 @@
+/* samplers.c: the sampler object (schedule, init noise, add_noise, img2img
+ * start), the name tables, and the one-step samplers: euler, euler_a, heun,
+ * dpm2, dpm++2s_a (sigma space), ddim and lcm (variance-preserving space).
+ * The multistep ones (dpm++2m, dpm++2m_sde, pndm, lms) are in
+ * samplers_multistep.c.
+ *
+ * Each follows the diffusers 0.27 scheduler it reproduces operation by
+ * operation in float32 (EulerDiscrete, EulerAncestralDiscrete, DDIM, LCM), or
+ * k-diffusion's sampler where diffusers has none (heun, dpm2, dpm++2s_a
+ * match HeunDiscrete / KDPM2Discrete's math); a run calls the model once per
+ * evaluation and the step callback once per step of the schedule. */
+#include "sampling/sampler_internal.h"
+#include "core/error.h"
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- names ---- */
+
+static const char *const sampler_names[SDW_SAMPLER_COUNT] = {
+    "euler", "euler_a", "heun", "dpm2", "dpm++2m", "dpm++2s_a", "dpm++2m_sde", "ddim", "lcm", "pndm", "lms",
+};
+static const char *const sampler_a1111[SDW_SAMPLER_COUNT] = {
+    "Euler", "Euler a", "Heun", "DPM2", "DPM++ 2M", "DPM++ 2S a", "DPM++ 2M SDE", "DDIM", "LCM", "PLMS", "LMS",
+};
+/* ComfyUI / k-diffusion spellings */
+static const struct { const char *alias; sdw_sampler_kind kind; } sampler_aliases[] = {
+    {"euler_ancestral", SDW_SAMPLER_EULER_A},   {"k_euler", SDW_SAMPLER_EULER},
+    {"k_euler_a", SDW_SAMPLER_EULER_A},         {"k_euler_ancestral", SDW_SAMPLER_EULER_A},
+    {"k_heun", SDW_SAMPLER_HEUN},               {"dpm_2", SDW_SAMPLER_DPM2},
+    {"k_dpm_2", SDW_SAMPLER_DPM2},              {"dpmpp_2m", SDW_SAMPLER_DPMPP_2M},
+    {"k_dpmpp_2m", SDW_SAMPLER_DPMPP_2M},       {"dpmpp_2s_ancestral", SDW_SAMPLER_DPMPP_2S_A},
+    {"k_dpmpp_2s_a", SDW_SAMPLER_DPMPP_2S_A},   {"dpmpp_2m_sde", SDW_SAMPLER_DPMPP_2M_SDE},
+    {"k_dpmpp_2m_sde", SDW_SAMPLER_DPMPP_2M_SDE}, {"plms", SDW_SAMPLER_PNDM},
+    {"k_lms", SDW_SAMPLER_LMS},
+};
+
+const char *sdw_sampler_name(sdw_sampler_kind k)
+{
+    return (unsigned)k < SDW_SAMPLER_COUNT ? sampler_names[k] : "unknown";
+}
+
+const char *sdw_sampler_a1111_name(sdw_sampler_kind k)
+{
+    return (unsigned)k < SDW_SAMPLER_COUNT ? sampler_a1111[k] : "unknown";
+}
+
+sdw_status sdw_sampler_parse(const char *s, sdw_sampler_kind *out)
+{
+    if (s) {
+        for (int k = 0; k < SDW_SAMPLER_COUNT; k++)
+            if (!strcasecmp(s, sampler_names[k]) || !strcasecmp(s, sampler_a1111[k])) {
+                *out = (sdw_sampler_kind)k;
+                return SDW_OK;
+            }
+        for (size_t i = 0; i < sizeof sampler_aliases / sizeof *sampler_aliases; i++)
+            if (!strcasecmp(s, sampler_aliases[i].alias)) {
+                *out = sampler_aliases[i].kind;
+                return SDW_OK;
+            }
+    }
+    char list[512] = "";
+    size_t len = 0;
+    for (int k = 0; k < SDW_SAMPLER_COUNT && len < sizeof list; k++)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s (%s)", k ? ", " : "", sampler_names[k],
+                                sampler_a1111[k]);
+    return sdw_fail(SDW_ERR_INVALID_ARG, "unknown sampler '%s'; valid: %s", s ? s : "(null)", list);
+}
+
+sdw_schedule_kind sdw_sampler_default_schedule(sdw_sampler_kind k)
+{
+    switch (k) {
+    case SDW_SAMPLER_DPM2: case SDW_SAMPLER_DPMPP_2M: case SDW_SAMPLER_DPMPP_2S_A: return SDW_SCHEDULE_KARRAS;
+    case SDW_SAMPLER_DPMPP_2M_SDE: return SDW_SCHEDULE_EXPONENTIAL;
+    case SDW_SAMPLER_DDIM: case SDW_SAMPLER_PNDM: return SDW_SCHEDULE_LEADING;
+    default: return SDW_SCHEDULE_NORMAL;
+    }
+}
+
+/* ---- the sampler object ---- */
+
+static sdw_timestep_style style_of(sdw_sampler_kind k)
+{
+    switch (k) {
+    case SDW_SAMPLER_DPMPP_2M: case SDW_SAMPLER_DPMPP_2M_SDE: return SDW_STYLE_DPM;
+    case SDW_SAMPLER_DDIM: case SDW_SAMPLER_PNDM: return SDW_STYLE_DDIM;
+    case SDW_SAMPLER_LCM: return SDW_STYLE_LCM;
+    default: return SDW_STYLE_K;
+    }
+}
+
+static bool kind_is_vp(sdw_sampler_kind k)
+{
+    return k == SDW_SAMPLER_DDIM || k == SDW_SAMPLER_PNDM || k == SDW_SAMPLER_LCM || k == SDW_SAMPLER_DPMPP_2M ||
+           k == SDW_SAMPLER_DPMPP_2M_SDE;
+}
+
+sdw_status sdw_sampler_create(const sdw_sampler_params *p, sdw_sampler **out)
+{
+    if (!out) return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: no output handle");
+    *out = NULL;
+    if (!p) return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: no parameters");
+    if ((unsigned)p->sampler >= SDW_SAMPLER_COUNT)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: unknown kind %d", (int)p->sampler);
+    if ((unsigned)p->schedule >= SDW_SCHEDULE_COUNT)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: unknown schedule %d", (int)p->schedule);
+    if (p->steps < 1 || p->steps > SDW_SAMPLER_MAX_STEPS)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: steps %d out of range [1, %d]", p->steps,
+                        SDW_SAMPLER_MAX_STEPS);
+    if (!isfinite(p->eta) || p->eta < 0)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: eta %g must be finite and >= 0", (double)p->eta);
+    if (p->sampler == SDW_SAMPLER_LCM && (p->schedule == SDW_SCHEDULE_NORMAL || p->schedule == SDW_SCHEDULE_LEADING) &&
+        p->steps > 50)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: lcm takes at most 50 steps on its own schedule (got %d)",
+                        p->steps);
+    sdw_sampler *s = calloc(1, sizeof *s);
+    if (!s) return sdw_fail(SDW_ERR_NOMEM, "sampler: out of memory");
+    s->p = *p;
+    const int levels = p->steps;
+    /* pndm lists its first step's second evaluation as a step of its own */
+    s->n = p->sampler == SDW_SAMPLER_PNDM && levels >= 2 ? levels + 1 : levels;
+    sdw_noise_table_init(&s->tab);
+    s->timesteps = malloc((size_t)s->n * sizeof *s->timesteps);
+    s->sigmas = malloc((size_t)(s->n + 1) * sizeof *s->sigmas);
+    s->acp = malloc((size_t)(s->n + 1) * sizeof *s->acp);
+    if (!s->timesteps || !s->sigmas || !s->acp) {
+        sdw_sampler_free(s);
+        return sdw_fail(SDW_ERR_NOMEM, "sampler: out of memory");
+    }
+    sdw_status st = sdw_schedule_build(&s->tab, p->schedule, style_of(p->sampler), levels, s->timesteps, s->sigmas,
+                                       s->acp);
+    if (st != SDW_OK) {
+        sdw_sampler_free(s);
+        return st;
+    }
+    /* DDIM / PNDM land on alphas_cumprod[0] (set_alpha_to_one False, SD's config) */
+    bool to_t0 = p->sampler == SDW_SAMPLER_DDIM || p->sampler == SDW_SAMPLER_PNDM;
+    s->acp[levels] = to_t0 ? s->tab.alphas_cumprod[0] : 1.0f;
+    if (s->n > levels) {
+        /* PNDMScheduler's plms_timesteps: T0, T1, T1, T2, ..., T_last */
+        memmove(s->timesteps + 2, s->timesteps + 1, (size_t)(levels - 1) * sizeof *s->timesteps);
+        memmove(s->sigmas + 2, s->sigmas + 1, (size_t)levels * sizeof *s->sigmas);
+        memmove(s->acp + 2, s->acp + 1, (size_t)levels * sizeof *s->acp);
+    }
+    s->vp = kind_is_vp(p->sampler);
+    float smax = 0;
+    for (int i = 0; i <= s->n; i++) smax = s->sigmas[i] > smax ? s->sigmas[i] : smax;
+    /* EulerDiscrete: max sigma for linspace / trailing spacing, sqrt(max^2 + 1) for leading */
+    s->init_noise_sigma = s->vp ? 1.0f : p->schedule == SDW_SCHEDULE_LEADING ? sqrtf(smax * smax + 1.0f) : smax;
+    *out = s;
+    return SDW_OK;
+}
+
+void sdw_sampler_free(sdw_sampler *s)
+{
+    if (!s) return;
+    free(s->timesteps);
+    free(s->sigmas);
+    free(s->acp);
+    free(s);
+}
+
+int sdw_sampler_steps(const sdw_sampler *s) { return s->n; }
+const float *sdw_sampler_timesteps(const sdw_sampler *s) { return s->timesteps; }
+const float *sdw_sampler_sigmas(const sdw_sampler *s) { return s->sigmas; }
+float sdw_sampler_init_noise_sigma(const sdw_sampler *s) { return s->init_noise_sigma; }
+bool sdw_sampler_is_vp(const sdw_sampler *s) { return s->vp; }
+
+void sdw_sampler_set_noise_fn(sdw_sampler *s, sdw_noise_fn fn, void *user)
+{
+    s->noise_fn = fn;
+    s->noise_user = user;
+}
+
+/* The double a user typing the float's shortest decimal form into Python
+ * would have passed (0.7f -> 0.7), so int(steps * strength) agrees with
+ * diffusers at the boundaries (10 * 0.7 = 7.000000000000001 -> 7). */
+static double shortest_double(float f)
+{
+    char buf[32];
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
+        double d = strtod(buf, NULL);
+        if ((float)d == f) return d;
+    }
+    return f;
+}
+
+int sdw_sampler_start_step(const sdw_sampler *s, float strength)
+{
+    int steps = s->p.steps, k;
+    if (!(strength > 0)) k = steps;
+    else if (strength >= 1) k = 0;
+    else {
+        double init = floor(steps * shortest_double(strength));
+        k = steps - (init > steps ? steps : (int)init);
+    }
+    /* pndm: the entry of level k in its listing (level 1 is entry 2) */
+    return s->n > steps && k > 0 ? k + 1 : k;
+}
+
+void sdw_sampler_add_noise(const sdw_sampler *s, int step, const float *x0, const float *noise, float *x, size_t n)
+{
+    if (step < 0) step = 0;
+    if (step >= s->n) {
+        if (x != x0) memmove(x, x0, n * sizeof *x);
+        return;
+    }
+    const float sigma = s->sigmas[step];
+    if (!s->vp) {
+        for (size_t i = 0; i < n; i++) x[i] = x0[i] + noise[i] * sigma;
+    } else if (style_of(s->p.sampler) == SDW_STYLE_DPM) {
+        const float alpha = 1.0f / sqrtf(sigma * sigma + 1.0f), sigma_t = sigma * alpha;
+        for (size_t i = 0; i < n; i++) x[i] = alpha * x0[i] + sigma_t * noise[i];
+    } else {
+        const float ac = s->acp[step], sa = sqrtf(ac), sb = sqrtf(1.0f - ac);
+        for (size_t i = 0; i < n; i++) x[i] = sa * x0[i] + sb * noise[i];
+    }
+}
+
+int sdw_sampler_model_evals(const sdw_sampler *s, int start)
+{
+    if (start < 0) start = 0;
+    int m = s->n - start, evals = 0;
+    if (m <= 0) return 0;
+    switch (s->p.sampler) {
+    case SDW_SAMPLER_HEUN: case SDW_SAMPLER_DPM2: case SDW_SAMPLER_DPMPP_2S_A:
+        for (int i = start; i < s->n; i++) evals += s->sigmas[i + 1] > 0 ? 2 : 1;
+        return evals;
+    default: return m;
+    }
+}
+
+/* ---- the run context ---- */
+
+sdw_status sdw_run_denoise_ve(sdw_run_ctx *c, const float *x, float sigma, float t, float *x0)
+{
+    const size_t n = c->n;
+    const float *out = c->out;
+    const float scale = sqrtf(sigma * sigma + 1.0f);
+    for (size_t i = 0; i < n; i++) c->xin[i] = x[i] / scale;
+    SDW_TRY(c->model(c->model_user, c->xin, t, c->out, n));
+    if (!c->s->p.v_prediction) {
+        for (size_t i = 0; i < n; i++) x0[i] = x[i] - sigma * out[i];
+    } else {
+        const float c_out = -sigma / scale, c_skip_den = sigma * sigma + 1.0f;
+        for (size_t i = 0; i < n; i++) x0[i] = out[i] * c_out + x[i] / c_skip_den;
+    }
+    return SDW_OK;
+}
+
+sdw_status sdw_run_model_vp(sdw_run_ctx *c, const float *x, float t)
+{
+    return c->model(c->model_user, x, t, c->out, c->n);
+}
+
+void sdw_run_noise(sdw_run_ctx *c, float *buf)
+{
+    if (c->s->noise_fn) c->s->noise_fn(c->s->noise_user, c->rng, buf, c->n);
+    else sdw_rng_randn(c->rng, buf, c->n);
+}
+
+sdw_status sdw_run_step_done(sdw_run_ctx *c, int step)
+{
+    return c->on_step ? c->on_step(c->step_user, step, c->x, c->n) : SDW_OK;
+}
+
+/* ---- sigma-space samplers ---- */
+
+/* EulerDiscreteScheduler (s_churn 0) and EulerAncestralDiscreteScheduler. */
+static sdw_status run_euler(sdw_run_ctx *c, int start, bool ancestral, float *den, float *noise)
+{
+    const sdw_sampler *s = c->s;
+    float *x = c->x;
+    for (int i = start; i < s->n; i++) {
+        const float sigma = s->sigmas[i], next = s->sigmas[i + 1];
+        SDW_TRY(sdw_run_denoise_ve(c, x, sigma, s->timesteps[i], den));
+        float dt = next - sigma, sigma_up = 0;
+        if (ancestral) {
+            sigma_up = sqrtf(next * next * (sigma * sigma - next * next) / (sigma * sigma));
+            float down2 = next * next - sigma_up * sigma_up;
+            dt = sqrtf(down2 > 0 ? down2 : 0) - sigma;
+        }
+        for (size_t k = 0; k < c->n; k++) {
+            float d = (x[k] - den[k]) / sigma;
+            x[k] = x[k] + d * dt;
+        }
+        if (sigma_up > 0) {
+            sdw_run_noise(c, noise);
+            for (size_t k = 0; k < c->n; k++) x[k] = x[k] + noise[k] * sigma_up;
+        }
+        SDW_TRY(sdw_run_step_done(c, i));
+    }
+    return SDW_OK;
+}
+
+/* k-diffusion sample_heun (= diffusers HeunDiscreteScheduler): the trapezoid
+ * rule with a second evaluation at the next sigma, Euler onto sigma 0. */
+static sdw_status run_heun(sdw_run_ctx *c, int start, float *den, float *d, float *x2)
+{
+    const sdw_sampler *s = c->s;
+    float *x = c->x;
+    for (int i = start; i < s->n; i++) {
+        const float sigma = s->sigmas[i], next = s->sigmas[i + 1], dt = next - sigma;
+        SDW_TRY(sdw_run_denoise_ve(c, x, sigma, s->timesteps[i], den));
+        for (size_t k = 0; k < c->n; k++) d[k] = (x[k] - den[k]) / sigma;
+        if (next == 0) {
+            for (size_t k = 0; k < c->n; k++) x[k] = x[k] + d[k] * dt;
+        } else {
+            for (size_t k = 0; k < c->n; k++) x2[k] = x[k] + d[k] * dt;
+            SDW_TRY(sdw_run_denoise_ve(c, x2, next, s->timesteps[i + 1], den));
+            for (size_t k = 0; k < c->n; k++) {
+                float d2 = (x2[k] - den[k]) / next;
+                x[k] = x[k] + (d[k] + d2) / 2 * dt;
+            }
+        }
+        SDW_TRY(sdw_run_step_done(c, i));
+    }
+    return SDW_OK;
+}
+
+/* k-diffusion sample_dpm_2 (= diffusers KDPM2DiscreteScheduler): the
+ * midpoint rule at the log-midpoint sigma. */
+static sdw_status run_dpm2(sdw_run_ctx *c, int start, float *den, float *d, float *x2)
+{
+    const sdw_sampler *s = c->s;
+    float *x = c->x;
+    for (int i = start; i < s->n; i++) {
+        const float sigma = s->sigmas[i], next = s->sigmas[i + 1];
+        SDW_TRY(sdw_run_denoise_ve(c, x, sigma, s->timesteps[i], den));
+        for (size_t k = 0; k < c->n; k++) d[k] = (x[k] - den[k]) / sigma;
+        if (next == 0) {
+            for (size_t k = 0; k < c->n; k++) x[k] = x[k] + d[k] * (next - sigma);
+        } else {
+            const float ls = logf(sigma), mid = expf(ls + 0.5f * (logf(next) - ls));
+            const float t_mid = (float)sdw_sigma_to_t(&s->tab, mid);
+            for (size_t k = 0; k < c->n; k++) x2[k] = x[k] + d[k] * (mid - sigma);
+            SDW_TRY(sdw_run_denoise_ve(c, x2, mid, t_mid, den));
+            for (size_t k = 0; k < c->n; k++) {
+                float d2 = (x2[k] - den[k]) / mid;
+                x[k] = x[k] + d2 * (next - sigma);
+            }
+        }
+        SDW_TRY(sdw_run_step_done(c, i));
+    }
+    return SDW_OK;
+}
+
+/* k-diffusion sample_dpmpp_2s_ancestral (eta 1): DPM-Solver++(2S) onto the
+ * ancestral step's sigma_down, then fresh noise of sigma_up. */
+static sdw_status run_dpmpp_2s_a(sdw_run_ctx *c, int start, float *den, float *x2, float *noise)
+{
+    const sdw_sampler *s = c->s;
+    float *x = c->x;
+    for (int i = start; i < s->n; i++) {
+        const double sigma = s->sigmas[i], next = s->sigmas[i + 1];
+        SDW_TRY(sdw_run_denoise_ve(c, x, (float)sigma, s->timesteps[i], den));
+        double up = sqrt(next * next * (sigma * sigma - next * next) / (sigma * sigma));
+        if (up > next) up = next;
+        const double down = sqrt(fmax(next * next - up * up, 0));
+        if (down == 0) {
+            const float dt = (float)(down - sigma);
+            for (size_t k = 0; k < c->n; k++) x[k] = x[k] + (x[k] - den[k]) / (float)sigma * dt;
+        } else {
+            /* t = -log sigma; half step to s = t + h/2 */
+            const double t = -log(sigma), t_next = -log(down), h = t_next - t, sm = exp(-(t + 0.5 * h));
+            const float a1 = (float)(sm / sigma), b1 = (float)expm1(-0.5 * h);
+            for (size_t k = 0; k < c->n; k++) x2[k] = a1 * x[k] - b1 * den[k];
+            SDW_TRY(sdw_run_denoise_ve(c, x2, (float)sm, (float)sdw_sigma_to_t(&s->tab, sm), den));
+            const float a2 = (float)(down / sigma), b2 = (float)expm1(-h);
+            for (size_t k = 0; k < c->n; k++) x[k] = a2 * x[k] - b2 * den[k];
+        }
+        if (next > 0 && up > 0) {
+            sdw_run_noise(c, noise);
+            const float fu = (float)up;
+            for (size_t k = 0; k < c->n; k++) x[k] = x[k] + noise[k] * fu;
+        }
+        SDW_TRY(sdw_run_step_done(c, i));
+    }
+    return SDW_OK;
+}
+
+/* ---- variance-preserving one-step samplers ---- */
+
+/* DDIMScheduler.step (clip_sample off), stepping level i -> i + 1. */
+static sdw_status run_ddim(sdw_run_ctx *c, int start, float *noise)
+{
+    const sdw_sampler *s = c->s;
+    const bool v = s->p.v_prediction;
+    const float eta = s->p.eta;
+    float *x = c->x;
+    const float *e = c->out;
+    for (int i = start; i < s->n; i++) {
+        SDW_TRY(sdw_run_model_vp(c, x, s->timesteps[i]));
+        const float a_t = s->acp[i], a_prev = s->acp[i + 1], b_t = 1.0f - a_t, b_prev = 1.0f - a_prev;
+        const float sa = sqrtf(a_t), sb = sqrtf(b_t);
+        const float variance = (b_prev / b_t) * (1.0f - a_t / a_prev);
+        const float std = eta * sqrtf(variance);
+        const float c_dir = sqrtf(1.0f - a_prev - std * std), c_x0 = sqrtf(a_prev);
+        for (size_t k = 0; k < c->n; k++) {
+            float x0, pe;
+            if (!v) {
+                x0 = (x[k] - sb * e[k]) / sa;
+                pe = e[k];
+            } else {
+                x0 = sa * x[k] - sb * e[k];
+                pe = sa * e[k] + sb * x[k];
+            }
+            x[k] = c_x0 * x0 + c_dir * pe;
+        }
+        if (eta > 0) {
+            sdw_run_noise(c, noise);
+            for (size_t k = 0; k < c->n; k++) x[k] = x[k] + std * noise[k];
+        }
+        SDW_TRY(sdw_run_step_done(c, i));
+    }
+    return SDW_OK;
+}
+
+/* LCMScheduler.step: the consistency function's boundary scalings, then
+ * re-noise to the next level (not after the last step). */
+static sdw_status run_lcm(sdw_run_ctx *c, int start, float *noise)
+{
+    const sdw_sampler *s = c->s;
+    const bool v = s->p.v_prediction;
+    float *x = c->x;
+    const float *e = c->out;
+    for (int i = start; i < s->n; i++) {
+        const float t = s->timesteps[i];
+        SDW_TRY(sdw_run_model_vp(c, x, t));
+        const bool last = i == s->n - 1;
+        const float a_t = s->acp[i], a_prev = last ? a_t : s->acp[i + 1];
+        const float sa = sqrtf(a_t), sb = sqrtf(1.0f - a_t);
+        const float scaled = t * 10.0f, den2 = scaled * scaled + 0.25f;
+        const float c_skip = 0.25f / den2, c_out = scaled / sqrtf(den2);
+        if (!last) sdw_run_noise(c, noise);
+        const float pa = sqrtf(a_prev), pb = sqrtf(1.0f - a_prev);
+        for (size_t k = 0; k < c->n; k++) {
+            float x0 = v ? sa * x[k] - sb * e[k] : (x[k] - sb * e[k]) / sa;
+            float den = c_out * x0 + c_skip * x[k];
+            x[k] = last ? den : pa * den + pb * noise[k];
+        }
+        SDW_TRY(sdw_run_step_done(c, i));
+    }
+    return SDW_OK;
+}
+
+/* ---- run ---- */
+
+static bool needs_noise(const sdw_sampler *s)
+{
+    switch (s->p.sampler) {
+    case SDW_SAMPLER_EULER_A: case SDW_SAMPLER_DPMPP_2S_A: case SDW_SAMPLER_DPMPP_2M_SDE: case SDW_SAMPLER_LCM:
+        return true;
+    case SDW_SAMPLER_DDIM: return s->p.eta > 0;
+    default: return false;
+    }
+}
+
+sdw_status sdw_sampler_run(sdw_sampler *s, float *x, size_t n, int start, sdw_model_fn model, void *model_user,
+                           sdw_step_fn on_step, void *step_user, sdw_rng *rng)
+{
+    if (!s || !x || !model || n == 0) return sdw_fail(SDW_ERR_INVALID_ARG, "sampler run: missing arguments");
+    if (start < 0 || start > s->n)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "sampler run: start step %d out of range [0, %d]", start, s->n);
+    if (s->p.sampler == SDW_SAMPLER_PNDM && s->n > s->p.steps && start == 1)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "sampler run: pndm cannot start at its step 1, the second "
+                                             "evaluation of step 0 (start at 0 or 2)");
+    if (needs_noise(s) && !rng && !s->noise_fn)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "sampler run: %s needs a random generator",
+                        sdw_sampler_name(s->p.sampler));
+    if (start == s->n) return SDW_OK;
+    /* xin, out and three work buffers for the samplers here */
+    const size_t nbuf = 5;
+    if (n > SIZE_MAX / sizeof(float) / nbuf) return sdw_fail(SDW_ERR_NOMEM, "sampler run: %zu floats", n);
+    float *buf = malloc(nbuf * n * sizeof *buf);
+    if (!buf) return sdw_fail(SDW_ERR_NOMEM, "sampler run: out of memory for %zu floats", nbuf * n);
+    sdw_run_ctx c = {.s = s, .x = x, .n = n, .model = model, .model_user = model_user, .on_step = on_step,
+                     .step_user = step_user, .rng = rng, .xin = buf, .out = buf + n};
+    float *w0 = buf + 2 * n, *w1 = buf + 3 * n, *w2 = buf + 4 * n;
+    sdw_status st;
+    switch (s->p.sampler) {
+    case SDW_SAMPLER_EULER: st = run_euler(&c, start, false, w0, w1); break;
+    case SDW_SAMPLER_EULER_A: st = run_euler(&c, start, true, w0, w1); break;
+    case SDW_SAMPLER_HEUN: st = run_heun(&c, start, w0, w1, w2); break;
+    case SDW_SAMPLER_DPM2: st = run_dpm2(&c, start, w0, w1, w2); break;
+    case SDW_SAMPLER_DPMPP_2S_A: st = run_dpmpp_2s_a(&c, start, w0, w1, w2); break;
+    case SDW_SAMPLER_DDIM: st = run_ddim(&c, start, w0); break;
+    case SDW_SAMPLER_LCM: st = run_lcm(&c, start, w0); break;
+    case SDW_SAMPLER_DPMPP_2M: st = sdw_run_dpmpp_2m(&c, start, false); break;
+    case SDW_SAMPLER_DPMPP_2M_SDE: st = sdw_run_dpmpp_2m(&c, start, true); break;
+    case SDW_SAMPLER_PNDM: st = sdw_run_pndm(&c, start); break;
+    case SDW_SAMPLER_LMS: st = sdw_run_lms(&c, start); break;
+    default: st = sdw_fail(SDW_ERR_INVALID_ARG, "sampler run: unknown kind %d", (int)s->p.sampler); break;
+    }
+    free(buf);
+    return st;
+}
