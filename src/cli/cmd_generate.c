@@ -266,14 +266,14 @@ int cmd_generate(int argc, char **argv)
     char hash[65] = "", stem[256];
     rc = 1;
     if (o.init) {
-        if (load_resized(o.init, p.width, p.height, &init) != SDW_OK) { fail(o.init); goto out; }
+        if (load_resized(o.init, p.width, p.height, &init) != SDW_OK) { fail(NULL); goto out; }
         init_f = malloc((size_t)p.width * p.height * 3 * sizeof *init_f);
         if (!init_f) goto out;
         for (size_t i = 0; i < (size_t)p.width * p.height * 3; i++) init_f[i] = init.data[i] / 255.0f;
         p.init_image = init_f;
     }
     if (o.mask) {
-        if (load_resized(o.mask, p.width, p.height, &mask_img) != SDW_OK) { fail(o.mask); goto out; }
+        if (load_resized(o.mask, p.width, p.height, &mask_img) != SDW_OK) { fail(NULL); goto out; }
         mask_f = malloc((size_t)p.width * p.height * sizeof *mask_f);
         if (!mask_f || sdw_image_to_mask(&mask_img, SDW_MASK_LUMA, mask_f) != SDW_OK) { fail(o.mask); goto out; }
         p.mask = mask_f;
