@@ -41,6 +41,18 @@ test-full: all
 	    ./tests/fullsize/make_checkpoints.sh $(FULLSIZE_DIR) $(FULLSIZE_FAMILIES)
 	cd $(BUILD) && SDW_FULLSIZE_DIR=$(abspath $(FULLSIZE_DIR)) ctest -L full --output-on-failure
 
+# The SD1.5 512x512 benchmark (issue 7): stage timings, FLOPs, TFLOP/s and %
+# of the peak measured in the same run, on the full-size SD1.5 architecture
+# with random weights ($(BUILD)/fullsize/sd15-seed1.safetensors, 2.1 GB,
+# written on first use). BENCH_FLAGS adds options (--precision f32, --json,
+# --repeat 1, ...; later options win, so BENCH_FLAGS="-W 1024 -H 1024" for
+# SDXL); BENCH_FAMILY picks another family (sd15-inpaint, sd2, sdxl).
+BENCH_FAMILY ?= sd15
+BENCH_FLAGS  ?=
+.PHONY: bench
+bench: all
+	./$(BUILD)/sd-worker bench --family $(BENCH_FAMILY) -W 512 -H 512 --steps 20 --cfg-scale 7 $(BENCH_FLAGS)
+
 test-asan:
 	$(MAKE) BUILD=build-asan CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DSDW_SANITIZE=ON" test
 

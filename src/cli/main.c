@@ -15,6 +15,9 @@ static void usage(FILE *f)
             "                                              run the text encoder(s), print a summary\n"
             "  sd-worker info [--json] [--prediction auto|eps|v] MODEL\n"
             "                                              family, prediction, components, parameters\n"
+            "  sd-worker bench [--family sd15|sd15-inpaint|sd2|sdxl | -m MODEL] [-W 512 -H 512] [--steps 20]\n"
+            "      [--cfg-scale 7] [--precision auto|f32|bf16] [--repeat 3] [--threads N] [--json]\n"
+            "                                              stage timings and TFLOP/s against the measured peak\n"
             "  sd-worker version\n",
             SDW_VERSION);
 }
@@ -30,6 +33,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "encode")) return cmd_encode(argc - 1, argv + 1);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("sd-worker %s (cpu isa %s)\n", SDW_VERSION, sdw_cpu_isa_name());
         return 0;

@@ -11,14 +11,19 @@
  *          fingerprints (time / add embedding, every down, mid and up block);
  *   vae    decode of vae.decoder_input; encode (mean, clamped log-variance) of
  *          the README's pattern image, generated here from its recipe.
- * f32 is gated at rel L2 < 1e-4 (the fingerprints, which are means of
- * activations and so partly cancel, at 1e-3); bf16 against the same f32
- * references at the per-component tolerances below. Every metric is printed,
- * and every comparison runs before the test fails, so one run shows where a
- * divergence starts. Also printed: load time, peak RSS of each load, and the
- * time of each UNet evaluation. The family, inpaint flag (and, for sd21-v,
- * prediction) that sdw_model_probe and `sd-worker info --json` report are
- * asserted too.
+ * f32 is gated at rel L2 < 1e-4 (fingerprints included); bf16 against the same
+ * f32 references at the per-component tolerances below. Every metric is
+ * printed, and every comparison runs before the test fails, so one run shows
+ * where a divergence starts. Not compared: SD2's text_encoder_full24.text_embeds
+ * (layer 24 + text_projection, which the SD2 loader deliberately skips), the
+ * e2e.* tensors (sampler pipeline, not models). Also printed: load time and
+ * peak RSS of each load, time (and cores had), peak RSS and activation
+ * scratch of each UNet evaluation and VAE pass. The family and inpaint flag
+ * that sdw_model_probe and `sd-worker info --json` report are asserted (and
+ * the prediction: eps, or v for sd21-v with the override it is loaded with).
+ *
+ * env: SDW_FULLSIZE_DIR                checkpoint folder (default <build>/fullsize)
+ *      SDW_FULLSIZE_NO_ARENA_RESERVE=1 do not pre-reserve the arena (see arena_reserve)
  *
  * Not part of `make test` (ctest label "full"; `make test-full`). The
  * checkpoints are read from $SDW_FULLSIZE_DIR (default <build>/fullsize) as
@@ -30,6 +35,7 @@
 #include <cjson/cJSON.h>
 #include <malloc.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,15 +50,19 @@
 #define SDW_WORKER_BIN "build/sd-worker"
 #endif
 
+/* f32: the references are fp32 computations from the same f16 weights, so
+ * only summation order separates us from them (measured: <= 3.1e-6 on every
+ * output, <= 7.6e-6 on the fingerprints, <= 8.6e-6 on the VAE). */
 #define F32_GATE 1e-4
-#define F32_FINGERPRINT_GATE 1e-3
-/* bf16 (weights and matmul/conv inputs in bf16, f32 accumulation) against the
- * f32 references: the measured errors are printed by every run; see the
- * report in tests/fullsize (the gates leave ~2-3x headroom). */
-#define BF16_TEXT_GATE 3e-2
-#define BF16_UNET_GATE 5e-2
-#define BF16_FINGERPRINT_GATE 1e-1
-#define BF16_VAE_GATE 5e-2
+/* bf16 (weights and matmul / conv / attention inputs in bf16, f32
+ * accumulation and f32 everything else) against the same f32 references.
+ * Measured on all four families (AMX, oneDNN 3.x): text 5.8e-3 .. 7.3e-3,
+ * UNet outputs 7.2e-3 .. 7.5e-3, fingerprints <= 5.6e-3, VAE decode 1.8e-2,
+ * encode 1.3e-2. The gates leave 2-3x headroom. */
+#define BF16_TEXT_GATE 2e-2
+#define BF16_UNET_GATE 2e-2
+#define BF16_FINGERPRINT_GATE 2e-2
+#define BF16_VAE_GATE 4e-2
 
 typedef struct {
     const char *name;     /* family label of the recipe */
@@ -109,6 +119,16 @@ static bool reset_peak_rss(void)
 
 static double gib(long kb) { return (double)kb / (1024.0 * 1024.0); }
 
+/* CPU seconds of the whole process (all threads): cpu / wall shows how many
+ * cores a timed section really had (the machine may be shared). */
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
+}
+
 /* An arena for the UNet / VAE passes, reserved as one large chunk up front.
  * Works around src/core/arena.c: after sdw_arena_restore only the newest
  * chunk is bumped from, so a pass that starts on an empty (or too small)
@@ -121,6 +141,8 @@ static double gib(long kb) { return (double)kb / (1024.0 * 1024.0); }
 #define ARENA_RESERVE ((size_t)8 << 30)
 static void arena_reserve(sdw_arena *a)
 {
+    const char *no = getenv("SDW_FULLSIZE_NO_ARENA_RESERVE");  /* to see the arena's own behaviour */
+    if (no && *no && strcmp(no, "0")) return;
     if (sdw_arena_alloc(a, ARENA_RESERVE)) {
         sdw_arena_reset(a);
         a->peak = 0;  /* from here on: the passes' own high-water mark */
@@ -404,9 +426,10 @@ static void check_unet(tally *t, sdw_model *m, const family_case *fc, const sdw_
         sdw_unet_input in = { x, N, H, W, tv, ctx, T, y, fingerprint_tap, &tcx };
         sdw_arena_reset(&arena);
         bool reset = reset_peak_rss();
-        double t0 = now_s();
+        double t0 = now_s(), c0 = cpu_s();
         if (sdw_unet_forward(m->be, &arena, m->unet, &in, out) != SDW_OK) fail_msg("%s", sdw_last_error());
         secs[k] = now_s() - t0;   /* includes the (cheap) fingerprint taps */
+        double cores = (cpu_s() - c0) / secs[k];
         assert_true(tcx.checked >= (c->adm_in ? 2 : 1) + 2 * c->n_levels + 1);
         test_nhwc_to_nchw(out, N, H, W, 4, got);
         char key[64], what[96];
@@ -415,8 +438,9 @@ static void check_unet(tally *t, sdw_model *m, const family_case *fc, const sdw_
         snprintf(what, sizeof what, "unet t=%d out [2,4,%d,%d]", steps[k], H, W);
         check(t, G_UNET, what, got, r, (size_t)N * H * W * 4, gate);
         free(r);
-        printf("  unet t=%d: %.2f s%s (batch 2, %dx%d latents), peak RSS %.2f GiB%s, activation scratch %.2f GiB\n",
-               steps[k], secs[k], k == 0 ? " (first pass: includes oneDNN primitive creation)" : "", H, W,
+        printf("  unet t=%d: %.2f s on %.2f of %d cores%s (batch 2, %dx%d latents), peak RSS %.2f GiB%s, "
+               "activation scratch %.2f GiB\n",
+               steps[k], secs[k], cores, omp_get_max_threads(), k == 0 ? " (first pass: includes oneDNN primitive creation)" : "", H, W,
                gib(status_kb(reset ? "VmHWM" : "VmRSS")), reset ? "" : " (not measured: VmHWM not resettable)",
                arena.peak / (double)(1 << 30));
     }
@@ -450,6 +474,7 @@ static void check_vae(tally *t, sdw_model *m, const sdw_safetensors *ref, double
     float *z = test_load_f32(ref, "vae.decoder_input", NULL), *zn = malloc(nlat * sizeof *zn);
     float *img = malloc(npx * 3 * sizeof *img), *img_nchw = malloc(npx * 3 * sizeof *img_nchw);
     test_nchw_to_nhwc(z, 1, lc, h, w, zn);
+    bool reset = reset_peak_rss();
     double t0 = now_s();
     if (sdw_vae_decode(m->be, &arena, m->vae, zn, 1, h, w, img) != SDW_OK) fail_msg("%s", sdw_last_error());
     secs[0] = now_s() - t0;
@@ -476,8 +501,8 @@ static void check_vae(tally *t, sdw_model *m, const sdw_safetensors *ref, double
     snprintf(what, sizeof what, "vae encode logvar (pattern %dx%d)", S, S);
     check(t, G_VAE, what, mom_nchw + nlat, r, nlat, gate);
     free(r);
-    printf("  vae decode %.2f s, encode %.2f s, activation scratch %.2f GiB\n", secs[0], secs[1],
-           arena.peak / (double)(1 << 30));
+    printf("  vae decode %.2f s, encode %.2f s, activation scratch %.2f GiB, peak RSS %.2f GiB\n", secs[0], secs[1],
+           arena.peak / (double)(1 << 30), gib(status_kb(reset ? "VmHWM" : "VmRSS")));
     sdw_arena_free(&arena);
     free(z); free(zn); free(img); free(img_nchw); free(mom); free(mom_nchw);
 }
@@ -547,7 +572,7 @@ static void run_family(void **state)
 
         check_text(&t[pi], m, fc, text_ref, bf16 ? BF16_TEXT_GATE : F32_GATE);
         check_unet(&t[pi], m, fc, ref, text_ref, bf16 ? BF16_UNET_GATE : F32_GATE,
-                   bf16 ? BF16_FINGERPRINT_GATE : F32_FINGERPRINT_GATE, unet_s[pi]);
+                   bf16 ? BF16_FINGERPRINT_GATE : F32_GATE, unet_s[pi]);
         if (has_vae_ref) check_vae(&t[pi], m, ref, bf16 ? BF16_VAE_GATE : F32_GATE, vae_s[pi]);
         else printf("  vae: no references for %s (its VAE is sd15's, checked there)\n", fc->name);
         sdw_model_free(m);
@@ -595,5 +620,15 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    /* Nothing to run: exit 77, which ctest reports as skipped (SKIP_RETURN_CODE). */
+    size_t present = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct stat sb;
+        const char *ckpt = checkpoint_path(tests[i].initial_state);
+        if (stat(ckpt, &sb) == 0) present++;
+        else printf("SKIP %s: %s is absent (tests/fullsize/make_checkpoints.sh writes it; set SDW_FULLSIZE_DIR)\n",
+                    tests[i].name, ckpt);
+    }
+    if (present == 0) return 77;
     return _cmocka_run_group_tests("fullsize_models", tests, n, NULL, NULL);
 }

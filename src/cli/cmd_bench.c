@@ -1,0 +1,227 @@
+/* cmd_bench.c: `sd-worker bench`: loads a model (-m) or the full-size
+ * random-weight model of a family (--family, written once by the project's
+ * tool), measures the bf16 and f32 peaks of this machine, then times the
+ * stages of txt2img (src/pipeline/bench.c) and prints them as a table, or as
+ * one JSON object with --json. */
+#include "cli/bench_model.h"
+#include "cli/commands.h"
+#include "pipeline/bench.h"
+#include <errno.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define WHO "sd-worker bench"
+
+typedef struct {
+    const char *model, *family, *prompt, *negative;
+    int width, height, steps, repeat, threads;
+    float cfg;
+    sdw_precision precision;
+    bool json, verbose;
+} options;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sd-worker bench [--family sd15|sd15-inpaint|sd2|sdxl | -m MODEL] [-W 512 -H 512]\n"
+            "    [--steps 20] [--cfg-scale 7] [--precision auto|f32|bf16] [--repeat 3] [--threads N]\n"
+            "    [-p PROMPT] [-n NEGATIVE] [--json] [-v]\n"
+            "Times text encode, one UNet evaluation, one sampling step, VAE decode and VAE encode\n"
+            "(median of --repeat runs), with the FLOPs the backend ran, the TFLOP/s achieved and\n"
+            "the %% of this machine's peak (bf16 / f32 conv and matmul, measured in the same run).\n"
+            "--family uses a full-size model with random weights (default sd15), written once by\n"
+            "tools/fullsize/sdw-make-fullsize into fullsize/ next to sd-worker ($SDW_FULLSIZE_DIR).\n");
+}
+
+static int bad(const char *fmt, const char *v)
+{
+    fprintf(stderr, WHO ": ");
+    fprintf(stderr, fmt, v);
+    fprintf(stderr, " (sd-worker bench --help)\n");
+    return 2;
+}
+
+static bool parse_int(const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = (int)v;
+    return true;
+}
+
+static int parse(int argc, char **argv, options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->steps = 20;
+    o->repeat = 3;
+    o->cfg = 7.0f;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define IS(s) (!strcmp(a, s))
+        if (IS("-h") || IS("--help")) { usage(stdout); exit(0); }
+        if (IS("--json")) { o->json = true; continue; }
+        if (IS("-v") || IS("--verbose")) { o->verbose = true; continue; }
+        if (!v) return bad("option %s needs a value", a);
+        i++;
+        if (IS("-m") || IS("--model")) o->model = v;
+        else if (IS("--family")) o->family = v;
+        else if (IS("-p") || IS("--prompt")) o->prompt = v;
+        else if (IS("-n") || IS("--negative-prompt")) o->negative = v;
+        else if (IS("-W") || IS("--width")) { if (!parse_int(v, 8, 8192, &o->width)) return bad("bad width '%s'", v); }
+        else if (IS("-H") || IS("--height")) { if (!parse_int(v, 8, 8192, &o->height)) return bad("bad height '%s'", v); }
+        else if (IS("--steps")) { if (!parse_int(v, 1, 1000, &o->steps)) return bad("--steps must be in 1..1000, not '%s'", v); }
+        else if (IS("--repeat")) { if (!parse_int(v, 1, 1000, &o->repeat)) return bad("--repeat must be in 1..1000, not '%s'", v); }
+        else if (IS("--threads")) { if (!parse_int(v, 1, 1024, &o->threads)) return bad("bad --threads '%s'", v); }
+        else if (IS("--cfg-scale")) {
+            char *end;
+            o->cfg = strtof(v, &end);
+            if (end == v || *end || !(o->cfg >= 0 && o->cfg <= 100)) return bad("--cfg-scale must be in 0..100, not '%s'", v);
+        } else if (IS("--precision")) {
+            if (!strcmp(v, "auto")) o->precision = SDW_PRECISION_AUTO;
+            else if (!strcmp(v, "f32")) o->precision = SDW_PRECISION_F32;
+            else if (!strcmp(v, "bf16")) o->precision = SDW_PRECISION_BF16;
+            else return bad("--precision must be auto, f32 or bf16, not '%s'", v);
+        } else return bad("unknown option '%s'", a);
+#undef IS
+    }
+    if (o->model && o->family) return bad("give --family or -m, not both%s", "");
+    if (!o->model && !o->family) o->family = "sd15";
+    if (o->family && !bench_family_find(o->family))
+        return bad("--family must be sd15, sd15-inpaint, sd2 or sdxl, not '%s'", o->family);
+    return 0;
+}
+
+static void note_stderr(void *user, const char *msg)
+{
+    (void)user;
+    fprintf(stderr, WHO ": %s\n", msg);
+}
+
+static void log_to_stderr(sdw_log_level level, const char *msg, void *user)
+{
+    (void)user;
+    static const char *const names[] = { "debug", "info", "warning", "error" };
+    fprintf(stderr, "%s: %s\n", names[level], msg);
+}
+
+static void print_table(const char *what, const sdw_model_info *mi, const sdw_bench_result *r, double load_s)
+{
+    printf("sd-worker bench: %s (%s%s, %s) %dx%d, cfg %g, %d steps, median of %d\n", what,
+           sdw_family_name(mi->family), mi->inpaint ? " inpaint" : "", sdw_prediction_name(mi->prediction), r->width,
+           r->height, r->cfg_scale, r->steps, r->repeat);
+    printf("cpu %s, %d threads, precision %s; loaded in %.1f s\n", r->isa, r->threads,
+           sdw_precision_name(r->precision), load_s);
+    const sdw_bench_peak *pk[2] = { &r->peak_bf16, &r->peak_f32 };
+    const char *pn[2] = { "bf16", "f32" };
+    for (int i = 0; i < 2; i++) {
+        if (!pk[i]->available) printf("peak %-4s: not available on this CPU\n", pn[i]);
+        else
+            printf("peak %-4s: %6.2f TFLOP/s (conv 3x3 320->320 64x64 b2 %.2f, matmul 8192x1280x1280 %.2f)\n", pn[i],
+                   pk[i]->tflops, pk[i]->conv_tflops, pk[i]->matmul_tflops);
+    }
+    printf("\n%-22s %9s %10s %9s %7s\n", "stage", "seconds", "GFLOP", "TFLOP/s", "% peak");
+    static const char *const label[SDW_BENCH_STAGES] = { "text encode", "unet eval", "sampling step", "vae decode",
+                                                         "vae encode" };
+    for (int i = 0; i < SDW_BENCH_STAGES; i++) {
+        const sdw_bench_stage_result *s = &r->stage[i];
+        char name[64];
+        if (i == SDW_BENCH_UNET) snprintf(name, sizeof name, "%s (batch %d)", label[i], r->unet_batch);
+        else snprintf(name, sizeof name, "%s", label[i]);
+        if (!s->ran) {
+            printf("%-22s %9s\n", name, "-");
+            continue;
+        }
+        printf("%-22s %9.3f %10.2f %9.3f %7.1f\n", name, s->seconds, s->flops * 1e-9, s->tflops, s->pct_peak);
+    }
+    printf("(UNet evaluation from the architecture: %.2f GFLOP)\n\n", r->unet_flops_analytic * 1e-9);
+    const sdw_bench_image *ims[2] = { &r->image, &r->image20 };
+    for (int i = 0; i < (r->steps == 20 ? 1 : 2); i++) {
+        const sdw_bench_image *im = ims[i];
+        printf("%d-step image (estimate): %.2f s = text %.3f + %d x step %.3f + decode %.3f; %.3g TFLOP = %.3g s at "
+               "peak (%.2fx)\n",
+               im->steps, im->seconds, r->stage[SDW_BENCH_TEXT].seconds, im->steps, r->stage[SDW_BENCH_STEP].seconds,
+               r->stage[SDW_BENCH_DECODE].seconds, im->flops * 1e-12, im->seconds_at_peak, im->x_peak);
+    }
+    printf("%d-step pipeline run (measured, median): %.2f s\n", r->steps, r->pipeline_seconds);
+    printf("weights held %.3f GB; peak RSS %.3f GB\n", (double)r->weight_bytes / 1e9, (double)r->peak_rss_bytes / 1e9);
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    options o;
+    int rc = parse(argc, argv, &o);
+    if (rc) return rc;
+    sdw_set_log(log_to_stderr, NULL, o.verbose ? SDW_LOG_DEBUG : SDW_LOG_WARN);
+    if (o.threads) omp_set_num_threads(o.threads);
+
+    char path[4096];
+    sdw_load_params lp = sdw_load_params_default();
+    lp.precision = o.precision;
+    lp.with_vae_encoder = true;
+    const char *model = o.model;
+    if (o.family) {
+        const bench_family *f = bench_family_find(o.family);
+        if (!bench_model_path(WHO, f, path, sizeof path)) return 1;
+        model = path;
+        lp.prediction = f->prediction;
+    }
+    fprintf(stderr, WHO ": loading %s\n", model);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    sdw_model *m;
+    if (sdw_model_load(model, &lp, &m) != SDW_OK) {
+        fprintf(stderr, WHO ": %s\n", sdw_last_error());
+        return 1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double load_s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    const sdw_model_info *mi = sdw_model_get_info(m);
+
+    sdw_bench_opts bo;
+    sdw_bench_opts_init(&bo);
+    bo.prompt = o.prompt;
+    bo.negative_prompt = o.negative;
+    bo.width = o.width;
+    bo.height = o.height;
+    bo.steps = o.steps;
+    bo.cfg_scale = o.cfg;
+    bo.repeat = o.repeat;
+    bo.note = note_stderr;
+    sdw_bench_result r;
+    if (sdw_bench_run(m, &bo, &r) != SDW_OK) {
+        fprintf(stderr, WHO ": %s\n", sdw_last_error());
+        sdw_model_free(m);
+        return 1;
+    }
+    const char *what = o.family ? o.family : model;
+    if (o.json) {
+        cJSON *j = sdw_bench_result_json(&r);
+        char *text = NULL;
+        if (j) {
+            if (o.family) cJSON_AddStringToObject(j, "family", o.family);
+            cJSON_AddStringToObject(j, "model", model);
+            cJSON_AddStringToObject(j, "model_family", sdw_family_name(mi->family));
+            cJSON_AddBoolToObject(j, "inpaint", mi->inpaint);
+            cJSON_AddStringToObject(j, "prediction", sdw_prediction_name(mi->prediction));
+            cJSON_AddNumberToObject(j, "load_seconds", load_s);
+            text = cJSON_Print(j);
+            cJSON_Delete(j);
+        }
+        if (!text) {
+            fprintf(stderr, WHO ": out of memory writing JSON\n");
+            sdw_model_free(m);
+            return 1;
+        }
+        printf("%s\n", text);
+        free(text);
+    } else {
+        print_table(what, mi, &r, load_s);
+    }
+    sdw_model_free(m);
+    return 0;
+}

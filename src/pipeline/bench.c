@@ -1,0 +1,685 @@
+/* bench.c: see bench.h. The order of a run:
+ *   peaks (bf16, f32) on their own backends
+ *   `repeat` pipeline runs: the sampling steps, timed between progress
+ *     callbacks (the first step of the first run, which creates the
+ *     primitives, is left out when another step was timed)
+ *   text encode, UNet evaluation, VAE decode, VAE encode, each `repeat` times,
+ *     called directly, warm (the pipeline runs created their primitives; the
+ *     encoder gets a warm-up run of its own when the pipeline did not use it)
+ * Every timed input is random: AMX runs 2-4x faster on zeros. */
+#include "pipeline/bench.h"
+#include "core/error.h"
+#include "pipeline/pipeline.h"
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#define STOCK_PROMPT "a photograph of an astronaut riding a horse, highly detailed"
+#define STOCK_NEGATIVE "lowres, blurry, bad anatomy"
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static sdw_status nomem(void) { return sdw_fail(SDW_ERR_NOMEM, "bench: out of memory"); }
+
+/* Uniform in [lo, hi): never zeros. */
+static void fill_random(float *x, size_t n, uint64_t seed, float lo, float hi)
+{
+    uint64_t s = seed * 0x9E3779B97F4A7C15ULL + 0x2545F4914F6CDD1DULL;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        uint64_t v = s * 0x2545F4914F6CDD1DULL;
+        x[i] = lo + (hi - lo) * (float)((double)(v >> 40) * 0x1p-24);
+    }
+}
+
+static float *random_floats(size_t n, uint64_t seed, float lo, float hi)
+{
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    if (x) fill_random(x, n, seed, lo, hi);
+    return x;
+}
+
+static void note(const sdw_bench_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(const sdw_bench_opts *o, const char *fmt, ...)
+{
+    if (!o->note) return;
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    o->note(o->note_user, msg);
+}
+
+const char *sdw_bench_stage_name(sdw_bench_stage s)
+{
+    static const char *const names[SDW_BENCH_STAGES] = { "text_encode", "unet_eval", "sampling_step", "vae_decode",
+                                                         "vae_encode" };
+    return (unsigned)s < SDW_BENCH_STAGES ? names[s] : "?";
+}
+
+void sdw_bench_opts_init(sdw_bench_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->steps = 20;
+    o->cfg_scale = 7.0f;
+    o->repeat = 3;
+    o->seed = 42;
+}
+
+/* ---------------------------------------------------------------- samples */
+
+typedef struct {
+    double *t, *f;
+    int n, cap;
+} samples;
+
+static sdw_status samples_add(samples *s, double t, double f)
+{
+    if (s->n == s->cap) {
+        int cap = s->cap ? 2 * s->cap : 16;
+        double *nt = realloc(s->t, (size_t)cap * sizeof *nt);
+        if (!nt) return nomem();
+        s->t = nt;
+        double *nf = realloc(s->f, (size_t)cap * sizeof *nf);
+        if (!nf) return nomem();
+        s->f = nf;
+        s->cap = cap;
+    }
+    s->t[s->n] = t;
+    s->f[s->n++] = f;
+    return SDW_OK;
+}
+
+static void samples_free(samples *s)
+{
+    free(s->t);
+    free(s->f);
+    memset(s, 0, sizeof *s);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(const double *v, int n)
+{
+    if (n <= 0) return 0;
+    double *c = malloc((size_t)n * sizeof *c);
+    if (!c) return v[0];
+    memcpy(c, v, (size_t)n * sizeof *c);
+    qsort(c, (size_t)n, sizeof *c, cmp_double);
+    double m = n % 2 ? c[n / 2] : 0.5 * (c[n / 2 - 1] + c[n / 2]);
+    free(c);
+    return m;
+}
+
+/* Median seconds and median FLOPs (the same every run of a stage). */
+static void stage_finish(sdw_bench_stage_result *st, const samples *s, double peak)
+{
+    memset(st, 0, sizeof *st);
+    if (s->n == 0) return;
+    st->ran = true;
+    st->samples = s->n;
+    st->seconds = median(s->t, s->n);
+    st->flops = median(s->f, s->n);
+    st->min_seconds = s->t[0];
+    for (int i = 1; i < s->n; i++)
+        if (s->t[i] < st->min_seconds) st->min_seconds = s->t[i];
+    st->tflops = st->seconds > 0 ? st->flops / st->seconds * 1e-12 : 0;
+    st->pct_peak = peak > 0 ? 100.0 * st->tflops / peak : 0;
+}
+
+/* ---------------------------------------------------------------- peak */
+
+#define PEAK_C 320
+#define PEAK_HW 64
+#define PEAK_N 2
+#define PEAK_M 8192
+#define PEAK_K 1280
+
+/* Best seconds of runs calls (after one warm-up) and the FLOPs of one. */
+static sdw_status time_best_conv(sdw_backend *be, const sdw_conv2d *c, const float *x, float *y, int runs,
+                                 double *best, double *flops)
+{
+    SDW_TRY(sdw_conv2d_forward(be, c, x, PEAK_N, PEAK_HW, PEAK_HW, y, NULL, NULL));
+    *best = INFINITY;
+    for (int i = 0; i < runs; i++) {
+        sdw_backend_reset_flops(be);
+        double t0 = now();
+        SDW_TRY(sdw_conv2d_forward(be, c, x, PEAK_N, PEAK_HW, PEAK_HW, y, NULL, NULL));
+        double t = now() - t0;
+        if (t < *best) *best = t;
+    }
+    *flops = sdw_backend_flops(be);
+    return SDW_OK;
+}
+
+static sdw_status time_best_linear(sdw_backend *be, const sdw_linear *l, const float *x, float *y, int runs,
+                                   double *best, double *flops)
+{
+    SDW_TRY(sdw_linear_forward(be, l, x, PEAK_M, y));
+    *best = INFINITY;
+    for (int i = 0; i < runs; i++) {
+        sdw_backend_reset_flops(be);
+        double t0 = now();
+        SDW_TRY(sdw_linear_forward(be, l, x, PEAK_M, y));
+        double t = now() - t0;
+        if (t < *best) *best = t;
+    }
+    *flops = sdw_backend_flops(be);
+    return SDW_OK;
+}
+
+sdw_status sdw_bench_measure_peak(sdw_precision p, int runs, sdw_bench_peak *out)
+{
+    memset(out, 0, sizeof *out);
+    if (runs <= 0) runs = 5;
+    sdw_backend *be;
+    sdw_status s = sdw_backend_create(p, &be);
+    if (s == SDW_ERR_UNSUPPORTED) {
+        sdw_clear_error();
+        return SDW_OK;
+    }
+    SDW_TRY(s);
+    if (sdw_backend_precision(be) != sdw_precision_resolve(p)) {
+        sdw_backend_free(be);
+        return SDW_OK;
+    }
+    size_t conv_w = (size_t)PEAK_C * PEAK_C * 9, conv_x = (size_t)PEAK_N * PEAK_HW * PEAK_HW * PEAK_C;
+    size_t mm_w = (size_t)PEAK_K * PEAK_K, mm_x = (size_t)PEAK_M * PEAK_K;
+    float wscale = 1.0f / sqrtf((float)PEAK_C * 9);
+    float *cw = random_floats(conv_w, 1, -wscale, wscale), *cb = random_floats(PEAK_C, 2, -0.1f, 0.1f);
+    float *mw = random_floats(mm_w, 3, -0.03f, 0.03f);
+    float *x = random_floats(mm_x > conv_x ? mm_x : conv_x, 4, -1.0f, 1.0f);
+    float *y = malloc((mm_x > conv_x ? mm_x : conv_x) * sizeof *y);
+    sdw_conv2d *conv = NULL;
+    sdw_linear *lin = NULL;
+    s = (cw && cb && mw && x && y) ? SDW_OK : nomem();
+    if (s == SDW_OK) s = sdw_conv2d_create(be, PEAK_C, PEAK_C, 3, 3, 1, 1, cw, cb, &conv);
+    if (s == SDW_OK) s = sdw_linear_create(be, PEAK_K, PEAK_K, mw, NULL, &lin);
+    free(cw);
+    free(cb);
+    free(mw);
+    cw = cb = mw = NULL;
+    double t, f;
+    if (s == SDW_OK) s = time_best_conv(be, conv, x, y, runs, &t, &f);
+    if (s == SDW_OK) out->conv_tflops = f / t * 1e-12;
+    if (s == SDW_OK) s = time_best_linear(be, lin, x, y, runs, &t, &f);
+    if (s == SDW_OK) out->matmul_tflops = f / t * 1e-12;
+    if (s == SDW_OK) {
+        out->available = true;
+        out->tflops = out->conv_tflops > out->matmul_tflops ? out->conv_tflops : out->matmul_tflops;
+    }
+    sdw_conv2d_free(conv);
+    sdw_linear_free(lin);
+    free(x);
+    free(y);
+    sdw_backend_free(be);
+    return s;
+}
+
+/* ---------------------------------------------------------------- analytic FLOPs */
+
+static double lin_f(double M, double in, double out) { return 2.0 * M * in * out; }
+static double conv_f(double N, double px, double cin, double cout, double k) { return 2.0 * N * px * cin * cout * k * k; }
+
+static double resnet_f(const sdw_unet_config *c, double N, double px, int cin, int cout)
+{
+    return conv_f(N, px, cin, cout, 3) + lin_f(N, c->time_embed_dim, cout) + conv_f(N, px, cout, cout, 3) +
+           (cin != cout ? conv_f(N, px, cin, cout, 1) : 0);
+}
+
+static double transformer_f(const sdw_unet_config *c, double N, double T, double C, int depth, double n_ctx)
+{
+    double rows = N * T;
+    double block = lin_f(rows, C, 3 * C)               /* self-attention q, k, v */
+                   + 4.0 * N * T * T * C               /* q k^T and p v over all heads */
+                   + lin_f(rows, C, C)                 /* its output */
+                   + lin_f(rows, C, C)                 /* cross-attention q */
+                   + lin_f(N * n_ctx, c->context_dim, 2 * C)   /* k, v of the context */
+                   + 4.0 * N * T * n_ctx * C
+                   + lin_f(rows, C, C)
+                   + lin_f(rows, C, 8 * C)             /* GEGLU in */
+                   + lin_f(rows, 4 * C, C);            /* feed-forward out */
+    return 2 * lin_f(rows, C, C) + depth * block;      /* proj_in, proj_out */
+}
+
+double sdw_bench_unet_flops(const sdw_unet_config *c, int N, int h, int w, int n_ctx)
+{
+    int nl = c->n_levels, L = c->layers_per_block, te = c->time_embed_dim, c0 = c->block_out[0];
+    double n = N, H = h, W = w, f = 0;
+    f += lin_f(n, c0, te) + lin_f(n, te, te);
+    if (c->adm_in) f += lin_f(n, c->adm_in, te) + lin_f(n, te, te);
+    f += conv_f(n, H * W, c->in_channels, c0, 3);
+    int skip[SDW_UNET_MAX_LEVELS * 4 + 1], ns = 0, ch = c0;
+    skip[ns++] = c0;
+    for (int i = 0; i < nl; i++) {
+        for (int j = 0; j < L; j++) {
+            f += resnet_f(c, n, H * W, ch, c->block_out[i]);
+            ch = c->block_out[i];
+            if (c->depth[i]) f += transformer_f(c, n, H * W, ch, c->depth[i], n_ctx);
+            skip[ns++] = ch;
+        }
+        if (i < nl - 1) {
+            H /= 2;
+            W /= 2;
+            f += conv_f(n, H * W, ch, ch, 3);
+            skip[ns++] = ch;
+        }
+    }
+    int top = c->block_out[nl - 1];
+    f += 2 * resnet_f(c, n, H * W, top, top) + transformer_f(c, n, H * W, top, c->mid_depth, n_ctx);
+    ch = top;
+    for (int i = 0; i < nl; i++) {
+        int d = nl - 1 - i;
+        for (int j = 0; j <= L; j++) {
+            f += resnet_f(c, n, H * W, ch + skip[--ns], c->block_out[d]);
+            ch = c->block_out[d];
+            if (c->depth[d]) f += transformer_f(c, n, H * W, ch, c->depth[d], n_ctx);
+        }
+        if (i < nl - 1) {
+            H *= 2;
+            W *= 2;
+            f += conv_f(n, H * W, ch, ch, 3);
+        }
+    }
+    f += conv_f(n, H * W, c0, c->out_channels, 3);
+    return f;
+}
+
+/* ---------------------------------------------------------------- stages */
+
+static bool is_xl(sdw_family f) { return f == SDW_FAMILY_SDXL || f == SDW_FAMILY_SDXL_REFINER; }
+
+/* The pipeline's conditioning, encoded directly: prompt, then (with cfg) the
+ * negative prompt padded to the prompt's chunks; SDXL with an empty negative
+ * prompt conditions the unconditional branch on zeros instead (neg stays empty). */
+static sdw_status encode_text(sdw_model *m, const char *prompt, const char *negative, bool cfg,
+                              sdw_text_embedding *pos, sdw_text_embedding *neg)
+{
+    SDW_TRY(sdw_text_encode_prompt(m->be, &m->text, prompt, 1, 0, pos));
+    if (!cfg || (is_xl(m->info.family) && !negative[0])) return SDW_OK;
+    return sdw_text_encode_prompt(m->be, &m->text, negative, pos->n_tokens / SDW_CLIP_CONTEXT, 0, neg);
+}
+
+typedef struct {
+    sdw_backend *be;
+    double t_ref, f_ref;
+    bool have_ref;
+    bool first_run;
+    int step;
+    samples warm, cold;   /* steps after primitives exist; the very first step */
+    sdw_status err;
+} step_timer;
+
+static void on_observe(void *user, const char *name, int step, const float *x, int ndim, const int64_t *shape)
+{
+    (void)step;
+    (void)x;
+    (void)ndim;
+    (void)shape;
+    step_timer *t = user;
+    if (!strcmp(name, "initial_latents")) {
+        t->f_ref = sdw_backend_flops(t->be);
+        t->t_ref = now();
+        t->have_ref = true;
+        t->step = 0;
+    }
+}
+
+static sdw_status on_progress(void *user, const sdw_progress *p)
+{
+    (void)p;
+    step_timer *t = user;
+    double tn = now(), fn = sdw_backend_flops(t->be);
+    if (t->have_ref && t->err == SDW_OK) {
+        samples *s = (t->first_run && t->step == 0) ? &t->cold : &t->warm;
+        t->err = samples_add(s, tn - t->t_ref, fn - t->f_ref);
+    }
+    t->step++;
+    t->f_ref = sdw_backend_flops(t->be);
+    t->t_ref = now();
+    return t->err;
+}
+
+typedef struct {
+    sdw_model *m;
+    const sdw_bench_opts *o;
+    sdw_bench_result *r;
+    const char *prompt, *negative;
+    samples s[SDW_BENCH_STAGES];
+    samples pipe;
+    int n_ctx;
+    sdw_arena arena;
+    float *context, *y, *x, *out, *img, *lat, *moments;
+} bench;
+
+static sdw_status run_pipelines(bench *b)
+{
+    sdw_model *m = b->m;
+    sdw_bench_result *r = b->r;
+    int H = r->height, W = r->width;
+    sdw_pipeline_params p;
+    sdw_pipeline_params_init(&p);
+    p.prompt = b->prompt;
+    p.negative_prompt = b->negative;
+    p.width = W;
+    p.height = H;
+    p.steps = r->steps;
+    p.cfg_scale = r->cfg_scale;
+    p.seed = b->o->seed;
+    step_timer t = { .be = m->be, .first_run = true };
+    p.progress = on_progress;
+    p.progress_user = &t;
+    p.observe = on_observe;
+    p.observe_user = &t;
+    float *images = malloc((size_t)H * W * 3 * sizeof *images);
+    float *init = NULL, *mask = NULL;
+    sdw_status s = images ? SDW_OK : nomem();
+    if (s == SDW_OK && m->info.inpaint) {
+        /* A 9-channel model needs an image and a mask: random, left half repainted. */
+        init = random_floats((size_t)H * W * 3, 7, 0.0f, 1.0f);
+        mask = malloc((size_t)H * W * sizeof *mask);
+        if (!init || !mask) s = nomem();
+        for (int i = 0; s == SDW_OK && i < H; i++)
+            for (int j = 0; j < W; j++) mask[(size_t)i * W + j] = j < W / 2 ? 1.0f : 0.0f;
+        p.init_image = init;
+        p.mask = mask;
+        p.strength = 1.0f;
+    }
+    for (int i = 0; i < r->repeat && s == SDW_OK; i++) {
+        note(b->o, "pipeline run %d/%d: %d steps", i + 1, r->repeat, r->steps);
+        t.have_ref = false;
+        t.first_run = i == 0;
+        double f0 = sdw_backend_flops(m->be), t0 = now();
+        s = sdw_pipeline_run(m, &p, images);
+        if (s == SDW_OK) s = t.err;
+        if (s == SDW_OK) s = samples_add(&b->pipe, now() - t0, sdw_backend_flops(m->be) - f0);
+    }
+    if (s == SDW_OK) {
+        /* The first step creates the UNet's primitives: keep it only if nothing else was timed. */
+        samples *use = t.warm.n ? &t.warm : &t.cold;
+        for (int i = 0; i < use->n && s == SDW_OK; i++) s = samples_add(&b->s[SDW_BENCH_STEP], use->t[i], use->f[i]);
+    }
+    samples_free(&t.warm);
+    samples_free(&t.cold);
+    free(images);
+    free(init);
+    free(mask);
+    return s;
+}
+
+/* Times fn(b) `repeat` times (after `warmups` untimed calls), with the FLOPs
+ * the backend counted during each, into stage st. */
+typedef sdw_status (*stage_fn)(bench *b);
+
+static sdw_status time_stage(bench *b, sdw_bench_stage st, stage_fn fn, int warmups)
+{
+    sdw_backend *be = b->m->be;
+    for (int i = 0; i < warmups; i++) SDW_TRY(fn(b));
+    for (int i = 0; i < b->r->repeat; i++) {
+        double f0 = sdw_backend_flops(be), t0 = now();
+        SDW_TRY(fn(b));
+        double t = now() - t0;
+        SDW_TRY(samples_add(&b->s[st], t, sdw_backend_flops(be) - f0));
+    }
+    return SDW_OK;
+}
+
+static sdw_status text_once(bench *b)
+{
+    sdw_text_embedding pos = { 0 }, neg = { 0 };
+    sdw_status s = encode_text(b->m, b->prompt, b->negative, b->r->unet_batch > 1, &pos, &neg);
+    sdw_text_embedding_free(&pos);
+    sdw_text_embedding_free(&neg);
+    return s;
+}
+
+static sdw_status unet_once(bench *b)
+{
+    int nb = b->r->unet_batch;
+    float ts[2] = { 500.0f, 500.0f };
+    sdw_unet_input in = { b->x, nb, b->r->height / 8, b->r->width / 8, ts, b->context, b->n_ctx, b->y, NULL, NULL };
+    sdw_arena_reset(&b->arena);
+    return sdw_unet_forward(b->m->be, &b->arena, b->m->unet, &in, b->out);
+}
+
+static sdw_status decode_once(bench *b)
+{
+    sdw_arena_reset(&b->arena);
+    return sdw_vae_decode(b->m->be, &b->arena, b->m->vae, b->lat, 1, b->r->height / 8, b->r->width / 8, b->img);
+}
+
+static sdw_status encode_once(bench *b)
+{
+    sdw_arena_reset(&b->arena);
+    return sdw_vae_encode(b->m->be, &b->arena, b->m->vae, b->img, 1, b->r->height, b->r->width, b->moments);
+}
+
+/* The UNet's inputs: context [uncond; cond] from the prompts (and SDXL's
+ * added conditioning), random latents. */
+static sdw_status prepare_unet(bench *b)
+{
+    sdw_model *m = b->m;
+    const sdw_unet_config *uc = sdw_unet_get_config(m->unet);
+    int nb = b->r->unet_batch, h = b->r->height / 8, w = b->r->width / 8, D = m->text.context_dim;
+    sdw_text_embedding pos = { 0 }, neg = { 0 };
+    /* One chunk each (the stock prompts are short); a longer prompt is cut to one. */
+    sdw_status s = encode_text(m, b->prompt, b->negative, nb > 1, &pos, &neg);
+    b->n_ctx = SDW_CLIP_CONTEXT;
+    size_t per = (size_t)SDW_CLIP_CONTEXT * D;
+    if (s == SDW_OK && !(b->context = calloc((size_t)nb * per, sizeof(float)))) s = nomem();
+    if (s == SDW_OK) {
+        memcpy(b->context + (size_t)(nb - 1) * per, pos.context, per * sizeof(float));
+        if (nb > 1 && neg.context) memcpy(b->context, neg.context, per * sizeof(float));
+    }
+    if (s == SDW_OK && uc->adm_in) {
+        int pd = m->text.pooled_dim, td = uc->addition_time_embed_dim;
+        float ids[6] = { (float)b->r->height, (float)b->r->width, 0, 0, (float)b->r->height, (float)b->r->width };
+        float *zeros = calloc((size_t)(pd > 0 ? pd : 1), sizeof(float));
+        if (!pos.pooled || td <= 0 || (uc->adm_in - pd) / td != 6)
+            s = sdw_fail(SDW_ERR_UNSUPPORTED, "bench: the UNet's added conditioning (%d wide) is not pooled %d + 6 x %d",
+                         uc->adm_in, pd, td);
+        else if (!zeros || !(b->y = malloc((size_t)nb * uc->adm_in * sizeof(float))))
+            s = nomem();
+        else
+            for (int i = 0; i < nb; i++)
+                sdw_unet_text_time_y(i == nb - 1 ? pos.pooled : neg.pooled ? neg.pooled : zeros, pd, ids, 6, td,
+                                     b->y + (size_t)i * uc->adm_in);
+        free(zeros);
+    }
+    sdw_text_embedding_free(&pos);
+    sdw_text_embedding_free(&neg);
+    SDW_TRY(s);
+    size_t nx = (size_t)nb * h * w * uc->in_channels, nout = (size_t)nb * h * w * uc->out_channels;
+    b->x = random_floats(nx, 11, -1.0f, 1.0f);
+    b->out = malloc(nout * sizeof(float));
+    return b->x && b->out ? SDW_OK : nomem();
+}
+
+static size_t peak_rss(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (size_t)ru.ru_maxrss * 1024;   /* KiB on Linux */
+}
+
+static void image_estimate(sdw_bench_result *r, int steps, sdw_bench_image *im)
+{
+    const sdw_bench_stage_result *t = &r->stage[SDW_BENCH_TEXT], *st = &r->stage[SDW_BENCH_STEP],
+                                 *d = &r->stage[SDW_BENCH_DECODE];
+    im->steps = steps;
+    im->seconds = t->seconds + steps * st->seconds + d->seconds;
+    im->flops = t->flops + steps * st->flops + d->flops;
+    im->seconds_at_peak = r->peak_tflops > 0 ? im->flops / (r->peak_tflops * 1e12) : 0;
+    im->x_peak = im->seconds_at_peak > 0 ? im->seconds / im->seconds_at_peak : 0;
+}
+
+static sdw_status bench_stages(bench *b)
+{
+    sdw_model *m = b->m;
+    sdw_bench_result *r = b->r;
+    int h = r->height / 8, w = r->width / 8, lc = sdw_unet_get_config(m->unet)->out_channels;
+    SDW_TRY(run_pipelines(b));
+
+    note(b->o, "text encode x %d", r->repeat);
+    SDW_TRY(time_stage(b, SDW_BENCH_TEXT, text_once, 0));
+
+    SDW_TRY(prepare_unet(b));
+    r->unet_flops_analytic = sdw_bench_unet_flops(sdw_unet_get_config(m->unet), r->unet_batch, h, w, b->n_ctx);
+    note(b->o, "UNet evaluation (batch %d) x %d", r->unet_batch, r->repeat);
+    SDW_TRY(time_stage(b, SDW_BENCH_UNET, unet_once, 0));
+    free(b->x);
+    free(b->out);
+    b->x = b->out = NULL;
+
+    b->lat = random_floats((size_t)h * w * lc, 12, -4.0f, 4.0f);
+    b->img = random_floats((size_t)r->height * r->width * 3, 13, -1.0f, 1.0f);
+    b->moments = malloc((size_t)h * w * 2 * lc * sizeof(float));
+    if (!b->lat || !b->img || !b->moments) return nomem();
+    note(b->o, "VAE decode x %d", r->repeat);
+    SDW_TRY(time_stage(b, SDW_BENCH_DECODE, decode_once, 0));
+    fill_random(b->img, (size_t)r->height * r->width * 3, 14, -1.0f, 1.0f);
+    if (sdw_vae_has_encoder(m->vae)) {
+        note(b->o, "VAE encode x %d", r->repeat);
+        /* An inpainting pipeline run already encoded an image of this size. */
+        SDW_TRY(time_stage(b, SDW_BENCH_ENCODE, encode_once, m->info.inpaint ? 0 : 1));
+    }
+    return SDW_OK;
+}
+
+sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result *r)
+{
+    memset(r, 0, sizeof *r);
+    const sdw_model_info *mi = &m->info;
+    r->precision = sdw_backend_precision(m->be);
+    r->isa = sdw_cpu_isa_name();
+    r->threads = omp_get_max_threads();
+    r->width = o->width ? o->width : mi->default_width;
+    r->height = o->height ? o->height : mi->default_height;
+    r->steps = o->steps;
+    r->repeat = o->repeat;
+    r->cfg_scale = o->cfg_scale;
+    r->unet_batch = o->cfg_scale > 1.0f ? 2 : 1;
+    r->weight_bytes = mi->weight_bytes;
+    if (r->steps < 1 || r->repeat < 1)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "bench: steps and repeat must be at least 1 (got %d, %d)", r->steps,
+                        r->repeat);
+    const sdw_unet_config *uc = sdw_unet_get_config(m->unet);
+    int mult = 8 << (uc->n_levels - 1);
+    if (r->width < mult || r->height < mult || r->width % mult || r->height % mult)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "bench: width and height must be multiples of %d (got %dx%d)", mult,
+                        r->width, r->height);
+
+    if (o->peak_bf16 && o->peak_f32) {
+        r->peak_bf16 = *o->peak_bf16;
+        r->peak_f32 = *o->peak_f32;
+    } else {
+        note(o, "measuring the bf16 and f32 peaks");
+        SDW_TRY(sdw_bench_measure_peak(SDW_PRECISION_BF16, o->peak_runs, &r->peak_bf16));
+        SDW_TRY(sdw_bench_measure_peak(SDW_PRECISION_F32, o->peak_runs, &r->peak_f32));
+    }
+    r->peak_tflops = r->precision == SDW_PRECISION_BF16 ? r->peak_bf16.tflops : r->peak_f32.tflops;
+
+    bench b = { .m = m, .o = o, .r = r };
+    b.prompt = o->prompt ? o->prompt : STOCK_PROMPT;
+    b.negative = o->negative_prompt ? o->negative_prompt : STOCK_NEGATIVE;
+    sdw_status s = bench_stages(&b);
+    if (s == SDW_OK) {
+        for (int i = 0; i < SDW_BENCH_STAGES; i++) stage_finish(&r->stage[i], &b.s[i], r->peak_tflops);
+        r->pipeline_seconds = median(b.pipe.t, b.pipe.n);
+        image_estimate(r, r->steps, &r->image);
+        image_estimate(r, 20, &r->image20);
+        r->peak_rss_bytes = peak_rss();
+    }
+    for (int i = 0; i < SDW_BENCH_STAGES; i++) samples_free(&b.s[i]);
+    samples_free(&b.pipe);
+    sdw_arena_free(&b.arena);
+    free(b.context);
+    free(b.y);
+    free(b.x);
+    free(b.out);
+    free(b.img);
+    free(b.lat);
+    free(b.moments);
+    return s;
+}
+
+/* ---------------------------------------------------------------- JSON */
+
+static cJSON *peak_json(const sdw_bench_peak *p)
+{
+    if (!p->available) return cJSON_CreateNull();
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "tflops", p->tflops);
+    cJSON_AddNumberToObject(o, "conv3x3_320_64x64_b2_tflops", p->conv_tflops);
+    cJSON_AddNumberToObject(o, "matmul_8192x1280x1280_tflops", p->matmul_tflops);
+    return o;
+}
+
+static cJSON *image_json(const sdw_bench_image *im)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "steps", im->steps);
+    cJSON_AddNumberToObject(o, "seconds", im->seconds);
+    cJSON_AddNumberToObject(o, "gflop", im->flops * 1e-9);
+    cJSON_AddNumberToObject(o, "seconds_at_peak", im->seconds_at_peak);
+    cJSON_AddNumberToObject(o, "x_peak", im->x_peak);
+    return o;
+}
+
+cJSON *sdw_bench_result_json(const sdw_bench_result *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddStringToObject(o, "precision", sdw_precision_name(r->precision));
+    cJSON_AddStringToObject(o, "isa", r->isa ? r->isa : "");
+    cJSON_AddNumberToObject(o, "threads", r->threads);
+    cJSON_AddNumberToObject(o, "width", r->width);
+    cJSON_AddNumberToObject(o, "height", r->height);
+    cJSON_AddNumberToObject(o, "steps", r->steps);
+    cJSON_AddNumberToObject(o, "cfg_scale", r->cfg_scale);
+    cJSON_AddNumberToObject(o, "repeat", r->repeat);
+    cJSON_AddNumberToObject(o, "unet_batch", r->unet_batch);
+    cJSON *pk = cJSON_AddObjectToObject(o, "peak");
+    cJSON_AddItemToObject(pk, "bf16", peak_json(&r->peak_bf16));
+    cJSON_AddItemToObject(pk, "f32", peak_json(&r->peak_f32));
+    cJSON_AddNumberToObject(o, "peak_tflops", r->peak_tflops);
+    cJSON *st = cJSON_AddObjectToObject(o, "stages");
+    for (int i = 0; i < SDW_BENCH_STAGES; i++) {
+        const sdw_bench_stage_result *s = &r->stage[i];
+        if (!s->ran) {
+            cJSON_AddNullToObject(st, sdw_bench_stage_name((sdw_bench_stage)i));
+            continue;
+        }
+        cJSON *so = cJSON_AddObjectToObject(st, sdw_bench_stage_name((sdw_bench_stage)i));
+        cJSON_AddNumberToObject(so, "seconds", s->seconds);
+        cJSON_AddNumberToObject(so, "min_seconds", s->min_seconds);
+        cJSON_AddNumberToObject(so, "samples", s->samples);
+        cJSON_AddNumberToObject(so, "gflop", s->flops * 1e-9);
+        cJSON_AddNumberToObject(so, "tflops", s->tflops);
+        cJSON_AddNumberToObject(so, "pct_peak", s->pct_peak);
+    }
+    cJSON_AddNumberToObject(o, "unet_analytic_gflop", r->unet_flops_analytic * 1e-9);
+    cJSON_AddNumberToObject(o, "pipeline_run_seconds", r->pipeline_seconds);
+    cJSON_AddItemToObject(o, "image_estimate", image_json(&r->image));
+    cJSON_AddItemToObject(o, "image20_estimate", image_json(&r->image20));
+    cJSON_AddNumberToObject(o, "weight_bytes", (double)r->weight_bytes);
+    cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)r->peak_rss_bytes);
+    return o;
+}

@@ -1,0 +1,100 @@
+/* bench.h: what `sd-worker bench` measures, as library code so that tests can
+ * run it on the tiny models: the machine's peak (the better of a 3x3
+ * convolution 320->320 at 64x64 batch 2 and an 8192x1280x1280 matmul, each
+ * through this backend with weights in the primitive's layout and random data,
+ * in bf16 and in f32), and the stages of a txt2img run on a loaded model, each
+ * the median over repeated runs, with the FLOPs the backend counted during it
+ * (convolutions, matmuls and attention actually run), the TFLOP/s achieved and
+ * that as a percentage of the peak of the model's precision. */
+#ifndef SDW_PIPELINE_BENCH_H
+#define SDW_PIPELINE_BENCH_H
+#include "models/model.h"
+#include <cjson/cJSON.h>
+
+typedef enum {
+    SDW_BENCH_TEXT,     /* prompt + negative prompt through the text encoder(s) */
+    SDW_BENCH_UNET,     /* one UNet evaluation, batch 2 with cfg > 1 (cond + uncond) */
+    SDW_BENCH_STEP,     /* one sampling step of sdw_pipeline_run: the UNet + guidance + the sampler update */
+    SDW_BENCH_DECODE,   /* VAE decode of one image */
+    SDW_BENCH_ENCODE,   /* VAE encode of one image (only when the encoder is loaded) */
+    SDW_BENCH_STAGES
+} sdw_bench_stage;
+/* "text_encode", "unet_eval", "sampling_step", "vae_decode", "vae_encode". */
+const char *sdw_bench_stage_name(sdw_bench_stage s);
+
+typedef struct {
+    bool available;          /* false: this CPU cannot run the precision */
+    double conv_tflops;      /* bf16/f32 3x3 conv 320->320, 64x64, batch 2: best run */
+    double matmul_tflops;    /* 8192x1280 @ 1280x1280: best run */
+    double tflops;           /* the better of the two */
+} sdw_bench_peak;
+
+/* Measures the peak of precision p (BF16 or F32) on a fresh backend, keeping
+ * the best of runs (0 = 5) runs per kernel after one warm-up. A precision
+ * this CPU cannot run gives available = false and SDW_OK. */
+sdw_status sdw_bench_measure_peak(sdw_precision p, int runs, sdw_bench_peak *out);
+
+typedef struct {
+    const char *prompt;            /* NULL = a stock prompt */
+    const char *negative_prompt;   /* NULL = a stock negative prompt */
+    int width, height;             /* 0 = the model's default */
+    int steps;                     /* sampling steps of each timed pipeline run */
+    float cfg_scale;
+    int repeat;                    /* runs per stage; the median is reported */
+    int peak_runs;                 /* runs per peak kernel, the best is kept; 0 = 5 */
+    /* Peaks measured already (sdw_bench_measure_peak), both or neither;
+     * NULL = measure them in this run. */
+    const sdw_bench_peak *peak_bf16, *peak_f32;
+    uint64_t seed;
+    /* Progress notes ("measuring the peak", ...); may be NULL. */
+    void (*note)(void *user, const char *msg);
+    void *note_user;
+} sdw_bench_opts;
+void sdw_bench_opts_init(sdw_bench_opts *o);
+
+typedef struct {
+    bool ran;
+    int samples;          /* timed runs behind the median */
+    double seconds;       /* median */
+    double min_seconds;
+    double flops;         /* counted by the backend during one run */
+    double tflops;        /* flops / seconds / 1e12 */
+    double pct_peak;      /* tflops as % of the peak of the model's precision */
+} sdw_bench_stage_result;
+
+typedef struct {
+    int steps;
+    double seconds;          /* text + steps x step + decode */
+    double flops;
+    double seconds_at_peak;  /* flops / peak */
+    double x_peak;           /* seconds / seconds_at_peak */
+} sdw_bench_image;
+
+typedef struct {
+    sdw_precision precision;      /* the model's compute precision */
+    const char *isa;
+    int threads;
+    int width, height, steps, repeat, unet_batch;
+    float cfg_scale;
+    sdw_bench_peak peak_bf16, peak_f32;
+    double peak_tflops;           /* of the model's precision */
+    sdw_bench_stage_result stage[SDW_BENCH_STAGES];
+    double unet_flops_analytic;   /* sdw_bench_unet_flops for this run's UNet batch */
+    double pipeline_seconds;      /* median sdw_pipeline_run of `steps` steps, end to end */
+    sdw_bench_image image;        /* estimated image time at `steps` steps */
+    sdw_bench_image image20;      /* the same at 20 steps */
+    size_t weight_bytes;
+    size_t peak_rss_bytes;        /* getrusage ru_maxrss at the end */
+} sdw_bench_result;
+
+/* Measures the peaks, then times every stage on m (see sdw_bench_stage). */
+sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result *r);
+
+/* The FLOPs (2 x multiply-adds) of the convolutions, matmuls and attention of
+ * one UNet evaluation of N latents h x w with n_ctx context tokens, counted
+ * from the architecture. */
+double sdw_bench_unet_flops(const sdw_unet_config *c, int N, int h, int w, int n_ctx);
+
+/* The result as a JSON object (the caller deletes it). */
+cJSON *sdw_bench_result_json(const sdw_bench_result *r);
+#endif

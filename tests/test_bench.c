@@ -1,0 +1,213 @@
+/* test_bench.c: what `sd-worker bench` measures (src/pipeline/bench.c), on the
+ * tiny models. Timings are never compared with numbers, only checked for
+ * sense: the FLOPs the backend counts for a UNet evaluation equal the count
+ * from the architecture, rates are positive and below twice the measured
+ * peak, the JSON parses. */
+#include "testkit.h"
+#include "models/model.h"
+#include "pipeline/bench.h"
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Measured once for the whole file (one run per kernel: the rates only need to be positive). */
+static sdw_bench_peak peak_bf16, peak_f32;
+
+static int measure_peaks(void **state)
+{
+    (void)state;
+    if (sdw_bench_measure_peak(SDW_PRECISION_BF16, 1, &peak_bf16) != SDW_OK) return -1;
+    if (sdw_bench_measure_peak(SDW_PRECISION_F32, 1, &peak_f32) != SDW_OK) return -1;
+    return 0;
+}
+
+static void close_to(double got, double want, double rel, const char *what)
+{
+    if (!(fabs(got - want) <= rel * fabs(want))) fail_msg("%s: %.6g, expected %.6g", what, got, want);
+}
+
+static void test_peaks(void **state)
+{
+    (void)state;
+    assert_true(peak_f32.available);
+    assert_true(peak_f32.conv_tflops > 0 && peak_f32.matmul_tflops > 0);
+    assert_true(peak_f32.tflops == fmax(peak_f32.conv_tflops, peak_f32.matmul_tflops));
+    if (sdw_cpu_has_native_bf16()) assert_true(peak_bf16.available);
+    if (peak_bf16.available)
+        assert_true(peak_bf16.tflops > 0 && peak_bf16.tflops == fmax(peak_bf16.conv_tflops, peak_bf16.matmul_tflops));
+}
+
+/* SD1.5: 339 GMAC per UNet evaluation of one 64x64 latent with 77 tokens in
+ * its convolutions and linear layers (issue 7: 1.36 TFLOP per CFG step), plus
+ * the attention products q k^T and p v (T x (T + 77) x C multiply-adds per
+ * transformer block at T tokens of C channels), which the count includes. */
+static void test_unet_flops_sd15(void **state)
+{
+    (void)state;
+    sdw_unet_config c = { .in_channels = 4, .out_channels = 4, .n_levels = 4, .block_out = { 320, 640, 1280, 1280 },
+                          .layers_per_block = 2, .depth = { 1, 1, 1, 0 }, .mid_depth = 1, .heads = { 8, 8, 8, 8 },
+                          .context_dim = 768, .time_embed_dim = 1280 };
+    double one = sdw_bench_unet_flops(&c, 1, 64, 64, 77), two = sdw_bench_unet_flops(&c, 2, 64, 64, 77);
+    /* Blocks per resolution: 2 down + 3 up at 64x64, 32x32 and 16x16; 1 in the middle at 8x8. */
+    static const struct { double T, C, blocks; } at[] = { { 4096, 320, 5 }, { 1024, 640, 5 }, { 256, 1280, 5 },
+                                                           { 64, 1280, 1 } };
+    double attn_mac = 0;
+    for (int i = 0; i < 4; i++) attn_mac += 2 * at[i].blocks * at[i].T * (at[i].T + 77) * at[i].C;
+    close_to(one / 2 - attn_mac, 339e9, 0.005, "SD1.5 UNet multiply-adds outside attention");
+    close_to(two, 2 * one, 1e-12, "batch 2");
+}
+
+static void check_stage(const sdw_bench_result *r, sdw_bench_stage s)
+{
+    const sdw_bench_stage_result *st = &r->stage[s];
+    if (!st->ran) fail_msg("stage %s did not run", sdw_bench_stage_name(s));
+    assert_int_equal(st->samples >= 1, 1);
+    assert_true(st->seconds > 0 && st->min_seconds > 0 && st->min_seconds <= st->seconds);
+    assert_true(st->flops > 0);
+    assert_true(st->tflops > 0);
+    if (!(st->pct_peak > 0 && st->pct_peak < 200))
+        fail_msg("stage %s at %g%% of the peak", sdw_bench_stage_name(s), st->pct_peak);
+}
+
+static void run_bench(const char *model, int size, float cfg, sdw_bench_result *r, sdw_model **out)
+{
+    sdw_load_params lp = sdw_load_params_default();
+    lp.with_vae_encoder = true;
+    sdw_model *m;
+    if (sdw_model_load(test_data_path(model), &lp, &m) != SDW_OK) fail_msg("load %s: %s", model, sdw_last_error());
+    sdw_bench_opts o;
+    sdw_bench_opts_init(&o);
+    o.width = o.height = size;
+    o.steps = 2;
+    o.repeat = 2;
+    o.cfg_scale = cfg;
+    o.peak_bf16 = &peak_bf16;
+    o.peak_f32 = &peak_f32;
+    if (sdw_bench_run(m, &o, r) != SDW_OK) fail_msg("bench %s: %s", model, sdw_last_error());
+    *out = m;
+}
+
+static void check_result(sdw_model *m, const sdw_bench_result *r, int size, float cfg)
+{
+    int nb = cfg > 1 ? 2 : 1;
+    assert_int_equal(r->unet_batch, nb);
+    assert_int_equal(r->width, size);
+    assert_int_equal(r->precision, m->info.precision);
+    double peak = r->precision == SDW_PRECISION_BF16 ? peak_bf16.tflops : peak_f32.tflops;
+    assert_true(r->peak_tflops == peak && peak > 0);
+    for (int s = 0; s < SDW_BENCH_STAGES; s++) check_stage(r, (sdw_bench_stage)s);
+
+    /* The backend's count of a UNet evaluation is the architecture's. */
+    double analytic = sdw_bench_unet_flops(sdw_unet_get_config(m->unet), nb, size / 8, size / 8, 77);
+    close_to(r->unet_flops_analytic, analytic, 1e-12, "analytic UNet FLOPs");
+    close_to(r->stage[SDW_BENCH_UNET].flops, analytic, 0.01, "counted UNet FLOPs");
+    /* A sampling step runs one UNet evaluation (euler_a) and nothing else counted. */
+    close_to(r->stage[SDW_BENCH_STEP].flops, analytic, 0.01, "counted step FLOPs");
+    /* 2 steps from each of 2 runs, less the first (cold) one. */
+    assert_int_equal(r->stage[SDW_BENCH_STEP].samples, 3);
+    assert_int_equal(r->stage[SDW_BENCH_UNET].samples, 2);
+
+    const sdw_bench_stage_result *t = r->stage + SDW_BENCH_TEXT, *st = r->stage + SDW_BENCH_STEP,
+                                 *d = r->stage + SDW_BENCH_DECODE;
+    close_to(r->image.seconds, t->seconds + 2 * st->seconds + d->seconds, 1e-9, "image estimate");
+    close_to(r->image20.flops, t->flops + 20 * st->flops + d->flops, 1e-9, "20-step FLOPs");
+    close_to(r->image20.seconds_at_peak * peak * 1e12, r->image20.flops, 1e-9, "seconds at peak");
+    assert_true(r->image20.x_peak > 0.5);   /* nothing runs at twice the peak */
+    assert_true(r->pipeline_seconds > 0);
+    assert_true(r->weight_bytes == m->info.weight_bytes && r->weight_bytes > 0);
+    assert_true(r->peak_rss_bytes > r->weight_bytes);
+
+    cJSON *j = sdw_bench_result_json(r);
+    assert_non_null(j);
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    assert_non_null(text);
+    cJSON *back = cJSON_Parse(text);
+    free(text);
+    assert_non_null(back);
+    const cJSON *stages = cJSON_GetObjectItem(back, "stages");
+    for (int s = 0; s < SDW_BENCH_STAGES; s++) {
+        const cJSON *so = cJSON_GetObjectItem(stages, sdw_bench_stage_name((sdw_bench_stage)s));
+        assert_true(cJSON_IsObject(so));
+        close_to(cJSON_GetObjectItem(so, "gflop")->valuedouble, r->stage[s].flops * 1e-9, 1e-9, "JSON gflop");
+        close_to(cJSON_GetObjectItem(so, "pct_peak")->valuedouble, r->stage[s].pct_peak, 1e-9, "JSON pct_peak");
+    }
+    assert_string_equal(cJSON_GetObjectItem(back, "precision")->valuestring, sdw_precision_name(r->precision));
+    assert_true(cJSON_IsObject(cJSON_GetObjectItem(cJSON_GetObjectItem(back, "peak"), "f32")));
+    close_to(cJSON_GetObjectItem(back, "peak_rss_bytes")->valuedouble, (double)r->peak_rss_bytes, 1e-12, "JSON RSS");
+    close_to(cJSON_GetObjectItem(cJSON_GetObjectItem(back, "image20_estimate"), "seconds")->valuedouble,
+             r->image20.seconds, 1e-9, "JSON image20");
+    cJSON_Delete(back);
+}
+
+static void test_bench_sd1_tiny(void **state)
+{
+    (void)state;
+    sdw_bench_result r;
+    sdw_model *m;
+    run_bench("models/sd1-tiny/sd1-tiny.safetensors", 64, 7.0f, &r, &m);
+    check_result(m, &r, 64, 7.0f);
+    sdw_model_free(m);
+}
+
+/* SDXL: pooled text and micro-conditioning into the UNet; cfg 1: batch 1. */
+static void test_bench_sdxl_tiny_no_cfg(void **state)
+{
+    (void)state;
+    sdw_bench_result r;
+    sdw_model *m;
+    run_bench("models/sdxl-tiny/sdxl-tiny.safetensors", 64, 1.0f, &r, &m);
+    check_result(m, &r, 64, 1.0f);
+    sdw_model_free(m);
+}
+
+/* A 9-channel model: the pipeline runs need an image and a mask. */
+static void test_bench_inpaint_tiny(void **state)
+{
+    (void)state;
+    sdw_bench_result r;
+    sdw_model *m;
+    run_bench("models/sd1-tiny-inpaint/diffusers", 64, 7.0f, &r, &m);
+    assert_true(m->info.inpaint);
+    check_result(m, &r, 64, 7.0f);
+    sdw_model_free(m);
+}
+
+static void test_bad_size(void **state)
+{
+    (void)state;
+    sdw_model *m;
+    sdw_load_params lp = sdw_load_params_default();
+    assert_int_equal(sdw_model_load(test_data_path("models/sd1-tiny/sd1-tiny.safetensors"), &lp, &m), SDW_OK);
+    sdw_bench_opts o;
+    sdw_bench_opts_init(&o);
+    o.width = o.height = 60;
+    o.peak_bf16 = &peak_bf16;
+    o.peak_f32 = &peak_f32;
+    sdw_bench_result r;
+    assert_int_equal(sdw_bench_run(m, &o, &r), SDW_ERR_INVALID_ARG);
+    assert_non_null(strstr(sdw_last_error(), "multiples"));
+    o.width = o.height = 64;
+    o.repeat = 0;
+    assert_int_equal(sdw_bench_run(m, &o, &r), SDW_ERR_INVALID_ARG);
+    sdw_model_free(m);
+}
+
+int main(void)
+{
+    /* Rates are only checked for sense here, so one thread: with ctest
+     * running tests side by side on few cores, OpenMP barriers of tiny ops
+     * waiting on descheduled threads make a 2-second test take 30. */
+    omp_set_num_threads(1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_peaks),
+        cmocka_unit_test(test_unet_flops_sd15),
+        cmocka_unit_test(test_bench_sd1_tiny),
+        cmocka_unit_test(test_bench_sdxl_tiny_no_cfg),
+        cmocka_unit_test(test_bench_inpaint_tiny),
+        cmocka_unit_test(test_bad_size),
+    };
+    return cmocka_run_group_tests(tests, measure_peaks, NULL);
+}
