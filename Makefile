@@ -25,7 +25,7 @@ demo: deps all
 	    --sampler euler_a --seed 42 -o demo.png
 
 # The full-size golden tests (ctest label "full", tests/fullsize/) are left out
-# here: they need 2-7 GB checkpoints, up to ~16 GB of RAM and minutes each.
+# here: they need 2-7 GB checkpoints, up to ~20 GB of RAM and minutes each.
 test: all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE full
 

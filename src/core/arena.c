@@ -44,9 +44,18 @@ sdw_arena_mark sdw_arena_save(const sdw_arena *a)
 
 void sdw_arena_restore(sdw_arena *a, sdw_arena_mark m)
 {
-    /* Chunks added after the mark are kept (they will serve the next pass)
-     * but emptied; merging them into one big chunk happens on reset. */
-    for (sdw_arena_chunk *c = a->chunks; c && c != m.chunk; c = c->next) c->used = 0;
+    /* Chunks added after the mark are freed: only the newest chunk is ever
+     * bumped from, so emptied chunks left in the list would never be used
+     * again this pass and every later block would malloc a new one. The peak
+     * is kept, and the next reset allocates one chunk that holds it. */
+    sdw_arena_chunk *c = a->chunks;
+    while (c && c != m.chunk) {
+        sdw_arena_chunk *next = c->next;
+        free(c->data);
+        free(c);
+        c = next;
+    }
+    a->chunks = c;
     if (m.chunk) m.chunk->used = m.used;
     a->used_total = m.used_total;
 }
@@ -57,7 +66,7 @@ void sdw_arena_reset(sdw_arena *a)
      * enough for the peak, so steady state is a single allocation. */
     size_t n = 0;
     for (sdw_arena_chunk *c = a->chunks; c; c = c->next) n++;
-    if (n > 1) {
+    if (n > 1 || (a->peak && (!a->chunks || a->chunks->size < a->peak))) {
         size_t peak = a->peak;
         sdw_arena_free(a);
         a->peak = peak;
