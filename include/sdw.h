@@ -72,6 +72,7 @@ typedef struct {
     sdw_prediction prediction;  /* AUTO: from the file, its configs, or the family rule */
     const char *vae_path;       /* a VAE file replacing the checkpoint's; NULL keeps it */
     bool with_vae_encoder;      /* img2img and inpainting need it; txt2img does not */
+    int turbo;                  /* SDXL-Turbo defaults: -1 detect (default), 0 no, 1 yes */
 } sdw_load_params;
 sdw_load_params sdw_load_params_default(void);
 
@@ -85,8 +86,10 @@ typedef struct {
     int n_unknown;                   /* tensors outside every component (EMA copies, scheduler buffers) */
     int64_t params_unet, params_vae, params_text;
     char dtypes[64];                 /* the file dtypes seen, e.g. "F16, I64" */
+    bool turbo;                      /* SDXL-Turbo: from --preset turbo, the file name or its metadata */
     int default_width, default_height, default_steps;
     float default_cfg;
+    const char *default_sampler, *default_scheduler;
     float latent_scale;              /* VAE scaling factor */
     sdw_precision precision;         /* compute precision once resolved */
     size_t weight_bytes;             /* weights held after loading (0 for a probe) */

@@ -55,6 +55,39 @@ static void detects_families(void **state)
     }
 }
 
+static void turbo_defaults(void **state)
+{
+    (void)state;
+    sdw_load_params lp = sdw_load_params_default();
+    sdw_model_info in;
+    assert_int_equal(sdw_model_probe(test_data_path("models/sdxl-tiny/sdxl-tiny.safetensors"), &lp, &in), SDW_OK);
+    assert_false(in.turbo);
+    assert_int_equal(in.default_width, 1024);
+    lp.turbo = 1;   /* --preset turbo */
+    assert_int_equal(sdw_model_probe(test_data_path("models/sdxl-tiny/sdxl-tiny.safetensors"), &lp, &in), SDW_OK);
+    assert_true(in.turbo);
+    assert_int_equal(in.default_width, 512);
+    assert_int_equal(in.default_steps, 4);
+    assert_true(in.default_cfg == 0.0f);
+    assert_string_equal(in.default_scheduler, "trailing");
+    assert_string_equal(in.default_sampler, "euler_a");
+    /* Detected from the file name, overridable with --preset none. */
+    char dir[] = "/tmp/sdw-turbo-XXXXXX", path[512];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/sd_xl_turbo_1.0.safetensors", dir);
+    char src[4096];
+    snprintf(src, sizeof src, "%s", test_data_path("models/sdxl-tiny/sdxl-tiny.safetensors"));
+    assert_int_equal(symlink(src, path), 0);
+    lp.turbo = -1;
+    assert_int_equal(sdw_model_probe(path, &lp, &in), SDW_OK);
+    assert_true(in.turbo);
+    lp.turbo = 0;
+    assert_int_equal(sdw_model_probe(path, &lp, &in), SDW_OK);
+    assert_false(in.turbo);
+    unlink(path);
+    rmdir(dir);
+}
+
 static void replacement_vae(void **state)
 {
     (void)state;
@@ -178,6 +211,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(detects_families),
+        cmocka_unit_test(turbo_defaults),
         cmocka_unit_test(replacement_vae),
         cmocka_unit_test(malformed_checkpoints),
     };

@@ -25,6 +25,7 @@ typedef struct {
     float cfg, strength;
     long long seed;
     bool verbose;
+    int turbo;
     sdw_rng_kind rng;
     sdw_precision precision;
     sdw_prediction prediction;
@@ -38,6 +39,7 @@ static void usage(FILE *f)
             "    [-i INIT_IMAGE [--strength S]] [--mask MASK_IMAGE] [--clip-skip N]\n"
             "    [--batch-size N] [--batch-count N] [--dump DIR] [--prediction auto|eps|v] [--vae FILE]\n"
             "    [--precision auto|f32|bf16] [--threads N] [--preview-every N --preview-dir DIR]\n"
+            "    [--preset auto|turbo|none]\n"
             "    [-o OUT.png] [-v]\n");
 }
 
@@ -76,8 +78,7 @@ static int parse(int argc, char **argv, options *o)
     o->batch_size = o->batch_count = 1;
     o->cfg = NAN;
     o->strength = 0.75f;
-    o->sampler = "euler_a";
-    o->scheduler = "normal";
+    o->turbo = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long long n;
@@ -119,6 +120,11 @@ static int parse(int argc, char **argv, options *o)
             else if (!strcmp(v, "eps")) o->prediction = SDW_PREDICTION_EPS;
             else if (!strcmp(v, "v")) o->prediction = SDW_PREDICTION_V;
             else return bad("--prediction must be auto, eps or v, not '%s'", v);
+        } else if (IS("--preset")) {
+            if (!strcmp(v, "turbo")) o->turbo = 1;
+            else if (!strcmp(v, "none")) o->turbo = 0;
+            else if (!strcmp(v, "auto")) o->turbo = -1;
+            else return bad("--preset must be turbo, none or auto, not '%s'", v);
         } else if (IS("--lora") || IS("--lora-dir")) {
             return bad("%s: LoRA is not implemented yet", a);
         } else {
@@ -238,10 +244,12 @@ int cmd_generate(int argc, char **argv)
     if (o.threads) omp_set_num_threads(o.threads);
     sdw_pipeline_params p;
     sdw_pipeline_params_init(&p);
-    if (sdw_sampler_parse(o.sampler, &p.sampler) != SDW_OK) return fail(NULL);
-    if (sdw_schedule_parse(o.scheduler, &p.schedule) != SDW_OK) return fail(NULL);
+    /* Names are checked before the (slow) model load; defaults come after it. */
+    if (o.sampler && sdw_sampler_parse(o.sampler, &p.sampler) != SDW_OK) return fail(NULL);
+    if (o.scheduler && sdw_schedule_parse(o.scheduler, &p.schedule) != SDW_OK) return fail(NULL);
 
     sdw_load_params lp = sdw_load_params_default();
+    lp.turbo = o.turbo;
     lp.precision = o.precision;
     lp.prediction = o.prediction;
     lp.vae_path = o.vae;
@@ -249,6 +257,11 @@ int cmd_generate(int argc, char **argv)
     sdw_model *m;
     if (sdw_model_load(o.model, &lp, &m) != SDW_OK) return fail(NULL);
     const sdw_model_info *mi = sdw_model_get_info(m);
+    if (!o.sampler) sdw_sampler_parse(mi->default_sampler, &p.sampler);
+    if (!o.scheduler) sdw_schedule_parse(mi->default_scheduler, &p.schedule);
+    if (mi->turbo) fprintf(stderr, "SDXL-Turbo defaults: %dx%d, %d steps, cfg %g, %s %s (override any of them)\n",
+                           mi->default_width, mi->default_height, mi->default_steps, mi->default_cfg,
+                           mi->default_sampler, mi->default_scheduler);
     p.prompt = o.prompt;
     p.negative_prompt = o.negative;
     p.width = o.width ? o.width : mi->default_width;

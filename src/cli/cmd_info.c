@@ -42,6 +42,7 @@ int cmd_info(int argc, char **argv)
         cJSON_AddStringToObject(o, "model", model);
         cJSON_AddStringToObject(o, "family", sdw_family_name(in.family));
         cJSON_AddBoolToObject(o, "inpaint", in.inpaint);
+        cJSON_AddBoolToObject(o, "turbo", in.turbo);
         cJSON_AddStringToObject(o, "prediction", sdw_prediction_name(in.prediction));
         cJSON_AddStringToObject(o, "prediction_source", in.prediction_source);
         cJSON_AddStringToObject(o, "layout", in.layout);
@@ -58,6 +59,8 @@ int cmd_info(int argc, char **argv)
         cJSON_AddNumberToObject(d, "height", in.default_height);
         cJSON_AddNumberToObject(d, "steps", in.default_steps);
         cJSON_AddNumberToObject(d, "cfg_scale", in.default_cfg);
+        cJSON_AddStringToObject(d, "sampler", in.default_sampler);
+        cJSON_AddStringToObject(d, "scheduler", in.default_scheduler);
         cJSON_AddNumberToObject(o, "latent_scale", in.latent_scale);
         char *s = cJSON_Print(o);
         puts(s);
@@ -66,7 +69,8 @@ int cmd_info(int argc, char **argv)
         return 0;
     }
     printf("model        %s\n", model);
-    printf("family       %s%s\n", sdw_family_name(in.family), in.inpaint ? " (inpainting, 9-channel UNet)" : "");
+    printf("family       %s%s%s\n", sdw_family_name(in.family), in.inpaint ? " (inpainting, 9-channel UNet)" : "",
+           in.turbo ? " (turbo)" : "");
     printf("prediction   %s (%s)\n", sdw_prediction_name(in.prediction), in.prediction_source);
     printf("layout       %s\n", in.layout);
     printf("tensors      %d (%d outside the known components)\n", in.n_tensors, in.n_unknown);
@@ -74,7 +78,8 @@ int cmd_info(int argc, char **argv)
            (double)in.params_vae / 1e6, (double)in.params_text / 1e6);
     printf("file dtypes  %s\n", in.dtypes);
     printf("precision    %s (cpu isa %s)\n", sdw_precision_name(in.precision), sdw_cpu_isa_name());
-    printf("defaults     %dx%d, %d steps, cfg %.1f, latent scale %.5f\n", in.default_width, in.default_height,
-           in.default_steps, in.default_cfg, in.latent_scale);
+    printf("defaults     %dx%d, %d steps, cfg %.1f, %s %s, latent scale %.5f\n", in.default_width,
+           in.default_height, in.default_steps, in.default_cfg, in.default_sampler, in.default_scheduler,
+           in.latent_scale);
     return 0;
 }

@@ -34,7 +34,7 @@ const char *sdw_prediction_name(sdw_prediction p)
 
 sdw_load_params sdw_load_params_default(void)
 {
-    sdw_load_params p = { SDW_PRECISION_AUTO, SDW_PREDICTION_AUTO, NULL, true };
+    sdw_load_params p = { SDW_PRECISION_AUTO, SDW_PREDICTION_AUTO, NULL, true, -1 };
     return p;
 }
 
@@ -55,6 +55,8 @@ static void set_defaults(sdw_model_info *in)
 {
     in->default_steps = 20;
     in->default_cfg = 7.0f;
+    in->default_sampler = "euler_a";
+    in->default_scheduler = "normal";
     switch (in->family) {
     case SDW_FAMILY_SD1: in->default_width = 512; in->latent_scale = 0.18215f; break;
     case SDW_FAMILY_SD2:
@@ -65,6 +67,28 @@ static void set_defaults(sdw_model_info *in)
     case SDW_FAMILY_SDXL_REFINER: in->default_width = 1024; in->latent_scale = 0.13025f; break;
     }
     in->default_height = in->default_width;
+    if (in->turbo) {
+        /* SDXL-Turbo is distilled for 1-4 steps without guidance on trailing timesteps. */
+        in->default_width = in->default_height = 512;
+        in->default_steps = 4;
+        in->default_cfg = 0.0f;
+        in->default_scheduler = "trailing";
+    }
+}
+
+static bool contains_turbo(const char *s)
+{
+    return s && strcasestr(s, "turbo") != NULL;
+}
+
+/* --preset decides; else the file or folder name, or the safetensors metadata, says "turbo". */
+static void detect_turbo(sdw_model_info *in, const sdw_load_params *p, const char *path, const sdw_safetensors *st)
+{
+    if (p->turbo >= 0) in->turbo = p->turbo && in->family == SDW_FAMILY_SDXL;
+    else in->turbo = in->family == SDW_FAMILY_SDXL &&
+                     (contains_turbo(strrchr(path, '/') ? strrchr(path, '/') + 1 : path) ||
+                      (st && (contains_turbo(sdw_st_meta_get(st, "modelspec.title")) ||
+                              contains_turbo(sdw_st_meta_get(st, "modelspec.architecture")))));
 }
 
 /* ComfyUI's rule for SD2 single files without a marker: v-prediction models
@@ -181,6 +205,7 @@ static sdw_status load_single(sdw_model *m, const char *path, const sdw_load_par
         in->prediction = SDW_PREDICTION_EPS;
         snprintf(in->prediction_source, sizeof in->prediction_source, "assumed: family default");
     }
+    detect_turbo(in, p, path, st);
     set_defaults(in);
     const char *scale = sdw_yaml_get(&yaml, "model.params.scale_factor");
     if (scale && atof(scale) > 0) in->latent_scale = (float)atof(scale);
@@ -250,6 +275,7 @@ static sdw_status load_diffusers(sdw_model *m, const char *dir, const sdw_load_p
         in->prediction = p->prediction;
         snprintf(in->prediction_source, sizeof in->prediction_source, "override");
     }
+    detect_turbo(in, p, dir, NULL);
     set_defaults(in);
     snprintf(path, sizeof path, "%s/vae/config.json", dir);
     sdw_vae_config vc;
