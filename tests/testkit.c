@@ -1,5 +1,6 @@
 /* test_util.c: see testkit.h. */
 #include "testkit.h"
+#include "core/tensor.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,14 +78,10 @@ void test_fill(float *x, size_t n, uint32_t seed)
 
 void test_nchw_to_nhwc(const float *src, int N, int C, int H, int W, float *dst)
 {
-    for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++)
-            for (int p = 0; p < H * W; p++) dst[((size_t)n * H * W + p) * C + c] = src[((size_t)n * C + c) * H * W + p];
+    sdw_nchw_to_nhwc(src, N, C, H, W, dst);
 }
 
 void test_nhwc_to_nchw(const float *src, int N, int H, int W, int C, float *dst)
 {
-    for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++)
-            for (int p = 0; p < H * W; p++) dst[((size_t)n * C + c) * H * W + p] = src[((size_t)n * H * W + p) * C + c];
+    sdw_nhwc_to_nchw(src, N, H, W, C, dst);
 }

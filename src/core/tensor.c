@@ -87,3 +87,19 @@ void sdw_convert_from_f32(void *dst, sdw_dtype dst_type, const float *src, size_
         break;
     }
 }
+
+void sdw_nchw_to_nhwc(const float *src, int N, int C, int H, int W, float *dst)
+{
+    size_t hw = (size_t)H * W;
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (size_t p = 0; p < hw; p++) dst[((size_t)n * hw + p) * C + c] = src[((size_t)n * C + c) * hw + p];
+}
+
+void sdw_nhwc_to_nchw(const float *src, int N, int H, int W, int C, float *dst)
+{
+    size_t hw = (size_t)H * W;
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (size_t p = 0; p < hw; p++) dst[((size_t)n * C + c) * hw + p] = src[((size_t)n * hw + p) * C + c];
+}

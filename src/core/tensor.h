@@ -28,4 +28,7 @@ void sdw_tensor_free(sdw_tensor *t);
 /* Converts n elements of any dtype to f32. */
 void sdw_convert_to_f32(float *dst, const void *src, sdw_dtype src_type, size_t n);
 void sdw_convert_from_f32(void *dst, sdw_dtype dst_type, const float *src, size_t n);
+/* Layout transposes between PyTorch's NCHW and our channels-last NHWC. */
+void sdw_nchw_to_nhwc(const float *src, int N, int C, int H, int W, float *dst);
+void sdw_nhwc_to_nchw(const float *src, int N, int H, int W, int C, float *dst);
 #endif

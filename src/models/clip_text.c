@@ -72,30 +72,10 @@ static sdw_status load_qkv(sdw_wloader *wl, sdw_clip_layout layout, const char *
         free(bias);
         return s;
     }
-    size_t WW = (size_t)W * W;
-    float *w = malloc(3 * WW * sizeof *w), *b = malloc(3 * (size_t)W * sizeof *b);
-    sdw_status s = (w && b) ? SDW_OK : sdw_fail(SDW_ERR_NOMEM, "out of memory");
     static const char *const proj[3] = { "q_proj", "k_proj", "v_proj" };
-    for (int i = 0; i < 3 && s == SDW_OK; i++) {
-        const sdw_st_tensor *t;
-        float *d, *bias = NULL;
-        s = sdw_wl_find(wl, &t, 2, "%sself_attn.%s.weight", lp, proj[i]);
-        if (s == SDW_OK && (t->shape[0] != W || t->shape[1] != W))
-            s = sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s is not [%d, %d]", wl->st->path, t->name, W, W);
-        if (s == SDW_OK) s = sdw_wl_stage(wl, t, &d);
-        if (s == SDW_OK) memcpy(w + i * WW, d, WW * sizeof *w);
-        if (s == SDW_OK) s = sdw_wl_floats(wl, &bias, W, "%sself_attn.%s.bias", lp, proj[i]);
-        if (s == SDW_OK) {
-            memcpy(b + (size_t)i * W, bias, (size_t)W * sizeof *b);
-            wl->bytes_held -= (size_t)W * sizeof(float);
-        }
-        free(bias);
-    }
-    if (s == SDW_OK) s = sdw_linear_create(wl->be, W, 3 * W, w, b, out);
-    if (s == SDW_OK) wl->bytes_held += sdw_linear_bytes(*out);
-    free(w);
-    free(b);
-    return s;
+    char prefix[512];
+    snprintf(prefix, sizeof prefix, "%sself_attn.", lp);
+    return sdw_wl_linear_stack(wl, out, W, W, 3, true, prefix, proj);
 }
 
 static sdw_status load_layer(sdw_wloader *wl, const sdw_clip_load_opts *o, const sdw_clip_config *c, int i,

@@ -77,41 +77,20 @@ static sdw_status load_resnet(sdw_wloader *wl, const sdw_unet_config *c, resnet 
     return SDW_OK;
 }
 
-/* Concatenates the rows of up to three [out_i, in] weights into one linear. */
-static sdw_status load_fused(sdw_wloader *wl, sdw_linear **out, int in, int each, int parts, const char *p,
-                             const char *const *names)
-{
-    size_t per = (size_t)each * in;
-    float *w = malloc((size_t)parts * per * sizeof *w);
-    if (!w) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
-    sdw_status s = SDW_OK;
-    for (int i = 0; i < parts && s == SDW_OK; i++) {
-        const sdw_st_tensor *t;
-        float *d;
-        s = sdw_wl_find(wl, &t, 2, "%s.%s.weight", p, names[i]);
-        if (s == SDW_OK && (t->shape[0] != each || t->shape[1] != in))
-            s = sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s is not [%d, %d]", wl->st->path, t->name, each, in);
-        if (s == SDW_OK) s = sdw_wl_stage(wl, t, &d);
-        if (s == SDW_OK) memcpy(w + i * per, d, per * sizeof *w);
-    }
-    if (s == SDW_OK) s = sdw_linear_create(wl->be, in, parts * each, w, NULL, out);
-    if (s == SDW_OK) wl->bytes_held += sdw_linear_bytes(*out);
-    free(w);
-    return s;
-}
-
 static sdw_status load_tblock(sdw_wloader *wl, const sdw_unet_config *c, tblock *b, int C, const char *p)
 {
     static const char *const qkv[] = { "attn1.to_q", "attn1.to_k", "attn1.to_v" };
     static const char *const kv[] = { "attn2.to_k", "attn2.to_v" };
+    char dot[256];
+    snprintf(dot, sizeof dot, "%s.", p);
     SDW_TRY(sdw_wl_floats(wl, &b->norm1_w, C, "%s.norm1.weight", p));
     SDW_TRY(sdw_wl_floats(wl, &b->norm1_b, C, "%s.norm1.bias", p));
-    SDW_TRY(load_fused(wl, &b->qkv, C, C, 3, p, qkv));
+    SDW_TRY(sdw_wl_linear_stack(wl, &b->qkv, C, C, 3, false, dot, qkv));
     SDW_TRY(sdw_wl_linear(wl, &b->attn1_out, C, C, true, "%s.attn1.to_out.0", p));
     SDW_TRY(sdw_wl_floats(wl, &b->norm2_w, C, "%s.norm2.weight", p));
     SDW_TRY(sdw_wl_floats(wl, &b->norm2_b, C, "%s.norm2.bias", p));
     SDW_TRY(sdw_wl_linear(wl, &b->q2, C, C, false, "%s.attn2.to_q", p));
-    SDW_TRY(load_fused(wl, &b->kv2, c->context_dim, C, 2, p, kv));
+    SDW_TRY(sdw_wl_linear_stack(wl, &b->kv2, c->context_dim, C, 2, false, dot, kv));
     SDW_TRY(sdw_wl_linear(wl, &b->attn2_out, C, C, true, "%s.attn2.to_out.0", p));
     SDW_TRY(sdw_wl_floats(wl, &b->norm3_w, C, "%s.norm3.weight", p));
     SDW_TRY(sdw_wl_floats(wl, &b->norm3_b, C, "%s.norm3.bias", p));

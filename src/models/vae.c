@@ -168,28 +168,10 @@ static sdw_status load_vattn(sdw_wloader *wl, vattn *a, int C, const char *p)
     const char *q = old ? "query" : "to_q", *k = old ? "key" : "to_k", *v = old ? "value" : "to_v";
     SDW_TRY(sdw_wl_floats(wl, &a->norm_w, C, "%s.group_norm.weight", p));
     SDW_TRY(sdw_wl_floats(wl, &a->norm_b, C, "%s.group_norm.bias", p));
-    float *w = malloc((size_t)3 * C * C * sizeof *w), *b = malloc((size_t)3 * C * sizeof *b);
-    sdw_status s = (w && b) ? SDW_OK : sdw_fail(SDW_ERR_NOMEM, "out of memory");
     const char *parts[3] = { q, k, v };
-    for (int i = 0; i < 3 && s == SDW_OK; i++) {
-        const sdw_st_tensor *t;
-        float *d, *bias = NULL;
-        s = sdw_wl_find(wl, &t, -1, "%s.%s.weight", p, parts[i]);
-        if (s == SDW_OK && t->numel != (int64_t)C * C)
-            s = sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s is not [%d, %d]", wl->st->path, t->name, C, C);
-        if (s == SDW_OK) s = sdw_wl_stage(wl, t, &d);
-        if (s == SDW_OK) memcpy(w + (size_t)i * C * C, d, (size_t)C * C * sizeof *w);
-        if (s == SDW_OK) s = sdw_wl_floats(wl, &bias, C, "%s.%s.bias", p, parts[i]);
-        if (s == SDW_OK) {
-            memcpy(b + (size_t)i * C, bias, (size_t)C * sizeof *b);
-            wl->bytes_held -= (size_t)C * sizeof(float);
-        }
-        free(bias);
-    }
-    if (s == SDW_OK) s = sdw_linear_create(wl->be, C, 3 * C, w, b, &a->qkv);
-    if (s == SDW_OK) wl->bytes_held += sdw_linear_bytes(a->qkv);
-    free(w);
-    free(b);
+    char dot[256];
+    snprintf(dot, sizeof dot, "%s.", p);
+    sdw_status s = sdw_wl_linear_stack(wl, &a->qkv, C, C, 3, true, dot, parts);
     if (s == SDW_OK) s = sdw_wl_linear(wl, &a->out, C, C, true, "%s.%s", p, old ? "proj_attn" : "to_out.0");
     return s;
 }

@@ -154,3 +154,33 @@ sdw_status sdw_wl_conv2d(sdw_wloader *wl, sdw_conv2d **out, int cin, int cout, i
     if (s == SDW_OK) wl->bytes_held += sdw_conv2d_bytes(*out);
     return s;
 }
+
+sdw_status sdw_wl_linear_stack(sdw_wloader *wl, sdw_linear **out, int in, int each, int parts, bool with_bias,
+                               const char *prefix, const char *const *names)
+{
+    size_t per = (size_t)each * in;
+    float *w = malloc((size_t)parts * per * sizeof *w), *b = with_bias ? malloc((size_t)parts * each * sizeof *b) : NULL;
+    sdw_status s = (w && (b || !with_bias)) ? SDW_OK : sdw_fail(SDW_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < parts && s == SDW_OK; i++) {
+        const sdw_st_tensor *t;
+        float *d, *bias = NULL;
+        s = sdw_wl_find(wl, &t, -1, "%s%s.weight", prefix, names[i]);
+        bool shape_ok = s == SDW_OK && t->shape[0] == each && t->shape[1] == in &&
+                        (t->ndim == 2 || (t->ndim == 4 && t->shape[2] == 1 && t->shape[3] == 1));
+        if (s == SDW_OK && !shape_ok)
+            s = sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s is not [%d, %d]", wl->st->path, t->name, each, in);
+        if (s == SDW_OK) s = sdw_wl_stage(wl, t, &d);
+        if (s == SDW_OK) memcpy(w + i * per, d, per * sizeof *w);
+        if (s == SDW_OK && with_bias) s = sdw_wl_floats(wl, &bias, each, "%s%s.bias", prefix, names[i]);
+        if (s == SDW_OK && with_bias) {
+            memcpy(b + (size_t)i * each, bias, (size_t)each * sizeof *b);
+            wl->bytes_held -= (size_t)each * sizeof(float);
+        }
+        free(bias);
+    }
+    if (s == SDW_OK) s = sdw_linear_create(wl->be, in, parts * each, w, b, out);
+    if (s == SDW_OK) wl->bytes_held += sdw_linear_bytes(*out);
+    free(w);
+    free(b);
+    return s;
+}

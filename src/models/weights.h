@@ -31,6 +31,11 @@ sdw_status sdw_wl_floats(sdw_wloader *wl, float **out, int64_t n, const char *fm
  * A 1x1 convolution weight [out, in, 1, 1] is accepted: on NHWC tokens it is the same map. */
 sdw_status sdw_wl_linear(sdw_wloader *wl, sdw_linear **out, int in, int outf, bool with_bias, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
+/* "<prefix><names[i]>.weight" [each, in] (+ ".bias" [each]) for i < parts,
+ * stacked row-wise into one linear [parts * each, in]: q, k and v (or k and
+ * v) then run as one matmul. 1x1 convolution weights are accepted. */
+sdw_status sdw_wl_linear_stack(sdw_wloader *wl, sdw_linear **out, int in, int each, int parts, bool with_bias,
+                               const char *prefix, const char *const *names);
 /* "<name>.weight" [cout, cin, k, k] (+ "<name>.bias") into a convolution. */
 sdw_status sdw_wl_conv2d(sdw_wloader *wl, sdw_conv2d **out, int cin, int cout, int k, int stride, int pad,
                          const char *fmt, ...) __attribute__((format(printf, 8, 9)));

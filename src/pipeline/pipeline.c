@@ -32,20 +32,6 @@ static double now(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-static void nchw_to_nhwc(const float *src, int N, int C, int H, int W, float *dst)
-{
-    for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++)
-            for (int p = 0; p < H * W; p++) dst[((size_t)n * H * W + p) * C + c] = src[((size_t)n * C + c) * H * W + p];
-}
-
-static void nhwc_to_nchw(const float *src, int N, int H, int W, int C, float *dst)
-{
-    for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++)
-            for (int p = 0; p < H * W; p++) dst[((size_t)n * C + c) * H * W + p] = src[((size_t)n * H * W + p) * C + c];
-}
-
 /* Everything one run needs, owned here and freed at the end. */
 typedef struct {
     sdw_model *m;
@@ -255,13 +241,13 @@ static sdw_status model_fn(void *user, const float *x_in, float t, float *out, s
             memcpy(dst + (lc + 1) * hw, r->masked_lat, (size_t)lc * hw * sizeof *dst);
         }
     }
-    nchw_to_nhwc(nchw, nb, cin, h, w, r->unet_in);
+    sdw_nchw_to_nhwc(nchw, nb, cin, h, w, r->unet_in);
     float ts[64];
     for (int b = 0; b < nb; b++) ts[b] = t;
     sdw_unet_input in = { r->unet_in, nb, h, w, ts, r->context, r->n_ctx, r->y, NULL, NULL };
     sdw_arena_reset(&r->arena);
     SDW_TRY(sdw_unet_forward(m->be, &r->arena, m->unet, &in, r->unet_out));
-    nhwc_to_nchw(r->unet_out, nb, h, w, uc->out_channels, nchw);
+    sdw_nhwc_to_nchw(r->unet_out, nb, h, w, uc->out_channels, nchw);
     size_t per = (size_t)B * lc * hw;
     if (!r->cfg) {
         memcpy(out, nchw, per * sizeof *out);
@@ -319,14 +305,14 @@ static sdw_status decode(run *r, const float *x, float *images)
     sdw_status s = (z && zs && img) ? SDW_OK : nomem();
     for (int b = 0; b < r->B && s == SDW_OK; b++) {
         for (size_t i = 0; i < per; i++) zs[i] = x[(size_t)b * per + i] / m->info.latent_scale;
-        nchw_to_nhwc(zs, 1, lc, h, w, z);
+        sdw_nchw_to_nhwc(zs, 1, lc, h, w, z);
         sdw_arena_reset(&r->arena);
         s = sdw_vae_decode(m->be, &r->arena, m->vae, z, 1, h, w, img);
         if (s != SDW_OK) break;
         if (r->p->observe) {
             float *nchw = malloc((size_t)H * W * 3 * sizeof *nchw);
             if (nchw) {
-                nhwc_to_nchw(img, 1, H, W, 3, nchw);
+                sdw_nhwc_to_nchw(img, 1, H, W, 3, nchw);
                 int64_t shape[4] = { 1, 3, H, W };
                 observe(r, "vae_decoded", b, nchw, 4, shape);
                 free(nchw);
