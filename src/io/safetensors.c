@@ -304,6 +304,15 @@ sdw_status sdw_st_load_f32(const sdw_safetensors *st, const char *name, sdw_tens
     return s;
 }
 
+void sdw_st_release(const sdw_safetensors *st, const sdw_st_tensor *t)
+{
+    if (!st->map || !t->nbytes) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t begin = ((uintptr_t)t->data + page - 1) & ~(page - 1);   /* whole pages inside the tensor only */
+    uintptr_t end = ((uintptr_t)t->data + t->nbytes) & ~(page - 1);
+    if (end > begin) madvise((void *)begin, end - begin, MADV_DONTNEED);
+}
+
 sdw_status sdw_st_read_i64(const sdw_safetensors *st, const sdw_st_tensor *t, int64_t **out)
 {
     if (t->dtype != SDW_ST_I64 && t->dtype != SDW_ST_I32)

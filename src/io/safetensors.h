@@ -59,6 +59,10 @@ size_t sdw_st_dtype_size(sdw_st_dtype t);
 sdw_status sdw_st_read_f32(const sdw_safetensors *st, const sdw_st_tensor *t, float *dst);
 /* Finds name and returns a newly allocated f32 tensor (ndim <= 4). */
 sdw_status sdw_st_load_f32(const sdw_safetensors *st, const char *name, sdw_tensor *out);
+/* Drops the mapped pages holding a tensor from memory once its data has been
+ * converted (they would otherwise count in RSS until close: the whole file
+ * on top of the converted weights). Reading it again re-reads the file. */
+void sdw_st_release(const sdw_safetensors *st, const sdw_st_tensor *t);
 /* Reads an integer tensor (I64/I32) into a malloc'd int64 array. */
 sdw_status sdw_st_read_i64(const sdw_safetensors *st, const sdw_st_tensor *t, int64_t **out);
 #endif

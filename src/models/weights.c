@@ -72,6 +72,7 @@ sdw_status sdw_wl_stage(sdw_wloader *wl, const sdw_st_tensor *t, float **data)
         wl->scratch_n = (size_t)t->numel;
     }
     SDW_TRY(sdw_st_read_f32(wl->st, t, wl->scratch));
+    sdw_st_release(wl->st, t);
     *data = wl->scratch;
     return SDW_OK;
 }
@@ -91,6 +92,7 @@ sdw_status sdw_wl_floats(sdw_wloader *wl, float **out, int64_t n, const char *fm
     *out = malloc((size_t)(n ? n : 1) * sizeof(float));
     if (!*out) return sdw_fail(SDW_ERR_NOMEM, "out of memory loading %s", name);
     sdw_status s = sdw_st_read_f32(wl->st, t, *out);
+    sdw_st_release(wl->st, t);
     if (s != SDW_OK) {
         free(*out);
         *out = NULL;
