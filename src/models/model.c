@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "io/json_file.h"
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -369,6 +370,9 @@ void sdw_model_free(sdw_model *m)
     sdw_vae_free(m->vae);
     sdw_backend_free(m->be);
     free(m);
+    /* Gigabytes of weights go back to the system now, not at exit: a worker
+     * that switches models must not hold two models' worth. */
+    malloc_trim(0);
 }
 
 const sdw_model_info *sdw_model_get_info(const sdw_model *m) { return &m->info; }
