@@ -5,8 +5,8 @@
  * one JSON object with --json. */
 #include "cli/bench_model.h"
 #include "cli/commands.h"
+#include "cli/cli_args.h"
 #include "pipeline/bench.h"
-#include <errno.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,12 +44,11 @@ static int bad(const char *fmt, const char *v)
     return 2;
 }
 
-static bool parse_int(const char *s, long lo, long hi, int *out)
+/* An int option within [lo, hi]. */
+static bool int_opt(const char *s, long long lo, long long hi, int *out)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
+    long long v;
+    if (!cli_parse_int(s, lo, hi, &v)) return false;
     *out = (int)v;
     return true;
 }
@@ -72,21 +71,14 @@ static int parse(int argc, char **argv, options *o)
         else if (IS("--family")) o->family = v;
         else if (IS("-p") || IS("--prompt")) o->prompt = v;
         else if (IS("-n") || IS("--negative-prompt")) o->negative = v;
-        else if (IS("-W") || IS("--width")) { if (!parse_int(v, 8, 8192, &o->width)) return bad("bad width '%s'", v); }
-        else if (IS("-H") || IS("--height")) { if (!parse_int(v, 8, 8192, &o->height)) return bad("bad height '%s'", v); }
-        else if (IS("--steps")) { if (!parse_int(v, 1, 1000, &o->steps)) return bad("--steps must be in 1..1000, not '%s'", v); }
-        else if (IS("--repeat")) { if (!parse_int(v, 1, 1000, &o->repeat)) return bad("--repeat must be in 1..1000, not '%s'", v); }
-        else if (IS("--threads")) { if (!parse_int(v, 1, 1024, &o->threads)) return bad("bad --threads '%s'", v); }
-        else if (IS("--cfg-scale")) {
-            char *end;
-            o->cfg = strtof(v, &end);
-            if (end == v || *end || !(o->cfg >= 0 && o->cfg <= 100)) return bad("--cfg-scale must be in 0..100, not '%s'", v);
-        } else if (IS("--precision")) {
-            if (!strcmp(v, "auto")) o->precision = SDW_PRECISION_AUTO;
-            else if (!strcmp(v, "f32")) o->precision = SDW_PRECISION_F32;
-            else if (!strcmp(v, "bf16")) o->precision = SDW_PRECISION_BF16;
-            else return bad("--precision must be auto, f32 or bf16, not '%s'", v);
-        } else return bad("unknown option '%s'", a);
+        else if (IS("-W") || IS("--width")) { if (!int_opt(v, 8, 8192, &o->width)) return bad("bad width '%s'", v); }
+        else if (IS("-H") || IS("--height")) { if (!int_opt(v, 8, 8192, &o->height)) return bad("bad height '%s'", v); }
+        else if (IS("--steps")) { if (!int_opt(v, 1, 1000, &o->steps)) return bad("--steps must be in 1..1000, not '%s'", v); }
+        else if (IS("--repeat")) { if (!int_opt(v, 1, 1000, &o->repeat)) return bad("--repeat must be in 1..1000, not '%s'", v); }
+        else if (IS("--threads")) { if (!int_opt(v, 1, 1024, &o->threads)) return bad("bad --threads '%s'", v); }
+        else if (IS("--cfg-scale")) { if (!cli_parse_float(v, 0, 100, &o->cfg)) return bad("--cfg-scale must be in 0..100, not '%s'", v); }
+        else if (IS("--precision")) { if (!cli_parse_precision(v, &o->precision)) return bad("--precision must be auto, f32 or bf16, not '%s'", v); }
+        else return bad("unknown option '%s'", a);
 #undef IS
     }
     if (o->model && o->family) return bad("give --family or -m, not both%s", "");
@@ -100,13 +92,6 @@ static void note_stderr(void *user, const char *msg)
 {
     (void)user;
     fprintf(stderr, WHO ": %s\n", msg);
-}
-
-static void log_to_stderr(sdw_log_level level, const char *msg, void *user)
-{
-    (void)user;
-    static const char *const names[] = { "debug", "info", "warning", "error" };
-    fprintf(stderr, "%s: %s\n", names[level], msg);
 }
 
 static void print_table(const char *what, const sdw_model_info *mi, const sdw_bench_result *r, double load_s)
@@ -156,7 +141,7 @@ int cmd_bench(int argc, char **argv)
     options o;
     int rc = parse(argc, argv, &o);
     if (rc) return rc;
-    sdw_set_log(log_to_stderr, NULL, o.verbose ? SDW_LOG_DEBUG : SDW_LOG_WARN);
+    sdw_set_log(cli_log_to_stderr, NULL, o.verbose ? SDW_LOG_DEBUG : SDW_LOG_WARN);
     if (o.threads) omp_set_num_threads(o.threads);
 
     char path[4096];

@@ -3,6 +3,7 @@
  * the conditioning's shape, statistics and timing. The demo until the image
  * pipelines land, and a quick check that a checkpoint's text side loads. */
 #include "cli/commands.h"
+#include "cli/cli_args.h"
 #include "backend/backend.h"
 #include "core/error.h"
 #include "io/sidecar_yaml.h"
@@ -19,15 +20,6 @@ static double now(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int parse_precision(const char *s, sdw_precision *p)
-{
-    if (!strcmp(s, "auto")) *p = SDW_PRECISION_AUTO;
-    else if (!strcmp(s, "f32")) *p = SDW_PRECISION_F32;
-    else if (!strcmp(s, "bf16")) *p = SDW_PRECISION_BF16;
-    else return -1;
-    return 0;
 }
 
 static sdw_status load(sdw_backend *be, const char *model, sdw_text_conditioner *tc)
@@ -70,7 +62,7 @@ int cmd_encode(int argc, char **argv)
         else if ((!strcmp(a, "-n") || !strcmp(a, "--negative-prompt")) && v) negative = argv[++i];
         else if (!strcmp(a, "--clip-skip") && v) clip_skip = atoi(argv[++i]);
         else if (!strcmp(a, "--precision") && v) {
-            if (parse_precision(argv[++i], &prec)) {
+            if (!cli_parse_precision(argv[++i], &prec)) {
                 fprintf(stderr, "sd-worker encode: --precision must be auto, f32 or bf16\n");
                 return 2;
             }

@@ -2,13 +2,13 @@
  * (-i with --mask) from the command line, writing PNG (or .jpg / .webp) files
  * that carry A1111's "parameters" text. */
 #include "cli/commands.h"
+#include "cli/cli_args.h"
 #include "cli/dump.h"
 #include "core/error.h"
 #include "io/file_hash.h"
 #include "io/image.h"
 #include "pipeline/infotext.h"
 #include "pipeline/pipeline.h"
-#include <errno.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -51,25 +51,6 @@ static int bad(const char *fmt, const char *v)
     return 2;
 }
 
-static bool parse_int(const char *s, long long lo, long long hi, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_float(const char *s, float lo, float hi, float *out)
-{
-    char *end;
-    float v = strtof(s, &end);
-    if (end == s || *end || !(v >= lo && v <= hi)) return false;
-    *out = v;
-    return true;
-}
-
 static int parse(int argc, char **argv, options *o)
 {
     memset(o, 0, sizeof *o);
@@ -98,29 +79,20 @@ static int parse(int argc, char **argv, options *o)
         else if (IS("--preview-dir")) o->preview_dir = v;
         else if (IS("--sampler")) o->sampler = v;
         else if (IS("--scheduler")) o->scheduler = v;
-        else if (IS("-W") || IS("--width")) { if (!parse_int(v, 8, 8192, &n)) return bad("bad width '%s'", v); o->width = (int)n; }
-        else if (IS("-H") || IS("--height")) { if (!parse_int(v, 8, 8192, &n)) return bad("bad height '%s'", v); o->height = (int)n; }
-        else if (IS("--steps")) { if (!parse_int(v, 1, 1000, &n)) return bad("--steps must be in 1..1000, not '%s'", v); o->steps = (int)n; }
-        else if (IS("--clip-skip")) { if (!parse_int(v, 1, 12, &n)) return bad("--clip-skip must be in 1..12, not '%s'", v); o->clip_skip = (int)n; }
-        else if (IS("--batch-size")) { if (!parse_int(v, 1, 32, &n)) return bad("--batch-size must be in 1..32, not '%s'", v); o->batch_size = (int)n; }
-        else if (IS("--batch-count")) { if (!parse_int(v, 1, 10000, &n)) return bad("--batch-count must be in 1..10000, not '%s'", v); o->batch_count = (int)n; }
-        else if (IS("--threads")) { if (!parse_int(v, 1, 1024, &n)) return bad("bad --threads '%s'", v); o->threads = (int)n; }
-        else if (IS("--preview-every")) { if (!parse_int(v, 0, 1000, &n)) return bad("bad --preview-every '%s'", v); o->preview_every = (int)n; }
-        else if (IS("--seed")) { if (!parse_int(v, -1, INT64_MAX, &n)) return bad("--seed must be -1 or a non-negative integer, not '%s'", v); o->seed = n; }
-        else if (IS("--cfg-scale")) { if (!parse_float(v, 0, 100, &o->cfg)) return bad("--cfg-scale must be in 0..100, not '%s'", v); }
-        else if (IS("--strength")) { if (!parse_float(v, 0, 1, &o->strength) || o->strength <= 0) return bad("--strength must be in (0, 1], not '%s'", v); }
+        else if (IS("-W") || IS("--width")) { if (!cli_parse_int(v, 8, 8192, &n)) return bad("bad width '%s'", v); o->width = (int)n; }
+        else if (IS("-H") || IS("--height")) { if (!cli_parse_int(v, 8, 8192, &n)) return bad("bad height '%s'", v); o->height = (int)n; }
+        else if (IS("--steps")) { if (!cli_parse_int(v, 1, 1000, &n)) return bad("--steps must be in 1..1000, not '%s'", v); o->steps = (int)n; }
+        else if (IS("--clip-skip")) { if (!cli_parse_int(v, 1, 12, &n)) return bad("--clip-skip must be in 1..12, not '%s'", v); o->clip_skip = (int)n; }
+        else if (IS("--batch-size")) { if (!cli_parse_int(v, 1, 32, &n)) return bad("--batch-size must be in 1..32, not '%s'", v); o->batch_size = (int)n; }
+        else if (IS("--batch-count")) { if (!cli_parse_int(v, 1, 10000, &n)) return bad("--batch-count must be in 1..10000, not '%s'", v); o->batch_count = (int)n; }
+        else if (IS("--threads")) { if (!cli_parse_int(v, 1, 1024, &n)) return bad("bad --threads '%s'", v); o->threads = (int)n; }
+        else if (IS("--preview-every")) { if (!cli_parse_int(v, 0, 1000, &n)) return bad("bad --preview-every '%s'", v); o->preview_every = (int)n; }
+        else if (IS("--seed")) { if (!cli_parse_int(v, -1, INT64_MAX, &n)) return bad("--seed must be -1 or a non-negative integer, not '%s'", v); o->seed = n; }
+        else if (IS("--cfg-scale")) { if (!cli_parse_float(v, 0, 100, &o->cfg)) return bad("--cfg-scale must be in 0..100, not '%s'", v); }
+        else if (IS("--strength")) { if (!cli_parse_float(v, 0, 1, &o->strength) || o->strength <= 0) return bad("--strength must be in (0, 1], not '%s'", v); }
         else if (IS("--rng")) { if (!sdw_rng_kind_parse(v, &o->rng)) return bad("--rng must be cpu or cuda, not '%s'", v); }
-        else if (IS("--precision")) {
-            if (!strcmp(v, "auto")) o->precision = SDW_PRECISION_AUTO;
-            else if (!strcmp(v, "f32")) o->precision = SDW_PRECISION_F32;
-            else if (!strcmp(v, "bf16")) o->precision = SDW_PRECISION_BF16;
-            else return bad("--precision must be auto, f32 or bf16, not '%s'", v);
-        } else if (IS("--prediction")) {
-            if (!strcmp(v, "auto")) o->prediction = SDW_PREDICTION_AUTO;
-            else if (!strcmp(v, "eps")) o->prediction = SDW_PREDICTION_EPS;
-            else if (!strcmp(v, "v")) o->prediction = SDW_PREDICTION_V;
-            else return bad("--prediction must be auto, eps or v, not '%s'", v);
-        } else if (IS("--preset")) {
+        else if (IS("--precision")) { if (!cli_parse_precision(v, &o->precision)) return bad("--precision must be auto, f32 or bf16, not '%s'", v); }
+        else if (IS("--prediction")) { if (!cli_parse_prediction(v, &o->prediction)) return bad("--prediction must be auto, eps or v, not '%s'", v); } else if (IS("--preset")) {
             if (!strcmp(v, "turbo")) o->turbo = 1;
             else if (!strcmp(v, "none")) o->turbo = 0;
             else if (!strcmp(v, "auto")) o->turbo = -1;
@@ -182,13 +154,6 @@ static sdw_status on_progress(void *user, const sdw_progress *p)
     return SDW_OK;
 }
 
-static void log_to_stderr(sdw_log_level level, const char *msg, void *user)
-{
-    (void)user;
-    static const char *const names[] = { "debug", "info", "warn", "error" };
-    fprintf(stderr, "[%s] %s\n", names[level], msg);
-}
-
 /* ---------------------------------------------------------------- inputs */
 
 /* Loads an image and resizes it to w x h (Lanczos, as diffusers does). */
@@ -240,7 +205,7 @@ int cmd_generate(int argc, char **argv)
     options o;
     int rc = parse(argc, argv, &o);
     if (rc) return rc;
-    sdw_set_log(log_to_stderr, NULL, o.verbose ? SDW_LOG_DEBUG : SDW_LOG_WARN);
+    sdw_set_log(cli_log_to_stderr, NULL, o.verbose ? SDW_LOG_DEBUG : SDW_LOG_WARN);
     if (o.threads) omp_set_num_threads(o.threads);
     sdw_pipeline_params p;
     sdw_pipeline_params_init(&p);

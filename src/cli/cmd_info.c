@@ -1,6 +1,7 @@
 /* cmd_info.c: `sd-worker info [--json] [--prediction eps|v] MODEL`: what the
  * loader detects in a checkpoint, without loading its weights. */
 #include "cli/commands.h"
+#include "cli/cli_args.h"
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,11 +15,7 @@ int cmd_info(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = true;
         else if (!strcmp(argv[i], "--prediction") && i + 1 < argc) {
-            const char *v = argv[++i];
-            if (!strcmp(v, "eps")) p.prediction = SDW_PREDICTION_EPS;
-            else if (!strcmp(v, "v")) p.prediction = SDW_PREDICTION_V;
-            else if (!strcmp(v, "auto")) p.prediction = SDW_PREDICTION_AUTO;
-            else {
+            if (!cli_parse_prediction(argv[++i], &p.prediction)) {
                 fprintf(stderr, "sd-worker info: --prediction must be auto, eps or v\n");
                 return 2;
             }

@@ -75,4 +75,12 @@ sdw_status sdw_run_step_done(sdw_run_ctx *c, int step);
 sdw_status sdw_run_dpmpp_2m(sdw_run_ctx *c, int start, bool sde);
 sdw_status sdw_run_pndm(sdw_run_ctx *c, int start);
 sdw_status sdw_run_lms(sdw_run_ctx *c, int start);
+/* Name tables: our names, A1111's labels and extra aliases, looked up
+ * case-insensitively; on failure the message lists "ours (A1111)" pairs. */
+typedef struct {
+    const char *alias;
+    int kind;
+} sdw_name_alias;
+sdw_status sdw_lookup_name(const char *what, const char *s, const char *const *names, const char *const *a1111,
+                           int count, const sdw_name_alias *aliases, size_t n_aliases, int *out);
 #endif

@@ -27,7 +27,7 @@ static const char *const sampler_a1111[SDW_SAMPLER_COUNT] = {
     "Euler", "Euler a", "Heun", "DPM2", "DPM++ 2M", "DPM++ 2S a", "DPM++ 2M SDE", "DDIM", "LCM", "PLMS", "LMS",
 };
 /* ComfyUI / k-diffusion spellings */
-static const struct { const char *alias; sdw_sampler_kind kind; } sampler_aliases[] = {
+static const sdw_name_alias sampler_aliases[] = {
     {"euler_ancestral", SDW_SAMPLER_EULER_A},   {"k_euler", SDW_SAMPLER_EULER},
     {"k_euler_a", SDW_SAMPLER_EULER_A},         {"k_euler_ancestral", SDW_SAMPLER_EULER_A},
     {"k_heun", SDW_SAMPLER_HEUN},               {"dpm_2", SDW_SAMPLER_DPM2},
@@ -48,26 +48,35 @@ const char *sdw_sampler_a1111_name(sdw_sampler_kind k)
     return (unsigned)k < SDW_SAMPLER_COUNT ? sampler_a1111[k] : "unknown";
 }
 
-sdw_status sdw_sampler_parse(const char *s, sdw_sampler_kind *out)
+sdw_status sdw_lookup_name(const char *what, const char *s, const char *const *names, const char *const *a1111,
+                           int count, const sdw_name_alias *aliases, size_t n_aliases, int *out)
 {
     if (s) {
-        for (int k = 0; k < SDW_SAMPLER_COUNT; k++)
-            if (!strcasecmp(s, sampler_names[k]) || !strcasecmp(s, sampler_a1111[k])) {
-                *out = (sdw_sampler_kind)k;
+        for (int k = 0; k < count; k++)
+            if (!strcasecmp(s, names[k]) || !strcasecmp(s, a1111[k])) {
+                *out = k;
                 return SDW_OK;
             }
-        for (size_t i = 0; i < sizeof sampler_aliases / sizeof *sampler_aliases; i++)
-            if (!strcasecmp(s, sampler_aliases[i].alias)) {
-                *out = sampler_aliases[i].kind;
+        for (size_t i = 0; i < n_aliases; i++)
+            if (!strcasecmp(s, aliases[i].alias)) {
+                *out = aliases[i].kind;
                 return SDW_OK;
             }
     }
     char list[512] = "";
     size_t len = 0;
-    for (int k = 0; k < SDW_SAMPLER_COUNT && len < sizeof list; k++)
-        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s (%s)", k ? ", " : "", sampler_names[k],
-                                sampler_a1111[k]);
-    return sdw_fail(SDW_ERR_INVALID_ARG, "unknown sampler '%s'; valid: %s", s ? s : "(null)", list);
+    for (int k = 0; k < count && len < sizeof list; k++)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s (%s)", k ? ", " : "", names[k], a1111[k]);
+    return sdw_fail(SDW_ERR_INVALID_ARG, "unknown %s '%s'; valid: %s", what, s ? s : "(null)", list);
+}
+
+sdw_status sdw_sampler_parse(const char *s, sdw_sampler_kind *out)
+{
+    int k;
+    SDW_TRY(sdw_lookup_name("sampler", s, sampler_names, sampler_a1111, SDW_SAMPLER_COUNT, sampler_aliases,
+                            sizeof sampler_aliases / sizeof *sampler_aliases, &k));
+    *out = (sdw_sampler_kind)k;
+    return SDW_OK;
 }
 
 sdw_schedule_kind sdw_sampler_default_schedule(sdw_sampler_kind k)

@@ -10,9 +10,7 @@
 #include "sampling/sampler_internal.h"
 #include "core/error.h"
 #include <math.h>
-#include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #define BETA_START 0.00085
 #define BETA_END 0.012
@@ -97,7 +95,7 @@ static const char *const schedule_names[SDW_SCHEDULE_COUNT] = {
 static const char *const schedule_a1111[SDW_SCHEDULE_COUNT] = {
     "Normal", "Karras", "Exponential", "SGM Uniform", "Simple", "DDIM", "Trailing",
 };
-static const struct { const char *alias; sdw_schedule_kind kind; } schedule_aliases[] = {
+static const sdw_name_alias schedule_aliases[] = {
     {"discrete", SDW_SCHEDULE_NORMAL},   {"linspace", SDW_SCHEDULE_NORMAL},
     {"uniform", SDW_SCHEDULE_NORMAL},    {"sgmuniform", SDW_SCHEDULE_SGM_UNIFORM},
     {"ddim_uniform", SDW_SCHEDULE_LEADING},
@@ -115,24 +113,11 @@ const char *sdw_schedule_a1111_name(sdw_schedule_kind k)
 
 sdw_status sdw_schedule_parse(const char *s, sdw_schedule_kind *out)
 {
-    if (s) {
-        for (int k = 0; k < SDW_SCHEDULE_COUNT; k++)
-            if (!strcasecmp(s, schedule_names[k]) || !strcasecmp(s, schedule_a1111[k])) {
-                *out = (sdw_schedule_kind)k;
-                return SDW_OK;
-            }
-        for (size_t i = 0; i < sizeof schedule_aliases / sizeof *schedule_aliases; i++)
-            if (!strcasecmp(s, schedule_aliases[i].alias)) {
-                *out = schedule_aliases[i].kind;
-                return SDW_OK;
-            }
-    }
-    char list[512] = "";
-    size_t len = 0;
-    for (int k = 0; k < SDW_SCHEDULE_COUNT && len < sizeof list; k++)
-        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s (%s)", k ? ", " : "", schedule_names[k],
-                                schedule_a1111[k]);
-    return sdw_fail(SDW_ERR_INVALID_ARG, "unknown scheduler '%s'; valid: %s", s ? s : "(null)", list);
+    int k;
+    SDW_TRY(sdw_lookup_name("scheduler", s, schedule_names, schedule_a1111, SDW_SCHEDULE_COUNT, schedule_aliases,
+                            sizeof schedule_aliases / sizeof *schedule_aliases, &k));
+    *out = (sdw_schedule_kind)k;
+    return SDW_OK;
 }
 
 /* ---- step schedules ---- */
