@@ -6,7 +6,7 @@ CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
 DEPS_DEB := cmake gcc make pkg-config libdnnl-dev libcjson-dev libutf8proc-dev \
             libpcre2-dev libyaml-dev libcmocka-dev libpng-dev zlib1g-dev libssl-dev \
-            libjpeg62-turbo-dev libwebp-dev
+            libjpeg62-turbo-dev libwebp-dev libmicrohttpd-dev
 
 .PHONY: all demo test deps clean test-asan
 
