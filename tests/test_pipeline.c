@@ -6,6 +6,7 @@
 #include "testkit.h"
 #include "io/json_file.h"
 #include "pipeline/pipeline.h"
+#include "models/lora.h"
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +99,18 @@ static void run_case(const char *name, sdw_precision prec, double gate, bool che
     snprintf(path, sizeof path, "cases/%s.safetensors", name);
     sdw_safetensors *ref = test_open_st(path);
     sdw_model *m = load_model(j, prec);
+    /* The reference merges the kohya LoRA at lora.scale into both the UNet and the text encoder. */
+    const cJSON *lora = cJSON_GetObjectItem(j, "lora");
+    if (lora) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", test_data_path("models"), sdw_json_str(lora, "file", ""));
+        float scale = (float)cJSON_GetObjectItem(lora, "scale")->valuedouble;
+        sdw_lora_spec spec = { path, scale, scale };
+        sdw_lora_report rep;
+        if (sdw_model_set_loras(m, &spec, 1, &rep) != SDW_OK) fail_msg("%s: %s", name, sdw_last_error());
+        assert_int_equal(rep.keys_applied, sdw_json_int(lora, "n_lora_modules_injected", -1));
+        assert_int_equal(rep.keys_total, rep.keys_applied);
+    }
 
     sdw_pipeline_params p;
     sdw_pipeline_params_init(&p);
@@ -165,12 +178,7 @@ static void all_cases_f32(void **state)
     qsort(names, (size_t)n, sizeof *names, cmp_str);
     assert_true(n >= 26);
     for (int i = 0; i < n; i++) {
-        /* LoRA cases need the LoRA applied (the LoRA issue); the base case runs here. */
-        if (!strncmp(names[i], "lora_", 5) && strcmp(names[i], "lora_sd1_euler_base")) {
-            printf("  %-48s skipped: LoRA is not applied yet\n", names[i]);
-        } else {
-            run_case(names[i], SDW_PRECISION_F32, F32_GATE, true);
-        }
+        run_case(names[i], SDW_PRECISION_F32, F32_GATE, true);
         free(names[i]);
     }
 }

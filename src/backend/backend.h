@@ -40,6 +40,12 @@ int sdw_linear_in(const sdw_linear *l);
 int sdw_linear_out(const sdw_linear *l);
 size_t sdw_linear_bytes(const sdw_linear *l);   /* bytes of weights held */
 void sdw_linear_free(sdw_linear *l);
+/* For merging adapters (LoRA): the weights as PyTorch's [out, in] f32, read
+ * back from or written into the stored layout; and the stored bytes
+ * themselves, which a caller may copy and copy back to restore exactly. */
+sdw_status sdw_linear_get_weights(sdw_backend *be, const sdw_linear *l, float *w);
+sdw_status sdw_linear_set_weights(sdw_backend *be, sdw_linear *l, const float *w);
+void *sdw_linear_stored(sdw_linear *l, size_t *bytes);
 
 /* ---- conv2d: x [N, H, W, Cin] -> y [N, Ho, Wo, Cout] (NHWC) ---- */
 typedef struct sdw_conv2d sdw_conv2d;
@@ -57,6 +63,11 @@ sdw_status sdw_conv2d_forward(sdw_backend *be, const sdw_conv2d *c, const float 
                               float *y, int *Ho, int *Wo);
 size_t sdw_conv2d_bytes(const sdw_conv2d *c);
 void sdw_conv2d_free(sdw_conv2d *c);
+/* As for linear, with PyTorch's [cout, cin, kh, kw] f32 weights. */
+sdw_status sdw_conv2d_get_weights(sdw_backend *be, const sdw_conv2d *c, float *w);
+sdw_status sdw_conv2d_set_weights(sdw_backend *be, sdw_conv2d *c, const float *w);
+void *sdw_conv2d_stored(sdw_conv2d *c, size_t *bytes);
+void sdw_conv2d_shape(const sdw_conv2d *c, int *cin, int *cout, int *kh, int *kw);
 
 /* ---- multi-head attention ----
  * q: [B, Tq, heads*head_dim] with row stride q_stride floats (>= heads*head_dim),

@@ -41,6 +41,13 @@ static sdw_status conv_desc(const sdw_conv2d *c, int N, int H, int W, const dnnl
     return SDW_OK;
 }
 
+static sdw_status user_md(const sdw_conv2d *c, dnnl_memory_desc_t *md)
+{
+    dnnl_dims_t dims = { c->cout, c->cin, c->kh, c->kw };
+    SDW_DNNL(dnnl_memory_desc_init_by_tag(md, 4, dims, dnnl_f32, dnnl_oihw), "conv weights");
+    return SDW_OK;
+}
+
 static sdw_status choose_layout(sdw_backend *be, sdw_conv2d *c)
 {
     /* The representative image must be at least as large as the kernel. */
@@ -79,10 +86,8 @@ sdw_status sdw_conv2d_create_padded(sdw_backend *be, int cin, int cout, int kh, 
     if (st == SDW_OK) st = choose_layout(be, c);
     if (st == SDW_OK) {
         dnnl_memory_desc_t user;
-        dnnl_dims_t dims = { cout, cin, kh, kw };
-        dnnl_status_t s = dnnl_memory_desc_init_by_tag(&user, 4, dims, dnnl_f32, dnnl_oihw);
-        st = s == dnnl_success ? sdw_reorder_weights(be, &user, w, &c->wmd, &c->w, &c->wbytes)
-                               : sdw_dnnl_fail(s, "conv weights");
+        st = user_md(c, &user);
+        if (st == SDW_OK) st = sdw_reorder_weights(be, &user, w, &c->wmd, &c->w, &c->wbytes);
     }
     if (st != SDW_OK) {
         sdw_conv2d_free(c);
@@ -129,6 +134,34 @@ sdw_status sdw_conv2d_forward(sdw_backend *be, const sdw_conv2d *c, const float 
     SDW_TRY(sdw_prim_exec(be, p, src, c->w, c->bias, y));
     be->flops += 2.0 * N * ho * wo * (double)c->cout * c->cin * c->kh * c->kw;
     return SDW_OK;
+}
+
+sdw_status sdw_conv2d_get_weights(sdw_backend *be, const sdw_conv2d *c, float *w)
+{
+    dnnl_memory_desc_t md;
+    SDW_TRY(user_md(c, &md));
+    return sdw_reorder_into(be, &c->wmd, c->w, &md, w);
+}
+
+sdw_status sdw_conv2d_set_weights(sdw_backend *be, sdw_conv2d *c, const float *w)
+{
+    dnnl_memory_desc_t md;
+    SDW_TRY(user_md(c, &md));
+    return sdw_reorder_into(be, &md, w, &c->wmd, c->w);
+}
+
+void *sdw_conv2d_stored(sdw_conv2d *c, size_t *bytes)
+{
+    *bytes = c->wbytes;
+    return c->w;
+}
+
+void sdw_conv2d_shape(const sdw_conv2d *c, int *cin, int *cout, int *kh, int *kw)
+{
+    *cin = c->cin;
+    *cout = c->cout;
+    *kh = c->kh;
+    *kw = c->kw;
 }
 
 size_t sdw_conv2d_bytes(const sdw_conv2d *c) { return c->wbytes + (c->bias ? sizeof(float) * (size_t)c->cout : 0); }

@@ -335,20 +335,16 @@ sdw_status sdw_prim_exec_thread(sdw_backend *be, const sdw_prim *p, int tid, voi
     return s == dnnl_success ? SDW_OK : sdw_dnnl_fail(s, "execute");
 }
 
-sdw_status sdw_reorder_weights(sdw_backend *be, const dnnl_memory_desc_t *src_md, const float *src,
-                               const dnnl_memory_desc_t *dst_md, void **out, size_t *bytes)
+sdw_status sdw_reorder_into(sdw_backend *be, const dnnl_memory_desc_t *src_md, const void *src,
+                            const dnnl_memory_desc_t *dst_md, void *dst)
 {
-    *out = NULL;
-    size_t sz = dnnl_memory_desc_get_size(dst_md);
-    void *buf = aligned_alloc(64, (sz + 63) & ~(size_t)63);
-    if (!buf) return sdw_fail(SDW_ERR_NOMEM, "weights: cannot allocate %zu bytes", sz);
     dnnl_primitive_desc_t rpd = NULL;
     dnnl_primitive_t r = NULL;
     dnnl_memory_t ms = NULL, md = NULL;
     dnnl_status_t s = dnnl_reorder_primitive_desc_create(&rpd, src_md, be->engine, dst_md, be->engine, NULL);
     if (s == dnnl_success) s = dnnl_primitive_create(&r, rpd);
     if (s == dnnl_success) s = dnnl_memory_create(&ms, src_md, be->engine, (void *)(uintptr_t)src);
-    if (s == dnnl_success) s = dnnl_memory_create(&md, dst_md, be->engine, buf);
+    if (s == dnnl_success) s = dnnl_memory_create(&md, dst_md, be->engine, dst);
     if (s == dnnl_success) {
         dnnl_exec_arg_t args[2] = { { DNNL_ARG_FROM, ms }, { DNNL_ARG_TO, md } };
         s = dnnl_primitive_execute(r, be->stream, 2, args);
@@ -358,9 +354,20 @@ sdw_status sdw_reorder_weights(sdw_backend *be, const dnnl_memory_desc_t *src_md
     if (ms) dnnl_memory_destroy(ms);
     if (r) dnnl_primitive_destroy(r);
     if (rpd) dnnl_primitive_desc_destroy(rpd);
-    if (s != dnnl_success) {
+    return s == dnnl_success ? SDW_OK : sdw_dnnl_fail(s, "weights reorder");
+}
+
+sdw_status sdw_reorder_weights(sdw_backend *be, const dnnl_memory_desc_t *src_md, const float *src,
+                               const dnnl_memory_desc_t *dst_md, void **out, size_t *bytes)
+{
+    *out = NULL;
+    size_t sz = dnnl_memory_desc_get_size(dst_md);
+    void *buf = aligned_alloc(64, (sz + 63) & ~(size_t)63);
+    if (!buf) return sdw_fail(SDW_ERR_NOMEM, "weights: cannot allocate %zu bytes", sz);
+    sdw_status st = sdw_reorder_into(be, src_md, src, dst_md, buf);
+    if (st != SDW_OK) {
         free(buf);
-        return sdw_dnnl_fail(s, "weights reorder");
+        return st;
     }
     *out = buf;
     *bytes = sz;

@@ -11,7 +11,13 @@
 
 /* The build targets baseline x86-64 (SSE2); hot loops get AVX-512 (x86-64-v4)
  * and AVX2+FMA (v3) clones picked at load time, so one binary runs everywhere. */
+#if defined(__clang__) && __clang_major__ < 16
+/* clang before 16 names the dispatcher of a clone set "f.ifunc", so a clone
+ * set cannot be called from another file: the clang (fuzz) build goes without. */
+#define SDW_VEC
+#else
 #define SDW_VEC __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
 
 /* Representative sizes for choosing a weights layout at create time. */
 #define SDW_LINEAR_LAYOUT_M 4096
@@ -109,6 +115,9 @@ sdw_status sdw_backend_thread_streams(sdw_backend *be, int n);
  * independent blocks of work need no barrier between them. */
 sdw_status sdw_prim_exec_thread(sdw_backend *be, const sdw_prim *p, int tid, void *scratchpad, const void *src,
                                 const void *wei, void *dst);
+/* Reorders between two layouts (and data types) into an existing buffer. */
+sdw_status sdw_reorder_into(sdw_backend *be, const dnnl_memory_desc_t *src_md, const void *src,
+                            const dnnl_memory_desc_t *dst_md, void *dst);
 /* Reorders f32 weights given by src_md into a freshly allocated buffer laid
  * out as dst_md (converting the data type); *out is freed with free(). */
 sdw_status sdw_reorder_weights(sdw_backend *be, const dnnl_memory_desc_t *src_md, const float *src,

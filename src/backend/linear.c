@@ -18,6 +18,14 @@ static dnnl_data_type_t compute_dt(const sdw_backend *be)
     return be->precision == SDW_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32;
 }
 
+/* PyTorch's [out, in] row-major f32 as a oneDNN descriptor of the [in, out] matrix. */
+static sdw_status user_md(const sdw_linear *l, dnnl_memory_desc_t *md)
+{
+    dnnl_dims_t dims = { l->in, l->out }, strides = { 1, l->in };
+    SDW_DNNL(dnnl_memory_desc_init_by_strides(md, 2, dims, dnnl_f32, strides), "linear weights");
+    return SDW_OK;
+}
+
 /* Matmul descriptor for M rows; wmd NULL asks for format_tag_any weights. */
 static sdw_status linear_desc(const sdw_linear *l, int64_t M, const dnnl_memory_desc_t *wmd, dnnl_matmul_desc_t *d)
 {
@@ -61,12 +69,9 @@ sdw_status sdw_linear_create(sdw_backend *be, int in, int out, const float *w, c
     }
     if (st == SDW_OK) st = choose_layout(be, l);
     if (st == SDW_OK) {
-        /* PyTorch's [out, in] row-major is the [in, out] matrix with strides {1, in}. */
         dnnl_memory_desc_t user;
-        dnnl_dims_t dims = { in, out }, strides = { 1, in };
-        dnnl_status_t s = dnnl_memory_desc_init_by_strides(&user, 2, dims, dnnl_f32, strides);
-        st = s == dnnl_success ? sdw_reorder_weights(be, &user, w, &l->wmd, &l->w, &l->wbytes)
-                               : sdw_dnnl_fail(s, "linear weights");
+        st = user_md(l, &user);
+        if (st == SDW_OK) st = sdw_reorder_weights(be, &user, w, &l->wmd, &l->w, &l->wbytes);
     }
     if (st != SDW_OK) {
         sdw_linear_free(l);
@@ -99,6 +104,26 @@ sdw_status sdw_linear_forward(sdw_backend *be, const sdw_linear *l, const float 
     SDW_TRY(sdw_prim_exec(be, p, src, l->w, l->bias, y));
     be->flops += 2.0 * (double)M * l->in * l->out;
     return SDW_OK;
+}
+
+sdw_status sdw_linear_get_weights(sdw_backend *be, const sdw_linear *l, float *w)
+{
+    dnnl_memory_desc_t md;
+    SDW_TRY(user_md(l, &md));
+    return sdw_reorder_into(be, &l->wmd, l->w, &md, w);
+}
+
+sdw_status sdw_linear_set_weights(sdw_backend *be, sdw_linear *l, const float *w)
+{
+    dnnl_memory_desc_t md;
+    SDW_TRY(user_md(l, &md));
+    return sdw_reorder_into(be, &md, w, &l->wmd, l->w);
+}
+
+void *sdw_linear_stored(sdw_linear *l, size_t *bytes)
+{
+    *bytes = l->wbytes;
+    return l->w;
 }
 
 int sdw_linear_in(const sdw_linear *l) { return l->in; }

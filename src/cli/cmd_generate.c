@@ -7,6 +7,8 @@
 #include "core/error.h"
 #include "io/file_hash.h"
 #include "io/image.h"
+#include "models/lora.h"
+#include "text/prompt_parse.h"
 #include "pipeline/infotext.h"
 #include "pipeline/pipeline.h"
 #include <math.h>
@@ -20,6 +22,9 @@
 #include <unistd.h>
 
 typedef struct {
+    const char *lora_dir;
+    const char *lora[SDW_MAX_LORAS];
+    int n_lora;
     const char *model, *prompt, *negative, *init, *mask, *out, *vae, *dump_dir, *preview_dir, *sampler, *scheduler;
     int width, height, steps, clip_skip, batch_size, batch_count, threads, preview_every;
     float cfg, strength;
@@ -39,7 +44,7 @@ static void usage(FILE *f)
             "    [-i INIT_IMAGE [--strength S]] [--mask MASK_IMAGE] [--clip-skip N]\n"
             "    [--batch-size N] [--batch-count N] [--dump DIR] [--prediction auto|eps|v] [--vae FILE]\n"
             "    [--precision auto|f32|bf16] [--threads N] [--preview-every N --preview-dir DIR]\n"
-            "    [--preset auto|turbo|none]\n"
+            "    [--preset auto|turbo|none] [--lora FILE[:W]]... [--lora-dir DIR]\n"
             "    [-o OUT.png] [-v]\n");
 }
 
@@ -97,8 +102,11 @@ static int parse(int argc, char **argv, options *o)
             else if (!strcmp(v, "none")) o->turbo = 0;
             else if (!strcmp(v, "auto")) o->turbo = -1;
             else return bad("--preset must be turbo, none or auto, not '%s'", v);
-        } else if (IS("--lora") || IS("--lora-dir")) {
-            return bad("%s: LoRA is not implemented yet", a);
+        } else if (IS("--lora")) {
+            if (o->n_lora == SDW_MAX_LORAS) return bad("at most %s --lora options", "16");
+            o->lora[o->n_lora++] = v;
+        } else if (IS("--lora-dir")) {
+            o->lora_dir = v;
         } else {
             return bad("unknown option '%s' (see sd-worker generate --help)", a);
         }
@@ -194,6 +202,28 @@ static void output_name(const char *out, int index, int total, char *buf, size_t
     snprintf(buf, n, "%.*s-%d%s", (int)(dot - out), out, index + 1, dot);
 }
 
+/* --lora FILE[:W] options, then the prompt's <lora:...> tags (in --lora-dir). */
+static sdw_status collect_loras(const options *o, sdw_lora_set *set)
+{
+    memset(set, 0, sizeof *set);
+    for (int i = 0; i < o->n_lora; i++) {
+        char path[1024];
+        float w = 1.0f;
+        snprintf(path, sizeof path, "%s", o->lora[i]);
+        char *colon = strrchr(path, ':');
+        if (colon && cli_parse_float(colon + 1, -100, 100, &w)) *colon = 0;
+        else w = 1.0f;
+        SDW_TRY(sdw_lora_set_add(set, path, w, w));
+    }
+    sdw_parsed_prompt pp;
+    SDW_TRY(sdw_prompt_parse(o->prompt, &pp));
+    int tags = pp.n_loras;
+    sdw_parsed_prompt_free(&pp);
+    if (tags && !o->lora_dir)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "the prompt names LoRAs (<lora:...>): give --lora-dir DIR to find them");
+    return tags ? sdw_lora_set_add_prompt(set, o->lora_dir, o->prompt) : SDW_OK;
+}
+
 static int fail(const char *what)
 {
     fprintf(stderr, "sd-worker generate: %s%s%s\n", what ? what : "", what ? ": " : "", sdw_last_error());
@@ -213,6 +243,9 @@ int cmd_generate(int argc, char **argv)
     if (o.sampler && sdw_sampler_parse(o.sampler, &p.sampler) != SDW_OK) return fail(NULL);
     if (o.scheduler && sdw_schedule_parse(o.scheduler, &p.schedule) != SDW_OK) return fail(NULL);
 
+    static sdw_lora_set loras;
+    if (collect_loras(&o, &loras) != SDW_OK) return fail(NULL);
+
     sdw_load_params lp = sdw_load_params_default();
     lp.turbo = o.turbo;
     lp.precision = o.precision;
@@ -221,6 +254,18 @@ int cmd_generate(int argc, char **argv)
     lp.with_vae_encoder = o.init != NULL;
     sdw_model *m;
     if (sdw_model_load(o.model, &lp, &m) != SDW_OK) return fail(NULL);
+    sdw_lora_report reports[SDW_MAX_LORAS];
+    char *lora_hashes = NULL;
+    if (sdw_model_set_loras(m, loras.spec, loras.n, reports) != SDW_OK) {
+        fail(NULL);
+        sdw_model_free(m);
+        return 1;
+    }
+    for (int i = 0; i < loras.n; i++)
+        fprintf(stderr, "LoRA %s: applied %d of %d keys (te %g, unet %g)\n", reports[i].name,
+                reports[i].keys_applied, reports[i].keys_total, loras.spec[i].te_strength,
+                loras.spec[i].unet_strength);
+    if (loras.n) lora_hashes = sdw_lora_hashes(reports, loras.n);
     const sdw_model_info *mi = sdw_model_get_info(m);
     if (!o.sampler) sdw_sampler_parse(mi->default_sampler, &p.sampler);
     if (!o.scheduler) sdw_schedule_parse(mi->default_scheduler, &p.schedule);
@@ -288,7 +333,7 @@ int cmd_generate(int argc, char **argv)
         if (dump && sdw_dump_end(dump, s == SDW_OK) != SDW_OK) fail("--dump");
         if (s != SDW_OK) { fail(NULL); goto out; }
         for (int b = 0; b < p.batch_size; b++) {
-            sdw_infotext_args ia = { &p, p.seed, stem, hash[0] ? hash : NULL, NULL };
+            sdw_infotext_args ia = { &p, p.seed, stem, hash[0] ? hash : NULL, lora_hashes };
             char *info = sdw_infotext(&ia);
             sdw_png_text t = { "parameters", info ? info : "" };
             char path[4096];
@@ -301,6 +346,7 @@ int cmd_generate(int argc, char **argv)
     }
     rc = 0;
 out:
+    free(lora_hashes);
     free(images);
     free(init_f);
     free(mask_f);

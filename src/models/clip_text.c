@@ -97,6 +97,29 @@ static sdw_status load_layer(sdw_wloader *wl, const sdw_clip_load_opts *o, const
     return SDW_OK;
 }
 
+/* Names every layer as transformers does, whatever the file's layout, since
+ * LoRAs for both OpenCLIP and CLIP towers use those names. */
+static sdw_status name_layers(sdw_clip_text *m)
+{
+    static const char *const qkv[3] = { "q_proj", "k_proj", "v_proj" };
+    int W = m->cfg.width;
+    char name[128];
+    for (int i = 0; i < m->cfg.layers; i++) {
+        sdw_clip_layer *L = &m->layer[i];
+        for (int k = 0; k < 3; k++) {
+            snprintf(name, sizeof name, "text_model.encoder.layers.%d.self_attn.%s", i, qkv[k]);
+            SDW_TRY(sdw_layer_list_add(&m->layers, name, L->qkv, NULL, k * W, W));
+        }
+        snprintf(name, sizeof name, "text_model.encoder.layers.%d.self_attn.out_proj", i);
+        SDW_TRY(sdw_layer_list_add(&m->layers, name, L->out, NULL, 0, W));
+        snprintf(name, sizeof name, "text_model.encoder.layers.%d.mlp.fc1", i);
+        SDW_TRY(sdw_layer_list_add(&m->layers, name, L->fc1, NULL, 0, m->cfg.mlp));
+        snprintf(name, sizeof name, "text_model.encoder.layers.%d.mlp.fc2", i);
+        SDW_TRY(sdw_layer_list_add(&m->layers, name, L->fc2, NULL, 0, W));
+    }
+    return SDW_OK;
+}
+
 static sdw_status load_token_embedding(sdw_wloader *wl, sdw_clip_text *m, const sdw_st_tensor *t)
 {
     size_t n = (size_t)t->numel;
@@ -192,6 +215,7 @@ sdw_status sdw_clip_text_load(sdw_backend *be, const sdw_safetensors *st, const 
     if ((s = sdw_wl_floats(&wl, &m->final_ln_b, c->width, "%s%s.bias", o->prefix, nm->final_ln)) != SDW_OK)
         goto fail;
     if ((s = load_projection(&wl, o, m)) != SDW_OK) goto fail;
+    if ((s = name_layers(m)) != SDW_OK) goto fail;
     m->bytes = wl.bytes_held;
     sdw_wl_done(&wl);
     *out = m;
@@ -205,6 +229,7 @@ fail:
 void sdw_clip_text_free(sdw_clip_text *m)
 {
     if (!m) return;
+    sdw_layer_list_free(&m->layers);
     if (m->layer) {
         for (int i = 0; i < m->cfg.layers; i++) {
             sdw_clip_layer *L = &m->layer[i];

@@ -5,6 +5,7 @@
 #ifndef SDW_MODELS_CLIP_TEXT_H
 #define SDW_MODELS_CLIP_TEXT_H
 #include "backend/backend.h"
+#include "models/weights.h"
 #include "core/arena.h"
 #include "io/safetensors.h"
 
@@ -38,6 +39,7 @@ typedef struct {
     sdw_clip_layer *layer;
     float *final_ln_w, *final_ln_b;  /* (width) */
     sdw_linear *text_proj;           /* width -> proj, no bias; NULL if none */
+    sdw_layer_list layers;           /* the layers under transformers' names, for LoRA */
     size_t bytes;                    /* weights held */
 } sdw_clip_text;
 

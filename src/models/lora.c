@@ -1,22 +1,503 @@
-/* lora.c: placeholder until the merge lands (issue 6). */
+/* lora.c: merging a set of adapters into a model's compute weights and
+ * undoing it exactly.
+ *
+ * Every layer a set touches has its stored bytes (bf16 or f32, in oneDNN's
+ * layout) copied once before the first change; undo copies them back, so the
+ * base weights return bit for bit whatever rounding the merge did. Merging a
+ * layer reads its weights back as f32, adds each module's delta to its rows
+ * (q, k and v share one stacked layer) and writes them into the stored layout. */
 #include "models/lora.h"
 #include "core/error.h"
+#include "core/log.h"
+#include "io/safetensors.h"
+#include "models/lora_delta.h"
+#include "models/model.h"
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef struct {
+    char key[320];
+    char comp;                      /* 'u', '0', '1' */
+    const sdw_named_layer *layer;
+} target;
+
+typedef struct {
+    const sdw_named_layer *layer;
+    void *copy;                     /* its stored bytes before any LoRA */
+} saved;
+
+typedef struct {
+    char *path;
+    float te, unet;
+    struct stat st;
+} applied_lora;
+
+struct sdw_lora_state {
+    target *targets;                /* sorted by key */
+    int n_targets;
+    saved *saved;
+    int n_saved, cap_saved;
+    applied_lora *set;              /* what the weights hold now */
+    int n_set;
+    sdw_lora_report *reports;
+};
+
+/* One module of one LoRA file, with its parts. */
+typedef struct {
+    char key[320];
+    const sdw_st_tensor *part[SDW_LORA_ROLE_COUNT];
+    bool known;                     /* under a prefix we understand */
+    bool has_unknown_part;
+    const target *t;                /* matched layer, or NULL */
+    int lora;                       /* index in the request */
+} module;
+
+static int cmp_target(const void *a, const void *b) { return strcmp(((const target *)a)->key, ((const target *)b)->key); }
+
+static sdw_status add_target(target **v, int *n, int *cap, char comp, const char *name, const sdw_named_layer *l)
+{
+    if (*n == *cap) {
+        int c = *cap ? 2 * *cap : 512;
+        target *p = realloc(*v, (size_t)c * sizeof *p);
+        if (!p) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+        *v = p;
+        *cap = c;
+    }
+    target *t = &(*v)[(*n)++];
+    sdw_lora_layer_key(comp, name, t->key, sizeof t->key);
+    t->comp = comp;
+    t->layer = l;
+    return SDW_OK;
+}
+
+/* Every layer under each name a LoRA may use for it: text encoders by
+ * transformers names, the UNet by diffusers and by LDM names. */
+static sdw_status build_targets(sdw_model *m, struct sdw_lora_state *s)
+{
+    int cap = 0;
+    sdw_clip_text *te[2] = { m->text.te1, m->text.te2 };
+    for (int k = 0; k < 2; k++) {
+        if (!te[k]) continue;
+        char comp = (char)('0' + k);
+        for (int i = 0; i < te[k]->layers.n; i++)
+            SDW_TRY(add_target(&s->targets, &s->n_targets, &cap, comp, te[k]->layers.v[i].name, &te[k]->layers.v[i]));
+    }
+    const sdw_layer_list *ul = sdw_unet_layers(m->unet);
+    const sdw_unet_config *uc = sdw_unet_get_config(m->unet);
+    static const char ldm_prefix[] = "model.diffusion_model.";
+    for (int i = 0; i < ul->n; i++) {
+        const sdw_named_layer *l = &ul->v[i];
+        SDW_TRY(add_target(&s->targets, &s->n_targets, &cap, 'u', l->name, l));
+        char with_suffix[400], ldm[512];
+        snprintf(with_suffix, sizeof with_suffix, "%s.weight", l->name);
+        sdw_unet_ldm_name(uc, with_suffix, ldm, sizeof ldm);
+        size_t len = strlen(ldm);
+        if (strncmp(ldm, ldm_prefix, sizeof ldm_prefix - 1) || len < 7 + sizeof ldm_prefix) continue;
+        ldm[len - 7] = 0;   /* ".weight" */
+        SDW_TRY(add_target(&s->targets, &s->n_targets, &cap, 'u', ldm + sizeof ldm_prefix - 1, l));
+    }
+    qsort(s->targets, (size_t)s->n_targets, sizeof *s->targets, cmp_target);
+    return SDW_OK;
+}
+
+static const target *find_target(const struct sdw_lora_state *s, const char *key)
+{
+    target probe;
+    snprintf(probe.key, sizeof probe.key, "%s", key);
+    return bsearch(&probe, s->targets, (size_t)s->n_targets, sizeof *s->targets, cmp_target);
+}
+
+static void *layer_ptr(const sdw_named_layer *l) { return l->linear ? (void *)l->linear : (void *)l->conv; }
+
+static void *stored(const sdw_named_layer *l, size_t *bytes)
+{
+    return l->linear ? sdw_linear_stored(l->linear, bytes) : sdw_conv2d_stored(l->conv, bytes);
+}
+
+static sdw_status save_once(struct sdw_lora_state *s, const sdw_named_layer *l)
+{
+    for (int i = 0; i < s->n_saved; i++)
+        if (layer_ptr(s->saved[i].layer) == layer_ptr(l)) return SDW_OK;
+    if (s->n_saved == s->cap_saved) {
+        int c = s->cap_saved ? 2 * s->cap_saved : 256;
+        saved *p = realloc(s->saved, (size_t)c * sizeof *p);
+        if (!p) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+        s->saved = p;
+        s->cap_saved = c;
+    }
+    size_t bytes;
+    void *data = stored(l, &bytes);
+    void *copy = malloc(bytes);
+    if (!copy) return sdw_fail(SDW_ERR_NOMEM, "out of memory saving weights for LoRA");
+    memcpy(copy, data, bytes);
+    s->saved[s->n_saved++] = (saved){ l, copy };
+    return SDW_OK;
+}
+
+/* Back to the base weights, bit for bit. */
+static void restore(struct sdw_lora_state *s)
+{
+    for (int i = 0; i < s->n_saved; i++) {
+        size_t bytes;
+        void *dst = stored(s->saved[i].layer, &bytes);
+        memcpy(dst, s->saved[i].copy, bytes);
+        free(s->saved[i].copy);
+    }
+    s->n_saved = 0;
+    for (int i = 0; i < s->n_set; i++) free(s->set[i].path);
+    free(s->set);
+    free(s->reports);
+    s->set = NULL;
+    s->reports = NULL;
+    s->n_set = 0;
+}
+
+void sdw_lora_state_free(struct sdw_lora_state *s)
+{
+    if (!s) return;
+    restore(s);
+    free(s->saved);
+    free(s->targets);
+    free(s);
+}
+
+static bool same_set(const struct sdw_lora_state *s, const sdw_lora_spec *l, int n)
+{
+    if (n != s->n_set) return false;
+    for (int i = 0; i < n; i++) {
+        struct stat st;
+        const applied_lora *a = &s->set[i];
+        if (strcmp(a->path, l[i].path) || a->te != l[i].te_strength || a->unet != l[i].unet_strength ||
+            stat(l[i].path, &st) || st.st_ino != a->st.st_ino || st.st_size != a->st.st_size ||
+            st.st_mtim.tv_sec != a->st.st_mtim.tv_sec || st.st_mtim.tv_nsec != a->st.st_mtim.tv_nsec)
+            return false;
+    }
+    return true;
+}
+
+static void stem_of(const char *path, char *out, size_t n)
+{
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    snprintf(out, n, "%s", b);
+    char *dot = strrchr(out, '.');
+    if (dot && dot != out) *dot = 0;
+}
+
+/* A1111's LoRA hash: SHA-256 of everything after the safetensors header. */
+static void addnet_hash(const sdw_safetensors *st, char out[16])
+{
+    out[0] = 0;
+    if (!st->map || st->map_size < 8) return;
+    const unsigned char *p = st->map;
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | p[i];
+    if (hlen > st->map_size - 8) return;
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    if (!EVP_Digest(p + 8 + hlen, st->map_size - 8 - hlen, md, &mdlen, EVP_sha256(), NULL)) return;
+    for (int i = 0; i < 6; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+char *sdw_lora_hashes(const sdw_lora_report *r, int n)
+{
+    size_t cap = 1;
+    for (int i = 0; i < n; i++) cap += strlen(r[i].name) + strlen(r[i].hash12) + 4;
+    char *s = malloc(cap);
+    if (!s) return NULL;
+    s[0] = 0;
+    for (int i = 0; i < n; i++) {
+        if (i) strcat(s, ", ");
+        strcat(s, r[i].name);
+        strcat(s, ": ");
+        strcat(s, r[i].hash12);
+    }
+    return s;
+}
+
+/* The family a LoRA's kohya metadata names, checked against the model's. */
+static sdw_status check_family(const sdw_model *m, const sdw_safetensors *st, const char *name)
+{
+    const char *v = sdw_st_meta_get(st, "ss_base_model_version");
+    if (!v) return SDW_OK;
+    bool xl = !strncmp(v, "sdxl", 4), v2 = !strncmp(v, "sd_v2", 5), v1 = !strncmp(v, "sd_v1", 5);
+    sdw_family f = m->info.family;
+    bool model_xl = f == SDW_FAMILY_SDXL || f == SDW_FAMILY_SDXL_REFINER;
+    if ((xl && !model_xl) || (v1 && f != SDW_FAMILY_SD1) || (v2 && f != SDW_FAMILY_SD2))
+        return sdw_fail(SDW_ERR_UNSUPPORTED, "LoRA %s is for %s (ss_base_model_version %s); the model is %s", name,
+                        xl ? "SDXL" : v2 ? "SD 2.x" : v1 ? "SD 1.x" : v, v, sdw_family_name(f));
+    return SDW_OK;
+}
+
+static int cmp_module(const void *a, const void *b) { return strcmp(((const module *)a)->key, ((const module *)b)->key); }
+
+/* Groups a file's tensors by module key. */
+static sdw_status read_modules(const sdw_safetensors *st, module **out, int *n_out)
+{
+    module *v = calloc((size_t)st->n_tensors + 1, sizeof *v);
+    if (!v) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+    int n = 0;
+    for (int i = 0; i < st->n_tensors; i++) {
+        module cur = { 0 };
+        sdw_lora_role role;
+        cur.known = sdw_lora_split_name(st->tensors[i].name, cur.key, sizeof cur.key, &role);
+        if (!cur.known) {
+            snprintf(cur.key, sizeof cur.key, "?:%s", st->tensors[i].name);
+            char *dot = strrchr(cur.key, '.');
+            if (dot) *dot = 0;
+        }
+        module *m = NULL;
+        for (int k = n - 1; k >= 0 && k >= n - 32 && !m; k--)   /* a module's parts sit together when sorted */
+            if (!strcmp(v[k].key, cur.key)) m = &v[k];
+        if (!m) {
+            m = &v[n++];
+            *m = cur;
+        }
+        if (role == SDW_LORA_UNKNOWN) m->has_unknown_part = true;
+        else m->part[role] = &st->tensors[i];
+    }
+    qsort(v, (size_t)n, sizeof *v, cmp_module);
+    /* Neighbours with equal keys (parts that sorted apart) are merged. */
+    int w = 0;
+    for (int i = 0; i < n; i++) {
+        if (w && !strcmp(v[w - 1].key, v[i].key)) {
+            for (int r = 0; r < SDW_LORA_ROLE_COUNT; r++)
+                if (v[i].part[r]) v[w - 1].part[r] = v[i].part[r];
+            v[w - 1].has_unknown_part |= v[i].has_unknown_part;
+        } else v[w++] = v[i];
+    }
+    *out = v;
+    *n_out = w;
+    return SDW_OK;
+}
+
+static bool mergeable(const module *m)
+{
+    for (int r = 0; r < SDW_LORA_ROLE_COUNT; r++)
+        if (m->part[r] && r != SDW_LORA_ALPHA && r != SDW_LORA_DORA_SCALE) return true;
+    return false;
+}
+
+static sdw_lora_target_shape shape_of(const sdw_named_layer *l)
+{
+    if (l->linear) return (sdw_lora_target_shape){ l->rows, sdw_linear_in(l->linear), 1, 1 };
+    int cin, cout, kh, kw;
+    sdw_conv2d_shape(l->conv, &cin, &cout, &kh, &kw);
+    return (sdw_lora_target_shape){ l->rows, cin, kh, kw };
+}
+
+static void free_parts(sdw_lora_parts *p)
+{
+    for (int r = 0; r < SDW_LORA_ROLE_COUNT; r++) free(p->t[r]);
+    memset(p, 0, sizeof *p);
+}
+
+static sdw_status load_parts(const sdw_safetensors *st, const module *m, sdw_lora_parts *p)
+{
+    memset(p, 0, sizeof *p);
+    for (int r = 0; r < SDW_LORA_ROLE_COUNT; r++) {
+        const sdw_st_tensor *t = m->part[r];
+        if (!t) continue;
+        if (t->numel <= 0 || t->numel > ((int64_t)1 << 31) || t->ndim > 4) {
+            free_parts(p);
+            return sdw_fail(SDW_ERR_FORMAT, "LoRA module %s: tensor %s has an unusable shape", m->key, t->name);
+        }
+        p->t[r] = malloc((size_t)t->numel * sizeof(float));
+        if (!p->t[r]) {
+            free_parts(p);
+            return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+        }
+        sdw_status s = sdw_st_read_f32(st, t, p->t[r]);
+        if (s != SDW_OK) {
+            free_parts(p);
+            return s;
+        }
+        p->numel[r] = t->numel;
+        p->ndim[r] = t->ndim;
+        for (int d = 0; d < t->ndim; d++) p->shape[r][d] = t->shape[d];
+    }
+    return SDW_OK;
+}
+
+/* One layer's work: the modules (of any of the LoRAs) that patch it. */
+typedef struct {
+    const module *m;
+    const sdw_safetensors *st;
+    float strength;
+} patch;
+
+static int cmp_patch(const void *a, const void *b)
+{
+    const patch *x = a, *y = b;
+    uintptr_t px = (uintptr_t)layer_ptr(x->m->t->layer), py = (uintptr_t)layer_ptr(y->m->t->layer);
+    if (px != py) return px < py ? -1 : 1;
+    return x->m->lora - y->m->lora;   /* LoRAs apply in the order given */
+}
+
+/* Grow-only f32 buffers shared by every layer of one merge. */
+typedef struct {
+    float *W, *delta, *work;
+    size_t n;
+} buffers;
+
+static sdw_status reserve(buffers *b, size_t n)
+{
+    if (n <= b->n) return SDW_OK;
+    free(b->W);
+    free(b->delta);
+    free(b->work);
+    b->W = malloc(n * sizeof(float));
+    b->delta = malloc(n * sizeof(float));
+    b->work = malloc(n * sizeof(float));
+    b->n = b->W && b->delta && b->work ? n : 0;
+    return b->n ? SDW_OK : sdw_fail(SDW_ERR_NOMEM, "out of memory merging a LoRA");
+}
+
+static sdw_status merge_layer(sdw_model *m, struct sdw_lora_state *s, const patch *p, int n, buffers *b)
+{
+    const sdw_named_layer *l = p[0].m->t->layer;
+    SDW_TRY(save_once(s, l));
+    int out, in, kh = 1, kw = 1;
+    if (l->linear) {
+        out = sdw_linear_out(l->linear);
+        in = sdw_linear_in(l->linear);
+    } else {
+        sdw_conv2d_shape(l->conv, &in, &out, &kh, &kw);
+    }
+    SDW_TRY(reserve(b, (size_t)out * in * kh * kw));
+    float *W = b->W;
+    SDW_TRY(l->linear ? sdw_linear_get_weights(m->be, l->linear, W) : sdw_conv2d_get_weights(m->be, l->conv, W));
+    for (int i = 0; i < n; i++) {
+        const sdw_named_layer *li = p[i].m->t->layer;
+        sdw_lora_target_shape sh = shape_of(li);
+        size_t cols = (size_t)sh.in * sh.kh * sh.kw;
+        sdw_lora_parts parts;
+        SDW_TRY(load_parts(p[i].st, p[i].m, &parts));
+        sdw_status st = sdw_lora_merge(&parts, p[i].m->key, sh, p[i].strength, b->delta, W + (size_t)li->row0 * cols,
+                                       b->work);
+        free_parts(&parts);
+        SDW_TRY(st);
+    }
+    return l->linear ? sdw_linear_set_weights(m->be, l->linear, W) : sdw_conv2d_set_weights(m->be, l->conv, W);
+}
+
+/* Matches every LoRA's modules to layers and fills the reports. */
+static sdw_status match_all(sdw_model *m, struct sdw_lora_state *s, const sdw_lora_spec *loras, int n,
+                            sdw_safetensors **files, module **mods, int *n_mods, sdw_lora_report *rep)
+{
+    for (int i = 0; i < n; i++) {
+        SDW_TRY(sdw_st_open(loras[i].path, &files[i]));
+        stem_of(loras[i].path, rep[i].name, sizeof rep[i].name);
+        SDW_TRY(check_family(m, files[i], rep[i].name));
+        SDW_TRY(read_modules(files[i], &mods[i], &n_mods[i]));
+        addnet_hash(files[i], rep[i].hash12);
+        rep[i].keys_total = n_mods[i];
+        bool second_te = false;
+        for (int k = 0; k < n_mods[i]; k++) {
+            module *md = &mods[i][k];
+            md->lora = i;
+            second_te |= md->key[0] == '1';
+            md->t = md->known && mergeable(md) ? find_target(s, md->key) : NULL;
+            if (md->t) rep[i].keys_applied++;
+        }
+        if (second_te && !m->text.te2)
+            return sdw_fail(SDW_ERR_UNSUPPORTED, "LoRA %s is for SDXL (it patches a second text encoder); the model "
+                            "is %s", rep[i].name, sdw_family_name(m->info.family));
+        if (rep[i].keys_applied == 0)
+            return sdw_fail(SDW_ERR_UNSUPPORTED, "LoRA %s matched 0 of %d keys: is it for another model family?",
+                            rep[i].name, rep[i].keys_total);
+    }
+    return SDW_OK;
+}
+
+static sdw_status apply_all(sdw_model *m, struct sdw_lora_state *s, const sdw_lora_spec *loras, int n,
+                            sdw_safetensors **files, module **mods, const int *n_mods)
+{
+    int total = 0;
+    for (int i = 0; i < n; i++) total += n_mods[i];
+    patch *p = malloc((size_t)(total ? total : 1) * sizeof *p);
+    if (!p) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+    int np = 0;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < n_mods[i]; k++) {
+            const module *md = &mods[i][k];
+            float w = md->key[0] == 'u' ? loras[i].unet_strength : loras[i].te_strength;
+            if (md->t && w != 0.0f) p[np++] = (patch){ md, files[i], w };
+        }
+    qsort(p, (size_t)np, sizeof *p, cmp_patch);
+    sdw_status st = SDW_OK;
+    buffers b = { 0 };
+    for (int i = 0, j; i < np && st == SDW_OK; i = j) {
+        for (j = i + 1; j < np && layer_ptr(p[j].m->t->layer) == layer_ptr(p[i].m->t->layer); j++) {}
+        st = merge_layer(m, s, p + i, j - i, &b);
+    }
+    free(b.W);
+    free(b.delta);
+    free(b.work);
+    free(p);
+    return st;
+}
+
+static sdw_status remember(struct sdw_lora_state *s, const sdw_lora_spec *loras, int n, const sdw_lora_report *rep)
+{
+    s->set = calloc((size_t)n, sizeof *s->set);
+    s->reports = malloc((size_t)n * sizeof *s->reports);
+    if (!s->set || !s->reports) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+    s->n_set = n;
+    for (int i = 0; i < n; i++) {
+        s->set[i] = (applied_lora){ strdup(loras[i].path), loras[i].te_strength, loras[i].unet_strength, { 0 } };
+        if (!s->set[i].path || stat(loras[i].path, &s->set[i].st))
+            return sdw_fail(SDW_ERR_IO, "LoRA %s: cannot stat", loras[i].path);
+        s->reports[i] = rep[i];
+    }
+    return SDW_OK;
+}
 
 sdw_status sdw_model_set_loras(sdw_model *m, const sdw_lora_spec *loras, int n, sdw_lora_report *reports)
 {
-    (void)m; (void)loras; (void)reports;
+    if (n < 0 || (n > 0 && !loras)) return sdw_fail(SDW_ERR_INVALID_ARG, "LoRA: bad arguments");
+    if (!m->lora) {
+        if (n == 0) return SDW_OK;
+        if (!(m->lora = calloc(1, sizeof *m->lora))) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+        sdw_status st = build_targets(m, m->lora);
+        if (st != SDW_OK) {
+            sdw_lora_state_free(m->lora);
+            m->lora = NULL;
+            return st;
+        }
+    }
+    struct sdw_lora_state *s = m->lora;
+    if (same_set(s, loras, n)) {
+        if (reports && n) memcpy(reports, s->reports, (size_t)n * sizeof *reports);
+        return SDW_OK;
+    }
+    restore(s);
     if (n == 0) return SDW_OK;
-    return sdw_fail(SDW_ERR_UNSUPPORTED, "LoRA is not implemented yet");
-}
 
-sdw_status sdw_lora_resolve(const char *dir, const char *name, char *path, size_t n)
-{
-    (void)dir; (void)name; (void)path; (void)n;
-    return sdw_fail(SDW_ERR_UNSUPPORTED, "LoRA is not implemented yet");
-}
-
-sdw_status sdw_lora_list(const char *dir, sdw_lora_entry_fn fn, void *user)
-{
-    (void)dir; (void)fn; (void)user;
-    return SDW_OK;
+    sdw_safetensors **files = calloc((size_t)n, sizeof *files);
+    module **mods = calloc((size_t)n, sizeof *mods);
+    int *n_mods = calloc((size_t)n, sizeof *n_mods);
+    sdw_lora_report *rep = calloc((size_t)n, sizeof *rep);
+    sdw_status st = files && mods && n_mods && rep ? SDW_OK : sdw_fail(SDW_ERR_NOMEM, "out of memory");
+    if (st == SDW_OK) st = match_all(m, s, loras, n, files, mods, n_mods, rep);
+    if (st == SDW_OK) st = apply_all(m, s, loras, n, files, mods, n_mods);
+    if (st == SDW_OK) st = remember(s, loras, n, rep);
+    if (st == SDW_OK) {
+        for (int i = 0; i < n; i++)
+            SDW_INFO("LoRA %s (te %g, unet %g): applied %d of %d keys", rep[i].name, loras[i].te_strength,
+                     loras[i].unet_strength, rep[i].keys_applied, rep[i].keys_total);
+        if (reports) memcpy(reports, rep, (size_t)n * sizeof *reports);
+    } else {
+        restore(s);   /* a failed set leaves the base weights */
+    }
+    for (int i = 0; files && i < n; i++) sdw_st_close(files[i]);
+    for (int i = 0; mods && i < n; i++) free(mods[i]);
+    free(files);
+    free(mods);
+    free(n_mods);
+    free(rep);
+    return st;
 }

@@ -18,7 +18,8 @@ typedef struct {
 
 typedef struct {
     char name[128];          /* file stem */
-    char hash10[16];         /* first 10 hex digits of the file's SHA-256 (A1111 "Lora hashes") */
+    char hash12[16];         /* A1111's "Lora hashes" value: the first 12 hex digits of the
+                                SHA-256 of the file after its header (the "addnet" hash) */
     int keys_applied;        /* modules merged */
     int keys_total;          /* modules in the file */
 } sdw_lora_report;
@@ -28,10 +29,33 @@ typedef struct {
  * and leaves the model with no LoRA. */
 sdw_status sdw_model_set_loras(sdw_model *m, const sdw_lora_spec *loras, int n, sdw_lora_report *reports);
 
+/* "name: hash12, ..." for n reports (A1111's infotext value); malloc'd. */
+char *sdw_lora_hashes(const sdw_lora_report *reports, int n);
+
+/* The model's LoRA bookkeeping (saved original weights, current set). */
+struct sdw_lora_state;
+void sdw_lora_state_free(struct sdw_lora_state *s);
+
 /* Resolves a LoRA name from a request or a prompt tag ("style", "sub/style",
  * "style.safetensors") to a path inside dir: no absolute paths, no "..", the
  * real path (symlinks resolved) must stay inside dir, and the file must exist. */
 sdw_status sdw_lora_resolve(const char *dir, const char *name, char *path, size_t n);
+
+/* The LoRAs one job asks for, from the command line, a request and its
+ * prompt's <lora:name:te[:unet]> tags, with storage for their paths. */
+#define SDW_MAX_LORAS 16
+typedef struct {
+    sdw_lora_spec spec[SDW_MAX_LORAS];
+    char path[SDW_MAX_LORAS][1024];
+    int n;
+} sdw_lora_set;
+
+/* Adds one LoRA by path, used as given (the operator's own choice). */
+sdw_status sdw_lora_set_add(sdw_lora_set *s, const char *path, float te, float unet);
+/* Adds the LoRA named name, resolved in dir (sdw_lora_resolve). */
+sdw_status sdw_lora_set_add_named(sdw_lora_set *s, const char *dir, const char *name, float te, float unet);
+/* Adds every LoRA a prompt's tags name, resolved in dir. */
+sdw_status sdw_lora_set_add_prompt(sdw_lora_set *s, const char *dir, const char *prompt);
 
 /* One LoRA file found by sdw_lora_list. */
 typedef struct {

@@ -2,6 +2,7 @@
  * checkpoints with an optional sidecar yaml, or diffusers folders; family,
  * inpainting and prediction type detection; an optional replacement VAE. */
 #include "models/model.h"
+#include "models/lora.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "io/json_file.h"
@@ -365,6 +366,7 @@ sdw_status sdw_model_load(const char *path, const sdw_load_params *p, sdw_model 
 void sdw_model_free(sdw_model *m)
 {
     if (!m) return;
+    sdw_lora_state_free(m->lora);
     sdw_text_conditioner_free(&m->text);
     sdw_unet_free(m->unet);
     sdw_vae_free(m->vae);

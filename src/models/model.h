@@ -13,5 +13,6 @@ struct sdw_model {
     sdw_text_conditioner text;
     sdw_unet *unet;
     sdw_vae *vae;
+    struct sdw_lora_state *lora;   /* NULL until a LoRA is first applied */
 };
 #endif

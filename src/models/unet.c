@@ -57,6 +57,7 @@ struct sdw_unet {
     float *norm_out_w, *norm_out_b;
     sdw_conv2d *conv_out;
     size_t bytes;
+    sdw_layer_list layers;         /* under diffusers names, for LoRA */
 };
 
 /* ---------------------------------------------------------------- loading */
@@ -201,6 +202,7 @@ sdw_status sdw_unet_load(sdw_backend *be, const sdw_safetensors *st, sdw_name_la
         wl.map = ldm_map;
         wl.map_ctx = &u->cfg;
     }
+    wl.layers = &u->layers;
     int c0 = c->block_out[0], te = c->time_embed_dim;
     sdw_status s = sdw_wl_conv2d(&wl, &u->conv_in, c->in_channels, c0, 3, 1, 1, "conv_in");
     if (s == SDW_OK) s = sdw_wl_linear(&wl, &u->time_1, c0, te, true, "time_embedding.linear_1");
@@ -265,10 +267,12 @@ void sdw_unet_free(sdw_unet *u)
     sdw_linear_free(u->add_1); sdw_linear_free(u->add_2);
     free(u->norm_out_w); free(u->norm_out_b);
     sdw_conv2d_free(u->conv_out);
+    sdw_layer_list_free(&u->layers);
     free(u);
 }
 
 const sdw_unet_config *sdw_unet_get_config(const sdw_unet *u) { return &u->cfg; }
+const sdw_layer_list *sdw_unet_layers(const sdw_unet *u) { return &u->layers; }
 size_t sdw_unet_bytes(const sdw_unet *u) { return u->bytes; }
 
 /* ---------------------------------------------------------------- forward */

@@ -7,6 +7,7 @@
 #include "core/arena.h"
 #include "io/safetensors.h"
 #include "io/sidecar_yaml.h"
+#include "models/weights.h"
 #include <cjson/cJSON.h>
 
 #define SDW_UNET_MAX_LEVELS 4
@@ -44,6 +45,8 @@ sdw_status sdw_unet_load(sdw_backend *be, const sdw_safetensors *st, sdw_name_la
                          const sdw_unet_config *c, sdw_unet **out);
 void sdw_unet_free(sdw_unet *u);
 const sdw_unet_config *sdw_unet_get_config(const sdw_unet *u);
+/* Every linear and convolution, under its diffusers name. */
+const sdw_layer_list *sdw_unet_layers(const sdw_unet *u);
 size_t sdw_unet_bytes(const sdw_unet *u);
 
 /* Observes intermediate activations (debugging, golden tests): x is NHWC

@@ -6,6 +6,34 @@
 #include <stdlib.h>
 #include <string.h>
 
+sdw_status sdw_layer_list_add(sdw_layer_list *l, const char *name, sdw_linear *linear, sdw_conv2d *conv, int row0,
+                              int rows)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 256;
+        sdw_named_layer *v = realloc(l->v, (size_t)cap * sizeof *v);
+        if (!v) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+        l->v = v;
+        l->cap = cap;
+    }
+    char *nm = strdup(name);
+    if (!nm) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+    l->v[l->n++] = (sdw_named_layer){ nm, linear, conv, row0, rows };
+    return SDW_OK;
+}
+
+void sdw_layer_list_free(sdw_layer_list *l)
+{
+    for (int i = 0; i < l->n; i++) free(l->v[i].name);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+static sdw_status record(sdw_wloader *wl, const char *name, sdw_linear *linear, sdw_conv2d *conv, int row0, int rows)
+{
+    return wl->layers ? sdw_layer_list_add(wl->layers, name, linear, conv, row0, rows) : SDW_OK;
+}
+
 void sdw_wl_init(sdw_wloader *wl, sdw_backend *be, const sdw_safetensors *st)
 {
     memset(wl, 0, sizeof *wl);
@@ -127,6 +155,7 @@ sdw_status sdw_wl_linear(sdw_wloader *wl, sdw_linear **out, int in, int outf, bo
     if (s == SDW_OK) s = sdw_linear_create(wl->be, in, outf, wd, bias, out);
     free(bias);
     if (s == SDW_OK) wl->bytes_held += sdw_linear_bytes(*out);
+    if (s == SDW_OK) s = record(wl, base, *out, NULL, 0, outf);
     return s;
 }
 
@@ -154,6 +183,7 @@ sdw_status sdw_wl_conv2d(sdw_wloader *wl, sdw_conv2d **out, int cin, int cout, i
     if (s == SDW_OK) s = sdw_conv2d_create(wl->be, cin, cout, k, k, stride, pad, wd, bias, out);
     free(bias);
     if (s == SDW_OK) wl->bytes_held += sdw_conv2d_bytes(*out);
+    if (s == SDW_OK) s = record(wl, base, NULL, *out, 0, cout);
     return s;
 }
 
@@ -161,7 +191,7 @@ sdw_status sdw_wl_linear_stack(sdw_wloader *wl, sdw_linear **out, int in, int ea
                                const char *prefix, const char *const *names)
 {
     size_t per = (size_t)each * in;
-    float *w = malloc((size_t)parts * per * sizeof *w), *b = with_bias ? malloc((size_t)parts * each * sizeof *b) : NULL;
+    float *w = calloc((size_t)parts * per, sizeof *w), *b = with_bias ? malloc((size_t)parts * each * sizeof *b) : NULL;
     sdw_status s = (w && (b || !with_bias)) ? SDW_OK : sdw_fail(SDW_ERR_NOMEM, "out of memory");
     for (int i = 0; i < parts && s == SDW_OK; i++) {
         const sdw_st_tensor *t;
@@ -182,6 +212,11 @@ sdw_status sdw_wl_linear_stack(sdw_wloader *wl, sdw_linear **out, int in, int ea
     }
     if (s == SDW_OK) s = sdw_linear_create(wl->be, in, parts * each, w, b, out);
     if (s == SDW_OK) wl->bytes_held += sdw_linear_bytes(*out);
+    for (int i = 0; i < parts && s == SDW_OK; i++) {
+        char name[512];
+        snprintf(name, sizeof name, "%s%s", prefix, names[i]);
+        s = record(wl, name, *out, NULL, i * each, each);
+    }
     free(w);
     free(b);
     return s;

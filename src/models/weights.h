@@ -6,6 +6,24 @@
 #include "backend/backend.h"
 #include "io/safetensors.h"
 
+/* A layer's weights as adapters (LoRA) address them: rows [row0, row0 + rows)
+ * of a linear (q, k and v may be stacked in one) or a whole convolution. */
+typedef struct {
+    char *name;          /* the model's module name, e.g. "down_blocks.0.attentions.0.proj_in" */
+    sdw_linear *linear;  /* exactly one of linear / conv is set */
+    sdw_conv2d *conv;
+    int row0, rows;
+} sdw_named_layer;
+
+typedef struct {
+    sdw_named_layer *v;
+    int n, cap;
+} sdw_layer_list;
+
+sdw_status sdw_layer_list_add(sdw_layer_list *l, const char *name, sdw_linear *linear, sdw_conv2d *conv, int row0,
+                              int rows);
+void sdw_layer_list_free(sdw_layer_list *l);
+
 typedef struct {
     sdw_backend *be;
     const sdw_safetensors *st;
@@ -16,6 +34,9 @@ typedef struct {
      * (e.g. diffusers UNet names -> original LDM names); NULL = identity. */
     const char *(*map)(void *ctx, const char *name, char *buf, size_t n);
     void *map_ctx;
+    /* When set, every linear and convolution loaded is recorded here under the
+     * name the model asked for (before map). */
+    sdw_layer_list *layers;
 } sdw_wloader;
 
 void sdw_wl_init(sdw_wloader *wl, sdw_backend *be, const sdw_safetensors *st);

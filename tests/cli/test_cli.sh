@@ -16,9 +16,12 @@ ok() { # ok NAME CMD...: must exit 0
         echo "FAIL $name (exit $?)"; cat "$TMP/err"; fails=$((fails + 1)); fi
 }
 bad() { # bad NAME NEEDLE CMD...: must exit non-zero, stderr containing NEEDLE
+    # (and, in a sanitizer build, no report: an error path must not leak either)
     name=$1; needle=$2; shift 2
     if "$@" >"$TMP/out" 2>"$TMP/err"; then
         echo "FAIL $name (exit 0)"; fails=$((fails + 1))
+    elif grep -q -e "Sanitizer" -e "runtime error:" "$TMP/err"; then
+        echo "FAIL $name: sanitizer report"; cat "$TMP/err"; fails=$((fails + 1))
     elif grep -q -- "$needle" "$TMP/err"; then echo "ok   $name: $(head -1 "$TMP/err")"
     else echo "FAIL $name: stderr lacks '$needle':"; cat "$TMP/err"; fails=$((fails + 1)); fi
 }
@@ -53,8 +56,32 @@ bad "garbled init image" "garbled.png" $G -p x -i "$TMP/garbled.png"
 bad "garbled mask" "garbled.png" $G -p x -i "$TMP/a.png" --mask "$TMP/garbled.png"
 bad "mask without image" "init image" $G -p x --mask "$TMP/a.png"
 bad "missing model" "no such file" "$SDW" generate -m "$TMP/none.safetensors" -p x
-printf 'x' > "$TMP/model.ckpt"
-bad "pickle refused" "safetensors" "$SDW" generate -m "$TMP/model.ckpt" -p x
+# Pickle checkpoints are never read: refused by name, and by content whatever
+# the name (a pickle, or torch.save's zip of pickles).
+printf '\200\002}q\000.' > "$TMP/pickle"
+printf 'PK\003\004\024\000archive/data.pkl' > "$TMP/zip"
+for ext in ckpt pt pth bin; do
+    cp "$TMP/pickle" "$TMP/model.$ext"
+    bad "pickle .$ext refused by info" "convert it to .safetensors" "$SDW" info "$TMP/model.$ext"
+    bad "pickle .$ext refused by generate" "convert it to .safetensors" "$SDW" generate -m "$TMP/model.$ext" -p x
+done
+cp "$TMP/pickle" "$TMP/upper.CKPT"
+bad "pickle .CKPT refused" "convert it to .safetensors" "$SDW" info "$TMP/upper.CKPT"
+cp "$TMP/pickle" "$TMP/renamed.safetensors"
+bad "pickle named .safetensors refused" "convert it to .safetensors" "$SDW" generate -m "$TMP/renamed.safetensors" -p x
+cp "$TMP/zip" "$TMP/zip.safetensors"
+bad "torch zip named .safetensors refused" "convert it to .safetensors" "$SDW" info "$TMP/zip.safetensors"
+# LoRA: by file with a weight, by prompt tag in --lora-dir (named in the PNG's
+# parameters with its hash), and names that try to leave the directory.
+LORA_DIR="$DATA/models/sd1-tiny-lora"
+ok "generate --lora FILE:W" $G -p x -W 64 -H 64 --steps 1 --lora "$LORA_DIR/sd1-tiny-lora-kohya.safetensors:0.5" -o "$TMP/lora1.png"
+ok "generate <lora:name:w> tag" $G -p "x <lora:sd1-tiny-lora-kohya:0.8>" --lora-dir "$LORA_DIR" -W 64 -H 64 --steps 1 -o "$TMP/lora2.png"
+if grep -a -q 'Lora hashes: "sd1-tiny-lora-kohya: ' "$TMP/lora2.png"; then echo "ok   Lora hashes in parameters"
+else echo "FAIL Lora hashes in parameters"; fails=$((fails + 1)); fi
+bad "lora tag without --lora-dir" "--lora-dir" $G -p "x <lora:a:1>"
+bad "lora tag escaping the directory" "not allowed" $G -p "x <lora:../sd1-tiny/sd1-tiny:1>" --lora-dir "$LORA_DIR"
+bad "lora tag not found" "not found" $G -p "x <lora:nope:1>" --lora-dir "$LORA_DIR"
+bad "lora for nothing in the model" "matched 0 of" $G -p x --lora "$DATA/models/sd1-tiny/sd1-tiny.safetensors"
 bad "unknown option" "unknown option" $G -p x --frobnicate 1
 bad "unknown command" "unknown command" "$SDW" frobnicate
 
