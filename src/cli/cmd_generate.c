@@ -30,7 +30,7 @@ typedef struct {
     float cfg, strength;
     long long seed;
     bool verbose;
-    int turbo;
+    int turbo, vae_tiling;
     sdw_rng_kind rng;
     sdw_precision precision;
     sdw_prediction prediction;
@@ -45,6 +45,7 @@ static void usage(FILE *f)
             "    [--batch-size N] [--batch-count N] [--dump DIR] [--prediction auto|eps|v] [--vae FILE]\n"
             "    [--precision auto|f32|bf16] [--threads N] [--preview-every N --preview-dir DIR]\n"
             "    [--preset auto|turbo|none] [--lora FILE[:W]]... [--lora-dir DIR]\n"
+            "    [--vae-tiling | --no-vae-tiling] (default: tiled above 1024x1024 pixels)\n"
             "    [-o OUT.png] [-v]\n");
 }
 
@@ -65,11 +66,14 @@ static int parse(int argc, char **argv, options *o)
     o->cfg = NAN;
     o->strength = 0.75f;
     o->turbo = -1;
+    o->vae_tiling = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long long n;
 #define IS(s) (!strcmp(a, s))
         if (IS("-v") || IS("--verbose")) { o->verbose = true; continue; }
+        if (IS("--vae-tiling")) { o->vae_tiling = 1; continue; }
+        if (IS("--no-vae-tiling")) { o->vae_tiling = 0; continue; }
         if (IS("-h") || IS("--help")) { usage(stdout); exit(0); }
         if (!v) return bad("option %s needs a value", a);
         i++;
@@ -283,6 +287,7 @@ int cmd_generate(int argc, char **argv)
     p.batch_size = o.batch_size;
     p.strength = o.strength;
     p.preview_every = o.preview_every;
+    p.vae_tiling = o.vae_tiling;
 
     sdw_image init = { 0 }, mask_img = { 0 };
     float *init_f = NULL, *mask_f = NULL, *images = NULL;

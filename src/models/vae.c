@@ -299,6 +299,7 @@ void sdw_vae_free(sdw_vae *v)
 
 size_t sdw_vae_bytes(const sdw_vae *v) { return v->bytes; }
 bool sdw_vae_has_encoder(const sdw_vae *v) { return v->has_encoder; }
+const sdw_vae_config *sdw_vae_get_config(const sdw_vae *v) { return &v->cfg; }
 
 /* ---------------------------------------------------------------- forward */
 
@@ -429,6 +430,30 @@ sdw_status sdw_vae_encode(sdw_backend *be, sdw_arena *arena, const sdw_vae *v, c
     return SDW_OK;
 }
 
+/* The largest activation the decoder holds at once: each level's resnets at
+ * its size, and the upsampled tensor (with the level's channels, at twice the
+ * size) before the resample convolution. Sized per stage rather than as
+ * widest channels x full size, which would double a 1024x1024 decode. */
+static size_t decode_cap(const sdw_vae *v, int N, int h, int w)
+{
+    const sdw_vae_config *c = &v->cfg;
+    size_t cap = (size_t)h * w * c->block_out[c->n_levels - 1], H = (size_t)h, W = (size_t)w;
+    for (int i = 0; i < c->n_levels; i++) {
+        const vlevel *lv = &v->dec.level[i];
+        for (int j = 0; j <= c->layers_per_block; j++) {
+            size_t wide = (size_t)(lv->res[j].cin > lv->res[j].cout ? lv->res[j].cin : lv->res[j].cout);
+            if (H * W * wide > cap) cap = H * W * wide;
+        }
+        if (lv->resample) {
+            H *= 2;
+            W *= 2;
+            size_t up = H * W * (size_t)lv->res[c->layers_per_block].cout;
+            if (up > cap) cap = up;
+        }
+    }
+    return cap * (size_t)N;
+}
+
 sdw_status sdw_vae_decode(sdw_backend *be, sdw_arena *arena, const sdw_vae *v, const float *z, int N, int h, int w,
                           float *img)
 {
@@ -436,10 +461,8 @@ sdw_status sdw_vae_decode(sdw_backend *be, sdw_arena *arena, const sdw_vae *v, c
     if (N < 1 || h < 1 || w < 1) return sdw_fail(SDW_ERR_INVALID_ARG, "empty latent");
     vfwd f = { be, arena, N };
     sdw_arena_mark m0 = sdw_arena_save(arena);
-    int maxc = 0, nl = c->n_levels;
-    for (int i = 0; i < nl; i++) maxc = c->block_out[i] > maxc ? c->block_out[i] : maxc;
-    int up = 1 << (nl - 1);
-    size_t cap = (size_t)N * h * up * w * up * maxc;
+    int nl = c->n_levels;
+    size_t cap = decode_cap(v, N, h, w);
     float *x = sdw_arena_floats(arena, cap), *y = sdw_arena_floats(arena, cap);
     float *zq = sdw_arena_floats(arena, (size_t)N * h * w * c->latent_channels);
     if (!x || !y || !zq) return nomem();

@@ -31,6 +31,7 @@ sdw_status sdw_vae_load(sdw_backend *be, const sdw_safetensors *st, const char *
 void sdw_vae_free(sdw_vae *v);
 size_t sdw_vae_bytes(const sdw_vae *v);
 bool sdw_vae_has_encoder(const sdw_vae *v);
+const sdw_vae_config *sdw_vae_get_config(const sdw_vae *v);
 
 /* img [N, H, W, 3] -> moments [N, H/8, W/8, 2*latent]: mean, then log-variance
  * clamped to [-30, 20]. H, W multiples of 2^(n_levels-1). */
@@ -39,4 +40,14 @@ sdw_status sdw_vae_encode(sdw_backend *be, sdw_arena *arena, const sdw_vae *v, c
 /* z [N, h, w, latent] -> img [N, h*8, w*8, 3] (unclamped). */
 sdw_status sdw_vae_decode(sdw_backend *be, sdw_arena *arena, const sdw_vae *v, const float *z, int N, int h, int w,
                           float *img);
+
+/* The same in overlapping tiles of tile x tile latents (overlap latents shared
+ * by neighbours, blended with linear ramps), so memory no longer grows with
+ * the image: for sizes the untiled decode cannot hold. One image (N = 1).
+ * Group norms then see one tile's statistics, so the result differs slightly
+ * from the untiled decode. */
+#define SDW_VAE_TILE 64
+#define SDW_VAE_TILE_OVERLAP 16
+sdw_status sdw_vae_decode_tiled(sdw_backend *be, sdw_arena *arena, const sdw_vae *v, const float *z, int h, int w,
+                                int tile, int overlap, float *img);
 #endif

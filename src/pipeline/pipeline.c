@@ -23,6 +23,7 @@ void sdw_pipeline_params_init(sdw_pipeline_params *p)
     p->schedule = SDW_SCHEDULE_NORMAL;
     p->batch_size = 1;
     p->strength = 0.75f;
+    p->vae_tiling = -1;
 }
 
 static double now(void)
@@ -307,7 +308,9 @@ static sdw_status decode(run *r, const float *x, float *images)
         for (size_t i = 0; i < per; i++) zs[i] = x[(size_t)b * per + i] / m->info.latent_scale;
         sdw_nchw_to_nhwc(zs, 1, lc, h, w, z);
         sdw_arena_reset(&r->arena);
-        s = sdw_vae_decode(m->be, &r->arena, m->vae, z, 1, h, w, img);
+        bool tiled = r->p->vae_tiling > 0 || (r->p->vae_tiling < 0 && (int64_t)H * W > SDW_VAE_TILING_AUTO_PIXELS);
+        s = tiled ? sdw_vae_decode_tiled(m->be, &r->arena, m->vae, z, h, w, SDW_VAE_TILE, SDW_VAE_TILE_OVERLAP, img)
+                  : sdw_vae_decode(m->be, &r->arena, m->vae, z, 1, h, w, img);
         if (s != SDW_OK) break;
         if (r->p->observe) {
             float *nchw = malloc((size_t)H * W * 3 * sizeof *nchw);

@@ -43,9 +43,14 @@ typedef struct {
     sdw_progress_fn progress;
     void *progress_user;
     int preview_every;             /* 0 = no previews */
+    int vae_tiling;                /* VAE decode in tiles: 1 on, 0 off, -1 (default) when larger than
+                                      SDW_VAE_TILING_AUTO_PIXELS */
     sdw_observe_fn observe;
     void *observe_user;
 } sdw_pipeline_params;
+
+/* Above this many pixels the decode is tiled by default (memory stays bounded). */
+#define SDW_VAE_TILING_AUTO_PIXELS (1024 * 1024)
 
 void sdw_pipeline_params_init(sdw_pipeline_params *p);
 /* images: [batch_size, height, width, 3] floats in [0, 1]. */
