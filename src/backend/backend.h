@@ -91,6 +91,8 @@ void sdw_layer_norm(const float *x, int64_t rows, int C, const float *gamma, con
                     float *y);
 void sdw_softmax_rows(float *x, int64_t rows, int n);
 void sdw_gelu(float *x, size_t n);        /* erf form */
+/* GEGLU: in [rows, 2 * inner] = (value, gate) -> out [rows, inner] = value * gelu(gate). */
+void sdw_geglu(const float *in, int64_t rows, int inner, float *out);
 void sdw_quick_gelu(float *x, size_t n);  /* x * sigmoid(1.702 x) */
 void sdw_silu(float *x, size_t n);
 void sdw_add(float *y, const float *a, const float *b, size_t n);

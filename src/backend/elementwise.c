@@ -121,6 +121,13 @@ SDW_VEC static void gelu_span(float *x, size_t n)
     for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + verf(x[i] * 0.70710678118654752f));
 }
 
+/* out[i] = v[i] * gelu(g[i]): one GEGLU row half. */
+SDW_VEC static void geglu_span(float *restrict out, const float *restrict v, const float *restrict g, size_t n)
+{
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) out[i] = v[i] * (0.5f * g[i] * (1.0f + verf(g[i] * 0.70710678118654752f)));
+}
+
 SDW_VEC static void quick_gelu_span(float *x, size_t n)
 {
 #pragma omp simd
@@ -265,6 +272,15 @@ void sdw_cvt_bf16(uint16_t *dst, const float *src, size_t n)
     FOR_BLOCKS(n, sdw_cvt_bf16_span(dst + off, src + off, len));
 }
 void sdw_gelu(float *x, size_t n) { FOR_BLOCKS(n, gelu_span(x + off, len)); }
+
+void sdw_geglu(const float *in, int64_t rows, int inner, float *out)
+{
+#pragma omp parallel for schedule(static) if (rows * inner > PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *v = in + r * 2 * inner;
+        geglu_span(out + r * inner, v, v + inner, (size_t)inner);
+    }
+}
 void sdw_quick_gelu(float *x, size_t n) { FOR_BLOCKS(n, quick_gelu_span(x + off, len)); }
 void sdw_silu(float *x, size_t n) { FOR_BLOCKS(n, silu_span(x + off, len)); }
 void sdw_add(float *y, const float *a, const float *b, size_t n)

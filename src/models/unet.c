@@ -322,13 +322,11 @@ static sdw_status resnet_forward(const fwd *f, const resnet *r, const float *x, 
     float *tp = sdw_arena_floats(f->arena, (size_t)N * r->cout);
     if (!h || !tp) return nomem();
     int Ho, Wo;
-    sdw_group_norm(x, N, (int64_t)H * W, r->cin, 32, r->norm1_w, r->norm1_b, 1e-5f, h);
-    sdw_silu(h, px * r->cin);
+    sdw_group_norm_silu(x, N, (int64_t)H * W, r->cin, 32, r->norm1_w, r->norm1_b, 1e-5f, h);
     SDW_TRY(sdw_conv2d_forward(f->be, r->conv1, h, N, H, W, out, &Ho, &Wo));
     SDW_TRY(sdw_linear_forward(f->be, r->temb_proj, f->temb_act, N, tp));
     for (int n = 0; n < N; n++) sdw_add_bias(out + (size_t)n * H * W * r->cout, (int64_t)H * W, r->cout, tp + (size_t)n * r->cout);
-    sdw_group_norm(out, N, (int64_t)H * W, r->cout, 32, r->norm2_w, r->norm2_b, 1e-5f, h);
-    sdw_silu(h, px * r->cout);
+    sdw_group_norm_silu(out, N, (int64_t)H * W, r->cout, 32, r->norm2_w, r->norm2_b, 1e-5f, h);
     SDW_TRY(sdw_conv2d_forward(f->be, r->conv2, h, N, H, W, out, &Ho, &Wo));
     if (r->shortcut) {
         SDW_TRY(sdw_conv2d_forward(f->be, r->shortcut, x, N, H, W, h, &Ho, &Wo));
@@ -338,17 +336,6 @@ static sdw_status resnet_forward(const fwd *f, const resnet *r, const float *x, 
     }
     sdw_arena_restore(f->arena, m);
     return SDW_OK;
-}
-
-/* value * gelu(gate) for GEGLU: in [rows, 2*inner] -> out [rows, inner]. */
-static void geglu(const float *in, int64_t rows, int inner, float *out)
-{
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *v = in + r * 2 * inner, *g = v + inner;
-        float *o = out + r * inner;
-        for (int i = 0; i < inner; i++) o[i] = v[i] * (0.5f * g[i] * (1.0f + erff(g[i] * (float)M_SQRT1_2)));
-    }
 }
 
 static sdw_status tblock_forward(const fwd *f, const tblock *b, float *x, int64_t T, int C, int heads)
@@ -377,7 +364,7 @@ static sdw_status tblock_forward(const fwd *f, const tblock *b, float *x, int64_
 
     sdw_layer_norm(x, rows, C, b->norm3_w, b->norm3_b, 1e-5f, h);
     SDW_TRY(sdw_linear_forward(f->be, b->ff_in, h, rows, big));
-    geglu(big, rows, 4 * C, a);
+    sdw_geglu(big, rows, 4 * C, a);
     SDW_TRY(sdw_linear_forward(f->be, b->ff_out, a, rows, h));
     sdw_add(x, x, h, (size_t)rows * C);
     sdw_arena_restore(f->arena, m);

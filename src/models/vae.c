@@ -60,10 +60,19 @@ sdw_status sdw_vae_config_from_diffusers(const cJSON *cfg, sdw_vae_config *c)
     if (!cJSON_IsArray(bo) || n < 1 || n > SDW_VAE_MAX_LEVELS)
         return sdw_fail(SDW_ERR_FORMAT, "vae config: block_out_channels missing or unsupported");
     c->n_levels = n;
-    for (int i = 0; i < n; i++) c->block_out[i] = cJSON_GetArrayItem(bo, i)->valueint;
+    /* Bounds far above any real VAE: the file must not make the loader
+     * allocate absurd sizes or overflow int arithmetic. */
+    bool ok = true;
+    for (int i = 0; i < n; i++) {
+        const cJSON *e = cJSON_GetArrayItem(bo, i);
+        c->block_out[i] = cJSON_IsNumber(e) ? e->valueint : 0;
+        ok = ok && c->block_out[i] >= 1 && c->block_out[i] <= 65536;
+    }
     c->layers_per_block = sdw_json_int(cfg, "layers_per_block", 2);
     c->latent_channels = sdw_json_int(cfg, "latent_channels", 4);
-    return SDW_OK;
+    ok = ok && c->layers_per_block >= 1 && c->layers_per_block <= 64 && c->latent_channels >= 1 &&
+         c->latent_channels <= 65536;
+    return ok ? SDW_OK : sdw_fail(SDW_ERR_FORMAT, "vae config: a size or count is out of range");
 }
 
 bool sdw_vae_ldm_present(const sdw_safetensors *st, const char *prefix)
@@ -318,11 +327,9 @@ static sdw_status vresnet_forward(const vfwd *f, const vresnet *r, const float *
     float *h = sdw_arena_floats(f->arena, px * (r->cin > r->cout ? r->cin : r->cout));
     if (!h) return nomem();
     int Ho, Wo;
-    sdw_group_norm(x, f->N, (int64_t)H * W, r->cin, 32, r->norm1_w, r->norm1_b, 1e-6f, h);
-    sdw_silu(h, px * r->cin);
+    sdw_group_norm_silu(x, f->N, (int64_t)H * W, r->cin, 32, r->norm1_w, r->norm1_b, 1e-6f, h);
     SDW_TRY(sdw_conv2d_forward(f->be, r->conv1, h, f->N, H, W, out, &Ho, &Wo));
-    sdw_group_norm(out, f->N, (int64_t)H * W, r->cout, 32, r->norm2_w, r->norm2_b, 1e-6f, h);
-    sdw_silu(h, px * r->cout);
+    sdw_group_norm_silu(out, f->N, (int64_t)H * W, r->cout, 32, r->norm2_w, r->norm2_b, 1e-6f, h);
     SDW_TRY(sdw_conv2d_forward(f->be, r->conv2, h, f->N, H, W, out, &Ho, &Wo));
     if (r->shortcut) {
         SDW_TRY(sdw_conv2d_forward(f->be, r->shortcut, x, f->N, H, W, h, &Ho, &Wo));
@@ -363,8 +370,7 @@ static sdw_status mid_forward(const vfwd *f, const vmid *m, float *x, float *y, 
 static sdw_status tail(const vfwd *f, const vcoder *c, float *x, int H, int W, int C, float *y, float *out)
 {
     int Ho, Wo;
-    sdw_group_norm(x, f->N, (int64_t)H * W, C, 32, c->norm_w, c->norm_b, 1e-6f, y);
-    sdw_silu(y, (size_t)f->N * H * W * C);
+    sdw_group_norm_silu(x, f->N, (int64_t)H * W, C, 32, c->norm_w, c->norm_b, 1e-6f, y);
     return sdw_conv2d_forward(f->be, c->conv_out, y, f->N, H, W, out, &Ho, &Wo);
 }
 
