@@ -153,6 +153,7 @@ sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, cons
         kv_stride < (int64_t)H * D)
         return sdw_fail(SDW_ERR_INVALID_ARG, "attention: bad shape B %d Tq %d Tk %d heads %d dim %d", B, Tq,
                         Tk, H, D);
+    double t0 = sdw_be_now();
     attn_job j = { .q_stride = q_stride, .Tq = Tq, .Tk = Tk, .H = H, .D = D, .causal = causal,
                    .bf = be->precision == SDW_PRECISION_BF16, .scale = 1.0f / sqrtf((float)D) };
     const dnnl_data_type_t dt = j.bf ? dnnl_bf16 : dnnl_f32;
@@ -233,6 +234,6 @@ sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, cons
         }
     }
     if (failed != SDW_OK) return sdw_fail(failed, "attention: %s", why);
-    be->flops += 4.0 * B * H * (double)Tq * Tk * D;
+    sdw_count_op(be, SDW_OPK_ATTENTION, t0, 4.0 * B * H * (double)Tq * Tk * D);
     return SDW_OK;
 }

@@ -23,6 +23,15 @@ sdw_precision sdw_backend_precision(const sdw_backend *be);
 /* FLOPs (2 x multiply-adds) run by convolutions and matmuls since the last reset. */
 double sdw_backend_flops(const sdw_backend *be);
 void sdw_backend_reset_flops(sdw_backend *be);
+
+/* Where the time goes: seconds, FLOPs and calls per kind of heavy op since
+ * the backend was created (bench subtracts two readings). */
+typedef enum { SDW_OPK_CONV, SDW_OPK_LINEAR, SDW_OPK_ATTENTION, SDW_OPK_COUNT } sdw_op_kind;
+typedef struct {
+    double seconds[SDW_OPK_COUNT], flops[SDW_OPK_COUNT];
+    long calls[SDW_OPK_COUNT];
+} sdw_op_stats;
+void sdw_backend_op_stats(const sdw_backend *be, sdw_op_stats *out);
 /* Bytes of attention scores (f32 scores + bf16 probabilities) the threads'
  * blocks of queries x heads may use together, split evenly between the
  * OpenMP threads; 0 = the default, 2 MiB (about a core's L2) per thread.

@@ -112,6 +112,7 @@ sdw_status sdw_conv2d_forward(sdw_backend *be, const sdw_conv2d *c, const float 
         return sdw_fail(SDW_ERR_INVALID_ARG, "conv2d: input %dx%dx%d too small for kernel %dx%d", N, H, W,
                         c->kh, c->kw);
     SDW_TRY(sdw_check_not_parallel("conv2d"));
+    double t0 = sdw_be_now();
     if (Ho) *Ho = ho;
     if (Wo) *Wo = wo;
     int64_t key[SDW_KEY_MAX] = { SDW_OP_CONV, c->dt, N, H, W, c->cin, c->cout, c->kh, c->kw, c->stride,
@@ -132,7 +133,7 @@ sdw_status sdw_conv2d_forward(sdw_backend *be, const sdw_conv2d *c, const float 
         src = xb;
     }
     SDW_TRY(sdw_prim_exec(be, p, src, c->w, c->bias, y));
-    be->flops += 2.0 * N * ho * wo * (double)c->cout * c->cin * c->kh * c->kw;
+    sdw_count_op(be, SDW_OPK_CONV, t0, 2.0 * N * ho * wo * (double)c->cout * c->cin * c->kh * c->kw);
     return SDW_OK;
 }
 

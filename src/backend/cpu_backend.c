@@ -3,6 +3,7 @@
  * grow-only scratch buffers, so steady-state inference allocates nothing.
  * The ops themselves live in linear.c, conv2d.c, attention.c, elementwise.c. */
 #include "backend/cpu_internal.h"
+#include <time.h>
 #include "core/log.h"
 #include <omp.h>
 #include <stdlib.h>
@@ -81,6 +82,22 @@ void sdw_backend_free(sdw_backend *be)
 
 sdw_precision sdw_backend_precision(const sdw_backend *be) { return be->precision; }
 double sdw_backend_flops(const sdw_backend *be) { return be->flops; }
+void sdw_backend_op_stats(const sdw_backend *be, sdw_op_stats *out) { *out = be->ops; }
+
+double sdw_be_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+void sdw_count_op(sdw_backend *be, sdw_op_kind k, double t0, double flops)
+{
+    be->flops += flops;
+    be->ops.flops[k] += flops;
+    be->ops.seconds[k] += sdw_be_now() - t0;
+    be->ops.calls[k]++;
+}
 void sdw_backend_reset_flops(sdw_backend *be) { be->flops = 0; }
 
 void sdw_backend_set_attention_budget(sdw_backend *be, size_t bytes)

@@ -75,6 +75,7 @@ struct sdw_backend {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     double flops;
+    sdw_op_stats ops;
     sdw_prim **table;   /* hash buckets, chained */
     size_t table_size, count;
     sdw_buf scratch[SDW_SCR_COUNT];
@@ -84,6 +85,9 @@ struct sdw_backend {
 };
 
 sdw_status sdw_dnnl_fail(dnnl_status_t s, const char *what);
+/* Monotonic seconds, and the accounting of one heavy op that began at t0. */
+double sdw_be_now(void);
+void sdw_count_op(sdw_backend *be, sdw_op_kind k, double t0, double flops);
 #define SDW_DNNL(call, what)                                               \
     do {                                                                   \
         dnnl_status_t ds_ = (call);                                        \

@@ -86,6 +86,7 @@ sdw_status sdw_linear_forward(sdw_backend *be, const sdw_linear *l, const float 
     if (M < 0) return sdw_fail(SDW_ERR_INVALID_ARG, "linear: M = %lld", (long long)M);
     if (M == 0) return SDW_OK;
     SDW_TRY(sdw_check_not_parallel("linear"));
+    double t0 = sdw_be_now();
     int64_t key[SDW_KEY_MAX] = { SDW_OP_LINEAR, l->dt, M, l->in, l->out, l->bias != NULL };
     sdw_prim *p = sdw_prim_find(be, key, &l->wmd);
     if (!p) {
@@ -102,7 +103,7 @@ sdw_status sdw_linear_forward(sdw_backend *be, const sdw_linear *l, const float 
         src = xb;
     }
     SDW_TRY(sdw_prim_exec(be, p, src, l->w, l->bias, y));
-    be->flops += 2.0 * (double)M * l->in * l->out;
+    sdw_count_op(be, SDW_OPK_LINEAR, t0, 2.0 * (double)M * l->in * l->out);
     return SDW_OK;
 }
 

@@ -124,6 +124,23 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
         printf("%-22s %9.3f %10.2f %9.3f %7.1f\n", name, s->seconds, s->flops * 1e-9, s->tflops, s->pct_peak);
     }
     printf("(UNet evaluation from the architecture: %.2f GFLOP)\n\n", r->unet_flops_analytic * 1e-9);
+    /* Where a stage's time goes: the heavy ops the backend ran, and the rest
+     * (norms, activations, adds, layout and precision conversions). */
+    static const char *const kind[SDW_OPK_COUNT] = { "conv", "matmul", "attention" };
+    for (int i = SDW_BENCH_UNET; i <= SDW_BENCH_DECODE; i += SDW_BENCH_DECODE - SDW_BENCH_UNET) {
+        const sdw_bench_stage_result *s = &r->stage[i];
+        if (!s->ran) continue;
+        double heavy = 0;
+        printf("%s, last run:", label[i]);
+        for (int k = 0; k < SDW_OPK_COUNT; k++) {
+            heavy += s->ops.seconds[k];
+            if (s->ops.calls[k])
+                printf(" %s %.2f s (%.2f TFLOP/s),", kind[k], s->ops.seconds[k],
+                       s->ops.seconds[k] > 0 ? s->ops.flops[k] / s->ops.seconds[k] * 1e-12 : 0);
+        }
+        printf(" other %.2f s\n", s->seconds - heavy > 0 ? s->seconds - heavy : 0);
+    }
+    printf("\n");
     const sdw_bench_image *ims[2] = { &r->image, &r->image20 };
     for (int i = 0; i < (r->steps == 20 ? 1 : 2); i++) {
         const sdw_bench_image *im = ims[i];

@@ -363,6 +363,7 @@ typedef struct {
     sdw_bench_result *r;
     const char *prompt, *negative;
     samples s[SDW_BENCH_STAGES];
+    sdw_op_stats ops[SDW_BENCH_STAGES];
     samples pipe;
     int n_ctx;
     sdw_arena arena;
@@ -433,10 +434,18 @@ static sdw_status time_stage(bench *b, sdw_bench_stage st, stage_fn fn, int warm
     sdw_backend *be = b->m->be;
     for (int i = 0; i < warmups; i++) SDW_TRY(fn(b));
     for (int i = 0; i < b->r->repeat; i++) {
+        sdw_op_stats o0, o1;
+        sdw_backend_op_stats(be, &o0);
         double f0 = sdw_backend_flops(be), t0 = now();
         SDW_TRY(fn(b));
         double t = now() - t0;
         SDW_TRY(samples_add(&b->s[st], t, sdw_backend_flops(be) - f0));
+        sdw_backend_op_stats(be, &o1);
+        for (int k = 0; k < SDW_OPK_COUNT; k++) {
+            b->ops[st].seconds[k] = o1.seconds[k] - o0.seconds[k];
+            b->ops[st].flops[k] = o1.flops[k] - o0.flops[k];
+            b->ops[st].calls[k] = o1.calls[k] - o0.calls[k];
+        }
     }
     return SDW_OK;
 }
@@ -601,7 +610,10 @@ sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result
     b.negative = o->negative_prompt ? o->negative_prompt : STOCK_NEGATIVE;
     sdw_status s = bench_stages(&b);
     if (s == SDW_OK) {
-        for (int i = 0; i < SDW_BENCH_STAGES; i++) stage_finish(&r->stage[i], &b.s[i], r->peak_tflops);
+        for (int i = 0; i < SDW_BENCH_STAGES; i++) {
+            stage_finish(&r->stage[i], &b.s[i], r->peak_tflops);
+            r->stage[i].ops = b.ops[i];
+        }
         r->pipeline_seconds = median(b.pipe.t, b.pipe.n);
         image_estimate(r, r->steps, &r->image);
         image_estimate(r, 20, &r->image20);

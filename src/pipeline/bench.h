@@ -60,6 +60,7 @@ typedef struct {
     double flops;         /* counted by the backend during one run */
     double tflops;        /* flops / seconds / 1e12 */
     double pct_peak;      /* tflops as % of the peak of the model's precision */
+    sdw_op_stats ops;     /* convolutions, matmuls and attention during the last run */
 } sdw_bench_stage_result;
 
 typedef struct {
