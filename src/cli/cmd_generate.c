@@ -5,10 +5,10 @@
 #include "cli/cli_args.h"
 #include "cli/dump.h"
 #include "core/error.h"
-#include "io/file_hash.h"
 #include "io/image.h"
 #include "models/lora.h"
 #include "text/prompt_parse.h"
+#include "pipeline/frontend.h"
 #include "pipeline/infotext.h"
 #include "pipeline/pipeline.h"
 #include <math.h>
@@ -16,9 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -136,8 +133,7 @@ typedef struct {
 static sdw_status write_rgb_float(const char *path, const float *rgb01, int w, int h, const sdw_png_text *t, int nt)
 {
     sdw_image img;
-    SDW_TRY(sdw_image_alloc(&img, w, h, 3));
-    for (size_t i = 0; i < (size_t)w * h * 3; i++) img.data[i] = (uint8_t)rintf(fminf(fmaxf(rgb01[i], 0.0f), 1.0f) * 255.0f);
+    SDW_TRY(sdw_rgb01_to_image(rgb01, w, h, &img));
     sdw_status s = sdw_image_save(path, &img, t, nt);
     sdw_image_free(&img);
     return s;
@@ -168,31 +164,15 @@ static sdw_status on_progress(void *user, const sdw_progress *p)
 
 /* ---------------------------------------------------------------- inputs */
 
-/* Loads an image and resizes it to w x h (Lanczos, as diffusers does). */
-static sdw_status load_resized(const char *path, int w, int h, sdw_image *out)
+/* Loads an image file and makes the pipeline's input of it: an init image or
+ * a mask, resized to w x h. */
+static sdw_status load_input(const char *path, int w, int h, bool mask, float **out)
 {
-    sdw_image img, rgb;
+    sdw_image img;
     SDW_TRY(sdw_image_load(path, SDW_IMAGE_DEFAULT_MAX_PIXELS, &img));
-    sdw_status s = sdw_image_convert(&img, 3, &rgb);
+    sdw_status s = mask ? sdw_mask_from_image(&img, w, h, SDW_MASK_LUMA, false, out) : sdw_init_from_image(&img, w, h, out);
     sdw_image_free(&img);
-    SDW_TRY(s);
-    if (rgb.w == w && rgb.h == h) {
-        *out = rgb;
-        return SDW_OK;
-    }
-    s = sdw_image_resize(&rgb, w, h, SDW_RESIZE_LANCZOS, out);
-    sdw_image_free(&rgb);
     return s;
-}
-
-static const char *file_stem(const char *path, char *buf, size_t n)
-{
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    snprintf(buf, n, "%s", base);
-    char *dot = strrchr(buf, '.');
-    if (dot && dot != buf) *dot = 0;
-    return buf;
 }
 
 static void output_name(const char *out, int index, int total, char *buf, size_t n)
@@ -289,35 +269,24 @@ int cmd_generate(int argc, char **argv)
     p.preview_every = o.preview_every;
     p.vae_tiling = o.vae_tiling;
 
-    sdw_image init = { 0 }, mask_img = { 0 };
     float *init_f = NULL, *mask_f = NULL, *images = NULL;
-    char hash[65] = "", stem[256];
+    char hash[16], stem[256];
     rc = 1;
     if (o.init) {
-        if (load_resized(o.init, p.width, p.height, &init) != SDW_OK) { fail(NULL); goto out; }
-        init_f = malloc((size_t)p.width * p.height * 3 * sizeof *init_f);
-        if (!init_f) goto out;
-        for (size_t i = 0; i < (size_t)p.width * p.height * 3; i++) init_f[i] = init.data[i] / 255.0f;
+        if (load_input(o.init, p.width, p.height, false, &init_f) != SDW_OK) { fail(NULL); goto out; }
         p.init_image = init_f;
     }
     if (o.mask) {
-        if (load_resized(o.mask, p.width, p.height, &mask_img) != SDW_OK) { fail(NULL); goto out; }
-        mask_f = malloc((size_t)p.width * p.height * sizeof *mask_f);
-        if (!mask_f || sdw_image_to_mask(&mask_img, SDW_MASK_LUMA, mask_f) != SDW_OK) { fail(o.mask); goto out; }
+        if (load_input(o.mask, p.width, p.height, true, &mask_f) != SDW_OK) { fail(o.mask); goto out; }
         p.mask = mask_f;
     }
     uint64_t seed = (uint64_t)o.seed;
     if (o.seed < 0) {
-        uint32_t r = 0;
-        if (getrandom(&r, sizeof r, 0) != sizeof r) r = (uint32_t)time(NULL);
-        seed = r;
+        seed = sdw_random_seed();
         fprintf(stderr, "seed %llu\n", (unsigned long long)seed);
     }
-    struct stat sb;
-    char hex[65];
-    if (stat(o.model, &sb) == 0 && S_ISREG(sb.st_mode) && sdw_file_sha256(o.model, hex) == SDW_OK)
-        snprintf(hash, sizeof hash, "%.10s", hex);
-    file_stem(o.model, stem, sizeof stem);
+    sdw_model_hash10(o.model, hash);
+    sdw_path_stem(o.model, stem, sizeof stem);
     size_t per = (size_t)p.width * p.height * 3;
     images = malloc((size_t)p.batch_size * per * sizeof *images);
     if (!images) goto out;
@@ -355,8 +324,6 @@ out:
     free(images);
     free(init_f);
     free(mask_f);
-    sdw_image_free(&init);
-    sdw_image_free(&mask_img);
     sdw_model_free(m);
     return rc;
 }

@@ -10,6 +10,8 @@ static void usage(FILE *f)
             "usage:\n"
             "  sd-worker generate -m MODEL -p PROMPT [-o OUT.png] ...   txt2img, img2img (-i), inpaint (--mask)\n"
             "                                              (sd-worker generate --help lists every option)\n"
+            "  sd-worker serve -m MODEL [--host 127.0.0.1] [--port 7860] ...   the HTTP server: job API with SSE,\n"
+            "                                              A1111 and OpenAI dialects (sd-worker serve --help)\n"
             "  sd-worker tokenize [--pad eos|zero] PROMPT   CLIP token ids as a JSON array\n"
             "  sd-worker encode -m MODEL -p PROMPT [--precision auto|f32|bf16] [--clip-skip N]\n"
             "                                              run the text encoder(s), print a summary\n"
@@ -34,6 +36,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("sd-worker %s (cpu isa %s)\n", SDW_VERSION, sdw_cpu_isa_name());
         return 0;

@@ -1,0 +1,104 @@
+/* job_request.h: one image job as the server's three API dialects describe it,
+ * after parsing and checking, before the engine runs it.
+ *
+ * The parsers (request_native.c, request_a1111.c, request_openai.c) are pure
+ * functions from a request body to this struct: no HTTP, no model, no file
+ * system, so they can be fuzzed on their own. They check every field against
+ * the limits the HTTP edge enforces (the pipeline never sees a value outside
+ * them) and decode the images they carry; what depends on the loaded model
+ * (its default size, steps, guidance, sampler) is left at "default" (0, NAN,
+ * false) and filled in by the generation thread.
+ *
+ * Failures go through sdw_fail with a message that starts with the field's
+ * name ("steps: must be an integer in 1..150 (got 0)"), read back with
+ * sdw_last_error(). The status tells the edge what to answer: SDW_ERR_NOMEM
+ * means something was too large (413), anything else is a bad request (400). */
+#ifndef SDW_SERVER_JOB_REQUEST_H
+#define SDW_SERVER_JOB_REQUEST_H
+#include "sdw.h"
+#include "io/image.h"
+#include "sampling/sampler.h"
+
+/* Limits of the HTTP edge (the CLI's options set the configurable ones). */
+#define SDW_REQ_MIN_SIZE 64
+#define SDW_REQ_MAX_SIZE 2048
+#define SDW_REQ_MAX_STEPS 150
+#define SDW_REQ_MAX_GUIDANCE 30.0
+#define SDW_REQ_MAX_BATCH 8
+#define SDW_REQ_MAX_LORAS 16
+#define SDW_REQ_MAX_NAME 256            /* model and LoRA names */
+#define SDW_REQ_MAX_SEED 9007199254740991LL  /* 2^53 - 1: exact in a JSON number */
+#define SDW_REQ_DEFAULT_MAX_PROMPT 10000 /* bytes, prompt and negative prompt each */
+#define SDW_REQ_DEFAULT_MAX_PIXELS ((int64_t)2048 * 2048)
+
+typedef struct {
+    int64_t max_pixels;       /* output width * height, and each decoded input image */
+    size_t max_prompt;        /* bytes */
+    size_t max_image_bytes;   /* an input image once base64-decoded */
+} sdw_request_limits;
+sdw_request_limits sdw_request_limits_default(void);
+
+typedef enum {
+    SDW_JOB_TXT2IMG,
+    SDW_JOB_IMG2IMG,
+    SDW_JOB_INPAINT,
+    SDW_JOB_LOAD_MODEL,       /* A1111's POST /sdapi/v1/options with sd_model_checkpoint */
+} sdw_job_kind;
+/* "image_generation", "image_transform", "image_inpaint", "load_model". */
+const char *sdw_job_kind_name(sdw_job_kind k);
+
+typedef enum { SDW_DIALECT_NATIVE, SDW_DIALECT_A1111, SDW_DIALECT_OPENAI } sdw_dialect;
+
+typedef struct {
+    char *name;               /* as the request wrote it; resolved inside --lora-dir later */
+    float te_strength, unet_strength;
+} sdw_job_lora;
+
+typedef struct {
+    sdw_job_kind kind;
+    sdw_dialect dialect;
+    char *prompt;             /* never NULL once parsed */
+    char *negative_prompt;    /* NULL = none */
+    int width, height;        /* 0 = default: the init image's size, else the model's */
+    int steps;                /* 0 = the model's default */
+    float cfg;                /* NAN = the model's default */
+    int64_t seed;             /* -1 = random */
+    bool has_sampler, has_schedule;
+    sdw_sampler_kind sampler;
+    sdw_schedule_kind schedule;
+    sdw_rng_kind rng;
+    float strength;           /* img2img / inpaint, in (0, 1] */
+    int clip_skip;            /* 0 = the family's default */
+    int batch_size, n_iter;   /* images per run, runs (seed + i each) */
+    int preview_every;        /* steps between previews; 0 = none */
+    sdw_image init;           /* decoded, any channel count; w == 0 when absent */
+    sdw_image mask;           /* same size as init; w == 0 when absent */
+    sdw_mask_source mask_source;
+    bool mask_invert;
+    sdw_job_lora *loras;      /* from the request's fields and then its prompt's <lora:...> tags */
+    int n_loras;
+    char *model;              /* a checkpoint name (--models-dir), NULL = the current one */
+    sdw_image_format output_format;   /* PNG unless OpenAI's output_format says otherwise */
+    bool response_url;        /* OpenAI response_format "url" */
+} sdw_job_request;
+
+void sdw_job_request_init(sdw_job_request *r);
+void sdw_job_request_free(sdw_job_request *r);
+
+/* The parsers. Each fills *out (initialised by the call; free it with
+ * sdw_job_request_free on success and on failure). body need not be
+ * NUL-terminated. */
+sdw_status sdw_parse_native_request(const char *body, size_t n, const sdw_request_limits *lim,
+                                    sdw_job_request *out);
+/* img2img = false for /sdapi/v1/txt2img, true for /sdapi/v1/img2img. */
+sdw_status sdw_parse_a1111_request(const char *body, size_t n, bool img2img, const sdw_request_limits *lim,
+                                   sdw_job_request *out);
+/* The checkpoint named by POST /sdapi/v1/options ({"sd_model_checkpoint": ...});
+ * *name is malloc'd, NULL when the body sets no checkpoint. */
+sdw_status sdw_parse_a1111_options(const char *body, size_t n, char **name);
+sdw_status sdw_parse_openai_generation(const char *body, size_t n, const sdw_request_limits *lim,
+                                       sdw_job_request *out);
+struct sdw_multipart;
+sdw_status sdw_parse_openai_edit(const struct sdw_multipart *form, const sdw_request_limits *lim,
+                                 sdw_job_request *out);
+#endif

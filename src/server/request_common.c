@@ -1,0 +1,351 @@
+/* request_common.c: the field readers and checks the request parsers share
+ * (see request_internal.h), and the job request's lifetime. */
+#include "server/request_internal.h"
+#include "core/error.h"
+#include "io/base64.h"
+#include "text/prompt_parse.h"
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+sdw_request_limits sdw_request_limits_default(void)
+{
+    return (sdw_request_limits){ SDW_REQ_DEFAULT_MAX_PIXELS, SDW_REQ_DEFAULT_MAX_PROMPT, (size_t)50 << 20 };
+}
+
+const char *sdw_job_kind_name(sdw_job_kind k)
+{
+    switch (k) {
+    case SDW_JOB_TXT2IMG: return "image_generation";
+    case SDW_JOB_IMG2IMG: return "image_transform";
+    case SDW_JOB_INPAINT: return "image_inpaint";
+    case SDW_JOB_LOAD_MODEL: return "load_model";
+    }
+    return "unknown";
+}
+
+void sdw_job_request_init(sdw_job_request *r)
+{
+    memset(r, 0, sizeof *r);
+    r->cfg = NAN;
+    r->seed = -1;
+    r->strength = 0.75f;
+    r->batch_size = r->n_iter = 1;
+    r->preview_every = 5;
+    r->mask_source = SDW_MASK_LUMA;
+    r->output_format = SDW_IMAGE_PNG;
+}
+
+void sdw_job_request_free(sdw_job_request *r)
+{
+    free(r->prompt);
+    free(r->negative_prompt);
+    free(r->model);
+    for (int i = 0; i < r->n_loras; i++) free(r->loras[i].name);
+    free(r->loras);
+    sdw_image_free(&r->init);
+    sdw_image_free(&r->mask);
+    sdw_job_request_init(r);
+}
+
+/* ---------------------------------------------------------------- JSON */
+
+sdw_status req_json_object(const char *body, size_t n, cJSON **out)
+{
+    *out = NULL;
+    if (!body || n == 0) return sdw_fail(SDW_ERR_FORMAT, "body: empty; expected a JSON object");
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(body, n, &end, false);
+    if (!j) {
+        size_t at = end && end >= body && end <= body + n ? (size_t)(end - body) : 0;
+        return sdw_fail(SDW_ERR_FORMAT, "body: malformed JSON near byte %zu", at);
+    }
+    /* Only whitespace may follow the value. */
+    for (const char *p = end; p && p < body + n; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n' && *p != 0) {
+            cJSON_Delete(j);
+            return sdw_fail(SDW_ERR_FORMAT, "body: malformed JSON: data after the value at byte %zu",
+                            (size_t)(p - body));
+        }
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return sdw_fail(SDW_ERR_FORMAT, "body: expected a JSON object");
+    }
+    *out = j;
+    return SDW_OK;
+}
+
+const cJSON *req_get(const cJSON *obj, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return v && !cJSON_IsNull(v) ? v : NULL;
+}
+
+static const char *type_name(const cJSON *v)
+{
+    if (cJSON_IsString(v)) return "a string";
+    if (cJSON_IsNumber(v)) return "a number";
+    if (cJSON_IsBool(v)) return "a boolean";
+    if (cJSON_IsArray(v)) return "an array";
+    if (cJSON_IsObject(v)) return "an object";
+    return "null";
+}
+
+sdw_status req_int64(const cJSON *obj, const char *key, long long lo, long long hi, int64_t *out)
+{
+    const cJSON *v = req_get(obj, key);
+    if (!v) return SDW_OK;
+    if (!cJSON_IsNumber(v)) return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be an integer, not %s", key, type_name(v));
+    double d = v->valuedouble;
+    if (!isfinite(d) || d != floor(d))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be an integer (got %g)", key, d);
+    if (d < (double)lo || d > (double)hi)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be in %lld..%lld (got %.0f)", key, lo, hi, d);
+    *out = (int64_t)d;
+    return SDW_OK;
+}
+
+sdw_status req_int(const cJSON *obj, const char *key, long long lo, long long hi, int *out)
+{
+    int64_t v = *out;
+    SDW_TRY(req_int64(obj, key, lo, hi, &v));
+    *out = (int)v;
+    return SDW_OK;
+}
+
+sdw_status req_float(const cJSON *obj, const char *key, double lo, double hi, bool lo_open, float *out)
+{
+    const cJSON *v = req_get(obj, key);
+    if (!v) return SDW_OK;
+    if (!cJSON_IsNumber(v)) return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be a number, not %s", key, type_name(v));
+    double d = v->valuedouble;
+    if (!isfinite(d) || d < lo || d > hi || (lo_open && d == lo))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be in %s%g, %g] (got %g)", key, lo_open ? "(" : "[", lo, hi, d);
+    *out = (float)d;
+    return SDW_OK;
+}
+
+sdw_status req_bool(const cJSON *obj, const char *key, bool *out)
+{
+    const cJSON *v = req_get(obj, key);
+    if (!v) return SDW_OK;
+    if (cJSON_IsBool(v)) *out = cJSON_IsTrue(v);
+    else if (cJSON_IsNumber(v) && (v->valuedouble == 0 || v->valuedouble == 1)) *out = v->valuedouble == 1;
+    else return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be a boolean, not %s", key, type_name(v));
+    return SDW_OK;
+}
+
+sdw_status req_str(const cJSON *obj, const char *key, size_t max, const char **out)
+{
+    const cJSON *v = req_get(obj, key);
+    if (!v) return SDW_OK;
+    if (!cJSON_IsString(v) || !v->valuestring)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be a string, not %s", key, type_name(v));
+    size_t n = strlen(v->valuestring);
+    if (n > max) return sdw_fail(SDW_ERR_INVALID_ARG, "%s: longer than %zu bytes (%zu)", key, max, n);
+    if (!req_utf8_valid(v->valuestring, n)) return sdw_fail(SDW_ERR_INVALID_ARG, "%s: not valid UTF-8", key);
+    *out = v->valuestring;
+    return SDW_OK;
+}
+
+sdw_status req_strdup(const cJSON *obj, const char *key, size_t max, char **out)
+{
+    const char *s = NULL;
+    SDW_TRY(req_str(obj, key, max, &s));
+    if (!s) return SDW_OK;
+    char *c = strdup(s);
+    if (!c) return sdw_fail(SDW_ERR_NOMEM, "%s: out of memory", key);
+    free(*out);
+    *out = c;
+    return SDW_OK;
+}
+
+bool req_utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *e = p + n;
+    while (p < e) {
+        unsigned c = *p++;
+        int more;
+        unsigned min;
+        if (c < 0x80) continue;
+        if (c >= 0xc2 && c <= 0xdf) more = 1, min = 0x80;
+        else if (c >= 0xe0 && c <= 0xef) more = 2, min = 0x800;
+        else if (c >= 0xf0 && c <= 0xf4) more = 3, min = 0x10000;
+        else return false;
+        unsigned cp = c & (0x3f >> more);
+        for (int i = 0; i < more; i++) {
+            if (p >= e || (*p & 0xc0) != 0x80) return false;
+            cp = cp << 6 | (*p++ & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------------- text values */
+
+sdw_status req_check_size(const char *field, long long v)
+{
+    if (v < SDW_REQ_MIN_SIZE || v > SDW_REQ_MAX_SIZE || v % 8)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be a multiple of 8 in %d..%d (got %lld)", field,
+                        SDW_REQ_MIN_SIZE, SDW_REQ_MAX_SIZE, v);
+    return SDW_OK;
+}
+
+sdw_status req_parse_int_text(const char *field, const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || errno) return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be an integer (got '%.40s')", field, s);
+    if (v < lo || v > hi) return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be in %lld..%lld (got %lld)", field, lo, hi, v);
+    *out = v;
+    return SDW_OK;
+}
+
+sdw_status req_parse_float_text(const char *field, const char *s, double lo, double hi, float *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !isfinite(v)) return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be a number (got '%.40s')", field, s);
+    if (v < lo || v > hi) return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be in %g..%g (got %g)", field, lo, hi, v);
+    *out = (float)v;
+    return SDW_OK;
+}
+
+sdw_status req_parse_size(const char *field, const char *s, int *w, int *h)
+{
+    if (!strcmp(s, "auto")) return SDW_OK;
+    long long a, b;
+    char *x, *end;
+    errno = 0;
+    a = strtoll(s, &x, 10);
+    if (x == s || (*x != 'x' && *x != 'X') || errno)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be \"WIDTHxHEIGHT\" or \"auto\" (got '%.40s')", field, s);
+    b = strtoll(x + 1, &end, 10);
+    if (end == x + 1 || *end || errno)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be \"WIDTHxHEIGHT\" or \"auto\" (got '%.40s')", field, s);
+    SDW_TRY(req_check_size(field, a));
+    SDW_TRY(req_check_size(field, b));
+    *w = (int)a;
+    *h = (int)b;
+    return SDW_OK;
+}
+
+/* ---------------------------------------------------------------- names */
+
+sdw_status req_schedule(const char *field, const char *s, sdw_job_request *r)
+{
+    if (!s || !*s || !strcasecmp(s, "automatic")) return SDW_OK;
+    if (sdw_schedule_parse(s, &r->schedule) != SDW_OK) return sdw_fail_context(SDW_ERR_INVALID_ARG, "%s", field);
+    r->has_schedule = true;
+    return SDW_OK;
+}
+
+sdw_status req_sampler(const char *field, const char *s, sdw_job_request *r)
+{
+    if (!s || !*s) return SDW_OK;
+    if (sdw_sampler_parse(s, &r->sampler) == SDW_OK) {
+        r->has_sampler = true;
+        return SDW_OK;
+    }
+    /* A1111 before 1.9 put the schedule in the sampler's name. */
+    for (int k = 0; k < SDW_SCHEDULE_COUNT; k++) {
+        const char *suffix = sdw_schedule_a1111_name((sdw_schedule_kind)k);
+        size_t n = strlen(s), m = strlen(suffix);
+        if (n > m + 1 && s[n - m - 1] == ' ' && !strcasecmp(s + n - m, suffix) && n - m - 1 < 64) {
+            char head[64];
+            memcpy(head, s, n - m - 1);
+            head[n - m - 1] = 0;
+            if (sdw_sampler_parse(head, &r->sampler) == SDW_OK) {
+                r->has_sampler = r->has_schedule = true;
+                r->schedule = (sdw_schedule_kind)k;
+                return SDW_OK;
+            }
+        }
+    }
+    sdw_sampler_kind dummy;
+    sdw_sampler_parse(s, &dummy); /* for its message listing the names */
+    return sdw_fail_context(SDW_ERR_INVALID_ARG, "%s", field);
+}
+
+/* ---------------------------------------------------------------- images */
+
+sdw_status req_image_bytes(const char *field, const void *buf, size_t n, const sdw_request_limits *lim,
+                           sdw_image *out)
+{
+    if (sdw_image_detect(buf, n) == SDW_IMAGE_UNKNOWN)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: not a PNG, JPEG or WebP image", field);
+    sdw_status s = sdw_image_decode(buf, n, lim->max_pixels, out);
+    if (s == SDW_ERR_NOMEM) return sdw_fail_context(SDW_ERR_NOMEM, "%s: larger than --max-pixels %lld", field,
+                                                    (long long)lim->max_pixels);
+    if (s != SDW_OK) return sdw_fail_context(SDW_ERR_INVALID_ARG, "%s", field);
+    return SDW_OK;
+}
+
+sdw_status req_image_b64(const char *field, const char *b64, size_t len, const sdw_request_limits *lim,
+                         sdw_image *out)
+{
+    uint8_t *bytes;
+    size_t n;
+    sdw_status s = sdw_base64_decode(b64, len, lim->max_image_bytes, &bytes, &n);
+    if (s == SDW_ERR_NOMEM) return sdw_fail_context(SDW_ERR_NOMEM, "%s", field);
+    if (s != SDW_OK) return sdw_fail_context(SDW_ERR_INVALID_ARG, "%s: invalid base64", field);
+    s = req_image_bytes(field, bytes, n, lim, out);
+    free(bytes);
+    return s;
+}
+
+/* ---------------------------------------------------------------- LoRA */
+
+sdw_status req_add_lora(sdw_job_request *r, const char *field, const char *name, float te, float unet)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > SDW_REQ_MAX_NAME) return sdw_fail(SDW_ERR_INVALID_ARG, "%s: a LoRA name of 1..%d bytes", field, SDW_REQ_MAX_NAME);
+    if (name[0] == '/' || strstr(name, "..") || strchr(name, '\\'))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: LoRA '%s' must be a name inside --lora-dir (no absolute path, no '..')",
+                        field, name);
+    if (!isfinite(te) || !isfinite(unet) || fabsf(te) > 10 || fabsf(unet) > 10)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: LoRA strength must be in -10..10", field);
+    if (r->n_loras >= SDW_REQ_MAX_LORAS) return sdw_fail(SDW_ERR_INVALID_ARG, "%s: more than %d LoRAs", field, SDW_REQ_MAX_LORAS);
+    sdw_job_lora *l = realloc(r->loras, (size_t)(r->n_loras + 1) * sizeof *l);
+    if (!l) return sdw_fail(SDW_ERR_NOMEM, "%s: out of memory", field);
+    r->loras = l;
+    char *c = strdup(name);
+    if (!c) return sdw_fail(SDW_ERR_NOMEM, "%s: out of memory", field);
+    r->loras[r->n_loras++] = (sdw_job_lora){ c, te, unet };
+    return SDW_OK;
+}
+
+/* ---------------------------------------------------------------- checks */
+
+sdw_status req_finish(sdw_job_request *r, const sdw_request_limits *lim)
+{
+    if (!r->prompt) return sdw_fail(SDW_ERR_INVALID_ARG, "prompt: required");
+    if (strlen(r->prompt) > lim->max_prompt)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "prompt: longer than %zu bytes", lim->max_prompt);
+    bool has_init = r->init.w > 0, has_mask = r->mask.w > 0;
+    if (r->kind == SDW_JOB_IMG2IMG && !has_init)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "init_image: required by %s", sdw_job_kind_name(r->kind));
+    if (r->kind == SDW_JOB_INPAINT && (!has_init || !has_mask))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: required by %s", has_init ? "mask_image" : "init_image",
+                        sdw_job_kind_name(r->kind));
+    if (has_mask && (r->mask.w != r->init.w || r->mask.h != r->init.h))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "mask_image: %dx%d does not match the init image's %dx%d", r->mask.w,
+                        r->mask.h, r->init.w, r->init.h);
+    if (r->kind == SDW_JOB_TXT2IMG && (has_init || has_mask))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "init_image: not used by %s", sdw_job_kind_name(r->kind));
+    if (r->width && r->height && (int64_t)r->width * r->height > lim->max_pixels)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "width, height: %dx%d is more than --max-pixels %lld", r->width,
+                        r->height, (long long)lim->max_pixels);
+    sdw_parsed_prompt pp;
+    if (sdw_prompt_parse(r->prompt, &pp) != SDW_OK) return sdw_fail_context(SDW_ERR_INVALID_ARG, "prompt");
+    sdw_status s = SDW_OK;
+    for (int i = 0; i < pp.n_loras && s == SDW_OK; i++)
+        s = req_add_lora(r, "prompt", pp.loras[i].name, pp.loras[i].te_weight, pp.loras[i].unet_weight);
+    sdw_parsed_prompt_free(&pp);
+    return s;
+}
