@@ -4,6 +4,7 @@
  * metrics. engine.c says who owns what. */
 #ifndef SDW_SERVER_ENGINE_H
 #define SDW_SERVER_ENGINE_H
+#include "models/lora.h"
 #include "server/job_request.h"
 #include "server/metrics.h"
 #include <sys/types.h>
@@ -100,6 +101,8 @@ typedef struct {
     const char *error;        /* failed or cancelled: the message */
     const char *error_code;
     double seconds;           /* generation time */
+    int n_loras;              /* the LoRAs merged for the job, with keys applied / in file */
+    sdw_lora_report loras[SDW_REQ_MAX_LORAS];
 } sdw_job_result;
 const sdw_job_result *sdw_job_get_result(const sdw_job *j);
 

@@ -176,6 +176,12 @@ static sdw_status apply_loras(sdw_engine *e, sdw_job *j, char **hashes)
         specs[i] = (sdw_lora_spec){ j->lora_paths[i], j->req.loras[i].te_strength, j->req.loras[i].unet_strength };
     SDW_TRY(sdw_model_set_loras(e->model, specs, k, k ? reports : NULL));
     if (k) *hashes = sdw_lora_hashes(reports, k);
+    j->result.n_loras = k;
+    for (int i = 0; i < k; i++) {
+        j->result.loras[i] = reports[i];
+        sdw_srv_log("job %s LoRA %s: applied %d of %d keys (te %g, unet %g)", j->id, reports[i].name,
+                    reports[i].keys_applied, reports[i].keys_total, specs[i].te_strength, specs[i].unet_strength);
+    }
     return SDW_OK;
 }
 
@@ -211,6 +217,17 @@ static char *complete_json(const sdw_job_result *r)
     cJSON_AddStringToObject(o, "info", r->n_images ? r->infotexts[0] : "");
     cJSON_AddNumberToObject(o, "width", r->width);
     cJSON_AddNumberToObject(o, "height", r->height);
+    if (r->n_loras) {
+        cJSON *loras = cJSON_AddArrayToObject(o, "loras");
+        for (int i = 0; i < r->n_loras; i++) {
+            cJSON *l = cJSON_CreateObject();
+            cJSON_AddStringToObject(l, "name", r->loras[i].name);
+            cJSON_AddStringToObject(l, "hash", r->loras[i].hash12);
+            cJSON_AddNumberToObject(l, "keys_applied", r->loras[i].keys_applied);
+            cJSON_AddNumberToObject(l, "keys_total", r->loras[i].keys_total);
+            cJSON_AddItemToArray(loras, l);
+        }
+    }
     return print_free(o);
 }
 

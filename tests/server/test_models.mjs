@@ -105,6 +105,7 @@ await run([
     const { last } = await generate({ prompt: 'x', model: 'sd1-tiny', loras: [{ name: 'sd1-tiny-lora-kohya', strength: 0.8 }] });
     assert.equal(last.event, 'complete', JSON.stringify(last.data));
     assert.match(last.data.info, /Lora hashes: "?sd1-tiny-lora-kohya: [0-9a-f]{12}/);
+    assert.deepEqual(last.data.loras.map((l) => [l.name, l.keys_applied, l.keys_total]), [['sd1-tiny-lora-kohya', 90, 90]]);
     const res = await json(srv, 'POST', '/sdapi/v1/txt2img', { prompt: 'x <lora:sd1-tiny-lora-kohya:0.5>', steps: 2, width: 64, height: 64 });
     assert.equal(res.status, 200, JSON.stringify(res.data));
     assert.match(JSON.parse(res.data.info).infotexts[0], /Lora hashes/);
