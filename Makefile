@@ -6,9 +6,14 @@ CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
 DEPS_DEB := cmake gcc make pkg-config libdnnl-dev libcjson-dev libutf8proc-dev \
             libpcre2-dev libyaml-dev libcmocka-dev libpng-dev zlib1g-dev libssl-dev \
-            libjpeg62-turbo-dev libwebp-dev libmicrohttpd-dev
+            libjpeg62-turbo-dev libwebp-dev libmicrohttpd-dev clang libomp-dev
 
-.PHONY: all demo test deps clean test-asan
+# What the server tests need on top: Chromium and its WebDriver (the web page
+# test) and node with npm (the openai client). Node from another source than
+# Debian (e.g. nodesource, which bundles npm) is left alone.
+TEST_DEPS_DEB := chromium chromium-driver
+
+.PHONY: all demo test deps test-deps clean test-asan
 
 all: $(BUILD)/Makefile
 	cmake --build $(BUILD) -j $(JOBS)
@@ -19,6 +24,10 @@ $(BUILD)/Makefile:
 deps:
 	@./tools/install-deps.sh $(DEPS_DEB)
 
+test-deps: deps
+	@./tools/install-deps.sh $(TEST_DEPS_DEB)
+	@command -v npm >/dev/null || ./tools/install-deps.sh nodejs npm
+
 demo: deps all
 	./$(BUILD)/sd-worker generate -m tests/data/models/sd1-tiny/sd1-tiny.safetensors \
 	    -p "a photograph of an astronaut riding a horse" -W 256 -H 256 --steps 20 \
@@ -26,7 +35,7 @@ demo: deps all
 
 # The full-size golden tests (ctest label "full", tests/fullsize/) are left out
 # here: they need 2-7 GB checkpoints, up to ~20 GB of RAM and minutes each.
-test: all
+test: test-deps all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE full
 
 # The full-size golden tests: writes the seed-1 checkpoints that are missing
@@ -57,42 +66,28 @@ test-asan:
 	$(MAKE) BUILD=build-asan CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DSDW_SANITIZE=ON" test
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan $(FUZZ_BUILD)
 
-# libFuzzer smoke run of the safetensors reader (needs clang): seeds are the
-# first 64 KB of each tests/data/*.safetensors (all cut short of their data, so
-# invalid) plus three small valid images built here (F16/I64/metadata; BF16 at
-# an odd address, a scalar and an empty tensor; an empty header); new inputs and
-# any crash land in build-fuzz/. Then the image decoders (seeds: PNG, JPEG and
-# WebP of each layout, written by fuzz_image's seed mode, and the reference
-# input PNGs) and base64, FUZZ_SECONDS each. FUZZ_SECONDS=600 for a longer run.
+# libFuzzer (clang): every tests/fuzz/fuzz_*.c is a target, built by CMake
+# (-DSDW_FUZZ=ON) in FUZZ_BUILD with ASan + UBSan and run by tests/fuzz/run.sh,
+# which seeds each from tests/fuzz/corpus/<target>/ and tests/data, and ends
+# with a table of executions, corpus and coverage per target (also in
+# FUZZ_BUILD/fuzz-summary.txt). `make fuzz` runs each target FUZZ_RUNS times;
+# `make fuzz-smoke` (CI) each for FUZZ_SECONDS. FUZZ_TARGETS to run fewer,
+# FUZZ_JOBS to run that many side by side.
 FUZZ_CC      ?= clang
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_RUNS    ?= 1000000
 FUZZ_SECONDS ?= 60
-FUZZ_IMAGE_LIBS = $(shell pkg-config --libs libpng libjpeg libwebp libwebpmux zlib) -fopenmp -lm
-.PHONY: fuzz-smoke
-fuzz-smoke:
-	mkdir -p build-fuzz/corpus
-	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE \
-	    -Iinclude -Isrc src/io/safetensors.c src/core/*.c tests/fuzz/fuzz_safetensors.c \
-	    -lcjson -fopenmp -lm -o build-fuzz/fuzz_safetensors
-	for f in tests/data/*.safetensors; do head -c 65536 "$$f" > "build-fuzz/corpus/seed_$$(basename "$$f")"; done
-	printf '\215\0\0\0\0\0\0\0{"a":{"dtype":"F16","shape":[2,2],"data_offsets":[0,8]},"b":{"dtype":"I64","shape":[1],"data_offsets":[8,16]},"__metadata__":{"format":"pt"}}\0\74\0\300\0\70\377\173\7\0\0\0\0\0\0\0' > build-fuzz/corpus/seed_valid_f16_i64
-	printf '\245\0\0\0\0\0\0\0{"c":{"dtype":"BF16","shape":[3],"data_offsets":[0,6]},"d":{"dtype":"F32","shape":[],"data_offsets":[6,10]},"e":{"dtype":"U8","shape":[0,4],"data_offsets":[10,10]}} \200\77\100\300\40\76\0\0\300\77' > build-fuzz/corpus/seed_valid_odd_bf16
-	printf '\2\0\0\0\0\0\0\0{}' > build-fuzz/corpus/seed_valid_empty
-	./build-fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build-fuzz/ build-fuzz/corpus
-	@# Images: seeds of every format and layout written by fuzz_image.c's own
-	@# seed mode, plus the reference input PNGs.
-	mkdir -p build-fuzz/corpus-image build-fuzz/corpus-base64
-	$(FUZZ_CC) -g -O1 -DSDW_FUZZ_MAKE_SEEDS -D_GNU_SOURCE -Iinclude -Isrc src/io/image*.c src/core/*.c \
-	    tests/fuzz/fuzz_image.c $(FUZZ_IMAGE_LIBS) -o build-fuzz/make_image_seeds
-	./build-fuzz/make_image_seeds build-fuzz/corpus-image
-	cp tests/data/inputs/*.png build-fuzz/corpus-image/
-	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE \
-	    -Iinclude -Isrc src/io/image*.c src/core/*.c tests/fuzz/fuzz_image.c \
-	    $(FUZZ_IMAGE_LIBS) -o build-fuzz/fuzz_image
-	./build-fuzz/fuzz_image -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -artifact_prefix=build-fuzz/ build-fuzz/corpus-image
-	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE \
-	    -Iinclude -Isrc src/io/base64.c src/core/*.c tests/fuzz/fuzz_base64.c -fopenmp -lm -o build-fuzz/fuzz_base64
-	printf 'data:image/png;base64,iVBORw0KGgo=\n' > build-fuzz/corpus-base64/seed_data_url
-	printf 'Zm9v\r\nYmFy-_+/Zg' > build-fuzz/corpus-base64/seed_mixed
-	./build-fuzz/fuzz_base64 -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build-fuzz/ build-fuzz/corpus-base64
+FUZZ_JOBS    ?= 1
+FUZZ_TARGETS ?=
+.PHONY: fuzz-build fuzz fuzz-smoke
+fuzz-build:
+	@[ -f $(FUZZ_BUILD)/CMakeCache.txt ] || CC=$(FUZZ_CC) cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Release -DSDW_FUZZ=ON
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+
+fuzz: fuzz-build
+	./tests/fuzz/run.sh -r $(FUZZ_RUNS) -j $(FUZZ_JOBS) $(FUZZ_BUILD) $(FUZZ_TARGETS)
+
+fuzz-smoke: fuzz-build
+	./tests/fuzz/run.sh -t $(FUZZ_SECONDS) -j $(FUZZ_JOBS) $(FUZZ_BUILD) $(FUZZ_TARGETS)

@@ -440,6 +440,97 @@ static void decompression_bombs(void **state)
     free(buf), sdw_image_free(&a);
 }
 
+/* Offset of the data of the first RIFF chunk named fourcc in a WebP, or 0. */
+static size_t webp_chunk(const uint8_t *buf, size_t n, const char *fourcc)
+{
+    for (size_t at = 12; at + 8 <= n;) {
+        size_t len = buf[at + 4] | buf[at + 5] << 8 | buf[at + 6] << 16 | (size_t)buf[at + 7] << 24;
+        if (!memcmp(buf + at, fourcc, 4)) return at + 8;
+        at += 8 + len + (len & 1);
+    }
+    return 0;
+}
+
+/* Rewrites the size a file's header claims to 16383x16383 (VP8: 14-bit size
+ * fields) or 16384x16384 (PNG, JPEG, VP8L: 14-bit size - 1), and a VP8X
+ * canvas with it (libwebp refuses a canvas that differs from the bitstream).
+ * The pixel data stays that of the small image: a decoder that went past the
+ * header would fail on it, not refuse the size. */
+static void claim_huge(uint8_t *buf, size_t n, sdw_image_format f)
+{
+    if (f == SDW_IMAGE_PNG) {
+        put_be32(buf + 16, 16384), put_be32(buf + 20, 16384);
+        put_be32(buf + 29, crc(buf + 12, 17));
+    } else if (f == SDW_IMAGE_JPEG) {
+        size_t i = 2;
+        while (i + 9 < n && !(buf[i] == 0xff && buf[i + 1] == 0xc0)) i++;
+        assert_true(i + 9 < n);
+        buf[i + 5] = buf[i + 7] = 0x40, buf[i + 6] = buf[i + 8] = 0x00;
+    } else {
+        size_t d, x = webp_chunk(buf, n, "VP8X");
+        int side = 16383;
+        if ((d = webp_chunk(buf, n, "VP8 "))) {
+            buf[d + 6] = buf[d + 8] = 0xff, buf[d + 7] = buf[d + 9] = 0x3f;
+        } else {
+            assert_true((d = webp_chunk(buf, n, "VP8L")));
+            buf[d + 1] = buf[d + 2] = buf[d + 3] = 0xff, buf[d + 4] |= 0x0f;
+            side = 16384;
+        }
+        if (x) {
+            buf[x + 4] = buf[x + 7] = (uint8_t)(side - 1), buf[x + 5] = buf[x + 8] = (uint8_t)((side - 1) >> 8);
+            buf[x + 6] = buf[x + 9] = 0;
+        }
+    }
+}
+
+/* Every format and WebP container is held to max_pixels by its header: a
+ * 16x16 image decodes at a limit of 256 and fails at 255 with SDW_ERR_NOMEM
+ * and the size check's message; the same file claiming 16K x 16K fails the
+ * same way under the default limit (decoding it would need >= 768 MB). */
+static void size_limit_every_format(void **state)
+{
+    (void)state;
+    static const struct {
+        sdw_image_format f;
+        int ch;
+        bool lossless;
+        const char *params;   /* WebP: EXIF makes the extended (VP8X) container */
+        const char *container;
+    } cases[] = {
+        {SDW_IMAGE_PNG, 3, false, NULL, NULL},
+        {SDW_IMAGE_JPEG, 3, false, NULL, NULL},
+        {SDW_IMAGE_JPEG, 1, false, "Steps: 20", NULL},
+        {SDW_IMAGE_WEBP, 3, false, NULL, "VP8 "},
+        {SDW_IMAGE_WEBP, 3, true, NULL, "VP8L"},
+        {SDW_IMAGE_WEBP, 3, false, "Steps: 20", "VP8X"},
+        {SDW_IMAGE_WEBP, 4, false, NULL, "VP8X"},
+        {SDW_IMAGE_WEBP, 4, true, "Steps: 20", "VP8X"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        sdw_image a = make_image(16, 16, cases[k].ch), im;
+        uint8_t *buf;
+        size_t n;
+        if (cases[k].f == SDW_IMAGE_PNG) assert_int_equal(sdw_image_encode_png(&a, NULL, 0, &buf, &n), SDW_OK);
+        else if (cases[k].f == SDW_IMAGE_JPEG)
+            assert_int_equal(sdw_image_encode_jpeg(&a, 80, cases[k].params, &buf, &n), SDW_OK);
+        else assert_int_equal(sdw_image_encode_webp(&a, 80, cases[k].lossless, cases[k].params, &buf, &n), SDW_OK);
+        if (cases[k].container) assert_memory_equal(buf + 12, cases[k].container, 4);
+        assert_int_equal(sdw_image_decode(buf, n, 256, &im), SDW_OK);
+        assert_int_equal(im.w * im.h, 256);
+        sdw_image_free(&im);
+        memset(&im, 0x5a, sizeof im);
+        assert_int_equal(sdw_image_decode(buf, n, 255, &im), SDW_ERR_NOMEM);
+        assert_non_null(strstr(sdw_last_error(), "16x16 image is over the limit of 255 pixels"));
+        assert_null(im.data);
+        assert_int_equal(im.w, 0);
+        claim_huge(buf, n, cases[k].f);
+        assert_int_equal(sdw_image_decode(buf, n, 0, &im), SDW_ERR_NOMEM);
+        assert_non_null(strstr(sdw_last_error(), "image is over the limit of 67108864 pixels"));
+        assert_null(im.data);
+        free(buf), sdw_image_free(&a);
+    }
+}
+
 /* diffusers' own tensors for the reference inputs: init image v/255 (then
  * 2v-1 in the pipeline), mask gray/255, output round(clamp(x/2+.5)*255). */
 static void reference_cases(void **state)
@@ -613,7 +704,8 @@ int main(void)
         cmocka_unit_test(png_roundtrip), cmocka_unit_test(png_text_chunks), cmocka_unit_test(png_compressed_text),
         cmocka_unit_test(png_layouts), cmocka_unit_test(jpeg_roundtrip), cmocka_unit_test(jpeg_cmyk), cmocka_unit_test(webp_roundtrip),
         cmocka_unit_test(save_and_load), cmocka_unit_test(truncated), cmocka_unit_test(garbage),
-        cmocka_unit_test(decompression_bombs), cmocka_unit_test(reference_cases), cmocka_unit_test(float_conversions),
+        cmocka_unit_test(decompression_bombs), cmocka_unit_test(size_limit_every_format),
+        cmocka_unit_test(reference_cases), cmocka_unit_test(float_conversions),
         cmocka_unit_test(masks), cmocka_unit_test(resize_matches_pil), cmocka_unit_test(resize_properties),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -170,6 +170,9 @@ static void lora_tags(void **state)
     assert_int_equal(sdw_prompt_parse("<lora:x:abc>", &p), SDW_ERR_INVALID_ARG);
     assert_int_equal(sdw_prompt_parse("<lora::1>", &p), SDW_ERR_INVALID_ARG);
     assert_int_equal(sdw_prompt_parse("<lora:x:1:inf>", &p), SDW_ERR_INVALID_ARG);
+    /* finite in double but not in float, where the weight is kept (fuzz_prompt) */
+    assert_int_equal(sdw_prompt_parse("<lora:x:1e45>", &p), SDW_ERR_INVALID_ARG);
+    assert_int_equal(sdw_prompt_parse("<lora:x:1:unet=-1e39>", &p), SDW_ERR_INVALID_ARG);
     assert_int_equal(p.n_loras, 0);
     assert_null(p.loras);
 }

@@ -377,6 +377,32 @@ static image valid_image(int pad)
     return make_image(padded, data, sizeof data);
 }
 
+/* PyTorch checkpoints are refused by content, whatever they are called, with
+ * a message to convert them; a real safetensors file whose header length
+ * happens to begin with the same bytes (640 = 0x80 0x02) still opens. */
+static void pytorch_checkpoints(void **state)
+{
+    (void)state;
+    static const uint8_t legacy[] = "\x80\x02\x8a\x0alo\xfc\x9c" "F\xf9 j\xa8" "P\x19.\x80\x02M\xe9\x03.";
+    static const uint8_t proto4[] = "\x80\x04\x95\x10" "\0\0\0\0\0\0\0}\x94\x8c\x05" "state\x94K\x01s.";
+    static const uint8_t zip[] = "PK\x03\x04\x14\0\0\0\0\0\0\0\0\0archive/data.pkl";
+    reject("torch.save legacy pickle", raw_image(legacy, sizeof legacy - 1), SDW_ERR_UNSUPPORTED, NULL,
+           "convert it to .safetensors");
+    reject("pickle protocol 4", raw_image(proto4, sizeof proto4 - 1), SDW_ERR_UNSUPPORTED, NULL,
+           "convert it to .safetensors");
+    reject("torch.save zip", raw_image(zip, sizeof zip - 1), SDW_ERR_UNSUPPORTED, NULL, "convert it to .safetensors");
+    char json[641];
+    memset(json, ' ', 640);
+    memcpy(json, "{}", 2);
+    json[640] = 0;
+    image im = make_image(json, NULL, 0);
+    assert_memory_equal(im.buf, "\x80\x02\0\0\0\0\0\0", 8);
+    sdw_safetensors *st = NULL;
+    assert_int_equal(sdw_st_parse(im.buf, im.size, "640.safetensors", &st), SDW_OK);
+    sdw_st_close(st);
+    free(im.buf);
+}
+
 static void valid_file(void **state)
 {
     (void)state;
@@ -422,6 +448,7 @@ int main(void)
         cmocka_unit_test(bad_ranges),
         cmocka_unit_test(bad_shapes_and_dtypes),
         cmocka_unit_test(not_a_file),
+        cmocka_unit_test(pytorch_checkpoints),
         cmocka_unit_test(valid_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

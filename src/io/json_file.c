@@ -28,6 +28,19 @@ static void python_literals(char *s, size_t n)
     }
 }
 
+sdw_status sdw_json_parse(char *text, size_t n, const char *name, cJSON **out)
+{
+    *out = NULL;
+    python_literals(text, n);
+    *out = cJSON_ParseWithLength(text, n);
+    if (!*out || !cJSON_IsObject(*out)) {
+        cJSON_Delete(*out);
+        *out = NULL;
+        return sdw_fail(SDW_ERR_FORMAT, "%s: not a JSON object", name);
+    }
+    return SDW_OK;
+}
+
 sdw_status sdw_json_load_file(const char *path, cJSON **out)
 {
     *out = NULL;
@@ -41,15 +54,9 @@ sdw_status sdw_json_load_file(const char *path, cJSON **out)
         free(buf);
         return sdw_fail(SDW_ERR_FORMAT, "%s: larger than %zu bytes", path, SDW_JSON_FILE_MAX);
     }
-    python_literals(buf, n);
-    *out = cJSON_ParseWithLength(buf, n);
+    sdw_status s = sdw_json_parse(buf, n, path, out);
     free(buf);
-    if (!*out || !cJSON_IsObject(*out)) {
-        cJSON_Delete(*out);
-        *out = NULL;
-        return sdw_fail(SDW_ERR_FORMAT, "%s: not a JSON object", path);
-    }
-    return SDW_OK;
+    return s;
 }
 
 int sdw_json_int(const cJSON *obj, const char *key, int def)

@@ -198,6 +198,15 @@ out:
     return s;
 }
 
+/* PyTorch's own formats: a pickle (protocol 2-5 opens with PROTO, 0x80 n) or,
+ * since torch 1.6, a zip of pickles. Only asked of what failed to parse as
+ * safetensors (a header length can begin 0x80 0x02), to name the real trouble
+ * whatever the file is called. */
+static bool is_pytorch_pickle(const uint8_t *b, size_t size)
+{
+    return (size >= 2 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5) || (size >= 4 && !memcmp(b, "PK\3\4", 4));
+}
+
 sdw_status sdw_st_parse(const void *buf, size_t size, const char *name, sdw_safetensors **out)
 {
     *out = NULL;
@@ -207,6 +216,9 @@ sdw_status sdw_st_parse(const void *buf, size_t size, const char *name, sdw_safe
         return sdw_fail(SDW_ERR_NOMEM, "out of memory");
     }
     sdw_status s = parse_header(st, buf, size, st->path);
+    if (s != SDW_OK && is_pytorch_pickle(buf, size))
+        s = sdw_fail(SDW_ERR_UNSUPPORTED, "%s: a PyTorch pickle checkpoint, not safetensors; pickle files are "
+                     "not loaded (they can run code): convert it to .safetensors", st->path);
     if (s != SDW_OK) { sdw_st_close(st); return s; }
     *out = st;
     return SDW_OK;

@@ -43,6 +43,9 @@ typedef struct {
     char *strings;           /* storage for names and metadata */
 } sdw_safetensors;
 
+/* Maps and parses the file at path. Malformed files fail with
+ * SDW_ERR_FORMAT; a PyTorch pickle or zip checkpoint (by its content, whatever
+ * its name) with SDW_ERR_UNSUPPORTED and a message to convert it. */
 sdw_status sdw_st_open(const char *path, sdw_safetensors **out);
 /* Parses a safetensors image already in memory (not copied: buf must outlive
  * the result). name is used in error messages. */

@@ -26,6 +26,28 @@ static bool per_level(const cJSON *cfg, const char *key, int n, int *out)
     return true;
 }
 
+/* Bounds for sizes read from a config.json, far above any real model's: the
+ * file comes from disk and must not make the loader divide by zero or
+ * overflow int arithmetic. */
+#define CFG_MAX_SIZE 65536
+#define CFG_MAX_DEPTH 64
+
+static bool in_range(int v, int lo, int hi) { return v >= lo && v <= hi; }
+
+/* Checks what sdw_unet_config_from_diffusers read. */
+static sdw_status check_diffusers_config(const sdw_unet_config *c)
+{
+    bool ok = in_range(c->in_channels, 1, CFG_MAX_SIZE) && in_range(c->out_channels, 1, CFG_MAX_SIZE) &&
+              in_range(c->layers_per_block, 1, CFG_MAX_DEPTH) && in_range(c->mid_depth, 0, CFG_MAX_DEPTH) &&
+              in_range(c->context_dim, 1, CFG_MAX_SIZE);
+    for (int i = 0; i < c->n_levels; i++)
+        ok = ok && in_range(c->block_out[i], 1, CFG_MAX_SIZE) && in_range(c->depth[i], 0, CFG_MAX_DEPTH) &&
+             in_range(c->heads[i], 1, CFG_MAX_SIZE);
+    if (c->adm_in || c->addition_time_embed_dim)
+        ok = ok && in_range(c->adm_in, 1, CFG_MAX_SIZE) && in_range(c->addition_time_embed_dim, 1, CFG_MAX_SIZE);
+    return ok ? SDW_OK : sdw_fail(SDW_ERR_FORMAT, "unet config: a size or count is out of range");
+}
+
 sdw_status sdw_unet_config_from_diffusers(const cJSON *cfg, sdw_unet_config *c)
 {
     memset(c, 0, sizeof *c);
@@ -57,7 +79,6 @@ sdw_status sdw_unet_config_from_diffusers(const cJSON *cfg, sdw_unet_config *c)
     const cJSON *cd = cJSON_GetObjectItemCaseSensitive(cfg, "cross_attention_dim");
     c->context_dim = cJSON_IsNumber(cd) ? cd->valueint : 768;
     c->linear_proj = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "use_linear_projection"));
-    c->time_embed_dim = 4 * c->block_out[0];
     const cJSON *add = cJSON_GetObjectItemCaseSensitive(cfg, "addition_embed_type");
     if (cJSON_IsString(add) && !strcmp(add->valuestring, "text_time")) {
         const cJSON *pi = cJSON_GetObjectItemCaseSensitive(cfg, "projection_class_embeddings_input_dim");
@@ -67,6 +88,8 @@ sdw_status sdw_unet_config_from_diffusers(const cJSON *cfg, sdw_unet_config *c)
         c->adm_in = pi->valueint;
         c->addition_time_embed_dim = td->valueint;
     }
+    SDW_TRY(check_diffusers_config(c));
+    c->time_embed_dim = 4 * c->block_out[0];
     return SDW_OK;
 }
 

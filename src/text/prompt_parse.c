@@ -7,6 +7,7 @@
 #include "core/error.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include <float.h>
 #include <locale.h>
 #include <math.h>
 #include <pcre2.h>
@@ -228,7 +229,9 @@ static sdw_status push_lora(sdw_parsed_prompt *out, const char *args, size_t n)
     bool ok = (n_pos < 2 || parse_number(pos[1], pos_n[1], &te)) && (!te_s || parse_number(te_s, te_n, &te));
     unet = te;
     ok = ok && (n_pos < 3 || parse_number(pos[2], pos_n[2], &unet)) && (!unet_s || parse_number(unet_s, unet_n, &unet));
-    if (!ok) return sdw_fail(SDW_ERR_INVALID_ARG, "prompt: LoRA tag <lora:%.*s> has a weight that is not a number", (int)n, args);
+    /* kept as float: a weight past FLT_MAX would scale the model by inf */
+    ok = ok && fabs(te) <= FLT_MAX && fabs(unet) <= FLT_MAX;
+    if (!ok) return sdw_fail(SDW_ERR_INVALID_ARG, "prompt: LoRA tag <lora:%.*s> has a weight that is not a finite number", (int)n, args);
 
     sdw_prompt_lora *v = realloc(out->loras, ((size_t)out->n_loras + 1) * sizeof *v);
     if (!v) return nomem();

@@ -42,7 +42,7 @@ typedef struct {
 /* Parses prompt into *out (owned by the caller: sdw_parsed_prompt_free).
  * Fails with SDW_ERR_INVALID_ARG where A1111 would raise: an attention weight
  * that is not a number ("(x:1.2.3)"), a LoRA tag without a name or with a
- * weight that is not a finite number. On failure *out is left empty. */
+ * weight that is not a finite float. On failure *out is left empty. */
 sdw_status sdw_prompt_parse(const char *prompt, sdw_parsed_prompt *out);
 void sdw_parsed_prompt_free(sdw_parsed_prompt *p);
 

@@ -1,35 +1,87 @@
 // test_web.mjs: the page at GET / in headless Chromium (Debian `chromium`,
-// driven by the playwright-core npm package installed into BUILD/npm by the
-// server_npm_setup test): submit a prompt, wait until the page says the
-// result image loaded, check it, and take a screenshot
-// (BUILD/server-web.png) in which the result is visible. Then once more
-// against a server with an API key, typed into the page.
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { assert, run, startServer, decodePNG, BUILD } from './lib.mjs';
+// driven over WebDriver by Debian's `chromium-driver`, plain HTTP from node):
+// submit a prompt, wait until the page says the result image loaded, check
+// it, and take a screenshot (BUILD/server-web.png) in which the result is
+// visible. Then once more against a server with an API key typed into the page.
+import { spawn } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { assert, run, startServer, decodePNG, sleep, BUILD } from './lib.mjs';
 
 const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const entry = `${BUILD}/npm/node_modules/playwright-core/index.mjs`;
-if (!existsSync(chromiumPath)) {
-  console.error(`FAIL: no Chromium at ${chromiumPath} (install Debian's chromium, or set CHROMIUM)`);
-  process.exit(1);
+const driverPath = process.env.CHROMEDRIVER ?? '/usr/bin/chromedriver';
+for (const [what, path, pkg] of [['Chromium', chromiumPath, 'chromium'], ['ChromeDriver', driverPath, 'chromium-driver']]) {
+  if (!existsSync(path)) {
+    console.error(`FAIL: no ${what} at ${path} (install Debian's ${pkg})`);
+    process.exit(1);
+  }
 }
-if (!existsSync(entry)) {
-  console.error(`FAIL: the playwright-core npm package is missing (${entry}); ` +
-    `run: npm install --prefix ${BUILD}/npm playwright-core (the server_npm_setup test does this)`);
-  process.exit(1);
-}
-const { chromium } = await import(pathToFileURL(resolve(entry)).href);
 
-const browser = await chromium.launch({ executablePath: chromiumPath, args: ['--no-sandbox'] });
+const freePort = () => new Promise((resolve, reject) => {
+  const s = net.createServer();
+  s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  s.on('error', reject);
+});
+
+// ---------------------------------------------------------------- WebDriver
+
+const ELEMENT = 'element-6066-11e4-a52e-4f735466cecf';
+const driverPort = await freePort();
+const driver = spawn(driverPath, [`--port=${driverPort}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+let driverLog = '';
+driver.stdout.on('data', (d) => { driverLog += d; });
+driver.stderr.on('data', (d) => { driverLog += d; });
+process.on('exit', () => driver.kill('SIGKILL'));
+const base = `http://127.0.0.1:${driverPort}`;
+
+async function wd(method, path, body) {
+  const res = await fetch(base + path, {
+    method, headers: { 'Content-Type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await res.json();
+  if (!res.ok) throw new Error(`WebDriver ${method} ${path}: ${res.status} ${JSON.stringify(data.value)}`);
+  return data.value;
+}
+
+for (let i = 0; ; i++) {
+  const ok = await fetch(`${base}/status`).then((r) => r.ok).catch(() => false);
+  if (ok) break;
+  if (i > 200) throw new Error(`chromedriver did not start:\n${driverLog}`);
+  await sleep(50);
+}
+
+async function newSession() {
+  const v = await wd('POST', '/session', {
+    capabilities: { alwaysMatch: { browserName: 'chrome', 'goog:chromeOptions': {
+      binary: chromiumPath, args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--window-size=900,700'],
+    } } },
+  });
+  const s = `/session/${v.sessionId}`;
+  const find = async (css) => (await wd('POST', `${s}/element`, { using: 'css selector', value: css }))[ELEMENT];
+  return {
+    go: (url) => wd('POST', `${s}/url`, { url }),
+    title: () => wd('GET', `${s}/title`),
+    js: (script, args = []) => wd('POST', `${s}/execute/sync`, { script, args }),
+    async fill(css, text) {
+      const e = await find(css);
+      await wd('POST', `${s}/element/${e}/clear`, {});
+      await wd('POST', `${s}/element/${e}/value`, { text });
+    },
+    async click(css) { await wd('POST', `${s}/element/${await find(css)}/click`, {}); },
+    async rect(css) { return wd('GET', `${s}/element/${await find(css)}/rect`); },
+    async screenshot() { return Buffer.from(await wd('GET', `${s}/screenshot`), 'base64'); },
+    close: () => wd('DELETE', s),
+  };
+}
+
+// ---------------------------------------------------------------- the page
 
 async function generate(srv, key) {
-  const page = await browser.newPage({ viewport: { width: 900, height: 700 } });
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(String(e)));
-  await page.goto(srv.url + '/');
+  const page = await newSession();
+  await page.go(srv.url + '/');
   assert.equal(await page.title(), 'sd-worker');
+  // Script errors from here on are collected and must stay empty.
+  await page.js('window.__errors = []; window.addEventListener("error", (e) => window.__errors.push(String(e.message)));');
   if (key) await page.fill('#key', key);
   await page.fill('#prompt', 'a watercolour of a fox');
   await page.fill('#width', '64');
@@ -37,25 +89,33 @@ async function generate(srv, key) {
   await page.fill('#steps', '10');
   await page.fill('#seed', '42');
   await page.click('#go');
-  await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state), null, { timeout: 180000 });
-  const state = await page.evaluate(() => ({
-    state: document.body.dataset.state, title: document.title, status: document.getElementById('status').textContent,
-    result: [document.getElementById('result').naturalWidth, document.getElementById('result').naturalHeight],
-    preview: document.getElementById('preview').naturalWidth, info: document.getElementById('info').textContent,
-  }));
+  let state;
+  for (let i = 0; ; i++) {
+    state = await page.js(`const r = document.getElementById('result');
+      return { state: document.body.dataset.state, title: document.title,
+               status: document.getElementById('status').textContent,
+               result: [r.naturalWidth, r.naturalHeight],
+               preview: document.getElementById('preview').naturalWidth,
+               info: document.getElementById('info').textContent, errors: window.__errors };`);
+    if (['done', 'error'].includes(state.state)) break;
+    if (i > 1800) throw new Error(`the page did not finish: ${JSON.stringify(state)}`);
+    await sleep(100);
+  }
   assert.equal(state.state, 'done', `the page says: ${state.status}`);
   assert.equal(state.title, 'sd-worker: done');
   assert.deepEqual(state.result, [64, 64]);
   assert.ok(state.preview > 0, 'a preview was shown');
   assert.match(state.info, /Seed: 42, Size: 64x64/);
-  assert.deepEqual(errors, []);
+  assert.deepEqual(state.errors, []);
   return page;
 }
 
 // The screenshot shows the result: its box is not the page's empty grey.
 async function screenshotShowsResult(page, path) {
-  const png = decodePNG(await page.screenshot({ path }));
-  const box = await page.locator('#result').boundingBox();
+  const shot = await page.screenshot();
+  writeFileSync(path, shot);
+  const png = decodePNG(shot);
+  const box = await page.rect('#result');
   const colours = new Set();
   for (let y = Math.ceil(box.y) + 2; y < box.y + box.height - 2; y += 3)
     for (let x = Math.ceil(box.x) + 2; x < box.x + box.width - 2; x += 3) {
@@ -83,7 +143,7 @@ await run([
     assert.deepEqual(await srv.stop(), { code: 0, signal: null });
   }],
 
-  ['close the browser', async () => {
-    await browser.close();
+  ['stop the driver', async () => {
+    driver.kill('SIGTERM');
   }],
 ]);
