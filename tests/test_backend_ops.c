@@ -203,6 +203,48 @@ static void conv_ops(void **state)
             check_conv(p ? SDW_PRECISION_BF16 : SDW_PRECISION_F32, &cases[i]);
 }
 
+/* y += linear(x) and y += conv(x): the sum post-op the residual connections use. */
+static void forward_add(void **state)
+{
+    (void)state;
+    for (int p = 0; p < 2; p++) {
+        sdw_precision prec = p ? SDW_PRECISION_BF16 : SDW_PRECISION_F32;
+        sdw_backend *be = backend(prec);
+        if (!be) continue;
+        int K = 40, N = 24, M = 77;
+        float *w = frand((size_t)N * K, 31, 0.2f), *b = frand((size_t)N, 32, 0.5f), *x = frand((size_t)M * K, 33, 1);
+        float *y = frand((size_t)M * N, 34, 1), *r = falloc((size_t)M * N);
+        ref_linear(x, M, K, N, w, b, r);
+        for (size_t i = 0; i < (size_t)M * N; i++) r[i] += y[i];
+        sdw_linear *l = NULL;
+        assert_int_equal(sdw_linear_create(be, K, N, w, b, &l), SDW_OK);
+        assert_int_equal(sdw_linear_forward_add(be, l, x, M, y), SDW_OK);
+        char what[96];
+        snprintf(what, sizeof what, "linear_forward_add %s", sdw_precision_name(prec));
+        test_check_close(what, y, r, (size_t)M * N, gate(prec));
+        sdw_linear_free(l);
+        free(w), free(b), free(x), free(y), free(r);
+
+        conv_case c = { 2, 9, 7, 16, 8, 3, 1, 1, 1, 1, 1, true };
+        size_t nw = (size_t)c.cout * c.cin * 9, nx = (size_t)c.N * c.H * c.W * c.cin, ny = (size_t)c.N * c.H * c.W * c.cout;
+        w = frand(nw, 35, 0.1f);
+        b = frand((size_t)c.cout, 36, 0.5f);
+        x = frand(nx, 37, 1);
+        y = frand(ny, 38, 1);
+        r = falloc(ny);
+        ref_conv(&c, x, w, b, r, c.H, c.W);
+        for (size_t i = 0; i < ny; i++) r[i] += y[i];
+        sdw_conv2d *conv = NULL;
+        assert_int_equal(sdw_conv2d_create(be, c.cin, c.cout, 3, 3, 1, 1, w, b, &conv), SDW_OK);
+        assert_int_equal(sdw_conv2d_forward_add(be, conv, x, c.N, c.H, c.W, y), SDW_OK);
+        snprintf(what, sizeof what, "conv2d_forward_add %s", sdw_precision_name(prec));
+        test_check_close(what, y, r, ny, gate(prec));
+        sdw_conv2d_free(conv);
+        free(w), free(b), free(x), free(y), free(r);
+        sdw_backend_free(be);
+    }
+}
+
 static void print_log(sdw_log_level level, const char *msg, void *user)
 {
     (void)level;
@@ -481,6 +523,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(linear_ops),
         cmocka_unit_test(linear_holds_weights_once),
+        cmocka_unit_test(forward_add),
         cmocka_unit_test(conv_ops),
         cmocka_unit_test(conv_large_image),
         cmocka_unit_test(rejects_bad_shapes),

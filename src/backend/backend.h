@@ -45,6 +45,8 @@ sdw_status sdw_linear_create(sdw_backend *be, int in, int out, const float *w, c
                              sdw_linear **out_layer);
 /* y must not alias x. M may be anything; each new M creates (and caches) a primitive. */
 sdw_status sdw_linear_forward(sdw_backend *be, const sdw_linear *l, const float *x, int64_t M, float *y);
+/* y += x @ W^T + b in one pass (residual connections): y is read, not overwritten. */
+sdw_status sdw_linear_forward_add(sdw_backend *be, const sdw_linear *l, const float *x, int64_t M, float *y);
 int sdw_linear_in(const sdw_linear *l);
 int sdw_linear_out(const sdw_linear *l);
 size_t sdw_linear_bytes(const sdw_linear *l);   /* bytes of weights held */
@@ -70,6 +72,9 @@ sdw_status sdw_conv2d_create_padded(sdw_backend *be, int cin, int cout, int kh, 
 /* y must not alias x; Ho and Wo may be NULL. */
 sdw_status sdw_conv2d_forward(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
                               float *y, int *Ho, int *Wo);
+/* y += conv(x) in one pass (residual connections). */
+sdw_status sdw_conv2d_forward_add(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
+                                  float *y);
 size_t sdw_conv2d_bytes(const sdw_conv2d *c);
 void sdw_conv2d_free(sdw_conv2d *c);
 /* As for linear, with PyTorch's [cout, cin, kh, kw] f32 weights. */

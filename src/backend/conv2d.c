@@ -103,8 +103,8 @@ sdw_status sdw_conv2d_create(sdw_backend *be, int cin, int cout, int kh, int kw,
     return sdw_conv2d_create_padded(be, cin, cout, kh, kw, stride, pad, pad, pad, pad, w, bias, out_layer);
 }
 
-sdw_status sdw_conv2d_forward(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
-                              float *y, int *Ho, int *Wo)
+static sdw_status forward(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W, float *y,
+                          int *Ho, int *Wo, int64_t flags)
 {
     int ho = out_size(H, c->pad_t, c->pad_b, c->kh, c->stride);
     int wo = out_size(W, c->pad_l, c->pad_r, c->kw, c->stride);
@@ -117,6 +117,7 @@ sdw_status sdw_conv2d_forward(sdw_backend *be, const sdw_conv2d *c, const float 
     if (Wo) *Wo = wo;
     int64_t key[SDW_KEY_MAX] = { SDW_OP_CONV, c->dt, N, H, W, c->cin, c->cout, c->kh, c->kw, c->stride,
                                  c->pad_t, c->pad_l, c->pad_b, c->pad_r, c->bias != NULL };
+    key[SDW_KEY_FLAGS] = flags;
     sdw_prim *p = sdw_prim_find(be, key, &c->wmd);
     if (!p) {
         dnnl_convolution_desc_t d, d_any;
@@ -135,6 +136,18 @@ sdw_status sdw_conv2d_forward(sdw_backend *be, const sdw_conv2d *c, const float 
     SDW_TRY(sdw_prim_exec(be, p, src, c->w, c->bias, y));
     sdw_count_op(be, SDW_OPK_CONV, t0, 2.0 * N * ho * wo * (double)c->cout * c->cin * c->kh * c->kw);
     return SDW_OK;
+}
+
+sdw_status sdw_conv2d_forward(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
+                              float *y, int *Ho, int *Wo)
+{
+    return forward(be, c, x, N, H, W, y, Ho, Wo, 0);
+}
+
+sdw_status sdw_conv2d_forward_add(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
+                                  float *y)
+{
+    return forward(be, c, x, N, H, W, y, NULL, NULL, SDW_PRIM_SUM);
 }
 
 sdw_status sdw_conv2d_get_weights(sdw_backend *be, const sdw_conv2d *c, float *w)

@@ -176,12 +176,19 @@ static bool is_ref(dnnl_primitive_desc_t pd)
     return impl && strncmp(impl, "ref", 3) == 0;
 }
 
-static sdw_status make_pd(sdw_backend *be, const void *desc, dnnl_primitive_desc_t *pd)
+static sdw_status make_pd(sdw_backend *be, const void *desc, int64_t flags, dnnl_primitive_desc_t *pd)
 {
     dnnl_primitive_attr_t attr;
+    dnnl_post_ops_t po = NULL;
     SDW_DNNL(dnnl_primitive_attr_create(&attr), "attribute");
     /* The scratchpad comes from our grow-only buffer, not a per-call allocation. */
     dnnl_status_t s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (s == dnnl_success && (flags & SDW_PRIM_SUM)) {
+        s = dnnl_post_ops_create(&po);
+        if (s == dnnl_success) s = dnnl_post_ops_append_sum(po, 1.0f);
+        if (s == dnnl_success) s = dnnl_primitive_attr_set_post_ops(attr, po);
+        if (po) dnnl_post_ops_destroy(po);
+    }
     if (s == dnnl_success) s = dnnl_primitive_desc_create(pd, desc, attr, be->engine, NULL);
     dnnl_primitive_attr_destroy(attr);
     if (s != dnnl_success) *pd = NULL;
@@ -243,8 +250,8 @@ sdw_status sdw_prim_create(sdw_backend *be, const int64_t key[SDW_KEY_MAX], cons
      * it. Those get the layout they prefer and a per-call weights reorder,
      * which is far cheaper than the reference kernel. */
     dnnl_primitive_desc_t pd = NULL, pd_any = NULL;
-    sdw_status st = make_pd(be, desc, &pd);
-    if ((st != SDW_OK || is_ref(pd)) && desc_any && make_pd(be, desc_any, &pd_any) == SDW_OK) {
+    sdw_status st = make_pd(be, desc, key[SDW_KEY_FLAGS], &pd);
+    if ((st != SDW_OK || is_ref(pd)) && desc_any && make_pd(be, desc_any, key[SDW_KEY_FLAGS], &pd_any) == SDW_OK) {
         if (!is_ref(pd_any) || !pd) {
             if (pd) dnnl_primitive_desc_destroy(pd);
             pd = pd_any;

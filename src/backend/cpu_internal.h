@@ -45,6 +45,10 @@ enum {
 enum { SDW_OP_LINEAR = 1, SDW_OP_CONV, SDW_OP_MATMUL };
 enum { SDW_ARG_SRC, SDW_ARG_WEI, SDW_ARG_BIAS, SDW_ARG_DST, SDW_ARG_COUNT };
 #define SDW_KEY_MAX 16
+/* key[SDW_KEY_FLAGS] of a primitive: SDW_PRIM_SUM adds the result to what dst
+ * holds (oneDNN's sum post-op), for residual connections. */
+#define SDW_KEY_FLAGS (SDW_KEY_MAX - 1)
+#define SDW_PRIM_SUM 1
 
 /* One cached primitive: created once per shape, its memory objects made once
  * and pointed at the caller's buffers on every call. */

@@ -81,13 +81,14 @@ sdw_status sdw_linear_create(sdw_backend *be, int in, int out, const float *w, c
     return SDW_OK;
 }
 
-sdw_status sdw_linear_forward(sdw_backend *be, const sdw_linear *l, const float *x, int64_t M, float *y)
+static sdw_status forward(sdw_backend *be, const sdw_linear *l, const float *x, int64_t M, float *y, int64_t flags)
 {
     if (M < 0) return sdw_fail(SDW_ERR_INVALID_ARG, "linear: M = %lld", (long long)M);
     if (M == 0) return SDW_OK;
     SDW_TRY(sdw_check_not_parallel("linear"));
     double t0 = sdw_be_now();
     int64_t key[SDW_KEY_MAX] = { SDW_OP_LINEAR, l->dt, M, l->in, l->out, l->bias != NULL };
+    key[SDW_KEY_FLAGS] = flags;
     sdw_prim *p = sdw_prim_find(be, key, &l->wmd);
     if (!p) {
         dnnl_matmul_desc_t d, d_any;
@@ -105,6 +106,16 @@ sdw_status sdw_linear_forward(sdw_backend *be, const sdw_linear *l, const float 
     SDW_TRY(sdw_prim_exec(be, p, src, l->w, l->bias, y));
     sdw_count_op(be, SDW_OPK_LINEAR, t0, 2.0 * (double)M * l->in * l->out);
     return SDW_OK;
+}
+
+sdw_status sdw_linear_forward(sdw_backend *be, const sdw_linear *l, const float *x, int64_t M, float *y)
+{
+    return forward(be, l, x, M, y, 0);
+}
+
+sdw_status sdw_linear_forward_add(sdw_backend *be, const sdw_linear *l, const float *x, int64_t M, float *y)
+{
+    return forward(be, l, x, M, y, SDW_PRIM_SUM);
 }
 
 sdw_status sdw_linear_get_weights(sdw_backend *be, const sdw_linear *l, float *w)

@@ -278,15 +278,13 @@ static sdw_status layer_forward(sdw_backend *be, sdw_arena *arena, const sdw_cli
     sdw_layer_norm(x, rows, W, L->ln1_w, L->ln1_b, 1e-5f, h);
     SDW_TRY(sdw_linear_forward(be, L->qkv, h, rows, qkv));
     SDW_TRY(sdw_attention(be, qkv, 3 * W, qkv + W, qkv + 2 * W, 3 * W, B, T, T, c->heads, W / c->heads, true, a));
-    SDW_TRY(sdw_linear_forward(be, L->out, a, rows, h));
-    sdw_add(x, x, h, (size_t)rows * W);
+    SDW_TRY(sdw_linear_forward_add(be, L->out, a, rows, x));
 
     sdw_layer_norm(x, rows, W, L->ln2_w, L->ln2_b, 1e-5f, h);
     SDW_TRY(sdw_linear_forward(be, L->fc1, h, rows, mlp));
     if (c->act == SDW_CLIP_QUICK_GELU) sdw_quick_gelu(mlp, (size_t)rows * c->mlp);
     else sdw_gelu(mlp, (size_t)rows * c->mlp);
-    SDW_TRY(sdw_linear_forward(be, L->fc2, mlp, rows, h));
-    sdw_add(x, x, h, (size_t)rows * W);
+    SDW_TRY(sdw_linear_forward_add(be, L->fc2, mlp, rows, x));
     sdw_arena_restore(arena, mark);
     return SDW_OK;
 }

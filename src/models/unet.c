@@ -327,13 +327,10 @@ static sdw_status resnet_forward(const fwd *f, const resnet *r, const float *x, 
     SDW_TRY(sdw_linear_forward(f->be, r->temb_proj, f->temb_act, N, tp));
     for (int n = 0; n < N; n++) sdw_add_bias(out + (size_t)n * H * W * r->cout, (int64_t)H * W, r->cout, tp + (size_t)n * r->cout);
     sdw_group_norm_silu(out, N, (int64_t)H * W, r->cout, 32, r->norm2_w, r->norm2_b, 1e-5f, h);
-    SDW_TRY(sdw_conv2d_forward(f->be, r->conv2, h, N, H, W, out, &Ho, &Wo));
-    if (r->shortcut) {
-        SDW_TRY(sdw_conv2d_forward(f->be, r->shortcut, x, N, H, W, h, &Ho, &Wo));
-        sdw_add(out, out, h, px * r->cout);
-    } else {
-        sdw_add(out, out, x, px * r->cout);
-    }
+    /* out = skip(x), then conv2 adds onto it: no separate residual pass. */
+    if (r->shortcut) SDW_TRY(sdw_conv2d_forward(f->be, r->shortcut, x, N, H, W, out, &Ho, &Wo));
+    else memcpy(out, x, px * r->cout * sizeof *out);
+    SDW_TRY(sdw_conv2d_forward_add(f->be, r->conv2, h, N, H, W, out));
     sdw_arena_restore(f->arena, m);
     return SDW_OK;
 }
@@ -352,21 +349,18 @@ static sdw_status tblock_forward(const fwd *f, const tblock *b, float *x, int64_
     sdw_layer_norm(x, rows, C, b->norm1_w, b->norm1_b, 1e-5f, h);
     SDW_TRY(sdw_linear_forward(f->be, b->qkv, h, rows, big));
     SDW_TRY(sdw_attention(f->be, big, 3 * C, big + C, big + 2 * C, 3 * C, N, (int)T, (int)T, heads, D, false, a));
-    SDW_TRY(sdw_linear_forward(f->be, b->attn1_out, a, rows, h));
-    sdw_add(x, x, h, (size_t)rows * C);
+    SDW_TRY(sdw_linear_forward_add(f->be, b->attn1_out, a, rows, x));
 
     sdw_layer_norm(x, rows, C, b->norm2_w, b->norm2_b, 1e-5f, h);
     SDW_TRY(sdw_linear_forward(f->be, b->q2, h, rows, big));
     SDW_TRY(sdw_linear_forward(f->be, b->kv2, f->in->context, N * nctx, kv));
     SDW_TRY(sdw_attention(f->be, big, C, kv, kv + C, 2 * C, N, (int)T, (int)nctx, heads, D, false, a));
-    SDW_TRY(sdw_linear_forward(f->be, b->attn2_out, a, rows, h));
-    sdw_add(x, x, h, (size_t)rows * C);
+    SDW_TRY(sdw_linear_forward_add(f->be, b->attn2_out, a, rows, x));
 
     sdw_layer_norm(x, rows, C, b->norm3_w, b->norm3_b, 1e-5f, h);
     SDW_TRY(sdw_linear_forward(f->be, b->ff_in, h, rows, big));
     sdw_geglu(big, rows, 4 * C, a);
-    SDW_TRY(sdw_linear_forward(f->be, b->ff_out, a, rows, h));
-    sdw_add(x, x, h, (size_t)rows * C);
+    SDW_TRY(sdw_linear_forward_add(f->be, b->ff_out, a, rows, x));
     sdw_arena_restore(f->arena, m);
     return SDW_OK;
 }
@@ -382,8 +376,7 @@ static sdw_status transformer_forward(const fwd *f, const transformer *t, float 
     sdw_group_norm(x, f->N, T, C, 32, t->norm_w, t->norm_b, 1e-6f, h);
     SDW_TRY(sdw_linear_forward(f->be, t->proj_in, h, rows, tok));
     for (int i = 0; i < t->depth; i++) SDW_TRY(tblock_forward(f, &t->blocks[i], tok, T, C, t->heads));
-    SDW_TRY(sdw_linear_forward(f->be, t->proj_out, tok, rows, h));
-    sdw_add(x, x, h, (size_t)rows * C);
+    SDW_TRY(sdw_linear_forward_add(f->be, t->proj_out, tok, rows, x));
     sdw_arena_restore(f->arena, m);
     return SDW_OK;
 }

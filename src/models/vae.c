@@ -330,13 +330,10 @@ static sdw_status vresnet_forward(const vfwd *f, const vresnet *r, const float *
     sdw_group_norm_silu(x, f->N, (int64_t)H * W, r->cin, 32, r->norm1_w, r->norm1_b, 1e-6f, h);
     SDW_TRY(sdw_conv2d_forward(f->be, r->conv1, h, f->N, H, W, out, &Ho, &Wo));
     sdw_group_norm_silu(out, f->N, (int64_t)H * W, r->cout, 32, r->norm2_w, r->norm2_b, 1e-6f, h);
-    SDW_TRY(sdw_conv2d_forward(f->be, r->conv2, h, f->N, H, W, out, &Ho, &Wo));
-    if (r->shortcut) {
-        SDW_TRY(sdw_conv2d_forward(f->be, r->shortcut, x, f->N, H, W, h, &Ho, &Wo));
-        sdw_add(out, out, h, px * r->cout);
-    } else {
-        sdw_add(out, out, x, px * r->cout);
-    }
+    /* out = skip(x), then conv2 adds onto it: no separate residual pass. */
+    if (r->shortcut) SDW_TRY(sdw_conv2d_forward(f->be, r->shortcut, x, f->N, H, W, out, &Ho, &Wo));
+    else memcpy(out, x, px * r->cout * sizeof *out);
+    SDW_TRY(sdw_conv2d_forward_add(f->be, r->conv2, h, f->N, H, W, out));
     sdw_arena_restore(f->arena, m);
     return SDW_OK;
 }
@@ -352,8 +349,7 @@ static sdw_status vattn_forward(const vfwd *f, const vattn *a, float *x, int H, 
     sdw_group_norm(x, f->N, T, C, 32, a->norm_w, a->norm_b, 1e-6f, h);
     SDW_TRY(sdw_linear_forward(f->be, a->qkv, h, rows, qkv));
     SDW_TRY(sdw_attention(f->be, qkv, 3 * C, qkv + C, qkv + 2 * C, 3 * C, f->N, (int)T, (int)T, 1, C, false, h));
-    SDW_TRY(sdw_linear_forward(f->be, a->out, h, rows, qkv));
-    sdw_add(x, x, qkv, (size_t)rows * C);
+    SDW_TRY(sdw_linear_forward_add(f->be, a->out, h, rows, x));
     sdw_arena_restore(f->arena, m);
     return SDW_OK;
 }
