@@ -239,6 +239,16 @@ static void forward_add(void **state)
         assert_int_equal(sdw_conv2d_forward_add(be, conv, x, c.N, c.H, c.W, y), SDW_OK);
         snprintf(what, sizeof what, "conv2d_forward_add %s", sdw_precision_name(prec));
         test_check_close(what, y, r, ny, gate(prec));
+        /* The same convolution fed by group norm + SiLU written in the compute type. */
+        float *gamma = frand((size_t)c.cin, 39, 1), *beta = frand((size_t)c.cin, 40, 0.5f), *gn = falloc(nx);
+        sdw_group_norm_silu(x, c.N, (int64_t)c.H * c.W, c.cin, 4, gamma, beta, 1e-5f, gn);
+        ref_conv(&c, gn, w, b, r, c.H, c.W);
+        void *act = malloc(sdw_act_bytes(be, nx));
+        sdw_group_norm_silu_act(be, x, c.N, (int64_t)c.H * c.W, c.cin, 4, gamma, beta, 1e-5f, act);
+        assert_int_equal(sdw_conv2d_forward_act(be, conv, act, c.N, c.H, c.W, y, false), SDW_OK);
+        snprintf(what, sizeof what, "conv2d_forward_act(group_norm_silu_act) %s", sdw_precision_name(prec));
+        test_check_close(what, y, r, ny, gate(prec));
+        free(gamma), free(beta), free(gn), free(act);
         sdw_conv2d_free(conv);
         free(w), free(b), free(x), free(y), free(r);
         sdw_backend_free(be);

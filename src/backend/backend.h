@@ -72,6 +72,16 @@ sdw_status sdw_conv2d_create_padded(sdw_backend *be, int cin, int cout, int kh, 
 /* y must not alias x; Ho and Wo may be NULL. */
 sdw_status sdw_conv2d_forward(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
                               float *y, int *Ho, int *Wo);
+/* An activation already in the compute type of this backend's convolutions
+ * (bf16 in BF16 precision, else f32), so the kernel producing it writes what
+ * the convolution reads and no conversion pass runs in between. */
+size_t sdw_act_bytes(const sdw_backend *be, size_t n);
+/* silu(group_norm(x)) written as such an activation. */
+void sdw_group_norm_silu_act(const sdw_backend *be, const float *x, int N, int64_t HW, int C, int groups,
+                             const float *gamma, const float *beta, float eps, void *act);
+/* y = conv(act), or y += conv(act) when accumulate. */
+sdw_status sdw_conv2d_forward_act(sdw_backend *be, const sdw_conv2d *c, const void *act, int N, int H, int W,
+                                  float *y, bool accumulate);
 /* y += conv(x) in one pass (residual connections). */
 sdw_status sdw_conv2d_forward_add(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
                                   float *y);

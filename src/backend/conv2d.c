@@ -103,8 +103,9 @@ sdw_status sdw_conv2d_create(sdw_backend *be, int cin, int cout, int kh, int kw,
     return sdw_conv2d_create_padded(be, cin, cout, kh, kw, stride, pad, pad, pad, pad, w, bias, out_layer);
 }
 
-static sdw_status forward(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W, float *y,
-                          int *Ho, int *Wo, int64_t flags)
+/* x is f32, or already in the compute type when x_is_act (sdw_act). */
+static sdw_status forward(sdw_backend *be, const sdw_conv2d *c, const void *x, bool x_is_act, int N, int H, int W,
+                          float *y, int *Ho, int *Wo, int64_t flags)
 {
     int ho = out_size(H, c->pad_t, c->pad_b, c->kh, c->stride);
     int wo = out_size(W, c->pad_l, c->pad_r, c->kw, c->stride);
@@ -127,7 +128,7 @@ static sdw_status forward(sdw_backend *be, const sdw_conv2d *c, const float *x, 
     }
     const void *src = x;
     size_t n_in = (size_t)N * H * W * c->cin;
-    if (c->dt == dnnl_bf16) {
+    if (c->dt == dnnl_bf16 && !x_is_act) {
         uint16_t *xb = sdw_scratch(be, SDW_SCR_SRC, sizeof(uint16_t) * n_in);
         if (!xb) return SDW_ERR_NOMEM;
         sdw_cvt_bf16(xb, x, n_in);
@@ -141,13 +142,19 @@ static sdw_status forward(sdw_backend *be, const sdw_conv2d *c, const float *x, 
 sdw_status sdw_conv2d_forward(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
                               float *y, int *Ho, int *Wo)
 {
-    return forward(be, c, x, N, H, W, y, Ho, Wo, 0);
+    return forward(be, c, x, false, N, H, W, y, Ho, Wo, 0);
+}
+
+sdw_status sdw_conv2d_forward_act(sdw_backend *be, const sdw_conv2d *c, const void *act, int N, int H, int W,
+                                  float *y, bool accumulate)
+{
+    return forward(be, c, act, true, N, H, W, y, NULL, NULL, accumulate ? SDW_PRIM_SUM : 0);
 }
 
 sdw_status sdw_conv2d_forward_add(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
                                   float *y)
 {
-    return forward(be, c, x, N, H, W, y, NULL, NULL, SDW_PRIM_SUM);
+    return forward(be, c, x, false, N, H, W, y, NULL, NULL, SDW_PRIM_SUM);
 }
 
 sdw_status sdw_conv2d_get_weights(sdw_backend *be, const sdw_conv2d *c, float *w)

@@ -329,14 +329,16 @@ void sdw_softmax_rows(float *x, int64_t rows, int n)
  * y = (x - mean_g) * (gamma_c / std_g) + beta_c. Groups are handled
  * GN_GROUPS at a time and channels GN_TILE at a time so all state is on the
  * stack. */
+/* y (f32) or yb (bf16, when y is NULL) receives the result. */
 static void group_norm(const float *x, int N, int64_t HW, int C, int groups, const float *gamma,
-                       const float *beta, float eps, bool silu, float *y)
+                       const float *beta, float eps, bool silu, float *y, uint16_t *yb)
 {
     int cpg = C / groups;
     bool par = HW * C > PAR_MIN;
     for (int n = 0; n < N; n++) {
         const float *xn = x + (int64_t)n * HW * C;
-        float *yn = y + (int64_t)n * HW * C;
+        float *yn = y ? y + (int64_t)n * HW * C : NULL;
+        uint16_t *ybn = yb ? yb + (int64_t)n * HW * C : NULL;
         for (int g0 = 0; g0 < groups; g0 += GN_GROUPS) {
             int g1 = g0 + GN_GROUPS < groups ? g0 + GN_GROUPS : groups;
             double gs[GN_GROUPS] = { 0 }, gq[GN_GROUPS] = { 0 };
@@ -370,8 +372,11 @@ static void group_norm(const float *x, int N, int64_t HW, int C, int groups, con
                 }
 #pragma omp parallel for schedule(static) if (par)
                 for (int64_t r = 0; r < HW; r++) {
-                    if (silu) affine_silu_span(yn + r * C + c0, xn + r * C + c0, m, a, b, (size_t)len);
-                    else affine_span(yn + r * C + c0, xn + r * C + c0, m, a, b, (size_t)len);
+                    float tmp[GN_TILE];
+                    float *dst = yn ? yn + r * C + c0 : tmp;
+                    if (silu) affine_silu_span(dst, xn + r * C + c0, m, a, b, (size_t)len);
+                    else affine_span(dst, xn + r * C + c0, m, a, b, (size_t)len);
+                    if (!yn) sdw_cvt_bf16_span(ybn + r * C + c0, tmp, (size_t)len);
                 }
             }
         }
@@ -381,13 +386,25 @@ static void group_norm(const float *x, int N, int64_t HW, int C, int groups, con
 void sdw_group_norm(const float *x, int N, int64_t HW, int C, int groups, const float *gamma,
                     const float *beta, float eps, float *y)
 {
-    group_norm(x, N, HW, C, groups, gamma, beta, eps, false, y);
+    group_norm(x, N, HW, C, groups, gamma, beta, eps, false, y, NULL);
 }
 
 void sdw_group_norm_silu(const float *x, int N, int64_t HW, int C, int groups, const float *gamma,
                          const float *beta, float eps, float *y)
 {
-    group_norm(x, N, HW, C, groups, gamma, beta, eps, true, y);
+    group_norm(x, N, HW, C, groups, gamma, beta, eps, true, y, NULL);
+}
+
+size_t sdw_act_bytes(const sdw_backend *be, size_t n)
+{
+    return n * (be->precision == SDW_PRECISION_BF16 ? sizeof(uint16_t) : sizeof(float));
+}
+
+void sdw_group_norm_silu_act(const sdw_backend *be, const float *x, int N, int64_t HW, int C, int groups,
+                             const float *gamma, const float *beta, float eps, void *act)
+{
+    bool bf = be->precision == SDW_PRECISION_BF16;
+    group_norm(x, N, HW, C, groups, gamma, beta, eps, true, bf ? NULL : act, bf ? act : NULL);
 }
 
 void sdw_upsample_nearest2x(const float *x, int N, int H, int W, int C, float *y)

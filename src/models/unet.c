@@ -318,19 +318,21 @@ static sdw_status resnet_forward(const fwd *f, const resnet *r, const float *x, 
     int N = f->N;
     size_t px = (size_t)N * H * W;
     sdw_arena_mark m = sdw_arena_save(f->arena);
-    float *h = sdw_arena_floats(f->arena, px * (r->cin > r->cout ? r->cin : r->cout));
+    /* The normalised activations, in the convolutions' own type. */
+    size_t act_n = px * (size_t)(r->cin > r->cout ? r->cin : r->cout);
+    void *h = sdw_arena_floats(f->arena, (sdw_act_bytes(f->be, act_n) + 3) / 4);
     float *tp = sdw_arena_floats(f->arena, (size_t)N * r->cout);
     if (!h || !tp) return nomem();
     int Ho, Wo;
-    sdw_group_norm_silu(x, N, (int64_t)H * W, r->cin, 32, r->norm1_w, r->norm1_b, 1e-5f, h);
-    SDW_TRY(sdw_conv2d_forward(f->be, r->conv1, h, N, H, W, out, &Ho, &Wo));
+    sdw_group_norm_silu_act(f->be, x, N, (int64_t)H * W, r->cin, 32, r->norm1_w, r->norm1_b, 1e-5f, h);
+    SDW_TRY(sdw_conv2d_forward_act(f->be, r->conv1, h, N, H, W, out, false));
     SDW_TRY(sdw_linear_forward(f->be, r->temb_proj, f->temb_act, N, tp));
     for (int n = 0; n < N; n++) sdw_add_bias(out + (size_t)n * H * W * r->cout, (int64_t)H * W, r->cout, tp + (size_t)n * r->cout);
-    sdw_group_norm_silu(out, N, (int64_t)H * W, r->cout, 32, r->norm2_w, r->norm2_b, 1e-5f, h);
+    sdw_group_norm_silu_act(f->be, out, N, (int64_t)H * W, r->cout, 32, r->norm2_w, r->norm2_b, 1e-5f, h);
     /* out = skip(x), then conv2 adds onto it: no separate residual pass. */
     if (r->shortcut) SDW_TRY(sdw_conv2d_forward(f->be, r->shortcut, x, N, H, W, out, &Ho, &Wo));
     else memcpy(out, x, px * r->cout * sizeof *out);
-    SDW_TRY(sdw_conv2d_forward_add(f->be, r->conv2, h, N, H, W, out));
+    SDW_TRY(sdw_conv2d_forward_act(f->be, r->conv2, h, N, H, W, out, true));
     sdw_arena_restore(f->arena, m);
     return SDW_OK;
 }

@@ -324,16 +324,18 @@ static sdw_status vresnet_forward(const vfwd *f, const vresnet *r, const float *
 {
     size_t px = (size_t)f->N * H * W;
     sdw_arena_mark m = sdw_arena_save(f->arena);
-    float *h = sdw_arena_floats(f->arena, px * (r->cin > r->cout ? r->cin : r->cout));
+    /* The normalised activations, in the convolutions' own type. */
+    size_t act_n = px * (size_t)(r->cin > r->cout ? r->cin : r->cout);
+    void *h = sdw_arena_floats(f->arena, (sdw_act_bytes(f->be, act_n) + 3) / 4);
     if (!h) return nomem();
     int Ho, Wo;
-    sdw_group_norm_silu(x, f->N, (int64_t)H * W, r->cin, 32, r->norm1_w, r->norm1_b, 1e-6f, h);
-    SDW_TRY(sdw_conv2d_forward(f->be, r->conv1, h, f->N, H, W, out, &Ho, &Wo));
-    sdw_group_norm_silu(out, f->N, (int64_t)H * W, r->cout, 32, r->norm2_w, r->norm2_b, 1e-6f, h);
+    sdw_group_norm_silu_act(f->be, x, f->N, (int64_t)H * W, r->cin, 32, r->norm1_w, r->norm1_b, 1e-6f, h);
+    SDW_TRY(sdw_conv2d_forward_act(f->be, r->conv1, h, f->N, H, W, out, false));
+    sdw_group_norm_silu_act(f->be, out, f->N, (int64_t)H * W, r->cout, 32, r->norm2_w, r->norm2_b, 1e-6f, h);
     /* out = skip(x), then conv2 adds onto it: no separate residual pass. */
     if (r->shortcut) SDW_TRY(sdw_conv2d_forward(f->be, r->shortcut, x, f->N, H, W, out, &Ho, &Wo));
     else memcpy(out, x, px * r->cout * sizeof *out);
-    SDW_TRY(sdw_conv2d_forward_add(f->be, r->conv2, h, f->N, H, W, out));
+    SDW_TRY(sdw_conv2d_forward_act(f->be, r->conv2, h, f->N, H, W, out, true));
     sdw_arena_restore(f->arena, m);
     return SDW_OK;
 }
@@ -365,9 +367,8 @@ static sdw_status mid_forward(const vfwd *f, const vmid *m, float *x, float *y, 
 /* norm, SiLU, conv_out: x -> out. */
 static sdw_status tail(const vfwd *f, const vcoder *c, float *x, int H, int W, int C, float *y, float *out)
 {
-    int Ho, Wo;
-    sdw_group_norm_silu(x, f->N, (int64_t)H * W, C, 32, c->norm_w, c->norm_b, 1e-6f, y);
-    return sdw_conv2d_forward(f->be, c->conv_out, y, f->N, H, W, out, &Ho, &Wo);
+    sdw_group_norm_silu_act(f->be, x, f->N, (int64_t)H * W, C, 32, c->norm_w, c->norm_b, 1e-6f, y);
+    return sdw_conv2d_forward_act(f->be, c->conv_out, y, f->N, H, W, out, false);
 }
 
 /* The encoder's downsampler pads only right and bottom (by one) before a
