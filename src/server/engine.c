@@ -30,6 +30,7 @@
 #include "io/base64.h"
 #include "models/lora.h"
 #include <cjson/cJSON.h>
+#include <malloc.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -122,14 +123,26 @@ static void unlink_locked(sdw_engine *e, sdw_job *j)
 }
 
 /* Drops the finished jobs whose time is up. */
-static void sweep_locked(sdw_engine *e)
+/* Drops expired records; returns how many. */
+static int sweep_locked(sdw_engine *e)
 {
     double now = sdw_now();
+    int n = 0;
     for (sdw_job *j = e->head, *next; j; j = next) {
         next = j->next;
-        if (is_final(j->state) && j->expires <= now) unlink_locked(e, j);
+        if (is_final(j->state) && j->expires <= now) {
+            unlink_locked(e, j);
+            n++;
+        }
     }
+    return n;
 }
+
+/* Gives freed memory back to the system while the worker is idle: results
+ * and request bodies are freed by many threads (one per connection), and
+ * glibc keeps what each thread's arena held, so RSS would ratchet up with
+ * load. Called without the mutex. */
+static void trim_idle(void) { malloc_trim(0); }
 
 static sdw_job *find_locked(sdw_engine *e, const char *id)
 {
@@ -216,7 +229,11 @@ static void *gen_thread(void *arg)
             clock_gettime(CLOCK_MONOTONIC, &ts);
             ts.tv_sec += 1;
             pthread_cond_timedwait(&e->work, &e->mu, &ts);
-            sweep_locked(e);
+            if (sweep_locked(e) > 0 && !e->q_head) {
+                pthread_mutex_unlock(&e->mu);
+                trim_idle();
+                pthread_mutex_lock(&e->mu);
+            }
         }
         if (!e->q_head) break;
         sdw_job *j = e->q_head;
@@ -240,6 +257,11 @@ static void *gen_thread(void *arg)
         release_locked(j);
         sweep_locked(e);
         pthread_cond_broadcast(&e->changed);
+        if (!e->q_head) {
+            pthread_mutex_unlock(&e->mu);
+            trim_idle();
+            pthread_mutex_lock(&e->mu);
+        }
     }
     pthread_mutex_unlock(&e->mu);
     if (e->model) sdw_model_set_loras(e->model, NULL, 0, NULL);

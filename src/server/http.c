@@ -283,6 +283,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->method = method;
         r->url = url;
         r->t0 = now_s();
+        sdw_header_watchdog_headers_done(conn);
         client_address(conn, r->client, sizeof r->client);
         unsigned reject = authorised(r) ? 0 : 401;
         const char *cl = http_header(r, "Content-Length");
@@ -351,6 +352,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     /* The connection may carry more requests: time it out again. */
     if (r->no_timeout && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && r->srv->cfg.request_timeout_s > 0)
         MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)r->srv->cfg.request_timeout_s);
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) sdw_header_watchdog_request_done(conn);
     atomic_fetch_sub(&r->srv->active, 1);
     free(r->body);
     free(r);
@@ -412,9 +414,11 @@ sdw_status sdw_server_start(const sdw_server_config *cfg, sdw_server **out)
         sdw_server_free(s);
         return SDW_ERR_NOMEM;
     }
+    s->watchdog = sdw_header_watchdog_start(cfg->request_timeout_s);
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s,
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_NOTIFY_CONNECTION, s->watchdog ? sdw_header_watchdog_notify : NULL, s->watchdog,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(cfg->request_timeout_s > 0 ? cfg->request_timeout_s : 0),
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)(cfg->max_connections > 0 ? cfg->max_connections : 256),
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u,
@@ -454,6 +458,8 @@ void sdw_server_shutdown(sdw_server *s, double drain_timeout_s)
     }
     if (s->d) MHD_stop_daemon(s->d);
     s->d = NULL;
+    sdw_header_watchdog_stop(s->watchdog);
+    s->watchdog = NULL;
     sdw_srv_log("stopped");
 }
 

@@ -4,6 +4,7 @@
 #ifndef SDW_SERVER_HTTP_INTERNAL_H
 #define SDW_SERVER_HTTP_INTERNAL_H
 #include "server/server.h"
+#include "server/header_watchdog.h"
 #include "server/model_catalog.h"
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
@@ -13,6 +14,7 @@ struct sdw_server {
     sdw_server_config cfg;     /* strings owned (copied) */
     struct MHD_Daemon *d;
     sdw_engine *engine;
+    sdw_header_watchdog *watchdog;   /* NULL without --request-timeout */
     int port;
     bool stopped;
     atomic_int active;         /* requests between their first call and their completion */
