@@ -416,13 +416,13 @@ sdw_status sdw_server_start(const sdw_server_config *cfg, sdw_server **out)
     }
     s->watchdog = sdw_header_watchdog_start(cfg->request_timeout_s);
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,   /* first, or MHD warns */
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                             MHD_OPTION_NOTIFY_CONNECTION, s->watchdog ? sdw_header_watchdog_notify : NULL, s->watchdog,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(cfg->request_timeout_s > 0 ? cfg->request_timeout_s : 0),
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)(cfg->max_connections > 0 ? cfg->max_connections : 256),
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u,
-                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_END);
     if (!s->d) {
         int err = errno;

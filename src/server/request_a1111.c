@@ -60,13 +60,7 @@ static sdw_status parse(const cJSON *j, bool img2img, const sdw_request_limits *
     SDW_TRY(req_int64(j, "seed", -1, SDW_REQ_MAX_SEED, &r->seed));
     SDW_TRY(req_int(j, "steps", 1, SDW_REQ_MAX_STEPS, &r->steps));
     SDW_TRY(req_float(j, "cfg_scale", 0, SDW_REQ_MAX_GUIDANCE, false, &r->cfg));
-    int64_t w = 0, h = 0;
-    SDW_TRY(req_int64(j, "width", INT32_MIN, INT32_MAX, &w));
-    SDW_TRY(req_int64(j, "height", INT32_MIN, INT32_MAX, &h));
-    if (req_get(j, "width")) SDW_TRY(req_check_size("width", w));
-    if (req_get(j, "height")) SDW_TRY(req_check_size("height", h));
-    r->width = (int)w;
-    r->height = (int)h;
+    SDW_TRY(req_width_height(j, r));
     SDW_TRY(req_str(j, "sampler_index", 64, &s));
     SDW_TRY(req_str(j, "sampler_name", 64, &s));
     SDW_TRY(req_sampler(req_get(j, "sampler_name") ? "sampler_name" : "sampler_index", s, r));

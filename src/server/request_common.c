@@ -195,6 +195,18 @@ sdw_status req_check_size(const char *field, long long v)
     return SDW_OK;
 }
 
+sdw_status req_width_height(const cJSON *j, sdw_job_request *r)
+{
+    int64_t w = 0, h = 0;
+    SDW_TRY(req_int64(j, "width", INT32_MIN, INT32_MAX, &w));
+    SDW_TRY(req_int64(j, "height", INT32_MIN, INT32_MAX, &h));
+    if (req_get(j, "width")) SDW_TRY(req_check_size("width", w));
+    if (req_get(j, "height")) SDW_TRY(req_check_size("height", h));
+    r->width = (int)w;
+    r->height = (int)h;
+    return SDW_OK;
+}
+
 sdw_status req_parse_int_text(const char *field, const char *s, long long lo, long long hi, long long *out)
 {
     char *end;

@@ -26,6 +26,8 @@ sdw_status req_strdup(const cJSON *obj, const char *key, size_t max, char **out)
 
 /* A width or height: a multiple of 8 in SDW_REQ_MIN_SIZE..SDW_REQ_MAX_SIZE. */
 sdw_status req_check_size(const char *field, long long v);
+/* "width" and "height", each optional (0 = the model's default) and checked. */
+sdw_status req_width_height(const cJSON *j, sdw_job_request *r);
 /* Text values (form fields) with the same rules as their JSON twins. */
 sdw_status req_parse_int_text(const char *field, const char *s, long long lo, long long hi, long long *out);
 sdw_status req_parse_float_text(const char *field, const char *s, double lo, double hi, float *out);

@@ -59,13 +59,7 @@ static sdw_status parse(const cJSON *j, const sdw_request_limits *lim, sdw_job_r
     SDW_TRY(req_int(j, "steps", 1, SDW_REQ_MAX_STEPS, &r->steps));
     SDW_TRY(req_float(j, "cfg_scale", 0, SDW_REQ_MAX_GUIDANCE, false, &r->cfg));
     SDW_TRY(req_float(j, "guidance_scale", 0, SDW_REQ_MAX_GUIDANCE, false, &r->cfg));
-    int64_t w = 0, h = 0;
-    SDW_TRY(req_int64(j, "width", INT32_MIN, INT32_MAX, &w));
-    SDW_TRY(req_int64(j, "height", INT32_MIN, INT32_MAX, &h));
-    if (req_get(j, "width")) SDW_TRY(req_check_size("width", w));
-    if (req_get(j, "height")) SDW_TRY(req_check_size("height", h));
-    r->width = (int)w;
-    r->height = (int)h;
+    SDW_TRY(req_width_height(j, r));
     SDW_TRY(req_int64(j, "seed", -1, SDW_REQ_MAX_SEED, &r->seed));
     SDW_TRY(req_str(j, "sampler", 64, &s));
     SDW_TRY(req_sampler("sampler", s, r));
