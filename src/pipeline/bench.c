@@ -185,6 +185,15 @@ static sdw_status time_best_linear(sdw_backend *be, const sdw_linear *l, const f
     return SDW_OK;
 }
 
+static void keep_better(sdw_bench_peak *p, const sdw_bench_peak *q)
+{
+    if (!q->available) return;
+    p->available = true;
+    if (q->conv_tflops > p->conv_tflops) p->conv_tflops = q->conv_tflops;
+    if (q->matmul_tflops > p->matmul_tflops) p->matmul_tflops = q->matmul_tflops;
+    p->tflops = p->conv_tflops > p->matmul_tflops ? p->conv_tflops : p->matmul_tflops;
+}
+
 sdw_status sdw_bench_measure_peak(sdw_precision p, int runs, sdw_bench_peak *out)
 {
     memset(out, 0, sizeof *out);
@@ -609,6 +618,18 @@ sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result
     b.prompt = o->prompt ? o->prompt : STOCK_PROMPT;
     b.negative = o->negative_prompt ? o->negative_prompt : STOCK_NEGATIVE;
     sdw_status s = bench_stages(&b);
+    if (s == SDW_OK && !(o->peak_bf16 && o->peak_f32)) {
+        /* Once more after the stages, keeping the better: on a shared host
+         * the speed drifts, and a peak caught in a slow minute would flatter
+         * every percentage. */
+        note(o, "measuring the peaks again");
+        sdw_bench_peak again;
+        s = sdw_bench_measure_peak(SDW_PRECISION_BF16, o->peak_runs, &again);
+        if (s == SDW_OK) keep_better(&r->peak_bf16, &again);
+        if (s == SDW_OK) s = sdw_bench_measure_peak(SDW_PRECISION_F32, o->peak_runs, &again);
+        if (s == SDW_OK) keep_better(&r->peak_f32, &again);
+        r->peak_tflops = r->precision == SDW_PRECISION_BF16 ? r->peak_bf16.tflops : r->peak_f32.tflops;
+    }
     if (s == SDW_OK) {
         for (int i = 0; i < SDW_BENCH_STAGES; i++) {
             stage_finish(&r->stage[i], &b.s[i], r->peak_tflops);

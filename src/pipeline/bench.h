@@ -2,7 +2,8 @@
  * run it on the tiny models: the machine's peak (the better of a 3x3
  * convolution 320->320 at 64x64 batch 2 and an 8192x1280x1280 matmul, each
  * through this backend with weights in the primitive's layout and random data,
- * in bf16 and in f32), and the stages of a txt2img run on a loaded model, each
+ * in bf16 and in f32; measured before and after the stages, the better
+ * kept), and the stages of a txt2img run on a loaded model, each
  * the median over repeated runs, with the FLOPs the backend counted during it
  * (convolutions, matmuls and attention actually run), the TFLOP/s achieved and
  * that as a percentage of the peak of the model's precision. */
