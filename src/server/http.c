@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -445,7 +446,13 @@ void sdw_server_shutdown(sdw_server *s, double drain_timeout_s)
     s->stopped = true;
     if (s->d) {
         MHD_socket fd = MHD_quiesce_daemon(s->d);
-        if (fd != MHD_INVALID_SOCKET) close(fd);
+        /* shutdown first: the polling thread may still hold the socket for a
+         * moment after close, and a listening socket keeps completing
+         * handshakes until its last reference goes; shutdown stops it now. */
+        if (fd != MHD_INVALID_SOCKET) {
+            shutdown(fd, SHUT_RDWR);
+            close(fd);
+        }
     }
     sdw_srv_log("stopping: no new connections; draining (up to %.0f s)", drain_timeout_s);
     if (s->engine) sdw_engine_drain(s->engine, drain_timeout_s);
