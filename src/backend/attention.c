@@ -15,7 +15,7 @@
  * busy machine, is where the time went). Packing costs D/Tk of the score
  * traffic and buys the dense layouts oneDNN's brgemm (AMX) kernels take;
  * strided views fall back to a slower gemm. */
-#include "backend/cpu_internal.h"
+#include "backend/attention_amx.h"
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -154,6 +154,11 @@ sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, cons
         return sdw_fail(SDW_ERR_INVALID_ARG, "attention: bad shape B %d Tq %d Tk %d heads %d dim %d", B, Tq,
                         Tk, H, D);
     double t0 = sdw_be_now();
+    if (be->attn_amx) {
+        SDW_TRY(sdw_attention_amx(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, H, D, causal, out));
+        sdw_count_op(be, SDW_OPK_ATTENTION, t0, 4.0 * B * H * (double)Tq * Tk * D);
+        return SDW_OK;
+    }
     attn_job j = { .q_stride = q_stride, .Tq = Tq, .Tk = Tk, .H = H, .D = D, .causal = causal,
                    .bf = be->precision == SDW_PRECISION_BF16, .scale = 1.0f / sqrtf((float)D) };
     const dnnl_data_type_t dt = j.bf ? dnnl_bf16 : dnnl_f32;

@@ -84,6 +84,7 @@ struct sdw_backend {
     size_t table_size, count;
     sdw_buf scratch[SDW_SCR_COUNT];
     size_t attn_budget;
+    bool attn_amx;      /* bf16 attention on AMX tiles (attention_amx.c) */
     dnnl_stream_t *tstreams;  /* one per OpenMP thread, for sdw_prim_exec_thread */
     int n_tstreams;
 };

@@ -1,0 +1,13 @@
+/* attention_amx.h: the AMX attention kernel (bf16 precision on CPUs with
+ * AMX tiles); sdw_attention picks it, the oneDNN path serves the rest. */
+#ifndef SDW_BACKEND_ATTENTION_AMX_H
+#define SDW_BACKEND_ATTENTION_AMX_H
+#include "backend/cpu_internal.h"
+
+/* True when the CPU has AMX-BF16 and the kernel granted this process the
+ * tile state (asked once). */
+bool sdw_attention_amx_available(void);
+/* sdw_attention's contract, in bf16 (inputs rounded, f32 softmax and sums). */
+sdw_status sdw_attention_amx(sdw_backend *be, const float *q, int64_t q_stride, const float *k, const float *v,
+                             int64_t kv_stride, int B, int Tq, int Tk, int H, int D, bool causal, float *out);
+#endif
