@@ -526,6 +526,83 @@ static void upsample_concat(void **state)
     free(x), free(y), free(b), free(cat);
 }
 
+/* ---- producers writing the next matmul's input (sdw_*_act) ---- */
+
+/* The activation equals the f32 result stored in the compute type, bit for
+ * bit: bf16 rounding of the f32 op in BF16, the f32 op itself in F32. */
+static void expect_act(sdw_precision prec, const char *what, const void *act, const float *f32, size_t n)
+{
+    if (prec == SDW_PRECISION_BF16) {
+        uint16_t *want = malloc(n * sizeof *want);
+        assert_non_null(want);
+        sdw_cvt_bf16_span(want, f32, n);
+        if (memcmp(act, want, n * sizeof *want) != 0) fail_msg("%s bf16: activation differs from the rounded f32 op", what);
+        free(want);
+    } else if (memcmp(act, f32, n * sizeof *f32) != 0) {
+        fail_msg("%s f32: activation differs from the f32 op", what);
+    }
+    printf("  %-28s %s: activation equals the f32 op (bitwise)\n", what, sdw_precision_name(prec));
+}
+
+static void act_producers(void **state)
+{
+    (void)state;
+    for (int v = 0; v < 3; v++) { /* f32, bf16 on oneDNN, bf16 with the AMX attention kernel */
+        sdw_precision prec = v ? SDW_PRECISION_BF16 : SDW_PRECISION_F32;
+        sdw_backend *be = backend(prec);
+        if (!be) continue;
+        if (sdw_backend_set_amx_kernels(be, v == 2) != (v == 2)) {
+            sdw_backend_free(be);
+            continue;
+        }
+        const int N = 2, HW = 37, C = 64, rows = N * HW, inner = 96, heads = 2, D = 32, Tk = 45;
+        float *x = frand((size_t)rows * 2 * inner, 51, 2.0f), *g = frand((size_t)C, 52, 1.0f), *b = frand((size_t)C, 53, 0.5f);
+        float *y = falloc((size_t)rows * 2 * inner);
+        void *act = malloc((size_t)rows * 2 * inner * sizeof(float));
+        assert_non_null(act);
+        if (v < 2) {
+            sdw_layer_norm(x, rows, C, g, b, 1e-5f, y);
+            sdw_layer_norm_act(be, x, rows, C, g, b, 1e-5f, act);
+            expect_act(prec, "layer_norm_act", act, y, (size_t)rows * C);
+            sdw_group_norm(x, N, HW, C, 8, g, b, 1e-6f, y);
+            sdw_group_norm_act(be, x, N, HW, C, 8, g, b, 1e-6f, act);
+            expect_act(prec, "group_norm_act", act, y, (size_t)rows * C);
+            sdw_geglu(x, rows, inner, y);
+            sdw_geglu_act(be, x, rows, inner, act);
+            expect_act(prec, "geglu_act", act, y, (size_t)rows * inner);
+
+            /* The matmul of an activation equals the matmul of its f32 source. */
+            float *w = frand((size_t)C * C, 54, 0.1f), *y2 = falloc((size_t)rows * C);
+            sdw_linear *l = NULL;
+            assert_int_equal(sdw_linear_create(be, C, C, w, b, &l), SDW_OK);
+            sdw_layer_norm(x, rows, C, g, b, 1e-5f, y);
+            sdw_layer_norm_act(be, x, rows, C, g, b, 1e-5f, act);
+            assert_int_equal(sdw_linear_forward(be, l, y, rows, y2), SDW_OK);
+            float *y3 = falloc((size_t)rows * C);
+            assert_int_equal(sdw_linear_forward_act(be, l, act, rows, y3, false), SDW_OK);
+            assert_memory_equal(y2, y3, sizeof(float) * (size_t)rows * C);
+            memcpy(y3, x, sizeof(float) * (size_t)rows * C);
+            memcpy(y2, x, sizeof(float) * (size_t)rows * C);
+            assert_int_equal(sdw_linear_forward_add(be, l, y, rows, y2), SDW_OK);
+            assert_int_equal(sdw_linear_forward_act(be, l, act, rows, y3, true), SDW_OK);
+            assert_memory_equal(y2, y3, sizeof(float) * (size_t)rows * C);
+            printf("  %-28s %s: equals the linear of the f32 input, and with accumulate\n", "linear_forward_act",
+                   sdw_precision_name(prec));
+            sdw_linear_free(l);
+            free(w), free(y2), free(y3);
+        }
+        /* Attention, on oneDNN (v = 1) and on the AMX kernel (v = 2). */
+        const float *q = x, *k = x + rows * heads * D;
+        assert_int_equal(sdw_attention(be, q, heads * D, k, k + 7, heads * D + 7, N, HW, Tk / 2, heads, D, false, y),
+                         SDW_OK);
+        assert_int_equal(
+            sdw_attention_act(be, q, heads * D, k, k + 7, heads * D + 7, N, HW, Tk / 2, heads, D, false, act), SDW_OK);
+        expect_act(prec, v == 2 ? "attention_act (amx)" : "attention_act", act, y, (size_t)rows * heads * D);
+        free(x), free(g), free(b), free(y), free(act);
+        sdw_backend_free(be);
+    }
+}
+
 int main(void)
 {
     printf("backend ops: isa %s, native bf16 %s, auto precision = %s\n", sdw_cpu_isa_name(),
@@ -545,6 +622,7 @@ int main(void)
         cmocka_unit_test(activations),
         cmocka_unit_test(elementwise),
         cmocka_unit_test(upsample_concat),
+        cmocka_unit_test(act_producers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

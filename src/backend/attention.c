@@ -154,8 +154,8 @@ sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, cons
         return sdw_fail(SDW_ERR_INVALID_ARG, "attention: bad shape B %d Tq %d Tk %d heads %d dim %d", B, Tq,
                         Tk, H, D);
     double t0 = sdw_be_now();
-    if (be->attn_amx) {
-        SDW_TRY(sdw_attention_amx(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, H, D, causal, out));
+    if (be->amx_kernels) {
+        SDW_TRY(sdw_attention_amx(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, H, D, causal, out, NULL));
         sdw_count_op(be, SDW_OPK_ATTENTION, t0, 4.0 * B * H * (double)Tq * Tk * D);
         return SDW_OK;
     }
@@ -240,5 +240,26 @@ sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, cons
     }
     if (failed != SDW_OK) return sdw_fail(failed, "attention: %s", why);
     sdw_count_op(be, SDW_OPK_ATTENTION, t0, 4.0 * B * H * (double)Tq * Tk * D);
+    return SDW_OK;
+}
+
+sdw_status sdw_attention_act(sdw_backend *be, const float *q, int64_t q_stride, const float *k, const float *v,
+                             int64_t kv_stride, int B, int Tq, int Tk, int heads, int head_dim, bool causal,
+                             void *act)
+{
+    if (be->precision != SDW_PRECISION_BF16)
+        return sdw_attention(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, heads, head_dim, causal, act);
+    const size_t n = (size_t)B * Tq * heads * head_dim;
+    if (be->amx_kernels && B > 0 && Tq > 0 && Tk > 0 && heads > 0 && head_dim > 0 &&
+        q_stride >= (int64_t)heads * head_dim && kv_stride >= (int64_t)heads * head_dim) {
+        double t0 = sdw_be_now();
+        SDW_TRY(sdw_attention_amx(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, heads, head_dim, causal, NULL, act));
+        sdw_count_op(be, SDW_OPK_ATTENTION, t0, 4.0 * B * heads * (double)Tq * Tk * head_dim);
+        return SDW_OK;
+    }
+    float *out = sdw_scratch(be, SDW_SCR_ATT_OUT, sizeof(float) * n);
+    if (!out) return SDW_ERR_NOMEM;
+    SDW_TRY(sdw_attention(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, heads, head_dim, causal, out));
+    sdw_cvt_bf16(act, out, n);
     return SDW_OK;
 }

@@ -242,7 +242,8 @@ AMX_FN static void softmax_block_row(uint16_t *p, const float *s, int n, int val
 typedef struct {
     const float *q;
     int64_t q_stride;
-    float *out;
+    float *out;              /* f32 output, or NULL for out_bf */
+    uint16_t *out_bf;        /* bf16 output (the activation of the output projection) */
     const uint16_t *kp, *vp; /* packed K, V of this batch item, per head */
     size_t k_head, v_head;   /* elements per head */
     int Tq, Tk, Tkp, H, D, Dk, nt;
@@ -285,12 +286,14 @@ AMX_FN static void run_block(const amx_job *j, uint16_t *qb, float *s, uint16_t 
     }
     _tile_release();
     for (int r = 0; r < rows; r++) {
-        float *dst = j->out + (int64_t)(q0 + r) * j->H * j->D + (int64_t)h * j->D;
+        const int64_t at = (int64_t)(q0 + r) * j->H * j->D + (int64_t)h * j->D;
         const __m512 f = _mm512_set1_ps(1.0f / l[r]);
         for (int d = 0; d < j->D; d += 16) {
             const int left = j->D - d;
             const __mmask16 k = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-            _mm512_mask_storeu_ps(dst + d, k, _mm512_mul_ps(_mm512_loadu_ps(o + (size_t)r * od + d), f));
+            const __m512 val = _mm512_mul_ps(_mm512_loadu_ps(o + (size_t)r * od + d), f);
+            if (j->out_bf) _mm256_mask_storeu_epi16(j->out_bf + at + d, k, (__m256i)_mm512_cvtneps_pbh(val));
+            else _mm512_mask_storeu_ps(j->out + at + d, k, val);
         }
     }
 }
@@ -309,7 +312,8 @@ AMX_FN static void pack_item(const amx_job *j, uint16_t *kp, uint16_t *vp, const
 }
 
 sdw_status sdw_attention_amx(sdw_backend *be, const float *q, int64_t q_stride, const float *k, const float *v,
-                             int64_t kv_stride, int B, int Tq, int Tk, int H, int D, bool causal, float *out)
+                             int64_t kv_stride, int B, int Tq, int Tk, int H, int D, bool causal, float *out,
+                             uint16_t *out_bf)
 {
     amx_job j = { .q_stride = q_stride, .Tq = Tq, .Tk = Tk, .H = H, .D = D, .causal = causal,
                   .scale = 1.0f / sqrtf((float)D) };
@@ -333,7 +337,8 @@ sdw_status sdw_attention_amx(sdw_backend *be, const float *q, int64_t q_stride, 
     for (int b = 0; b < B; b++) {
         pack_item(&j, kp, vp, k + (int64_t)b * Tk * kv_stride, v + (int64_t)b * Tk * kv_stride, kv_stride);
         j.q = q + (int64_t)b * Tq * q_stride;
-        j.out = out + (int64_t)b * Tq * H * D;
+        j.out = out ? out + (int64_t)b * Tq * H * D : NULL;
+        j.out_bf = out_bf ? out_bf + (int64_t)b * Tq * H * D : NULL;
 #pragma omp parallel num_threads(nt_threads)
         {
             char *mine = tb + per_thread * (size_t)omp_get_thread_num();

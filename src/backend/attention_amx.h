@@ -7,7 +7,9 @@
 /* True when the CPU has AMX-BF16 and the kernel granted this process the
  * tile state (asked once). */
 bool sdw_attention_amx_available(void);
-/* sdw_attention's contract, in bf16 (inputs rounded, f32 softmax and sums). */
+/* sdw_attention's contract, in bf16 (inputs rounded, f32 softmax and sums);
+ * the result goes to out (f32) or, when out is NULL, to out_bf (bf16). */
 sdw_status sdw_attention_amx(sdw_backend *be, const float *q, int64_t q_stride, const float *k, const float *v,
-                             int64_t kv_stride, int B, int Tq, int Tk, int H, int D, bool causal, float *out);
+                             int64_t kv_stride, int B, int Tq, int Tk, int H, int D, bool causal, float *out,
+                             uint16_t *out_bf);
 #endif

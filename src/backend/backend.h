@@ -40,7 +40,7 @@ void sdw_backend_set_attention_budget(sdw_backend *be, size_t bytes);
 /* In bf16 precision on a CPU with AMX, attention runs on our own tile kernel
  * (on by default); off, or elsewhere, on oneDNN matmuls. Returns whether the
  * tile kernel is now in use. */
-bool sdw_backend_set_attention_amx(sdw_backend *be, bool on);
+bool sdw_backend_set_amx_kernels(sdw_backend *be, bool on);
 
 /* ---- linear: y[M, out] = x[M, in] @ W^T + b ---- */
 typedef struct sdw_linear sdw_linear;
@@ -83,6 +83,16 @@ size_t sdw_act_bytes(const sdw_backend *be, size_t n);
 /* silu(group_norm(x)) written as such an activation. */
 void sdw_group_norm_silu_act(const sdw_backend *be, const float *x, int N, int64_t HW, int C, int groups,
                              const float *gamma, const float *beta, float eps, void *act);
+/* group_norm(x), layer_norm(x) and GEGLU(in) written as such activations,
+ * for the matmul after them (sdw_linear_forward_act). */
+void sdw_group_norm_act(const sdw_backend *be, const float *x, int N, int64_t HW, int C, int groups,
+                        const float *gamma, const float *beta, float eps, void *act);
+void sdw_layer_norm_act(const sdw_backend *be, const float *x, int64_t rows, int C, const float *gamma,
+                        const float *beta, float eps, void *act);
+void sdw_geglu_act(const sdw_backend *be, const float *in, int64_t rows, int inner, void *act);
+/* y = act @ W^T + b, or y += that when accumulate. */
+sdw_status sdw_linear_forward_act(sdw_backend *be, const sdw_linear *l, const void *act, int64_t M, float *y,
+                                  bool accumulate);
 /* y = conv(act), or y += conv(act) when accumulate. */
 sdw_status sdw_conv2d_forward_act(sdw_backend *be, const sdw_conv2d *c, const void *act, int N, int H, int W,
                                   float *y, bool accumulate);
@@ -107,6 +117,11 @@ sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, cons
                          int64_t kv_stride, int B, int Tq, int Tk, int heads, int head_dim, bool causal,
                          float *out);
 
+/* sdw_attention with out written as an activation (sdw_act_bytes) for the
+ * output projection. */
+sdw_status sdw_attention_act(sdw_backend *be, const float *q, int64_t q_stride, const float *k, const float *v,
+                             int64_t kv_stride, int B, int Tq, int Tk, int heads, int head_dim, bool causal,
+                             void *act);
 /* ---- memory-bound ops, f32, y may equal x unless said otherwise ---- */
 /* x [N, HW, C] NHWC; groups divide C. gamma / beta may be NULL (1 / 0). */
 void sdw_group_norm(const float *x, int N, int64_t HW, int C, int groups, const float *gamma,

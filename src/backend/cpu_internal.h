@@ -39,6 +39,7 @@ enum {
     SDW_SCR_ATT_P,    /* bf16 probabilities (bf16 precision only) */
     SDW_SCR_ATT_O,
     SDW_SCR_ATT_L,    /* 1 / softmax row sums */
+    SDW_SCR_ATT_OUT,  /* f32 result before it becomes a bf16 activation (no AMX) */
     SDW_SCR_COUNT
 };
 
@@ -84,7 +85,7 @@ struct sdw_backend {
     size_t table_size, count;
     sdw_buf scratch[SDW_SCR_COUNT];
     size_t attn_budget;
-    bool attn_amx;      /* bf16 attention on AMX tiles (attention_amx.c) */
+    bool amx_kernels;   /* bf16 attention on our AMX tile kernel (attention_amx.c) */
     dnnl_stream_t *tstreams;  /* one per OpenMP thread, for sdw_prim_exec_thread */
     int n_tstreams;
 };

@@ -239,8 +239,12 @@ SDW_VEC static void scale_span(float *x, size_t n, float s)
     for (size_t i = 0; i < n; i++) x[i] *= s;
 }
 
-/* Layer norm of one row: two passes in double over a row that sits in L1. */
-SDW_VEC static void layer_norm_row(const float *x, int C, const float *g, const float *b, float eps, float *y)
+/* Layer norm of one row: two passes in double over a row that sits in L1.
+ * The result goes to y (f32) or, when y is NULL, to yb (bf16) through a
+ * stack buffer a chunk at a time. */
+#define ROW_CHUNK 256
+SDW_VEC static void layer_norm_row(const float *x, int C, const float *g, const float *b, float eps, float *y,
+                                   uint16_t *yb)
 {
     double s = 0, q = 0;
 #pragma omp simd reduction(+ : s)
@@ -249,8 +253,15 @@ SDW_VEC static void layer_norm_row(const float *x, int C, const float *g, const 
 #pragma omp simd reduction(+ : q)
     for (int i = 0; i < C; i++) q += (x[i] - mean) * (x[i] - mean);
     float m = (float)mean, r = (float)(1.0 / sqrt(q / C + eps));
+    float tmp[ROW_CHUNK];
+    for (int c0 = 0; c0 < C; c0 += ROW_CHUNK) {
+        int len = C - c0 < ROW_CHUNK ? C - c0 : ROW_CHUNK;
+        float *dst = y ? y + c0 : tmp;
 #pragma omp simd
-    for (int i = 0; i < C; i++) y[i] = (x[i] - m) * r * (g ? g[i] : 1.0f) + (b ? b[i] : 0.0f);
+        for (int i = 0; i < len; i++)
+            dst[i] = (x[c0 + i] - m) * r * (g ? g[c0 + i] : 1.0f) + (b ? b[c0 + i] : 0.0f);
+        if (!y) sdw_cvt_bf16_span(yb + c0, tmp, (size_t)len);
+    }
 }
 
 /* ---- parallel drivers ---- */
@@ -302,7 +313,38 @@ void sdw_layer_norm(const float *x, int64_t rows, int C, const float *gamma, con
                     float *y)
 {
 #pragma omp parallel for schedule(static) if (rows * C > PAR_MIN)
-    for (int64_t r = 0; r < rows; r++) layer_norm_row(x + r * C, C, gamma, beta, eps, y + r * C);
+    for (int64_t r = 0; r < rows; r++) layer_norm_row(x + r * C, C, gamma, beta, eps, y + r * C, NULL);
+}
+
+void sdw_layer_norm_act(const sdw_backend *be, const float *x, int64_t rows, int C, const float *gamma,
+                        const float *beta, float eps, void *act)
+{
+    if (be->precision != SDW_PRECISION_BF16) {
+        sdw_layer_norm(x, rows, C, gamma, beta, eps, act);
+        return;
+    }
+    uint16_t *yb = act;
+#pragma omp parallel for schedule(static) if (rows * C > PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) layer_norm_row(x + r * C, C, gamma, beta, eps, NULL, yb + r * C);
+}
+
+void sdw_geglu_act(const sdw_backend *be, const float *in, int64_t rows, int inner, void *act)
+{
+    if (be->precision != SDW_PRECISION_BF16) {
+        sdw_geglu(in, rows, inner, act);
+        return;
+    }
+    uint16_t *yb = act;
+#pragma omp parallel for schedule(static) if (rows * inner > PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *v = in + r * 2 * inner;
+        float tmp[ROW_CHUNK];
+        for (int c0 = 0; c0 < inner; c0 += ROW_CHUNK) {
+            int len = inner - c0 < ROW_CHUNK ? inner - c0 : ROW_CHUNK;
+            geglu_span(tmp, v + c0, v + inner + c0, (size_t)len);
+            sdw_cvt_bf16_span(yb + r * inner + c0, tmp, (size_t)len);
+        }
+    }
 }
 
 float sdw_attn_softmax_row(float *s, int n, int n_valid, float scale)
@@ -405,6 +447,13 @@ void sdw_group_norm_silu_act(const sdw_backend *be, const float *x, int N, int64
 {
     bool bf = be->precision == SDW_PRECISION_BF16;
     group_norm(x, N, HW, C, groups, gamma, beta, eps, true, bf ? NULL : act, bf ? act : NULL);
+}
+
+void sdw_group_norm_act(const sdw_backend *be, const float *x, int N, int64_t HW, int C, int groups,
+                        const float *gamma, const float *beta, float eps, void *act)
+{
+    bool bf = be->precision == SDW_PRECISION_BF16;
+    group_norm(x, N, HW, C, groups, gamma, beta, eps, false, bf ? NULL : act, bf ? act : NULL);
 }
 
 void sdw_upsample_nearest2x(const float *x, int N, int H, int W, int C, float *y)

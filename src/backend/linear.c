@@ -81,7 +81,9 @@ sdw_status sdw_linear_create(sdw_backend *be, int in, int out, const float *w, c
     return SDW_OK;
 }
 
-static sdw_status forward(sdw_backend *be, const sdw_linear *l, const float *x, int64_t M, float *y, int64_t flags)
+/* x is f32, or already in the compute type when x_is_act. */
+static sdw_status forward(sdw_backend *be, const sdw_linear *l, const void *x, bool x_is_act, int64_t M, float *y,
+                          int64_t flags)
 {
     if (M < 0) return sdw_fail(SDW_ERR_INVALID_ARG, "linear: M = %lld", (long long)M);
     if (M == 0) return SDW_OK;
@@ -97,7 +99,7 @@ static sdw_status forward(sdw_backend *be, const sdw_linear *l, const float *x, 
         SDW_TRY(sdw_prim_create(be, key, &l->wmd, &d, &d_any, &p));
     }
     const void *src = x;
-    if (l->dt == dnnl_bf16) {
+    if (l->dt == dnnl_bf16 && !x_is_act) {
         uint16_t *xb = sdw_scratch(be, SDW_SCR_SRC, sizeof(uint16_t) * (size_t)M * (size_t)l->in);
         if (!xb) return SDW_ERR_NOMEM;
         sdw_cvt_bf16(xb, x, (size_t)M * (size_t)l->in);
@@ -110,12 +112,18 @@ static sdw_status forward(sdw_backend *be, const sdw_linear *l, const float *x, 
 
 sdw_status sdw_linear_forward(sdw_backend *be, const sdw_linear *l, const float *x, int64_t M, float *y)
 {
-    return forward(be, l, x, M, y, 0);
+    return forward(be, l, x, false, M, y, 0);
 }
 
 sdw_status sdw_linear_forward_add(sdw_backend *be, const sdw_linear *l, const float *x, int64_t M, float *y)
 {
-    return forward(be, l, x, M, y, SDW_PRIM_SUM);
+    return forward(be, l, x, false, M, y, SDW_PRIM_SUM);
+}
+
+sdw_status sdw_linear_forward_act(sdw_backend *be, const sdw_linear *l, const void *act, int64_t M, float *y,
+                                  bool accumulate)
+{
+    return forward(be, l, act, true, M, y, accumulate ? SDW_PRIM_SUM : 0);
 }
 
 sdw_status sdw_linear_get_weights(sdw_backend *be, const sdw_linear *l, float *w)

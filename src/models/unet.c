@@ -348,21 +348,23 @@ static sdw_status tblock_forward(const fwd *f, const tblock *b, float *x, int64_
     float *kv = sdw_arena_floats(f->arena, (size_t)N * nctx * 2 * C);
     if (!h || !big || !a || !kv) return nomem();
 
-    sdw_layer_norm(x, rows, C, b->norm1_w, b->norm1_b, 1e-5f, h);
-    SDW_TRY(sdw_linear_forward(f->be, b->qkv, h, rows, big));
-    SDW_TRY(sdw_attention(f->be, big, 3 * C, big + C, big + 2 * C, 3 * C, N, (int)T, (int)T, heads, D, false, a));
-    SDW_TRY(sdw_linear_forward_add(f->be, b->attn1_out, a, rows, x));
+    /* Norms, GEGLU and attention write the next matmul's input in its
+     * compute type (h, a hold bf16 in BF16 precision): no conversion passes. */
+    sdw_layer_norm_act(f->be, x, rows, C, b->norm1_w, b->norm1_b, 1e-5f, h);
+    SDW_TRY(sdw_linear_forward_act(f->be, b->qkv, h, rows, big, false));
+    SDW_TRY(sdw_attention_act(f->be, big, 3 * C, big + C, big + 2 * C, 3 * C, N, (int)T, (int)T, heads, D, false, a));
+    SDW_TRY(sdw_linear_forward_act(f->be, b->attn1_out, a, rows, x, true));
 
-    sdw_layer_norm(x, rows, C, b->norm2_w, b->norm2_b, 1e-5f, h);
-    SDW_TRY(sdw_linear_forward(f->be, b->q2, h, rows, big));
+    sdw_layer_norm_act(f->be, x, rows, C, b->norm2_w, b->norm2_b, 1e-5f, h);
+    SDW_TRY(sdw_linear_forward_act(f->be, b->q2, h, rows, big, false));
     SDW_TRY(sdw_linear_forward(f->be, b->kv2, f->in->context, N * nctx, kv));
-    SDW_TRY(sdw_attention(f->be, big, C, kv, kv + C, 2 * C, N, (int)T, (int)nctx, heads, D, false, a));
-    SDW_TRY(sdw_linear_forward_add(f->be, b->attn2_out, a, rows, x));
+    SDW_TRY(sdw_attention_act(f->be, big, C, kv, kv + C, 2 * C, N, (int)T, (int)nctx, heads, D, false, a));
+    SDW_TRY(sdw_linear_forward_act(f->be, b->attn2_out, a, rows, x, true));
 
-    sdw_layer_norm(x, rows, C, b->norm3_w, b->norm3_b, 1e-5f, h);
-    SDW_TRY(sdw_linear_forward(f->be, b->ff_in, h, rows, big));
-    sdw_geglu(big, rows, 4 * C, a);
-    SDW_TRY(sdw_linear_forward_add(f->be, b->ff_out, a, rows, x));
+    sdw_layer_norm_act(f->be, x, rows, C, b->norm3_w, b->norm3_b, 1e-5f, h);
+    SDW_TRY(sdw_linear_forward_act(f->be, b->ff_in, h, rows, big, false));
+    sdw_geglu_act(f->be, big, rows, 4 * C, a);
+    SDW_TRY(sdw_linear_forward_act(f->be, b->ff_out, a, rows, x, true));
     sdw_arena_restore(f->arena, m);
     return SDW_OK;
 }
@@ -375,8 +377,8 @@ static sdw_status transformer_forward(const fwd *f, const transformer *t, float 
     sdw_arena_mark m = sdw_arena_save(f->arena);
     float *h = sdw_arena_floats(f->arena, (size_t)rows * C), *tok = sdw_arena_floats(f->arena, (size_t)rows * C);
     if (!h || !tok) return nomem();
-    sdw_group_norm(x, f->N, T, C, 32, t->norm_w, t->norm_b, 1e-6f, h);
-    SDW_TRY(sdw_linear_forward(f->be, t->proj_in, h, rows, tok));
+    sdw_group_norm_act(f->be, x, f->N, T, C, 32, t->norm_w, t->norm_b, 1e-6f, h);
+    SDW_TRY(sdw_linear_forward_act(f->be, t->proj_in, h, rows, tok, false));
     for (int i = 0; i < t->depth; i++) SDW_TRY(tblock_forward(f, &t->blocks[i], tok, T, C, t->heads));
     SDW_TRY(sdw_linear_forward_add(f->be, t->proj_out, tok, rows, x));
     sdw_arena_restore(f->arena, m);
