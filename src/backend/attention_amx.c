@@ -80,7 +80,9 @@ AMX_FN static void pack_k(uint16_t *dst, const float *k, int64_t stride, int Tk,
 }
 
 /* V of one head as B tiles of O = P V: tile (key chunk kc, column tile j)
- * holds, in row p, the pairs (V[32kc + 2p][16j + n], V[32kc + 2p + 1][16j + n]). */
+ * holds, in row p, the pairs (V[32kc + 2p][16j + n], V[32kc + 2p + 1][16j + n]).
+ * Column D is 1 for every real key, so O's column D sums the bf16 P the
+ * products used: the softmax denominator, rescaled along with O. */
 AMX_FN static void pack_v(uint16_t *dst, const float *v, int64_t stride, int Tk, int Tkp, int D, int nt)
 {
     uint16_t row[16];
@@ -89,6 +91,7 @@ AMX_FN static void pack_v(uint16_t *dst, const float *v, int64_t stride, int Tk,
         for (int j = 0; j < nt; j++) {
             if (key < Tk) _mm256_storeu_si256((__m256i *)row, bf16x16(v + key * stride + j * 16, D - j * 16));
             else memset(row, 0, sizeof row);
+            if (key < Tk && D >= j * 16 && D < j * 16 + 16) row[D - j * 16] = 0x3f80; /* 1.0 */
             uint16_t *tile = dst + ((size_t)kc * nt + j) * TILE_ELEMS;
             for (int n = 0; n < 16; n++) tile[(p * 16 + n) * 2 + e] = row[n];
         }
@@ -198,12 +201,12 @@ AMX_FN static inline __m512 exp2_nonpos(__m512 t)
 }
 
 /* One row of a key block, online: s holds n raw scores (the first `valid`
- * real), c = scale * log2(e), and *m is the running max of c * s. When the block raises the row's
- * running max *m, the row's sums so far (*l and its outputs o) are scaled
- * down to the new max first. Then p = bf16(2^(s - *m)), 0 past valid, and
- * their f32 sum is added to *l. */
-AMX_FN static void softmax_block_row(uint16_t *p, const float *s, int n, int valid, float c, float *m, float *l,
-                                     float *o, int od)
+ * real), c = scale * log2(e), and *m is the running max of c * s. When the
+ * block raises it, the row's outputs so far (o, its sum column included)
+ * are scaled down to the new max first. Then p = bf16(2^(c * s - *m)), 0
+ * past valid. */
+AMX_FN static void softmax_block_row(uint16_t *p, const float *s, int n, int valid, float c, float *m, float *o,
+                                     int od)
 {
     __m512 mx = _mm512_set1_ps(-INFINITY);
     int i = 0;
@@ -212,29 +215,23 @@ AMX_FN static void softmax_block_row(uint16_t *p, const float *s, int n, int val
     const float bm = _mm512_reduce_max_ps(mx) * c;
     if (bm > *m) {
         if (*m != -INFINITY) {
-            const float a = exp2f(*m - bm);
-            *l *= a;
-            const __m512 va = _mm512_set1_ps(a);
-            for (int d = 0; d < od; d += 16) _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), va));
+            const __m512 a = _mm512_set1_ps(exp2f(*m - bm));
+            for (int d = 0; d < od; d += 16) _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), a));
         }
         *m = bm;
     }
     const __m512 vm = _mm512_set1_ps(*m), vc = _mm512_set1_ps(c);
-    __m512 sum = _mm512_setzero_ps();
     for (i = 0; i + 16 <= valid; i += 16) {
         __m512 e = exp2_nonpos(_mm512_fmsub_ps(_mm512_loadu_ps(s + i), vc, vm));
-        sum = _mm512_add_ps(sum, e);
         _mm256_storeu_si256((__m256i *)(p + i), (__m256i)_mm512_cvtneps_pbh(e));
     }
     if (i < valid) {
         const __mmask16 k = (__mmask16)((1u << (valid - i)) - 1);
         __m512 e = _mm512_maskz_mov_ps(k, exp2_nonpos(_mm512_fmsub_ps(_mm512_loadu_ps(s + i), vc, vm)));
-        sum = _mm512_add_ps(sum, e);
         _mm256_storeu_si256((__m256i *)(p + i), (__m256i)_mm512_cvtneps_pbh(e));
         i += 16;
     }
     for (; i < n; i += 16) _mm256_storeu_si256((__m256i *)(p + i), _mm256_setzero_si256());
-    *l += _mm512_reduce_add_ps(sum);
 }
 
 /* ------------------------------------------------------------ driver */
@@ -263,11 +260,8 @@ AMX_FN static void run_block(const amx_job *j, uint16_t *qb, float *s, uint16_t 
         const float *src = j->q + (int64_t)(q0 + r) * j->q_stride + (int64_t)h * j->D;
         for (int d = 0; d < j->Dk; d += 16) _mm256_storeu_si256((__m256i *)(dst + d), bf16x16(src + d, j->D - d));
     }
-    float m[ROWS], l[ROWS];
-    for (int r = 0; r < ROWS; r++) {
-        m[r] = -INFINITY;
-        l[r] = 0;
-    }
+    float m[ROWS];
+    for (int r = 0; r < ROWS; r++) m[r] = -INFINITY;
     memset(o, 0, sizeof(float) * ROWS * (size_t)od);
     const float c = j->scale * 1.44269504088896341f;
     const uint16_t *kp = j->kp + (size_t)h * j->k_head, *vp = j->vp + (size_t)h * j->v_head;
@@ -279,15 +273,14 @@ AMX_FN static void run_block(const amx_job *j, uint16_t *qb, float *s, uint16_t 
         for (int r = 0; r < ROWS; r++) {
             const int i = q0 + r, seen = j->causal && i + 1 < j->Tk ? i + 1 : j->Tk;
             const int valid = seen - k0 < 0 ? 0 : seen - k0 > n ? n : seen - k0;
-            softmax_block_row(p + (size_t)r * n, s + (size_t)r * n, n, valid, c, &m[r], &l[r], o + (size_t)r * od,
-                              od);
+            softmax_block_row(p + (size_t)r * n, s + (size_t)r * n, n, valid, c, &m[r], o + (size_t)r * od, od);
         }
         accumulate_values(o, p, vp, k0 / KEYS, n, j->nt);
     }
     _tile_release();
     for (int r = 0; r < rows; r++) {
         const int64_t at = (int64_t)(q0 + r) * j->H * j->D + (int64_t)h * j->D;
-        const __m512 f = _mm512_set1_ps(1.0f / l[r]);
+        const __m512 f = _mm512_set1_ps(1.0f / o[(size_t)r * od + j->D]); /* the sum column */
         for (int d = 0; d < j->D; d += 16) {
             const int left = j->D - d;
             const __mmask16 k = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
@@ -319,7 +312,7 @@ sdw_status sdw_attention_amx(sdw_backend *be, const float *q, int64_t q_stride, 
                   .scale = 1.0f / sqrtf((float)D) };
     j.Tkp = (Tk + KEYS - 1) / KEYS * KEYS;
     j.Dk = (D + 31) / 32 * 32;
-    j.nt = (D + 15) / 16;
+    j.nt = (D + 1 + 15) / 16; /* D columns and the sum */
     j.k_head = (size_t)j.Tkp * j.Dk;
     j.v_head = (size_t)j.Tkp * j.nt * 16;
     const int nt_threads = omp_get_max_threads();
