@@ -58,7 +58,7 @@ static void check(sdw_precision prec, bool amx, const attn_case *c)
     }
     if (st != SDW_OK) fail_msg("%s", sdw_last_error());
     sdw_backend_set_attention_budget(be, c->budget * (size_t)omp_get_max_threads());
-    if (sdw_backend_set_amx_kernels(be, amx) != amx) { /* no AMX here: the oneDNN runs cover it */
+    if (sdw_backend_set_own_attention(be, amx) != amx) { /* no AMX here: the oneDNN runs cover it */
         sdw_backend_free(be);
         return;
     }
@@ -131,7 +131,7 @@ static void rejects_bad_shape(void **state)
 int main(void)
 {
     sdw_backend *be = NULL;
-    bool amx = sdw_backend_create(SDW_PRECISION_BF16, &be) == SDW_OK && sdw_backend_set_amx_kernels(be, true);
+    bool amx = sdw_backend_create(SDW_PRECISION_BF16, &be) == SDW_OK && sdw_backend_set_own_attention(be, true);
     sdw_backend_free(be);
     sdw_clear_error();
     printf("backend attention: isa %s, native bf16 %s, AMX tile kernel %s\n", sdw_cpu_isa_name(),

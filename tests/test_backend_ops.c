@@ -551,7 +551,7 @@ static void act_producers(void **state)
         sdw_precision prec = v ? SDW_PRECISION_BF16 : SDW_PRECISION_F32;
         sdw_backend *be = backend(prec);
         if (!be) continue;
-        if (sdw_backend_set_amx_kernels(be, v == 2) != (v == 2)) {
+        if (sdw_backend_set_own_attention(be, v == 2) != (v == 2)) {
             sdw_backend_free(be);
             continue;
         }

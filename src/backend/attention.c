@@ -154,7 +154,7 @@ sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, cons
         return sdw_fail(SDW_ERR_INVALID_ARG, "attention: bad shape B %d Tq %d Tk %d heads %d dim %d", B, Tq,
                         Tk, H, D);
     double t0 = sdw_be_now();
-    if (be->amx_kernels) {
+    if (be->own_attention) {
         SDW_TRY(sdw_attention_amx(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, H, D, causal, out, NULL));
         sdw_count_op(be, SDW_OPK_ATTENTION, t0, 4.0 * B * H * (double)Tq * Tk * D);
         return SDW_OK;
@@ -250,7 +250,7 @@ sdw_status sdw_attention_act(sdw_backend *be, const float *q, int64_t q_stride, 
     if (be->precision != SDW_PRECISION_BF16)
         return sdw_attention(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, heads, head_dim, causal, act);
     const size_t n = (size_t)B * Tq * heads * head_dim;
-    if (be->amx_kernels && B > 0 && Tq > 0 && Tk > 0 && heads > 0 && head_dim > 0 &&
+    if (be->own_attention && B > 0 && Tq > 0 && Tk > 0 && heads > 0 && head_dim > 0 &&
         q_stride >= (int64_t)heads * head_dim && kv_stride >= (int64_t)heads * head_dim) {
         double t0 = sdw_be_now();
         SDW_TRY(sdw_attention_amx(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, heads, head_dim, causal, NULL, act));

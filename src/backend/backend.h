@@ -37,10 +37,10 @@ void sdw_backend_op_stats(const sdw_backend *be, sdw_op_stats *out);
  * OpenMP threads; 0 = the default, 2 MiB (about a core's L2) per thread.
  * Tests shrink it to exercise the block loops. */
 void sdw_backend_set_attention_budget(sdw_backend *be, size_t bytes);
-/* In bf16 precision on a CPU with AMX, attention runs on our own tile kernel
- * (on by default); off, or elsewhere, on oneDNN matmuls. Returns whether the
- * tile kernel is now in use. */
-bool sdw_backend_set_amx_kernels(sdw_backend *be, bool on);
+/* Attention on our own kernel where one exists for this precision and CPU
+ * (bf16 with AMX: attention_amx.c), on by default; off, or elsewhere, on
+ * oneDNN matmuls with a C softmax. Returns whether our kernel is in use. */
+bool sdw_backend_set_own_attention(sdw_backend *be, bool on);
 
 /* ---- linear: y[M, out] = x[M, in] @ W^T + b ---- */
 typedef struct sdw_linear sdw_linear;

@@ -29,7 +29,7 @@ sdw_status sdw_backend_create(sdw_precision precision, sdw_backend **out)
     if (!be) return sdw_fail(SDW_ERR_NOMEM, "backend: out of memory");
     be->precision = sdw_precision_resolve(precision);
     sdw_backend_set_attention_budget(be, 0);
-    sdw_backend_set_amx_kernels(be, true);
+    sdw_backend_set_own_attention(be, true);
     be->table_size = 64;
     be->table = calloc(be->table_size, sizeof *be->table);
     sdw_status st = SDW_OK;
@@ -108,13 +108,14 @@ void sdw_backend_set_attention_budget(sdw_backend *be, size_t bytes)
     be->attn_budget = bytes ? bytes : SDW_ATTN_BUDGET_PER_THREAD * (threads < 32 ? threads : 32);
 }
 
-bool sdw_backend_set_amx_kernels(sdw_backend *be, bool on)
+bool sdw_backend_set_own_attention(sdw_backend *be, bool on)
 {
     /* oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA) applies here too, so one
      * setting makes a machine without AMX of this one. */
-    be->amx_kernels = on && be->precision == SDW_PRECISION_BF16 &&
-                   dnnl_get_effective_cpu_isa() == dnnl_cpu_isa_avx512_core_amx && sdw_attention_amx_available();
-    return be->amx_kernels;
+    be->own_attention = on && be->precision == SDW_PRECISION_BF16 &&
+                        dnnl_get_effective_cpu_isa() == dnnl_cpu_isa_avx512_core_amx &&
+                        sdw_attention_amx_available();
+    return be->own_attention;
 }
 
 sdw_status sdw_check_not_parallel(const char *op)

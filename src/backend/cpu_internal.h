@@ -85,7 +85,7 @@ struct sdw_backend {
     size_t table_size, count;
     sdw_buf scratch[SDW_SCR_COUNT];
     size_t attn_budget;
-    bool amx_kernels;   /* bf16 attention on our AMX tile kernel (attention_amx.c) */
+    bool own_attention; /* attention on our kernel (attention_amx.c in bf16 with AMX), not oneDNN matmuls */
     dnnl_stream_t *tstreams;  /* one per OpenMP thread, for sdw_prim_exec_thread */
     int n_tstreams;
 };
