@@ -570,6 +570,9 @@ static void act_producers(void **state)
             sdw_geglu(x, rows, inner, y);
             sdw_geglu_act(be, x, rows, inner, act);
             expect_act(prec, "geglu_act", act, y, (size_t)rows * inner);
+            sdw_upsample_nearest2x(x, N, 3, 5, 40, y); /* 2 x 3 x 5 x 40 in, 4x that out */
+            sdw_upsample_nearest2x_act(be, x, N, 3, 5, 40, act);
+            expect_act(prec, "upsample_nearest2x_act", act, y, (size_t)N * 6 * 10 * 40);
 
             /* The matmul of an activation equals the matmul of its f32 source. */
             float *w = frand((size_t)C * C, 54, 0.1f), *y2 = falloc((size_t)rows * C);

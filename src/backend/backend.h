@@ -144,6 +144,8 @@ void sdw_mul(float *y, const float *a, const float *b, size_t n);
 void sdw_add_bias(float *x, int64_t rows, int C, const float *bias);
 /* x [N, H, W, C] -> y [N, 2H, 2W, C]; y must not alias x. */
 void sdw_upsample_nearest2x(const float *x, int N, int H, int W, int C, float *y);
+/* The same, written as the next convolution's activation (sdw_act_bytes). */
+void sdw_upsample_nearest2x_act(const sdw_backend *be, const float *x, int N, int H, int W, int C, void *act);
 /* Channel concat of NHWC tensors: y[r] = [a[r] (Ca), b[r] (Cb)]; y must not alias. */
 void sdw_concat_channels(const float *a, int Ca, const float *b, int Cb, int64_t rows, float *y);
 #endif

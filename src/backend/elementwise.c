@@ -472,6 +472,27 @@ void sdw_upsample_nearest2x(const float *x, int N, int H, int W, int C, float *y
     }
 }
 
+void sdw_upsample_nearest2x_act(const sdw_backend *be, const float *x, int N, int H, int W, int C, void *act)
+{
+    if (be->precision != SDW_PRECISION_BF16) {
+        sdw_upsample_nearest2x(x, N, H, W, C, act);
+        return;
+    }
+    uint16_t *y = act;
+    int64_t rows = (int64_t)N * H;
+    size_t row_out = (size_t)2 * W * C;
+#pragma omp parallel for schedule(static) if (rows * W * C > PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * W * C;
+        uint16_t *y0 = y + 2 * r * (int64_t)row_out;
+        for (int w = 0; w < W; w++) {
+            sdw_cvt_bf16_span(y0 + (size_t)2 * w * C, xr + (size_t)w * C, (size_t)C);
+            memcpy(y0 + (size_t)(2 * w + 1) * C, y0 + (size_t)2 * w * C, sizeof(uint16_t) * (size_t)C);
+        }
+        memcpy(y0 + row_out, y0, sizeof(uint16_t) * row_out);
+    }
+}
+
 void sdw_concat_channels(const float *a, int Ca, const float *b, int Cb, int64_t rows, float *y)
 {
     int C = Ca + Cb;

@@ -481,10 +481,10 @@ sdw_status sdw_vae_decode(sdw_backend *be, sdw_arena *arena, const sdw_vae *v, c
             C = lv->res[j].cout;
         }
         if (lv->resample) {
-            sdw_upsample_nearest2x(x, N, H, W, C, y);
+            sdw_upsample_nearest2x_act(be, x, N, H, W, C, y); /* in the convolution's input type */
             H *= 2;
             W *= 2;
-            SDW_TRY(sdw_conv2d_forward(be, lv->resample, y, N, H, W, x, &Ho, &Wo));
+            SDW_TRY(sdw_conv2d_forward_act(be, lv->resample, y, N, H, W, x, false));
         }
     }
     SDW_TRY(tail(&f, &v->dec, x, H, W, C, y, img));
