@@ -265,6 +265,69 @@ static void print_log(sdw_log_level level, const char *msg, void *user)
 /* Sizes far from the 64x64 the weights layout was chosen for (bf16 at
  * 256x256 and up prefers another layout on AMX): checked against the f32
  * path, which the naive reference has vouched for above. */
+/* The AMX small-image kernel (conv_amx.c) against oneDNN's convolution on
+ * the same backend: the same bf16 inputs and weights, only the f32
+ * summation order differs (gate 1e-5); plain, accumulating with bias, and
+ * from a bf16 activation. */
+static void conv_own_kernel(void **state)
+{
+    (void)state;
+    sdw_backend *be = backend(SDW_PRECISION_BF16);
+    if (!be) return;
+    if (!sdw_backend_set_own_conv(be, true)) {
+        printf("  no AMX here: small-image convolutions run on oneDNN only\n");
+        sdw_backend_free(be);
+        return;
+    }
+    static const conv_case cases[] = {
+        { 2, 4, 4, 96, 64, 3, 1, 1, 1, 1, 1, true },       /* the UNet's 8x8 level in small: deep, few pixels */
+        { 2, 8, 8, 192, 64, 3, 2, 1, 1, 1, 1, false },     /* downsample to 4x4 */
+        { 2, 4, 4, 2048, 64, 3, 1, 1, 1, 1, 1, true },     /* depth 18432 in two chunks */
+        { 1, 8, 4, 1024, 128, 1, 1, 0, 0, 0, 0, true },    /* 1x1 */
+        { 1, 6, 6, 64, 320, 3, 1, 0, 0, 1, 1, true },      /* asymmetric padding, 5 x 5 = 25 px: not ours */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const conv_case *c = &cases[i];
+        size_t nw = (size_t)c->cout * c->cin * c->k * c->k, nx = (size_t)c->N * c->H * c->W * c->cin;
+        float *w = frand(nw, 61, 1.0f / sqrtf((float)(c->cin * c->k * c->k))), *b = frand((size_t)c->cout, 62, 0.5f);
+        float *x = frand(nx, 63, 1.0f);
+        sdw_conv2d *conv = NULL;
+        assert_int_equal(sdw_conv2d_create_padded(be, c->cin, c->cout, c->k, c->k, c->stride, c->pt, c->pl, c->pb,
+                                                  c->pr, w, c->bias ? b : NULL, &conv),
+                         SDW_OK);
+        int Ho = (c->H + c->pt + c->pb - c->k) / c->stride + 1, Wo = (c->W + c->pl + c->pr - c->k) / c->stride + 1;
+        size_t ny = (size_t)c->N * Ho * Wo * c->cout;
+        float *r = falloc(ny), *base = frand(ny, 64, 1.0f), *ours = falloc(ny), *theirs = falloc(ny);
+        ref_conv(c, x, w, c->bias ? b : NULL, r, Ho, Wo);
+        sdw_backend_set_own_conv(be, true);
+        bool own = sdw_conv2d_uses_own_kernel(be, conv, c->N, c->H, c->W);
+        if (i < 3) assert_true(own);
+        if (i == 4) assert_false(own);
+        uint16_t *act = malloc(nx * sizeof *act);
+        assert_non_null(act);
+        sdw_cvt_bf16_span(act, x, nx);
+        for (int mode = 0; mode < 3; mode++) { /* forward, forward_add, forward_act */
+            for (int side = 0; side < 2; side++) {
+                float *y = side ? theirs : ours;
+                sdw_backend_set_own_conv(be, side == 0);
+                memcpy(y, base, ny * sizeof *y);
+                if (mode == 0) assert_int_equal(sdw_conv2d_forward(be, conv, x, c->N, c->H, c->W, y, NULL, NULL), SDW_OK);
+                if (mode == 1) assert_int_equal(sdw_conv2d_forward_add(be, conv, x, c->N, c->H, c->W, y), SDW_OK);
+                if (mode == 2) assert_int_equal(sdw_conv2d_forward_act(be, conv, act, c->N, c->H, c->W, y, false), SDW_OK);
+            }
+            char what[128];
+            static const char *const mode_name[] = { "forward", "forward_add", "forward_act" };
+            snprintf(what, sizeof what, "conv %s N%d %dx%d %d->%d k%d s%d %s%s", own ? "amx" : "(onednn)", c->N, c->H,
+                     c->W, c->cin, c->cout, c->k, c->stride, mode_name[mode], c->bias ? " +bias" : "");
+            test_check_close(what, ours, theirs, ny, 1e-5);
+            if (mode != 1) test_check_close(what, ours, r, ny, BF16_GATE);
+        }
+        sdw_conv2d_free(conv);
+        free(w), free(b), free(x), free(r), free(base), free(ours), free(theirs), free(act);
+    }
+    sdw_backend_free(be);
+}
+
 static void conv_large_image(void **state)
 {
     (void)state;
@@ -279,6 +342,7 @@ static void conv_large_image(void **state)
     if (sdw_conv2d_create(b32, C, C, 3, 3, 1, 1, w, b, &c32) != SDW_OK) fail_msg("%s", sdw_last_error());
     if (sdw_conv2d_forward(b32, c32, x, N, H, W, y32, NULL, NULL) != SDW_OK) fail_msg("%s", sdw_last_error());
     if (b16) {
+        sdw_backend_set_own_conv(b16, false); /* this test is about oneDNN's layouts */
         assert_int_equal(sdw_conv2d_create(b16, C, C, 3, 3, 1, 1, w, b, &c16), SDW_OK);
         for (int hw = 256; hw >= 32; hw /= 8) { /* 256 then 32: both layouts from one layer */
             if (sdw_conv2d_forward(b16, c16, x, N, hw, hw, y16, NULL, NULL) != SDW_OK)
@@ -615,6 +679,7 @@ int main(void)
         cmocka_unit_test(linear_holds_weights_once),
         cmocka_unit_test(forward_add),
         cmocka_unit_test(conv_ops),
+        cmocka_unit_test(conv_own_kernel),
         cmocka_unit_test(conv_large_image),
         cmocka_unit_test(rejects_bad_shapes),
         cmocka_unit_test(bf16_conversion),

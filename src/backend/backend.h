@@ -42,6 +42,11 @@ void sdw_backend_set_attention_budget(sdw_backend *be, size_t bytes);
  * oneDNN matmuls with a C softmax. Returns whether our kernel is in use. */
 bool sdw_backend_set_own_attention(sdw_backend *be, bool on);
 
+/* Small-image convolutions (the UNet's 16x16 and 8x8 levels) on our AMX
+ * kernel where the CPU has one (bf16), on by default; off, on oneDNN.
+ * Returns whether our kernel can now run. */
+bool sdw_backend_set_own_conv(sdw_backend *be, bool on);
+
 /* ---- linear: y[M, out] = x[M, in] @ W^T + b ---- */
 typedef struct sdw_linear sdw_linear;
 /* w is PyTorch's [out, in] row-major, bias [out] or NULL. Both are copied. */
@@ -99,6 +104,8 @@ sdw_status sdw_conv2d_forward_act(sdw_backend *be, const sdw_conv2d *c, const vo
 /* y += conv(x) in one pass (residual connections). */
 sdw_status sdw_conv2d_forward_add(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
                                   float *y);
+/* Whether an N x H x W input runs on our kernel (sdw_backend_set_own_conv). */
+bool sdw_conv2d_uses_own_kernel(const sdw_backend *be, const sdw_conv2d *c, int N, int H, int W);
 size_t sdw_conv2d_bytes(const sdw_conv2d *c);
 void sdw_conv2d_free(sdw_conv2d *c);
 /* As for linear, with PyTorch's [cout, cin, kh, kw] f32 weights. */

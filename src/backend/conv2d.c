@@ -1,7 +1,7 @@
 /* conv2d.c: NHWC convolution on oneDNN. The weights are reordered once, at
  * create, into the layout the convolution prefers on a representative 64x64
  * image (the UNet's working size); other sizes are created against it. */
-#include "backend/cpu_internal.h"
+#include "backend/conv_amx.h"
 #include <stdlib.h>
 
 struct sdw_conv2d {
@@ -12,6 +12,7 @@ struct sdw_conv2d {
     void *w;
     size_t wbytes;
     float *bias;
+    int amx_wblock;           /* > 0: the stored layout also serves conv_amx.c (its block width) */
 };
 
 static int out_size(int in, int pad_lo, int pad_hi, int k, int stride)
@@ -89,6 +90,7 @@ sdw_status sdw_conv2d_create_padded(sdw_backend *be, int cin, int cout, int kh, 
         st = user_md(c, &user);
         if (st == SDW_OK) st = sdw_reorder_weights(be, &user, w, &c->wmd, &c->w, &c->wbytes);
     }
+    if (st == SDW_OK && c->dt == dnnl_bf16) sdw_conv_amx_fits(&c->wmd, cin, cout, kh, kw, &c->amx_wblock);
     if (st != SDW_OK) {
         sdw_conv2d_free(c);
         return sdw_fail_context(st, "conv2d %d -> %d %dx%d", cin, cout, kh, kw);
@@ -116,6 +118,12 @@ static sdw_status forward(sdw_backend *be, const sdw_conv2d *c, const void *x, b
     double t0 = sdw_be_now();
     if (Ho) *Ho = ho;
     if (Wo) *Wo = wo;
+    if (sdw_conv2d_uses_own_kernel(be, c, N, H, W)) {
+        const sdw_conv_amx_shape s = { N, H, W, ho, wo, c->cin, c->cout, c->kh, c->kw, c->stride, c->pad_t, c->pad_l };
+        SDW_TRY(sdw_conv_amx(be, &s, x, x_is_act, c->w, c->amx_wblock, c->bias, y, flags & SDW_PRIM_SUM));
+        sdw_count_op(be, SDW_OPK_CONV, t0, 2.0 * N * ho * wo * (double)c->cout * c->cin * c->kh * c->kw);
+        return SDW_OK;
+    }
     int64_t key[SDW_KEY_MAX] = { SDW_OP_CONV, c->dt, N, H, W, c->cin, c->cout, c->kh, c->kw, c->stride,
                                  c->pad_t, c->pad_l, c->pad_b, c->pad_r, c->bias != NULL };
     key[SDW_KEY_FLAGS] = flags;
@@ -137,6 +145,13 @@ static sdw_status forward(sdw_backend *be, const sdw_conv2d *c, const void *x, b
     SDW_TRY(sdw_prim_exec(be, p, src, c->w, c->bias, y));
     sdw_count_op(be, SDW_OPK_CONV, t0, 2.0 * N * ho * wo * (double)c->cout * c->cin * c->kh * c->kw);
     return SDW_OK;
+}
+
+bool sdw_conv2d_uses_own_kernel(const sdw_backend *be, const sdw_conv2d *c, int N, int H, int W)
+{
+    int ho = out_size(H, c->pad_t, c->pad_b, c->kh, c->stride), wo = out_size(W, c->pad_l, c->pad_r, c->kw, c->stride);
+    return c->amx_wblock && !be->no_own_conv &&
+           sdw_conv_amx_suits((int64_t)N * ho * wo, (int64_t)c->kh * c->kw * c->cin);
 }
 
 sdw_status sdw_conv2d_forward(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
