@@ -320,22 +320,29 @@ typedef struct {
 
 static sdw_status nomem(void) { return sdw_fail(SDW_ERR_NOMEM, "out of memory in the VAE"); }
 
-static sdw_status vresnet_forward(const vfwd *f, const vresnet *r, const float *x, int H, int W, float *out)
+/* *x -> resnet(*x), left in *x: with an identity skip conv2 adds onto x in
+ * place (no copy of x); with a projected skip the result is built in *y and
+ * the two buffers swap. *y is scratch of x's size either way. */
+static sdw_status vresnet_forward(const vfwd *f, const vresnet *r, float **xp, float **yp, int H, int W)
 {
-    size_t px = (size_t)f->N * H * W;
+    float *x = *xp, *out = *yp;
     sdw_arena_mark m = sdw_arena_save(f->arena);
     /* The normalised activations, in the convolutions' own type. */
-    size_t act_n = px * (size_t)(r->cin > r->cout ? r->cin : r->cout);
+    size_t act_n = (size_t)f->N * H * W * (size_t)(r->cin > r->cout ? r->cin : r->cout);
     void *h = sdw_arena_floats(f->arena, (sdw_act_bytes(f->be, act_n) + 3) / 4);
     if (!h) return nomem();
-    int Ho, Wo;
     sdw_group_norm_silu_act(f->be, x, f->N, (int64_t)H * W, r->cin, 32, r->norm1_w, r->norm1_b, 1e-6f, h);
     SDW_TRY(sdw_conv2d_forward_act(f->be, r->conv1, h, f->N, H, W, out, false));
     sdw_group_norm_silu_act(f->be, out, f->N, (int64_t)H * W, r->cout, 32, r->norm2_w, r->norm2_b, 1e-6f, h);
-    /* out = skip(x), then conv2 adds onto it: no separate residual pass. */
-    if (r->shortcut) SDW_TRY(sdw_conv2d_forward(f->be, r->shortcut, x, f->N, H, W, out, &Ho, &Wo));
-    else memcpy(out, x, px * r->cout * sizeof *out);
-    SDW_TRY(sdw_conv2d_forward_act(f->be, r->conv2, h, f->N, H, W, out, true));
+    if (r->shortcut) {
+        /* out = skip(x), then conv2 adds onto it: no separate residual pass. */
+        SDW_TRY(sdw_conv2d_forward(f->be, r->shortcut, x, f->N, H, W, out, NULL, NULL));
+        SDW_TRY(sdw_conv2d_forward_act(f->be, r->conv2, h, f->N, H, W, out, true));
+        *xp = out;
+        *yp = x;
+    } else {
+        SDW_TRY(sdw_conv2d_forward_act(f->be, r->conv2, h, f->N, H, W, x, true));
+    }
     sdw_arena_restore(f->arena, m);
     return SDW_OK;
 }
@@ -356,12 +363,12 @@ static sdw_status vattn_forward(const vfwd *f, const vattn *a, float *x, int H, 
     return SDW_OK;
 }
 
-/* mid block on x, result in x (y is scratch of the same size). */
-static sdw_status mid_forward(const vfwd *f, const vmid *m, float *x, float *y, int H, int W)
+/* mid block on *x, result in *x (*y is scratch of the same size). */
+static sdw_status mid_forward(const vfwd *f, const vmid *m, float **x, float **y, int H, int W)
 {
-    SDW_TRY(vresnet_forward(f, &m->res[0], x, H, W, y));
-    SDW_TRY(vattn_forward(f, &m->attn, y, H, W));
-    return vresnet_forward(f, &m->res[1], y, H, W, x);
+    SDW_TRY(vresnet_forward(f, &m->res[0], x, y, H, W));
+    SDW_TRY(vattn_forward(f, &m->attn, *x, H, W));
+    return vresnet_forward(f, &m->res[1], x, y, H, W);
 }
 
 /* norm, SiLU, conv_out: x -> out. */
@@ -407,8 +414,7 @@ sdw_status sdw_vae_encode(sdw_backend *be, sdw_arena *arena, const sdw_vae *v, c
     for (int i = 0; i < c->n_levels; i++) {
         const vlevel *lv = &v->enc.level[i];
         for (int j = 0; j < c->layers_per_block; j++) {
-            SDW_TRY(vresnet_forward(&f, &lv->res[j], x, H, W, y));
-            float *t = x; x = y; y = t;
+            SDW_TRY(vresnet_forward(&f, &lv->res[j], &x, &y, H, W));
             C = lv->res[j].cout;
         }
         if (lv->resample) {
@@ -418,7 +424,7 @@ sdw_status sdw_vae_encode(sdw_backend *be, sdw_arena *arena, const sdw_vae *v, c
             W = Wo;
         }
     }
-    SDW_TRY(mid_forward(&f, &v->enc.mid, x, y, H, W));
+    SDW_TRY(mid_forward(&f, &v->enc.mid, &x, &y, H, W));
     float *pre = sdw_arena_floats(arena, (size_t)N * H * W * 2 * c->latent_channels);
     if (!pre) return nomem();
     SDW_TRY(tail(&f, &v->enc, x, H, W, C, y, pre));
@@ -472,12 +478,11 @@ sdw_status sdw_vae_decode(sdw_backend *be, sdw_arena *arena, const sdw_vae *v, c
     int Ho, Wo, H = h, W = w, C = c->block_out[nl - 1];
     SDW_TRY(sdw_conv2d_forward(be, v->post_quant_conv, z, N, h, w, zq, &Ho, &Wo));
     SDW_TRY(sdw_conv2d_forward(be, v->dec.conv_in, zq, N, h, w, x, &Ho, &Wo));
-    SDW_TRY(mid_forward(&f, &v->dec.mid, x, y, H, W));
+    SDW_TRY(mid_forward(&f, &v->dec.mid, &x, &y, H, W));
     for (int i = 0; i < nl; i++) {
         const vlevel *lv = &v->dec.level[i];
         for (int j = 0; j <= c->layers_per_block; j++) {
-            SDW_TRY(vresnet_forward(&f, &lv->res[j], x, H, W, y));
-            float *t = x; x = y; y = t;
+            SDW_TRY(vresnet_forward(&f, &lv->res[j], &x, &y, H, W));
             C = lv->res[j].cout;
         }
         if (lv->resample) {
