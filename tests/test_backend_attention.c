@@ -47,8 +47,9 @@ static void ref_attention(const attn_case *c, const float *q, int64_t qs, const 
     free(p);
 }
 
-/* amx: bf16 on our AMX tile kernel (when the CPU has it) instead of oneDNN. */
-static void check(sdw_precision prec, bool amx, const attn_case *c)
+/* own: our kernel instead of oneDNN's matmuls, where the CPU has it: in
+ * bf16 the AMX tile kernel, in f32 the flash kernel (AVX2 or AVX-512). */
+static void check(sdw_precision prec, bool own, const attn_case *c)
 {
     sdw_backend *be = NULL;
     sdw_status st = sdw_backend_create(prec, &be);
@@ -58,7 +59,7 @@ static void check(sdw_precision prec, bool amx, const attn_case *c)
     }
     if (st != SDW_OK) fail_msg("%s", sdw_last_error());
     sdw_backend_set_attention_budget(be, c->budget * (size_t)omp_get_max_threads());
-    if (sdw_backend_set_own_attention(be, amx) != amx) { /* no AMX here: the oneDNN runs cover it */
+    if (sdw_backend_set_own_attention(be, own) != own) { /* not on this CPU: the oneDNN runs cover it */
         sdw_backend_free(be);
         return;
     }
@@ -75,7 +76,7 @@ static void check(sdw_precision prec, bool amx, const attn_case *c)
     st = sdw_attention(be, q, qs, k, v, kvs, c->B, c->Tq, c->Tk, c->H, c->D, c->causal, out);
     char what[128];
     snprintf(what, sizeof what, "attention %s%s B%d Tq%d Tk%d H%d D%d%s qs%lld kvs%lld%s", sdw_precision_name(prec),
-             amx ? " amx" : "",
+             own ? (prec == SDW_PRECISION_BF16 ? " amx" : " flash") : "",
              c->B, c->Tq, c->Tk, c->H, c->D, c->causal ? " causal" : "", (long long)qs, (long long)kvs,
              c->budget ? " blocked" : "");
     if (st != SDW_OK) fail_msg("%s: %s", what, sdw_last_error());
@@ -104,6 +105,7 @@ static void attention(void **state)
         { 1, 9, 13, 2, 3, true, 0, 0, 13 * 6 * 2 },           /* causal Tq < Tk, 2 queries a block */
         { 1, 70, 1000, 2, 40, false, 8, 0, 0 },               /* SD1's head: key blocks and a ragged tail */
         { 1, 300, 300, 2, 80, true, 0, 0, 0 },                /* causal over several key blocks */
+        { 1, 50, 4133, 2, 40, false, 3, 5, 0 },               /* long: dozens of key blocks, a ragged tail */
     };
     /* Three threads as well: an odd split of the blocks, and more threads
      * than this machine's two cores. */
@@ -111,9 +113,9 @@ static void attention(void **state)
     for (int t = 0; t < 2; t++) {
         omp_set_num_threads(t ? 3 : threads);
         printf("  %d threads\n", omp_get_max_threads());
-        for (int p = 0; p < 3; p++)
+        for (int p = 0; p < 4; p++) /* f32, f32 flash, bf16, bf16 amx */
             for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-                check(p ? SDW_PRECISION_BF16 : SDW_PRECISION_F32, p == 2, &cases[i]);
+                check(p < 2 ? SDW_PRECISION_F32 : SDW_PRECISION_BF16, p % 2, &cases[i]);
     }
     omp_set_num_threads(threads);
 }
@@ -133,9 +135,12 @@ int main(void)
     sdw_backend *be = NULL;
     bool amx = sdw_backend_create(SDW_PRECISION_BF16, &be) == SDW_OK && sdw_backend_set_own_attention(be, true);
     sdw_backend_free(be);
+    bool flash = sdw_backend_create(SDW_PRECISION_F32, &be) == SDW_OK && sdw_backend_set_own_attention(be, true);
+    sdw_backend_free(be);
     sdw_clear_error();
-    printf("backend attention: isa %s, native bf16 %s, AMX tile kernel %s\n", sdw_cpu_isa_name(),
-           sdw_cpu_has_native_bf16() ? "yes" : "no", amx ? "tested" : "not available (oneDNN path only)");
+    printf("backend attention: isa %s, native bf16 %s, AMX tile kernel %s, f32 flash kernel %s\n",
+           sdw_cpu_isa_name(), sdw_cpu_has_native_bf16() ? "yes" : "no",
+           amx ? "tested" : "not available (oneDNN path only)", flash ? "tested" : "not available (oneDNN path only)");
     const struct CMUnitTest tests[] = { cmocka_unit_test(attention), cmocka_unit_test(rejects_bad_shape) };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

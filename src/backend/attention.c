@@ -1,4 +1,7 @@
-/* attention.c: memory-efficient multi-head attention.
+/* attention.c: memory-efficient multi-head attention. sdw_attention hands
+ * the work to our own kernels where they run (attention_amx.c in bf16 on
+ * AMX, attention_flash.c in f32 on AVX2 / AVX-512); what follows is the
+ * oneDNN path that serves everything else:
  *
  * Per batch item, K and V are packed head-major ([heads, Tk, D], bf16 in BF16
  * precision, K zero-padded to a multiple of 32 columns there); then the
@@ -16,6 +19,7 @@
  * traffic and buys the dense layouts oneDNN's brgemm (AMX) kernels take;
  * strided views fall back to a slower gemm. */
 #include "backend/attention_amx.h"
+#include "backend/attention_flash.h"
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -155,7 +159,10 @@ sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, cons
                         Tk, H, D);
     double t0 = sdw_be_now();
     if (be->own_attention) {
-        SDW_TRY(sdw_attention_amx(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, H, D, causal, out, NULL));
+        if (be->precision == SDW_PRECISION_F32)
+            SDW_TRY(sdw_attention_flash_f32(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, H, D, causal, out));
+        else
+            SDW_TRY(sdw_attention_amx(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, H, D, causal, out, NULL));
         sdw_count_op(be, SDW_OPK_ATTENTION, t0, 4.0 * B * H * (double)Tq * Tk * D);
         return SDW_OK;
     }

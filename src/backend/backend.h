@@ -38,8 +38,9 @@ void sdw_backend_op_stats(const sdw_backend *be, sdw_op_stats *out);
  * Tests shrink it to exercise the block loops. */
 void sdw_backend_set_attention_budget(sdw_backend *be, size_t bytes);
 /* Attention on our own kernel where one exists for this precision and CPU
- * (bf16 with AMX: attention_amx.c), on by default; off, or elsewhere, on
- * oneDNN matmuls with a C softmax. Returns whether our kernel is in use. */
+ * (bf16 with AMX: attention_amx.c; f32 with AVX2 or AVX-512:
+ * attention_flash.c), on by default; off, or elsewhere, on oneDNN matmuls
+ * with a C softmax. Returns whether our kernel is in use. */
 bool sdw_backend_set_own_attention(sdw_backend *be, bool on);
 
 /* Small-image convolutions (the UNet's 16x16 and 8x8 levels) on our AMX

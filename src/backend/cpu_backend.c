@@ -110,11 +110,15 @@ void sdw_backend_set_attention_budget(sdw_backend *be, size_t bytes)
 
 bool sdw_backend_set_own_attention(sdw_backend *be, bool on)
 {
-    /* oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA) applies here too, so one
-     * setting makes a machine without AMX of this one. */
-    be->own_attention = on && be->precision == SDW_PRECISION_BF16 &&
-                        dnnl_get_effective_cpu_isa() == dnnl_cpu_isa_avx512_core_amx &&
-                        sdw_attention_amx_available();
+    /* In bf16, oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA) applies here too, so
+     * one setting makes a machine without AMX of this one. In f32, below
+     * AVX2 + FMA attention_flash.c would run the clone whose multiply-adds
+     * are libm calls, far slower than the oneDNN path. */
+    if (be->precision == SDW_PRECISION_F32)
+        be->own_attention = on && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    else
+        be->own_attention = on && dnnl_get_effective_cpu_isa() == dnnl_cpu_isa_avx512_core_amx &&
+                            sdw_attention_amx_available();
     return be->own_attention;
 }
 

@@ -85,7 +85,7 @@ struct sdw_backend {
     size_t table_size, count;
     sdw_buf scratch[SDW_SCR_COUNT];
     size_t attn_budget;
-    bool own_attention; /* attention on our kernel (attention_amx.c in bf16 with AMX), not oneDNN matmuls */
+    bool own_attention; /* attention on our kernels (attention_amx.c, attention_flash.c), not oneDNN matmuls */
     bool no_own_conv;   /* small-image convolutions on oneDNN too, not conv_amx.c (tests) */
     dnnl_stream_t *tstreams;  /* one per OpenMP thread, for sdw_prim_exec_thread */
     int n_tstreams;
