@@ -131,6 +131,10 @@ AMX_FN static void tile_block(const uint16_t *a, size_t lda, int kn, const uint1
     _tile_stored(3, c1 + 16, ldc_b);
 }
 
+/* A function of its own: clang does not give OpenMP's outlined regions the
+ * target attributes of the function they came from. */
+AMX_FN static void release_tiles(void) { _tile_release(); }
+
 AMX_FN static void add_bias_rows(float *c, size_t ldc, const float *bias)
 {
     const __m512 b0 = _mm512_loadu_ps(bias), b1 = _mm512_loadu_ps(bias + 16);
@@ -173,7 +177,7 @@ AMX_FN sdw_status sdw_conv_amx(sdw_backend *be, const sdw_conv_amx_shape *s, con
                 }
             }
         }
-        _tile_release();
+        release_tiles();
     }
     return SDW_OK;
 }
