@@ -37,6 +37,11 @@ static void test_peaks(void **state)
     if (sdw_cpu_has_native_bf16()) assert_true(peak_bf16.available);
     if (peak_bf16.available)
         assert_true(peak_bf16.tflops > 0 && peak_bf16.tflops == fmax(peak_bf16.conv_tflops, peak_bf16.matmul_tflops));
+    /* The sustained speed: the same conv back to back (printed: on a shared host it drifts either way). */
+    double sustained = 0;
+    assert_int_equal(sdw_bench_measure_sustained(SDW_PRECISION_F32, 0.2, &sustained), SDW_OK);
+    printf("  f32 conv: best call %.3f TFLOP/s, sustained over 0.2 s %.3f\n", peak_f32.conv_tflops, sustained);
+    assert_true(sustained > 0);
 }
 
 /* SD1.5: 339 GMAC per UNet evaluation of one 64x64 latent with 77 tokens in

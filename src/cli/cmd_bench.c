@@ -18,7 +18,7 @@
 typedef struct {
     const char *model, *family, *prompt, *negative;
     int width, height, steps, repeat, threads;
-    float cfg;
+    float cfg, sustained;
     sdw_precision precision;
     bool json, verbose;
 } options;
@@ -28,10 +28,13 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: sd-worker bench [--family sd15|sd15-inpaint|sd2|sdxl | -m MODEL] [-W 512 -H 512]\n"
             "    [--steps 20] [--cfg-scale 7] [--precision auto|f32|bf16] [--repeat 3] [--threads N]\n"
-            "    [-p PROMPT] [-n NEGATIVE] [--json] [-v]\n"
+            "    [--sustained 3] [-p PROMPT] [-n NEGATIVE] [--json] [-v]\n"
             "Times text encode, one UNet evaluation, one sampling step, VAE decode and VAE encode\n"
             "(median of --repeat runs), with the FLOPs the backend ran, the TFLOP/s achieved and\n"
-            "the %% of this machine's peak (bf16 / f32 conv and matmul, measured in the same run).\n"
+            "the %% of this machine's peak (bf16 / f32 conv and matmul, measured in the same run:\n"
+            "best single call), and of the peak convolution's speed run back to back for\n"
+            "--sustained seconds after the stages (0 skips it): a host that boosts short bursts\n"
+            "shows its burst peak in the first and its steady speed in the second.\n"
             "--family uses a full-size model with random weights (default sd15), written once by\n"
             "tools/fullsize/sdw-make-fullsize into fullsize/ next to sd-worker ($SDW_FULLSIZE_DIR).\n");
 }
@@ -59,6 +62,7 @@ static int parse(int argc, char **argv, options *o)
     o->steps = 20;
     o->repeat = 3;
     o->cfg = 7.0f;
+    o->sustained = 3.0f;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define IS(s) (!strcmp(a, s))
@@ -77,6 +81,7 @@ static int parse(int argc, char **argv, options *o)
         else if (IS("--repeat")) { if (!int_opt(v, 1, 1000, &o->repeat)) return bad("--repeat must be in 1..1000, not '%s'", v); }
         else if (IS("--threads")) { if (!int_opt(v, 1, 1024, &o->threads)) return bad("bad --threads '%s'", v); }
         else if (IS("--cfg-scale")) { if (!cli_parse_float(v, 0, 100, &o->cfg)) return bad("--cfg-scale must be in 0..100, not '%s'", v); }
+        else if (IS("--sustained")) { if (!cli_parse_float(v, 0, 600, &o->sustained)) return bad("--sustained must be in 0..600 seconds, not '%s'", v); }
         else if (IS("--precision")) { if (!cli_parse_precision(v, &o->precision)) return bad("--precision must be auto, f32 or bf16, not '%s'", v); }
         else return bad("unknown option '%s'", a);
 #undef IS
@@ -109,7 +114,10 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
             printf("peak %-4s: %6.2f TFLOP/s (conv 3x3 320->320 64x64 b2 %.2f, matmul 8192x1280x1280 %.2f)\n", pn[i],
                    pk[i]->tflops, pk[i]->conv_tflops, pk[i]->matmul_tflops);
     }
-    printf("\n%-22s %9s %10s %9s %7s\n", "stage", "seconds", "GFLOP", "TFLOP/s", "% peak");
+    if (r->sustained_tflops > 0)
+        printf("sustained: %6.2f TFLOP/s (the %s conv above, back to back after the stages)\n", r->sustained_tflops,
+               sdw_precision_name(r->precision));
+    printf("\n%-22s %9s %10s %9s %7s %7s\n", "stage", "seconds", "GFLOP", "TFLOP/s", "% peak", "% sust");
     static const char *const label[SDW_BENCH_STAGES] = { "text encode", "unet eval", "sampling step", "vae decode",
                                                          "vae encode" };
     for (int i = 0; i < SDW_BENCH_STAGES; i++) {
@@ -121,7 +129,9 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
             printf("%-22s %9s\n", name, "-");
             continue;
         }
-        printf("%-22s %9.3f %10.2f %9.3f %7.1f\n", name, s->seconds, s->flops * 1e-9, s->tflops, s->pct_peak);
+        printf("%-22s %9.3f %10.2f %9.3f %7.1f", name, s->seconds, s->flops * 1e-9, s->tflops, s->pct_peak);
+        if (r->sustained_tflops > 0) printf(" %7.1f", s->pct_sustained);
+        printf("\n");
     }
     printf("(UNet evaluation from the architecture: %.2f GFLOP)\n\n", r->unet_flops_analytic * 1e-9);
     /* Where a stage's time goes: the heavy ops the backend ran, and the rest
@@ -193,6 +203,7 @@ int cmd_bench(int argc, char **argv)
     bo.steps = o.steps;
     bo.cfg_scale = o.cfg;
     bo.repeat = o.repeat;
+    bo.sustained_seconds = o.sustained;
     bo.note = note_stderr;
     sdw_bench_result r;
     if (sdw_bench_run(m, &bo, &r) != SDW_OK) {

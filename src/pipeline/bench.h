@@ -43,6 +43,7 @@ typedef struct {
     float cfg_scale;
     int repeat;                    /* runs per stage; the median is reported */
     int peak_runs;                 /* runs per peak kernel, the best is kept; 0 = 5 */
+    double sustained_seconds;      /* sdw_bench_measure_sustained after the stages; 0 = skip */
     /* Peaks measured already (sdw_bench_measure_peak), both or neither;
      * NULL = measure them in this run. */
     const sdw_bench_peak *peak_bf16, *peak_f32;
@@ -61,6 +62,7 @@ typedef struct {
     double flops;         /* counted by the backend during one run */
     double tflops;        /* flops / seconds / 1e12 */
     double pct_peak;      /* tflops as % of the peak of the model's precision */
+    double pct_sustained; /* tflops as % of sustained_tflops (0 when not measured) */
     sdw_op_stats ops;     /* convolutions, matmuls and attention during the last run */
 } sdw_bench_stage_result;
 
@@ -80,6 +82,7 @@ typedef struct {
     float cfg_scale;
     sdw_bench_peak peak_bf16, peak_f32;
     double peak_tflops;           /* of the model's precision */
+    double sustained_tflops;      /* sdw_bench_measure_sustained after the stages; 0 when not measured */
     sdw_bench_stage_result stage[SDW_BENCH_STAGES];
     double unet_flops_analytic;   /* sdw_bench_unet_flops for this run's UNet batch */
     double pipeline_seconds;      /* median sdw_pipeline_run of `steps` steps, end to end */
@@ -88,6 +91,12 @@ typedef struct {
     size_t weight_bytes;
     size_t peak_rss_bytes;        /* getrusage ru_maxrss at the end */
 } sdw_bench_result;
+
+/* The peak convolution of precision p run back to back for `seconds`: total
+ * FLOPs over total time (0 when p cannot run here). On a host that boosts
+ * short bursts this is what a long stage can expect, against the peak's
+ * best single call. */
+sdw_status sdw_bench_measure_sustained(sdw_precision p, double seconds, double *tflops);
 
 /* Measures the peaks, then times every stage on m (see sdw_bench_stage). */
 sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result *r);
