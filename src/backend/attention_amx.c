@@ -4,48 +4,28 @@
  * Q K^T has a depth of one head (40..160), where its brgemm kernels spend
  * more time on setup and stores than on the tile multiplies (about 0.3
  * TFLOP/s a core), and it repacks K or V on every call. So per batch item
- * K and V are packed once, per head, into the tile layouts (VNNI pairs), and
- * each thread takes blocks of 32 queries x one head:
- *   S = Q K^T        AMX, f32 scores for all keys (L2-sized)
- *   P = exp(S - max) AVX-512, one pass writing bf16 P and the f32 row sums
- *   O = P V / sum    AMX, normalised while written out.
- * Every score then costs about one exp and a few bytes of L2 traffic; the
- * exp (a degree-6 polynomial for 2^f, then vscalefps) is the bound. */
+ * K and V are packed once, per head, into the tile layouts (VNNI pairs; V
+ * with an extra column of ones), and each thread takes blocks of 32
+ * queries x one head through the keys, 128 at a time (FlashAttention's
+ * online softmax: scores and probabilities stay in L1):
+ *   S = Q K^T           AMX, f32 scores of the 128 keys
+ *   P = 2^(c S - max)   AVX-512, bf16; when a block raises a row's max, the
+ *                       row's outputs so far are scaled down first
+ *   O += P V            AMX; the ones column makes O's last column the sum
+ *                       of exactly the bf16 P multiplied, the denominator
+ * and O is divided by it as it is written out. The exp (a degree-4
+ * polynomial for 2^f, then vscalefps) is the bound: one per score, next to
+ * 80 multiply-adds on tiles at SD1's head size. */
 #include "backend/attention_amx.h"
+#include "backend/amx.h"
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
-#include <pthread.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
-#define AMX_FN __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 #define ROWS 32   /* queries per block: two row tiles */
 #define KEYS 32   /* keys per step of P V: one tile's depth in bf16 */
 #define TILE_ELEMS 512 /* bf16 elements of one packed 16 x 32 tile */
 #define BLOCK_KEYS 128 /* keys per step of the online softmax: scores stay in L1 */
-
-/* ------------------------------------------------------------ availability */
-
-static bool amx_ok;
-static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
-
-static void amx_probe(void)
-{
-    unsigned a, b, c, d;
-    __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
-    const bool tile = (d >> 24) & 1, bf = (d >> 22) & 1;
-    if (!tile || !bf || !__builtin_cpu_supports("avx512bf16")) return;
-    /* Linux hands out the 8 KiB tile state only to a process that asks
-     * (ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA). */
-    amx_ok = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
-}
-
-bool sdw_attention_amx_available(void)
-{
-    pthread_once(&amx_once, amx_probe);
-    return amx_ok;
-}
 
 /* ------------------------------------------------------------ packing */
 
@@ -99,25 +79,6 @@ AMX_FN static void pack_v(uint16_t *dst, const float *v, int64_t stride, int Tk,
 }
 
 /* ------------------------------------------------------------ kernels */
-
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
-
-/* All eight tiles 16 rows x 64 bytes: 16x32 bf16 operands, 16x16 f32 sums. */
-AMX_FN static void configure_tiles(void)
-{
-    tile_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int i = 0; i < 8; i++) {
-        cfg.colsb[i] = 64;
-        cfg.rows[i] = 16;
-    }
-    _tile_loadconfig(&cfg);
-}
 
 /* s[32, n] = q[32, Dk] k^T for n keys (a multiple of 32) from key tile t0;
  * q bf16 rows of Dk, s f32 rows of n. */
@@ -266,7 +227,7 @@ AMX_FN static void run_block(const amx_job *j, uint16_t *qb, float *s, uint16_t 
     const float c = j->scale * 1.44269504088896341f;
     const uint16_t *kp = j->kp + (size_t)h * j->k_head, *vp = j->vp + (size_t)h * j->v_head;
     const int last = j->causal ? (q0 + rows < j->Tk ? q0 + rows : j->Tk) : j->Tk; /* keys any row sees */
-    configure_tiles();
+    sdw_amx_configure_tiles();
     for (int k0 = 0; k0 < last; k0 += BLOCK_KEYS) {
         const int n = (j->Tkp - k0 < BLOCK_KEYS ? j->Tkp - k0 : BLOCK_KEYS);
         scores(s, qb, kp, k0 / 16, n, j->Dk);
@@ -277,7 +238,7 @@ AMX_FN static void run_block(const amx_job *j, uint16_t *qb, float *s, uint16_t 
         }
         accumulate_values(o, p, vp, k0 / KEYS, n, j->nt);
     }
-    _tile_release();
+    sdw_amx_release_tiles();
     for (int r = 0; r < rows; r++) {
         const int64_t at = (int64_t)(q0 + r) * j->H * j->D + (int64_t)h * j->D;
         const __m512 f = _mm512_set1_ps(1.0f / o[(size_t)r * od + j->D]); /* the sum column */

@@ -4,9 +4,6 @@
 #define SDW_BACKEND_ATTENTION_AMX_H
 #include "backend/cpu_internal.h"
 
-/* True when the CPU has AMX-BF16 and the kernel granted this process the
- * tile state (asked once). */
-bool sdw_attention_amx_available(void);
 /* sdw_attention's contract, in bf16 (inputs rounded, f32 softmax and sums);
  * the result goes to out (f32) or, when out is NULL, to out_bf (bf16). */
 sdw_status sdw_attention_amx(sdw_backend *be, const float *q, int64_t q_stride, const float *k, const float *v,

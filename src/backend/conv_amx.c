@@ -2,28 +2,25 @@
  *
  * At the UNet's 16x16 and 8x8 levels (1280-2560 channels, 128-512 output
  * pixels with the CFG batch) oneDNN's brgconv runs at a third of the speed
- * it reaches at 64x64: 30-60 MB of weights a call against few pixels, and
- * its blocking reads them more than once. Here the input is unrolled once
- * into A [pixels, taps x cin] (bf16; the f32 -> bf16 conversion rides
- * along), and the weights are read in the layout sdw_conv2d already stores
+ * it reaches at 64x64: 30-60 MB of weights a call against few pixels (at
+ * that speed it must be reading them more than once). Here the input is
+ * unrolled once into A [pixels, taps x cin] (bf16; the f32 -> bf16
+ * conversion rides along), and the weights are read in the layout sdw_conv2d already stores
  * for oneDNN (AcdB16b{32,64}a2b: blocks of 32 input channels of one tap x
  * 32 or 64 output channels, VNNI pairs), which is exactly the B of that
  * matmul. The depth is walked in chunks whose slice of A stays in L2; the
  * threads split the output channels, so each streams its weights once. */
 #include "backend/conv_amx.h"
-#include "backend/attention_amx.h"
+#include "backend/amx.h"
 #include <immintrin.h>
 #include <omp.h>
 
-#define AMX_FN __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 #define A_CHUNK_BYTES ((size_t)1 << 20) /* the slice of A each depth chunk keeps in L2 */
 
 bool sdw_conv_amx_fits(const dnnl_memory_desc_t *wmd, int cin, int cout, int kh, int kw, int *wblock)
 {
     *wblock = 0;
-    if (cin % 32 || cout % 32 || !sdw_attention_amx_available() ||
-        dnnl_get_effective_cpu_isa() != dnnl_cpu_isa_avx512_core_amx)
-        return false;
+    if (cin % 32 || cout % 32 || !sdw_amx_usable()) return false;
     static const dnnl_format_tag_t tags[2] = { dnnl_AcdB16b32a2b, dnnl_AcdB16b64a2b };
     for (int i = 0; i < 2; i++) {
         const int nb = i ? 64 : 32;
@@ -42,31 +39,12 @@ bool sdw_conv_amx_fits(const dnnl_memory_desc_t *wmd, int cin, int cout, int kh,
 bool sdw_backend_set_own_conv(sdw_backend *be, bool on)
 {
     be->no_own_conv = !on;
-    return on && be->precision == SDW_PRECISION_BF16 && sdw_attention_amx_available() &&
-           dnnl_get_effective_cpu_isa() == dnnl_cpu_isa_avx512_core_amx;
+    return on && be->precision == SDW_PRECISION_BF16 && sdw_amx_usable();
 }
 
 bool sdw_conv_amx_suits(int64_t pixels, int64_t depth)
 {
     return pixels % 32 == 0 && pixels <= SDW_CONV_AMX_MAX_PIXELS && depth >= SDW_CONV_AMX_MIN_DEPTH_PER_PIXEL * pixels;
-}
-
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
-
-AMX_FN static void configure_tiles(void)
-{
-    tile_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int i = 0; i < 8; i++) {
-        cfg.colsb[i] = 64;
-        cfg.rows[i] = 16;
-    }
-    _tile_loadconfig(&cfg);
 }
 
 /* A row of the unrolled input: for every tap, cin values of the input pixel
@@ -131,10 +109,6 @@ AMX_FN static void tile_block(const uint16_t *a, size_t lda, int kn, const uint1
     _tile_stored(3, c1 + 16, ldc_b);
 }
 
-/* A function of its own: clang does not give OpenMP's outlined regions the
- * target attributes of the function they came from. */
-AMX_FN static void release_tiles(void) { _tile_release(); }
-
 AMX_FN static void add_bias_rows(float *c, size_t ldc, const float *bias)
 {
     const __m512 b0 = _mm512_loadu_ps(bias), b1 = _mm512_loadu_ps(bias + 16);
@@ -159,7 +133,7 @@ AMX_FN sdw_status sdw_conv_amx(sdw_backend *be, const sdw_conv_amx_shape *s, con
     {
 #pragma omp for schedule(static)
         for (int64_t p = 0; p < M; p++) unroll_row(a + p * K, s, x, x_bf16, p);
-        configure_tiles();
+        sdw_amx_configure_tiles();
         for (int k0 = 0; k0 < K; k0 += kc) {
             const int kn = K - k0 < kc ? K - k0 : kc;
             const bool first = k0 == 0, last = k0 + kn == K;
@@ -177,7 +151,7 @@ AMX_FN sdw_status sdw_conv_amx(sdw_backend *be, const sdw_conv_amx_shape *s, con
                 }
             }
         }
-        release_tiles();
+        sdw_amx_release_tiles();
     }
     return SDW_OK;
 }

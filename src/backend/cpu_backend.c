@@ -3,7 +3,7 @@
  * grow-only scratch buffers, so steady-state inference allocates nothing.
  * The ops themselves live in linear.c, conv2d.c, attention.c, elementwise.c. */
 #include "backend/cpu_internal.h"
-#include "backend/attention_amx.h"
+#include "backend/amx.h"
 #include <time.h>
 #include "core/log.h"
 #include <omp.h>
@@ -117,8 +117,7 @@ bool sdw_backend_set_own_attention(sdw_backend *be, bool on)
     if (be->precision == SDW_PRECISION_F32)
         be->own_attention = on && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     else
-        be->own_attention = on && dnnl_get_effective_cpu_isa() == dnnl_cpu_isa_avx512_core_amx &&
-                            sdw_attention_amx_available();
+        be->own_attention = on && sdw_amx_usable();
     return be->own_attention;
 }
 
