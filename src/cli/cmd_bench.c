@@ -33,8 +33,8 @@ static void usage(FILE *f)
             "(median of --repeat runs), with the FLOPs the backend ran, the TFLOP/s achieved and\n"
             "the %% of this machine's peak (bf16 / f32 conv and matmul, measured in the same run:\n"
             "best single call), and of the peak convolution's speed run back to back for\n"
-            "--sustained seconds after the stages (0 skips it): a host that boosts short bursts\n"
-            "shows its burst peak in the first and its steady speed in the second.\n"
+            "--sustained seconds after the stages (0 skips it): on a host whose speed drifts,\n"
+            "whether the peak came from a short fast spell.\n"
             "--family uses a full-size model with random weights (default sd15), written once by\n"
             "tools/fullsize/sdw-make-fullsize into fullsize/ next to sd-worker ($SDW_FULLSIZE_DIR).\n");
 }

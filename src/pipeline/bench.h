@@ -93,9 +93,9 @@ typedef struct {
 } sdw_bench_result;
 
 /* The peak convolution of precision p run back to back for `seconds`: total
- * FLOPs over total time (0 when p cannot run here). On a host that boosts
- * short bursts this is what a long stage can expect, against the peak's
- * best single call. */
+ * FLOPs over total time (0 when p cannot run here). Against the peak's best
+ * single call it shows, on a host whose speed drifts, whether that call
+ * came from a short fast spell. */
 sdw_status sdw_bench_measure_sustained(sdw_precision p, double seconds, double *tflops);
 
 /* Measures the peaks, then times every stage on m (see sdw_bench_stage). */
