@@ -194,35 +194,56 @@ static void keep_better(sdw_bench_peak *p, const sdw_bench_peak *q)
     p->tflops = p->conv_tflops > p->matmul_tflops ? p->conv_tflops : p->matmul_tflops;
 }
 
+/* A backend of precision p, or NULL (status OK) when this CPU cannot run it. */
+static sdw_backend *peak_backend(sdw_precision p, sdw_status *s)
+{
+    sdw_backend *be = NULL;
+    *s = sdw_backend_create(p, &be);
+    if (*s == SDW_ERR_UNSUPPORTED) {
+        sdw_clear_error();
+        *s = SDW_OK;
+        return NULL;
+    }
+    if (*s == SDW_OK && sdw_backend_precision(be) != sdw_precision_resolve(p)) {
+        sdw_backend_free(be);
+        return NULL;
+    }
+    return be;
+}
+
+/* The peak convolution (3x3, 320 -> 320) with random weights. */
+static sdw_status peak_conv(sdw_backend *be, sdw_conv2d **conv)
+{
+    float wscale = 1.0f / sqrtf((float)PEAK_C * 9);
+    float *cw = random_floats((size_t)PEAK_C * PEAK_C * 9, 1, -wscale, wscale);
+    float *cb = random_floats(PEAK_C, 2, -0.1f, 0.1f);
+    sdw_status s = (cw && cb) ? sdw_conv2d_create(be, PEAK_C, PEAK_C, 3, 3, 1, 1, cw, cb, conv) : nomem();
+    free(cw);
+    free(cb);
+    return s;
+}
+
 sdw_status sdw_bench_measure_sustained(sdw_precision p, double seconds, double *tflops)
 {
     *tflops = 0;
-    sdw_backend *be;
-    sdw_status s = sdw_backend_create(p, &be);
-    if (s == SDW_ERR_UNSUPPORTED) {
-        sdw_clear_error();
-        return SDW_OK;
-    }
-    SDW_TRY(s);
-    size_t conv_w = (size_t)PEAK_C * PEAK_C * 9, conv_x = (size_t)PEAK_N * PEAK_HW * PEAK_HW * PEAK_C;
-    float wscale = 1.0f / sqrtf((float)PEAK_C * 9);
-    float *cw = random_floats(conv_w, 1, -wscale, wscale), *cb = random_floats(PEAK_C, 2, -0.1f, 0.1f);
+    sdw_status s;
+    sdw_backend *be = peak_backend(p, &s);
+    if (!be) return s;
+    size_t conv_x = (size_t)PEAK_N * PEAK_HW * PEAK_HW * PEAK_C;
     float *x = random_floats(conv_x, 4, -1.0f, 1.0f), *y = malloc(conv_x * sizeof *y);
     sdw_conv2d *conv = NULL;
-    s = (cw && cb && x && y) ? SDW_OK : nomem();
-    if (s == SDW_OK) s = sdw_conv2d_create(be, PEAK_C, PEAK_C, 3, 3, 1, 1, cw, cb, &conv);
+    s = (x && y) ? peak_conv(be, &conv) : nomem();
     if (s == SDW_OK) s = sdw_conv2d_forward(be, conv, x, PEAK_N, PEAK_HW, PEAK_HW, y, NULL, NULL); /* warm-up */
     if (s == SDW_OK) {
         sdw_backend_reset_flops(be);
-        double t0 = now(), t = 0;
-        while (s == SDW_OK && (t = now() - t0) < seconds)
+        double t0 = now();
+        while (s == SDW_OK && now() - t0 < seconds)
             s = sdw_conv2d_forward(be, conv, x, PEAK_N, PEAK_HW, PEAK_HW, y, NULL, NULL);
-        t = now() - t0;
-        if (s == SDW_OK) *tflops = sdw_backend_flops(be) / t * 1e-12;
+        if (s == SDW_OK) *tflops = sdw_backend_flops(be) / (now() - t0) * 1e-12;
     }
     sdw_conv2d_free(conv);
     sdw_backend_free(be);
-    free(cw), free(cb), free(x), free(y);
+    free(x), free(y);
     return s;
 }
 
@@ -230,33 +251,19 @@ sdw_status sdw_bench_measure_peak(sdw_precision p, int runs, sdw_bench_peak *out
 {
     memset(out, 0, sizeof *out);
     if (runs <= 0) runs = 5;
-    sdw_backend *be;
-    sdw_status s = sdw_backend_create(p, &be);
-    if (s == SDW_ERR_UNSUPPORTED) {
-        sdw_clear_error();
-        return SDW_OK;
-    }
-    SDW_TRY(s);
-    if (sdw_backend_precision(be) != sdw_precision_resolve(p)) {
-        sdw_backend_free(be);
-        return SDW_OK;
-    }
-    size_t conv_w = (size_t)PEAK_C * PEAK_C * 9, conv_x = (size_t)PEAK_N * PEAK_HW * PEAK_HW * PEAK_C;
+    sdw_status s;
+    sdw_backend *be = peak_backend(p, &s);
+    if (!be) return s;
+    size_t conv_x = (size_t)PEAK_N * PEAK_HW * PEAK_HW * PEAK_C;
     size_t mm_w = (size_t)PEAK_K * PEAK_K, mm_x = (size_t)PEAK_M * PEAK_K;
-    float wscale = 1.0f / sqrtf((float)PEAK_C * 9);
-    float *cw = random_floats(conv_w, 1, -wscale, wscale), *cb = random_floats(PEAK_C, 2, -0.1f, 0.1f);
     float *mw = random_floats(mm_w, 3, -0.03f, 0.03f);
     float *x = random_floats(mm_x > conv_x ? mm_x : conv_x, 4, -1.0f, 1.0f);
     float *y = malloc((mm_x > conv_x ? mm_x : conv_x) * sizeof *y);
     sdw_conv2d *conv = NULL;
     sdw_linear *lin = NULL;
-    s = (cw && cb && mw && x && y) ? SDW_OK : nomem();
-    if (s == SDW_OK) s = sdw_conv2d_create(be, PEAK_C, PEAK_C, 3, 3, 1, 1, cw, cb, &conv);
+    s = (mw && x && y) ? peak_conv(be, &conv) : nomem();
     if (s == SDW_OK) s = sdw_linear_create(be, PEAK_K, PEAK_K, mw, NULL, &lin);
-    free(cw);
-    free(cb);
     free(mw);
-    cw = cb = mw = NULL;
     double t, f;
     if (s == SDW_OK) s = time_best_conv(be, conv, x, y, runs, &t, &f);
     if (s == SDW_OK) out->conv_tflops = f / t * 1e-12;
