@@ -227,7 +227,6 @@ AMX_FN static void run_block(const amx_job *j, uint16_t *qb, float *s, uint16_t 
     const float c = j->scale * 1.44269504088896341f;
     const uint16_t *kp = j->kp + (size_t)h * j->k_head, *vp = j->vp + (size_t)h * j->v_head;
     const int last = j->causal ? (q0 + rows < j->Tk ? q0 + rows : j->Tk) : j->Tk; /* keys any row sees */
-    sdw_amx_configure_tiles();
     for (int k0 = 0; k0 < last; k0 += BLOCK_KEYS) {
         const int n = (j->Tkp - k0 < BLOCK_KEYS ? j->Tkp - k0 : BLOCK_KEYS);
         scores(s, qb, kp, k0 / 16, n, j->Dk);
@@ -238,7 +237,6 @@ AMX_FN static void run_block(const amx_job *j, uint16_t *qb, float *s, uint16_t 
         }
         accumulate_values(o, p, vp, k0 / KEYS, n, j->nt);
     }
-    sdw_amx_release_tiles();
     for (int r = 0; r < rows; r++) {
         const int64_t at = (int64_t)(q0 + r) * j->H * j->D + (int64_t)h * j->D;
         const __m512 f = _mm512_set1_ps(1.0f / o[(size_t)r * od + j->D]); /* the sum column */
@@ -300,9 +298,12 @@ sdw_status sdw_attention_amx(sdw_backend *be, const float *q, int64_t q_stride, 
             float *s = (float *)(mine + ((sz_q + 63) & ~(size_t)63));
             uint16_t *p = (uint16_t *)((char *)s + ((sz_s + 63) & ~(size_t)63));
             float *o = (float *)((char *)p + ((sz_p + 63) & ~(size_t)63));
-            /* Head-major order: consecutive blocks share one head's K and V. */
+            /* Tiles configured once per thread, not per block; head-major
+             * order: consecutive blocks share one head's K and V. */
+            sdw_amx_configure_tiles();
 #pragma omp for schedule(dynamic)
             for (int t = 0; t < n_rb * H; t++) run_block(&j, qb, s, p, o, t % n_rb * ROWS, t / n_rb);
+            sdw_amx_release_tiles();
         }
     }
     return SDW_OK;
