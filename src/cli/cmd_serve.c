@@ -63,9 +63,9 @@ typedef struct {
 
 static int parse(int argc, char **argv, options *o)
 {
-    o->c = sdw_server_config_default();
-    o->drain_timeout = 30;
-    o->turbo = -1;
+    /* Every field starts defined: a stack options struct must not leak
+     * garbage into -v or -m when they are absent. */
+    *o = (options){ .c = sdw_server_config_default(), .drain_timeout = 30, .turbo = -1 };
     o->c.api_key = getenv("SDW_API_KEY");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
