@@ -9,7 +9,8 @@
  *
  * A backend is used by one thread at a time (the thread that owns the model),
  * and not from inside an OpenMP parallel region: the ops parallelise
- * themselves (linear / conv2d fail with SDW_ERR_INVALID_ARG there). */
+ * themselves (linear / conv2d fail with SDW_ERR_INVALID_ARG there). Layers
+ * are freed before the backend that made them. */
 #ifndef SDW_BACKEND_H
 #define SDW_BACKEND_H
 #include "sdw.h"
@@ -47,6 +48,14 @@ bool sdw_backend_set_own_attention(sdw_backend *be, bool on);
  * kernel where the CPU has one (bf16), on by default; off, on oneDNN.
  * Returns whether our kernel can now run. */
 bool sdw_backend_set_own_conv(sdw_backend *be, bool on);
+
+/* f32 3x3 convolutions of the larger layers on oneDNN's Winograd kernels
+ * (conv_wino.c: AVX-512 only), on by default; off, direct. Returns whether
+ * they can now run (f32 precision on a CPU that has them). */
+bool sdw_backend_set_winograd(sdw_backend *be, bool on);
+/* Bytes of weights copies the layers made at first use (the Winograd ones),
+ * on top of what creating them stored. */
+size_t sdw_backend_derived_bytes(const sdw_backend *be);
 
 /* ---- linear: y[M, out] = x[M, in] @ W^T + b ---- */
 typedef struct sdw_linear sdw_linear;
@@ -107,12 +116,12 @@ sdw_status sdw_conv2d_forward_add(sdw_backend *be, const sdw_conv2d *c, const fl
                                   float *y);
 /* Whether an N x H x W input runs on our kernel (sdw_backend_set_own_conv). */
 bool sdw_conv2d_uses_own_kernel(const sdw_backend *be, const sdw_conv2d *c, int N, int H, int W);
-size_t sdw_conv2d_bytes(const sdw_conv2d *c);
+size_t sdw_conv2d_bytes(const sdw_conv2d *c);   /* weights held, its Winograd copy included */
 void sdw_conv2d_free(sdw_conv2d *c);
 /* As for linear, with PyTorch's [cout, cin, kh, kw] f32 weights. */
 sdw_status sdw_conv2d_get_weights(sdw_backend *be, const sdw_conv2d *c, float *w);
 sdw_status sdw_conv2d_set_weights(sdw_backend *be, sdw_conv2d *c, const float *w);
-void *sdw_conv2d_stored(sdw_conv2d *c, size_t *bytes);
+void *sdw_conv2d_stored(sdw_conv2d *c, size_t *bytes);   /* drops the layer's Winograd copy, remade at next use */
 void sdw_conv2d_shape(const sdw_conv2d *c, int *cin, int *cout, int *kh, int *kw);
 
 /* ---- multi-head attention ----

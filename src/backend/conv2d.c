@@ -2,6 +2,7 @@
  * create, into the layout the convolution prefers on a representative 64x64
  * image (the UNet's working size); other sizes are created against it. */
 #include "backend/conv_amx.h"
+#include "backend/conv_wino.h"
 #include <stdlib.h>
 
 struct sdw_conv2d {
@@ -13,6 +14,10 @@ struct sdw_conv2d {
     size_t wbytes;
     float *bias;
     int amx_wblock;           /* > 0: the stored layout also serves conv_amx.c (its block width) */
+    /* The Winograd copy of the weights (conv_wino.c), made at first use. A
+     * cache, so the const forward path fills it: one thread uses a layer at
+     * a time (backend.h). */
+    sdw_conv_wino_weights wino;
 };
 
 static int out_size(int in, int pad_lo, int pad_hi, int k, int stride)
@@ -124,6 +129,16 @@ static sdw_status forward(sdw_backend *be, const sdw_conv2d *c, const void *x, b
         sdw_count_op(be, SDW_OPK_CONV, t0, 2.0 * N * ho * wo * (double)c->cout * c->cin * c->kh * c->kw);
         return SDW_OK;
     }
+    if (sdw_conv_wino_suits(be, c->cin, c->cout, c->kh, c->kw, c->stride, c->pad_t, c->pad_l, c->pad_b, c->pad_r)) {
+        bool ran;
+        sdw_conv_wino_weights *ww = (sdw_conv_wino_weights *)&c->wino;
+        SDW_TRY(sdw_conv_wino(be, ww, &c->wmd, c->w, c->bias, N, H, W, c->cin, c->cout, (const float *)x, y,
+                              flags & SDW_PRIM_SUM, &ran));
+        if (ran) {
+            sdw_count_op(be, SDW_OPK_CONV, t0, 2.0 * N * ho * wo * (double)c->cout * c->cin * c->kh * c->kw);
+            return SDW_OK;
+        }
+    }
     int64_t key[SDW_KEY_MAX] = { SDW_OP_CONV, c->dt, N, H, W, c->cin, c->cout, c->kh, c->kw, c->stride,
                                  c->pad_t, c->pad_l, c->pad_b, c->pad_r, c->bias != NULL };
     key[SDW_KEY_FLAGS] = flags;
@@ -181,6 +196,7 @@ sdw_status sdw_conv2d_get_weights(sdw_backend *be, const sdw_conv2d *c, float *w
 
 sdw_status sdw_conv2d_set_weights(sdw_backend *be, sdw_conv2d *c, const float *w)
 {
+    sdw_conv_wino_drop(&c->wino);
     dnnl_memory_desc_t md;
     SDW_TRY(user_md(c, &md));
     return sdw_reorder_into(be, &md, w, &c->wmd, c->w);
@@ -188,6 +204,7 @@ sdw_status sdw_conv2d_set_weights(sdw_backend *be, sdw_conv2d *c, const float *w
 
 void *sdw_conv2d_stored(sdw_conv2d *c, size_t *bytes)
 {
+    sdw_conv_wino_drop(&c->wino);   /* the caller may write the bytes */
     *bytes = c->wbytes;
     return c->w;
 }
@@ -200,11 +217,15 @@ void sdw_conv2d_shape(const sdw_conv2d *c, int *cin, int *cout, int *kh, int *kw
     *kw = c->kw;
 }
 
-size_t sdw_conv2d_bytes(const sdw_conv2d *c) { return c->wbytes + (c->bias ? sizeof(float) * (size_t)c->cout : 0); }
+size_t sdw_conv2d_bytes(const sdw_conv2d *c)
+{
+    return c->wbytes + c->wino.bytes + (c->bias ? sizeof(float) * (size_t)c->cout : 0);
+}
 
 void sdw_conv2d_free(sdw_conv2d *c)
 {
     if (!c) return;
+    sdw_conv_wino_drop(&c->wino);
     free(c->w);
     free(c->bias);
     free(c);

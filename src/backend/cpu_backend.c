@@ -191,20 +191,33 @@ static bool is_ref(dnnl_primitive_desc_t pd)
     return impl && strncmp(impl, "ref", 3) == 0;
 }
 
-static sdw_status make_pd(sdw_backend *be, const void *desc, int64_t flags, dnnl_primitive_desc_t *pd)
+/* The attributes every primitive gets: the scratchpad from our grow-only
+ * buffer, not a per-call allocation; with SDW_PRIM_SUM, the result added to
+ * what dst holds. */
+static dnnl_status_t make_attr(int64_t flags, dnnl_primitive_attr_t *out)
 {
     dnnl_primitive_attr_t attr;
     dnnl_post_ops_t po = NULL;
-    SDW_DNNL(dnnl_primitive_attr_create(&attr), "attribute");
-    /* The scratchpad comes from our grow-only buffer, not a per-call allocation. */
-    dnnl_status_t s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    dnnl_status_t s = dnnl_primitive_attr_create(&attr);
+    if (s != dnnl_success) return s;
+    s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     if (s == dnnl_success && (flags & SDW_PRIM_SUM)) {
         s = dnnl_post_ops_create(&po);
         if (s == dnnl_success) s = dnnl_post_ops_append_sum(po, 1.0f);
         if (s == dnnl_success) s = dnnl_primitive_attr_set_post_ops(attr, po);
         if (po) dnnl_post_ops_destroy(po);
     }
-    if (s == dnnl_success) s = dnnl_primitive_desc_create(pd, desc, attr, be->engine, NULL);
+    if (s != dnnl_success) dnnl_primitive_attr_destroy(attr);
+    else *out = attr;
+    return s;
+}
+
+static sdw_status make_pd(sdw_backend *be, const void *desc, int64_t flags, dnnl_primitive_desc_t *pd)
+{
+    dnnl_primitive_attr_t attr;
+    *pd = NULL;
+    SDW_DNNL(make_attr(flags, &attr), "attribute");
+    dnnl_status_t s = dnnl_primitive_desc_create(pd, desc, attr, be->engine, NULL);
     dnnl_primitive_attr_destroy(attr);
     if (s != dnnl_success) *pd = NULL;
     return s == dnnl_success ? SDW_OK : sdw_dnnl_fail(s, "primitive descriptor");
@@ -257,6 +270,9 @@ sdw_prim *sdw_prim_find(sdw_backend *be, const int64_t key[SDW_KEY_MAX], const d
     return NULL;
 }
 
+static sdw_status prim_insert(sdw_backend *be, const int64_t key[SDW_KEY_MAX], const dnnl_memory_desc_t *wmd,
+                              dnnl_primitive_desc_t pd, sdw_prim **out);
+
 sdw_status sdw_prim_create(sdw_backend *be, const int64_t key[SDW_KEY_MAX], const dnnl_memory_desc_t *wmd,
                            const void *desc, const void *desc_any, sdw_prim **out)
 {
@@ -276,7 +292,37 @@ sdw_status sdw_prim_create(sdw_backend *be, const int64_t key[SDW_KEY_MAX], cons
     if (pd_any) dnnl_primitive_desc_destroy(pd_any);
     if (!pd) return st;
     sdw_clear_error();
+    return prim_insert(be, key, wmd, pd, out);
+}
 
+sdw_status sdw_prim_create_reorder(sdw_backend *be, const int64_t key[SDW_KEY_MAX], const dnnl_memory_desc_t *from,
+                                   const dnnl_memory_desc_t *to, sdw_prim **out)
+{
+    dnnl_primitive_attr_t attr;
+    dnnl_primitive_desc_t pd = NULL;
+    SDW_DNNL(make_attr(key[SDW_KEY_FLAGS], &attr), "attribute");
+    dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, from, be->engine, to, be->engine, attr);
+    dnnl_primitive_attr_destroy(attr);
+    if (s != dnnl_success) return sdw_dnnl_fail(s, "reorder");
+    return prim_insert(be, key, NULL, pd, out);
+}
+
+sdw_status sdw_prim_mark_unsupported(sdw_backend *be, const int64_t key[SDW_KEY_MAX], sdw_prim **out)
+{
+    sdw_prim *p = calloc(1, sizeof *p);
+    if (!p) return sdw_fail(SDW_ERR_NOMEM, "backend: out of memory");
+    memcpy(p->key, key, sizeof p->key);
+    sdw_status st = table_insert(be, p);
+    if (st != SDW_OK) free(p);
+    else *out = p;
+    return st;
+}
+
+/* Builds the primitive of pd (which it destroys) and caches it under key. */
+static sdw_status prim_insert(sdw_backend *be, const int64_t key[SDW_KEY_MAX], const dnnl_memory_desc_t *wmd,
+                              dnnl_primitive_desc_t pd, sdw_prim **out)
+{
+    sdw_status st;
     sdw_prim *p = calloc(1, sizeof *p);
     if (!p) {
         dnnl_primitive_desc_destroy(pd);
@@ -292,8 +338,9 @@ sdw_status sdw_prim_create(sdw_backend *be, const int64_t key[SDW_KEY_MAX], cons
         prim_free(p);
         return st;
     }
-    static const char *const op_name[] = { "?", "linear", "conv", "matmul" };
-    SDW_DEBUG("backend: %s primitive %s%s", op_name[key[0] >= 1 && key[0] <= 3 ? key[0] : 0], p->impl ? p->impl : "?",
+    static const char *const op_name[] = { "?", "linear", "conv", "matmul", "winograd conv", "reorder" };
+    SDW_DEBUG("backend: %s primitive %s%s", op_name[key[0] >= 1 && key[0] <= SDW_OP_REORDER ? key[0] : 0],
+              p->impl ? p->impl : "?",
               p->wreorder ? " (weights reordered per call)" : "");
     *out = p;
     return SDW_OK;

@@ -29,7 +29,8 @@
 /* Grow-only scratch buffers, one per use, so nothing is allocated per call
  * once the largest shape has been seen. */
 enum {
-    SDW_SCR_SRC,      /* bf16 copy of a matmul / conv source */
+    SDW_SCR_SRC,      /* bf16 copy of a matmul / conv source, or an f32 one re-laid out (Winograd) */
+    SDW_SCR_DST,      /* a conv result in the Winograd kernel's blocked layout */
     SDW_SCR_ONEDNN,   /* oneDNN's own scratchpad (user-managed mode) */
     SDW_SCR_WEIGHTS,  /* weights re-laid out for a shape that rejects the stored layout */
     SDW_SCR_ATT_Q,
@@ -43,7 +44,7 @@ enum {
     SDW_SCR_COUNT
 };
 
-enum { SDW_OP_LINEAR = 1, SDW_OP_CONV, SDW_OP_MATMUL };
+enum { SDW_OP_LINEAR = 1, SDW_OP_CONV, SDW_OP_MATMUL, SDW_OP_WINO, SDW_OP_REORDER };
 enum { SDW_ARG_SRC, SDW_ARG_WEI, SDW_ARG_BIAS, SDW_ARG_DST, SDW_ARG_COUNT };
 #define SDW_KEY_MAX 16
 /* key[SDW_KEY_FLAGS] of a primitive: SDW_PRIM_SUM adds the result to what dst
@@ -87,6 +88,8 @@ struct sdw_backend {
     size_t attn_budget;
     bool own_attention; /* attention on our kernels (attention_amx.c, attention_flash.c), not oneDNN matmuls */
     bool no_own_conv;   /* small-image convolutions on oneDNN too, not conv_amx.c (tests) */
+    bool no_winograd;   /* f32 3x3 convolutions always direct, never conv_wino.c (tests, A/B) */
+    size_t derived_bytes;  /* weights copies made at first use (Winograd), held by live layers */
     dnnl_stream_t *tstreams;  /* one per OpenMP thread, for sdw_prim_exec_thread */
     int n_tstreams;
 };
@@ -115,6 +118,14 @@ sdw_prim *sdw_prim_find(sdw_backend *be, const int64_t key[SDW_KEY_MAX], const d
  * rejects the stored layout. */
 sdw_status sdw_prim_create(sdw_backend *be, const int64_t key[SDW_KEY_MAX], const dnnl_memory_desc_t *wmd,
                            const void *desc, const void *desc_any, sdw_prim **out);
+/* Creates and caches a reorder between two layouts; SDW_PRIM_SUM in
+ * key[SDW_KEY_FLAGS] adds into the destination. Run it with sdw_prim_exec
+ * (src, NULL, NULL, dst). */
+sdw_status sdw_prim_create_reorder(sdw_backend *be, const int64_t key[SDW_KEY_MAX], const dnnl_memory_desc_t *from,
+                                   const dnnl_memory_desc_t *to, sdw_prim **out);
+/* Caches an entry with a NULL prim under key: oneDNN has no kernel for it,
+ * and callers that try one need not ask again. */
+sdw_status sdw_prim_mark_unsupported(sdw_backend *be, const int64_t key[SDW_KEY_MAX], sdw_prim **out);
 /* Runs p on the given buffers (bias may be NULL when p has none). */
 sdw_status sdw_prim_exec(sdw_backend *be, sdw_prim *p, const void *src, const void *wei, const void *bias,
                          void *dst);

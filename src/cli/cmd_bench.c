@@ -20,7 +20,7 @@ typedef struct {
     int width, height, steps, repeat, threads;
     float cfg, sustained;
     sdw_precision precision;
-    bool json, verbose;
+    bool json, verbose, no_winograd;
 } options;
 
 static void usage(FILE *f)
@@ -28,13 +28,14 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: sd-worker bench [--family sd15|sd15-inpaint|sd2|sdxl | -m MODEL] [-W 512 -H 512]\n"
             "    [--steps 20] [--cfg-scale 7] [--precision auto|f32|bf16] [--repeat 3] [--threads N]\n"
-            "    [--sustained 3] [-p PROMPT] [-n NEGATIVE] [--json] [-v]\n"
+            "    [--sustained 3] [--no-winograd] [-p PROMPT] [-n NEGATIVE] [--json] [-v]\n"
             "Times text encode, one UNet evaluation, one sampling step, VAE decode and VAE encode\n"
             "(median of --repeat runs), with the FLOPs the backend ran, the TFLOP/s achieved and\n"
             "the %% of this machine's peak (bf16 / f32 conv and matmul, measured in the same run:\n"
             "best single call), and of the peak convolution's speed run back to back for\n"
             "--sustained seconds after the stages (0 skips it): on a host whose speed drifts,\n"
             "whether the peak came from a short fast spell.\n"
+            "--no-winograd runs every f32 conv direct (for A/B runs; the peaks are always direct).\n"
             "--family uses a full-size model with random weights (default sd15), written once by\n"
             "tools/fullsize/sdw-make-fullsize into fullsize/ next to sd-worker ($SDW_FULLSIZE_DIR).\n");
 }
@@ -69,6 +70,7 @@ static int parse(int argc, char **argv, options *o)
         if (IS("-h") || IS("--help")) { usage(stdout); exit(0); }
         if (IS("--json")) { o->json = true; continue; }
         if (IS("-v") || IS("--verbose")) { o->verbose = true; continue; }
+        if (IS("--no-winograd")) { o->no_winograd = true; continue; }
         if (!v) return bad("option %s needs a value", a);
         i++;
         if (IS("-m") || IS("--model")) o->model = v;
@@ -160,7 +162,10 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
                r->stage[SDW_BENCH_DECODE].seconds, im->flops * 1e-12, im->seconds_at_peak, im->x_peak);
     }
     printf("%d-step pipeline run (measured, median): %.2f s\n", r->steps, r->pipeline_seconds);
-    printf("weights held %.3f GB; peak RSS %.3f GB\n", (double)r->weight_bytes / 1e9, (double)r->peak_rss_bytes / 1e9);
+    printf("weights held %.3f GB", (double)r->weight_bytes / 1e9);
+    if (r->weight_bytes_after > r->weight_bytes)
+        printf(" (%.3f GB after the runs, with the Winograd copies)", (double)r->weight_bytes_after / 1e9);
+    printf("; peak RSS %.3f GB\n", (double)r->peak_rss_bytes / 1e9);
 }
 
 int cmd_bench(int argc, char **argv)
@@ -204,6 +209,7 @@ int cmd_bench(int argc, char **argv)
     bo.cfg_scale = o.cfg;
     bo.repeat = o.repeat;
     bo.sustained_seconds = o.sustained;
+    bo.no_winograd = o.no_winograd;
     bo.note = note_stderr;
     sdw_bench_result r;
     if (sdw_bench_run(m, &bo, &r) != SDW_OK) {

@@ -342,6 +342,11 @@ sdw_status sdw_model_probe(const char *path, const sdw_load_params *p, sdw_model
     return s;
 }
 
+size_t sdw_model_held_bytes(const sdw_model *m)
+{
+    return sdw_unet_bytes(m->unet) + sdw_vae_bytes(m->vae) + (m->text.te1 ? m->text.te1->bytes : 0) +
+           (m->text.te2 ? m->text.te2->bytes : 0) + sdw_backend_derived_bytes(m->be);
+}
 sdw_status sdw_model_load(const char *path, const sdw_load_params *p, sdw_model **out)
 {
     *out = NULL;
@@ -354,8 +359,7 @@ sdw_status sdw_model_load(const char *path, const sdw_load_params *p, sdw_model 
         return s;
     }
     m->info.precision = sdw_backend_precision(m->be);
-    m->info.weight_bytes = sdw_unet_bytes(m->unet) + sdw_vae_bytes(m->vae) + (m->text.te1 ? m->text.te1->bytes : 0) +
-                           (m->text.te2 ? m->text.te2->bytes : 0);
+    m->info.weight_bytes = sdw_model_held_bytes(m);
     SDW_INFO("loaded %s: %s%s, %s prediction (%s), %.2f GB of weights in %s", path, sdw_family_name(m->info.family),
              m->info.inpaint ? " inpaint" : "", sdw_prediction_name(m->info.prediction), m->info.prediction_source,
              (double)m->info.weight_bytes / 1e9, sdw_precision_name(m->info.precision));

@@ -15,4 +15,8 @@ struct sdw_model {
     sdw_vae *vae;
     struct sdw_lora_state *lora;   /* NULL until a LoRA is first applied */
 };
+
+/* Bytes of weights the model holds now: what loading stored, plus the
+ * Winograd copies the backend makes at first use (conv_wino.c). */
+size_t sdw_model_held_bytes(const struct sdw_model *m);
 #endif

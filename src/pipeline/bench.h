@@ -48,6 +48,7 @@ typedef struct {
      * NULL = measure them in this run. */
     const sdw_bench_peak *peak_bf16, *peak_f32;
     uint64_t seed;
+    bool no_winograd;              /* f32: every conv direct (an A/B switch; sdw_backend_set_winograd) */
     /* Progress notes ("measuring the peak", ...); may be NULL. */
     void (*note)(void *user, const char *msg);
     void *note_user;
@@ -88,7 +89,8 @@ typedef struct {
     double pipeline_seconds;      /* median sdw_pipeline_run of `steps` steps, end to end */
     sdw_bench_image image;        /* estimated image time at `steps` steps */
     sdw_bench_image image20;      /* the same at 20 steps */
-    size_t weight_bytes;
+    size_t weight_bytes;          /* held after loading */
+    size_t weight_bytes_after;    /* held after the runs: first-use copies (Winograd) included */
     size_t peak_rss_bytes;        /* getrusage ru_maxrss at the end */
 } sdw_bench_result;
 
