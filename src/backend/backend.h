@@ -53,6 +53,10 @@ bool sdw_backend_set_own_conv(sdw_backend *be, bool on);
  * (conv_wino.c: AVX-512 only), on by default; off, direct. Returns whether
  * they can now run (f32 precision on a CPU that has them). */
 bool sdw_backend_set_winograd(sdw_backend *be, bool on);
+/* Bytes one Winograd call may work in (scratchpad and re-laid-out images);
+ * larger images run in bands of rows. 0 = the default, 256 MiB. Tests
+ * shrink it to exercise the bands. */
+void sdw_backend_set_winograd_budget(sdw_backend *be, size_t bytes);
 /* Bytes of weights copies the layers made at first use (the Winograd ones),
  * on top of what creating them stored. */
 size_t sdw_backend_derived_bytes(const sdw_backend *be);

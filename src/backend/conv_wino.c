@@ -5,7 +5,12 @@
  * the call's size. So a call re-lays x out, convolves, and writes y back as
  * NHWC (adding into it for residuals); the layout changes cost 3-8% of the
  * convolution. The layer keeps its direct weights for other sizes, LoRA and
- * exact undo; the transformed copy follows them (sdw_conv_wino_drop). */
+ * exact undo; the transformed copy follows them (sdw_conv_wino_drop).
+ *
+ * The kernel transforms the whole image into its scratchpad, 36 values per
+ * 4x4 output tile and channel: 1.2 GB for the VAE's 256-channel 512x512
+ * layer. Images whose working set passes the budget run as bands of rows,
+ * each with its one-row halo, so the memory stays bounded. */
 #include "backend/conv_wino.h"
 #include "core/log.h"
 #include <stdlib.h>
@@ -22,6 +27,7 @@ bool sdw_conv_wino_suits(const sdw_backend *be, int cin, int cout, int kh, int k
 }
 
 size_t sdw_backend_derived_bytes(const sdw_backend *be) { return be->derived_bytes; }
+void sdw_backend_set_winograd_budget(sdw_backend *be, size_t bytes) { be->wino_budget = bytes; }
 
 bool sdw_backend_set_winograd(sdw_backend *be, bool on)
 {
@@ -31,47 +37,91 @@ bool sdw_backend_set_winograd(sdw_backend *be, bool on)
            (isa & (unsigned)dnnl_cpu_isa_avx512_core) == (unsigned)dnnl_cpu_isa_avx512_core;
 }
 
-static sdw_status act_md(int N, int C, int H, int W, bool blocked, dnnl_memory_desc_t *md)
+/* An activation of N images of `rows` x W x C: nChw16c, or NHWC rows of
+ * images H rows tall (a band of them when rows < H). */
+static sdw_status act_md(int N, int C, int rows, int W, int H, bool blocked, dnnl_memory_desc_t *md)
 {
-    dnnl_dims_t d = { N, C, H, W };
-    SDW_DNNL(dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, blocked ? dnnl_nChw16c : dnnl_nhwc), "activation");
+    dnnl_dims_t d = { N, C, rows, W };
+    if (blocked) {
+        SDW_DNNL(dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, dnnl_nChw16c), "activation");
+    } else {
+        dnnl_dims_t strides = { (int64_t)H * W * C, 1, (int64_t)W * C, C };
+        SDW_DNNL(dnnl_memory_desc_init_by_strides(md, 4, d, dnnl_f32, strides), "activation");
+    }
     return SDW_OK;
 }
 
-/* The cached Winograd primitive for this size; NULL p->prim when oneDNN has
- * none (remembered, so a declined size costs one lookup a call). */
-static sdw_status wino_prim(sdw_backend *be, int N, int H, int W, int cin, int cout, bool bias, sdw_prim **out)
+/* One band of output rows: rows_in input rows (its halo included), padded
+ * with zeros above on the first band and below on the last. */
+typedef struct {
+    int N, W, cin, cout, rows_in, pad_t, pad_b;
+    bool bias;
+} band;
+
+static size_t working_bytes(const sdw_prim *p, const band *b)
 {
-    int64_t key[SDW_KEY_MAX] = { SDW_OP_WINO, N, H, W, cin, cout, bias };
+    const size_t rows_out = (size_t)(b->rows_in + b->pad_t + b->pad_b - 2);
+    return p->scratch_bytes + sizeof(float) * (size_t)b->N * b->W * ((size_t)b->rows_in * b->cin + rows_out * b->cout);
+}
+
+/* The cached Winograd primitive of a band; NULL p->prim when oneDNN has
+ * none (remembered, so a declined size costs one lookup a call). */
+static sdw_status wino_prim(sdw_backend *be, const band *b, sdw_prim **out)
+{
+    int64_t key[SDW_KEY_MAX] = { SDW_OP_WINO, b->N, b->rows_in, b->W, b->cin, b->cout, b->bias, b->pad_t, b->pad_b };
     *out = sdw_prim_find(be, key, NULL);
     if (*out) return SDW_OK;
-    dnnl_memory_desc_t src, wei, b, dst;
-    dnnl_dims_t dw = { cout, cin, 3, 3 }, db = { cout }, strides = { 1, 1 }, pad = { 1, 1 };
-    SDW_TRY(act_md(N, cin, H, W, true, &src));
-    SDW_TRY(act_md(N, cout, H, W, true, &dst));
+    const int rows_out = b->rows_in + b->pad_t + b->pad_b - 2;
+    dnnl_memory_desc_t src, wei, bias, dst;
+    dnnl_dims_t dw = { b->cout, b->cin, 3, 3 }, db = { b->cout }, strides = { 1, 1 };
+    dnnl_dims_t pl = { b->pad_t, 1 }, pr = { b->pad_b, 1 };
+    SDW_TRY(act_md(b->N, b->cin, b->rows_in, b->W, 0, true, &src));
+    SDW_TRY(act_md(b->N, b->cout, rows_out, b->W, 0, true, &dst));
     SDW_DNNL(dnnl_memory_desc_init_by_tag(&wei, 4, dw, dnnl_f32, dnnl_format_tag_any), "conv weights");
-    SDW_DNNL(dnnl_memory_desc_init_by_tag(&b, 1, db, dnnl_f32, dnnl_a), "conv bias");
+    SDW_DNNL(dnnl_memory_desc_init_by_tag(&bias, 1, db, dnnl_f32, dnnl_a), "conv bias");
     dnnl_convolution_desc_t d;
     SDW_DNNL(dnnl_convolution_forward_desc_init(&d, dnnl_forward_inference, dnnl_convolution_winograd, &src, &wei,
-                                                bias ? &b : NULL, &dst, strides, pad, pad),
+                                                b->bias ? &bias : NULL, &dst, strides, pl, pr),
              "winograd conv");
-    if (sdw_prim_create(be, key, NULL, &d, NULL, out) == SDW_OK) return SDW_OK;
+    if (sdw_prim_create(be, key, NULL, &d, NULL, out) == SDW_OK) {
+        SDW_DEBUG("winograd conv %d -> %d on N%d x %d rows (pad %d above, %d below) x %d: working set %.0f MB",
+                  b->cin, b->cout, b->N, b->rows_in, b->pad_t, b->pad_b, b->W, working_bytes(*out, b) / 1048576.0);
+        return SDW_OK;
+    }
     sdw_clear_error();
     return sdw_prim_mark_unsupported(be, key, out);
 }
 
-/* NHWC <-> nChw16c, adding into the destination when sum. */
-static sdw_status layout_prim(sdw_backend *be, int N, int C, int H, int W, int dir, bool sum, sdw_prim **out)
+/* NHWC rows of H-row images <-> nChw16c, adding into the destination when sum. */
+static sdw_status layout_prim(sdw_backend *be, int N, int C, int rows, int W, int H, int dir, bool sum,
+                              sdw_prim **out)
 {
-    int64_t key[SDW_KEY_MAX] = { SDW_OP_REORDER, N, C, H, W, dir };
+    int64_t key[SDW_KEY_MAX] = { SDW_OP_REORDER, N, C, rows, W, H, dir };
     key[SDW_KEY_FLAGS] = sum ? SDW_PRIM_SUM : 0;
     *out = sdw_prim_find(be, key, NULL);
     if (*out) return SDW_OK;
     dnnl_memory_desc_t plain, blocked;
-    SDW_TRY(act_md(N, C, H, W, false, &plain));
-    SDW_TRY(act_md(N, C, H, W, true, &blocked));
+    SDW_TRY(act_md(N, C, rows, W, H, false, &plain));
+    SDW_TRY(act_md(N, C, rows, W, H, true, &blocked));
     return dir == TO_BLOCKED ? sdw_prim_create_reorder(be, key, &plain, &blocked, out)
                              : sdw_prim_create_reorder(be, key, &blocked, &plain, out);
+}
+
+/* The band of output rows [r0, r0 + rows) of an H-row image. */
+static band band_of(int N, int H, int W, int cin, int cout, bool bias, int r0, int rows)
+{
+    const int top = r0 == 0, bottom = r0 + rows == H;
+    return (band){ N, W, cin, cout, rows + 2 - top - bottom, top, bottom, bias };
+}
+
+/* How many equal bands keep the working set within the budget: the
+ * whole-image primitive's scratchpad scaled down, as it grows with the rows.
+ * 0 when no divisor of H leaves bands of at least 8 rows that fit. */
+static int band_count(size_t whole_bytes, size_t budget, int H)
+{
+    for (int nb = 1; nb <= H / 8; nb++)
+        if (H % nb == 0 && whole_bytes / (size_t)nb <= budget) return nb;
+    return whole_bytes <= budget ? 1 : 0;
 }
 
 /* oneDNN transforms only plain [cout, cin, 3, 3] weights, so the stored
@@ -103,23 +153,46 @@ sdw_status sdw_conv_wino(sdw_backend *be, sdw_conv_wino_weights *ww, const dnnl_
                          bool accumulate, bool *ran)
 {
     *ran = false;
-    sdw_prim *conv, *in, *out;
-    SDW_TRY(wino_prim(be, N, H, W, cin, cout, bias != NULL, &conv));
-    if (!conv->prim) return SDW_OK;
-    const dnnl_memory_desc_t *want;
-    SDW_DNNL(dnnl_memory_get_memory_desc(conv->mem[SDW_ARG_WEI], &want), "winograd weights");
-    if (!ww->w || !dnnl_memory_desc_equal(&ww->md, want)) {
-        sdw_conv_wino_drop(ww);
-        SDW_TRY(transform_weights(be, wmd, w, cin, cout, want, ww));
+    const size_t budget = be->wino_budget ? be->wino_budget : SDW_WINO_BUDGET;
+    const band whole = band_of(N, H, W, cin, cout, bias != NULL, 0, H);
+    sdw_prim *p;
+    SDW_TRY(wino_prim(be, &whole, &p));
+    if (!p->prim) return SDW_OK;
+    const int nb = band_count(working_bytes(p, &whole), budget, H), rows = nb ? H / nb : 0;
+    if (!nb) return SDW_OK;
+
+    /* Every band's kernel must read the same transformed weights: bands of
+     * one height, and oneDNN chose one blocking for the first, middle and
+     * last. */
+    sdw_prim *conv[3];
+    const int probe[3] = { 0, rows < H - rows ? rows : 0, H - rows };
+    for (int i = 0; i < 3; i++) {
+        const band b = band_of(N, H, W, cin, cout, bias != NULL, probe[i], rows);
+        SDW_TRY(wino_prim(be, &b, &conv[i]));
+        if (!conv[i]->prim) return SDW_OK;
     }
-    SDW_TRY(layout_prim(be, N, cin, H, W, TO_BLOCKED, false, &in));
-    SDW_TRY(layout_prim(be, N, cout, H, W, FROM_BLOCKED, accumulate, &out));
-    float *xb = sdw_scratch(be, SDW_SCR_SRC, sizeof(float) * (size_t)N * cin * H * W);
-    float *yb = sdw_scratch(be, SDW_SCR_DST, sizeof(float) * (size_t)N * cout * H * W);
+    const dnnl_memory_desc_t *want[3];
+    for (int i = 0; i < 3; i++)
+        SDW_DNNL(dnnl_memory_get_memory_desc(conv[i]->mem[SDW_ARG_WEI], &want[i]), "winograd weights");
+    if (!dnnl_memory_desc_equal(want[0], want[1]) || !dnnl_memory_desc_equal(want[0], want[2])) return SDW_OK;
+    if (!ww->w || !dnnl_memory_desc_equal(&ww->md, want[0])) {
+        sdw_conv_wino_drop(ww);
+        SDW_TRY(transform_weights(be, wmd, w, cin, cout, want[0], ww));
+    }
+
+    float *xb = sdw_scratch(be, SDW_SCR_SRC, sizeof(float) * (size_t)N * cin * (rows + 2) * W);
+    float *yb = sdw_scratch(be, SDW_SCR_DST, sizeof(float) * (size_t)N * cout * rows * W);
     if (!xb || !yb) return SDW_ERR_NOMEM;
-    SDW_TRY(sdw_prim_exec(be, in, x, NULL, NULL, xb));
-    SDW_TRY(sdw_prim_exec(be, conv, xb, ww->w, bias, yb));
-    SDW_TRY(sdw_prim_exec(be, out, yb, NULL, NULL, y));
+    for (int r0 = 0; r0 < H; r0 += rows) {
+        const band b = band_of(N, H, W, cin, cout, bias != NULL, r0, rows);
+        sdw_prim *c = conv[r0 == 0 ? 0 : r0 + rows == H ? 2 : 1], *in, *out;
+        SDW_TRY(layout_prim(be, N, cin, b.rows_in, W, H, TO_BLOCKED, false, &in));
+        SDW_TRY(layout_prim(be, N, cout, rows, W, H, FROM_BLOCKED, accumulate, &out));
+        const int first_in = r0 - 1 + b.pad_t;   /* the halo row above, where there is one */
+        SDW_TRY(sdw_prim_exec(be, in, x + (size_t)first_in * W * cin, NULL, NULL, xb));
+        SDW_TRY(sdw_prim_exec(be, c, xb, ww->w, bias, yb));
+        SDW_TRY(sdw_prim_exec(be, out, yb, NULL, NULL, y + (size_t)r0 * W * cout));
+    }
     *ran = true;
     return SDW_OK;
 }

@@ -12,6 +12,11 @@
  * AVX-512, layout changes included, for about 1.7 GB more weights. */
 #define SDW_WINO_MIN_CHANNELS 256
 #define SDW_WINO_MAX_CIN_X_COUT (1280 * 640)
+/* A call's working set (the kernel's scratchpad and the re-laid-out input
+ * and output) above this runs in bands of rows: SD1.5's UNet layers fit
+ * whole (up to about 200 MB at 512x512); the VAE's 256x256 and 512x512
+ * layers run in 2-8 bands. */
+#define SDW_WINO_BUDGET ((size_t)256 << 20)
 
 /* The transformed weights of one layer: made from its stored weights at
  * first use, and made again when a shape's kernel wants another blocking. */

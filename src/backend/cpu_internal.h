@@ -90,6 +90,7 @@ struct sdw_backend {
     bool no_own_conv;   /* small-image convolutions on oneDNN too, not conv_amx.c (tests) */
     bool no_winograd;   /* f32 3x3 convolutions always direct, never conv_wino.c (tests, A/B) */
     size_t derived_bytes;  /* weights copies made at first use (Winograd), held by live layers */
+    size_t wino_budget;    /* bytes a Winograd call may work in; 0 = SDW_WINO_BUDGET */
     dnnl_stream_t *tstreams;  /* one per OpenMP thread, for sdw_prim_exec_thread */
     int n_tstreams;
 };
