@@ -90,6 +90,7 @@ static void run_bench(const char *model, int size, float cfg, sdw_bench_result *
     o.cfg_scale = cfg;
     o.peak_bf16 = &peak_bf16;
     o.peak_f32 = &peak_f32;
+    o.shapes = true;
     if (sdw_bench_run(m, &o, r) != SDW_OK) fail_msg("bench %s: %s", model, sdw_last_error());
     *out = m;
 }
@@ -124,6 +125,28 @@ static void check_result(sdw_model *m, const sdw_bench_result *r, int size, floa
     assert_true(r->weight_bytes == m->info.weight_bytes && r->weight_bytes > 0);
     assert_true(r->peak_rss_bytes > r->weight_bytes);
 
+    /* By shape: the UNet's and the decode's last run, slowest first, adding
+     * up to the per-kind totals of the same run. */
+    for (int s = 0; s < SDW_BENCH_STAGES; s++) {
+        const sdw_bench_stage_result *sr = &r->stage[s];
+        if (s != SDW_BENCH_UNET && s != SDW_BENCH_DECODE) {
+            assert_int_equal(sr->n_shapes, 0);
+            continue;
+        }
+        assert_true(sr->n_shapes > 0 && sr->n_shapes <= SDW_BENCH_MAX_SHAPES);
+        double fl = 0, fl_kinds = 0;
+        long calls = 0, calls_kinds = 0;
+        for (int i = 0; i < sr->n_shapes; i++) {
+            fl += sr->shapes[i].flops;
+            calls += sr->shapes[i].calls;
+            assert_non_null(sr->shapes[i].path);
+            if (i) assert_true(sr->shapes[i].seconds <= sr->shapes[i - 1].seconds);
+        }
+        for (int k = 0; k < SDW_OPK_COUNT; k++) fl_kinds += sr->ops.flops[k], calls_kinds += sr->ops.calls[k];
+        close_to(fl, fl_kinds, 1e-9, "FLOPs by shape");
+        assert_int_equal(calls, calls_kinds);
+    }
+
     cJSON *j = sdw_bench_result_json(r);
     assert_non_null(j);
     char *text = cJSON_PrintUnformatted(j);
@@ -138,6 +161,9 @@ static void check_result(sdw_model *m, const sdw_bench_result *r, int size, floa
         assert_true(cJSON_IsObject(so));
         close_to(cJSON_GetObjectItem(so, "gflop")->valuedouble, r->stage[s].flops * 1e-9, 1e-9, "JSON gflop");
         close_to(cJSON_GetObjectItem(so, "pct_peak")->valuedouble, r->stage[s].pct_peak, 1e-9, "JSON pct_peak");
+        const cJSON *shapes = cJSON_GetObjectItem(so, "shapes");
+        if (r->stage[s].n_shapes) assert_int_equal(cJSON_GetArraySize(shapes), r->stage[s].n_shapes);
+        else assert_null(shapes);
     }
     assert_string_equal(cJSON_GetObjectItem(back, "precision")->valuestring, sdw_precision_name(r->precision));
     assert_true(cJSON_IsObject(cJSON_GetObjectItem(cJSON_GetObjectItem(back, "peak"), "f32")));

@@ -163,7 +163,9 @@ sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, cons
             SDW_TRY(sdw_attention_flash_f32(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, H, D, causal, out));
         else
             SDW_TRY(sdw_attention_amx(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, H, D, causal, out, NULL));
-        sdw_count_op(be, SDW_OPK_ATTENTION, t0, 4.0 * B * H * (double)Tq * Tk * D);
+        const int dims[SDW_OP_DIMS] = { B, Tq, Tk, H, D, causal };
+        sdw_count_op(be, SDW_OPK_ATTENTION, t0, 4.0 * B * H * (double)Tq * Tk * D,
+                     be->precision == SDW_PRECISION_F32 ? "attention_flash" : "attention_amx", dims);
         return SDW_OK;
     }
     attn_job j = { .q_stride = q_stride, .Tq = Tq, .Tk = Tk, .H = H, .D = D, .causal = causal,
@@ -246,7 +248,8 @@ sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, cons
         }
     }
     if (failed != SDW_OK) return sdw_fail(failed, "attention: %s", why);
-    sdw_count_op(be, SDW_OPK_ATTENTION, t0, 4.0 * B * H * (double)Tq * Tk * D);
+    const int dims[SDW_OP_DIMS] = { B, Tq, Tk, H, D, causal };
+    sdw_count_op(be, SDW_OPK_ATTENTION, t0, 4.0 * B * H * (double)Tq * Tk * D, "oneDNN matmuls + C softmax", dims);
     return SDW_OK;
 }
 
@@ -261,7 +264,8 @@ sdw_status sdw_attention_act(sdw_backend *be, const float *q, int64_t q_stride, 
         q_stride >= (int64_t)heads * head_dim && kv_stride >= (int64_t)heads * head_dim) {
         double t0 = sdw_be_now();
         SDW_TRY(sdw_attention_amx(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, heads, head_dim, causal, NULL, act));
-        sdw_count_op(be, SDW_OPK_ATTENTION, t0, 4.0 * B * heads * (double)Tq * Tk * head_dim);
+        const int dims[SDW_OP_DIMS] = { B, Tq, Tk, heads, head_dim, causal };
+        sdw_count_op(be, SDW_OPK_ATTENTION, t0, 4.0 * B * heads * (double)Tq * Tk * head_dim, "attention_amx", dims);
         return SDW_OK;
     }
     float *out = sdw_scratch(be, SDW_SCR_ATT_OUT, sizeof(float) * n);

@@ -33,6 +33,22 @@ typedef struct {
     long calls[SDW_OPK_COUNT];
 } sdw_op_stats;
 void sdw_backend_op_stats(const sdw_backend *be, sdw_op_stats *out);
+/* The same by shape and kernel, to find the slow ones (off by default: it
+ * costs a table lookup per op). dims: conv N, H, W, cin, cout, kernel,
+ * stride; matmul M, in, out; attention B, Tq, Tk, heads, head_dim, causal. */
+#define SDW_OP_DIMS 7
+typedef struct {
+    sdw_op_kind kind;
+    int dims[SDW_OP_DIMS];
+    const char *path;   /* the kernel that ran: oneDNN's implementation name, or ours */
+    double seconds, flops;
+    long calls;
+} sdw_op_shape;
+/* Starts (clearing what was tracked) or stops tracking shapes. */
+sdw_status sdw_backend_track_shapes(sdw_backend *be, bool on);
+/* Up to max tracked shapes, slowest first; returns how many were tracked.
+ * path stays valid while the backend lives. */
+int sdw_backend_shapes(const sdw_backend *be, sdw_op_shape *out, int max);
 /* Bytes of attention scores (f32 scores + bf16 probabilities) the threads'
  * blocks of queries x heads may use together, split evenly between the
  * OpenMP threads; 0 = the default, 2 MiB (about a core's L2) per thread.

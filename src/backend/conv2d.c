@@ -121,12 +121,14 @@ static sdw_status forward(sdw_backend *be, const sdw_conv2d *c, const void *x, b
                         c->kh, c->kw);
     SDW_TRY(sdw_check_not_parallel("conv2d"));
     double t0 = sdw_be_now();
+    const double flops = 2.0 * N * ho * wo * (double)c->cout * c->cin * c->kh * c->kw;
+    const int dims[SDW_OP_DIMS] = { N, H, W, c->cin, c->cout, c->kh, c->stride };
     if (Ho) *Ho = ho;
     if (Wo) *Wo = wo;
     if (sdw_conv2d_uses_own_kernel(be, c, N, H, W)) {
         const sdw_conv_amx_shape s = { N, H, W, ho, wo, c->cin, c->cout, c->kh, c->kw, c->stride, c->pad_t, c->pad_l };
         SDW_TRY(sdw_conv_amx(be, &s, x, x_is_act, c->w, c->amx_wblock, c->bias, y, flags & SDW_PRIM_SUM));
-        sdw_count_op(be, SDW_OPK_CONV, t0, 2.0 * N * ho * wo * (double)c->cout * c->cin * c->kh * c->kw);
+        sdw_count_op(be, SDW_OPK_CONV, t0, flops, "conv_amx", dims);
         return SDW_OK;
     }
     if (sdw_conv_wino_suits(be, c->cin, c->cout, c->kh, c->kw, c->stride, c->pad_t, c->pad_l, c->pad_b, c->pad_r)) {
@@ -135,7 +137,7 @@ static sdw_status forward(sdw_backend *be, const sdw_conv2d *c, const void *x, b
         SDW_TRY(sdw_conv_wino(be, ww, &c->wmd, c->w, c->bias, N, H, W, c->cin, c->cout, (const float *)x, y,
                               flags & SDW_PRIM_SUM, &ran));
         if (ran) {
-            sdw_count_op(be, SDW_OPK_CONV, t0, 2.0 * N * ho * wo * (double)c->cout * c->cin * c->kh * c->kw);
+            sdw_count_op(be, SDW_OPK_CONV, t0, flops, "conv_wino (oneDNN winograd)", dims);
             return SDW_OK;
         }
     }
@@ -158,7 +160,7 @@ static sdw_status forward(sdw_backend *be, const sdw_conv2d *c, const void *x, b
         src = xb;
     }
     SDW_TRY(sdw_prim_exec(be, p, src, c->w, c->bias, y));
-    sdw_count_op(be, SDW_OPK_CONV, t0, 2.0 * N * ho * wo * (double)c->cout * c->cin * c->kh * c->kw);
+    sdw_count_op(be, SDW_OPK_CONV, t0, flops, p->impl, dims);
     return SDW_OK;
 }
 

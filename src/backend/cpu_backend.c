@@ -76,6 +76,7 @@ void sdw_backend_free(sdw_backend *be)
         }
     }
     free(be->table);
+    free(be->shapes);
     for (int i = 0; i < SDW_SCR_COUNT; i++) free(be->scratch[i].p);
     if (be->stream) dnnl_stream_destroy(be->stream);
     if (be->engine) dnnl_engine_destroy(be->engine);
@@ -93,12 +94,52 @@ double sdw_be_now(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-void sdw_count_op(sdw_backend *be, sdw_op_kind k, double t0, double flops)
+void sdw_count_op(sdw_backend *be, sdw_op_kind k, double t0, double flops, const char *path,
+                  const int dims[SDW_OP_DIMS])
 {
+    const double dt = sdw_be_now() - t0;
     be->flops += flops;
     be->ops.flops[k] += flops;
-    be->ops.seconds[k] += sdw_be_now() - t0;
+    be->ops.seconds[k] += dt;
     be->ops.calls[k]++;
+    if (!be->shapes) return;
+    int i = 0;
+    for (; i < be->n_shapes; i++) {
+        const sdw_op_shape *e = &be->shapes[i];
+        if (e->kind == k && e->path == path && !memcmp(e->dims, dims, sizeof e->dims)) break;
+    }
+    if (i == be->n_shapes) {
+        if (i == SDW_MAX_SHAPES) return;
+        be->shapes[be->n_shapes++] = (sdw_op_shape){ .kind = k, .path = path };
+        memcpy(be->shapes[i].dims, dims, sizeof be->shapes[i].dims);
+    }
+    be->shapes[i].seconds += dt;
+    be->shapes[i].flops += flops;
+    be->shapes[i].calls++;
+}
+
+sdw_status sdw_backend_track_shapes(sdw_backend *be, bool on)
+{
+    free(be->shapes);
+    be->shapes = NULL;
+    be->n_shapes = 0;
+    if (on && !(be->shapes = calloc(SDW_MAX_SHAPES, sizeof *be->shapes)))
+        return sdw_fail(SDW_ERR_NOMEM, "backend: out of memory");
+    return SDW_OK;
+}
+
+static int slower_first(const void *a, const void *b)
+{
+    const double x = ((const sdw_op_shape *)a)->seconds, y = ((const sdw_op_shape *)b)->seconds;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+int sdw_backend_shapes(const sdw_backend *be, sdw_op_shape *out, int max)
+{
+    if (!be->shapes) return 0;
+    qsort(be->shapes, (size_t)be->n_shapes, sizeof *be->shapes, slower_first);
+    for (int i = 0; i < be->n_shapes && i < max; i++) out[i] = be->shapes[i];
+    return be->n_shapes;
 }
 void sdw_backend_reset_flops(sdw_backend *be) { be->flops = 0; }
 

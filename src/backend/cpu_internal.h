@@ -19,6 +19,9 @@
 #define SDW_VEC __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #endif
 
+/* Distinct op shapes sdw_backend_track_shapes keeps; later ones are not counted. */
+#define SDW_MAX_SHAPES 512
+
 /* Representative sizes for choosing a weights layout at create time. */
 #define SDW_LINEAR_LAYOUT_M 4096
 #define SDW_CONV_LAYOUT_HW 64
@@ -91,6 +94,8 @@ struct sdw_backend {
     bool no_winograd;   /* f32 3x3 convolutions always direct, never conv_wino.c (tests, A/B) */
     size_t derived_bytes;  /* weights copies made at first use (Winograd), held by live layers */
     size_t wino_budget;    /* bytes a Winograd call may work in; 0 = SDW_WINO_BUDGET */
+    sdw_op_shape *shapes;  /* sdw_backend_track_shapes: SDW_MAX_SHAPES entries, or NULL when off */
+    int n_shapes;
     dnnl_stream_t *tstreams;  /* one per OpenMP thread, for sdw_prim_exec_thread */
     int n_tstreams;
 };
@@ -98,7 +103,8 @@ struct sdw_backend {
 sdw_status sdw_dnnl_fail(dnnl_status_t s, const char *what);
 /* Monotonic seconds, and the accounting of one heavy op that began at t0. */
 double sdw_be_now(void);
-void sdw_count_op(sdw_backend *be, sdw_op_kind k, double t0, double flops);
+void sdw_count_op(sdw_backend *be, sdw_op_kind k, double t0, double flops, const char *path,
+                  const int dims[SDW_OP_DIMS]);
 #define SDW_DNNL(call, what)                                               \
     do {                                                                   \
         dnnl_status_t ds_ = (call);                                        \

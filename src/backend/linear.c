@@ -106,7 +106,8 @@ static sdw_status forward(sdw_backend *be, const sdw_linear *l, const void *x, b
         src = xb;
     }
     SDW_TRY(sdw_prim_exec(be, p, src, l->w, l->bias, y));
-    sdw_count_op(be, SDW_OPK_LINEAR, t0, 2.0 * (double)M * l->in * l->out);
+    const int dims[SDW_OP_DIMS] = { (int)M, l->in, l->out };
+    sdw_count_op(be, SDW_OPK_LINEAR, t0, 2.0 * (double)M * l->in * l->out, p->impl, dims);
     return SDW_OK;
 }
 

@@ -20,7 +20,7 @@ typedef struct {
     int width, height, steps, repeat, threads;
     float cfg, sustained;
     sdw_precision precision;
-    bool json, verbose, no_winograd;
+    bool json, verbose, no_winograd, shapes;
 } options;
 
 static void usage(FILE *f)
@@ -28,7 +28,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: sd-worker bench [--family sd15|sd15-inpaint|sd2|sdxl | -m MODEL] [-W 512 -H 512]\n"
             "    [--steps 20] [--cfg-scale 7] [--precision auto|f32|bf16] [--repeat 3] [--threads N]\n"
-            "    [--sustained 3] [--no-winograd] [-p PROMPT] [-n NEGATIVE] [--json] [-v]\n"
+            "    [--sustained 3] [--no-winograd] [--shapes] [-p PROMPT] [-n NEGATIVE] [--json] [-v]\n"
             "Times text encode, one UNet evaluation, one sampling step, VAE decode and VAE encode\n"
             "(median of --repeat runs), with the FLOPs the backend ran, the TFLOP/s achieved and\n"
             "the %% of this machine's peak (bf16 / f32 conv and matmul, measured in the same run:\n"
@@ -36,6 +36,7 @@ static void usage(FILE *f)
             "--sustained seconds after the stages (0 skips it): on a host whose speed drifts,\n"
             "whether the peak came from a short fast spell.\n"
             "--no-winograd runs every f32 conv direct (for A/B runs; the peaks are always direct).\n"
+            "--shapes lists the UNet's and the VAE decode's slowest ops by shape and kernel.\n"
             "--family uses a full-size model with random weights (default sd15), written once by\n"
             "tools/fullsize/sdw-make-fullsize into fullsize/ next to sd-worker ($SDW_FULLSIZE_DIR).\n");
 }
@@ -71,6 +72,7 @@ static int parse(int argc, char **argv, options *o)
         if (IS("--json")) { o->json = true; continue; }
         if (IS("-v") || IS("--verbose")) { o->verbose = true; continue; }
         if (IS("--no-winograd")) { o->no_winograd = true; continue; }
+        if (IS("--shapes")) { o->shapes = true; continue; }
         if (!v) return bad("option %s needs a value", a);
         i++;
         if (IS("-m") || IS("--model")) o->model = v;
@@ -99,6 +101,32 @@ static void note_stderr(void *user, const char *msg)
 {
     (void)user;
     fprintf(stderr, WHO ": %s\n", msg);
+}
+
+/* The slowest ops of a stage by shape, down to 1% of the stage's time. */
+static void print_shapes(const char *stage, const sdw_bench_stage_result *s)
+{
+    printf("\n%s, last run, by shape (conv N HxW cin->cout kernel/stride; matmul M in->out;\n"
+           "attention B Tq x Tk heads x head_dim):\n", stage);
+    printf("  %-40s %5s %8s %8s %6s  %s\n", "op", "calls", "seconds", "TFLOP/s", "%", "kernel");
+    int shown = 0;
+    for (int i = 0; i < s->n_shapes && i < SDW_BENCH_MAX_SHAPES; i++) {
+        const sdw_op_shape *e = &s->shapes[i];
+        const int *d = e->dims;
+        if (e->seconds < 0.01 * s->seconds && shown >= 5) break;
+        char what[64];
+        if (e->kind == SDW_OPK_CONV)
+            snprintf(what, sizeof what, "conv N%d %dx%d %d->%d %dx%d/%d", d[0], d[1], d[2], d[3], d[4], d[5], d[5], d[6]);
+        else if (e->kind == SDW_OPK_LINEAR)
+            snprintf(what, sizeof what, "matmul M%d %d->%d", d[0], d[1], d[2]);
+        else
+            snprintf(what, sizeof what, "attention B%d %dx%d %dx%d%s", d[0], d[1], d[2], d[3], d[4], d[5] ? " causal" : "");
+        printf("  %-40s %5ld %8.3f %8.3f %6.1f  %s\n", what, e->calls, e->seconds,
+               e->seconds > 0 ? e->flops / e->seconds * 1e-12 : 0, 100.0 * e->seconds / s->seconds,
+               e->path ? e->path : "?");
+        shown++;
+    }
+    if (s->n_shapes > shown) printf("  ... %d more shapes\n", s->n_shapes - shown);
 }
 
 static void print_table(const char *what, const sdw_model_info *mi, const sdw_bench_result *r, double load_s)
@@ -152,6 +180,8 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
         }
         printf(" other %.2f s\n", s->seconds - heavy > 0 ? s->seconds - heavy : 0);
     }
+    for (int i = SDW_BENCH_UNET; i <= SDW_BENCH_DECODE; i += SDW_BENCH_DECODE - SDW_BENCH_UNET)
+        if (r->stage[i].n_shapes) print_shapes(label[i], &r->stage[i]);
     printf("\n");
     const sdw_bench_image *ims[2] = { &r->image, &r->image20 };
     for (int i = 0; i < (r->steps == 20 ? 1 : 2); i++) {
@@ -210,6 +240,7 @@ int cmd_bench(int argc, char **argv)
     bo.repeat = o.repeat;
     bo.sustained_seconds = o.sustained;
     bo.no_winograd = o.no_winograd;
+    bo.shapes = o.shapes;
     bo.note = note_stderr;
     sdw_bench_result r;
     if (sdw_bench_run(m, &bo, &r) != SDW_OK) {

@@ -415,6 +415,8 @@ typedef struct {
     const char *prompt, *negative;
     samples s[SDW_BENCH_STAGES];
     sdw_op_stats ops[SDW_BENCH_STAGES];
+    sdw_op_shape shapes[SDW_BENCH_STAGES][SDW_BENCH_MAX_SHAPES];
+    int n_shapes[SDW_BENCH_STAGES];
     samples pipe;
     int n_ctx;
     sdw_arena arena;
@@ -484,12 +486,18 @@ static sdw_status time_stage(bench *b, sdw_bench_stage st, stage_fn fn, int warm
 {
     sdw_backend *be = b->m->be;
     for (int i = 0; i < warmups; i++) SDW_TRY(fn(b));
+    const bool shapes = b->o->shapes && (st == SDW_BENCH_UNET || st == SDW_BENCH_DECODE);
     for (int i = 0; i < b->r->repeat; i++) {
         sdw_op_stats o0, o1;
+        if (shapes && i == b->r->repeat - 1) SDW_TRY(sdw_backend_track_shapes(be, true));
         sdw_backend_op_stats(be, &o0);
         double f0 = sdw_backend_flops(be), t0 = now();
         SDW_TRY(fn(b));
         double t = now() - t0;
+        if (shapes && i == b->r->repeat - 1) {
+            b->n_shapes[st] = sdw_backend_shapes(be, b->shapes[st], SDW_BENCH_MAX_SHAPES);
+            SDW_TRY(sdw_backend_track_shapes(be, false));
+        }
         SDW_TRY(samples_add(&b->s[st], t, sdw_backend_flops(be) - f0));
         sdw_backend_op_stats(be, &o1);
         for (int k = 0; k < SDW_OPK_COUNT; k++) {
@@ -682,6 +690,8 @@ sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result
             stage_finish(&r->stage[i], &b.s[i], r->peak_tflops);
             if (r->sustained_tflops > 0) r->stage[i].pct_sustained = 100.0 * r->stage[i].tflops / r->sustained_tflops;
             r->stage[i].ops = b.ops[i];
+            memcpy(r->stage[i].shapes, b.shapes[i], sizeof b.shapes[i]);
+            r->stage[i].n_shapes = b.n_shapes[i];
         }
         r->pipeline_seconds = median(b.pipe.t, b.pipe.n);
         image_estimate(r, r->steps, &r->image);
@@ -725,6 +735,29 @@ static cJSON *image_json(const sdw_bench_image *im)
     return o;
 }
 
+static const char *op_kind_name(sdw_op_kind k)
+{
+    static const char *const names[SDW_OPK_COUNT] = { "conv", "matmul", "attention" };
+    return k >= 0 && k < SDW_OPK_COUNT ? names[k] : "?";
+}
+
+static cJSON *shapes_json(const sdw_bench_stage_result *s)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < s->n_shapes && i < SDW_BENCH_MAX_SHAPES; i++) {
+        const sdw_op_shape *e = &s->shapes[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "kind", op_kind_name(e->kind));
+        cJSON_AddItemToObject(o, "dims", cJSON_CreateIntArray(e->dims, SDW_OP_DIMS));
+        cJSON_AddStringToObject(o, "kernel", e->path ? e->path : "?");
+        cJSON_AddNumberToObject(o, "calls", (double)e->calls);
+        cJSON_AddNumberToObject(o, "seconds", e->seconds);
+        cJSON_AddNumberToObject(o, "gflop", e->flops * 1e-9);
+        cJSON_AddItemToArray(a, o);
+    }
+    return a;
+}
+
 cJSON *sdw_bench_result_json(const sdw_bench_result *r)
 {
     cJSON *o = cJSON_CreateObject();
@@ -758,6 +791,7 @@ cJSON *sdw_bench_result_json(const sdw_bench_result *r)
         cJSON_AddNumberToObject(so, "tflops", s->tflops);
         cJSON_AddNumberToObject(so, "pct_peak", s->pct_peak);
         cJSON_AddNumberToObject(so, "pct_sustained", s->pct_sustained);
+        if (s->n_shapes) cJSON_AddItemToObject(so, "shapes", shapes_json(s));
     }
     cJSON_AddNumberToObject(o, "unet_analytic_gflop", r->unet_flops_analytic * 1e-9);
     cJSON_AddNumberToObject(o, "pipeline_run_seconds", r->pipeline_seconds);

@@ -49,12 +49,14 @@ typedef struct {
     const sdw_bench_peak *peak_bf16, *peak_f32;
     uint64_t seed;
     bool no_winograd;              /* f32: every conv direct (an A/B switch; sdw_backend_set_winograd) */
+    bool shapes;                   /* track the UNet's and the VAE decode's ops by shape (last run) */
     /* Progress notes ("measuring the peak", ...); may be NULL. */
     void (*note)(void *user, const char *msg);
     void *note_user;
 } sdw_bench_opts;
 void sdw_bench_opts_init(sdw_bench_opts *o);
 
+#define SDW_BENCH_MAX_SHAPES 48
 typedef struct {
     bool ran;
     int samples;          /* timed runs behind the median */
@@ -65,6 +67,10 @@ typedef struct {
     double pct_peak;      /* tflops as % of the peak of the model's precision */
     double pct_sustained; /* tflops as % of sustained_tflops (0 when not measured) */
     sdw_op_stats ops;     /* convolutions, matmuls and attention during the last run */
+    /* With opts.shapes, the same by shape and kernel, slowest first (the
+     * UNet evaluation and the VAE decode only). */
+    sdw_op_shape shapes[SDW_BENCH_MAX_SHAPES];
+    int n_shapes;         /* shapes tracked; only the first SDW_BENCH_MAX_SHAPES are kept */
 } sdw_bench_stage_result;
 
 typedef struct {
