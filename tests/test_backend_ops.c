@@ -255,6 +255,20 @@ static void forward_add(void **state)
     }
 }
 
+/* The three ways into a convolution, by mode: forward, forward_add (y +=),
+ * forward_act (from an activation in the backend's compute type). */
+enum { CONV_FORWARD, CONV_ADD, CONV_ACT, CONV_MODES };
+static const char *const conv_mode_name[CONV_MODES] = { "forward", "forward_add", "forward_act" };
+
+static void run_conv(sdw_backend *be, const sdw_conv2d *conv, const conv_case *c, int mode, const float *x,
+                     const void *act, float *y)
+{
+    sdw_status st = mode == CONV_FORWARD ? sdw_conv2d_forward(be, conv, x, c->N, c->H, c->W, y, NULL, NULL)
+                    : mode == CONV_ADD   ? sdw_conv2d_forward_add(be, conv, x, c->N, c->H, c->W, y)
+                                         : sdw_conv2d_forward_act(be, conv, act, c->N, c->H, c->W, y, false);
+    assert_int_equal(st, SDW_OK);
+}
+
 static void print_log(sdw_log_level level, const char *msg, void *user)
 {
     (void)level;
@@ -306,21 +320,18 @@ static void conv_own_kernel(void **state)
         uint16_t *act = malloc(nx * sizeof *act);
         assert_non_null(act);
         sdw_cvt_bf16_span(act, x, nx);
-        for (int mode = 0; mode < 3; mode++) { /* forward, forward_add, forward_act */
+        for (int mode = 0; mode < CONV_MODES; mode++) {
             for (int side = 0; side < 2; side++) {
                 float *y = side ? theirs : ours;
                 sdw_backend_set_own_conv(be, side == 0);
                 memcpy(y, base, ny * sizeof *y);
-                if (mode == 0) assert_int_equal(sdw_conv2d_forward(be, conv, x, c->N, c->H, c->W, y, NULL, NULL), SDW_OK);
-                if (mode == 1) assert_int_equal(sdw_conv2d_forward_add(be, conv, x, c->N, c->H, c->W, y), SDW_OK);
-                if (mode == 2) assert_int_equal(sdw_conv2d_forward_act(be, conv, act, c->N, c->H, c->W, y, false), SDW_OK);
+                run_conv(be, conv, c, mode, x, act, y);
             }
             char what[128];
-            static const char *const mode_name[] = { "forward", "forward_add", "forward_act" };
             snprintf(what, sizeof what, "conv %s N%d %dx%d %d->%d k%d s%d %s%s", own ? "amx" : "(onednn)", c->N, c->H,
-                     c->W, c->cin, c->cout, c->k, c->stride, mode_name[mode], c->bias ? " +bias" : "");
+                     c->W, c->cin, c->cout, c->k, c->stride, conv_mode_name[mode], c->bias ? " +bias" : "");
             test_check_close(what, ours, theirs, ny, 1e-5);
-            if (mode != 1) test_check_close(what, ours, r, ny, BF16_GATE);
+            if (mode != CONV_ADD) test_check_close(what, ours, r, ny, BF16_GATE);
         }
         sdw_conv2d_free(conv);
         free(w), free(b), free(x), free(r), free(base), free(ours), free(theirs), free(act);
@@ -359,23 +370,20 @@ static void conv_winograd(void **state)
         sdw_conv2d *conv = NULL;
         assert_int_equal(sdw_conv2d_create(be, c->cin, c->cout, 3, 3, 1, 1, w, c->bias ? b : NULL, &conv), SDW_OK);
         size_t direct_bytes = sdw_conv2d_bytes(conv);
-        for (int mode = 0; mode < 3; mode++) { /* forward, forward_add, forward_act (f32 act) */
+        for (int mode = 0; mode < CONV_MODES; mode++) {
             for (int side = 0; side < 2; side++) {
                 float *y = side ? theirs : ours;
                 sdw_backend_set_winograd(be, side == 0);
                 memcpy(y, base, ny * sizeof *y);
-                if (mode == 0) assert_int_equal(sdw_conv2d_forward(be, conv, x, c->N, c->H, c->W, y, NULL, NULL), SDW_OK);
-                if (mode == 1) assert_int_equal(sdw_conv2d_forward_add(be, conv, x, c->N, c->H, c->W, y), SDW_OK);
-                if (mode == 2) assert_int_equal(sdw_conv2d_forward_act(be, conv, x, c->N, c->H, c->W, y, false), SDW_OK);
+                run_conv(be, conv, c, mode, x, x, y); /* in f32 the activation is x itself */
             }
-            static const char *const mode_name[] = { "forward", "forward_add", "forward_act" };
             char what[128];
             snprintf(what, sizeof what, "conv winograd vs direct N%d %dx%d %d->%d %s%s", c->N, c->H, c->W, c->cin,
-                     c->cout, mode_name[mode], c->bias ? " +bias" : "");
+                     c->cout, conv_mode_name[mode], c->bias ? " +bias" : "");
             test_check_close(what, ours, theirs, ny, F32_GATE);
-            if (mode != 1) {
+            if (mode != CONV_ADD) {
                 snprintf(what, sizeof what, "conv winograd vs reference N%d %dx%d %d->%d %s", c->N, c->H, c->W,
-                         c->cin, c->cout, mode_name[mode]);
+                         c->cin, c->cout, conv_mode_name[mode]);
                 test_check_close(what, ours, r, ny, F32_GATE);
             }
         }
@@ -440,8 +448,7 @@ static void conv_winograd_bands(void **state)
         for (int add = 0; add < 2; add++) {
             float *y = i == 0 ? (add ? whole_add : whole) : banded;
             memcpy(y, base, ny * sizeof *y);
-            if (add) assert_int_equal(sdw_conv2d_forward_add(be, conv, x, c.N, c.H, c.W, y), SDW_OK);
-            else assert_int_equal(sdw_conv2d_forward(be, conv, x, c.N, c.H, c.W, y, NULL, NULL), SDW_OK);
+            run_conv(be, conv, &c, add ? CONV_ADD : CONV_FORWARD, x, NULL, y);
             char what[96];
             if (i == 0) {
                 if (!add) test_check_close("conv winograd whole image vs reference", y, r, ny, F32_GATE);
