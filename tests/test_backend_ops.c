@@ -749,6 +749,17 @@ static void expect_act(sdw_precision prec, const char *what, const void *act, co
     printf("  %-28s %s: activation equals the f32 op (bitwise)\n", what, sdw_precision_name(prec));
 }
 
+/* x as the backend stores it in an activation, widened back to f32: the
+ * values an op reading that activation sees. */
+static float *as_act(sdw_backend *be, const float *x, size_t n, void *act)
+{
+    sdw_to_act(be, x, n, act);
+    float *y = falloc(n);
+    if (sdw_backend_precision(be) != SDW_PRECISION_BF16) memcpy(y, act, n * sizeof *y);
+    else for (size_t i = 0; i < n; i++) y[i] = sdw_bf16_to_f32(((const uint16_t *)act)[i]);
+    return y;
+}
+
 static void act_producers(void **state)
 {
     (void)state;
@@ -772,9 +783,14 @@ static void act_producers(void **state)
             sdw_group_norm(x, N, HW, C, 8, g, b, 1e-6f, y);
             sdw_group_norm_act(be, x, N, HW, C, 8, g, b, 1e-6f, act);
             expect_act(prec, "group_norm_act", act, y, (size_t)rows * C);
-            sdw_geglu(x, rows, inner, y);
-            sdw_geglu_act(be, x, rows, inner, act);
+            /* GEGLU reads an activation (the matmul's before it) too. */
+            void *act_in = malloc((size_t)rows * 2 * inner * sizeof(float));
+            assert_non_null(act_in);
+            float *xr = as_act(be, x, (size_t)rows * 2 * inner, act_in);
+            sdw_geglu(xr, rows, inner, y);
+            sdw_geglu_act(be, act_in, rows, inner, act);
             expect_act(prec, "geglu_act", act, y, (size_t)rows * inner);
+            free(act_in), free(xr);
             sdw_upsample_nearest2x(x, N, 3, 5, 40, y); /* 2 x 3 x 5 x 40 in, 4x that out */
             sdw_upsample_nearest2x_act(be, x, N, 3, 5, 40, act);
             expect_act(prec, "upsample_nearest2x_act", act, y, (size_t)N * 6 * 10 * 40);
@@ -796,16 +812,33 @@ static void act_producers(void **state)
             assert_memory_equal(y2, y3, sizeof(float) * (size_t)rows * C);
             printf("  %-28s %s: equals the linear of the f32 input, and with accumulate\n", "linear_forward_act",
                    sdw_precision_name(prec));
+            /* Written as an activation: the f32 result, rounded. */
+            assert_int_equal(sdw_linear_forward_act(be, l, act, rows, y3, false), SDW_OK);
+            void *out_act = malloc((size_t)rows * C * sizeof(float));
+            assert_non_null(out_act);
+            assert_int_equal(sdw_linear_forward_to_act(be, l, act, rows, out_act), SDW_OK);
+            expect_act(prec, "linear_forward_to_act", out_act, y3, (size_t)rows * C);
+            free(out_act);
             sdw_linear_free(l);
             free(w), free(y2), free(y3);
         }
-        /* Attention, on oneDNN (v = 1) and on the AMX kernel (v = 2). */
-        const float *q = x, *k = x + rows * heads * D;
+        /* Attention on activations, on oneDNN (v = 1) and on the AMX kernel
+         * (v = 2), against the f32 entry given the same values: q, k and v
+         * are rounded to bf16 there too, so the results match bit for bit. */
+        const size_t nx = (size_t)rows * 2 * inner;
+        void *act_in = malloc(nx * sizeof(float));
+        assert_non_null(act_in);
+        const float *xr = as_act(be, x, nx, act_in);
+        const float *q = xr, *k = xr + rows * heads * D;
+        const size_t k_at = (size_t)rows * heads * D;
         assert_int_equal(sdw_attention(be, q, heads * D, k, k + 7, heads * D + 7, N, HW, Tk / 2, heads, D, false, y),
                          SDW_OK);
-        assert_int_equal(
-            sdw_attention_act(be, q, heads * D, k, k + 7, heads * D + 7, N, HW, Tk / 2, heads, D, false, act), SDW_OK);
+        const void *qa = act_in, *ka = (const char *)act_in + sdw_act_bytes(be, k_at);
+        const void *va = (const char *)act_in + sdw_act_bytes(be, k_at + 7);
+        assert_int_equal(sdw_attention_act(be, qa, heads * D, ka, va, heads * D + 7, N, HW, Tk / 2, heads, D, false, act),
+                         SDW_OK);
         expect_act(prec, v == 2 ? "attention_act (amx)" : "attention_act", act, y, (size_t)rows * heads * D);
+        free(act_in), free((void *)xr);
         free(x), free(g), free(b), free(y), free(act);
         sdw_backend_free(be);
     }

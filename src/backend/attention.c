@@ -49,16 +49,26 @@ static sdw_status get_matmul(sdw_backend *be, dnnl_data_type_t dt, int64_t batch
     return st;
 }
 
+/* Element i of an f32 tensor, or of a bf16 one when bf. */
+static const void *elem(const void *p, bool bf, int64_t i)
+{
+    return (const char *)p + (bf ? sizeof(uint16_t) : sizeof(float)) * i;
+}
+
 /* dst[h, t, :] = src[t * stride + h * D + :] for t < T, zero-padded to Dp
- * columns, converted to bf16 when bf. */
-static void pack_heads(void *dst, const float *src, int64_t stride, int T, int H, int D, int Dp, bool bf, bool par)
+ * columns, converted to bf16 when bf (src_bf: src is bf16 already). */
+static void pack_heads(void *dst, const void *src, bool src_bf, int64_t stride, int T, int H, int D, int Dp, bool bf,
+                       bool par)
 {
 #pragma omp parallel for schedule(static) if (par && (int64_t)T * H * D > 32768)
     for (int t = 0; t < T; t++) {
         for (int h = 0; h < H; h++) {
-            const float *s = src + t * stride + (int64_t)h * D;
+            const void *s = elem(src, src_bf, t * stride + (int64_t)h * D);
             size_t o = ((size_t)h * T + t) * Dp;
-            if (bf) {
+            if (src_bf) {
+                memcpy((uint16_t *)dst + o, s, sizeof(uint16_t) * (size_t)D);
+                memset((uint16_t *)dst + o + D, 0, sizeof(uint16_t) * (size_t)(Dp - D));
+            } else if (bf) {
                 sdw_cvt_bf16_span((uint16_t *)dst + o, s, (size_t)D);
                 memset((uint16_t *)dst + o + D, 0, sizeof(uint16_t) * (size_t)(Dp - D));
             } else {
@@ -111,8 +121,9 @@ typedef struct {
 } block_buf;
 
 typedef struct {
-    const float *q;
+    const void *q;       /* the batch item's queries */
     int64_t q_stride;
+    bool q_bf;
     const char *kp, *vp; /* packed K, V of the batch item */
     float *out;          /* rows of the batch item */
     int Tq, Tk, H, D, Dk, C, HB;
@@ -126,8 +137,8 @@ static sdw_status run_block(sdw_backend *be, const attn_job *j, const block_buf 
 {
     const int c = j->Tq - q0 < j->C ? j->Tq - q0 : j->C, hb = j->H - h0 < j->HB ? j->H - h0 : j->HB;
     const sdw_prim *qk = j->qk[c != j->C][hb != j->HB], *pv = j->pv[c != j->C][hb != j->HB];
-    pack_heads(buf->q, j->q + (int64_t)q0 * j->q_stride + (int64_t)h0 * j->D, j->q_stride, c, hb, j->D, j->Dk,
-               j->bf, false);
+    pack_heads(buf->q, elem(j->q, j->q_bf, (int64_t)q0 * j->q_stride + (int64_t)h0 * j->D), j->q_bf, j->q_stride, c,
+               hb, j->D, j->Dk, j->bf, false);
     SDW_TRY(sdw_prim_exec_thread(be, qk, tid, buf->scratchpad, buf->q,
                                  j->kp + j->esz * (size_t)h0 * j->Tk * j->Dk, buf->s));
     const int64_t rows = (int64_t)hb * c;
@@ -148,27 +159,12 @@ static sdw_status run_block(sdw_backend *be, const attn_job *j, const block_buf 
 /* Rounds up to whole cache lines, so threads' slices never share one. */
 static size_t lines(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 
-sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, const float *k, const float *v,
-                         int64_t kv_stride, int B, int Tq, int Tk, int heads, int head_dim, bool causal,
-                         float *out)
+/* The oneDNN path: out f32 [B, Tq, H * D]. */
+static sdw_status attention_onednn(sdw_backend *be, const sdw_attn_args *a, float *out)
 {
-    const int H = heads, D = head_dim;
-    if (B <= 0 || Tq <= 0 || Tk <= 0 || H <= 0 || D <= 0 || q_stride < (int64_t)H * D ||
-        kv_stride < (int64_t)H * D)
-        return sdw_fail(SDW_ERR_INVALID_ARG, "attention: bad shape B %d Tq %d Tk %d heads %d dim %d", B, Tq,
-                        Tk, H, D);
-    double t0 = sdw_be_now();
-    if (be->own_attention) {
-        if (be->precision == SDW_PRECISION_F32)
-            SDW_TRY(sdw_attention_flash_f32(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, H, D, causal, out));
-        else
-            SDW_TRY(sdw_attention_amx(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, H, D, causal, out, NULL));
-        const int dims[SDW_OP_DIMS] = { B, Tq, Tk, H, D, causal };
-        sdw_count_op(be, SDW_OPK_ATTENTION, t0, 4.0 * B * H * (double)Tq * Tk * D,
-                     be->precision == SDW_PRECISION_F32 ? "attention_flash" : "attention_amx", dims);
-        return SDW_OK;
-    }
-    attn_job j = { .q_stride = q_stride, .Tq = Tq, .Tk = Tk, .H = H, .D = D, .causal = causal,
+    const int B = a->B, Tq = a->Tq, Tk = a->Tk, H = a->H, D = a->D;
+    const int64_t kv_stride = a->kv_stride;
+    attn_job j = { .q_stride = a->q_stride, .q_bf = a->bf, .Tq = Tq, .Tk = Tk, .H = H, .D = D, .causal = a->causal,
                    .bf = be->precision == SDW_PRECISION_BF16, .scale = 1.0f / sqrtf((float)D) };
     const dnnl_data_type_t dt = j.bf ? dnnl_bf16 : dnnl_f32;
     j.esz = j.bf ? 2 : 4;
@@ -219,9 +215,9 @@ sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, cons
     sdw_status failed = SDW_OK;
     char why[256] = "";
     for (int b = 0; b < B && failed == SDW_OK; b++) {
-        pack_heads(kp, k + (int64_t)b * Tk * kv_stride, kv_stride, Tk, H, D, j.Dk, j.bf, true);
-        pack_heads(vp, v + (int64_t)b * Tk * kv_stride, kv_stride, Tk, H, D, D, j.bf, true);
-        j.q = q + (int64_t)b * Tq * q_stride;
+        pack_heads(kp, elem(a->k, a->bf, (int64_t)b * Tk * kv_stride), a->bf, kv_stride, Tk, H, D, j.Dk, j.bf, true);
+        pack_heads(vp, elem(a->v, a->bf, (int64_t)b * Tk * kv_stride), a->bf, kv_stride, Tk, H, D, D, j.bf, true);
+        j.q = elem(a->q, a->bf, (int64_t)b * Tq * a->q_stride);
         j.out = out + (int64_t)b * Tq * H * D;
 #pragma omp parallel num_threads(nt) if (n_q * n_h > 1)
         {
@@ -248,29 +244,58 @@ sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, cons
         }
     }
     if (failed != SDW_OK) return sdw_fail(failed, "attention: %s", why);
-    const int dims[SDW_OP_DIMS] = { B, Tq, Tk, H, D, causal };
-    sdw_count_op(be, SDW_OPK_ATTENTION, t0, 4.0 * B * H * (double)Tq * Tk * D, "oneDNN matmuls + C softmax", dims);
     return SDW_OK;
 }
 
-sdw_status sdw_attention_act(sdw_backend *be, const float *q, int64_t q_stride, const float *k, const float *v,
+static sdw_status check_shape(const sdw_attn_args *a)
+{
+    if (a->B <= 0 || a->Tq <= 0 || a->Tk <= 0 || a->H <= 0 || a->D <= 0 || a->q_stride < (int64_t)a->H * a->D ||
+        a->kv_stride < (int64_t)a->H * a->D)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "attention: bad shape B %d Tq %d Tk %d heads %d dim %d", a->B, a->Tq,
+                        a->Tk, a->H, a->D);
+    return SDW_OK;
+}
+
+/* Runs a on the backend's path and writes out (f32) or, when out is NULL,
+ * out_bf (bf16, BF16 precision only). */
+static sdw_status attention(sdw_backend *be, const sdw_attn_args *a, float *out, uint16_t *out_bf)
+{
+    SDW_TRY(check_shape(a));
+    double t0 = sdw_be_now();
+    const char *path;
+    if (be->own_attention && be->precision == SDW_PRECISION_F32) {
+        path = "attention_flash";
+        SDW_TRY(sdw_attention_flash_f32(be, a->q, a->q_stride, a->k, a->v, a->kv_stride, a->B, a->Tq, a->Tk, a->H,
+                                        a->D, a->causal, out));
+    } else if (be->own_attention) {
+        path = "attention_amx";
+        SDW_TRY(sdw_attention_amx(be, a, out, out_bf));
+    } else {
+        path = "oneDNN matmuls + C softmax";
+        float *o = out;
+        const size_t n = (size_t)a->B * a->Tq * a->H * a->D;
+        if (!o && !(o = sdw_scratch(be, SDW_SCR_ATT_OUT, sizeof(float) * n))) return SDW_ERR_NOMEM;
+        SDW_TRY(attention_onednn(be, a, o));
+        if (!out) sdw_cvt_bf16(out_bf, o, n);
+    }
+    const int dims[SDW_OP_DIMS] = { a->B, a->Tq, a->Tk, a->H, a->D, a->causal };
+    sdw_count_op(be, SDW_OPK_ATTENTION, t0, 4.0 * a->B * a->H * (double)a->Tq * a->Tk * a->D, path, dims);
+    return SDW_OK;
+}
+
+sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, const float *k, const float *v,
+                         int64_t kv_stride, int B, int Tq, int Tk, int heads, int head_dim, bool causal,
+                         float *out)
+{
+    const sdw_attn_args a = { q, k, v, q_stride, kv_stride, false, B, Tq, Tk, heads, head_dim, causal };
+    return attention(be, &a, out, NULL);
+}
+
+sdw_status sdw_attention_act(sdw_backend *be, const void *q, int64_t q_stride, const void *k, const void *v,
                              int64_t kv_stride, int B, int Tq, int Tk, int heads, int head_dim, bool causal,
                              void *act)
 {
-    if (be->precision != SDW_PRECISION_BF16)
-        return sdw_attention(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, heads, head_dim, causal, act);
-    const size_t n = (size_t)B * Tq * heads * head_dim;
-    if (be->own_attention && B > 0 && Tq > 0 && Tk > 0 && heads > 0 && head_dim > 0 &&
-        q_stride >= (int64_t)heads * head_dim && kv_stride >= (int64_t)heads * head_dim) {
-        double t0 = sdw_be_now();
-        SDW_TRY(sdw_attention_amx(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, heads, head_dim, causal, NULL, act));
-        const int dims[SDW_OP_DIMS] = { B, Tq, Tk, heads, head_dim, causal };
-        sdw_count_op(be, SDW_OPK_ATTENTION, t0, 4.0 * B * heads * (double)Tq * Tk * head_dim, "attention_amx", dims);
-        return SDW_OK;
-    }
-    float *out = sdw_scratch(be, SDW_SCR_ATT_OUT, sizeof(float) * n);
-    if (!out) return SDW_ERR_NOMEM;
-    SDW_TRY(sdw_attention(be, q, q_stride, k, v, kv_stride, B, Tq, Tk, heads, head_dim, causal, out));
-    sdw_cvt_bf16(act, out, n);
-    return SDW_OK;
+    const bool bf = be->precision == SDW_PRECISION_BF16;
+    const sdw_attn_args a = { q, k, v, q_stride, kv_stride, bf, B, Tq, Tk, heads, head_dim, causal };
+    return attention(be, &a, bf ? NULL : act, bf ? act : NULL);
 }

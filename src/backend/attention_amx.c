@@ -13,9 +13,10 @@
  *                       row's outputs so far are scaled down first
  *   O += P V            AMX; the ones column makes O's last column the sum
  *                       of exactly the bf16 P multiplied, the denominator
- * and O is divided by it as it is written out. The exp (a degree-4
- * polynomial for 2^f, then vscalefps) is the bound: one per score, next to
- * 80 multiply-adds on tiles at SD1's head size. */
+ * and O is divided by it as it is written out. Q, K and V come as f32
+ * (rounded while packed) or, from the UNet's projections, as bf16. The exp
+ * (a degree-4 polynomial for 2^f, then vscalefps) is the bound: one per
+ * score, next to 80 multiply-adds on tiles at SD1's head size. */
 #include "backend/attention_amx.h"
 #include "backend/amx.h"
 #include <immintrin.h>
@@ -29,17 +30,25 @@
 
 /* ------------------------------------------------------------ packing */
 
-/* Round-to-nearest-even bf16 of 16 floats (masked load for a ragged end). */
-AMX_FN static inline __m256i bf16x16(const float *src, int n)
+/* An input tensor: f32 (rounded to bf16 as it is packed) or bf16. */
+typedef struct {
+    const void *p;
+    bool bf;
+} input;
+
+/* Elements at..at+15 of x as bf16 (masked to n for a ragged end); f32 is
+ * rounded to nearest even. */
+AMX_FN static inline __m256i bf16x16(input x, int64_t at, int n)
 {
     __mmask16 m = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n < 0 ? 0 : n)) - 1);
-    return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src));
+    if (x.bf) return _mm256_maskz_loadu_epi16(m, (const uint16_t *)x.p + at);
+    return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, (const float *)x.p + at));
 }
 
 /* K of one head as B tiles of S = Q K^T: tile (key tile t, depth chunk c)
  * holds, in row p, the pairs (K[16t + n][32c + 2p], K[16t + n][32c + 2p + 1])
  * for n = 0..15. Keys past Tk and depths past D are zero. */
-AMX_FN static void pack_k(uint16_t *dst, const float *k, int64_t stride, int Tk, int Tkp, int D, int Dk)
+AMX_FN static void pack_k(uint16_t *dst, input k, int64_t at, int64_t stride, int Tk, int Tkp, int D, int Dk)
 {
     const int nc = Dk / 32;
     uint16_t row[32];
@@ -47,8 +56,8 @@ AMX_FN static void pack_k(uint16_t *dst, const float *k, int64_t stride, int Tk,
         const int t = key / 16, n = key % 16;
         for (int c = 0; c < nc; c++) {
             if (key < Tk) {
-                _mm256_storeu_si256((__m256i *)row, bf16x16(k + key * stride + c * 32, D - c * 32));
-                _mm256_storeu_si256((__m256i *)(row + 16), bf16x16(k + key * stride + c * 32 + 16, D - c * 32 - 16));
+                _mm256_storeu_si256((__m256i *)row, bf16x16(k, at + key * stride + c * 32, D - c * 32));
+                _mm256_storeu_si256((__m256i *)(row + 16), bf16x16(k, at + key * stride + c * 32 + 16, D - c * 32 - 16));
             } else {
                 memset(row, 0, sizeof row);
             }
@@ -63,13 +72,13 @@ AMX_FN static void pack_k(uint16_t *dst, const float *k, int64_t stride, int Tk,
  * holds, in row p, the pairs (V[32kc + 2p][16j + n], V[32kc + 2p + 1][16j + n]).
  * Column D is 1 for every real key, so O's column D sums the bf16 P the
  * products used: the softmax denominator, rescaled along with O. */
-AMX_FN static void pack_v(uint16_t *dst, const float *v, int64_t stride, int Tk, int Tkp, int D, int nt)
+AMX_FN static void pack_v(uint16_t *dst, input v, int64_t at, int64_t stride, int Tk, int Tkp, int D, int nt)
 {
     uint16_t row[16];
     for (int key = 0; key < Tkp; key++) {
         const int kc = key / KEYS, p = key % KEYS / 2, e = key % 2;
         for (int j = 0; j < nt; j++) {
-            if (key < Tk) _mm256_storeu_si256((__m256i *)row, bf16x16(v + key * stride + j * 16, D - j * 16));
+            if (key < Tk) _mm256_storeu_si256((__m256i *)row, bf16x16(v, at + key * stride + j * 16, D - j * 16));
             else memset(row, 0, sizeof row);
             if (key < Tk && D >= j * 16 && D < j * 16 + 16) row[D - j * 16] = 0x3f80; /* 1.0 */
             uint16_t *tile = dst + ((size_t)kc * nt + j) * TILE_ELEMS;
@@ -198,8 +207,8 @@ AMX_FN static void softmax_block_row(uint16_t *p, const float *s, int n, int val
 /* ------------------------------------------------------------ driver */
 
 typedef struct {
-    const float *q;
-    int64_t q_stride;
+    input q;
+    int64_t q_at, q_stride; /* the batch item's first query row */
     float *out;              /* f32 output, or NULL for out_bf */
     uint16_t *out_bf;        /* bf16 output (the activation of the output projection) */
     const uint16_t *kp, *vp; /* packed K, V of this batch item, per head */
@@ -218,8 +227,8 @@ AMX_FN static void run_block(const amx_job *j, uint16_t *qb, float *s, uint16_t 
             memset(dst, 0, sizeof(uint16_t) * (size_t)j->Dk);
             continue;
         }
-        const float *src = j->q + (int64_t)(q0 + r) * j->q_stride + (int64_t)h * j->D;
-        for (int d = 0; d < j->Dk; d += 16) _mm256_storeu_si256((__m256i *)(dst + d), bf16x16(src + d, j->D - d));
+        const int64_t at = j->q_at + (int64_t)(q0 + r) * j->q_stride + (int64_t)h * j->D;
+        for (int d = 0; d < j->Dk; d += 16) _mm256_storeu_si256((__m256i *)(dst + d), bf16x16(j->q, at + d, j->D - d));
     }
     float m[ROWS];
     for (int r = 0; r < ROWS; r++) m[r] = -INFINITY;
@@ -250,25 +259,25 @@ AMX_FN static void run_block(const amx_job *j, uint16_t *qb, float *s, uint16_t 
     }
 }
 
-AMX_FN static void pack_item(const amx_job *j, uint16_t *kp, uint16_t *vp, const float *k, const float *v,
+AMX_FN static void pack_item(const amx_job *j, uint16_t *kp, uint16_t *vp, input k, input v, int64_t at,
                              int64_t kv_stride)
 {
 #pragma omp parallel for schedule(static)
     for (int hh = 0; hh < 2 * j->H; hh++) {
         const int h = hh / 2;
         if (hh % 2 == 0)
-            pack_k(kp + (size_t)h * j->k_head, k + (int64_t)h * j->D, kv_stride, j->Tk, j->Tkp, j->D, j->Dk);
+            pack_k(kp + (size_t)h * j->k_head, k, at + (int64_t)h * j->D, kv_stride, j->Tk, j->Tkp, j->D, j->Dk);
         else
-            pack_v(vp + (size_t)h * j->v_head, v + (int64_t)h * j->D, kv_stride, j->Tk, j->Tkp, j->D, j->nt);
+            pack_v(vp + (size_t)h * j->v_head, v, at + (int64_t)h * j->D, kv_stride, j->Tk, j->Tkp, j->D, j->nt);
     }
 }
 
-sdw_status sdw_attention_amx(sdw_backend *be, const float *q, int64_t q_stride, const float *k, const float *v,
-                             int64_t kv_stride, int B, int Tq, int Tk, int H, int D, bool causal, float *out,
-                             uint16_t *out_bf)
+sdw_status sdw_attention_amx(sdw_backend *be, const sdw_attn_args *a, float *out, uint16_t *out_bf)
 {
-    amx_job j = { .q_stride = q_stride, .Tq = Tq, .Tk = Tk, .H = H, .D = D, .causal = causal,
-                  .scale = 1.0f / sqrtf((float)D) };
+    const int Tq = a->Tq, Tk = a->Tk, H = a->H, D = a->D;
+    amx_job j = { .q = { a->q, a->bf }, .q_stride = a->q_stride, .Tq = Tq, .Tk = Tk, .H = H, .D = D,
+                  .causal = a->causal, .scale = 1.0f / sqrtf((float)D) };
+    const input k = { a->k, a->bf }, v = { a->v, a->bf };
     j.Tkp = (Tk + KEYS - 1) / KEYS * KEYS;
     j.Dk = (D + 31) / 32 * 32;
     j.nt = (D + 1 + 15) / 16; /* D columns and the sum */
@@ -286,9 +295,9 @@ sdw_status sdw_attention_amx(sdw_backend *be, const float *q, int64_t q_stride, 
     j.kp = kp;
     j.vp = vp;
     const int n_rb = (Tq + ROWS - 1) / ROWS;
-    for (int b = 0; b < B; b++) {
-        pack_item(&j, kp, vp, k + (int64_t)b * Tk * kv_stride, v + (int64_t)b * Tk * kv_stride, kv_stride);
-        j.q = q + (int64_t)b * Tq * q_stride;
+    for (int b = 0; b < a->B; b++) {
+        pack_item(&j, kp, vp, k, v, (int64_t)b * Tk * a->kv_stride, a->kv_stride);
+        j.q_at = (int64_t)b * Tq * a->q_stride;
         j.out = out ? out + (int64_t)b * Tq * H * D : NULL;
         j.out_bf = out_bf ? out_bf + (int64_t)b * Tq * H * D : NULL;
 #pragma omp parallel num_threads(nt_threads)

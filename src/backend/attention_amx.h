@@ -4,9 +4,7 @@
 #define SDW_BACKEND_ATTENTION_AMX_H
 #include "backend/cpu_internal.h"
 
-/* sdw_attention's contract, in bf16 (inputs rounded, f32 softmax and sums);
- * the result goes to out (f32) or, when out is NULL, to out_bf (bf16). */
-sdw_status sdw_attention_amx(sdw_backend *be, const float *q, int64_t q_stride, const float *k, const float *v,
-                             int64_t kv_stride, int B, int Tq, int Tk, int H, int D, bool causal, float *out,
-                             uint16_t *out_bf);
+/* sdw_attention's contract, in bf16 (f32 inputs rounded, f32 softmax and
+ * sums); the result goes to out (f32) or, when out is NULL, to out_bf (bf16). */
+sdw_status sdw_attention_amx(sdw_backend *be, const sdw_attn_args *a, float *out, uint16_t *out_bf);
 #endif

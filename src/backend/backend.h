@@ -124,10 +124,18 @@ void sdw_group_norm_act(const sdw_backend *be, const float *x, int N, int64_t HW
                         const float *gamma, const float *beta, float eps, void *act);
 void sdw_layer_norm_act(const sdw_backend *be, const float *x, int64_t rows, int C, const float *gamma,
                         const float *beta, float eps, void *act);
-void sdw_geglu_act(const sdw_backend *be, const float *in, int64_t rows, int inner, void *act);
+/* sdw_geglu_act reads its input as an activation too (a matmul's, from
+ * sdw_linear_forward_to_act). */
+void sdw_geglu_act(const sdw_backend *be, const void *in_act, int64_t rows, int inner, void *act);
 /* y = act @ W^T + b, or y += that when accumulate. */
 sdw_status sdw_linear_forward_act(sdw_backend *be, const sdw_linear *l, const void *act, int64_t M, float *y,
                                   bool accumulate);
+/* out = act @ W^T + b written as an activation, for the attention or GEGLU
+ * after it (half the bytes of f32 to store in bf16). */
+sdw_status sdw_linear_forward_to_act(sdw_backend *be, const sdw_linear *l, const void *act, int64_t M,
+                                     void *out_act);
+/* x as an activation: converted in bf16 precision, copied in f32. */
+void sdw_to_act(const sdw_backend *be, const float *x, size_t n, void *act);
 /* y = conv(act), or y += conv(act) when accumulate. */
 sdw_status sdw_conv2d_forward_act(sdw_backend *be, const sdw_conv2d *c, const void *act, int N, int H, int W,
                                   float *y, bool accumulate);
@@ -154,9 +162,10 @@ sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, cons
                          int64_t kv_stride, int B, int Tq, int Tk, int heads, int head_dim, bool causal,
                          float *out);
 
-/* sdw_attention with out written as an activation (sdw_act_bytes) for the
- * output projection. */
-sdw_status sdw_attention_act(sdw_backend *be, const float *q, int64_t q_stride, const float *k, const float *v,
+/* sdw_attention on activations (sdw_act_bytes): q, k and v as the
+ * projections wrote them (sdw_linear_forward_to_act), out as the output
+ * projection reads it. Strides count elements. */
+sdw_status sdw_attention_act(sdw_backend *be, const void *q, int64_t q_stride, const void *k, const void *v,
                              int64_t kv_stride, int B, int Tq, int Tk, int heads, int head_dim, bool causal,
                              void *act);
 /* ---- memory-bound ops, f32, y may equal x unless said otherwise ---- */

@@ -152,6 +152,17 @@ sdw_status sdw_reorder_into(sdw_backend *be, const dnnl_memory_desc_t *src_md, c
 sdw_status sdw_reorder_weights(sdw_backend *be, const dnnl_memory_desc_t *src_md, const float *src,
                                const dnnl_memory_desc_t *dst_md, void **out, size_t *bytes);
 
+/* One attention call's inputs: q [B, Tq, H * D] in rows of q_stride
+ * elements, k and v [B, Tk, H * D] in rows of kv_stride; f32, or bf16 when
+ * bf (activations a projection wrote in bf16 precision). */
+typedef struct {
+    const void *q, *k, *v;
+    int64_t q_stride, kv_stride;
+    bool bf;
+    int B, Tq, Tk, H, D;
+    bool causal;
+} sdw_attn_args;
+
 /* f32 -> bf16, round to nearest even (denormals may flush to 0), parallel. */
 void sdw_cvt_bf16(uint16_t *dst, const float *src, size_t n);
 /* Vector kernels for one span, for callers that parallelise themselves. */

@@ -328,23 +328,40 @@ void sdw_layer_norm_act(const sdw_backend *be, const float *x, int64_t rows, int
     for (int64_t r = 0; r < rows; r++) layer_norm_row(x + r * C, C, gamma, beta, eps, NULL, yb + r * C);
 }
 
-void sdw_geglu_act(const sdw_backend *be, const float *in, int64_t rows, int inner, void *act)
+/* bf16 -> f32 is exact: the bits, shifted. */
+SDW_VEC static void widen_bf16_span(float *restrict dst, const uint16_t *restrict src, size_t n)
+{
+    uint32_t *d = (uint32_t *)dst;
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) d[i] = (uint32_t)src[i] << 16;
+}
+
+void sdw_geglu_act(const sdw_backend *be, const void *in_act, int64_t rows, int inner, void *act)
 {
     if (be->precision != SDW_PRECISION_BF16) {
-        sdw_geglu(in, rows, inner, act);
+        sdw_geglu(in_act, rows, inner, act);
         return;
     }
+    const uint16_t *in = in_act;
     uint16_t *yb = act;
 #pragma omp parallel for schedule(static) if (rows * inner > PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
-        const float *v = in + r * 2 * inner;
-        float tmp[ROW_CHUNK];
+        const uint16_t *v = in + r * 2 * inner;
+        float val[ROW_CHUNK], gate[ROW_CHUNK], y[ROW_CHUNK];
         for (int c0 = 0; c0 < inner; c0 += ROW_CHUNK) {
             int len = inner - c0 < ROW_CHUNK ? inner - c0 : ROW_CHUNK;
-            geglu_span(tmp, v + c0, v + inner + c0, (size_t)len);
-            sdw_cvt_bf16_span(yb + r * inner + c0, tmp, (size_t)len);
+            widen_bf16_span(val, v + c0, (size_t)len);
+            widen_bf16_span(gate, v + inner + c0, (size_t)len);
+            geglu_span(y, val, gate, (size_t)len);
+            sdw_cvt_bf16_span(yb + r * inner + c0, y, (size_t)len);
         }
     }
+}
+
+void sdw_to_act(const sdw_backend *be, const float *x, size_t n, void *act)
+{
+    if (be->precision == SDW_PRECISION_BF16) sdw_cvt_bf16(act, x, n);
+    else memcpy(act, x, n * sizeof *x);
 }
 
 float sdw_attn_softmax_row(float *s, int n, int n_valid, float scale)

@@ -26,8 +26,10 @@ static sdw_status user_md(const sdw_linear *l, dnnl_memory_desc_t *md)
     return SDW_OK;
 }
 
-/* Matmul descriptor for M rows; wmd NULL asks for format_tag_any weights. */
-static sdw_status linear_desc(const sdw_linear *l, int64_t M, const dnnl_memory_desc_t *wmd, dnnl_matmul_desc_t *d)
+/* Matmul descriptor for M rows writing dst_dt; wmd NULL asks for
+ * format_tag_any weights. */
+static sdw_status linear_desc(const sdw_linear *l, int64_t M, const dnnl_memory_desc_t *wmd,
+                              dnnl_data_type_t dst_dt, dnnl_matmul_desc_t *d)
 {
     dnnl_memory_desc_t src, wei, bias, dst;
     dnnl_dims_t ds = { M, l->in }, dw = { l->in, l->out }, db = { 1, l->out }, dd = { M, l->out };
@@ -35,7 +37,7 @@ static sdw_status linear_desc(const sdw_linear *l, int64_t M, const dnnl_memory_
     if (wmd) wei = *wmd;
     else SDW_DNNL(dnnl_memory_desc_init_by_tag(&wei, 2, dw, l->dt, dnnl_format_tag_any), "linear weights");
     SDW_DNNL(dnnl_memory_desc_init_by_tag(&bias, 2, db, dnnl_f32, dnnl_ab), "linear bias");
-    SDW_DNNL(dnnl_memory_desc_init_by_tag(&dst, 2, dd, dnnl_f32, dnnl_ab), "linear dst");
+    SDW_DNNL(dnnl_memory_desc_init_by_tag(&dst, 2, dd, dst_dt, dnnl_ab), "linear dst");
     SDW_DNNL(dnnl_matmul_desc_init(d, &src, &wei, l->bias ? &bias : NULL, &dst), "linear matmul");
     return SDW_OK;
 }
@@ -43,7 +45,7 @@ static sdw_status linear_desc(const sdw_linear *l, int64_t M, const dnnl_memory_
 static sdw_status choose_layout(sdw_backend *be, sdw_linear *l)
 {
     dnnl_matmul_desc_t d;
-    SDW_TRY(linear_desc(l, SDW_LINEAR_LAYOUT_M, NULL, &d));
+    SDW_TRY(linear_desc(l, SDW_LINEAR_LAYOUT_M, NULL, dnnl_f32, &d));
     dnnl_primitive_desc_t pd;
     SDW_DNNL(dnnl_primitive_desc_create(&pd, &d, NULL, be->engine, NULL), "linear layout");
     l->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -81,21 +83,24 @@ sdw_status sdw_linear_create(sdw_backend *be, int in, int out, const float *w, c
     return SDW_OK;
 }
 
-/* x is f32, or already in the compute type when x_is_act. */
-static sdw_status forward(sdw_backend *be, const sdw_linear *l, const void *x, bool x_is_act, int64_t M, float *y,
-                          int64_t flags)
+/* x is f32, or already in the compute type when x_is_act; y is f32, or
+ * written in the compute type when y_is_act (half the bytes to store in
+ * bf16, and what the attention or GEGLU after it reads). */
+static sdw_status forward(sdw_backend *be, const sdw_linear *l, const void *x, bool x_is_act, int64_t M, void *y,
+                          bool y_is_act, int64_t flags)
 {
     if (M < 0) return sdw_fail(SDW_ERR_INVALID_ARG, "linear: M = %lld", (long long)M);
     if (M == 0) return SDW_OK;
     SDW_TRY(sdw_check_not_parallel("linear"));
     double t0 = sdw_be_now();
-    int64_t key[SDW_KEY_MAX] = { SDW_OP_LINEAR, l->dt, M, l->in, l->out, l->bias != NULL };
+    const dnnl_data_type_t dst_dt = y_is_act ? l->dt : dnnl_f32;
+    int64_t key[SDW_KEY_MAX] = { SDW_OP_LINEAR, l->dt, M, l->in, l->out, l->bias != NULL, dst_dt };
     key[SDW_KEY_FLAGS] = flags;
     sdw_prim *p = sdw_prim_find(be, key, &l->wmd);
     if (!p) {
         dnnl_matmul_desc_t d, d_any;
-        SDW_TRY(linear_desc(l, M, &l->wmd, &d));
-        SDW_TRY(linear_desc(l, M, NULL, &d_any));
+        SDW_TRY(linear_desc(l, M, &l->wmd, dst_dt, &d));
+        SDW_TRY(linear_desc(l, M, NULL, dst_dt, &d_any));
         SDW_TRY(sdw_prim_create(be, key, &l->wmd, &d, &d_any, &p));
     }
     const void *src = x;
@@ -113,18 +118,24 @@ static sdw_status forward(sdw_backend *be, const sdw_linear *l, const void *x, b
 
 sdw_status sdw_linear_forward(sdw_backend *be, const sdw_linear *l, const float *x, int64_t M, float *y)
 {
-    return forward(be, l, x, false, M, y, 0);
+    return forward(be, l, x, false, M, y, false, 0);
 }
 
 sdw_status sdw_linear_forward_add(sdw_backend *be, const sdw_linear *l, const float *x, int64_t M, float *y)
 {
-    return forward(be, l, x, false, M, y, SDW_PRIM_SUM);
+    return forward(be, l, x, false, M, y, false, SDW_PRIM_SUM);
 }
 
 sdw_status sdw_linear_forward_act(sdw_backend *be, const sdw_linear *l, const void *act, int64_t M, float *y,
                                   bool accumulate)
 {
-    return forward(be, l, act, true, M, y, accumulate ? SDW_PRIM_SUM : 0);
+    return forward(be, l, act, true, M, y, false, accumulate ? SDW_PRIM_SUM : 0);
+}
+
+sdw_status sdw_linear_forward_to_act(sdw_backend *be, const sdw_linear *l, const void *act, int64_t M,
+                                     void *out_act)
+{
+    return forward(be, l, act, true, M, out_act, true, 0);
 }
 
 sdw_status sdw_linear_get_weights(sdw_backend *be, const sdw_linear *l, float *w)

@@ -303,6 +303,7 @@ typedef struct {
     const sdw_unet_input *in;
     int N;
     float *temb_act;   /* SiLU(temb) [N, time_embed_dim], what every resnet projects */
+    void *context_act; /* the text context as an activation, what every cross-attention projects */
 } fwd;
 
 static void tap(const fwd *f, const char *name, const float *x, int H, int W, int C)
@@ -312,6 +313,12 @@ static void tap(const fwd *f, const char *name, const float *x, int H, int W, in
 
 static sdw_status nomem(void) { return sdw_fail(SDW_ERR_NOMEM, "out of memory in the UNet"); }
 
+/* Element i of an activation buffer (bf16 or f32 by precision). */
+static void *act_at(const fwd *f, void *act, size_t i) { return (char *)act + sdw_act_bytes(f->be, i); }
+
+/* An arena buffer for n elements of an activation. */
+static void *act_alloc(const fwd *f, size_t n) { return sdw_arena_floats(f->arena, (sdw_act_bytes(f->be, n) + 3) / 4); }
+
 /* out = resnet(x): out must not alias x. */
 static sdw_status resnet_forward(const fwd *f, const resnet *r, const float *x, int H, int W, float *out)
 {
@@ -320,7 +327,7 @@ static sdw_status resnet_forward(const fwd *f, const resnet *r, const float *x, 
     sdw_arena_mark m = sdw_arena_save(f->arena);
     /* The normalised activations, in the convolutions' own type. */
     size_t act_n = px * (size_t)(r->cin > r->cout ? r->cin : r->cout);
-    void *h = sdw_arena_floats(f->arena, (sdw_act_bytes(f->be, act_n) + 3) / 4);
+    void *h = act_alloc(f, act_n);
     float *tp = sdw_arena_floats(f->arena, (size_t)N * r->cout);
     if (!h || !tp) return nomem();
     int Ho, Wo;
@@ -342,27 +349,30 @@ static sdw_status tblock_forward(const fwd *f, const tblock *b, float *x, int64_
     int N = f->N, D = C / heads;
     int64_t rows = (int64_t)N * T, nctx = f->in->n_ctx;
     sdw_arena_mark m = sdw_arena_save(f->arena);
-    float *h = sdw_arena_floats(f->arena, (size_t)rows * C);
-    float *big = sdw_arena_floats(f->arena, (size_t)rows * 8 * C);  /* qkv (3C) or GEGLU input (8C) */
-    float *a = sdw_arena_floats(f->arena, (size_t)rows * 4 * C);
-    float *kv = sdw_arena_floats(f->arena, (size_t)N * nctx * 2 * C);
+    void *h = act_alloc(f, (size_t)rows * C);
+    void *big = act_alloc(f, (size_t)rows * 8 * C); /* qkv (3C) or GEGLU input (8C) */
+    void *a = act_alloc(f, (size_t)rows * 4 * C);
+    void *kv = act_alloc(f, (size_t)N * nctx * 2 * C);
     if (!h || !big || !a || !kv) return nomem();
 
-    /* Norms, GEGLU and attention write the next matmul's input in its
-     * compute type (h, a hold bf16 in BF16 precision): no conversion passes. */
+    /* Between the norms and the output projections everything is an
+     * activation in the compute type (h, big, kv, a hold bf16 in BF16
+     * precision): the matmuls write what attention and GEGLU read. Only the
+     * residual stream x stays f32. */
     sdw_layer_norm_act(f->be, x, rows, C, b->norm1_w, b->norm1_b, 1e-5f, h);
-    SDW_TRY(sdw_linear_forward_act(f->be, b->qkv, h, rows, big, false));
-    SDW_TRY(sdw_attention_act(f->be, big, 3 * C, big + C, big + 2 * C, 3 * C, N, (int)T, (int)T, heads, D, false, a));
+    SDW_TRY(sdw_linear_forward_to_act(f->be, b->qkv, h, rows, big));
+    SDW_TRY(sdw_attention_act(f->be, big, 3 * C, act_at(f, big, C), act_at(f, big, 2 * C), 3 * C, N, (int)T, (int)T,
+                              heads, D, false, a));
     SDW_TRY(sdw_linear_forward_act(f->be, b->attn1_out, a, rows, x, true));
 
     sdw_layer_norm_act(f->be, x, rows, C, b->norm2_w, b->norm2_b, 1e-5f, h);
-    SDW_TRY(sdw_linear_forward_act(f->be, b->q2, h, rows, big, false));
-    SDW_TRY(sdw_linear_forward(f->be, b->kv2, f->in->context, N * nctx, kv));
-    SDW_TRY(sdw_attention_act(f->be, big, C, kv, kv + C, 2 * C, N, (int)T, (int)nctx, heads, D, false, a));
+    SDW_TRY(sdw_linear_forward_to_act(f->be, b->q2, h, rows, big));
+    SDW_TRY(sdw_linear_forward_to_act(f->be, b->kv2, f->context_act, N * nctx, kv));
+    SDW_TRY(sdw_attention_act(f->be, big, C, kv, act_at(f, kv, C), 2 * C, N, (int)T, (int)nctx, heads, D, false, a));
     SDW_TRY(sdw_linear_forward_act(f->be, b->attn2_out, a, rows, x, true));
 
     sdw_layer_norm_act(f->be, x, rows, C, b->norm3_w, b->norm3_b, 1e-5f, h);
-    SDW_TRY(sdw_linear_forward_act(f->be, b->ff_in, h, rows, big, false));
+    SDW_TRY(sdw_linear_forward_to_act(f->be, b->ff_in, h, rows, big));
     sdw_geglu_act(f->be, big, rows, 4 * C, a);
     SDW_TRY(sdw_linear_forward_act(f->be, b->ff_out, a, rows, x, true));
     sdw_arena_restore(f->arena, m);
@@ -375,7 +385,8 @@ static sdw_status transformer_forward(const fwd *f, const transformer *t, float 
     int C = t->C;
     int64_t T = (int64_t)H * W, rows = (int64_t)f->N * T;
     sdw_arena_mark m = sdw_arena_save(f->arena);
-    float *h = sdw_arena_floats(f->arena, (size_t)rows * C), *tok = sdw_arena_floats(f->arena, (size_t)rows * C);
+    void *h = act_alloc(f, (size_t)rows * C);
+    float *tok = sdw_arena_floats(f->arena, (size_t)rows * C);
     if (!h || !tok) return nomem();
     sdw_group_norm_act(f->be, x, f->N, T, C, 32, t->norm_w, t->norm_b, 1e-6f, h);
     SDW_TRY(sdw_linear_forward_act(f->be, t->proj_in, h, rows, tok, false));
@@ -423,10 +434,13 @@ sdw_status sdw_unet_forward(sdw_backend *be, sdw_arena *arena, const sdw_unet *u
     if (N < 1 || H < 1 || W < 1 || H % mult || W % mult)
         return sdw_fail(SDW_ERR_INVALID_ARG, "latent size %dx%d is not a multiple of %d", H, W, mult);
     if (in->n_ctx < 1 || !in->context) return sdw_fail(SDW_ERR_INVALID_ARG, "the UNet needs a text context");
-    fwd f = { be, arena, u, in, N, NULL };
+    fwd f = { be, arena, u, in, N, NULL, NULL };
     sdw_arena_mark m0 = sdw_arena_save(arena);
     sdw_status s = time_embedding(&f);
     if (s != SDW_OK) return s;
+    const size_t ctx_n = (size_t)N * in->n_ctx * c->context_dim;
+    if (!(f.context_act = act_alloc(&f, ctx_n))) return nomem();
+    sdw_to_act(be, in->context, ctx_n, f.context_act);
 
     /* Skips live until the up path consumes them; each is its own arena block. */
     float *skip[SDW_UNET_MAX_LEVELS * 4 + 1];
