@@ -60,7 +60,7 @@ BENCH_FAMILY ?= sd15
 BENCH_FLAGS  ?=
 .PHONY: bench
 bench: all
-	./$(BUILD)/sd-worker bench --family $(BENCH_FAMILY) -W 512 -H 512 --steps 20 --cfg-scale 7 $(BENCH_FLAGS)
+	./$(BUILD)/sd-worker bench --family $(BENCH_FAMILY) -W 512 -H 512 --steps 20 --cfg-scale 7 --paired $(BENCH_FLAGS)
 
 test-asan:
 	$(MAKE) BUILD=build-asan CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DSDW_SANITIZE=ON" test

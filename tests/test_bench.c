@@ -76,7 +76,7 @@ static void check_stage(const sdw_bench_result *r, sdw_bench_stage s)
         fail_msg("stage %s at %g%% of the peak", sdw_bench_stage_name(s), st->pct_peak);
 }
 
-static void run_bench(const char *model, int size, float cfg, sdw_bench_result *r, sdw_model **out)
+static void run_bench(const char *model, int size, float cfg, bool paired, sdw_bench_result *r, sdw_model **out)
 {
     sdw_load_params lp = sdw_load_params_default();
     lp.with_vae_encoder = true;
@@ -91,6 +91,7 @@ static void run_bench(const char *model, int size, float cfg, sdw_bench_result *
     o.peak_bf16 = &peak_bf16;
     o.peak_f32 = &peak_f32;
     o.shapes = true;
+    o.paired = paired;
     if (sdw_bench_run(m, &o, r) != SDW_OK) fail_msg("bench %s: %s", model, sdw_last_error());
     *out = m;
 }
@@ -164,6 +165,7 @@ static void check_result(sdw_model *m, const sdw_bench_result *r, int size, floa
         const cJSON *shapes = cJSON_GetObjectItem(so, "shapes");
         if (r->stage[s].n_shapes) assert_int_equal(cJSON_GetArraySize(shapes), r->stage[s].n_shapes);
         else assert_null(shapes);
+        if (r->stage[s].host_tflops == 0) assert_null(cJSON_GetObjectItem(so, "pct_paired"));
     }
     assert_string_equal(cJSON_GetObjectItem(back, "precision")->valuestring, sdw_precision_name(r->precision));
     assert_true(cJSON_IsObject(cJSON_GetObjectItem(cJSON_GetObjectItem(back, "peak"), "f32")));
@@ -173,13 +175,39 @@ static void check_result(sdw_model *m, const sdw_bench_result *r, int size, floa
     cJSON_Delete(back);
 }
 
+/* With opts.paired every stage but the sampling step has the host's speed
+ * next to it, and its share of that, in the JSON too. */
+static void check_paired(const sdw_bench_result *r)
+{
+    cJSON *j = sdw_bench_result_json(r);
+    assert_non_null(j);
+    const cJSON *stages = cJSON_GetObjectItem(j, "stages");
+    for (int s = 0; s < SDW_BENCH_STAGES; s++) {
+        const sdw_bench_stage_result *st = &r->stage[s];
+        const cJSON *so = cJSON_GetObjectItem(stages, sdw_bench_stage_name((sdw_bench_stage)s));
+        if (s == SDW_BENCH_STEP) {
+            assert_true(st->host_tflops == 0 && st->pct_paired == 0);
+            assert_null(cJSON_GetObjectItem(so, "pct_paired"));
+            continue;
+        }
+        if (!(st->host_tflops > 0 && st->pct_paired > 0 && st->pct_paired < 200))
+            fail_msg("stage %s: paired %g%% of a host at %g TFLOP/s", sdw_bench_stage_name((sdw_bench_stage)s),
+                     st->pct_paired, st->host_tflops);
+        close_to(cJSON_GetObjectItem(so, "pct_paired")->valuedouble, st->pct_paired, 1e-9, "JSON pct_paired");
+        printf("  %-14s %.3f TFLOP/s, %.1f%% of the peak conv next to it (%.3f TFLOP/s)\n",
+               sdw_bench_stage_name((sdw_bench_stage)s), st->tflops, st->pct_paired, st->host_tflops);
+    }
+    cJSON_Delete(j);
+}
+
 static void test_bench_sd1_tiny(void **state)
 {
     (void)state;
     sdw_bench_result r;
     sdw_model *m;
-    run_bench("models/sd1-tiny/sd1-tiny.safetensors", 64, 7.0f, &r, &m);
+    run_bench("models/sd1-tiny/sd1-tiny.safetensors", 64, 7.0f, true, &r, &m);
     check_result(m, &r, 64, 7.0f);
+    check_paired(&r);
     sdw_model_free(m);
 }
 
@@ -189,7 +217,7 @@ static void test_bench_sdxl_tiny_no_cfg(void **state)
     (void)state;
     sdw_bench_result r;
     sdw_model *m;
-    run_bench("models/sdxl-tiny/sdxl-tiny.safetensors", 64, 1.0f, &r, &m);
+    run_bench("models/sdxl-tiny/sdxl-tiny.safetensors", 64, 1.0f, false, &r, &m);
     check_result(m, &r, 64, 1.0f);
     sdw_model_free(m);
 }
@@ -200,7 +228,7 @@ static void test_bench_inpaint_tiny(void **state)
     (void)state;
     sdw_bench_result r;
     sdw_model *m;
-    run_bench("models/sd1-tiny-inpaint/diffusers", 64, 7.0f, &r, &m);
+    run_bench("models/sd1-tiny-inpaint/diffusers", 64, 7.0f, false, &r, &m);
     assert_true(m->info.inpaint);
     check_result(m, &r, 64, 7.0f);
     sdw_model_free(m);

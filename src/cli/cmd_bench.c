@@ -20,7 +20,7 @@ typedef struct {
     int width, height, steps, repeat, threads;
     float cfg, sustained;
     sdw_precision precision;
-    bool json, verbose, no_winograd, shapes;
+    bool json, verbose, no_winograd, shapes, paired;
 } options;
 
 static void usage(FILE *f)
@@ -28,13 +28,16 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: sd-worker bench [--family sd15|sd15-inpaint|sd2|sdxl | -m MODEL] [-W 512 -H 512]\n"
             "    [--steps 20] [--cfg-scale 7] [--precision auto|f32|bf16] [--repeat 3] [--threads N]\n"
-            "    [--sustained 3] [--no-winograd] [--shapes] [-p PROMPT] [-n NEGATIVE] [--json] [-v]\n"
+            "    [--sustained 3] [--paired] [--no-winograd] [--shapes] [-p PROMPT] [-n NEGATIVE] [--json] [-v]\n"
             "Times text encode, one UNet evaluation, one sampling step, VAE decode and VAE encode\n"
             "(median of --repeat runs), with the FLOPs the backend ran, the TFLOP/s achieved and\n"
             "the %% of this machine's peak (bf16 / f32 conv and matmul, measured in the same run:\n"
             "best single call), and of the peak convolution's speed run back to back for\n"
             "--sustained seconds after the stages (0 skips it): on a host whose speed drifts,\n"
             "whether the peak came from a short fast spell.\n"
+            "--paired runs the peak conv after each timed run of a stage, for as long as the run\n"
+            "took, and gives each stage's median %% of that (\"%% paired\"): the host's speed\n"
+            "next to the run, where it changes from one second to the next.\n"
             "--no-winograd runs every f32 conv direct (for A/B runs; the peaks are always direct).\n"
             "--shapes lists the UNet's and the VAE decode's slowest ops by shape and kernel.\n"
             "--family uses a full-size model with random weights (default sd15), written once by\n"
@@ -73,6 +76,7 @@ static int parse(int argc, char **argv, options *o)
         if (IS("-v") || IS("--verbose")) { o->verbose = true; continue; }
         if (IS("--no-winograd")) { o->no_winograd = true; continue; }
         if (IS("--shapes")) { o->shapes = true; continue; }
+        if (IS("--paired")) { o->paired = true; continue; }
         if (!v) return bad("option %s needs a value", a);
         i++;
         if (IS("-m") || IS("--model")) o->model = v;
@@ -147,7 +151,11 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
     if (r->sustained_tflops > 0)
         printf("sustained: %6.2f TFLOP/s (the %s conv above, back to back after the stages)\n", r->sustained_tflops,
                sdw_precision_name(r->precision));
-    printf("\n%-22s %9s %10s %9s %7s %7s\n", "stage", "seconds", "GFLOP", "TFLOP/s", "% peak", "% sust");
+    bool paired = r->stage[SDW_BENCH_UNET].host_tflops > 0;
+    printf("\n%-22s %9s %10s %9s %7s", "stage", "seconds", "GFLOP", "TFLOP/s", "% peak");
+    if (r->sustained_tflops > 0) printf(" %7s", "% sust");
+    if (paired) printf(" %8s %7s", "% paired", "host");
+    printf("\n");
     static const char *const label[SDW_BENCH_STAGES] = { "text encode", "unet eval", "sampling step", "vae decode",
                                                          "vae encode" };
     for (int i = 0; i < SDW_BENCH_STAGES; i++) {
@@ -161,9 +169,15 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
         }
         printf("%-22s %9.3f %10.2f %9.3f %7.1f", name, s->seconds, s->flops * 1e-9, s->tflops, s->pct_peak);
         if (r->sustained_tflops > 0) printf(" %7.1f", s->pct_sustained);
+        if (paired && s->host_tflops > 0) printf(" %8.1f %7.2f", s->pct_paired, s->host_tflops);
+        else if (paired) printf(" %8s %7s", "-", "-");
         printf("\n");
     }
-    printf("(UNet evaluation from the architecture: %.2f GFLOP)\n\n", r->unet_flops_analytic * 1e-9);
+    printf("(UNet evaluation from the architecture: %.2f GFLOP)\n", r->unet_flops_analytic * 1e-9);
+    if (paired)
+        printf("(%% paired: median of each run against the peak conv run right after it for as long; host: that "
+               "conv's TFLOP/s)\n");
+    printf("\n");
     /* Where a stage's time goes: the heavy ops the backend ran, and the rest
      * (norms, activations, adds, layout and precision conversions). */
     static const char *const kind[SDW_OPK_COUNT] = { "conv", "matmul", "attention" };
@@ -241,6 +255,7 @@ int cmd_bench(int argc, char **argv)
     bo.sustained_seconds = o.sustained;
     bo.no_winograd = o.no_winograd;
     bo.shapes = o.shapes;
+    bo.paired = o.paired;
     bo.note = note_stderr;
     sdw_bench_result r;
     if (sdw_bench_run(m, &bo, &r) != SDW_OK) {

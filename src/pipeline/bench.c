@@ -226,27 +226,60 @@ static sdw_status peak_conv(sdw_backend *be, sdw_conv2d **conv)
     return s;
 }
 
+/* The peak convolution on its own backend, kept open to sample how fast
+ * the host runs it now. */
+typedef struct {
+    sdw_backend *be;
+    sdw_conv2d *conv;
+    float *x, *y;
+} host_probe;
+
+static void probe_close(host_probe *p)
+{
+    sdw_conv2d_free(p->conv);
+    sdw_backend_free(p->be);
+    free(p->x);
+    free(p->y);
+    memset(p, 0, sizeof *p);
+}
+
+/* Opens the probe of precision p, warmed up; p->be stays NULL (status OK)
+ * when this CPU cannot run p. */
+static sdw_status probe_open(host_probe *p, sdw_precision prec)
+{
+    memset(p, 0, sizeof *p);
+    sdw_status s;
+    if (!(p->be = peak_backend(prec, &s))) return s;
+    size_t n = (size_t)PEAK_N * PEAK_HW * PEAK_HW * PEAK_C;
+    p->x = random_floats(n, 4, -1.0f, 1.0f);
+    p->y = malloc(n * sizeof *p->y);
+    s = (p->x && p->y) ? peak_conv(p->be, &p->conv) : nomem();
+    if (s == SDW_OK) s = sdw_conv2d_forward(p->be, p->conv, p->x, PEAK_N, PEAK_HW, PEAK_HW, p->y, NULL, NULL);
+    if (s != SDW_OK) probe_close(p);
+    return s;
+}
+
+/* The probe's convolution back to back for about `seconds` (one call at
+ * least): total FLOPs over total time. */
+static sdw_status probe_run(host_probe *p, double seconds, double *tflops)
+{
+    sdw_backend_reset_flops(p->be);
+    double t0 = now(), t;
+    do {
+        SDW_TRY(sdw_conv2d_forward(p->be, p->conv, p->x, PEAK_N, PEAK_HW, PEAK_HW, p->y, NULL, NULL));
+        t = now() - t0;
+    } while (t < seconds);
+    *tflops = sdw_backend_flops(p->be) / t * 1e-12;
+    return SDW_OK;
+}
+
 sdw_status sdw_bench_measure_sustained(sdw_precision p, double seconds, double *tflops)
 {
     *tflops = 0;
-    sdw_status s;
-    sdw_backend *be = peak_backend(p, &s);
-    if (!be) return s;
-    size_t conv_x = (size_t)PEAK_N * PEAK_HW * PEAK_HW * PEAK_C;
-    float *x = random_floats(conv_x, 4, -1.0f, 1.0f), *y = malloc(conv_x * sizeof *y);
-    sdw_conv2d *conv = NULL;
-    s = (x && y) ? peak_conv(be, &conv) : nomem();
-    if (s == SDW_OK) s = sdw_conv2d_forward(be, conv, x, PEAK_N, PEAK_HW, PEAK_HW, y, NULL, NULL); /* warm-up */
-    if (s == SDW_OK) {
-        sdw_backend_reset_flops(be);
-        double t0 = now();
-        while (s == SDW_OK && now() - t0 < seconds)
-            s = sdw_conv2d_forward(be, conv, x, PEAK_N, PEAK_HW, PEAK_HW, y, NULL, NULL);
-        if (s == SDW_OK) *tflops = sdw_backend_flops(be) / (now() - t0) * 1e-12;
-    }
-    sdw_conv2d_free(conv);
-    sdw_backend_free(be);
-    free(x), free(y);
+    host_probe probe;
+    SDW_TRY(probe_open(&probe, p));
+    sdw_status s = probe.be ? probe_run(&probe, seconds, tflops) : SDW_OK;
+    probe_close(&probe);
     return s;
 }
 
@@ -418,6 +451,8 @@ typedef struct {
     sdw_op_shape shapes[SDW_BENCH_STAGES][SDW_BENCH_MAX_SHAPES];
     int n_shapes[SDW_BENCH_STAGES];
     samples pipe;
+    host_probe probe;                /* opts.paired: open while the stages run */
+    samples paired[SDW_BENCH_STAGES]; /* per run: its TFLOP/s over the probe's (t), the probe's TFLOP/s (f) */
     int n_ctx;
     sdw_arena arena;
     float *context, *y, *x, *out, *img, *lat, *moments;
@@ -498,7 +533,14 @@ static sdw_status time_stage(bench *b, sdw_bench_stage st, stage_fn fn, int warm
             b->n_shapes[st] = sdw_backend_shapes(be, b->shapes[st], SDW_BENCH_MAX_SHAPES);
             SDW_TRY(sdw_backend_track_shapes(be, false));
         }
-        SDW_TRY(samples_add(&b->s[st], t, sdw_backend_flops(be) - f0));
+        const double flops = sdw_backend_flops(be) - f0;
+        SDW_TRY(samples_add(&b->s[st], t, flops));
+        if (b->probe.be) {
+            /* The host's speed now, over as long as the run took. */
+            double host;
+            SDW_TRY(probe_run(&b->probe, t, &host));
+            SDW_TRY(samples_add(&b->paired[st], flops / t * 1e-12 / host, host));
+        }
         sdw_backend_op_stats(be, &o1);
         for (int k = 0; k < SDW_OPK_COUNT; k++) {
             b->ops[st].seconds[k] = o1.seconds[k] - o0.seconds[k];
@@ -668,7 +710,9 @@ sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result
     bench b = { .m = m, .o = o, .r = r };
     b.prompt = o->prompt ? o->prompt : STOCK_PROMPT;
     b.negative = o->negative_prompt ? o->negative_prompt : STOCK_NEGATIVE;
-    sdw_status s = bench_stages(&b);
+    sdw_status s = o->paired ? probe_open(&b.probe, r->precision) : SDW_OK;
+    if (s == SDW_OK) s = bench_stages(&b);
+    probe_close(&b.probe);
     if (s == SDW_OK && !(o->peak_bf16 && o->peak_f32)) {
         /* Once more after the stages, keeping the better: on a shared host
          * the speed drifts, and a peak caught in a slow minute would flatter
@@ -689,6 +733,10 @@ sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result
         for (int i = 0; i < SDW_BENCH_STAGES; i++) {
             stage_finish(&r->stage[i], &b.s[i], r->peak_tflops);
             if (r->sustained_tflops > 0) r->stage[i].pct_sustained = 100.0 * r->stage[i].tflops / r->sustained_tflops;
+            if (b.paired[i].n) {
+                r->stage[i].pct_paired = 100.0 * median(b.paired[i].t, b.paired[i].n);
+                r->stage[i].host_tflops = median(b.paired[i].f, b.paired[i].n);
+            }
             r->stage[i].ops = b.ops[i];
             memcpy(r->stage[i].shapes, b.shapes[i], sizeof b.shapes[i]);
             r->stage[i].n_shapes = b.n_shapes[i];
@@ -699,7 +747,10 @@ sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result
         r->peak_rss_bytes = peak_rss();
         r->weight_bytes_after = sdw_model_held_bytes(m);
     }
-    for (int i = 0; i < SDW_BENCH_STAGES; i++) samples_free(&b.s[i]);
+    for (int i = 0; i < SDW_BENCH_STAGES; i++) {
+        samples_free(&b.s[i]);
+        samples_free(&b.paired[i]);
+    }
     samples_free(&b.pipe);
     sdw_arena_free(&b.arena);
     free(b.context);

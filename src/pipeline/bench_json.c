@@ -79,6 +79,10 @@ cJSON *sdw_bench_result_json(const sdw_bench_result *r)
         cJSON_AddNumberToObject(so, "tflops", s->tflops);
         cJSON_AddNumberToObject(so, "pct_peak", s->pct_peak);
         cJSON_AddNumberToObject(so, "pct_sustained", s->pct_sustained);
+        if (s->host_tflops > 0) {
+            cJSON_AddNumberToObject(so, "pct_paired", s->pct_paired);
+            cJSON_AddNumberToObject(so, "host_tflops", s->host_tflops);
+        }
         if (s->n_shapes) cJSON_AddItemToObject(so, "shapes", shapes_json(s));
     }
     cJSON_AddNumberToObject(o, "unet_analytic_gflop", r->unet_flops_analytic * 1e-9);
