@@ -791,6 +791,24 @@ static void act_producers(void **state)
             sdw_geglu_act(be, act_in, rows, inner, act);
             expect_act(prec, "geglu_act", act, y, (size_t)rows * inner);
             free(act_in), free(xr);
+            /* With a per-(n, c) shift folded in: the f32 op on x + shift. */
+            {
+                float *t = frand((size_t)N * C, 55, 3.0f), *xs = falloc((size_t)rows * C);
+                memcpy(xs, x, sizeof(float) * (size_t)rows * C);
+                for (int n = 0; n < N; n++) sdw_add_bias(xs + (size_t)n * HW * C, HW, C, t + (size_t)n * C);
+                sdw_group_norm_silu(xs, N, HW, C, 8, g, b, 1e-5f, y);
+                sdw_group_norm_silu_shift_act(be, x, t, N, HW, C, 8, g, b, 1e-5f, act);
+                float *got = as_act(be, y, (size_t)rows * C, xs); /* y rounded as an activation would be */
+                float *mine = falloc((size_t)rows * C);
+                if (prec == SDW_PRECISION_BF16)
+                    for (size_t i = 0; i < (size_t)rows * C; i++) mine[i] = sdw_bf16_to_f32(((uint16_t *)act)[i]);
+                else memcpy(mine, act, sizeof(float) * (size_t)rows * C);
+                double e = test_rel_l2(mine, got, (size_t)rows * C), gate = prec == SDW_PRECISION_BF16 ? 4e-3 : 1e-6;
+                printf("  %-28s %s: rel_l2 %.3g against the op on x + shift (gate %g)\n", "group_norm_silu_shift_act",
+                       sdw_precision_name(prec), e, gate);
+                assert_true(e < gate);
+                free(t), free(xs), free(got), free(mine);
+            }
             sdw_upsample_nearest2x(x, N, 3, 5, 40, y); /* 2 x 3 x 5 x 40 in, 4x that out */
             sdw_upsample_nearest2x_act(be, x, N, 3, 5, 40, act);
             expect_act(prec, "upsample_nearest2x_act", act, y, (size_t)N * 6 * 10 * 40);

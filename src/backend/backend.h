@@ -118,6 +118,9 @@ size_t sdw_act_bytes(const sdw_backend *be, size_t n);
 /* silu(group_norm(x)) written as such an activation. */
 void sdw_group_norm_silu_act(const sdw_backend *be, const float *x, int N, int64_t HW, int C, int groups,
                              const float *gamma, const float *beta, float eps, void *act);
+/* The same of x + shift[n, c] (a ResNet's time embedding), at no extra pass. */
+void sdw_group_norm_silu_shift_act(const sdw_backend *be, const float *x, const float *shift, int N, int64_t HW,
+                                   int C, int groups, const float *gamma, const float *beta, float eps, void *act);
 /* group_norm(x), layer_norm(x) and GEGLU(in) written as such activations,
  * for the matmul after them (sdw_linear_forward_act). */
 void sdw_group_norm_act(const sdw_backend *be, const float *x, int N, int64_t HW, int C, int groups,

@@ -388,14 +388,17 @@ void sdw_softmax_rows(float *x, int64_t rows, int n)
  * y = (x - mean_g) * (gamma_c / std_g) + beta_c. Groups are handled
  * GN_GROUPS at a time and channels GN_TILE at a time so all state is on the
  * stack. */
-/* y (f32) or yb (bf16, when y is NULL) receives the result. */
-static void group_norm(const float *x, int N, int64_t HW, int C, int groups, const float *gamma,
-                       const float *beta, float eps, bool silu, float *y, uint16_t *yb)
+/* y (f32) or yb (bf16, when y is NULL) receives the result. shift [N, C]
+ * (or NULL) is added to x first, without a pass of its own: the statistics
+ * of x + t follow from x's per-channel sums, and the affine pass subtracts
+ * mean - t. */
+static void group_norm(const float *x, const float *shift, int N, int64_t HW, int C, int groups,
+                       const float *gamma, const float *beta, float eps, bool silu, float *y, uint16_t *yb)
 {
     int cpg = C / groups;
     bool par = HW * C > PAR_MIN;
     for (int n = 0; n < N; n++) {
-        const float *xn = x + (int64_t)n * HW * C;
+        const float *xn = x + (int64_t)n * HW * C, *tn = shift ? shift + (int64_t)n * C : NULL;
         float *yn = y ? y + (int64_t)n * HW * C : NULL;
         uint16_t *ybn = yb ? yb + (int64_t)n * HW * C : NULL;
         for (int g0 = 0; g0 < groups; g0 += GN_GROUPS) {
@@ -410,8 +413,9 @@ static void group_norm(const float *x, int N, int64_t HW, int C, int groups, con
                 for (int64_t r = 0; r < HW; r++) sum_sq_span(ts, tq, xn + r * C + c0, (size_t)len);
                 for (int i = 0; i < len; i++) {
                     int g = (c0 + i) / cpg - g0;
-                    gs[g] += ts[i];
-                    gq[g] += tq[i];
+                    double t = tn ? tn[c0 + i] : 0.0; /* sums of x + t from those of x */
+                    gs[g] += ts[i] + (double)HW * t;
+                    gq[g] += tq[i] + 2.0 * t * ts[i] + (double)HW * t * t;
                 }
             }
             double cnt = (double)HW * cpg;
@@ -425,7 +429,7 @@ static void group_norm(const float *x, int N, int64_t HW, int C, int groups, con
                 float m[GN_TILE], a[GN_TILE], b[GN_TILE];
                 for (int i = 0; i < len; i++) {
                     int c = c0 + i, g = c / cpg - g0;
-                    m[i] = gmean[g];
+                    m[i] = gmean[g] - (tn ? tn[c] : 0.0f);
                     a[i] = grstd[g] * (gamma ? gamma[c] : 1.0f);
                     b[i] = beta ? beta[c] : 0.0f;
                 }
@@ -445,13 +449,13 @@ static void group_norm(const float *x, int N, int64_t HW, int C, int groups, con
 void sdw_group_norm(const float *x, int N, int64_t HW, int C, int groups, const float *gamma,
                     const float *beta, float eps, float *y)
 {
-    group_norm(x, N, HW, C, groups, gamma, beta, eps, false, y, NULL);
+    group_norm(x, NULL, N, HW, C, groups, gamma, beta, eps, false, y, NULL);
 }
 
 void sdw_group_norm_silu(const float *x, int N, int64_t HW, int C, int groups, const float *gamma,
                          const float *beta, float eps, float *y)
 {
-    group_norm(x, N, HW, C, groups, gamma, beta, eps, true, y, NULL);
+    group_norm(x, NULL, N, HW, C, groups, gamma, beta, eps, true, y, NULL);
 }
 
 size_t sdw_act_bytes(const sdw_backend *be, size_t n)
@@ -463,14 +467,21 @@ void sdw_group_norm_silu_act(const sdw_backend *be, const float *x, int N, int64
                              const float *gamma, const float *beta, float eps, void *act)
 {
     bool bf = be->precision == SDW_PRECISION_BF16;
-    group_norm(x, N, HW, C, groups, gamma, beta, eps, true, bf ? NULL : act, bf ? act : NULL);
+    group_norm(x, NULL, N, HW, C, groups, gamma, beta, eps, true, bf ? NULL : act, bf ? act : NULL);
+}
+
+void sdw_group_norm_silu_shift_act(const sdw_backend *be, const float *x, const float *shift, int N, int64_t HW,
+                                   int C, int groups, const float *gamma, const float *beta, float eps, void *act)
+{
+    bool bf = be->precision == SDW_PRECISION_BF16;
+    group_norm(x, shift, N, HW, C, groups, gamma, beta, eps, true, bf ? NULL : act, bf ? act : NULL);
 }
 
 void sdw_group_norm_act(const sdw_backend *be, const float *x, int N, int64_t HW, int C, int groups,
                         const float *gamma, const float *beta, float eps, void *act)
 {
     bool bf = be->precision == SDW_PRECISION_BF16;
-    group_norm(x, N, HW, C, groups, gamma, beta, eps, false, bf ? NULL : act, bf ? act : NULL);
+    group_norm(x, NULL, N, HW, C, groups, gamma, beta, eps, false, bf ? NULL : act, bf ? act : NULL);
 }
 
 void sdw_upsample_nearest2x(const float *x, int N, int H, int W, int C, float *y)

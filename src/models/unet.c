@@ -334,8 +334,8 @@ static sdw_status resnet_forward(const fwd *f, const resnet *r, const float *x, 
     sdw_group_norm_silu_act(f->be, x, N, (int64_t)H * W, r->cin, 32, r->norm1_w, r->norm1_b, 1e-5f, h);
     SDW_TRY(sdw_conv2d_forward_act(f->be, r->conv1, h, N, H, W, out, false));
     SDW_TRY(sdw_linear_forward(f->be, r->temb_proj, f->temb_act, N, tp));
-    for (int n = 0; n < N; n++) sdw_add_bias(out + (size_t)n * H * W * r->cout, (int64_t)H * W, r->cout, tp + (size_t)n * r->cout);
-    sdw_group_norm_silu_act(f->be, out, N, (int64_t)H * W, r->cout, 32, r->norm2_w, r->norm2_b, 1e-5f, h);
+    /* norm2 of conv1's output plus the time embedding, added on the fly. */
+    sdw_group_norm_silu_shift_act(f->be, out, tp, N, (int64_t)H * W, r->cout, 32, r->norm2_w, r->norm2_b, 1e-5f, h);
     /* out = skip(x), then conv2 adds onto it: no separate residual pass. */
     if (r->shortcut) SDW_TRY(sdw_conv2d_forward(f->be, r->shortcut, x, N, H, W, out, &Ho, &Wo));
     else memcpy(out, x, px * r->cout * sizeof *out);
