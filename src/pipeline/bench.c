@@ -408,6 +408,9 @@ typedef struct {
     bool first_run;
     int step;
     samples warm, cold;   /* steps after primitives exist; the very first step */
+    host_probe *probe;    /* opts.paired: after each warm step, the host's speed over as long */
+    samples *paired;
+    double probe_seconds; /* spent in the probe, taken out of the pipeline's time */
     sdw_status err;
 } step_timer;
 
@@ -432,8 +435,15 @@ static sdw_status on_progress(void *user, const sdw_progress *p)
     step_timer *t = user;
     double tn = now(), fn = sdw_backend_flops(t->be);
     if (t->have_ref && t->err == SDW_OK) {
-        samples *s = (t->first_run && t->step == 0) ? &t->cold : &t->warm;
-        t->err = samples_add(s, tn - t->t_ref, fn - t->f_ref);
+        const bool cold = t->first_run && t->step == 0;
+        const double dt = tn - t->t_ref, df = fn - t->f_ref;
+        t->err = samples_add(cold ? &t->cold : &t->warm, dt, df);
+        if (t->err == SDW_OK && t->probe && t->probe->be && !cold) {
+            double host;
+            t->err = probe_run(t->probe, dt, &host);
+            if (t->err == SDW_OK) t->err = samples_add(t->paired, df / dt * 1e-12 / host, host);
+            t->probe_seconds += now() - tn;
+        }
     }
     t->step++;
     t->f_ref = sdw_backend_flops(t->be);
@@ -472,7 +482,7 @@ static sdw_status run_pipelines(bench *b)
     p.steps = r->steps;
     p.cfg_scale = r->cfg_scale;
     p.seed = b->o->seed;
-    step_timer t = { .be = m->be, .first_run = true };
+    step_timer t = { .be = m->be, .first_run = true, .probe = &b->probe, .paired = &b->paired[SDW_BENCH_STEP] };
     p.progress = on_progress;
     p.progress_user = &t;
     p.observe = on_observe;
@@ -496,9 +506,10 @@ static sdw_status run_pipelines(bench *b)
         t.have_ref = false;
         t.first_run = i == 0;
         double f0 = sdw_backend_flops(m->be), t0 = now();
+        t.probe_seconds = 0;
         s = sdw_pipeline_run(m, &p, images);
         if (s == SDW_OK) s = t.err;
-        if (s == SDW_OK) s = samples_add(&b->pipe, now() - t0, sdw_backend_flops(m->be) - f0);
+        if (s == SDW_OK) s = samples_add(&b->pipe, now() - t0 - t.probe_seconds, sdw_backend_flops(m->be) - f0);
     }
     if (s == SDW_OK) {
         /* The first step creates the UNet's primitives: keep it only if nothing else was timed. */

@@ -50,9 +50,10 @@ typedef struct {
     uint64_t seed;
     bool no_winograd;              /* f32: every conv direct (an A/B switch; sdw_backend_set_winograd) */
     bool shapes;                   /* track the UNet's and the VAE decode's ops by shape (last run) */
-    /* After each timed run of a stage, the peak convolution back to back for
-     * as long as the run took: the host's speed next to the run, on a host
-     * whose speed drifts from one second to the next (pct_paired). */
+    /* After each timed run of a stage (and each sampling step), the peak
+     * convolution back to back for as long as the run took: the host's speed
+     * next to the run, on a host whose speed drifts from one second to the
+     * next (pct_paired). */
     bool paired;
     /* Progress notes ("measuring the peak", ...); may be NULL. */
     void (*note)(void *user, const char *msg);
@@ -72,8 +73,8 @@ typedef struct {
     double pct_sustained; /* tflops as % of sustained_tflops (0 when not measured) */
     /* opts.paired: median over the runs of each run's TFLOP/s as % of the
      * peak convolution's right after it, and the median of the latter (0
-     * when not measured; the sampling step is not paired: the UNet
-     * evaluation is its work). */
+     * when not measured; for the sampling step, every step but a run's
+     * first, the probe's time left out of the pipeline's). */
     double pct_paired;
     double host_tflops;
     sdw_op_stats ops;     /* convolutions, matmuls and attention during the last run */
