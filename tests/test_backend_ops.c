@@ -469,6 +469,73 @@ static void conv_winograd_bands(void **state)
     free(w), free(b), free(x), free(base), free(r), free(whole), free(banded);
 }
 
+/* sdw_conv2d_forward_up2x (four 2x2 phase convolutions, forced on these
+ * small images) against the 3x3 convolution of the upsampled image; its
+ * phase weights are a cache that a change of the layer's weights drops.
+ * Below the default size it is that convolution, bit for bit. */
+static void conv_upsample_phases(void **state)
+{
+    (void)state;
+    static const struct { int N, H, W, cin, cout; } cases[] = {
+        { 2, 5, 7, 64, 96 },    /* odd sizes, oneDNN */
+        { 1, 8, 8, 320, 320 },  /* small image, wide layer: conv_amx in bf16 */
+        { 1, 3, 3, 256, 256 },  /* Winograd-sized in f32: the 2x2 phases run direct */
+    };
+    for (int v = 0; v < 2; v++) {
+        sdw_precision prec = v ? SDW_PRECISION_BF16 : SDW_PRECISION_F32;
+        sdw_backend *be = backend(prec);
+        if (!be) continue;
+        for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+            const int N = cases[k].N, H = cases[k].H, W = cases[k].W, ci = cases[k].cin, co = cases[k].cout;
+            const size_t nw = (size_t)co * ci * 9, nout = (size_t)N * 4 * H * W * co;
+            float *w = frand(nw, 61, 1.0f / sqrtf(ci * 9.0f)), *w2 = frand(nw, 62, 1.0f / sqrtf(ci * 9.0f));
+            float *b = frand((size_t)co, 63, 0.5f), *x = frand((size_t)N * H * W * ci, 64, 1.0f);
+            float *up = falloc((size_t)N * 4 * H * W * ci), *ref = falloc(nout), *got = falloc(nout), *again = falloc(nout);
+            sdw_conv2d *c = NULL, *fresh = NULL;
+            assert_int_equal(sdw_conv2d_create(be, ci, co, 3, 3, 1, 1, w, b, &c), SDW_OK);
+            const size_t held_start = sdw_backend_derived_bytes(be), bytes_start = sdw_conv2d_bytes(c);
+            sdw_upsample_nearest2x(x, N, H, W, ci, up);
+            assert_int_equal(sdw_conv2d_forward(be, c, up, N, 2 * H, 2 * W, ref, NULL, NULL), SDW_OK);
+            /* (after the reference, which may have made the layer's Winograd copy) */
+            const size_t held0 = sdw_backend_derived_bytes(be), bytes0 = sdw_conv2d_bytes(c);
+            sdw_backend_set_up2x_min_pixels(be, -1); /* the default: these are small, so no phases */
+            assert_int_equal(sdw_conv2d_forward_up2x(be, c, x, N, H, W, got), SDW_OK);
+            assert_memory_equal(got, ref, sizeof(float) * nout);
+            assert_true(sdw_conv2d_bytes(c) == bytes0);
+            sdw_backend_set_up2x_min_pixels(be, 0);
+            if (sdw_conv2d_forward_up2x(be, c, x, N, H, W, got) != SDW_OK) fail_msg("%s", sdw_last_error());
+            char what[96];
+            snprintf(what, sizeof what, "conv up2x %s N%d %dx%d %d->%d", sdw_precision_name(prec), N, H, W, ci, co);
+            test_check_close(what, got, ref, nout, v ? BF16_GATE : F32_GATE);
+            /* The phases (16/9 of the 3x3 weights) are counted as held. */
+            const size_t extra = sdw_conv2d_bytes(c) - bytes0;
+            assert_true(extra > bytes_start && sdw_backend_derived_bytes(be) == held0 + extra);
+            /* New weights drop every copy; the next call equals a layer made with them. */
+            assert_int_equal(sdw_conv2d_set_weights(be, c, w2), SDW_OK);
+            assert_true(sdw_backend_derived_bytes(be) == held_start && sdw_conv2d_bytes(c) == bytes_start);
+            assert_int_equal(sdw_conv2d_forward_up2x(be, c, x, N, H, W, got), SDW_OK);
+            assert_int_equal(sdw_conv2d_create(be, ci, co, 3, 3, 1, 1, w2, b, &fresh), SDW_OK);
+            assert_int_equal(sdw_conv2d_forward_up2x(be, fresh, x, N, H, W, again), SDW_OK);
+            assert_memory_equal(got, again, sizeof(float) * nout);
+            size_t stored_bytes; /* handing out the stored bytes (LoRA) drops them too */
+            assert_non_null(sdw_conv2d_stored(c, &stored_bytes));
+            assert_true(sdw_backend_derived_bytes(be) == held_start + sdw_conv2d_bytes(fresh) - bytes_start);
+            sdw_conv2d_free(c), sdw_conv2d_free(fresh);
+            assert_true(sdw_backend_derived_bytes(be) == held_start);
+            free(w), free(w2), free(b), free(x), free(up), free(ref), free(got), free(again);
+        }
+        /* Only a 3x3 layer of stride 1 and padding 1 upsamples this way. */
+        float *w = frand(16 * 16, 65, 0.1f), *x = frand(16 * 4, 66, 1.0f), *y = falloc(16 * 16);
+        sdw_conv2d *c = NULL;
+        assert_int_equal(sdw_conv2d_create(be, 16, 16, 1, 1, 1, 0, w, NULL, &c), SDW_OK);
+        assert_int_equal(sdw_conv2d_forward_up2x(be, c, x, 1, 2, 2, y), SDW_ERR_INVALID_ARG);
+        printf("  1x1 layer: %s\n", sdw_last_error());
+        sdw_conv2d_free(c);
+        free(w), free(x), free(y);
+        sdw_backend_free(be);
+    }
+}
+
 static void conv_large_image(void **state)
 {
     (void)state;
@@ -874,6 +941,7 @@ int main(void)
         cmocka_unit_test(conv_own_kernel),
         cmocka_unit_test(conv_winograd),
         cmocka_unit_test(conv_winograd_bands),
+        cmocka_unit_test(conv_upsample_phases),
         cmocka_unit_test(conv_large_image),
         cmocka_unit_test(rejects_bad_shapes),
         cmocka_unit_test(bf16_conversion),

@@ -1,6 +1,13 @@
 /* conv2d.c: NHWC convolution on oneDNN. The weights are reordered once, at
  * create, into the layout the convolution prefers on a representative 64x64
- * image (the UNet's working size); other sizes are created against it. */
+ * image (the UNet's working size); other sizes are created against it.
+ *
+ * A 3x3 convolution of a nearest-2x upsampled image (every decoder's
+ * upsample block) runs as four 2x2 convolutions of the image itself, one
+ * per output phase (row and column parity): an output pixel's 3x3 window
+ * covers only 2x2 distinct input pixels, so the taps that see the same
+ * pixel are summed into one weight. 16 multiply-adds per output instead of
+ * 36, and no upsampled copy of the input. */
 #include "backend/conv_amx.h"
 #include "backend/conv_wino.h"
 #include <stdlib.h>
@@ -18,7 +25,22 @@ struct sdw_conv2d {
      * cache, so the const forward path fills it: one thread uses a layer at
      * a time (backend.h). */
     sdw_conv_wino_weights wino;
+    /* The four phase layers of sdw_conv2d_forward_up2x, made at first use
+     * like the Winograd copy; their bytes are counted in *up2x_held. */
+    struct sdw_conv2d *up2x[4];
+    size_t up2x_bytes, *up2x_held;
 };
+
+static void drop_up2x(sdw_conv2d *c)
+{
+    for (int i = 0; i < 4; i++) {
+        sdw_conv2d_free(c->up2x[i]);
+        c->up2x[i] = NULL;
+    }
+    if (c->up2x_held) *c->up2x_held -= c->up2x_bytes;
+    c->up2x_bytes = 0;
+    c->up2x_held = NULL;
+}
 
 static int out_size(int in, int pad_lo, int pad_hi, int k, int stride)
 {
@@ -110,9 +132,10 @@ sdw_status sdw_conv2d_create(sdw_backend *be, int cin, int cout, int kh, int kw,
     return sdw_conv2d_create_padded(be, cin, cout, kh, kw, stride, pad, pad, pad, pad, w, bias, out_layer);
 }
 
-/* x is f32, or already in the compute type when x_is_act (sdw_act). */
-static sdw_status forward(sdw_backend *be, const sdw_conv2d *c, const void *x, bool x_is_act, int N, int H, int W,
-                          float *y, int *Ho, int *Wo, int64_t flags)
+/* x is f32, or already in the compute type when x_is_act (sdw_act). The
+ * op is counted (sdw_count_op) unless a caller counts it as part of its own. */
+static sdw_status run(sdw_backend *be, const sdw_conv2d *c, const void *x, bool x_is_act, int N, int H, int W,
+                      float *y, int *Ho, int *Wo, int64_t flags, bool count)
 {
     int ho = out_size(H, c->pad_t, c->pad_b, c->kh, c->stride);
     int wo = out_size(W, c->pad_l, c->pad_r, c->kw, c->stride);
@@ -128,7 +151,7 @@ static sdw_status forward(sdw_backend *be, const sdw_conv2d *c, const void *x, b
     if (sdw_conv2d_uses_own_kernel(be, c, N, H, W)) {
         const sdw_conv_amx_shape s = { N, H, W, ho, wo, c->cin, c->cout, c->kh, c->kw, c->stride, c->pad_t, c->pad_l };
         SDW_TRY(sdw_conv_amx(be, &s, x, x_is_act, c->w, c->amx_wblock, c->bias, y, flags & SDW_PRIM_SUM));
-        sdw_count_op(be, SDW_OPK_CONV, t0, flops, "conv_amx", dims);
+        if (count) sdw_count_op(be, SDW_OPK_CONV, t0, flops, "conv_amx", dims);
         return SDW_OK;
     }
     if (sdw_conv_wino_suits(be, c->cin, c->cout, c->kh, c->kw, c->stride, c->pad_t, c->pad_l, c->pad_b, c->pad_r)) {
@@ -137,7 +160,7 @@ static sdw_status forward(sdw_backend *be, const sdw_conv2d *c, const void *x, b
         SDW_TRY(sdw_conv_wino(be, ww, &c->wmd, c->w, c->bias, N, H, W, c->cin, c->cout, (const float *)x, y,
                               flags & SDW_PRIM_SUM, &ran));
         if (ran) {
-            sdw_count_op(be, SDW_OPK_CONV, t0, flops, "conv_wino (oneDNN winograd)", dims);
+            if (count) sdw_count_op(be, SDW_OPK_CONV, t0, flops, "conv_wino (oneDNN winograd)", dims);
             return SDW_OK;
         }
     }
@@ -160,8 +183,14 @@ static sdw_status forward(sdw_backend *be, const sdw_conv2d *c, const void *x, b
         src = xb;
     }
     SDW_TRY(sdw_prim_exec(be, p, src, c->w, c->bias, y));
-    sdw_count_op(be, SDW_OPK_CONV, t0, flops, p->impl, dims);
+    if (count) sdw_count_op(be, SDW_OPK_CONV, t0, flops, p->impl, dims);
     return SDW_OK;
+}
+
+static sdw_status forward(sdw_backend *be, const sdw_conv2d *c, const void *x, bool x_is_act, int N, int H, int W,
+                          float *y, int *Ho, int *Wo, int64_t flags)
+{
+    return run(be, c, x, x_is_act, N, H, W, y, Ho, Wo, flags, true);
 }
 
 bool sdw_conv2d_uses_own_kernel(const sdw_backend *be, const sdw_conv2d *c, int N, int H, int W)
@@ -189,6 +218,96 @@ sdw_status sdw_conv2d_forward_add(sdw_backend *be, const sdw_conv2d *c, const fl
     return forward(be, c, x, false, N, H, W, y, NULL, NULL, SDW_PRIM_SUM);
 }
 
+/* ---- a 3x3 convolution of a nearest-2x upsampled image ---- */
+
+/* fold[a][k]: the input tap (0 or 1) that kernel row k lands on for output
+ * rows of parity a. a = 0 reads rows i - 1 (kernel row 0) and i (rows 1
+ * and 2); a = 1 reads rows i (rows 0 and 1) and i + 1 (row 2). Columns
+ * likewise. */
+static const int fold[2][3] = { { 0, 1, 1 }, { 0, 0, 1 } };
+
+/* The four phase layers from the stored weights (phase a * 2 + b). */
+static sdw_status make_up2x(sdw_backend *be, sdw_conv2d *c)
+{
+    const size_t per = (size_t)c->cout * c->cin;
+    float *w = malloc(sizeof(float) * per * 9), *pw = malloc(sizeof(float) * per * 4);
+    sdw_status st = w && pw ? sdw_conv2d_get_weights(be, c, w) : sdw_fail(SDW_ERR_NOMEM, "conv2d: out of memory");
+    for (int ph = 0; ph < 4 && st == SDW_OK; ph++) {
+        const int a = ph / 2, b = ph % 2;
+        memset(pw, 0, sizeof(float) * per * 4);
+        for (size_t oi = 0; oi < per; oi++)
+            for (int ky = 0; ky < 3; ky++)
+                for (int kx = 0; kx < 3; kx++) pw[oi * 4 + fold[a][ky] * 2 + fold[b][kx]] += w[oi * 9 + ky * 3 + kx];
+        /* Phase 0 of a dimension reads one pixel before (padding at the top
+         * or left), phase 1 one after (bottom or right). */
+        st = sdw_conv2d_create_padded(be, c->cin, c->cout, 2, 2, 1, a == 0, b == 0, a == 1, b == 1, pw, c->bias,
+                                      &c->up2x[ph]);
+    }
+    free(w);
+    free(pw);
+    if (st != SDW_OK) {
+        drop_up2x(c);
+        return sdw_fail_context(st, "conv2d %d -> %d: upsampling phases", c->cin, c->cout);
+    }
+    for (int ph = 0; ph < 4; ph++) c->up2x_bytes += sdw_conv2d_bytes(c->up2x[ph]);
+    c->up2x_held = &be->derived_bytes;
+    be->derived_bytes += c->up2x_bytes;
+    return SDW_OK;
+}
+
+/* y[n, 2i + a, 2j + b, :] = p[n, i, j, :]. */
+static void scatter_phase(float *y, const float *p, int N, int H, int W, int C, int a, int b)
+{
+#pragma omp parallel for schedule(static) if ((int64_t)N * H * W * C > 32768)
+    for (int64_t r = 0; r < (int64_t)N * H; r++) {
+        const int64_t n = r / H, i = r % H;
+        float *dst = y + ((n * 2 * H + 2 * i + a) * 2 * W + b) * C;
+        const float *src = p + r * W * C;
+        for (int j = 0; j < W; j++) sdw_copy_span(dst + (size_t)j * 2 * C, src + (size_t)j * C, (size_t)C);
+    }
+}
+
+sdw_status sdw_conv2d_forward_up2x(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
+                                   float *y)
+{
+    if (c->kh != 3 || c->kw != 3 || c->stride != 1 || c->pad_t != 1 || c->pad_l != 1 || c->pad_b != 1 ||
+        c->pad_r != 1)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "conv2d: upsampling needs a 3x3 layer of stride 1 and padding 1");
+    if (N <= 0 || H <= 0 || W <= 0)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "conv2d: empty input %dx%dx%d", N, H, W);
+    SDW_TRY(sdw_check_not_parallel("conv2d"));
+    const int64_t min_px = be->up2x_min_pixels < 0 ? SDW_UP2X_MIN_PIXELS : be->up2x_min_pixels;
+    if ((int64_t)N * H * W < min_px) { /* small: upsample, then the 3x3 convolution */
+        void *up = sdw_scratch(be, SDW_SCR_UP2X_IN, sdw_act_bytes(be, (size_t)N * 4 * H * W * c->cin));
+        if (!up) return SDW_ERR_NOMEM;
+        sdw_upsample_nearest2x_act(be, x, N, H, W, c->cin, up);
+        return forward(be, c, up, true, N, 2 * H, 2 * W, y, NULL, NULL, 0);
+    }
+    sdw_conv2d *cache = (sdw_conv2d *)c; /* the phases are a cache, like the Winograd copy */
+    if (!c->up2x[0]) SDW_TRY(make_up2x(be, cache));
+    double t0 = sdw_be_now();
+    const size_t n_in = (size_t)N * H * W * c->cin, n_out = (size_t)N * H * W * c->cout;
+    const void *act = x;
+    if (c->dt == dnnl_bf16) {
+        uint16_t *xb = sdw_scratch(be, SDW_SCR_UP2X_IN, sizeof(uint16_t) * n_in);
+        if (!xb) return SDW_ERR_NOMEM;
+        sdw_cvt_bf16(xb, x, n_in);
+        act = xb;
+    }
+    float *p = sdw_scratch(be, SDW_SCR_UP2X_OUT, sizeof(float) * n_out);
+    if (!p) return SDW_ERR_NOMEM;
+    for (int ph = 0; ph < 4; ph++) {
+        SDW_TRY(run(be, c->up2x[ph], act, true, N, H, W, p, NULL, NULL, 0, false));
+        scatter_phase(y, p, N, H, W, c->cout, ph / 2, ph % 2);
+    }
+    /* Counted as the 3x3 convolution of the upsampled image, as Winograd's
+     * are counted as the direct convolution. */
+    const double flops = 2.0 * N * (4.0 * H * W) * c->cout * c->cin * 9;
+    const int dims[SDW_OP_DIMS] = { N, 2 * H, 2 * W, c->cin, c->cout, 3, 1 };
+    sdw_count_op(be, SDW_OPK_CONV, t0, flops, "conv_up2x (four 2x2 phases)", dims);
+    return SDW_OK;
+}
+
 sdw_status sdw_conv2d_get_weights(sdw_backend *be, const sdw_conv2d *c, float *w)
 {
     dnnl_memory_desc_t md;
@@ -199,14 +318,18 @@ sdw_status sdw_conv2d_get_weights(sdw_backend *be, const sdw_conv2d *c, float *w
 sdw_status sdw_conv2d_set_weights(sdw_backend *be, sdw_conv2d *c, const float *w)
 {
     sdw_conv_wino_drop(&c->wino);
+    drop_up2x(c);
     dnnl_memory_desc_t md;
     SDW_TRY(user_md(c, &md));
     return sdw_reorder_into(be, &md, w, &c->wmd, c->w);
 }
 
+void sdw_backend_set_up2x_min_pixels(sdw_backend *be, int64_t pixels) { be->up2x_min_pixels = pixels; }
+
 void *sdw_conv2d_stored(sdw_conv2d *c, size_t *bytes)
 {
     sdw_conv_wino_drop(&c->wino);   /* the caller may write the bytes */
+    drop_up2x(c);
     *bytes = c->wbytes;
     return c->w;
 }
@@ -221,13 +344,14 @@ void sdw_conv2d_shape(const sdw_conv2d *c, int *cin, int *cout, int *kh, int *kw
 
 size_t sdw_conv2d_bytes(const sdw_conv2d *c)
 {
-    return c->wbytes + c->wino.bytes + (c->bias ? sizeof(float) * (size_t)c->cout : 0);
+    return c->wbytes + c->wino.bytes + c->up2x_bytes + (c->bias ? sizeof(float) * (size_t)c->cout : 0);
 }
 
 void sdw_conv2d_free(sdw_conv2d *c)
 {
     if (!c) return;
     sdw_conv_wino_drop(&c->wino);
+    drop_up2x(c);
     free(c->w);
     free(c->bias);
     free(c);

@@ -209,7 +209,7 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
     printf("%d-step pipeline run (measured, median): %.2f s\n", r->steps, r->pipeline_seconds);
     printf("weights held %.3f GB", (double)r->weight_bytes / 1e9);
     if (r->weight_bytes_after > r->weight_bytes)
-        printf(" (%.3f GB after the runs, with the Winograd copies)", (double)r->weight_bytes_after / 1e9);
+        printf(" (%.3f GB after the runs, with the copies made at first use)", (double)r->weight_bytes_after / 1e9);
     printf("; peak RSS %.3f GB\n", (double)r->peak_rss_bytes / 1e9);
 }
 

@@ -440,8 +440,8 @@ sdw_status sdw_vae_encode(sdw_backend *be, sdw_arena *arena, const sdw_vae *v, c
 }
 
 /* The largest activation the decoder holds at once: each level's resnets at
- * its size, and the upsampled tensor (with the level's channels, at twice the
- * size) before the resample convolution. Sized per stage rather than as
+ * its size, and the upsampling convolution's output (with the level's
+ * channels, at twice the size). Sized per stage rather than as
  * widest channels x full size, which would double a 1024x1024 decode. */
 static size_t decode_cap(const sdw_vae *v, int N, int h, int w)
 {
@@ -486,10 +486,10 @@ sdw_status sdw_vae_decode(sdw_backend *be, sdw_arena *arena, const sdw_vae *v, c
             C = lv->res[j].cout;
         }
         if (lv->resample) {
-            sdw_upsample_nearest2x_act(be, x, N, H, W, C, y); /* in the convolution's input type */
+            SDW_TRY(sdw_conv2d_forward_up2x(be, lv->resample, x, N, H, W, y));
+            float *t = x; x = y; y = t;
             H *= 2;
             W *= 2;
-            SDW_TRY(sdw_conv2d_forward_act(be, lv->resample, y, N, H, W, x, false));
         }
     }
     SDW_TRY(tail(&f, &v->dec, x, H, W, C, y, img));
