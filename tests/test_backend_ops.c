@@ -469,10 +469,10 @@ static void conv_winograd_bands(void **state)
     free(w), free(b), free(x), free(base), free(r), free(whole), free(banded);
 }
 
-/* sdw_conv2d_forward_up2x (four 2x2 phase convolutions, forced on these
- * small images) against the 3x3 convolution of the upsampled image; its
- * phase weights are a cache that a change of the layer's weights drops.
- * Below the default size it is that convolution, bit for bit. */
+/* sdw_conv2d_forward_up2x (four 2x2 phase convolutions) against the 3x3
+ * convolution of the upsampled image; its phase weights are a cache that a
+ * change of the layer's weights drops. With the phases off, or for an f32
+ * layer that takes Winograd, it is that convolution, bit for bit. */
 static void conv_upsample_phases(void **state)
 {
     (void)state;
@@ -498,12 +498,20 @@ static void conv_upsample_phases(void **state)
             assert_int_equal(sdw_conv2d_forward(be, c, up, N, 2 * H, 2 * W, ref, NULL, NULL), SDW_OK);
             /* (after the reference, which may have made the layer's Winograd copy) */
             const size_t held0 = sdw_backend_derived_bytes(be), bytes0 = sdw_conv2d_bytes(c);
-            sdw_backend_set_up2x_min_pixels(be, -1); /* the default: these are small, so no phases */
+            sdw_backend_set_upsample_phases(be, false);
             assert_int_equal(sdw_conv2d_forward_up2x(be, c, x, N, H, W, got), SDW_OK);
             assert_memory_equal(got, ref, sizeof(float) * nout);
             assert_true(sdw_conv2d_bytes(c) == bytes0);
-            sdw_backend_set_up2x_min_pixels(be, 0);
+            sdw_backend_set_upsample_phases(be, true);
+            const bool wino = !v && ci >= 256 && co >= 256 && sdw_backend_set_winograd(be, true);
             if (sdw_conv2d_forward_up2x(be, c, x, N, H, W, got) != SDW_OK) fail_msg("%s", sdw_last_error());
+            if (wino) { /* keeps its Winograd 3x3; without it, the phases */
+                assert_memory_equal(got, ref, sizeof(float) * nout);
+                assert_true(sdw_conv2d_bytes(c) == bytes0);
+                sdw_backend_set_winograd(be, false);
+                assert_int_equal(sdw_conv2d_forward_up2x(be, c, x, N, H, W, got), SDW_OK);
+                printf("  f32 %d->%d takes Winograd: the 3x3 kept, bit for bit; phases with Winograd off\n", ci, co);
+            }
             char what[96];
             snprintf(what, sizeof what, "conv up2x %s N%d %dx%d %d->%d", sdw_precision_name(prec), N, H, W, ci, co);
             test_check_close(what, got, ref, nout, v ? BF16_GATE : F32_GATE);
@@ -522,6 +530,7 @@ static void conv_upsample_phases(void **state)
             assert_true(sdw_backend_derived_bytes(be) == held_start + sdw_conv2d_bytes(fresh) - bytes_start);
             sdw_conv2d_free(c), sdw_conv2d_free(fresh);
             assert_true(sdw_backend_derived_bytes(be) == held_start);
+            if (wino) sdw_backend_set_winograd(be, true);
             free(w), free(w2), free(b), free(x), free(up), free(ref), free(got), free(again);
         }
         /* Only a 3x3 layer of stride 1 and padding 1 upsamples this way. */

@@ -73,9 +73,9 @@ bool sdw_backend_set_winograd(sdw_backend *be, bool on);
  * larger images run in bands of rows. 0 = the default, 256 MiB. Tests
  * shrink it to exercise the bands. */
 void sdw_backend_set_winograd_budget(sdw_backend *be, size_t bytes);
-/* Input pixels from which sdw_conv2d_forward_up2x runs its phases; < 0 =
- * the default, 4096. Tests set 0 to exercise them on small images. */
-void sdw_backend_set_up2x_min_pixels(sdw_backend *be, int64_t pixels);
+/* sdw_conv2d_forward_up2x's phases, on by default; off, it upsamples and
+ * runs the 3x3 convolution (tests, A/B runs). */
+void sdw_backend_set_upsample_phases(sdw_backend *be, bool on);
 /* Bytes of weights copies the layers made at first use (Winograd, upsampling phases),
  * on top of what creating them stored. */
 size_t sdw_backend_derived_bytes(const sdw_backend *be);
@@ -146,13 +146,13 @@ void sdw_to_act(const sdw_backend *be, const float *x, size_t n, void *act);
 sdw_status sdw_conv2d_forward_act(sdw_backend *be, const sdw_conv2d *c, const void *act, int N, int H, int W,
                                   float *y, bool accumulate);
 /* y [N, 2H, 2W, cout] = conv(upsample_nearest_2x(x)) for a 3x3 layer of
- * stride 1 and padding 1, x f32 [N, H, W, cin]. From 4096 input pixels
- * (N x H x W) on it runs as four 2x2 convolutions of x, one per output
- * phase (16 multiply-adds an output instead of 36; counted as the 3x3
- * convolution's FLOPs, as Winograd's are); their weights are made at first
- * use from the layer's and held beside them (16/9 of their size,
- * sdw_backend_derived_bytes), dropped when the layer's weights change.
- * Smaller inputs are upsampled and convolved. y must not alias x. */
+ * stride 1 and padding 1, x f32 [N, H, W, cin]: four 2x2 convolutions of
+ * x, one per output phase (16 multiply-adds an output instead of 36;
+ * counted as the 3x3 convolution's FLOPs, as Winograd's are). Their
+ * weights are made at first use from the layer's and held beside them
+ * (16/9 of their size, sdw_backend_derived_bytes), dropped when the
+ * layer's weights change. A layer that takes Winograd (f32) is upsampled
+ * and convolved instead. y must not alias x. */
 sdw_status sdw_conv2d_forward_up2x(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
                                    float *y);
 /* y += conv(x) in one pass (residual connections). */

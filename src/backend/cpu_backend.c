@@ -29,7 +29,6 @@ sdw_status sdw_backend_create(sdw_precision precision, sdw_backend **out)
     if (!be) return sdw_fail(SDW_ERR_NOMEM, "backend: out of memory");
     be->precision = sdw_precision_resolve(precision);
     sdw_backend_set_attention_budget(be, 0);
-    be->up2x_min_pixels = -1;
     sdw_backend_set_own_attention(be, true);
     be->table_size = 64;
     be->table = calloc(be->table_size, sizeof *be->table);

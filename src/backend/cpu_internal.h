@@ -22,12 +22,6 @@
 /* Distinct op shapes sdw_backend_track_shapes keeps; later ones are not counted. */
 #define SDW_MAX_SHAPES 512
 
-/* sdw_conv2d_forward_up2x runs its four 2x2 phases from this many input
- * pixels (N x H x W) on: 1.6-1.7x the upsampled 3x3 convolution at the VAE's
- * 64x64 and 128x128 levels, but 0.35-0.9x at 2 x 8x8 .. 2 x 32x32, where four
- * layers of weights to stream weigh more than the multiplies saved. */
-#define SDW_UP2X_MIN_PIXELS 4096
-
 /* Representative sizes for choosing a weights layout at create time. */
 #define SDW_LINEAR_LAYOUT_M 4096
 #define SDW_CONV_LAYOUT_HW 64
@@ -102,7 +96,7 @@ struct sdw_backend {
     bool no_winograd;   /* f32 3x3 convolutions always direct, never conv_wino.c (tests, A/B) */
     size_t derived_bytes;  /* weights copies made at first use (Winograd), held by live layers */
     size_t wino_budget;    /* bytes a Winograd call may work in; 0 = SDW_WINO_BUDGET */
-    int64_t up2x_min_pixels; /* sdw_conv2d_forward_up2x: smaller inputs upsample; < 0 = SDW_UP2X_MIN_PIXELS */
+    bool no_up2x;          /* sdw_conv2d_forward_up2x always upsamples and runs the 3x3 (tests, A/B) */
     sdw_op_shape *shapes;  /* sdw_backend_track_shapes: SDW_MAX_SHAPES entries, or NULL when off */
     int n_shapes;
     dnnl_stream_t *tstreams;  /* one per OpenMP thread, for sdw_prim_exec_thread */
