@@ -525,6 +525,15 @@ static void conv_upsample_phases(void **state)
             assert_int_equal(sdw_conv2d_create(be, ci, co, 3, 3, 1, 1, w2, b, &fresh), SDW_OK);
             assert_int_equal(sdw_conv2d_forward_up2x(be, fresh, x, N, H, W, again), SDW_OK);
             assert_memory_equal(got, again, sizeof(float) * nout);
+            /* In bands of rows (2 and 3 rows of each image, and the rest):
+             * the same values, as each band reads its neighbours' rows. */
+            for (int rows = 2; rows <= 3; rows++) {
+                sdw_backend_set_up2x_band_bytes(be, sizeof(float) * (size_t)rows * W * co);
+                assert_int_equal(sdw_conv2d_forward_up2x(be, c, x, N, H, W, again), SDW_OK);
+                snprintf(what, sizeof what, "  bands of %d rows", rows);
+                test_check_close(what, again, got, nout, 1e-6);
+            }
+            sdw_backend_set_up2x_band_bytes(be, 0);
             size_t stored_bytes; /* handing out the stored bytes (LoRA) drops them too */
             assert_non_null(sdw_conv2d_stored(c, &stored_bytes));
             assert_true(sdw_backend_derived_bytes(be) == held_start + sdw_conv2d_bytes(fresh) - bytes_start);

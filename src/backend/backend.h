@@ -76,6 +76,9 @@ void sdw_backend_set_winograd_budget(sdw_backend *be, size_t bytes);
 /* sdw_conv2d_forward_up2x's phases, on by default; off, it upsamples and
  * runs the 3x3 convolution (tests, A/B runs). */
 void sdw_backend_set_upsample_phases(sdw_backend *be, bool on);
+/* Bytes of one phase's output it works in (bands of rows past it); 0 = the
+ * default, 32 MiB. Tests shrink it to exercise the bands. */
+void sdw_backend_set_up2x_band_bytes(sdw_backend *be, size_t bytes);
 /* Bytes of weights copies the layers made at first use (Winograd, upsampling phases),
  * on top of what creating them stored. */
 size_t sdw_backend_derived_bytes(const sdw_backend *be);
@@ -151,10 +154,15 @@ sdw_status sdw_conv2d_forward_act(sdw_backend *be, const sdw_conv2d *c, const vo
  * counted as the 3x3 convolution's FLOPs, as Winograd's are). Their
  * weights are made at first use from the layer's and held beside them
  * (16/9 of their size, sdw_backend_derived_bytes), dropped when the
- * layer's weights change. A layer that takes Winograd (f32) is upsampled
- * and convolved instead. y must not alias x. */
+ * layer's weights change; large images run in bands of rows. A layer that
+ * takes Winograd (f32) is upsampled and convolved instead. y must not
+ * alias x. */
 sdw_status sdw_conv2d_forward_up2x(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
                                    float *y);
+/* Whether it runs the phases for this layer. Where not, a caller that has a
+ * buffer for the upsampled image should upsample and convolve itself: the
+ * call would take a scratch buffer that size. */
+bool sdw_conv2d_up2x_runs_phases(const sdw_backend *be, const sdw_conv2d *c);
 /* y += conv(x) in one pass (residual connections). */
 sdw_status sdw_conv2d_forward_add(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
                                   float *y);

@@ -256,16 +256,60 @@ static sdw_status make_up2x(sdw_backend *be, sdw_conv2d *c)
     return SDW_OK;
 }
 
-/* y[n, 2i + a, 2j + b, :] = p[n, i, j, :]. */
-static void scatter_phase(float *y, const float *p, int N, int H, int W, int C, int a, int b)
+/* y[n, 2i + a, 2j + b, :] = p[n, i, j, :] for n < N, i < H, j < W; y's
+ * images are 2 Hy rows high (Hy = H unless p is a band of rows). */
+static void scatter_phase(float *y, const float *p, int N, int H, int W, int C, int a, int b, int Hy)
 {
 #pragma omp parallel for schedule(static) if ((int64_t)N * H * W * C > 32768)
     for (int64_t r = 0; r < (int64_t)N * H; r++) {
         const int64_t n = r / H, i = r % H;
-        float *dst = y + ((n * 2 * H + 2 * i + a) * 2 * W + b) * C;
+        float *dst = y + ((n * 2 * Hy + 2 * i + a) * 2 * W + b) * C;
         const float *src = p + r * W * C;
         for (int j = 0; j < W; j++) sdw_copy_span(dst + (size_t)j * 2 * C, src + (size_t)j * C, (size_t)C);
     }
+}
+
+bool sdw_conv2d_up2x_runs_phases(const sdw_backend *be, const sdw_conv2d *c)
+{
+    /* In f32 the layers that take Winograd keep it: it saves as many
+     * multiplies, and ran as fast or faster (0.86-1.1x the phases). */
+    return !be->no_up2x && c->kh == 3 && c->kw == 3 && c->stride == 1 && c->pad_t == 1 && c->pad_l == 1 &&
+           c->pad_b == 1 && c->pad_r == 1 && !sdw_conv_wino_suits(be, c->cin, c->cout, 3, 3, 1, 1, 1, 1, 1);
+}
+
+/* Input rows [i0, i1) of the n0..n0+nn-1 images (all of them, or one band of
+ * one) through the four phases into y. A band reads one row above and below
+ * it where the image has them, and is padded only at the image's edges:
+ * the phase layer runs with its vertical padding set for the band. */
+static sdw_status up2x_band(sdw_backend *be, const sdw_conv2d *c, const float *x, int n0, int nn, int H, int W,
+                            int i0, int i1, float *y)
+{
+    const int lo = i0 > 0 ? i0 - 1 : 0, hi = i1 < H ? i1 + 1 : H, rows = i1 - i0;
+    const size_t row_in = (size_t)W * c->cin;
+    const float *src = x + ((size_t)n0 * H + lo) * row_in;
+    const void *act = src;
+    if (c->dt == dnnl_bf16) { /* the band (one image) or the batch, read once as bf16 */
+        const size_t n = nn > 1 ? (size_t)nn * H * row_in : (size_t)(hi - lo) * row_in;
+        uint16_t *xb = sdw_scratch(be, SDW_SCR_UP2X_IN, sizeof(uint16_t) * n);
+        if (!xb) return SDW_ERR_NOMEM;
+        sdw_cvt_bf16(xb, src, n);
+        act = xb;
+    }
+    float *p = sdw_scratch(be, SDW_SCR_UP2X_OUT, sizeof(float) * (size_t)nn * rows * W * c->cout);
+    if (!p) return SDW_ERR_NOMEM;
+    for (int ph = 0; ph < 4; ph++) {
+        const int a = ph / 2;
+        sdw_conv2d band = *c->up2x[ph]; /* the layer with this band's vertical padding */
+        band.pad_t = a == 0 && i0 == 0;
+        band.pad_b = a == 1 && i1 == H;
+        const int first = a == 0 ? (i0 > 0 ? i0 - 1 : 0) : i0, last = a == 1 ? (i1 < H ? i1 + 1 : H) : i1;
+        const void *in = (const char *)act + sdw_act_bytes(be, (size_t)(first - lo) * row_in);
+        SDW_TRY(run(be, &band, in, true, nn, last - first, W, p, NULL, NULL, 0, false));
+        /* The band's output rows are rows 2 i0 + a, 2 (i0 + 1) + a, ... of y. */
+        scatter_phase(y + ((size_t)n0 * 2 * H + 2 * (size_t)i0) * 2 * W * c->cout, p, nn, rows, W, c->cout, a, ph % 2,
+                      H);
+    }
+    return SDW_OK;
 }
 
 sdw_status sdw_conv2d_forward_up2x(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
@@ -277,9 +321,7 @@ sdw_status sdw_conv2d_forward_up2x(sdw_backend *be, const sdw_conv2d *c, const f
     if (N <= 0 || H <= 0 || W <= 0)
         return sdw_fail(SDW_ERR_INVALID_ARG, "conv2d: empty input %dx%dx%d", N, H, W);
     SDW_TRY(sdw_check_not_parallel("conv2d"));
-    /* In f32 the layers that take Winograd keep it: it saves as many
-     * multiplies, and ran as fast or faster (0.86-1.1x the phases). */
-    if (be->no_up2x || sdw_conv_wino_suits(be, c->cin, c->cout, 3, 3, 1, 1, 1, 1, 1)) {
+    if (!sdw_conv2d_up2x_runs_phases(be, c)) {
         void *up = sdw_scratch(be, SDW_SCR_UP2X_IN, sdw_act_bytes(be, (size_t)N * 4 * H * W * c->cin));
         if (!up) return SDW_ERR_NOMEM;
         sdw_upsample_nearest2x_act(be, x, N, H, W, c->cin, up);
@@ -288,19 +330,17 @@ sdw_status sdw_conv2d_forward_up2x(sdw_backend *be, const sdw_conv2d *c, const f
     sdw_conv2d *cache = (sdw_conv2d *)c; /* the phases are a cache, like the Winograd copy */
     if (!c->up2x[0]) SDW_TRY(make_up2x(be, cache));
     double t0 = sdw_be_now();
-    const size_t n_in = (size_t)N * H * W * c->cin, n_out = (size_t)N * H * W * c->cout;
-    const void *act = x;
-    if (c->dt == dnnl_bf16) {
-        uint16_t *xb = sdw_scratch(be, SDW_SCR_UP2X_IN, sizeof(uint16_t) * n_in);
-        if (!xb) return SDW_ERR_NOMEM;
-        sdw_cvt_bf16(xb, x, n_in);
-        act = xb;
-    }
-    float *p = sdw_scratch(be, SDW_SCR_UP2X_OUT, sizeof(float) * n_out);
-    if (!p) return SDW_ERR_NOMEM;
-    for (int ph = 0; ph < 4; ph++) {
-        SDW_TRY(run(be, c->up2x[ph], act, true, N, H, W, p, NULL, NULL, 0, false));
-        scatter_phase(y, p, N, H, W, c->cout, ph / 2, ph % 2);
+    /* The whole batch at once while a phase's output fits the band budget
+     * (the UNet's sizes); else each image in bands of rows (the VAE's). */
+    const size_t per_row = (size_t)W * c->cout * sizeof(float);
+    const int64_t fit = (int64_t)((be->up2x_band_bytes ? be->up2x_band_bytes : SDW_UP2X_BAND_BYTES) / per_row);
+    if ((int64_t)N * H <= fit) {
+        SDW_TRY(up2x_band(be, c, x, 0, N, H, W, 0, H, y));
+    } else {
+        const int band = fit < 2 ? 2 : (int)fit; /* two rows at least, whatever the width */
+        for (int n = 0; n < N; n++)
+            for (int i0 = 0; i0 < H; i0 += band)
+                SDW_TRY(up2x_band(be, c, x, n, 1, H, W, i0, i0 + band < H ? i0 + band : H, y));
     }
     /* Counted as the 3x3 convolution of the upsampled image, as Winograd's
      * are counted as the direct convolution. */
@@ -327,6 +367,7 @@ sdw_status sdw_conv2d_set_weights(sdw_backend *be, sdw_conv2d *c, const float *w
 }
 
 void sdw_backend_set_upsample_phases(sdw_backend *be, bool on) { be->no_up2x = !on; }
+void sdw_backend_set_up2x_band_bytes(sdw_backend *be, size_t bytes) { be->up2x_band_bytes = bytes; }
 
 void *sdw_conv2d_stored(sdw_conv2d *c, size_t *bytes)
 {

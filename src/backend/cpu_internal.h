@@ -22,6 +22,11 @@
 /* Distinct op shapes sdw_backend_track_shapes keeps; later ones are not counted. */
 #define SDW_MAX_SHAPES 512
 
+/* sdw_conv2d_forward_up2x works in bands of rows whose phase output stays
+ * under this (the VAE's 512x512 and 1024x1024 levels): a whole 1024x1024
+ * decode's would add about 400 MB beside the model's own buffers. */
+#define SDW_UP2X_BAND_BYTES ((size_t)32 << 20)
+
 /* Representative sizes for choosing a weights layout at create time. */
 #define SDW_LINEAR_LAYOUT_M 4096
 #define SDW_CONV_LAYOUT_HW 64
@@ -97,6 +102,7 @@ struct sdw_backend {
     size_t derived_bytes;  /* weights copies made at first use (Winograd), held by live layers */
     size_t wino_budget;    /* bytes a Winograd call may work in; 0 = SDW_WINO_BUDGET */
     bool no_up2x;          /* sdw_conv2d_forward_up2x always upsamples and runs the 3x3 (tests, A/B) */
+    size_t up2x_band_bytes; /* its band budget; 0 = SDW_UP2X_BAND_BYTES */
     sdw_op_shape *shapes;  /* sdw_backend_track_shapes: SDW_MAX_SHAPES entries, or NULL when off */
     int n_shapes;
     dnnl_stream_t *tstreams;  /* one per OpenMP thread, for sdw_prim_exec_thread */
