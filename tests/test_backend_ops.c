@@ -515,6 +515,16 @@ static void conv_upsample_phases(void **state)
             char what[96];
             snprintf(what, sizeof what, "conv up2x %s N%d %dx%d %d->%d", sdw_precision_name(prec), N, H, W, ci, co);
             test_check_close(what, got, ref, nout, v ? BF16_GATE : F32_GATE);
+            /* The block form (two buffers of the upsampled size): the same
+             * result, in *x whichever way it ran. */
+            {
+                const size_t big = (size_t)N * 4 * H * W * (ci > co ? ci : co);
+                float *bx = falloc(big), *by = falloc(big);
+                memcpy(bx, x, sizeof(float) * (size_t)N * H * W * ci);
+                assert_int_equal(sdw_conv2d_upsample_block(be, c, &bx, &by, N, H, W), SDW_OK);
+                assert_memory_equal(bx, got, sizeof(float) * nout);
+                free(bx), free(by);
+            }
             /* The phases (16/9 of the 3x3 weights) are counted as held. */
             const size_t extra = sdw_conv2d_bytes(c) - bytes0;
             assert_true(extra > bytes_start && sdw_backend_derived_bytes(be) == held0 + extra);

@@ -159,10 +159,12 @@ sdw_status sdw_conv2d_forward_act(sdw_backend *be, const sdw_conv2d *c, const vo
  * alias x. */
 sdw_status sdw_conv2d_forward_up2x(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
                                    float *y);
-/* Whether it runs the phases for this layer. Where not, a caller that has a
- * buffer for the upsampled image should upsample and convolve itself: the
- * call would take a scratch buffer that size. */
-bool sdw_conv2d_up2x_runs_phases(const sdw_backend *be, const sdw_conv2d *c);
+/* A decoder's upsampling block with its two buffers, each big enough for
+ * the upsampled image: the result of sdw_conv2d_forward_up2x on *x ends in
+ * *x (the two may swap). Where the layer keeps its 3x3 (f32 on Winograd)
+ * the upsampled input goes to *y instead of a scratch copy. */
+sdw_status sdw_conv2d_upsample_block(sdw_backend *be, const sdw_conv2d *c, float **x, float **y, int N, int H,
+                                     int W);
 /* y += conv(x) in one pass (residual connections). */
 sdw_status sdw_conv2d_forward_add(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
                                   float *y);

@@ -269,12 +269,20 @@ static void scatter_phase(float *y, const float *p, int N, int H, int W, int C, 
     }
 }
 
-bool sdw_conv2d_up2x_runs_phases(const sdw_backend *be, const sdw_conv2d *c)
+static sdw_status check_up2x(const sdw_conv2d *c, int N, int H, int W)
 {
-    /* In f32 the layers that take Winograd keep it: it saves as many
-     * multiplies, and ran as fast or faster (0.86-1.1x the phases). */
-    return !be->no_up2x && c->kh == 3 && c->kw == 3 && c->stride == 1 && c->pad_t == 1 && c->pad_l == 1 &&
-           c->pad_b == 1 && c->pad_r == 1 && !sdw_conv_wino_suits(be, c->cin, c->cout, 3, 3, 1, 1, 1, 1, 1);
+    if (c->kh != 3 || c->kw != 3 || c->stride != 1 || c->pad_t != 1 || c->pad_l != 1 || c->pad_b != 1 ||
+        c->pad_r != 1)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "conv2d: upsampling needs a 3x3 layer of stride 1 and padding 1");
+    if (N <= 0 || H <= 0 || W <= 0) return sdw_fail(SDW_ERR_INVALID_ARG, "conv2d: empty input %dx%dx%d", N, H, W);
+    return sdw_check_not_parallel("conv2d");
+}
+
+/* In f32 the layers that take Winograd keep it: it saves as many
+ * multiplies, and ran as fast or faster (0.86-1.1x the phases). */
+static bool up2x_runs_phases(const sdw_backend *be, const sdw_conv2d *c)
+{
+    return !be->no_up2x && !sdw_conv_wino_suits(be, c->cin, c->cout, 3, 3, 1, 1, 1, 1, 1);
 }
 
 /* Input rows [i0, i1) of the n0..n0+nn-1 images (all of them, or one band of
@@ -315,13 +323,8 @@ static sdw_status up2x_band(sdw_backend *be, const sdw_conv2d *c, const float *x
 sdw_status sdw_conv2d_forward_up2x(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W,
                                    float *y)
 {
-    if (c->kh != 3 || c->kw != 3 || c->stride != 1 || c->pad_t != 1 || c->pad_l != 1 || c->pad_b != 1 ||
-        c->pad_r != 1)
-        return sdw_fail(SDW_ERR_INVALID_ARG, "conv2d: upsampling needs a 3x3 layer of stride 1 and padding 1");
-    if (N <= 0 || H <= 0 || W <= 0)
-        return sdw_fail(SDW_ERR_INVALID_ARG, "conv2d: empty input %dx%dx%d", N, H, W);
-    SDW_TRY(sdw_check_not_parallel("conv2d"));
-    if (!sdw_conv2d_up2x_runs_phases(be, c)) {
+    SDW_TRY(check_up2x(c, N, H, W));
+    if (!up2x_runs_phases(be, c)) {
         void *up = sdw_scratch(be, SDW_SCR_UP2X_IN, sdw_act_bytes(be, (size_t)N * 4 * H * W * c->cin));
         if (!up) return SDW_ERR_NOMEM;
         sdw_upsample_nearest2x_act(be, x, N, H, W, c->cin, up);
@@ -348,6 +351,21 @@ sdw_status sdw_conv2d_forward_up2x(sdw_backend *be, const sdw_conv2d *c, const f
     const int dims[SDW_OP_DIMS] = { N, 2 * H, 2 * W, c->cin, c->cout, 3, 1 };
     sdw_count_op(be, SDW_OPK_CONV, t0, flops, "conv_up2x (four 2x2 phases)", dims);
     return SDW_OK;
+}
+
+sdw_status sdw_conv2d_upsample_block(sdw_backend *be, const sdw_conv2d *c, float **x, float **y, int N, int H,
+                                     int W)
+{
+    SDW_TRY(check_up2x(c, N, H, W));
+    if (up2x_runs_phases(be, c)) {
+        SDW_TRY(sdw_conv2d_forward_up2x(be, c, *x, N, H, W, *y));
+        float *t = *x;
+        *x = *y;
+        *y = t;
+        return SDW_OK;
+    }
+    sdw_upsample_nearest2x_act(be, *x, N, H, W, c->cin, *y); /* in the convolution's input type */
+    return forward(be, c, *y, true, N, 2 * H, 2 * W, *x, NULL, NULL, 0);
 }
 
 sdw_status sdw_conv2d_get_weights(sdw_backend *be, const sdw_conv2d *c, float *w)

@@ -494,16 +494,10 @@ sdw_status sdw_unet_forward(sdw_backend *be, sdw_arena *arena, const sdw_unet *u
             C = lv->res[j].cout;
             if (lv->attn) SDW_TRY(transformer_forward(&f, &lv->attn[j], x, H, W));
         }
-        if (lv->resample && sdw_conv2d_up2x_runs_phases(be, lv->resample)) {
-            SDW_TRY(sdw_conv2d_forward_up2x(be, lv->resample, x, N, H, W, y));
-            float *t = x; x = y; y = t;
+        if (lv->resample) {
+            SDW_TRY(sdw_conv2d_upsample_block(be, lv->resample, &x, &y, N, H, W));
             H *= 2;
             W *= 2;
-        } else if (lv->resample) { /* f32 on Winograd: upsample into y, in the convolution's input type */
-            sdw_upsample_nearest2x_act(be, x, N, H, W, C, y);
-            H *= 2;
-            W *= 2;
-            SDW_TRY(sdw_conv2d_forward_act(be, lv->resample, y, N, H, W, x, false));
         }
         snprintf(name, sizeof name, "up_blocks.%d", i);
         tap(&f, name, x, H, W, C);
