@@ -285,6 +285,15 @@ static bool up2x_runs_phases(const sdw_backend *be, const sdw_conv2d *c)
     return !be->no_up2x && !sdw_conv_wino_suits(be, c->cin, c->cout, 3, 3, 1, 1, 1, 1, 1);
 }
 
+/* The plain way: x upsampled into up (in the convolution's input type),
+ * then the 3x3 into y (which may be x: up holds all it needs). */
+static sdw_status upsample_conv(sdw_backend *be, const sdw_conv2d *c, const float *x, int N, int H, int W, void *up,
+                                float *y)
+{
+    sdw_upsample_nearest2x_act(be, x, N, H, W, c->cin, up);
+    return forward(be, c, up, true, N, 2 * H, 2 * W, y, NULL, NULL, 0);
+}
+
 /* Input rows [i0, i1) of the n0..n0+nn-1 images (all of them, or one band of
  * one) through the four phases into y. A band reads one row above and below
  * it where the image has them, and is padded only at the image's edges:
@@ -327,8 +336,7 @@ sdw_status sdw_conv2d_forward_up2x(sdw_backend *be, const sdw_conv2d *c, const f
     if (!up2x_runs_phases(be, c)) {
         void *up = sdw_scratch(be, SDW_SCR_UP2X_IN, sdw_act_bytes(be, (size_t)N * 4 * H * W * c->cin));
         if (!up) return SDW_ERR_NOMEM;
-        sdw_upsample_nearest2x_act(be, x, N, H, W, c->cin, up);
-        return forward(be, c, up, true, N, 2 * H, 2 * W, y, NULL, NULL, 0);
+        return upsample_conv(be, c, x, N, H, W, up, y);
     }
     sdw_conv2d *cache = (sdw_conv2d *)c; /* the phases are a cache, like the Winograd copy */
     if (!c->up2x[0]) SDW_TRY(make_up2x(be, cache));
@@ -364,8 +372,7 @@ sdw_status sdw_conv2d_upsample_block(sdw_backend *be, const sdw_conv2d *c, float
         *y = t;
         return SDW_OK;
     }
-    sdw_upsample_nearest2x_act(be, *x, N, H, W, c->cin, *y); /* in the convolution's input type */
-    return forward(be, c, *y, true, N, 2 * H, 2 * W, *x, NULL, NULL, 0);
+    return upsample_conv(be, c, *x, N, H, W, *y, *x);
 }
 
 sdw_status sdw_conv2d_get_weights(sdw_backend *be, const sdw_conv2d *c, float *w)
