@@ -16,6 +16,7 @@ typedef struct {
     bool causal;
     int q_extra, kv_extra;  /* row stride = H*D + extra */
     size_t budget;          /* per thread; 0 = default */
+    bool rising;            /* keys grow along Tk, one late key far more: most key blocks raise rows' max */
 } attn_case;
 
 static void ref_attention(const attn_case *c, const float *q, int64_t qs, const float *k, const float *v,
@@ -72,13 +73,18 @@ static void check(sdw_precision prec, bool own, const attn_case *c)
     test_fill(k, nkv, 102);
     test_fill(v, nkv, 103);
     for (size_t i = 0; i < nq; i++) q[i] *= 3.0f; /* peakier softmax than uniform noise gives */
+    for (int j = 0; c->rising && j < c->B * c->Tk; j++) {
+        const int key = j % c->Tk;
+        const float grow = key == c->Tk - 3 ? 12.0f : 0.25f + 3.0f * (float)key / (float)c->Tk;
+        for (int64_t e = 0; e < HD; e++) k[(int64_t)j * kvs + e] *= grow;
+    }
     ref_attention(c, q, qs, k, v, kvs, ref);
     st = sdw_attention(be, q, qs, k, v, kvs, c->B, c->Tq, c->Tk, c->H, c->D, c->causal, out);
     char what[128];
-    snprintf(what, sizeof what, "attention %s%s B%d Tq%d Tk%d H%d D%d%s qs%lld kvs%lld%s", sdw_precision_name(prec),
+    snprintf(what, sizeof what, "attention %s%s B%d Tq%d Tk%d H%d D%d%s qs%lld kvs%lld%s%s", sdw_precision_name(prec),
              own ? (prec == SDW_PRECISION_BF16 ? " amx" : " flash") : "",
              c->B, c->Tq, c->Tk, c->H, c->D, c->causal ? " causal" : "", (long long)qs, (long long)kvs,
-             c->budget ? " blocked" : "");
+             c->budget ? " blocked" : "", c->rising ? " rising" : "");
     if (st != SDW_OK) fail_msg("%s: %s", what, sdw_last_error());
     test_check_close(what, out, ref, no, prec == SDW_PRECISION_BF16 ? 1e-2 : 1e-5);
     double fl = 4.0 * c->B * c->H * (double)c->Tq * c->Tk * c->D;
@@ -93,19 +99,21 @@ static void attention(void **state)
     /* A thread's block takes budget / (Tk x 6) rows x heads; under 64 rows of
      * all heads, blocks take fewer heads (or, at one head, fewer rows). */
     const attn_case cases[] = {
-        { 1, 77, 77, 4, 16, true, 2 * 64, 2 * 64, 0 },        /* CLIP: causal, rows of a fused qkv */
-        { 2, 77, 77, 3, 20, true, 0, 0, 77 * 6 * 60 },        /* causal, 1 head x 48 rows blocks */
-        { 2, 300, 77, 3, 40, false, 5, 0, 3 * 77 * 6 * 64 },  /* cross-attention, 3 heads x 64 rows */
-        { 1, 100, 50, 3, 8, true, 0, 0, 2 * 64 * 50 * 6 },    /* 2 heads + 1, Tq > Tk causal */
-        { 1, 256, 256, 2, 64, false, 0, 7, 0 },
-        { 1, 128, 50, 3, 8, false, 0, 0, 50 * 6 * 32 },      /* 1 head x 32 rows */
-        { 1, 300, 300, 2, 64, false, 0, 0, 0 },
-        { 1, 160, 160, 1, 512, false, 0, 0, 160 * 6 * 48 },   /* VAE mid-block: one wide head */
-        { 1, 5, 3, 1, 7, false, 1, 2, 0 },                    /* odd and tiny */
-        { 1, 9, 13, 2, 3, true, 0, 0, 13 * 6 * 2 },           /* causal Tq < Tk, 2 queries a block */
-        { 1, 70, 1000, 2, 40, false, 8, 0, 0 },               /* SD1's head: key blocks and a ragged tail */
-        { 1, 300, 300, 2, 80, true, 0, 0, 0 },                /* causal over several key blocks */
-        { 1, 50, 4133, 2, 40, false, 3, 5, 0 },               /* long: dozens of key blocks, a ragged tail */
+        { 1, 77, 77, 4, 16, true, 2 * 64, 2 * 64, 0, false },   /* CLIP: causal, rows of a fused qkv */
+        { 2, 77, 77, 3, 20, true, 0, 0, 77 * 6 * 60, false },   /* causal, 1 head x 48 rows blocks */
+        { 2, 300, 77, 3, 40, false, 5, 0, 3 * 77 * 6 * 64, false }, /* cross-attention, 3 heads x 64 rows */
+        { 1, 100, 50, 3, 8, true, 0, 0, 2 * 64 * 50 * 6, false }, /* 2 heads + 1, Tq > Tk causal */
+        { 1, 256, 256, 2, 64, false, 0, 7, 0, false },
+        { 1, 128, 50, 3, 8, false, 0, 0, 50 * 6 * 32, false },  /* 1 head x 32 rows */
+        { 1, 300, 300, 2, 64, false, 0, 0, 0, false },
+        { 1, 160, 160, 1, 512, false, 0, 0, 160 * 6 * 48, false }, /* VAE mid-block: one wide head */
+        { 1, 5, 3, 1, 7, false, 1, 2, 0, false },               /* odd and tiny */
+        { 1, 9, 13, 2, 3, true, 0, 0, 13 * 6 * 2, false },      /* causal Tq < Tk, 2 queries a block */
+        { 1, 70, 1000, 2, 40, false, 8, 0, 0, false },          /* SD1's head: key blocks and a ragged tail */
+        { 1, 300, 300, 2, 80, true, 0, 0, 0, false },           /* causal over several key blocks */
+        { 1, 50, 4133, 2, 40, false, 3, 5, 0, false },          /* long: dozens of key blocks, a ragged tail */
+        { 2, 64, 1000, 2, 40, false, 0, 0, 0, true },           /* rising scores: rows rescaled block after block */
+        { 1, 40, 700, 1, 64, true, 0, 0, 0, true },             /* the same, causal */
     };
     /* Three threads as well: an odd split of the blocks, and more threads
      * than this machine's two cores. */

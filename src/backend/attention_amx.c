@@ -9,14 +9,16 @@
  * queries x one head through the keys, 128 at a time (FlashAttention's
  * online softmax: scores and probabilities stay in L1):
  *   S = Q K^T           AMX, f32 scores of the 128 keys
- *   P = 2^(c S - max)   AVX-512, bf16; when a block raises a row's max, the
- *                       row's outputs so far are scaled down first
+ *   P = 2^(c S - max)   AVX-512, bf16, against the row's running max, in
+ *                       one pass that also finds the block's max; in the
+ *                       rare block that raises it, the row's outputs so
+ *                       far are scaled down and P is taken again
  *   O += P V            AMX; the ones column makes O's last column the sum
  *                       of exactly the bf16 P multiplied, the denominator
  * and O is divided by it as it is written out. Q, K and V come as f32
  * (rounded while packed) or, from the UNet's projections, as bf16. The exp
- * (a degree-4 polynomial for 2^f, then vscalefps) is the bound: one per
- * score, next to 80 multiply-adds on tiles at SD1's head size. */
+ * (vreduceps, a degree-4 polynomial for 2^f, vscalefps) is the bound: one
+ * per score, next to 80 multiply-adds on tiles at SD1's head size. */
 #include "backend/attention_amx.h"
 #include "backend/amx.h"
 #include <immintrin.h>
@@ -45,44 +47,86 @@ AMX_FN static inline __m256i bf16x16(input x, int64_t at, int n)
     return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, (const float *)x.p + at));
 }
 
+/* Transposes 16 rows of 16 dwords in place: r[i] dword j <-> r[j] dword i. */
+AMX_FN static inline void transpose16(__m512i r[16])
+{
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+        r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88);
+        r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xdd);
+    }
+}
+
 /* K of one head as B tiles of S = Q K^T: tile (key tile t, depth chunk c)
  * holds, in row p, the pairs (K[16t + n][32c + 2p], K[16t + n][32c + 2p + 1])
- * for n = 0..15. Keys past Tk and depths past D are zero. */
+ * for n = 0..15: the transpose of the 16 keys' rows of pairs. Keys past Tk
+ * and depths past D are zero. */
 AMX_FN static void pack_k(uint16_t *dst, input k, int64_t at, int64_t stride, int Tk, int Tkp, int D, int Dk)
 {
     const int nc = Dk / 32;
-    uint16_t row[32];
-    for (int key = 0; key < Tkp; key++) {
-        const int t = key / 16, n = key % 16;
+    __m512i r[16];
+    for (int t = 0; t < Tkp / 16; t++) {
         for (int c = 0; c < nc; c++) {
-            if (key < Tk) {
-                _mm256_storeu_si256((__m256i *)row, bf16x16(k, at + key * stride + c * 32, D - c * 32));
-                _mm256_storeu_si256((__m256i *)(row + 16), bf16x16(k, at + key * stride + c * 32 + 16, D - c * 32 - 16));
-            } else {
-                memset(row, 0, sizeof row);
+            for (int n = 0; n < 16; n++) {
+                const int key = t * 16 + n;
+                if (key >= Tk) {
+                    r[n] = _mm512_setzero_si512();
+                    continue;
+                }
+                const int64_t from = at + key * stride + c * 32;
+                r[n] = _mm512_inserti64x4(_mm512_castsi256_si512(bf16x16(k, from, D - c * 32)),
+                                          bf16x16(k, from + 16, D - c * 32 - 16), 1);
             }
-            uint32_t *tile = (uint32_t *)(dst + ((size_t)t * nc + c) * TILE_ELEMS);
-            const uint32_t *pairs = (const uint32_t *)row;
-            for (int p = 0; p < 16; p++) tile[p * 16 + n] = pairs[p];
+            transpose16(r);
+            uint16_t *tile = dst + ((size_t)t * nc + c) * TILE_ELEMS;
+            for (int p = 0; p < 16; p++) _mm512_storeu_si512(tile + p * 32, r[p]);
         }
     }
 }
 
 /* V of one head as B tiles of O = P V: tile (key chunk kc, column tile j)
- * holds, in row p, the pairs (V[32kc + 2p][16j + n], V[32kc + 2p + 1][16j + n]).
- * Column D is 1 for every real key, so O's column D sums the bf16 P the
- * products used: the softmax denominator, rescaled along with O. */
+ * holds, in row p, the pairs (V[32kc + 2p][16j + n], V[32kc + 2p + 1][16j + n]):
+ * two keys' 16 columns, interleaved. Column D is 1 for every real key, so
+ * O's column D sums the bf16 P the products used: the softmax denominator,
+ * rescaled along with O. */
 AMX_FN static void pack_v(uint16_t *dst, input v, int64_t at, int64_t stride, int Tk, int Tkp, int D, int nt)
 {
-    uint16_t row[16];
-    for (int key = 0; key < Tkp; key++) {
-        const int kc = key / KEYS, p = key % KEYS / 2, e = key % 2;
+    const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                           22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    for (int key = 0; key < Tkp; key += 2) {
+        const int kc = key / KEYS, p = key % KEYS / 2;
         for (int j = 0; j < nt; j++) {
-            if (key < Tk) _mm256_storeu_si256((__m256i *)row, bf16x16(v, at + key * stride + j * 16, D - j * 16));
-            else memset(row, 0, sizeof row);
-            if (key < Tk && D >= j * 16 && D < j * 16 + 16) row[D - j * 16] = 0x3f80; /* 1.0 */
+            __m256i row[2];
+            for (int e = 0; e < 2; e++) {
+                if (key + e >= Tk) {
+                    row[e] = _mm256_setzero_si256();
+                    continue;
+                }
+                row[e] = bf16x16(v, at + (key + e) * stride + j * 16, D - j * 16);
+                if (D >= j * 16 && D < j * 16 + 16) /* the sum column: 1.0 */
+                    row[e] = _mm256_mask_set1_epi16(row[e], (__mmask16)(1u << (D - j * 16)), 0x3f80);
+            }
+            const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(row[0]), row[1], 1);
             uint16_t *tile = dst + ((size_t)kc * nt + j) * TILE_ELEMS;
-            for (int n = 0; n < 16; n++) tile[(p * 16 + n) * 2 + e] = row[n];
+            _mm512_storeu_si512(tile + p * 32, _mm512_permutexvar_epi16(order, both));
         }
     }
 }
@@ -154,54 +198,78 @@ AMX_FN static void accumulate_values(float *o, const uint16_t *p, const uint16_t
     }
 }
 
-/* 2^t for t <= 0: 2^n by vscalefps (flushing to 0 far below) times a
- * degree-4 fit of 2^f on [-0.5, 0.5] (relative error 2.7e-6: P is rounded
- * to bf16 next, 1e-3, and two fewer multiply-adds than f32's own exp2
- * matter, as this is the kernel's bound). */
-AMX_FN static inline __m512 exp2_nonpos(__m512 t)
+/* 2^t: vreduceps gives f = t - floor(t) in [0, 1), a degree-4 fit of 2^f
+ * (relative error 2.6e-6; P is rounded to bf16 next, 2e-3) and vscalefps
+ * multiplies by 2^floor(t), flushing to 0 far below. */
+AMX_FN static inline __m512 exp2_ps(__m512 t)
 {
-    __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_sub_ps(t, n);
-    __m512 p = _mm512_set1_ps(9.560510205e-3f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.591703917e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402498111e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931219677e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.999991909e-1f));
-    return _mm512_scalef_ps(p, n);
+    const __m512 f = _mm512_reduce_ps(t, 0x09); /* round down, no precision exception */
+    __m512 p = _mm512_set1_ps(1.353416724e-02f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.201146192e-02f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.414427561e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.930038346e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.000002593e+00f));
+    return _mm512_scalef_ps(p, t);
+}
+
+/* p[0..n) = bf16(2^(c s - m)), zero past valid; returns the lanes' max of
+ * the valid s. n is a multiple of 32; pairs of vectors share one rounding
+ * to bf16. */
+AMX_FN static inline __m512 exp_pass(uint16_t *p, const float *s, int n, int valid, float c, float m)
+{
+    const __m512 vm = _mm512_set1_ps(m), vc = _mm512_set1_ps(c);
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 32 <= valid; i += 32) {
+        const __m512 s0 = _mm512_loadu_ps(s + i), s1 = _mm512_loadu_ps(s + i + 16);
+        mx = _mm512_max_ps(mx, _mm512_max_ps(s0, s1));
+        const __m512 e0 = exp2_ps(_mm512_fmsub_ps(s0, vc, vm)), e1 = exp2_ps(_mm512_fmsub_ps(s1, vc, vm));
+        _mm512_storeu_si512(p + i, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
+    }
+    for (; i < n; i += 32) {
+        const int l0 = valid - i, l1 = valid - i - 16;
+        const __mmask16 k0 = l0 >= 16 ? 0xffff : l0 <= 0 ? 0 : (__mmask16)((1u << l0) - 1);
+        const __mmask16 k1 = l1 >= 16 ? 0xffff : l1 <= 0 ? 0 : (__mmask16)((1u << l1) - 1);
+        const __m512 s0 = _mm512_maskz_loadu_ps(k0, s + i), s1 = _mm512_maskz_loadu_ps(k1, s + i + 16);
+        mx = _mm512_mask_max_ps(mx, k0, mx, s0);
+        mx = _mm512_mask_max_ps(mx, k1, mx, s1);
+        const __m512 e0 = _mm512_maskz_mov_ps(k0, exp2_ps(_mm512_fmsub_ps(s0, vc, vm)));
+        const __m512 e1 = _mm512_maskz_mov_ps(k1, exp2_ps(_mm512_fmsub_ps(s1, vc, vm)));
+        _mm512_storeu_si512(p + i, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
+    }
+    return mx;
 }
 
 /* One row of a key block, online: s holds n raw scores (the first `valid`
- * real), c = scale * log2(e), and *m is the running max of c * s. When the
- * block raises it, the row's outputs so far (o, its sum column included)
- * are scaled down to the new max first. Then p = bf16(2^(c * s - *m)), 0
- * past valid. */
+ * real), c = scale * log2(e), and *m the row's running max of c * s. P is
+ * taken against *m as it stands, in the pass that also finds the block's
+ * max: past a row's first blocks a new max is rare, so most blocks read
+ * their scores once. When the block does raise it (and on the row's first
+ * block, whose max is found first), *m is raised, the row's outputs so far
+ * (o, its sum column included) are scaled down to it, and P is taken again. */
 AMX_FN static void softmax_block_row(uint16_t *p, const float *s, int n, int valid, float c, float *m, float *o,
                                      int od)
 {
-    __m512 mx = _mm512_set1_ps(-INFINITY);
-    int i = 0;
-    for (; i + 16 <= valid; i += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + i));
-    if (i < valid) mx = _mm512_mask_max_ps(mx, (__mmask16)((1u << (valid - i)) - 1), mx, _mm512_loadu_ps(s + i));
-    const float bm = _mm512_reduce_max_ps(mx) * c;
-    if (bm > *m) {
-        if (*m != -INFINITY) {
-            const __m512 a = _mm512_set1_ps(exp2f(*m - bm));
-            for (int d = 0; d < od; d += 16) _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), a));
-        }
-        *m = bm;
+    if (valid <= 0) {
+        memset(p, 0, sizeof(uint16_t) * (size_t)n);
+        return;
     }
-    const __m512 vm = _mm512_set1_ps(*m), vc = _mm512_set1_ps(c);
-    for (i = 0; i + 16 <= valid; i += 16) {
-        __m512 e = exp2_nonpos(_mm512_fmsub_ps(_mm512_loadu_ps(s + i), vc, vm));
-        _mm256_storeu_si256((__m256i *)(p + i), (__m256i)_mm512_cvtneps_pbh(e));
+    float bm;
+    if (*m != -INFINITY) {
+        const __m512 mx = exp_pass(p, s, n, valid, c, *m);
+        if (!_mm512_cmp_ps_mask(_mm512_mul_ps(mx, _mm512_set1_ps(c)), _mm512_set1_ps(*m), _CMP_GT_OQ)) return;
+        bm = _mm512_reduce_max_ps(mx) * c;
+        const __m512 a = _mm512_set1_ps(exp2f(*m - bm));
+        for (int d = 0; d < od; d += 16) _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), a));
+    } else {
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        int i = 0;
+        for (; i + 16 <= valid; i += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + i));
+        if (i < valid) mx = _mm512_mask_max_ps(mx, (__mmask16)((1u << (valid - i)) - 1), mx, _mm512_loadu_ps(s + i));
+        bm = _mm512_reduce_max_ps(mx) * c;
     }
-    if (i < valid) {
-        const __mmask16 k = (__mmask16)((1u << (valid - i)) - 1);
-        __m512 e = _mm512_maskz_mov_ps(k, exp2_nonpos(_mm512_fmsub_ps(_mm512_loadu_ps(s + i), vc, vm)));
-        _mm256_storeu_si256((__m256i *)(p + i), (__m256i)_mm512_cvtneps_pbh(e));
-        i += 16;
-    }
-    for (; i < n; i += 16) _mm256_storeu_si256((__m256i *)(p + i), _mm256_setzero_si256());
+    *m = bm;
+    exp_pass(p, s, n, valid, c, bm);
 }
 
 /* ------------------------------------------------------------ driver */
