@@ -1,6 +1,8 @@
 /* test_util.c: see testkit.h. */
 #include "testkit.h"
 #include "core/tensor.h"
+#include "backend/backend.h"
+#include "core/error.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,4 +86,18 @@ void test_nchw_to_nhwc(const float *src, int N, int C, int H, int W, float *dst)
 void test_nhwc_to_nchw(const float *src, int N, int H, int W, int C, float *dst)
 {
     sdw_nhwc_to_nchw(src, N, H, W, C, dst);
+}
+
+bool test_precision_runs(sdw_precision p)
+{
+    sdw_backend *be = NULL;
+    const sdw_status st = sdw_backend_create(p, &be);
+    if (st == SDW_ERR_UNSUPPORTED && p == SDW_PRECISION_BF16) {
+        printf("  skip %s: %s\n", sdw_precision_name(p), sdw_last_error());
+        sdw_clear_error();
+        return false;
+    }
+    if (st != SDW_OK) fail_msg("backend: %s", sdw_last_error());
+    sdw_backend_free(be);
+    return true;
 }

@@ -24,6 +24,9 @@ double test_max_abs(const float *got, const float *ref, size_t n);
 void test_check_close(const char *what, const float *got, const float *ref, size_t n, double rel_tol);
 /* A reproducible pseudo-random fill in [-1, 1). */
 void test_fill(float *x, size_t n, uint32_t seed);
+/* Whether this CPU runs precision p; bf16 needs AVX-512, and where it is
+ * missing the caller skips its bf16 checks (said in the output). */
+bool test_precision_runs(sdw_precision p);
 
 
 /* Layout conversion between PyTorch's NCHW references and our NHWC. */

@@ -17,11 +17,18 @@
 
 enum { TO_BLOCKED, FROM_BLOCKED };
 
+/* oneDNN's Winograd kernels are AVX-512 only. */
+static bool winograd_isa(void)
+{
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    return (isa & (unsigned)dnnl_cpu_isa_avx512_core) == (unsigned)dnnl_cpu_isa_avx512_core;
+}
+
 bool sdw_conv_wino_suits(const sdw_backend *be, int cin, int cout, int kh, int kw, int stride, int pad_t, int pad_l,
                          int pad_b, int pad_r)
 {
-    return be->precision == SDW_PRECISION_F32 && !be->no_winograd && kh == 3 && kw == 3 && stride == 1 &&
-           pad_t == 1 && pad_l == 1 && pad_b == 1 && pad_r == 1 && cin % 16 == 0 && cout % 16 == 0 &&
+    return be->precision == SDW_PRECISION_F32 && !be->no_winograd && winograd_isa() && kh == 3 && kw == 3 &&
+           stride == 1 && pad_t == 1 && pad_l == 1 && pad_b == 1 && pad_r == 1 && cin % 16 == 0 && cout % 16 == 0 &&
            cin >= SDW_WINO_MIN_CHANNELS && cout >= SDW_WINO_MIN_CHANNELS &&
            (int64_t)cin * cout <= SDW_WINO_MAX_CIN_X_COUT;
 }
@@ -32,9 +39,7 @@ void sdw_backend_set_winograd_budget(sdw_backend *be, size_t bytes) { be->wino_b
 bool sdw_backend_set_winograd(sdw_backend *be, bool on)
 {
     be->no_winograd = !on;
-    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
-    return on && be->precision == SDW_PRECISION_F32 &&
-           (isa & (unsigned)dnnl_cpu_isa_avx512_core) == (unsigned)dnnl_cpu_isa_avx512_core;
+    return on && be->precision == SDW_PRECISION_F32 && winograd_isa();
 }
 
 /* An activation of N images of `rows` x W x C: nChw16c, or NHWC rows of

@@ -540,7 +540,8 @@ static void run_family(void **state)
     long hwm_kb[2] = { 0 }, rss_kb[2] = { 0 }, maxrss_kb[2] = { 0 };
     size_t weight_bytes[2] = { 0 };
     static const sdw_precision precs[2] = { SDW_PRECISION_F32, SDW_PRECISION_BF16 };
-    for (int pi = 0; pi < 2; pi++) {
+    const int nprec = test_precision_runs(SDW_PRECISION_BF16) ? 2 : 1; /* bf16 needs AVX-512 */
+    for (int pi = 0; pi < nprec; pi++) {
         bool bf16 = precs[pi] == SDW_PRECISION_BF16;
         printf("---- %s %s\n", fc->name, sdw_precision_name(precs[pi]));
         sdw_load_params p = sdw_load_params_default();
@@ -584,7 +585,7 @@ static void run_family(void **state)
     }
 
     printf("==== %s summary (worst rel L2 per component%s)\n", fc->name, has_vae_ref ? "" : "; no VAE references");
-    for (int pi = 0; pi < 2; pi++) {
+    for (int pi = 0; pi < nprec; pi++) {
         printf("  %-4s", sdw_precision_name(precs[pi]));
         for (int g = 0; g < G_NGROUPS; g++) printf("  %s %.2e", group_name[g], t[pi].worst[g]);
         printf("\n       load %.1f s, peak RSS %.2f GiB (weights %.2f GB), unet t=999 %.2f s, t=500 %.2f s", load_s[pi],
@@ -595,7 +596,7 @@ static void run_family(void **state)
     fflush(stdout);
     sdw_st_close(ref);
     sdw_st_close(text_ref);
-    for (int pi = 0; pi < 2; pi++)
+    for (int pi = 0; pi < nprec; pi++)
         if (t[pi].failures)
             fail_msg("%s %s: %d comparisons failed; first: %s", fc->name, sdw_precision_name(precs[pi]),
                      t[pi].failures, t[pi].first);
