@@ -172,6 +172,10 @@ static void check_result(sdw_model *m, const sdw_bench_result *r, int size, floa
     close_to(cJSON_GetObjectItem(back, "peak_rss_bytes")->valuedouble, (double)r->peak_rss_bytes, 1e-12, "JSON RSS");
     close_to(cJSON_GetObjectItem(cJSON_GetObjectItem(back, "image20_estimate"), "seconds")->valuedouble,
              r->image20.seconds, 1e-9, "JSON image20");
+    if (r->stage[SDW_BENCH_STEP].host_tflops == 0) {
+        assert_true(r->image20.x_host == 0);
+        assert_null(cJSON_GetObjectItem(cJSON_GetObjectItem(back, "image20_estimate"), "x_host"));
+    }
     cJSON_Delete(back);
 }
 
@@ -192,7 +196,18 @@ static void check_paired(const sdw_bench_result *r)
         printf("  %-14s %.3f TFLOP/s, %.1f%% of the peak conv next to it (%.3f TFLOP/s)\n",
                sdw_bench_stage_name((sdw_bench_stage)s), st->tflops, st->pct_paired, st->host_tflops);
     }
+    /* The image at each stage's paired host speed: its FLOPs over those
+     * speeds, summed. */
+    const sdw_bench_stage_result *t = r->stage + SDW_BENCH_TEXT, *st = r->stage + SDW_BENCH_STEP,
+                                 *d = r->stage + SDW_BENCH_DECODE;
+    const sdw_bench_image *im = &r->image20;
+    double at_host = (t->flops / t->host_tflops + 20 * st->flops / st->host_tflops + d->flops / d->host_tflops) * 1e-12;
+    close_to(im->seconds_at_host, at_host, 1e-9, "seconds at the paired host speed");
+    close_to(im->x_host, im->seconds / at_host, 1e-9, "x at the paired host speed");
+    close_to(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "image20_estimate"), "x_host")->valuedouble, im->x_host, 1e-9,
+             "JSON x_host");
     cJSON_Delete(j);
+    printf("  20-step image %.2fx the FLOPs at the paired host speed\n", im->x_host);
     printf("  pipeline run %.3f s with the probes' time left out\n", r->pipeline_seconds);
 }
 

@@ -38,7 +38,7 @@ static void usage(FILE *f)
             "--paired runs the peak conv after each timed run of a stage (and each sampling step,\n"
             "its time left out of the pipeline's) for as long as the run took, and gives each\n"
             "stage's median %% of that (\"%% paired\"): the host's speed next to the run, where it\n"
-            "changes from one second to the next.\n"
+            "changes from one second to the next; the image estimates are given at those speeds too.\n"
             "--no-winograd runs every f32 conv direct (for A/B runs; the peaks are always direct).\n"
             "--shapes lists the UNet's and the VAE decode's slowest ops by shape and kernel.\n"
             "--family uses a full-size model with random weights (default sd15), written once by\n"
@@ -205,6 +205,8 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
                "peak (%.2fx)\n",
                im->steps, im->seconds, r->stage[SDW_BENCH_TEXT].seconds, im->steps, r->stage[SDW_BENCH_STEP].seconds,
                r->stage[SDW_BENCH_DECODE].seconds, im->flops * 1e-12, im->seconds_at_peak, im->x_peak);
+        if (im->x_host > 0)
+            printf("  at the paired host speed of each stage: %.3g s (%.2fx)\n", im->seconds_at_host, im->x_host);
     }
     printf("%d-step pipeline run (measured, median): %.2f s\n", r->steps, r->pipeline_seconds);
     printf("weights held %.3f GB", (double)r->weight_bytes / 1e9);

@@ -649,6 +649,13 @@ static void image_estimate(sdw_bench_result *r, int steps, sdw_bench_image *im)
     im->flops = t->flops + steps * st->flops + d->flops;
     im->seconds_at_peak = r->peak_tflops > 0 ? im->flops / (r->peak_tflops * 1e12) : 0;
     im->x_peak = im->seconds_at_peak > 0 ? im->seconds / im->seconds_at_peak : 0;
+    im->seconds_at_host = 0;
+    im->x_host = 0;
+    if (t->host_tflops > 0 && st->host_tflops > 0 && d->host_tflops > 0) {
+        im->seconds_at_host = (t->flops / t->host_tflops + steps * st->flops / st->host_tflops +
+                               d->flops / d->host_tflops) * 1e-12;
+        im->x_host = im->seconds / im->seconds_at_host;
+    }
 }
 
 static sdw_status bench_stages(bench *b)

@@ -90,6 +90,11 @@ typedef struct {
     double flops;
     double seconds_at_peak;  /* flops / peak */
     double x_peak;           /* seconds / seconds_at_peak */
+    /* With opts.paired: each stage's FLOPs at the host's speed next to its
+     * runs (host_tflops), summed, and seconds over that (0 when not
+     * measured): the same ratio on a host whose speed drifts. */
+    double seconds_at_host;
+    double x_host;
 } sdw_bench_image;
 
 typedef struct {

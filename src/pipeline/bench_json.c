@@ -20,6 +20,10 @@ static cJSON *image_json(const sdw_bench_image *im)
     cJSON_AddNumberToObject(o, "gflop", im->flops * 1e-9);
     cJSON_AddNumberToObject(o, "seconds_at_peak", im->seconds_at_peak);
     cJSON_AddNumberToObject(o, "x_peak", im->x_peak);
+    if (im->x_host > 0) {
+        cJSON_AddNumberToObject(o, "seconds_at_host", im->seconds_at_host);
+        cJSON_AddNumberToObject(o, "x_host", im->x_host);
+    }
     return o;
 }
 
