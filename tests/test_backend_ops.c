@@ -774,6 +774,24 @@ static void activations(void **state)
         test_check_close(name, y, r, n, F32_GATE);
         assert_true(test_max_abs(y, r, n) < 1e-5); /* also pointwise, large |x| included */
     }
+    /* GEGLU: rows of [value | gate]; an odd width leaves a ragged end. */
+    const int rows = 97, inner = 1031;
+    float *in = frand((size_t)rows * 2 * inner, 72, 12.0f), *g = falloc((size_t)rows * inner);
+    float *gr = falloc((size_t)rows * inner);
+    in[inner] = -100, in[inner + 1] = 100, in[inner + 2] = 0, in[inner + 3] = 1e-30f;
+    for (int rw = 0; rw < rows; rw++)
+        for (int i = 0; i < inner; i++) {
+            double v = in[(size_t)rw * 2 * inner + i], gt = in[(size_t)rw * 2 * inner + inner + i];
+            gr[(size_t)rw * inner + i] = (float)(v * 0.5 * gt * (1 + erf(gt / sqrt(2.0))));
+        }
+    sdw_geglu(in, rows, inner, g);
+    test_check_close("geglu", g, gr, (size_t)rows * inner, F32_GATE);
+    assert_true(test_max_abs(g, gr, (size_t)rows * inner) < 1e-4); /* values up to 72 */
+    /* A NaN gate stays NaN, an infinite one infinite. */
+    float e[4] = { 1, 1, NAN, INFINITY }, eo[2];
+    sdw_geglu(e, 1, 2, eo);
+    assert_true(isnan(eo[0]) && isinf(eo[1]) && eo[1] > 0);
+    free(in), free(g), free(gr);
     float s[3] = { 1, 2, 3 };
     sdw_silu(s, 3); /* below the parallel threshold */
     assert_true(fabsf(s[2] - 3.0f / (1.0f + expf(-3.0f))) < 1e-6f);
