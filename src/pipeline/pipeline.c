@@ -46,6 +46,8 @@ typedef struct {
     float *masked_lat;            /* 9-ch: [4, h, w] masked-image latents (scaled) */
     float *image_lat;             /* img2img / inpaint: [4, h, w] image latents (scaled) */
     float *noise;                 /* [B, 4, h, w] */
+    float *image_batch;           /* image_lat for each batch item, [B, 4, h, w] */
+    float *keep;                  /* 4-ch inpaint: image_batch noised to the next step (the loop allocates nothing) */
     float *unet_in, *unet_out, *nchw_out;   /* scratch for the model callback */
     sdw_sampler *sampler;
     sdw_arena arena;
@@ -203,17 +205,18 @@ static sdw_status prepare_latents(run *r, sdw_rng *rng, float *x)
     free(img);
     free(masked);
     SDW_TRY(s);
+    if (r->image_lat) {
+        if (!(r->image_batch = malloc(n * sizeof(float)))) return nomem();
+        for (int b = 0; b < B; b++) memcpy(r->image_batch + (size_t)b * per, r->image_lat, per * sizeof(float));
+        if (inpaint && !nine && !(r->keep = malloc(n * sizeof(float)))) return nomem();
+    }
     /* txt2img and full-strength inpainting start from pure noise; img2img
      * (at any strength) and partial inpainting from the noised image. */
     if (!p->init_image || (inpaint && strength >= 1.0f)) {
         float sigma0 = sdw_sampler_init_noise_sigma(r->sampler);
         for (size_t i = 0; i < n; i++) x[i] = r->noise[i] * sigma0;
     } else {
-        float *x0 = malloc(n * sizeof *x0);
-        if (!x0) return nomem();
-        for (int b = 0; b < B; b++) memcpy(x0 + (size_t)b * per, r->image_lat, per * sizeof *x0);
-        sdw_sampler_add_noise(r->sampler, r->first_step, x0, r->noise, x, n);
-        free(x0);
+        sdw_sampler_add_noise(r->sampler, r->first_step, r->image_batch, r->noise, x, n);
     }
     int64_t shape[4] = { B, lc, h, w };
     observe(r, "initial_latents", -1, x, 4, shape);
@@ -264,25 +267,17 @@ static sdw_status step_fn(void *user, int step, float *x, size_t n)
     run *r = user;
     const sdw_pipeline_params *p = r->p;
     int B = r->B, h = r->h, w = r->w, lc = r->lc, steps = sdw_sampler_steps(r->sampler);
-    size_t hw = (size_t)h * w, per = (size_t)lc * hw;
+    size_t hw = (size_t)h * w;
     /* 4-channel inpainting: keep the unmasked region on the original image's
      * trajectory, noised to the level of the next step (clean after the last). */
     if (p->mask && !r->m->info.inpaint && r->image_lat) {
-        float *keep = malloc(n * sizeof *keep), *x0 = malloc(n * sizeof *x0);
-        if (!keep || !x0) {
-            free(keep);
-            free(x0);
-            return nomem();
-        }
-        for (int b = 0; b < B; b++) memcpy(x0 + (size_t)b * per, r->image_lat, per * sizeof *x0);
-        if (step + 1 < steps) sdw_sampler_add_noise(r->sampler, step + 1, x0, r->noise, keep, n);
-        else memcpy(keep, x0, n * sizeof *keep);
+        float *keep = r->keep;
+        if (step + 1 < steps) sdw_sampler_add_noise(r->sampler, step + 1, r->image_batch, r->noise, keep, n);
+        else memcpy(keep, r->image_batch, n * sizeof *keep);
         for (size_t i = 0; i < n; i++) {
             float mk = r->mask_lat[i % hw];
             x[i] = (1.0f - mk) * keep[i] + mk * x[i];
         }
-        free(keep);
-        free(x0);
     }
     int64_t shape[4] = { B, lc, h, w };
     observe(r, "step_latents", step, x, 4, shape);
@@ -396,6 +391,8 @@ sdw_status sdw_pipeline_run(sdw_model *m, const sdw_pipeline_params *p, float *i
     free(r.mask_lat);
     free(r.masked_lat);
     free(r.image_lat);
+    free(r.image_batch);
+    free(r.keep);
     free(r.noise);
     sdw_sampler_free(r.sampler);
     sdw_arena_free(&r.arena);
