@@ -335,6 +335,82 @@ static void conv_own_kernel(void **state)
     sdw_backend_free(be);
 }
 
+/* Linear layers on linear_amx.c against oneDNN's inner product on the same
+ * stored weights, every entry point: they differ by the summation order
+ * (f32 outputs within 1e-5; bf16 outputs by a rounding now and then), and
+ * both against the double reference. Shapes cover rows outer (shallow) and
+ * rows in chunks (deep, two chunks), and the ones left to oneDNN. */
+enum { LIN_FORWARD, LIN_ADD, LIN_ACT, LIN_ACT_ADD, LIN_TO_ACT, LIN_MODES };
+static const char *const lin_mode_name[LIN_MODES] = { "forward", "forward_add", "forward_act", "forward_act +=",
+                                                       "forward_to_act" };
+
+static void run_linear(sdw_backend *be, const sdw_linear *l, int mode, const float *x, const void *act, int64_t M,
+                       float *y, uint16_t *y_act)
+{
+    sdw_status st = mode == LIN_FORWARD ? sdw_linear_forward(be, l, x, M, y)
+                    : mode == LIN_ADD   ? sdw_linear_forward_add(be, l, x, M, y)
+                    : mode == LIN_TO_ACT ? sdw_linear_forward_to_act(be, l, act, M, y_act)
+                                         : sdw_linear_forward_act(be, l, act, M, y, mode == LIN_ACT_ADD);
+    if (st != SDW_OK) fail_msg("%s", sdw_last_error());
+}
+
+static void linear_own_kernel(void **state)
+{
+    (void)state;
+    sdw_backend *be = backend(SDW_PRECISION_BF16);
+    if (!be) return;
+    if (!sdw_backend_set_own_linear(be, true)) {
+        printf("  no AMX here: linear layers run on oneDNN only\n");
+        sdw_backend_free(be);
+        return;
+    }
+    static const struct { int K, N; int64_t M; bool bias, ours; } cases[] = {
+        { 64, 128, 64, true, true },      /* rows outer */
+        { 320, 192, 96, false, true },    /* three threads' worth of output pairs */
+        { 2048, 128, 512, true, true },   /* depth 2048: rows in two chunks of 256 */
+        { 64, 128, 77, true, false },     /* a ragged row block: oneDNN */
+        { 64, 40, 64, true, false },      /* outputs not in blocks of 64: oneDNN */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const int K = cases[i].K, N = cases[i].N;
+        const int64_t M = cases[i].M;
+        const size_t nx = (size_t)M * K, ny = (size_t)M * N;
+        float *w = frand((size_t)N * K, 71 + K, 1.0f / sqrtf((float)K)), *b = frand((size_t)N, 72, 0.5f);
+        float *x = frand(nx, 73, 1.0f), *xr = falloc(nx), *r = falloc(ny), *base = frand(ny, 74, 1.0f);
+        float *out[2] = { falloc(ny), falloc(ny) };
+        uint16_t *act = malloc(nx * sizeof *act), *out_act[2] = { malloc(ny * 2), malloc(ny * 2) };
+        assert_true(act && out_act[0] && out_act[1]);
+        sdw_cvt_bf16_span(act, x, nx);
+        for (size_t k = 0; k < nx; k++) xr[k] = sdw_bf16_to_f32(act[k]); /* what both kernels multiply */
+        sdw_linear *l = NULL;
+        if (sdw_linear_create(be, K, N, w, cases[i].bias ? b : NULL, &l) != SDW_OK) fail_msg("%s", sdw_last_error());
+        sdw_backend_set_own_linear(be, true);
+        assert_int_equal(sdw_linear_uses_own_kernel(be, l, M), cases[i].ours);
+        ref_linear(xr, M, K, N, w, cases[i].bias ? b : NULL, r);
+        for (int mode = 0; mode < LIN_MODES; mode++) {
+            const bool adds = mode == LIN_ADD || mode == LIN_ACT_ADD;
+            for (int side = 0; side < 2; side++) {
+                sdw_backend_set_own_linear(be, side == 0);
+                memcpy(out[side], base, ny * sizeof(float));
+                run_linear(be, l, mode, x, act, M, out[side], out_act[side]);
+                if (mode == LIN_TO_ACT)
+                    for (size_t k = 0; k < ny; k++) out[side][k] = sdw_bf16_to_f32(out_act[side][k]);
+                if (adds)
+                    for (size_t k = 0; k < ny; k++) out[side][k] -= base[k];
+            }
+            char what[128];
+            snprintf(what, sizeof what, "linear %s M%lld K%d N%d %s%s", cases[i].ours ? "amx" : "(onednn)",
+                     (long long)M, K, N, lin_mode_name[mode], cases[i].bias ? " +bias" : "");
+            test_check_close(what, out[0], out[1], ny, mode == LIN_TO_ACT ? 2e-3 : 1e-5);
+            test_check_close(what, out[0], r, ny, BF16_GATE);
+        }
+        sdw_linear_free(l);
+        free(w), free(b), free(x), free(xr), free(r), free(base), free(out[0]), free(out[1]), free(act);
+        free(out_act[0]), free(out_act[1]);
+    }
+    sdw_backend_free(be);
+}
+
 /* f32 3x3 convolutions of 256+ channels run on oneDNN's Winograd kernels
  * where the CPU has them (AVX-512). Against the direct convolution on the
  * same backend and against the double reference: the transforms cost a few
@@ -979,6 +1055,7 @@ int main(void)
         cmocka_unit_test(linear_ops),
         cmocka_unit_test(linear_holds_weights_once),
         cmocka_unit_test(forward_add),
+        cmocka_unit_test(linear_own_kernel),
         cmocka_unit_test(conv_ops),
         cmocka_unit_test(conv_own_kernel),
         cmocka_unit_test(conv_winograd),

@@ -65,6 +65,10 @@ bool sdw_backend_set_own_attention(sdw_backend *be, bool on);
  * Returns whether our kernel can now run. */
 bool sdw_backend_set_own_conv(sdw_backend *be, bool on);
 
+/* bf16 linear layers of whole 32-row blocks on our AMX kernel where the CPU
+ * has one, on by default; off, on oneDNN. Returns whether ours can now run. */
+bool sdw_backend_set_own_linear(sdw_backend *be, bool on);
+
 /* f32 3x3 convolutions of the larger layers on oneDNN's Winograd kernels
  * (conv_wino.c: AVX-512 only), on by default; off, direct. Returns whether
  * they can now run (f32 precision on a CPU that has them). */
@@ -92,6 +96,8 @@ sdw_status sdw_linear_create(sdw_backend *be, int in, int out, const float *w, c
 sdw_status sdw_linear_forward(sdw_backend *be, const sdw_linear *l, const float *x, int64_t M, float *y);
 /* y += x @ W^T + b in one pass (residual connections): y is read, not overwritten. */
 sdw_status sdw_linear_forward_add(sdw_backend *be, const sdw_linear *l, const float *x, int64_t M, float *y);
+/* Whether M rows run on our kernel (sdw_backend_set_own_linear). */
+bool sdw_linear_uses_own_kernel(const sdw_backend *be, const sdw_linear *l, int64_t M);
 int sdw_linear_in(const sdw_linear *l);
 int sdw_linear_out(const sdw_linear *l);
 size_t sdw_linear_bytes(const sdw_linear *l);   /* bytes of weights held */

@@ -4,8 +4,11 @@
  * one process); in f32 it was 0.77-1.08x, so f32 keeps the matmul. The
  * weights are reordered once, at create, into the layout the primitive
  * prefers for a representative M; every later shape is created against
- * that stored layout. */
+ * that stored layout. Where the CPU has AMX, whole blocks of 32 rows run
+ * on linear_amx.c, which reads that same layout. */
 #include "backend/cpu_internal.h"
+#include "backend/amx.h"
+#include "backend/linear_amx.h"
 #include <stdlib.h>
 
 struct sdw_linear {
@@ -15,6 +18,7 @@ struct sdw_linear {
     void *w;
     size_t wbytes;
     float *bias;                /* f32, or NULL */
+    bool amx;                   /* the stored layout also serves linear_amx.c */
 };
 
 static dnnl_data_type_t compute_dt(const sdw_backend *be)
@@ -95,6 +99,7 @@ sdw_status sdw_linear_create(sdw_backend *be, int in, int out, const float *w, c
         st = user_md(l, &user);
         if (st == SDW_OK) st = sdw_reorder_weights(be, &user, w, &l->wmd, &l->w, &l->wbytes);
     }
+    if (st == SDW_OK && inner_product(l)) l->amx = sdw_linear_amx_fits(&l->wmd, in, out);
     if (st != SDW_OK) {
         sdw_linear_free(l);
         return sdw_fail_context(st, "linear %d -> %d", in, out);
@@ -113,6 +118,22 @@ static sdw_status forward(sdw_backend *be, const sdw_linear *l, const void *x, b
     if (M == 0) return SDW_OK;
     SDW_TRY(sdw_check_not_parallel("linear"));
     double t0 = sdw_be_now();
+    const int dims[SDW_OP_DIMS] = { (int)M, l->in, l->out };
+    const double flops = 2.0 * (double)M * l->in * l->out;
+    if (sdw_linear_uses_own_kernel(be, l, M)) {
+        const void *src = x;
+        if (!x_is_act) {
+            uint16_t *xb = sdw_scratch(be, SDW_SCR_SRC, sizeof(uint16_t) * (size_t)M * (size_t)l->in);
+            if (!xb) return SDW_ERR_NOMEM;
+            sdw_cvt_bf16(xb, x, (size_t)M * (size_t)l->in);
+            src = xb;
+        }
+        const sdw_linear_amx_args a = { src, M, l->in, l->out, l->w, l->bias, y_is_act ? NULL : y,
+                                        y_is_act ? y : NULL, (flags & SDW_PRIM_SUM) != 0 };
+        SDW_TRY(sdw_linear_amx(be, &a));
+        sdw_count_op(be, SDW_OPK_LINEAR, t0, flops, "linear_amx", dims);
+        return SDW_OK;
+    }
     const dnnl_data_type_t dst_dt = y_is_act ? l->dt : dnnl_f32;
     int64_t key[SDW_KEY_MAX] = { SDW_OP_LINEAR, l->dt, M, l->in, l->out, l->bias != NULL, dst_dt };
     key[SDW_KEY_FLAGS] = flags;
@@ -131,8 +152,7 @@ static sdw_status forward(sdw_backend *be, const sdw_linear *l, const void *x, b
         src = xb;
     }
     SDW_TRY(sdw_prim_exec(be, p, src, l->w, l->bias, y));
-    const int dims[SDW_OP_DIMS] = { (int)M, l->in, l->out };
-    sdw_count_op(be, SDW_OPK_LINEAR, t0, 2.0 * (double)M * l->in * l->out, p->impl, dims);
+    sdw_count_op(be, SDW_OPK_LINEAR, t0, flops, p->impl, dims);
     return SDW_OK;
 }
 
@@ -176,6 +196,17 @@ void *sdw_linear_stored(sdw_linear *l, size_t *bytes)
 {
     *bytes = l->wbytes;
     return l->w;
+}
+
+bool sdw_linear_uses_own_kernel(const sdw_backend *be, const sdw_linear *l, int64_t M)
+{
+    return l->amx && !be->no_own_linear && sdw_linear_amx_suits(M);
+}
+
+bool sdw_backend_set_own_linear(sdw_backend *be, bool on)
+{
+    be->no_own_linear = !on;
+    return on && be->precision == SDW_PRECISION_BF16 && sdw_amx_usable();
 }
 
 int sdw_linear_in(const sdw_linear *l) { return l->in; }
