@@ -149,6 +149,10 @@ sdw_status sdw_linear_forward_act(sdw_backend *be, const sdw_linear *l, const vo
  * after it (half the bytes of f32 to store in bf16). */
 sdw_status sdw_linear_forward_to_act(sdw_backend *be, const sdw_linear *l, const void *act, int64_t M,
                                      void *out_act);
+/* out = GEGLU(act @ W^T + b) [M, out / 2] as an activation, in one pass on
+ * our AMX kernel; elsewhere through tmp_act [M, out] and sdw_geglu_act. */
+sdw_status sdw_linear_forward_geglu_act(sdw_backend *be, const sdw_linear *l, const void *act, int64_t M,
+                                        void *tmp_act, void *out_act);
 /* x as an activation: converted in bf16 precision, copied in f32. */
 void sdw_to_act(const sdw_backend *be, const float *x, size_t n, void *act);
 /* y = conv(act), or y += conv(act) when accumulate. */

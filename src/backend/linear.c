@@ -129,7 +129,7 @@ static sdw_status forward(sdw_backend *be, const sdw_linear *l, const void *x, b
             src = xb;
         }
         const sdw_linear_amx_args a = { src, M, l->in, l->out, l->w, l->bias, y_is_act ? NULL : y,
-                                        y_is_act ? y : NULL, (flags & SDW_PRIM_SUM) != 0 };
+                                        y_is_act ? y : NULL, (flags & SDW_PRIM_SUM) != 0, false };
         SDW_TRY(sdw_linear_amx(be, &a));
         sdw_count_op(be, SDW_OPK_LINEAR, t0, flops, "linear_amx", dims);
         return SDW_OK;
@@ -176,6 +176,24 @@ sdw_status sdw_linear_forward_to_act(sdw_backend *be, const sdw_linear *l, const
                                      void *out_act)
 {
     return forward(be, l, act, true, M, out_act, true, 0);
+}
+
+sdw_status sdw_linear_forward_geglu_act(sdw_backend *be, const sdw_linear *l, const void *act, int64_t M,
+                                        void *tmp_act, void *out_act)
+{
+    if (l->out % 2) return sdw_fail(SDW_ERR_INVALID_ARG, "linear: GEGLU of an odd width %d", l->out);
+    if (!sdw_linear_uses_own_kernel(be, l, M)) {
+        SDW_TRY(sdw_linear_forward_to_act(be, l, act, M, tmp_act));
+        sdw_geglu_act(be, tmp_act, M, l->out / 2, out_act);
+        return SDW_OK;
+    }
+    SDW_TRY(sdw_check_not_parallel("linear"));
+    const double t0 = sdw_be_now();
+    const sdw_linear_amx_args a = { act, M, l->in, l->out, l->w, l->bias, NULL, out_act, false, true };
+    SDW_TRY(sdw_linear_amx(be, &a));
+    const int dims[SDW_OP_DIMS] = { (int)M, l->in, l->out };
+    sdw_count_op(be, SDW_OPK_LINEAR, t0, 2.0 * (double)M * l->in * l->out, "linear_amx+geglu", dims);
+    return SDW_OK;
 }
 
 sdw_status sdw_linear_get_weights(sdw_backend *be, const sdw_linear *l, float *w)

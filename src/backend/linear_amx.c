@@ -35,7 +35,7 @@ bool sdw_linear_amx_fits(const dnnl_memory_desc_t *wmd, int in, int out)
 
 bool sdw_linear_amx_suits(int64_t M) { return M >= ROWS && M % ROWS == 0; }
 
-typedef enum { OUT_STORE, OUT_BF16, OUT_ADD } out_kind;
+typedef enum { OUT_STORE, OUT_BF16, OUT_ADD, OUT_GEGLU } out_kind;
 
 /* A block's f32 sums waiting in tmp for the vector units. */
 typedef struct {
@@ -43,19 +43,58 @@ typedef struct {
     void *dst;
     size_t ld;
     int row; /* the next row to write out; ROWS when none is left */
-    const float *bias; /* of these 32 outputs, or NULL */
+    const float *bias[2]; /* of the block's two column tiles, or NULL */
 } pending;
+
+/* exp(x) as elementwise.c's vexp (Cephes expf), 16 lanes; NaN passes. */
+AMX_FN static inline __m512 exp16(__m512 x)
+{
+    const __m512 magic = _mm512_set1_ps(12582912.0f + 127.0f);
+    const __m512 xc = _mm512_min_ps(_mm512_set1_ps(88.0f), _mm512_max_ps(_mm512_set1_ps(-87.0f), x));
+    const __m512 t = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), magic), n = _mm512_sub_ps(t, magic);
+    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), xc);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23)));
+}
+
+/* v * gelu(g), gelu by erf as elementwise.c's (Abramowitz & Stegun 7.1.26). */
+AMX_FN static inline __m512 geglu16(__m512 v, __m512 g)
+{
+    const __m512 x = _mm512_mul_ps(g, _mm512_set1_ps(0.70710678118654752f)), a = _mm512_abs_ps(x);
+    const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), a,
+                                                                          _mm512_set1_ps(1.0f)));
+    __m512 p = _mm512_set1_ps(1.061405429f);
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+    __m512 e = _mm512_fnmadd_ps(_mm512_mul_ps(p, t), exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a))),
+                                _mm512_set1_ps(1.0f));
+    e = _mm512_mask_sub_ps(e, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps(), e);
+    const __m512 gelu = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), g), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    return _mm512_mul_ps(v, gelu);
+}
 
 AMX_FN static inline void write_rows(pending *p, int upto, out_kind kind)
 {
     for (; p->row < upto; p->row++) {
         const float *t = p->tmp + p->row * 32;
         __m512 x0 = _mm512_load_ps(t), x1 = _mm512_load_ps(t + 16);
-        if (p->bias) {
-            x0 = _mm512_add_ps(x0, _mm512_loadu_ps(p->bias));
-            x1 = _mm512_add_ps(x1, _mm512_loadu_ps(p->bias + 16));
+        if (p->bias[0]) {
+            x0 = _mm512_add_ps(x0, _mm512_loadu_ps(p->bias[0]));
+            x1 = _mm512_add_ps(x1, _mm512_loadu_ps(p->bias[1]));
         }
-        if (kind == OUT_BF16) {
+        if (kind == OUT_GEGLU) {
+            _mm256_storeu_si256((__m256i *)((uint16_t *)p->dst + p->row * p->ld),
+                                (__m256i)_mm512_cvtneps_pbh(geglu16(x0, x1)));
+        } else if (kind == OUT_BF16) {
             _mm512_storeu_si512((uint16_t *)p->dst + p->row * p->ld, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
         } else {
             float *d = (float *)p->dst + p->row * p->ld;
@@ -65,17 +104,34 @@ AMX_FN static inline void write_rows(pending *p, int upto, out_kind kind)
     }
 }
 
-/* Rows r0.. and outputs 32 j.. : the sums into y directly (OUT_STORE,
- * from the bias) or into tmp (from zero: the bias is added as they are
- * written out, by the vector units, cheaper than four more tile loads),
- * while prev is written out. */
+/* The first of the 16 outputs from column n of one depth block of the
+ * stored weights: a B tile, rows of WB * 4 bytes. */
+static inline const uint16_t *weights_at(const sdw_linear_amx_args *a, int n)
+{
+    return a->w + (size_t)(n / WB) * (a->K / 32) * W_BLOCK_ELEMS + (n % WB) * 2;
+}
+
+/* The two column tiles of block j: outputs 32 j and 32 j + 16, or for
+ * GEGLU the value 16 j and its gate 16 j + N / 2. */
+static inline void block_columns(const sdw_linear_amx_args *a, int j, out_kind kind, int col[2])
+{
+    col[0] = kind == OUT_GEGLU ? 16 * j : 32 * j;
+    col[1] = kind == OUT_GEGLU ? 16 * j + a->N / 2 : 32 * j + 16;
+}
+
+/* Rows r0.. of block j: the sums into y directly (OUT_STORE, from the
+ * bias) or into tmp (from zero: the bias is added as they are written out,
+ * by the vector units, cheaper than four more tile loads), while prev is
+ * written out. */
 AMX_FN static void block(const sdw_linear_amx_args *a, int64_t r0, int j, float *tmp, pending *prev, out_kind kind)
 {
     const int nkb = a->K / 32;
     const size_t lda = (size_t)a->K * 2;
-    const uint16_t *ar = a->a + r0 * a->K, *b = a->w + (size_t)(j / 2) * nkb * W_BLOCK_ELEMS + (j % 2) * 64;
+    int col[2];
+    block_columns(a, j, kind, col);
+    const uint16_t *ar = a->a + r0 * a->K, *b0 = weights_at(a, col[0]), *b1 = weights_at(a, col[1]);
     if (a->bias && kind == OUT_STORE) { /* a stride of 0 repeats the bias in every row */
-        const float *bias = a->bias + j * 32;
+        const float *bias = a->bias + col[0];
         _tile_loadd(0, bias, 0);
         _tile_loadd(1, bias + 16, 0);
         _tile_loadd(2, bias, 0);
@@ -89,8 +145,8 @@ AMX_FN static void block(const sdw_linear_amx_args *a, int64_t r0, int j, float 
     for (int k = 0; k < nkb; k++) {
         _tile_loadd(4, ar + k * 32, lda);
         _tile_loadd(5, ar + 16 * (size_t)a->K + k * 32, lda);
-        _tile_loadd(6, b + (size_t)k * W_BLOCK_ELEMS, WB * 4);
-        _tile_loadd(7, b + (size_t)k * W_BLOCK_ELEMS + 32, WB * 4);
+        _tile_loadd(6, b0 + (size_t)k * W_BLOCK_ELEMS, WB * 4);
+        _tile_loadd(7, b1 + (size_t)k * W_BLOCK_ELEMS, WB * 4);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);
@@ -100,7 +156,7 @@ AMX_FN static void block(const sdw_linear_amx_args *a, int64_t r0, int j, float 
     float *c = tmp;
     size_t ldc = 32 * 4;
     if (kind == OUT_STORE) {
-        c = a->y + r0 * a->N + j * 32;
+        c = a->y + r0 * a->N + col[0];
         ldc = (size_t)a->N * 4;
     }
     _tile_stored(0, c, ldc);
@@ -114,15 +170,15 @@ AMX_FN static void worker(const sdw_linear_amx_args *a, out_kind kind)
     /* One buffer: a block's k-loop writes out all of prev before it stores
      * its own sums. */
     float tmp[ROWS * 32] __attribute__((aligned(64)));
-    const int pairs = a->N / 32, t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int pairs = a->N / 32, t = omp_get_thread_num(), nt = omp_get_num_threads(); /* blocks of columns */
     const int j0 = (int)((int64_t)pairs * t / nt), j1 = (int)((int64_t)pairs * (t + 1) / nt);
     if (j0 == j1) return;
     /* A block of rows that fits L1 is best reused across all the outputs
      * (rows outer); a deeper one is kept in L2 by chunks of rows. */
     int64_t chunk = (int64_t)(A_CHUNK_BYTES / ((size_t)a->K * 2)) / ROWS * ROWS;
     if (chunk < ROWS || (size_t)ROWS * a->K * 2 <= A_L1_BYTES) chunk = ROWS;
-    void *dst = kind == OUT_BF16 ? (void *)a->y_bf : (void *)a->y;
-    const size_t esz = kind == OUT_BF16 ? 2 : 4;
+    void *dst = kind == OUT_STORE || kind == OUT_ADD ? (void *)a->y : (void *)a->y_bf;
+    const size_t esz = kind == OUT_STORE || kind == OUT_ADD ? 4 : 2, ld = kind == OUT_GEGLU ? a->N / 2 : a->N;
     pending prev = { .row = ROWS };
     sdw_amx_configure_tiles();
     for (int64_t c0 = 0; c0 < a->M; c0 += chunk) {
@@ -131,8 +187,10 @@ AMX_FN static void worker(const sdw_linear_amx_args *a, out_kind kind)
             for (int64_t r0 = c0; r0 < c1; r0 += ROWS) {
                 block(a, r0, j, tmp, &prev, kind);
                 if (kind == OUT_STORE) continue;
-                prev = (pending){ tmp, (char *)dst + ((size_t)r0 * a->N + (size_t)j * 32) * esz, (size_t)a->N, 0,
-                                  a->bias ? a->bias + j * 32 : NULL };
+                int col[2];
+                block_columns(a, j, kind, col);
+                prev = (pending){ tmp, (char *)dst + ((size_t)r0 * ld + (size_t)col[0]) * esz, ld, 0,
+                                  { a->bias ? a->bias + col[0] : NULL, a->bias ? a->bias + col[1] : NULL } };
             }
         }
     }
@@ -145,7 +203,7 @@ sdw_status sdw_linear_amx(sdw_backend *be, const sdw_linear_amx_args *a)
     (void)be;
     if (!sdw_linear_amx_suits(a->M) || a->K % 32 || a->N % WB)
         return sdw_fail(SDW_ERR_INVALID_ARG, "linear_amx: shape %lld x %d -> %d", (long long)a->M, a->K, a->N);
-    const out_kind kind = a->y_bf ? OUT_BF16 : a->accumulate ? OUT_ADD : OUT_STORE;
+    const out_kind kind = a->geglu ? OUT_GEGLU : a->y_bf ? OUT_BF16 : a->accumulate ? OUT_ADD : OUT_STORE;
 #pragma omp parallel
     worker(a, kind);
     return SDW_OK;

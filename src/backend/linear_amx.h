@@ -5,7 +5,8 @@
 
 /* y[M, N] = a[M, K] w^T + bias: a bf16 rows of K; w in the inner product's
  * stored layout AB16b64a2b; the result written as bf16 (y_bf), added to y
- * (accumulate), or stored in y. */
+ * (accumulate), or stored in y. With geglu, y_bf [M, N / 2] gets
+ * GEGLU(y): its first half times the GELU of its second. */
 typedef struct {
     const uint16_t *a;
     int64_t M;
@@ -15,6 +16,7 @@ typedef struct {
     float *y;
     uint16_t *y_bf;
     bool accumulate;
+    bool geglu;
 } sdw_linear_amx_args;
 
 /* Whether the stored weights wmd ([out, in] bf16) are in the layout the

@@ -372,8 +372,7 @@ static sdw_status tblock_forward(const fwd *f, const tblock *b, float *x, int64_
     SDW_TRY(sdw_linear_forward_act(f->be, b->attn2_out, a, rows, x, true));
 
     sdw_layer_norm_act(f->be, x, rows, C, b->norm3_w, b->norm3_b, 1e-5f, h);
-    SDW_TRY(sdw_linear_forward_to_act(f->be, b->ff_in, h, rows, big));
-    sdw_geglu_act(f->be, big, rows, 4 * C, a);
+    SDW_TRY(sdw_linear_forward_geglu_act(f->be, b->ff_in, h, rows, big, a));
     SDW_TRY(sdw_linear_forward_act(f->be, b->ff_out, a, rows, x, true));
     sdw_arena_restore(f->arena, m);
     return SDW_OK;
