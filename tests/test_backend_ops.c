@@ -369,7 +369,9 @@ static void linear_own_kernel(void **state)
         { 64, 128, 64, true, true },      /* rows outer */
         { 320, 192, 96, false, true },    /* three threads' worth of output pairs */
         { 2048, 128, 512, true, true },   /* depth 2048: rows in two chunks of 256 */
-        { 64, 128, 77, true, false },     /* a ragged row block: oneDNN */
+        { 64, 128, 77, true, true },      /* a partial last block of rows, padded */
+        { 768, 256, 154, false, true },   /* the text context's keys and values */
+        { 64, 128, 16, true, false },     /* under a block of rows: oneDNN */
         { 64, 40, 64, true, false },      /* outputs not in blocks of 64: oneDNN */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

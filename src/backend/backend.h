@@ -65,8 +65,8 @@ bool sdw_backend_set_own_attention(sdw_backend *be, bool on);
  * Returns whether our kernel can now run. */
 bool sdw_backend_set_own_conv(sdw_backend *be, bool on);
 
-/* bf16 linear layers of whole 32-row blocks on our AMX kernel where the CPU
- * has one, on by default; off, on oneDNN. Returns whether ours can now run. */
+/* bf16 linear layers of 32 rows or more on our AMX kernel where the CPU has
+ * one, on by default; off, on oneDNN. Returns whether ours can now run. */
 bool sdw_backend_set_own_linear(sdw_backend *be, bool on);
 
 /* f32 3x3 convolutions of the larger layers on oneDNN's Winograd kernels

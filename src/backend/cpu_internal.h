@@ -51,6 +51,7 @@ enum {
     SDW_SCR_ATT_OUT,  /* f32 result before it becomes a bf16 activation (no AMX) */
     SDW_SCR_UP2X_IN,  /* the image to upsample as an activation, or upsampled (sdw_conv2d_forward_up2x) */
     SDW_SCR_UP2X_OUT, /* one output phase of it */
+    SDW_SCR_LINEAR_TAIL, /* a linear source's last, partial block of rows padded to a whole one (linear_amx.c) */
     SDW_SCR_COUNT
 };
 

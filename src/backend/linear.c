@@ -4,8 +4,8 @@
  * one process); in f32 it was 0.77-1.08x, so f32 keeps the matmul. The
  * weights are reordered once, at create, into the layout the primitive
  * prefers for a representative M; every later shape is created against
- * that stored layout. Where the CPU has AMX, whole blocks of 32 rows run
- * on linear_amx.c, which reads that same layout. */
+ * that stored layout. Where the CPU has AMX, 32 rows or more run on
+ * linear_amx.c, which reads that same layout. */
 #include "backend/cpu_internal.h"
 #include "backend/amx.h"
 #include "backend/linear_amx.h"

@@ -22,7 +22,8 @@ typedef struct {
 /* Whether the stored weights wmd ([out, in] bf16) are in the layout the
  * kernel reads, and the kernel can run here. */
 bool sdw_linear_amx_fits(const dnnl_memory_desc_t *wmd, int in, int out);
-/* Whether M rows suit it: whole blocks of 32 rows. */
+/* Whether M rows suit it: a block of 32 rows at least (a partial last
+ * block is padded). */
 bool sdw_linear_amx_suits(int64_t M);
 sdw_status sdw_linear_amx(sdw_backend *be, const sdw_linear_amx_args *a);
 #endif
