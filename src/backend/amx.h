@@ -16,4 +16,23 @@ bool sdw_amx_usable(void);
 void sdw_amx_configure_tiles(void);
 /* Hands the tile state back (after a thread's last tile instruction). */
 void sdw_amx_release_tiles(void);
+
+/* The sums of a 32 x 32 block, tiles 0-3 (rows 0-15 and 16-31 x columns
+ * 0-15 and 16-31), started from bias[0..32) in every row (a tile load of
+ * stride 0), or from zero. */
+#define SDW_AMX_SUMS_FROM(bias)                                                                                        \
+    do {                                                                                                               \
+        const float *b_ = (bias);                                                                                      \
+        if (b_) {                                                                                                      \
+            _tile_loadd(0, b_, 0);                                                                                     \
+            _tile_loadd(1, b_ + 16, 0);                                                                                \
+            _tile_loadd(2, b_, 0);                                                                                     \
+            _tile_loadd(3, b_ + 16, 0);                                                                                \
+        } else {                                                                                                       \
+            _tile_zero(0);                                                                                             \
+            _tile_zero(1);                                                                                             \
+            _tile_zero(2);                                                                                             \
+            _tile_zero(3);                                                                                             \
+        }                                                                                                              \
+    } while (0)
 #endif

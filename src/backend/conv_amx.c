@@ -81,16 +81,8 @@ AMX_FN static void tile_block(const uint16_t *a, size_t lda, int kn, const uint1
         _tile_loadd(1, c + 16, ldc_b);
         _tile_loadd(2, c1, ldc_b);
         _tile_loadd(3, c1 + 16, ldc_b);
-    } else if (init == 2) { /* a stride of 0 repeats the bias in every row */
-        _tile_loadd(0, bias, 0);
-        _tile_loadd(1, bias + 16, 0);
-        _tile_loadd(2, bias, 0);
-        _tile_loadd(3, bias + 16, 0);
     } else {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
+        SDW_AMX_SUMS_FROM(init == 2 ? bias : NULL);
     }
     const size_t bstep = (size_t)32 * wblock;
     for (int k = 0; k < kn / 32; k++) {

@@ -147,18 +147,7 @@ AMX_FN static void block(const job *jb, int64_t r0, int j, float *tmp, pending *
     block_columns(a, j, kind, col);
     const uint16_t *ar = r0 < jb->full ? a->a + r0 * a->K : jb->tail;
     const uint16_t *b0 = weights_at(a, col[0]), *b1 = weights_at(a, col[1]);
-    if (a->bias && direct) { /* a stride of 0 repeats the bias in every row */
-        const float *bias = a->bias + col[0];
-        _tile_loadd(0, bias, 0);
-        _tile_loadd(1, bias + 16, 0);
-        _tile_loadd(2, bias, 0);
-        _tile_loadd(3, bias + 16, 0);
-    } else {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
-    }
+    SDW_AMX_SUMS_FROM(a->bias && direct ? a->bias + col[0] : NULL);
     for (int k = 0; k < nkb; k++) {
         _tile_loadd(4, ar + k * 32, lda);
         _tile_loadd(5, ar + 16 * (size_t)a->K + k * 32, lda);
