@@ -120,14 +120,14 @@ static sdw_status forward(sdw_backend *be, const sdw_linear *l, const void *x, b
     double t0 = sdw_be_now();
     const int dims[SDW_OP_DIMS] = { (int)M, l->in, l->out };
     const double flops = 2.0 * (double)M * l->in * l->out;
+    const void *src = x;
+    if (l->dt == dnnl_bf16 && !x_is_act) { /* both kernels read a bf16 source */
+        uint16_t *xb = sdw_scratch(be, SDW_SCR_SRC, sizeof(uint16_t) * (size_t)M * (size_t)l->in);
+        if (!xb) return SDW_ERR_NOMEM;
+        sdw_cvt_bf16(xb, x, (size_t)M * (size_t)l->in);
+        src = xb;
+    }
     if (sdw_linear_uses_own_kernel(be, l, M)) {
-        const void *src = x;
-        if (!x_is_act) {
-            uint16_t *xb = sdw_scratch(be, SDW_SCR_SRC, sizeof(uint16_t) * (size_t)M * (size_t)l->in);
-            if (!xb) return SDW_ERR_NOMEM;
-            sdw_cvt_bf16(xb, x, (size_t)M * (size_t)l->in);
-            src = xb;
-        }
         const sdw_linear_amx_args a = { src, M, l->in, l->out, l->w, l->bias, y_is_act ? NULL : y,
                                         y_is_act ? y : NULL, (flags & SDW_PRIM_SUM) != 0, false };
         SDW_TRY(sdw_linear_amx(be, &a));
@@ -143,13 +143,6 @@ static sdw_status forward(sdw_backend *be, const sdw_linear *l, const void *x, b
         SDW_TRY(linear_desc(l, M, &l->wmd, dst_dt, &d));
         SDW_TRY(linear_desc(l, M, NULL, dst_dt, &d_any));
         SDW_TRY(sdw_prim_create(be, key, &l->wmd, &d, &d_any, &p));
-    }
-    const void *src = x;
-    if (l->dt == dnnl_bf16 && !x_is_act) {
-        uint16_t *xb = sdw_scratch(be, SDW_SCR_SRC, sizeof(uint16_t) * (size_t)M * (size_t)l->in);
-        if (!xb) return SDW_ERR_NOMEM;
-        sdw_cvt_bf16(xb, x, (size_t)M * (size_t)l->in);
-        src = xb;
     }
     SDW_TRY(sdw_prim_exec(be, p, src, l->w, l->bias, y));
     sdw_count_op(be, SDW_OPK_LINEAR, t0, flops, p->impl, dims);
