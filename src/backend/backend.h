@@ -218,6 +218,10 @@ void sdw_softmax_rows(float *x, int64_t rows, int n);
 void sdw_gelu(float *x, size_t n);        /* erf form */
 /* GEGLU: in [rows, 2 * inner] = (value, gate) -> out [rows, inner] = value * gelu(gate). */
 void sdw_geglu(const float *in, int64_t rows, int inner, float *out);
+void sdw_gelu_tanh(float *x, size_t n);   /* tanh approximation (T5, FLUX, SD3) */
+/* RMS norm over rows of C (T5, FLUX / SD3 q-k norms): x / sqrt(mean(x^2) + eps)
+ * * gamma; gamma may be NULL (1). y may equal x. */
+void sdw_rms_norm(const float *x, int64_t rows, int C, const float *gamma, float eps, float *y);
 void sdw_quick_gelu(float *x, size_t n);  /* x * sigmoid(1.702 x) */
 void sdw_silu(float *x, size_t n);
 void sdw_add(float *y, const float *a, const float *b, size_t n);

@@ -128,6 +128,32 @@ SDW_VEC static void geglu_span(float *restrict out, const float *restrict v, con
     for (size_t i = 0; i < n; i++) out[i] = v[i] * (0.5f * g[i] * (1.0f + verf(g[i] * 0.70710678118654752f)));
 }
 
+/* tanh form (T5's gated GELU, FLUX / SD3's MLPs): tanh(u) = 1 - 2 / (exp(2u) + 1). */
+SDW_VEC static void gelu_tanh_span(float *x, size_t n)
+{
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        float u = 0.7978845608028654f * (x[i] + 0.044715f * x[i] * x[i] * x[i]);
+        x[i] = 0.5f * x[i] * (2.0f - 2.0f / (vexp(2.0f * u) + 1.0f));
+    }
+}
+
+/* y = x / sqrt(mean(x^2) + eps) * gamma over one row (sum in double). */
+SDW_VEC static void rms_norm_row(const float *x, int C, const float *gamma, float eps, float *y)
+{
+    double q = 0;
+#pragma omp simd reduction(+ : q)
+    for (int i = 0; i < C; i++) q += (double)x[i] * x[i];
+    const float r = (float)(1.0 / sqrt(q / C + eps));
+    if (gamma) {
+#pragma omp simd
+        for (int i = 0; i < C; i++) y[i] = x[i] * r * gamma[i];
+    } else {
+#pragma omp simd
+        for (int i = 0; i < C; i++) y[i] = x[i] * r;
+    }
+}
+
 SDW_VEC static void quick_gelu_span(float *x, size_t n)
 {
 #pragma omp simd
@@ -291,6 +317,13 @@ void sdw_geglu(const float *in, int64_t rows, int inner, float *out)
         const float *v = in + r * 2 * inner;
         geglu_span(out + r * inner, v, v + inner, (size_t)inner);
     }
+}
+void sdw_gelu_tanh(float *x, size_t n) { FOR_BLOCKS(n, gelu_tanh_span(x + off, len)); }
+
+void sdw_rms_norm(const float *x, int64_t rows, int C, const float *gamma, float eps, float *y)
+{
+#pragma omp parallel for schedule(static) if (rows * C > PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) rms_norm_row(x + r * C, C, gamma, eps, y + r * C);
 }
 void sdw_quick_gelu(float *x, size_t n) { FOR_BLOCKS(n, quick_gelu_span(x + off, len)); }
 void sdw_silu(float *x, size_t n) { FOR_BLOCKS(n, silu_span(x + off, len)); }
