@@ -4,9 +4,9 @@ BUILD ?= build
 JOBS  ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-DEPS_DEB := cmake gcc make pkg-config libdnnl-dev libcjson-dev libutf8proc-dev \
+DEPS_DEB := cmake gcc g++ make pkg-config libdnnl-dev libcjson-dev libutf8proc-dev \
             libpcre2-dev libyaml-dev libcmocka-dev libpng-dev zlib1g-dev libssl-dev \
-            libjpeg62-turbo-dev libwebp-dev libmicrohttpd-dev clang libomp-dev
+            libjpeg62-turbo-dev libwebp-dev libmicrohttpd-dev clang libomp-dev libsentencepiece-dev
 
 # What the server tests need on top: Chromium and its WebDriver (the web page
 # test) and node with npm (the openai client). Node from another source than

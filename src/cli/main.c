@@ -13,6 +13,7 @@ static void usage(FILE *f)
             "  sd-worker serve -m MODEL [--host 127.0.0.1] [--port 7860] ...   the HTTP server: job API with SSE,\n"
             "                                              A1111 and OpenAI dialects (sd-worker serve --help)\n"
             "  sd-worker tokenize [--pad eos|zero] PROMPT   CLIP token ids as a JSON array\n"
+            "  sd-worker tokenize --t5 [--max-length 512] PROMPT   T5 token ids (FLUX, SD3) as a JSON array\n"
             "  sd-worker encode -m MODEL -p PROMPT [--precision auto|f32|bf16] [--clip-skip N]\n"
             "                                              run the text encoder(s), print a summary\n"
             "  sd-worker info [--json] [--prediction auto|eps|v] MODEL\n"

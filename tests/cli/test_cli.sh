@@ -44,6 +44,7 @@ ok "info" "$SDW" info --json "$M"
 grep -q '"family":	"sd1"' "$TMP/out" || { echo "FAIL info family"; cat "$TMP/out"; fails=$((fails + 1)); }
 ok "tokenize" "$SDW" tokenize "a photograph of an astronaut riding a horse"
 grep -q "^\[49406, 320, 8853, 539, 550, 18376, 6765, 320, 4558, 49407, 49407" "$TMP/out" || { echo "FAIL tokenize"; fails=$((fails + 1)); }
+ok "tokenize --t5" "$SDW" tokenize --t5 --max-length 10 "a photo of a cat"; grep -qx "\[3, 9, 1202, 13, 3, 9, 1712, 1, 0, 0\]" "$TMP/out" || { echo "FAIL tokenize --t5"; fails=$((fails + 1)); }
 
 bad "unknown sampler" "valid:" $G -p x --sampler euler_b
 bad "unknown scheduler" "karras" $G -p x --scheduler fancy
