@@ -3,6 +3,7 @@
  *           mid (resnet, single-head attention, resnet), norm, SiLU, conv_out, quant_conv
  *   decode: post_quant_conv, conv_in, mid, up levels (resnets, nearest 2x + conv),
  *           norm, SiLU, conv_out
+ * quant_conv / post_quant_conv are absent in FLUX's autoencoder (identity).
  * Every group norm here uses eps 1e-6. */
 #include "models/vae.h"
 #include "core/error.h"
@@ -52,6 +53,13 @@ struct sdw_vae {
 
 /* ---------------------------------------------------------------- config */
 
+/* True unless the config sets key to false (diffusers' default is true;
+ * null counts as unset). */
+static bool json_flag(const cJSON *cfg, const char *key)
+{
+    return !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(cfg, key));
+}
+
 sdw_status sdw_vae_config_from_diffusers(const cJSON *cfg, sdw_vae_config *c)
 {
     memset(c, 0, sizeof *c);
@@ -70,16 +78,36 @@ sdw_status sdw_vae_config_from_diffusers(const cJSON *cfg, sdw_vae_config *c)
     }
     c->layers_per_block = sdw_json_int(cfg, "layers_per_block", 2);
     c->latent_channels = sdw_json_int(cfg, "latent_channels", 4);
+    c->use_quant_conv = json_flag(cfg, "use_quant_conv");
+    c->use_post_quant_conv = json_flag(cfg, "use_post_quant_conv");
     ok = ok && c->layers_per_block >= 1 && c->layers_per_block <= 64 && c->latent_channels >= 1 &&
          c->latent_channels <= 65536;
-    return ok ? SDW_OK : sdw_fail(SDW_ERR_FORMAT, "vae config: a size or count is out of range");
+    if (!ok) return sdw_fail(SDW_ERR_FORMAT, "vae config: a size or count is out of range");
+    const cJSON *sf = cJSON_GetObjectItemCaseSensitive(cfg, "scaling_factor");
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(cfg, "shift_factor");
+    /* The pipeline divides by the scale: a zero, negative or infinite one
+     * would only give NaN images. */
+    if (cJSON_IsNumber(sf)) c->scaling_factor = (float)sf->valuedouble;
+    if (cJSON_IsNumber(sh)) c->shift_factor = (float)sh->valuedouble;
+    if ((cJSON_IsNumber(sf) && !(isfinite(c->scaling_factor) && c->scaling_factor > 0)) ||
+        !isfinite(c->shift_factor))
+        return sdw_fail(SDW_ERR_FORMAT, "vae config: scaling_factor / shift_factor out of range");
+    return SDW_OK;
 }
 
+static bool has_tensor(const sdw_safetensors *st, const char *prefix, const char *name)
+{
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    return sdw_st_find(st, full) != NULL;
+}
+
+/* decoder.conv_in alone is also a diffusers VAE name; the LDM mid-block name
+ * is not, and no UNet or text encoder has either. post_quant_conv is not
+ * asked for: FLUX's autoencoder has none. */
 bool sdw_vae_ldm_present(const sdw_safetensors *st, const char *prefix)
 {
-    char name[256];
-    snprintf(name, sizeof name, "%sdecoder.conv_in.weight", prefix);
-    return sdw_st_find(st, name) != NULL;
+    return has_tensor(st, prefix, "decoder.conv_in.weight") && has_tensor(st, prefix, "decoder.mid.block_1.conv1.weight");
 }
 
 sdw_status sdw_vae_config_from_ldm(const sdw_safetensors *st, const char *prefix, sdw_vae_config *c)
@@ -93,10 +121,15 @@ sdw_status sdw_vae_config_from_ldm(const sdw_safetensors *st, const char *prefix
         c->block_out[i] = (int)t->shape[0];
         c->n_levels = i + 1;
     }
-    snprintf(name, sizeof name, "%spost_quant_conv.weight", prefix);
+    /* decoder.conv_in's input is the latent, with or without post_quant_conv
+     * before it (FLUX has none). */
+    snprintf(name, sizeof name, "%sdecoder.conv_in.weight", prefix);
     t = sdw_st_find(st, name);
-    if (!c->n_levels || !t) return sdw_fail(SDW_ERR_FORMAT, "%s: no VAE under %s", st->path, prefix);
-    c->latent_channels = (int)t->shape[0];
+    if (!c->n_levels || !t || t->ndim != 4 || t->shape[1] < 1 || t->shape[1] > 65536)
+        return sdw_fail(SDW_ERR_FORMAT, "%s: no VAE under \"%s\"", st->path, prefix);
+    c->latent_channels = (int)t->shape[1];
+    c->use_quant_conv = has_tensor(st, prefix, "quant_conv.weight");
+    c->use_post_quant_conv = has_tensor(st, prefix, "post_quant_conv.weight");
     while (1) {
         snprintf(name, sizeof name, "%sdecoder.up.0.block.%d.conv1.weight", prefix, c->layers_per_block);
         if (!sdw_st_find(st, name)) break;
@@ -258,9 +291,11 @@ sdw_status sdw_vae_load(sdw_backend *be, const sdw_safetensors *st, const char *
     }
     int lc = c->latent_channels;
     sdw_status s = load_decoder(&wl, c, &v->dec);
-    if (s == SDW_OK) s = sdw_wl_conv2d(&wl, &v->post_quant_conv, lc, lc, 1, 1, 0, "post_quant_conv");
+    if (s == SDW_OK && c->use_post_quant_conv)
+        s = sdw_wl_conv2d(&wl, &v->post_quant_conv, lc, lc, 1, 1, 0, "post_quant_conv");
     if (s == SDW_OK && with_encoder) s = load_encoder(&wl, c, &v->enc);
-    if (s == SDW_OK && with_encoder) s = sdw_wl_conv2d(&wl, &v->quant_conv, 2 * lc, 2 * lc, 1, 1, 0, "quant_conv");
+    if (s == SDW_OK && with_encoder && c->use_quant_conv)
+        s = sdw_wl_conv2d(&wl, &v->quant_conv, 2 * lc, 2 * lc, 1, 1, 0, "quant_conv");
     v->bytes = wl.bytes_held;
     sdw_wl_done(&wl);
     if (s != SDW_OK) {
@@ -306,7 +341,7 @@ void sdw_vae_free(sdw_vae *v)
     free(v);
 }
 
-size_t sdw_vae_bytes(const sdw_vae *v) { return v->bytes; }
+size_t sdw_vae_bytes(const sdw_vae *v) { return v ? v->bytes : 0; }
 bool sdw_vae_has_encoder(const sdw_vae *v) { return v->has_encoder; }
 const sdw_vae_config *sdw_vae_get_config(const sdw_vae *v) { return &v->cfg; }
 
@@ -425,10 +460,14 @@ sdw_status sdw_vae_encode(sdw_backend *be, sdw_arena *arena, const sdw_vae *v, c
         }
     }
     SDW_TRY(mid_forward(&f, &v->enc.mid, &x, &y, H, W));
-    float *pre = sdw_arena_floats(arena, (size_t)N * H * W * 2 * c->latent_channels);
-    if (!pre) return nomem();
-    SDW_TRY(tail(&f, &v->enc, x, H, W, C, y, pre));
-    SDW_TRY(sdw_conv2d_forward(be, v->quant_conv, pre, N, H, W, moments, &Ho, &Wo));
+    if (v->quant_conv) {
+        float *pre = sdw_arena_floats(arena, (size_t)N * H * W * 2 * c->latent_channels);
+        if (!pre) return nomem();
+        SDW_TRY(tail(&f, &v->enc, x, H, W, C, y, pre));
+        SDW_TRY(sdw_conv2d_forward(be, v->quant_conv, pre, N, H, W, moments, &Ho, &Wo));
+    } else {
+        SDW_TRY(tail(&f, &v->enc, x, H, W, C, y, moments));
+    }
     int lc = c->latent_channels;
     size_t px = (size_t)N * H * W;
     for (size_t p = 0; p < px; p++) {
@@ -473,10 +512,15 @@ sdw_status sdw_vae_decode(sdw_backend *be, sdw_arena *arena, const sdw_vae *v, c
     int nl = c->n_levels;
     size_t cap = decode_cap(v, N, h, w);
     float *x = sdw_arena_floats(arena, cap), *y = sdw_arena_floats(arena, cap);
-    float *zq = sdw_arena_floats(arena, (size_t)N * h * w * c->latent_channels);
-    if (!x || !y || !zq) return nomem();
+    if (!x || !y) return nomem();
     int Ho, Wo, H = h, W = w, C = c->block_out[nl - 1];
-    SDW_TRY(sdw_conv2d_forward(be, v->post_quant_conv, z, N, h, w, zq, &Ho, &Wo));
+    const float *zq = z;
+    if (v->post_quant_conv) {
+        float *q = sdw_arena_floats(arena, (size_t)N * h * w * c->latent_channels);
+        if (!q) return nomem();
+        SDW_TRY(sdw_conv2d_forward(be, v->post_quant_conv, z, N, h, w, q, &Ho, &Wo));
+        zq = q;
+    }
     SDW_TRY(sdw_conv2d_forward(be, v->dec.conv_in, zq, N, h, w, x, &Ho, &Wo));
     SDW_TRY(mid_forward(&f, &v->dec.mid, &x, &y, H, W));
     for (int i = 0; i < nl; i++) {

@@ -1,6 +1,8 @@
-/* vae.h: the KL autoencoder (AutoencoderKL) of SD1/SD2/SDXL: image <-> latents.
- * Latents here are unscaled; the family's scaling factor (0.18215, SDXL
- * 0.13025) is applied by the pipeline. Images are NHWC RGB in [-1, 1]. */
+/* vae.h: the KL autoencoder (AutoencoderKL) of SD1/SD2/SDXL and FLUX.1's
+ * 16-channel autoencoder (BFL ae.safetensors): image <-> latents. Latents here
+ * are unscaled; the family's scale and shift (SD 0.18215, SDXL 0.13025, no
+ * shift; FLUX 0.3611 and 0.1159: z = (latent - shift) * scale) are applied by
+ * the pipeline. Images are NHWC RGB in [-1, 1]. */
 #ifndef SDW_MODELS_VAE_H
 #define SDW_MODELS_VAE_H
 #include "backend/backend.h"
@@ -14,13 +16,25 @@ typedef struct {
     int n_levels;                        /* 4 */
     int block_out[SDW_VAE_MAX_LEVELS];   /* 128, 256, 512, 512 */
     int layers_per_block;                /* 2 (decoder levels have one more) */
-    int latent_channels;                 /* 4 */
+    int latent_channels;                 /* 4 (FLUX 16) */
+    /* The 1x1 convolutions after the encoder and before the decoder; FLUX's
+     * autoencoder has neither (identity when false). */
+    bool use_quant_conv, use_post_quant_conv;
+    /* diffusers' scaling_factor / shift_factor, for the pipeline (the VAE
+     * itself never applies them). 0 = not stated by the config (LDM files
+     * never state them): the caller uses the family's. */
+    float scaling_factor, shift_factor;
 } sdw_vae_config;
 
+/* From a diffusers vae/config.json: use_quant_conv / use_post_quant_conv
+ * default to true, scaling_factor / shift_factor to 0 (not stated). */
 sdw_status sdw_vae_config_from_diffusers(const cJSON *cfg, sdw_vae_config *c);
-/* From shapes under an LDM prefix ("first_stage_model." or "" for a bare VAE file). */
+/* From shapes under an LDM prefix ("first_stage_model.", "vae." in a FLUX
+ * all-in-one file, "" for a bare VAE file): quant_conv / post_quant_conv are
+ * used where the file has them; scaling_factor and shift_factor are 0. */
 sdw_status sdw_vae_config_from_ldm(const sdw_safetensors *st, const char *prefix, sdw_vae_config *c);
-/* True if st holds an LDM-layout VAE under prefix. */
+/* True if st holds an LDM-layout VAE under prefix (with or without
+ * post_quant_conv; a diffusers-named VAE file is not one). */
 bool sdw_vae_ldm_present(const sdw_safetensors *st, const char *prefix);
 
 typedef struct sdw_vae sdw_vae;
