@@ -1,6 +1,9 @@
 /* safetensors.c: see safetensors.h. The file is mapped read-only; the header
- * is parsed with cJSON and every entry checked before the reader is returned. */
+ * is parsed with cJSON and every entry checked before the reader is returned.
+ * Content that opens with the GGUF magic goes to io/gguf.c instead. */
 #include "io/safetensors.h"
+#include "io/gguf.h"
+#include "io/quant.h"
 #include "core/error.h"
 #include "core/half.h"
 #include <cjson/cJSON.h>
@@ -12,12 +15,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const struct { const char *name; sdw_st_dtype t; size_t size; } dtypes[] = {
-    { "F64", SDW_ST_F64, 8 },   { "F32", SDW_ST_F32, 4 },   { "F16", SDW_ST_F16, 2 },
-    { "BF16", SDW_ST_BF16, 2 }, { "I64", SDW_ST_I64, 8 },   { "I32", SDW_ST_I32, 4 },
-    { "I16", SDW_ST_I16, 2 },   { "I8", SDW_ST_I8, 1 },     { "U8", SDW_ST_U8, 1 },
-    { "BOOL", SDW_ST_BOOL, 1 }, { "F8_E4M3", SDW_ST_F8_E4M3, 1 }, { "F8_E5M2", SDW_ST_F8_E5M2, 1 },
-    { "U16", SDW_ST_U16, 2 },   { "U32", SDW_ST_U32, 4 },   { "U64", SDW_ST_U64, 8 },
+/* Every dtype: its name (safetensors' spelling; GGUF's for the block types),
+ * elements per block (1 for the plain types, which alone may appear in a
+ * safetensors header) and bytes per block. */
+static const struct { const char *name; sdw_st_dtype t; size_t block, bytes; } dtypes[] = {
+    { "F64", SDW_ST_F64, 1, 8 },   { "F32", SDW_ST_F32, 1, 4 },   { "F16", SDW_ST_F16, 1, 2 },
+    { "BF16", SDW_ST_BF16, 1, 2 }, { "I64", SDW_ST_I64, 1, 8 },   { "I32", SDW_ST_I32, 1, 4 },
+    { "I16", SDW_ST_I16, 1, 2 },   { "I8", SDW_ST_I8, 1, 1 },     { "U8", SDW_ST_U8, 1, 1 },
+    { "BOOL", SDW_ST_BOOL, 1, 1 }, { "F8_E4M3", SDW_ST_F8_E4M3, 1, 1 }, { "F8_E5M2", SDW_ST_F8_E5M2, 1, 1 },
+    { "U16", SDW_ST_U16, 1, 2 },   { "U32", SDW_ST_U32, 1, 4 },   { "U64", SDW_ST_U64, 1, 8 },
+    { "Q4_0", SDW_ST_Q4_0, 32, 18 },  { "Q4_1", SDW_ST_Q4_1, 32, 20 },  { "Q5_0", SDW_ST_Q5_0, 32, 22 },
+    { "Q5_1", SDW_ST_Q5_1, 32, 24 },  { "Q8_0", SDW_ST_Q8_0, 32, 34 },  { "Q2_K", SDW_ST_Q2_K, 256, 84 },
+    { "Q3_K", SDW_ST_Q3_K, 256, 110 }, { "Q4_K", SDW_ST_Q4_K, 256, 144 }, { "Q5_K", SDW_ST_Q5_K, 256, 176 },
+    { "Q6_K", SDW_ST_Q6_K, 256, 210 },
 };
 #define N_DTYPES (sizeof dtypes / sizeof dtypes[0])
 
@@ -31,7 +41,18 @@ const char *sdw_st_dtype_name(sdw_st_dtype t)
 size_t sdw_st_dtype_size(sdw_st_dtype t)
 {
     for (size_t i = 0; i < N_DTYPES; i++)
-        if (dtypes[i].t == t) return dtypes[i].size;
+        if (dtypes[i].t == t) return dtypes[i].block == 1 ? dtypes[i].bytes : 0;
+    return 0;
+}
+
+size_t sdw_st_dtype_block(sdw_st_dtype t, size_t *block_bytes)
+{
+    for (size_t i = 0; i < N_DTYPES; i++)
+        if (dtypes[i].t == t) {
+            if (block_bytes) *block_bytes = dtypes[i].bytes;
+            return dtypes[i].block;
+        }
+    if (block_bytes) *block_bytes = 0;
     return 0;
 }
 
@@ -73,7 +94,10 @@ static sdw_status parse_entry(const char *file, const cJSON *e, sdw_st_tensor *t
         return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s: data_offsets missing or not an array", file, name);
     size_t esize = 0;
     for (size_t i = 0; i < N_DTYPES; i++)
-        if (!strcmp(jd->valuestring, dtypes[i].name)) { t->dtype = dtypes[i].t; esize = dtypes[i].size; }
+        if (dtypes[i].block == 1 && !strcmp(jd->valuestring, dtypes[i].name)) {
+            t->dtype = dtypes[i].t;
+            esize = dtypes[i].bytes;
+        }
     if (!esize)
         return sdw_fail(SDW_ERR_UNSUPPORTED, "%s: unsupported dtype %.32s in tensor %s", file, jd->valuestring,
                         name);
@@ -111,6 +135,36 @@ static sdw_status parse_entry(const char *file, const cJSON *e, sdw_st_tensor *t
     t->nbytes = end - begin;
     t->data = data + begin;
     return SDW_OK;
+}
+
+sdw_status sdw_st_finish(sdw_safetensors *st, const char *file)
+{
+    qsort(st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_tensor_name);
+    for (int i = 1; i < st->n_tensors; i++)
+        if (!strcmp(st->tensors[i - 1].name, st->tensors[i].name))
+            return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s appears twice", file, st->tensors[i].name);
+    /* Overlap check: sort pointers by start; each non-empty range must begin at or
+     * after the furthest end seen so far (comparing only neighbours would miss an
+     * overlap with an empty tensor sorted in between, or a range containing two). */
+    const sdw_st_tensor **byofs = malloc(((size_t)st->n_tensors + 1) * sizeof *byofs);
+    if (!byofs) return sdw_fail(SDW_ERR_NOMEM, "%s: out of memory", file);
+    for (int i = 0; i < st->n_tensors; i++) byofs[i] = &st->tensors[i];
+    qsort(byofs, (size_t)st->n_tensors, sizeof *byofs, cmp_range);
+    sdw_status s = SDW_OK;
+    const sdw_st_tensor *furthest = NULL;   /* the non-empty tensor ending last so far */
+    for (int i = 0; i < st->n_tensors; i++) {
+        const sdw_st_tensor *b = byofs[i];
+        if (!b->nbytes) continue;
+        if (furthest && (const uint8_t *)furthest->data + furthest->nbytes > (const uint8_t *)b->data) {
+            s = sdw_fail(SDW_ERR_FORMAT, "%s: tensors %s and %s overlap in the data section", file,
+                         furthest->name, b->name);
+            break;
+        }
+        if (!furthest || (const uint8_t *)b->data + b->nbytes > (const uint8_t *)furthest->data + furthest->nbytes)
+            furthest = b;
+    }
+    free(byofs);
+    return s;
 }
 
 static sdw_status parse_header(sdw_safetensors *st, const uint8_t *buf, size_t size, const char *file)
@@ -167,32 +221,7 @@ static sdw_status parse_header(sdw_safetensors *st, const uint8_t *buf, size_t s
         sp += strlen(sp) + 1;
         st->n_tensors++;
     }
-    qsort(st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_tensor_name);
-    for (int i = 1; i < st->n_tensors; i++)
-        if (!strcmp(st->tensors[i - 1].name, st->tensors[i].name)) {
-            s = sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s appears twice", file, st->tensors[i].name);
-            goto out;
-        }
-    /* Overlap check: sort pointers by start; each non-empty range must begin at or
-     * after the furthest end seen so far (comparing only neighbours would miss an
-     * overlap with an empty tensor sorted in between, or a range containing two). */
-    const sdw_st_tensor **byofs = malloc(((size_t)st->n_tensors + 1) * sizeof *byofs);
-    if (!byofs) { s = sdw_fail(SDW_ERR_NOMEM, "%s: out of memory", file); goto out; }
-    for (int i = 0; i < st->n_tensors; i++) byofs[i] = &st->tensors[i];
-    qsort(byofs, (size_t)st->n_tensors, sizeof *byofs, cmp_range);
-    const sdw_st_tensor *furthest = NULL;   /* the non-empty tensor ending last so far */
-    for (int i = 0; i < st->n_tensors; i++) {
-        const sdw_st_tensor *b = byofs[i];
-        if (!b->nbytes) continue;
-        if (furthest && (const uint8_t *)furthest->data + furthest->nbytes > (const uint8_t *)b->data) {
-            s = sdw_fail(SDW_ERR_FORMAT, "%s: tensors %s and %s overlap in the data section", file,
-                         furthest->name, b->name);
-            break;
-        }
-        if (!furthest || (const uint8_t *)b->data + b->nbytes > (const uint8_t *)furthest->data + furthest->nbytes)
-            furthest = b;
-    }
-    free(byofs);
+    s = sdw_st_finish(st, file);
 out:
     cJSON_Delete(root);
     return s;
@@ -210,6 +239,9 @@ static bool is_pytorch_pickle(const uint8_t *b, size_t size)
 sdw_status sdw_st_parse(const void *buf, size_t size, const char *name, sdw_safetensors **out)
 {
     *out = NULL;
+    /* Never a safetensors file: those 4 bytes as a header length would be
+     * about 1.2 GB, over the 100 MB limit. */
+    if (size >= 4 && !memcmp(buf, SDW_GGUF_MAGIC, 4)) return sdw_gguf_parse(buf, size, name, out);
     sdw_safetensors *st = calloc(1, sizeof *st);
     if (!st || !(st->path = strdup(name ? name : "<memory>"))) {
         free(st);
@@ -299,8 +331,10 @@ sdw_status sdw_st_read_f32(const sdw_safetensors *st, const sdw_st_tensor *t, fl
         else convert_unaligned_16(dst, t->data, t->dtype, (size_t)t->numel);
         return SDW_OK;
     default:
-        return sdw_fail(SDW_ERR_UNSUPPORTED, "%s: unsupported dtype %s in tensor %s (need F32, F16 or BF16)",
-                        st->path, sdw_st_dtype_name(t->dtype), t->name);
+        if (sdw_dequantize(t->dtype, t->data, dst, (size_t)t->numel)) return SDW_OK;
+        return sdw_fail(SDW_ERR_UNSUPPORTED,
+                        "%s: unsupported dtype %s in tensor %s (need a float: F32, F16, BF16, F8_E4M3, F8_E5M2 "
+                        "or a GGUF quantization)", st->path, sdw_st_dtype_name(t->dtype), t->name);
     }
 }
 

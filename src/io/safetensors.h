@@ -1,6 +1,8 @@
-/* safetensors.h: a validated, memory-mapped safetensors reader.
+/* safetensors.h: a validated, memory-mapped tensor file reader: safetensors,
+ * and GGUF (io/gguf.h) read into the same struct, told apart by content, so
+ * every loader takes either.
  *
- * Opening a file checks everything before any tensor is touched: the header
+ * Opening a safetensors file checks everything before any tensor is touched: the header
  * length lies within the file and under 100 MB, the header is a JSON object,
  * every entry has a known dtype, a shape whose byte size (with overflow checks)
  * equals its data_offsets range, every range lies inside the data section, and
@@ -16,6 +18,10 @@
 typedef enum {
     SDW_ST_F64, SDW_ST_F32, SDW_ST_F16, SDW_ST_BF16, SDW_ST_I64, SDW_ST_I32, SDW_ST_I16,
     SDW_ST_I8, SDW_ST_U8, SDW_ST_BOOL, SDW_ST_F8_E4M3, SDW_ST_F8_E5M2, SDW_ST_U16, SDW_ST_U32, SDW_ST_U64,
+    /* GGUF's block-quantized types (only from .gguf files): blocks of 32 or
+     * 256 elements along the last torch dimension (io/quant.h decodes them). */
+    SDW_ST_Q4_0, SDW_ST_Q4_1, SDW_ST_Q5_0, SDW_ST_Q5_1, SDW_ST_Q8_0,
+    SDW_ST_Q2_K, SDW_ST_Q3_K, SDW_ST_Q4_K, SDW_ST_Q5_K, SDW_ST_Q6_K,
 } sdw_st_dtype;
 
 typedef struct {
@@ -23,11 +29,14 @@ typedef struct {
     sdw_st_dtype dtype;
     int ndim;
     int64_t shape[SDW_ST_MAX_DIMS];
-    int64_t numel;
+    int64_t numel;      /* elements (not blocks) */
     uint64_t nbytes;
     const void *data;   /* into the mapping; valid until sdw_st_close */
 } sdw_st_tensor;
 
+/* safetensors: the __metadata__ string pairs; GGUF: its string, number and
+ * bool KVs (numbers printed, e.g. general.file_type = "7"); GGUF arrays are
+ * left out. */
 typedef struct {
     const char *key, *value;
 } sdw_st_meta;
@@ -38,27 +47,39 @@ typedef struct {
     size_t map_size;
     sdw_st_tensor *tensors;  /* sorted by name */
     int n_tensors;
-    sdw_st_meta *meta;       /* the __metadata__ string pairs */
+    sdw_st_meta *meta;       /* see sdw_st_meta */
     int n_meta;
     char *strings;           /* storage for names and metadata */
 } sdw_safetensors;
 
-/* Maps and parses the file at path. Malformed files fail with
- * SDW_ERR_FORMAT; a PyTorch pickle or zip checkpoint (by its content, whatever
- * its name) with SDW_ERR_UNSUPPORTED and a message to convert it. */
+/* Maps and parses the file at path: a GGUF file when it begins with the GGUF
+ * magic, safetensors otherwise. Malformed files fail with SDW_ERR_FORMAT; a
+ * PyTorch pickle or zip checkpoint (by its content, whatever its name) with
+ * SDW_ERR_UNSUPPORTED and a message to convert it. */
 sdw_status sdw_st_open(const char *path, sdw_safetensors **out);
-/* Parses a safetensors image already in memory (not copied: buf must outlive
- * the result). name is used in error messages. */
+/* Parses a safetensors or GGUF image already in memory (not copied: buf must
+ * outlive the result). name is used in error messages. */
 sdw_status sdw_st_parse(const void *buf, size_t size, const char *name, sdw_safetensors **out);
 void sdw_st_close(sdw_safetensors *st);
+/* For the parsers (safetensors.c, gguf.c): sorts st's tensors by name and
+ * fails, naming file, if a name appears twice or two data ranges overlap. */
+sdw_status sdw_st_finish(sdw_safetensors *st, const char *file);
 
 const sdw_st_tensor *sdw_st_find(const sdw_safetensors *st, const char *name);
 const char *sdw_st_meta_get(const sdw_safetensors *st, const char *key);
 const char *sdw_st_dtype_name(sdw_st_dtype t);
+/* Bytes per element of a plain dtype; 0 for a block type (whose elements
+ * have no byte size of their own: use sdw_st_dtype_block). */
 size_t sdw_st_dtype_size(sdw_st_dtype t);
+/* Elements per block (1 for plain dtypes, 32 or 256 for GGUF block types),
+ * and the bytes of one block in *block_bytes (may be NULL); 0 for an unknown
+ * value. A tensor of numel elements (a multiple of the block) takes
+ * numel / block * block_bytes bytes. */
+size_t sdw_st_dtype_block(sdw_st_dtype t, size_t *block_bytes);
 
-/* Converts a float tensor (F32/F16/BF16) to f32 into dst (numel floats). Other
- * dtypes: SDW_ERR_UNSUPPORTED naming the dtype and tensor. */
+/* Converts a float tensor to f32 into dst (numel floats): F32, F16, BF16,
+ * F8_E4M3, F8_E5M2 and the GGUF block types. Other dtypes:
+ * SDW_ERR_UNSUPPORTED naming the dtype and tensor. */
 sdw_status sdw_st_read_f32(const sdw_safetensors *st, const sdw_st_tensor *t, float *dst);
 /* Finds name and returns a newly allocated f32 tensor (ndim <= 4). */
 sdw_status sdw_st_load_f32(const sdw_safetensors *st, const char *name, sdw_tensor *out);

@@ -4,6 +4,7 @@
  * f32 (float dtypes) or int64 (integer dtypes). Not part of the ctest suite;
  * build and run with `make fuzz-smoke`. */
 #include "io/safetensors.h"
+#include "io/quant.h"
 #include "core/error.h"
 #include <stdlib.h>
 #include <string.h>
@@ -26,10 +27,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (sdw_st_find(st, t->name) != t) abort();
         const uint8_t *p = t->data;
         if (p < data || p + t->nbytes > data + size) abort();   /* stays inside the input */
-        if (t->numel < 0 || (uint64_t)t->numel * sdw_st_dtype_size(t->dtype) != t->nbytes) abort();
+        size_t bb, blk = sdw_st_dtype_block(t->dtype, &bb);   /* GGUF input has block types */
+        if (t->numel < 0 || !blk || t->numel % blk || (uint64_t)t->numel / blk * bb != t->nbytes) abort();
         if (t->numel > MAX_READ_ELEMS) continue;
         if (sdw_st_read_f32(st, t, buf) != SDW_OK) {
-            if (t->dtype == SDW_ST_F32 || t->dtype == SDW_ST_F16 || t->dtype == SDW_ST_BF16) abort();
+            if (t->dtype == SDW_ST_F32 || t->dtype == SDW_ST_F16 || t->dtype == SDW_ST_BF16 ||
+                sdw_is_quantized(t->dtype))
+                abort();
         }
         int64_t *iv = NULL;
         if (sdw_st_read_i64(st, t, &iv) == SDW_OK) free(iv);
