@@ -5,13 +5,22 @@
  * layout) copied once before the first change; undo copies them back, so the
  * base weights return bit for bit whatever rounding the merge did. Merging a
  * layer reads its weights back as f32, adds each module's delta to its rows
- * (q, k and v share one stacked layer) and writes them into the stored layout. */
+ * (q, k and v share one stacked layer) and writes them into the stored layout;
+ * a quantized layer (GGUF) decodes and re-encodes the same way.
+ *
+ * Module keys (lora_keys.h) are matched against every name a model's layers
+ * go by: SD's UNet by diffusers and LDM names, FLUX's transformer by BFL,
+ * diffusers and XLabs names (lora_flux.h), text encoders by transformers
+ * names ("0:" CLIP-L / ViT-L, "1:" SDXL's second encoder or FLUX's T5, "2:"
+ * T5 as sd-scripts' lora_te3_). */
 #include "models/lora.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "io/safetensors.h"
 #include "models/lora_delta.h"
+#include "models/lora_flux.h"
 #include "models/model.h"
+#include "models/t5.h"
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +29,9 @@
 
 typedef struct {
     char key[320];
-    char comp;                      /* 'u', '0', '1' */
+    char comp;                      /* 'u', '0', '1', '2' */
     const sdw_named_layer *layer;
+    bool swap_halves;               /* the name's rows are the layer's halves swapped (lora_flux.h) */
 } target;
 
 typedef struct {
@@ -38,6 +48,7 @@ typedef struct {
 struct sdw_lora_state {
     target *targets;                /* sorted by key */
     int n_targets;
+    sdw_layer_list aliases;         /* FLUX layers under names the model does not list */
     saved *saved;
     int n_saved, cap_saved;
     applied_lora *set;              /* what the weights hold now */
@@ -70,34 +81,57 @@ static sdw_status add_target(target **v, int *n, int *cap, char comp, const char
     sdw_lora_layer_key(comp, name, t->key, sizeof t->key);
     t->comp = comp;
     t->layer = l;
+    t->swap_halves = false;
     return SDW_OK;
 }
 
-/* Every layer under each name a LoRA may use for it: text encoders by
- * transformers names, the UNet by diffusers and by LDM names. */
-static sdw_status build_targets(sdw_model *m, struct sdw_lora_state *s)
+static sdw_status add_list(target **v, int *n, int *cap, char comp, const sdw_layer_list *l)
 {
-    int cap = 0;
-    sdw_clip_text *te[2] = { m->text.te1, m->text.te2 };
-    for (int k = 0; k < 2; k++) {
-        if (!te[k]) continue;
-        char comp = (char)('0' + k);
-        for (int i = 0; i < te[k]->layers.n; i++)
-            SDW_TRY(add_target(&s->targets, &s->n_targets, &cap, comp, te[k]->layers.v[i].name, &te[k]->layers.v[i]));
-    }
-    const sdw_layer_list *ul = sdw_unet_layers(m->unet);
-    const sdw_unet_config *uc = sdw_unet_get_config(m->unet);
+    for (int i = 0; i < l->n; i++) SDW_TRY(add_target(v, n, cap, comp, l->v[i].name, &l->v[i]));
+    return SDW_OK;
+}
+
+/* The LDM name of each UNet layer besides its diffusers one. */
+static sdw_status add_unet(target **v, int *n, int *cap, const sdw_unet *u)
+{
+    const sdw_layer_list *ul = sdw_unet_layers(u);
+    const sdw_unet_config *uc = sdw_unet_get_config(u);
     static const char ldm_prefix[] = "model.diffusion_model.";
+    SDW_TRY(add_list(v, n, cap, 'u', ul));
     for (int i = 0; i < ul->n; i++) {
         const sdw_named_layer *l = &ul->v[i];
-        SDW_TRY(add_target(&s->targets, &s->n_targets, &cap, 'u', l->name, l));
         char with_suffix[400], ldm[512];
         snprintf(with_suffix, sizeof with_suffix, "%s.weight", l->name);
         sdw_unet_ldm_name(uc, with_suffix, ldm, sizeof ldm);
         size_t len = strlen(ldm);
         if (strncmp(ldm, ldm_prefix, sizeof ldm_prefix - 1) || len < 7 + sizeof ldm_prefix) continue;
         ldm[len - 7] = 0;   /* ".weight" */
-        SDW_TRY(add_target(&s->targets, &s->n_targets, &cap, 'u', ldm + sizeof ldm_prefix - 1, l));
+        SDW_TRY(add_target(v, n, cap, 'u', ldm + sizeof ldm_prefix - 1, l));
+    }
+    return SDW_OK;
+}
+
+/* Every layer under each name a LoRA may use for it. */
+static sdw_status build_targets(sdw_model *m, struct sdw_lora_state *s)
+{
+    int cap = 0;
+    target **v = &s->targets;
+    int *n = &s->n_targets;
+    if (m->text.te1) SDW_TRY(add_list(v, n, &cap, '0', &m->text.te1->layers));
+    if (m->text.te2) SDW_TRY(add_list(v, n, &cap, '1', &m->text.te2->layers));
+    if (m->t5) {
+        /* FLUX's T5 is diffusers' text_encoder_2 and sd-scripts' lora_te3_. */
+        if (!m->text.te2) SDW_TRY(add_list(v, n, &cap, '1', sdw_t5_layers(m->t5)));
+        SDW_TRY(add_list(v, n, &cap, '2', sdw_t5_layers(m->t5)));
+    }
+    if (m->unet) SDW_TRY(add_unet(v, n, &cap, m->unet));
+    if (m->flux) {
+        SDW_TRY(add_list(v, n, &cap, 'u', sdw_flux_layers(m->flux)));
+        /* The alias list is complete before targets point into it. */
+        SDW_TRY(sdw_lora_flux_aliases(m->flux, &s->aliases));
+        SDW_TRY(add_list(v, n, &cap, 'u', &s->aliases));
+        for (int i = *n - s->aliases.n; i < *n; i++)
+            (*v)[i].swap_halves = !strcmp((*v)[i].layer->name, SDW_LORA_FLUX_SWAPPED);
     }
     qsort(s->targets, (size_t)s->n_targets, sizeof *s->targets, cmp_target);
     return SDW_OK;
@@ -161,6 +195,7 @@ void sdw_lora_state_free(struct sdw_lora_state *s)
     restore(s);
     free(s->saved);
     free(s->targets);
+    sdw_layer_list_free(&s->aliases);
     free(s);
 }
 
@@ -224,11 +259,13 @@ static sdw_status check_family(const sdw_model *m, const sdw_safetensors *st, co
     const char *v = sdw_st_meta_get(st, "ss_base_model_version");
     if (!v) return SDW_OK;
     bool xl = !strncmp(v, "sdxl", 4), v2 = !strncmp(v, "sd_v2", 5), v1 = !strncmp(v, "sd_v1", 5);
+    bool flux = !strncmp(v, "flux", 4);   /* sd-scripts writes "flux1" */
     sdw_family f = m->info.family;
-    bool model_xl = f == SDW_FAMILY_SDXL || f == SDW_FAMILY_SDXL_REFINER;
-    if ((xl && !model_xl) || (v1 && f != SDW_FAMILY_SD1) || (v2 && f != SDW_FAMILY_SD2))
+    bool model_xl = f == SDW_FAMILY_SDXL || f == SDW_FAMILY_SDXL_REFINER, model_flux = sdw_family_is_flux(f);
+    if ((xl && !model_xl) || (v1 && f != SDW_FAMILY_SD1) || (v2 && f != SDW_FAMILY_SD2) || (flux && !model_flux) ||
+        (model_flux && (xl || v1 || v2)))
         return sdw_fail(SDW_ERR_UNSUPPORTED, "LoRA %s is for %s (ss_base_model_version %s); the model is %s", name,
-                        xl ? "SDXL" : v2 ? "SD 2.x" : v1 ? "SD 1.x" : v, v, sdw_family_name(f));
+                        xl ? "SDXL" : v2 ? "SD 2.x" : v1 ? "SD 1.x" : flux ? "FLUX.1" : v, v, sdw_family_name(f));
     return SDW_OK;
 }
 
@@ -356,6 +393,17 @@ static sdw_status reserve(buffers *b, size_t n)
     return b->n ? SDW_OK : sdw_fail(SDW_ERR_NOMEM, "out of memory merging a LoRA");
 }
 
+/* Exchanges the first and second halves of rows (exactly: a copy, twice undoes it). */
+static void swap_halves(float *W, int rows, size_t cols)
+{
+    size_t h = (size_t)rows / 2 * cols;
+    for (size_t i = 0; i < h; i++) {
+        float t = W[i];
+        W[i] = W[h + i];
+        W[h + i] = t;
+    }
+}
+
 static sdw_status merge_layer(sdw_model *m, struct sdw_lora_state *s, const patch *p, int n, buffers *b)
 {
     const sdw_named_layer *l = p[0].m->t->layer;
@@ -376,12 +424,34 @@ static sdw_status merge_layer(sdw_model *m, struct sdw_lora_state *s, const patc
         size_t cols = (size_t)sh.in * sh.kh * sh.kw;
         sdw_lora_parts parts;
         SDW_TRY(load_parts(p[i].st, p[i].m, &parts));
-        sdw_status st = sdw_lora_merge(&parts, p[i].m->key, sh, p[i].strength, b->delta, W + (size_t)li->row0 * cols,
-                                       b->work);
+        float *Wl = W + (size_t)li->row0 * cols;
+        bool swap = p[i].m->t->swap_halves;
+        if (swap) swap_halves(Wl, sh.rows, cols);
+        sdw_status st = sdw_lora_merge(&parts, p[i].m->key, sh, p[i].strength, b->delta, Wl, b->work);
+        if (swap) swap_halves(Wl, sh.rows, cols);
         free_parts(&parts);
         SDW_TRY(st);
     }
     return l->linear ? sdw_linear_set_weights(m->be, l->linear, W) : sdw_conv2d_set_weights(m->be, l->conv, W);
+}
+
+/* A LoRA whose module names belong to the other architecture (SD's UNet on
+ * FLUX, FLUX's transformer or T5 on SD) is refused naming both: it could
+ * still match the text encoder they share (CLIP-L), which would hide it. */
+static sdw_status check_architecture(const sdw_model *m, const module *mods, int n, const char *name)
+{
+    bool flux_model = m->flux != NULL;
+    for (int k = 0; k < n; k++) {
+        if (!mods[k].known) continue;
+        sdw_lora_for f = sdw_lora_key_family(mods[k].key);
+        if (f == SDW_LORA_FOR_SD && flux_model)
+            return sdw_fail(SDW_ERR_UNSUPPORTED, "LoRA %s is for an SD 1.x / 2.x / SDXL UNet (module %s); the model "
+                            "is %s (FLUX.1)", name, mods[k].key + 2, sdw_family_name(m->info.family));
+        if (f == SDW_LORA_FOR_FLUX && !flux_model)
+            return sdw_fail(SDW_ERR_UNSUPPORTED, "LoRA %s is for FLUX.1 (module %s); the model is %s (Stable "
+                            "Diffusion)", name, mods[k].key + 2, sdw_family_name(m->info.family));
+    }
+    return SDW_OK;
 }
 
 /* Matches every LoRA's modules to layers and fills the reports. */
@@ -393,14 +463,16 @@ static sdw_status match_all(sdw_model *m, struct sdw_lora_state *s, const sdw_lo
         stem_of(loras[i].path, rep[i].name, sizeof rep[i].name);
         SDW_TRY(check_family(m, files[i], rep[i].name));
         SDW_TRY(read_modules(files[i], &mods[i], &n_mods[i]));
+        SDW_TRY(check_architecture(m, mods[i], n_mods[i], rep[i].name));
         addnet_hash(files[i], rep[i].hash12);
         rep[i].keys_total = n_mods[i];
         bool second_te = false;
         for (int k = 0; k < n_mods[i]; k++) {
             module *md = &mods[i][k];
             md->lora = i;
-            second_te |= md->key[0] == '1';
             md->t = md->known && mergeable(md) ? find_target(s, md->key) : NULL;
+            /* SDXL's second CLIP, unmatched; on FLUX "1:" is T5, whose names differ. */
+            second_te |= md->key[0] == '1' && !md->t && (!m->t5 || !strncmp(md->key, "1:encoder_layers_", 17));
             if (md->t) rep[i].keys_applied++;
         }
         if (second_te && !m->text.te2)

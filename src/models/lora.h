@@ -12,8 +12,8 @@
 
 typedef struct {
     const char *path;        /* a .safetensors file */
-    float te_strength;       /* text encoder(s) */
-    float unet_strength;     /* UNet */
+    float te_strength;       /* text encoder(s): CLIP, and FLUX's T5 */
+    float unet_strength;     /* UNet, or FLUX's transformer */
 } sdw_lora_spec;
 
 typedef struct {
@@ -25,8 +25,9 @@ typedef struct {
 } sdw_lora_report;
 
 /* reports (may be NULL) receives n entries. A LoRA matching no module of the
- * model, a LoRA for another family or a malformed file fails the whole call
- * and leaves the model with no LoRA. */
+ * model, a LoRA for another family (by its kohya metadata, or by its module
+ * names: SD's UNet on FLUX, FLUX's transformer on SD) or a malformed file
+ * fails the whole call and leaves the model with no LoRA. */
 sdw_status sdw_model_set_loras(sdw_model *m, const sdw_lora_spec *loras, int n, sdw_lora_report *reports);
 
 /* "name: hash12, ..." for n reports (A1111's infotext value); malloc'd. */

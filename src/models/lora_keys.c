@@ -12,6 +12,8 @@ static const struct {
     { "_lora.down.weight", SDW_LORA_DOWN }, { "_lora.up.weight", SDW_LORA_UP },
     { ".lora.down.weight", SDW_LORA_DOWN }, { ".lora.up.weight", SDW_LORA_UP },
     { ".lora_linear_layer.down.weight", SDW_LORA_DOWN }, { ".lora_linear_layer.up.weight", SDW_LORA_UP },
+    /* XLabs' FLUX processors ("double_blocks.0.processor.qkv_lora1.down.weight"). */
+    { ".down.weight", SDW_LORA_DOWN }, { ".up.weight", SDW_LORA_UP },
     { ".alpha", SDW_LORA_ALPHA },
     { ".hada_w1_a", SDW_LORA_HADA_W1_A }, { ".hada_w1_b", SDW_LORA_HADA_W1_B },
     { ".hada_w2_a", SDW_LORA_HADA_W2_A }, { ".hada_w2_b", SDW_LORA_HADA_W2_B },
@@ -36,6 +38,13 @@ static const struct {
     /* PEFT saves of a bare UNet or text encoder. */
     { "down_blocks.", 'u', true }, { "mid_block.", 'u', true }, { "up_blocks.", 'u', true },
     { "text_model.", '0', true },
+    /* FLUX: sd-scripts' T5 ("lora_te3_", ComfyUI's name for a third encoder), diffusers
+     * ("transformer."), ComfyUI / ai-toolkit ("diffusion_model."), kohya-style diffusers
+     * names, and bare BFL / diffusers / XLabs module paths. */
+    { "lora_te3_", '2', false }, { "lora_transformer_", 'u', false }, { "transformer.", 'u', false },
+    { "model.diffusion_model.", 'u', false }, { "diffusion_model.", 'u', false },
+    { "double_blocks.", 'u', true }, { "single_blocks.", 'u', true }, { "transformer_blocks.", 'u', true },
+    { "single_transformer_blocks.", 'u', true },
 };
 
 /* '.' -> '_', and the diffusers attention-processor detour removed. */

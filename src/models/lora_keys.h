@@ -5,7 +5,12 @@
  * kohya ("lora_unet_down_blocks_0_..._to_q.lora_down.weight", "lora_te1_..."),
  * PEFT ("unet.down_blocks.0....to_q.lora_A.weight", "text_encoder_2.") and the
  * old diffusers processor names ("attn1.processor.to_q_lora.down.weight") all
- * land on the same key. */
+ * land on the same key. FLUX: "u:" + transformer module in BFL or diffusers
+ * form (kohya "lora_unet_double_blocks_0_...", diffusers "transformer.",
+ * ComfyUI / ai-toolkit "diffusion_model.", XLabs' bare
+ * "double_blocks.0.processor.qkv_lora1.down.weight"), and "2:" + T5 module
+ * for sd-scripts' "lora_te3_" (its "lora_te2_" and diffusers'
+ * "text_encoder_2." give "1:", which FLUX matches against T5 as well). */
 #ifndef SDW_MODELS_LORA_KEYS_H
 #define SDW_MODELS_LORA_KEYS_H
 #include <stdbool.h>

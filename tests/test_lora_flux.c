@@ -1,0 +1,761 @@
+/* test_lora_flux.c: LoRAs on the tiny FLUX.1-dev model (transformer, CLIP-L,
+ * T5), loaded as the pipeline loads it. Each file's modules are mapped here,
+ * by hand, to the BFL layer and rows they must change (kohya / sd-scripts,
+ * diffusers / PEFT, ai-toolkit / ComfyUI, XLabs names; q/k/v and MLP parts of
+ * fused layers; diffusers' norm_out.linear with its halves swapped); the
+ * merged weights must equal W + delta computed here from the file with plain
+ * loops, and undoing must restore every stored byte. SD LoRAs on FLUX and
+ * FLUX LoRAs on SD are refused naming both families. The reference cases
+ * lora_kohya_dev / lora_peft_dev run end to end when the FLUX pipeline runs;
+ * the GGUF transformers measure what re-quantizing a merged layer costs. */
+#include "testkit.h"
+#include "io/json_file.h"
+#include "io/safetensors_write.h"
+#include "models/flux.h"
+#include "models/lora.h"
+#include "models/lora_flux.h"
+#include "models/lora_keys.h"
+#include "models/model.h"
+#include "models/t5.h"
+#include "pipeline/pipeline.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DEV "flux/models/flux-tiny-dev/"
+#define COMMON "flux/models/flux-tiny-common/"
+#define LORAS DEV "loras/"
+
+static sdw_model *flux;
+static char tmpdir[256];
+
+static sdw_status load_flux(const char *file, sdw_precision prec, sdw_model **m)
+{
+    char path[1024], vae[1024], clip[1024], t5[1024];
+    snprintf(path, sizeof path, "%s", test_data_path(file));
+    snprintf(vae, sizeof vae, "%s", test_data_path(COMMON "ae.safetensors"));
+    snprintf(clip, sizeof clip, "%s", test_data_path(COMMON "clip_l.safetensors"));
+    snprintf(t5, sizeof t5, "%s", test_data_path(COMMON "t5xxl.safetensors"));
+    sdw_load_params lp = sdw_load_params_default();
+    lp.precision = prec;
+    lp.vae_path = vae;
+    lp.clip_l_path = clip;
+    lp.t5_path = t5;
+    return sdw_model_load(path, &lp, m);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    if (load_flux(DEV "flux1-dev.safetensors", SDW_PRECISION_F32, &flux) != SDW_OK) {
+        fprintf(stderr, "%s\n", sdw_last_error());
+        return -1;
+    }
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/sdw-test-lora-flux-XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    sdw_model_free(flux);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- the model's layers ---- */
+
+/* part: 't' CLIP-L (transformers names), '5' T5, 'f' the transformer (BFL names). */
+static const sdw_named_layer *layer_of(const sdw_model *m, char part, const char *name)
+{
+    const sdw_layer_list *l = part == 't' ? &m->text.te1->layers : part == '5' ? sdw_t5_layers(m->t5)
+                                                                              : sdw_flux_layers(m->flux);
+    for (int i = 0; i < l->n; i++)
+        if (!strcmp(l->v[i].name, name)) return &l->v[i];
+    fail_msg("no layer %s", name);
+    return NULL;
+}
+
+static float *weights(const sdw_model *m, const sdw_named_layer *l)
+{
+    size_t n = (size_t)sdw_linear_out(l->linear) * sdw_linear_in(l->linear);
+    float *w = malloc(n * sizeof *w);
+    assert_int_equal(sdw_linear_get_weights(m->be, l->linear, w), SDW_OK);
+    return w;
+}
+
+static void *stored_copy(const sdw_named_layer *l, size_t *bytes)
+{
+    void *p = sdw_linear_stored(l->linear, bytes);
+    void *c = malloc(*bytes);
+    memcpy(c, p, *bytes);
+    return c;
+}
+
+/* ---- what a file must do, mapped by hand ---- */
+
+typedef struct {
+    const char *module;   /* tensor names up to ".lora_down" / ".lora_A" / ".down" */
+    char part;            /* as layer_of */
+    const char *layer;    /* the model layer it changes */
+    int row0, rows;       /* rows of that layer (rows 0: all) */
+    bool swap;            /* the module's rows are the layer's halves swapped */
+} mapping;
+
+/* A LoRA module's factors from the file, whatever its naming. */
+static bool read_factor(const sdw_safetensors *st, const char *module, const char *const *suffixes, int n,
+                        float **data, int64_t *d0, int64_t *d1)
+{
+    char name[512];
+    for (int i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "%s%s", module, suffixes[i]);
+        const sdw_st_tensor *t = sdw_st_find(st, name);
+        if (!t) continue;
+        *data = test_load_f32(st, name, NULL);
+        *d0 = t->shape[0];
+        *d1 = t->ndim > 1 ? t->shape[1] : 1;
+        return true;
+    }
+    return false;
+}
+
+/* delta [rows, cols] = scale * alpha / rank * up @ down (alpha = rank where the file has none). */
+static float *module_delta(const sdw_safetensors *st, const char *module, float scale, int rows, int cols)
+{
+    static const char *const downs[] = { ".lora_down.weight", ".lora_A.weight", ".down.weight" };
+    static const char *const ups[] = { ".lora_up.weight", ".lora_B.weight", ".up.weight" };
+    float *down = NULL, *up = NULL;
+    int64_t r = 0, in = 0, out = 0, r2 = 0;
+    if (!read_factor(st, module, downs, 3, &down, &r, &in) || !read_factor(st, module, ups, 3, &up, &out, &r2))
+        fail_msg("%s: no factors in the file", module);
+    assert_int_equal(in, cols);
+    assert_int_equal(out, rows);
+    assert_int_equal(r2, r);
+    char name[512];
+    snprintf(name, sizeof name, "%s.alpha", module);
+    float alpha = (float)r;
+    if (sdw_st_find(st, name)) {
+        float *a = test_load_f32(st, name, NULL);
+        alpha = a[0];
+        free(a);
+    }
+    float *d = malloc((size_t)rows * cols * sizeof *d);
+    for (int o = 0; o < rows; o++)
+        for (int k = 0; k < cols; k++) {
+            double acc = 0;
+            for (int j = 0; j < r; j++) acc += (double)up[(size_t)o * r + j] * down[(size_t)j * cols + k];
+            d[(size_t)o * cols + k] = (float)(acc * scale * alpha / (double)r);
+        }
+    free(down);
+    free(up);
+    return d;
+}
+
+/* One model layer a file touches: its weights and stored bytes before, and
+ * the change the test expects. */
+typedef struct {
+    const sdw_named_layer *l;
+    float *before, *want;
+    void *orig;
+    size_t bytes;
+    int rows, cols;
+} touched;
+
+static touched *touch(touched *v, int *n, const sdw_model *m, const sdw_named_layer *l)
+{
+    for (int i = 0; i < *n; i++)
+        if (v[i].l->linear == l->linear) return &v[i];
+    touched *t = &v[(*n)++];
+    t->l = l;
+    t->rows = sdw_linear_out(l->linear);
+    t->cols = sdw_linear_in(l->linear);
+    t->before = weights(m, l);
+    t->want = malloc((size_t)t->rows * t->cols * sizeof *t->want);
+    memcpy(t->want, t->before, (size_t)t->rows * t->cols * sizeof *t->want);
+    t->orig = stored_copy(l, &t->bytes);
+    return t;
+}
+
+/* Applies path at (te, unet), checks every mapped layer against W + its
+ * modules' deltas (other layers of the model are not looked at) and the
+ * report, then undoes and checks the stored bytes. Returns the worst rel L2. */
+static double check_file(sdw_model *m, const char *path, const mapping *map, int n, float te, float unet)
+{
+    sdw_safetensors *st;
+    assert_int_equal(sdw_st_open(path, &st), SDW_OK);
+    touched *v = calloc((size_t)n, sizeof *v);
+    int nt = 0;
+    for (int i = 0; i < n; i++) {
+        const sdw_named_layer *l = layer_of(m, map[i].part, map[i].layer);
+        touched *t = touch(v, &nt, m, l);
+        int row0 = l->row0 + map[i].row0, rows = map[i].rows ? map[i].rows : l->rows;
+        float *d = module_delta(st, map[i].module, map[i].part == 'f' ? unet : te, rows, t->cols);
+        for (int r = 0; r < rows; r++) {
+            int dst = row0 + (map[i].swap ? (r + rows / 2) % rows : r);
+            for (int c = 0; c < t->cols; c++) t->want[(size_t)dst * t->cols + c] += d[(size_t)r * t->cols + c];
+        }
+        free(d);
+    }
+    sdw_st_close(st);
+    sdw_lora_spec spec = { path, te, unet };
+    sdw_lora_report rep;
+    if (sdw_model_set_loras(m, &spec, 1, &rep) != SDW_OK) fail_msg("%s: %s", path, sdw_last_error());
+    assert_int_equal(rep.keys_applied, n);
+    assert_int_equal(rep.keys_total, n);
+    double worst = 0;
+    for (int i = 0; i < nt; i++) {
+        size_t k = (size_t)v[i].rows * v[i].cols;
+        float *after = weights(m, v[i].l), *got = malloc(k * sizeof *got), *exp = malloc(k * sizeof *exp);
+        for (size_t j = 0; j < k; j++) {
+            got[j] = after[j] - v[i].before[j];
+            exp[j] = v[i].want[j] - v[i].before[j];
+        }
+        char what[300];
+        snprintf(what, sizeof what, "%s: %s delta", rep.name, v[i].l->name);
+        test_check_close(what, got, exp, k, 1e-5);
+        double rel = test_rel_l2(got, exp, k);
+        if (rel > worst) worst = rel;
+        free(after); free(got); free(exp);
+    }
+    assert_int_equal(sdw_model_set_loras(m, NULL, 0, NULL), SDW_OK);
+    for (int i = 0; i < nt; i++) {
+        size_t bytes;
+        assert_memory_equal(sdw_linear_stored(v[i].l->linear, &bytes), v[i].orig, v[i].bytes);
+        free(v[i].before); free(v[i].want); free(v[i].orig);
+    }
+    free(v);
+    return worst;
+}
+
+/* ---- the reference files ---- */
+
+static const mapping kohya_map[] = {
+    { "lora_te1_text_model_encoder_layers_0_self_attn_q_proj", 't', "text_model.encoder.layers.0.self_attn.q_proj", 0, 0, false },
+    { "lora_te1_text_model_encoder_layers_2_mlp_fc1", 't', "text_model.encoder.layers.2.mlp.fc1", 0, 0, false },
+    { "lora_unet_double_blocks_0_img_attn_proj", 'f', "double_blocks.0.img_attn.proj", 0, 0, false },
+    { "lora_unet_double_blocks_0_img_attn_qkv", 'f', "double_blocks.0.img_attn.qkv", 0, 0, false },
+    { "lora_unet_double_blocks_1_img_mod_lin", 'f', "double_blocks.1.img_mod.lin", 0, 0, false },
+    { "lora_unet_double_blocks_1_txt_mlp_0", 'f', "double_blocks.1.txt_mlp.0", 0, 0, false },
+    { "lora_unet_single_blocks_0_linear2", 'f', "single_blocks.0.linear2", 0, 0, false },
+    { "lora_unet_single_blocks_1_modulation_lin", 'f', "single_blocks.1.modulation.lin", 0, 0, false },
+};
+
+/* Hidden width 32 (q, k, v: 32 rows each; the MLP 128). */
+#define H 32
+static const mapping peft_map[] = {
+    { "transformer.single_transformer_blocks.0.proj_mlp", 'f', "single_blocks.0.linear1", 3 * H, 128, false },
+    { "transformer.single_transformer_blocks.1.attn.to_v", 'f', "single_blocks.1.linear1", 2 * H, H, false },
+    { "transformer.single_transformer_blocks.1.proj_out", 'f', "single_blocks.1.linear2", 0, 0, false },
+    { "transformer.transformer_blocks.0.attn.add_v_proj", 'f', "double_blocks.0.txt_attn.qkv", 2 * H, H, false },
+    { "transformer.transformer_blocks.0.attn.to_k", 'f', "double_blocks.0.img_attn.qkv", H, H, false },
+    { "transformer.transformer_blocks.0.attn.to_q", 'f', "double_blocks.0.img_attn.qkv", 0, H, false },
+    { "transformer.transformer_blocks.1.ff.net.0.proj", 'f', "double_blocks.1.img_mlp.0", 0, 0, false },
+    { "transformer.transformer_blocks.1.norm1.linear", 'f', "double_blocks.1.img_mod.lin", 0, 0, false },
+};
+#define COUNT(a) ((int)(sizeof a / sizeof a[0]))
+
+static void kohya_reference_file(void **state)
+{
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s", test_data_path(LORAS "flux-tiny-dev-lora-kohya.safetensors"));
+    double w = check_file(flux, path, kohya_map, COUNT(kohya_map), 1.0f, 1.0f);
+    double w2 = check_file(flux, path, kohya_map, COUNT(kohya_map), 0.4f, -1.3f);   /* te and unet apart */
+    printf("  kohya: 8 of 8 modules, worst layer delta rel L2 %.3g (strength 1), %.3g (te 0.4, unet -1.3)\n", w, w2);
+}
+
+static void peft_reference_file(void **state)
+{
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s", test_data_path(LORAS "flux-tiny-dev-lora-peft.safetensors"));
+    double w = check_file(flux, path, peft_map, COUNT(peft_map), 0.75f, 0.75f);
+    printf("  peft: 8 of 8 modules into 6 fused / renamed layers, worst delta rel L2 %.3g\n", w);
+}
+
+/* ---- other namings, in files written here ---- */
+
+typedef struct {
+    sdw_st_out t[64];
+    int64_t shapes[64][2];
+    float *data[64];
+    int n;
+} lora_file;
+
+static void add_tensor(lora_file *f, const char *name, int ndim, int64_t d0, int64_t d1, uint32_t seed)
+{
+    assert_true(f->n < 64);
+    int i = f->n++;
+    f->shapes[i][0] = d0;
+    f->shapes[i][1] = d1;
+    size_t n = ndim == 0 ? 1 : (size_t)d0 * (ndim > 1 ? (size_t)d1 : 1);
+    f->data[i] = malloc(n * sizeof(float));
+    test_fill(f->data[i], n, seed);
+    f->t[i] = (sdw_st_out){ strdup(name), ndim, f->shapes[i], f->data[i] };
+}
+
+/* A module of rank r for a layer of rows x cols, with the given factor suffixes. */
+static void add_module(lora_file *f, const char *module, const char *down, const char *up, int rows, int cols, int r,
+                       float alpha)
+{
+    char name[512];
+    snprintf(name, sizeof name, "%s%s", module, down);
+    add_tensor(f, name, 2, r, cols, (uint32_t)(f->n * 7 + 1));
+    snprintf(name, sizeof name, "%s%s", module, up);
+    add_tensor(f, name, 2, rows, r, (uint32_t)(f->n * 7 + 2));
+    if (alpha > 0) {
+        snprintf(name, sizeof name, "%s.alpha", module);
+        add_tensor(f, name, 0, 0, 0, 1);
+        f->data[f->n - 1][0] = alpha;
+    }
+}
+
+static const char *write_file(lora_file *f, const char *stem)
+{
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s.safetensors", tmpdir, stem);
+    assert_int_equal(sdw_st_write_f32(path, f->t, f->n), SDW_OK);
+    return path;
+}
+
+static void free_file(lora_file *f)
+{
+    for (int i = 0; i < f->n; i++) {
+        free((char *)f->t[i].name);
+        free(f->data[i]);
+    }
+    f->n = 0;
+}
+
+/* Writes a file holding map's modules (shapes from the model's layers). */
+static const char *file_for(lora_file *f, const mapping *map, int n, const char *down, const char *up, float alpha,
+                            const char *stem)
+{
+    for (int i = 0; i < n; i++) {
+        const sdw_named_layer *l = layer_of(flux, map[i].part, map[i].layer);
+        add_module(f, map[i].module, down, up, map[i].rows ? map[i].rows : l->rows, sdw_linear_in(l->linear), 2 + i % 3,
+                   alpha);
+    }
+    return write_file(f, stem);
+}
+
+static void xlabs_processors(void **state)
+{
+    (void)state;
+    static const mapping map[] = {
+        { "double_blocks.0.processor.qkv_lora1", 'f', "double_blocks.0.img_attn.qkv", 0, 0, false },
+        { "double_blocks.0.processor.qkv_lora2", 'f', "double_blocks.0.txt_attn.qkv", 0, 0, false },
+        { "double_blocks.1.processor.proj_lora1", 'f', "double_blocks.1.img_attn.proj", 0, 0, false },
+        { "double_blocks.1.processor.proj_lora2", 'f', "double_blocks.1.txt_attn.proj", 0, 0, false },
+        { "single_blocks.0.processor.qkv_lora", 'f', "single_blocks.0.linear1", 0, 3 * H, false },
+        { "single_blocks.1.processor.proj_lora", 'f', "single_blocks.1.linear2", 0, 0, false },
+    };
+    lora_file f = { 0 };
+    /* XLabs keeps no alpha: up @ down at strength 1. */
+    double w = check_file(flux, file_for(&f, map, COUNT(map), ".down.weight", ".up.weight", 0, "xlabs"), map,
+                          COUNT(map), 1.0f, 0.8f);
+    printf("  XLabs: worst delta rel L2 %.3g\n", w);
+    free_file(&f);
+}
+
+static void ai_toolkit_comfy_and_diffusers_names(void **state)
+{
+    (void)state;
+    static const mapping map[] = {
+        /* ComfyUI / ai-toolkit: BFL names under diffusion_model. */
+        { "diffusion_model.double_blocks.0.txt_mod.lin", 'f', "double_blocks.0.txt_mod.lin", 0, 0, false },
+        { "diffusion_model.single_blocks.1.linear1", 'f', "single_blocks.1.linear1", 0, 0, false },
+        /* diffusers names of the top-level layers (and norm_out, halves swapped, beside the BFL name). */
+        { "transformer.x_embedder", 'f', "img_in", 0, 0, false },
+        { "transformer.context_embedder", 'f', "txt_in", 0, 0, false },
+        { "transformer.time_text_embed.timestep_embedder.linear_1", 'f', "time_in.in_layer", 0, 0, false },
+        { "transformer.time_text_embed.guidance_embedder.linear_2", 'f', "guidance_in.out_layer", 0, 0, false },
+        { "transformer.time_text_embed.text_embedder.linear_1", 'f', "vector_in.in_layer", 0, 0, false },
+        { "transformer.proj_out", 'f', "final_layer.linear", 0, 0, false },
+        { "transformer.norm_out.linear", 'f', "final_layer.adaLN_modulation.1", 0, 0, true },
+        { "diffusion_model.final_layer.adaLN_modulation.1", 'f', "final_layer.adaLN_modulation.1", 0, 0, false },
+        /* the rest of a double block, and the split single-block q / k next to its MLP. */
+        { "transformer.transformer_blocks.1.attn.to_out.0", 'f', "double_blocks.1.img_attn.proj", 0, 0, false },
+        { "transformer.transformer_blocks.1.attn.to_add_out", 'f', "double_blocks.1.txt_attn.proj", 0, 0, false },
+        { "transformer.transformer_blocks.1.attn.add_q_proj", 'f', "double_blocks.1.txt_attn.qkv", 0, H, false },
+        { "transformer.transformer_blocks.1.attn.add_k_proj", 'f', "double_blocks.1.txt_attn.qkv", H, H, false },
+        { "transformer.transformer_blocks.0.ff.net.2", 'f', "double_blocks.0.img_mlp.2", 0, 0, false },
+        { "transformer.transformer_blocks.0.ff_context.net.0.proj", 'f', "double_blocks.0.txt_mlp.0", 0, 0, false },
+        { "transformer.transformer_blocks.0.ff_context.net.2", 'f', "double_blocks.0.txt_mlp.2", 0, 0, false },
+        { "transformer.transformer_blocks.0.norm1_context.linear", 'f', "double_blocks.0.txt_mod.lin", 0, 0, false },
+        { "transformer.single_transformer_blocks.0.attn.to_q", 'f', "single_blocks.0.linear1", 0, H, false },
+        { "transformer.single_transformer_blocks.0.attn.to_k", 'f', "single_blocks.0.linear1", H, H, false },
+        { "transformer.single_transformer_blocks.0.norm.linear", 'f', "single_blocks.0.modulation.lin", 0, 0, false },
+        /* the text encoders by PEFT names: CLIP-L as text_encoder, T5 as text_encoder_2. */
+        { "text_encoder.text_model.encoder.layers.1.self_attn.k_proj", 't', "text_model.encoder.layers.1.self_attn.k_proj", 0, 0, false },
+        { "text_encoder_2.encoder.block.0.layer.0.SelfAttention.q", '5', "encoder.block.0.layer.0.SelfAttention.q", 0, 0, false },
+    };
+    lora_file f = { 0 };
+    double w = check_file(flux, file_for(&f, map, COUNT(map), ".lora_A.weight", ".lora_B.weight", 0, "peft_names"), map,
+                          COUNT(map), -0.6f, 1.2f);
+    printf("  ai-toolkit / ComfyUI / diffusers names (%d modules): worst delta rel L2 %.3g\n", COUNT(map), w);
+    free_file(&f);
+}
+
+static void kohya_t5_and_diffusers_split_names(void **state)
+{
+    (void)state;
+    static const mapping map[] = {
+        /* sd-scripts' T5 (lora_te3_) and lora_te2_ for it too. */
+        { "lora_te3_encoder_block_0_layer_1_DenseReluDense_wi_0", '5', "encoder.block.0.layer.1.DenseReluDense.wi_0", 0, 0, false },
+        { "lora_te2_encoder_block_1_layer_0_SelfAttention_o", '5', "encoder.block.1.layer.0.SelfAttention.o", 0, 0, false },
+        /* kohya-style names of diffusers modules, into fused layers' rows. */
+        { "lora_transformer_single_transformer_blocks_1_attn_to_k", 'f', "single_blocks.1.linear1", H, H, false },
+        { "lora_transformer_single_transformer_blocks_1_proj_mlp", 'f', "single_blocks.1.linear1", 3 * H, 128, false },
+        { "lora_unet_transformer_blocks_1_attn_to_v", 'f', "double_blocks.1.img_attn.qkv", 2 * H, H, false },
+        { "lora_unet_single_blocks_0_linear1", 'f', "single_blocks.0.linear1", 0, 0, false },
+        { "lora_unet_final_layer_linear", 'f', "final_layer.linear", 0, 0, false },
+    };
+    lora_file f = { 0 };
+    double w = check_file(flux, file_for(&f, map, COUNT(map), ".lora_down.weight", ".lora_up.weight", 1.5f, "kohya_more"),
+                          map, COUNT(map), 0.9f, 0.7f);
+    printf("  kohya T5 / split names: worst delta rel L2 %.3g\n", w);
+    free_file(&f);
+}
+
+static void key_names(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        { "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight", "u:double_blocks_0_img_attn_qkv" },
+        { "transformer.transformer_blocks.0.attn.to_q.lora_A.weight", "u:transformer_blocks_0_attn_to_q" },
+        { "diffusion_model.single_blocks.3.linear1.lora_B.weight", "u:single_blocks_3_linear1" },
+        { "double_blocks.0.processor.proj_lora1.down.weight", "u:double_blocks_0_proj_lora1" },
+        { "single_blocks.2.processor.qkv_lora.up.weight", "u:single_blocks_2_qkv" },
+        { "lora_te3_encoder_block_0_layer_0_SelfAttention_q.alpha", "2:encoder_block_0_layer_0_SelfAttention_q" },
+        { "text_encoder_2.encoder.block.0.layer.1.DenseReluDense.wo.lora_A.weight",
+          "1:encoder_block_0_layer_1_DenseReluDense_wo" },
+        { "lora_transformer_single_transformer_blocks_0_proj_mlp.lora_up.weight",
+          "u:single_transformer_blocks_0_proj_mlp" },
+    };
+    char key[320];
+    sdw_lora_role role;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_true(sdw_lora_split_name(cases[i][0], key, sizeof key, &role));
+        assert_string_equal(key, cases[i][1]);
+    }
+    assert_int_equal(sdw_lora_key_family("u:double_blocks_0_img_attn_qkv"), SDW_LORA_FOR_FLUX);
+    assert_int_equal(sdw_lora_key_family("u:norm_out_linear"), SDW_LORA_FOR_FLUX);
+    assert_int_equal(sdw_lora_key_family("2:encoder_block_0_layer_0_SelfAttention_q"), SDW_LORA_FOR_FLUX);
+    assert_int_equal(sdw_lora_key_family("u:down_blocks_0_attentions_0_proj_in"), SDW_LORA_FOR_SD);
+    assert_int_equal(sdw_lora_key_family("u:input_blocks_1_1_proj_in"), SDW_LORA_FOR_SD);
+    assert_int_equal(sdw_lora_key_family("0:encoder_layers_0_mlp_fc1"), SDW_LORA_FOR_ANY);
+}
+
+/* ---- refusals ---- */
+
+/* A one-module kohya file with ss_base_model_version in its header. */
+static const char *file_with_meta(const char *module, int rows, int cols, const char *base)
+{
+    static char path[512];
+    snprintf(path, sizeof path, "%s/meta_%s.safetensors", tmpdir, base);
+    char header[1024];   /* down [2, cols], then up [rows, 2], zeros */
+    int n = snprintf(header, sizeof header,
+                     "{\"__metadata__\":{\"ss_base_model_version\":\"%s\"},"
+                     "\"%s.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":[2,%d],\"data_offsets\":[0,%zu]},"
+                     "\"%s.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":[%d,2],\"data_offsets\":[%zu,%zu]}}",
+                     base, module, cols, (size_t)2 * cols * 4, module, rows, (size_t)2 * cols * 4,
+                     (size_t)2 * cols * 4 + (size_t)rows * 2 * 4);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    uint64_t len = (uint64_t)n;
+    fwrite(&len, 8, 1, f);
+    fwrite(header, 1, (size_t)n, f);
+    size_t nf = (size_t)2 * cols + (size_t)rows * 2;
+    float *z = calloc(nf, sizeof *z);
+    fwrite(z, sizeof *z, nf, f);
+    free(z);
+    fclose(f);
+    return path;
+}
+
+static void expect_refusal(sdw_model *m, const char *path, const char *must_say1, const char *must_say2)
+{
+    sdw_lora_spec spec = { path, 1.0f, 1.0f };
+    assert_int_not_equal(sdw_model_set_loras(m, &spec, 1, NULL), SDW_OK);
+    printf("  %s\n", sdw_last_error());
+    assert_non_null(strstr(sdw_last_error(), must_say1));
+    assert_non_null(strstr(sdw_last_error(), must_say2));
+}
+
+static void families_refused(void **state)
+{
+    (void)state;
+    char path[1024];
+    const sdw_named_layer *qkv = layer_of(flux, 'f', "double_blocks.0.img_attn.qkv");
+    size_t bytes;
+    void *orig = stored_copy(qkv, &bytes);
+    /* SD LoRAs (kohya with CLIP keys FLUX's CLIP-L would take; diffusers) on FLUX. */
+    snprintf(path, sizeof path, "%s", test_data_path("models/sd1-tiny-lora/sd1-tiny-lora-kohya.safetensors"));
+    expect_refusal(flux, path, "for an SD 1.x / 2.x / SDXL UNet", "flux-dev");
+    expect_refusal(flux, file_with_meta("lora_unet_double_blocks_0_img_attn_qkv", 96, 32, "sd_v1"), "SD 1.x",
+                   "flux-dev");
+    /* A FLUX LoRA with a FLUX metadata tag passes the family check. */
+    sdw_lora_spec ok = { file_with_meta("lora_unet_double_blocks_0_img_attn_qkv", 96, 32, "flux1"), 1.0f, 1.0f };
+    if (sdw_model_set_loras(flux, &ok, 1, NULL) != SDW_OK) fail_msg("%s", sdw_last_error());
+    assert_int_equal(sdw_model_set_loras(flux, NULL, 0, NULL), SDW_OK);
+    /* SDXL's second CLIP on FLUX. */
+    lora_file f = { 0 };
+    add_module(&f, "lora_te2_text_model_encoder_layers_0_mlp_fc1", ".lora_down.weight", ".lora_up.weight", 32, 8, 2, 0);
+    expect_refusal(flux, write_file(&f, "sdxl_te2"), "for SDXL", "flux-dev");
+    free_file(&f);
+    assert_memory_equal(sdw_linear_stored(qkv->linear, &bytes), orig, bytes);
+    free(orig);
+
+    /* The FLUX LoRAs on SD 1.x. */
+    sdw_load_params lp = sdw_load_params_default();
+    lp.precision = SDW_PRECISION_F32;
+    sdw_model *sd;
+    if (sdw_model_load(test_data_path("models/sd1-tiny/sd1-tiny.safetensors"), &lp, &sd) != SDW_OK)
+        fail_msg("%s", sdw_last_error());
+    snprintf(path, sizeof path, "%s", test_data_path(LORAS "flux-tiny-dev-lora-kohya.safetensors"));
+    expect_refusal(sd, path, "is for FLUX.1", "sd1");
+    snprintf(path, sizeof path, "%s", test_data_path(LORAS "flux-tiny-dev-lora-peft.safetensors"));
+    expect_refusal(sd, path, "is for FLUX.1", "sd1");
+    expect_refusal(sd, file_with_meta("lora_te1_text_model_encoder_layers_0_mlp_fc1", 32, 8, "flux1"), "FLUX.1", "sd1");
+    sdw_model_free(sd);
+}
+
+/* ---- quantized transformers: merged by decode, add, re-encode ---- */
+
+static void gguf_merge(const char *file, const char *label)
+{
+    sdw_model *q;
+    if (load_flux(file, SDW_PRECISION_F32, &q) != SDW_OK) {
+        printf("  %s: not loadable here (%s); skipped\n", label, sdw_last_error());
+        return;
+    }
+    const sdw_named_layer *l = layer_of(q, 'f', "double_blocks.0.img_attn.qkv");
+    sdw_qtype qt;
+    if (!sdw_linear_quant_type(l->linear, &qt)) {
+        printf("  %s: the transformer is not held quantized; skipped\n", label);
+        sdw_model_free(q);
+        return;
+    }
+    char path[1024];
+    snprintf(path, sizeof path, "%s", test_data_path(LORAS "flux-tiny-dev-lora-kohya.safetensors"));
+    sdw_safetensors *st;
+    assert_int_equal(sdw_st_open(path, &st), SDW_OK);
+    /* The error the re-encode adds, against the delta itself, over the 6 transformer layers. */
+    double err2 = 0, delta2 = 0, step2 = 0;
+    const mapping *map = kohya_map + 2;
+    int n = COUNT(kohya_map) - 2;
+    size_t bytes[8];
+    void *orig[8];
+    float *before[8];
+    for (int i = 0; i < n; i++) {
+        const sdw_named_layer *li = layer_of(q, 'f', map[i].layer);
+        orig[i] = stored_copy(li, &bytes[i]);
+        before[i] = weights(q, li);
+    }
+    sdw_lora_spec spec = { path, 1.0f, 1.0f };
+    if (sdw_model_set_loras(q, &spec, 1, NULL) != SDW_OK) fail_msg("%s", sdw_last_error());
+    for (int i = 0; i < n; i++) {
+        const sdw_named_layer *li = layer_of(q, 'f', map[i].layer);
+        int rows = sdw_linear_out(li->linear), cols = sdw_linear_in(li->linear);
+        float *d = module_delta(st, map[i].module, 1.0f, rows, cols), *after = weights(q, li);
+        for (size_t k = 0; k < (size_t)rows * cols; k++) {
+            double e = (double)after[k] - ((double)before[i][k] + d[k]);
+            err2 += e * e;
+            delta2 += (double)d[k] * d[k];
+            step2 += (double)before[i][k] * before[i][k];
+        }
+        free(d);
+        free(after);
+    }
+    assert_int_equal(sdw_model_set_loras(q, NULL, 0, NULL), SDW_OK);
+    for (int i = 0; i < n; i++) {
+        size_t b;
+        assert_memory_equal(sdw_linear_stored(layer_of(q, 'f', map[i].layer)->linear, &b), orig[i], bytes[i]);
+        free(orig[i]);
+        free(before[i]);
+    }
+    printf("  %s (%s): merged - (dequantized W + delta): %.3g of the delta's L2, %.3g of W's; undo exact\n", label,
+           sdw_qtype_name(qt), sqrt(err2 / delta2), sqrt(err2 / step2));
+    sdw_st_close(st);
+    sdw_model_free(q);
+}
+
+/* The same merge (decode, add, re-encode) on layers made quantized here from
+ * the f32 model's img qkv, for the types whose 32-element blocks fit its
+ * 32-wide rows: the figure the loader's quantized layers will show. */
+static void requantize_cost(sdw_qtype qt, double delta_of_w)
+{
+    const sdw_named_layer *l = layer_of(flux, 'f', "double_blocks.0.img_attn.qkv");
+    int rows = sdw_linear_out(l->linear), cols = sdw_linear_in(l->linear);
+    size_t n = (size_t)rows * cols, rb = sdw_qtype_row_bytes(qt, cols);
+    assert_true(rb > 0);
+    float *W = weights(flux, l), *Wq = malloc(n * sizeof *Wq), *Wm = malloc(n * sizeof *Wm);
+    unsigned char *blocks = malloc((size_t)rows * rb);
+    for (int r = 0; r < rows; r++) sdw_qtype_quantize_row(qt, W + (size_t)r * cols, blocks + (size_t)r * rb, cols);
+    sdw_linear *q;
+    assert_int_equal(sdw_linear_create_quant(flux->be, cols, rows, qt, blocks, NULL, &q), SDW_OK);
+    sdw_safetensors *st;
+    assert_int_equal(sdw_st_open(test_data_path(LORAS "flux-tiny-dev-lora-kohya.safetensors"), &st), SDW_OK);
+    float *d = module_delta(st, "lora_unet_double_blocks_0_img_attn_qkv", 1.0f, rows, cols);
+    /* The tiny file's delta is as large as W; a trained LoRA's is nearer 1 %. */
+    double dd = 0, ww = 0;
+    for (size_t i = 0; i < n; i++) {
+        dd += (double)d[i] * d[i];
+        ww += (double)W[i] * W[i];
+    }
+    for (size_t i = 0; i < n; i++) d[i] *= (float)(delta_of_w * sqrt(ww / dd));
+    assert_int_equal(sdw_linear_get_weights(flux->be, q, Wq), SDW_OK);
+    for (size_t i = 0; i < n; i++) Wm[i] = Wq[i] + d[i];
+    assert_int_equal(sdw_linear_set_weights(flux->be, q, Wm), SDW_OK);
+    float *got = malloc(n * sizeof *got);
+    assert_int_equal(sdw_linear_get_weights(flux->be, q, got), SDW_OK);
+    double e2 = 0, d2 = 0, w2 = 0, qe2 = 0, kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        kept += ((double)got[i] - Wq[i]) * d[i];
+        e2 += ((double)got[i] - Wm[i]) * ((double)got[i] - Wm[i]);
+        qe2 += ((double)Wq[i] - W[i]) * ((double)Wq[i] - W[i]);
+        d2 += (double)d[i] * d[i];
+        w2 += (double)W[i] * W[i];
+    }
+    /* kept: the merged change projected on the delta (1 = all of it). */
+    printf("  %-7s delta %.2g of W: re-encoded W + delta off by %.3g of the delta, %.3g of W (the type's own "
+           "error on W: %.3g); delta kept %.3g\n", sdw_qtype_name(qt), sqrt(d2 / w2), sqrt(e2 / d2), sqrt(e2 / w2),
+           sqrt(qe2 / w2), kept / d2);
+    sdw_linear_free(q);
+    sdw_st_close(st);
+    free(W); free(Wq); free(Wm); free(blocks); free(d); free(got);
+}
+
+static void gguf_transformers(void **state)
+{
+    (void)state;
+    static const sdw_qtype types[] = { SDW_QT_Q8_0, SDW_QT_Q5_1, SDW_QT_Q4_0, SDW_QT_F8_E4M3, SDW_QT_BF16 };
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) requantize_cost(types[i], 1.0);
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) requantize_cost(types[i], 0.01);
+    gguf_merge(DEV "flux1-dev-Q8_0.gguf", "GGUF Q8_0");
+    gguf_merge(DEV "flux1-dev-Q4_0.gguf", "GGUF Q4_0");
+}
+
+/* ---- the reference cases end to end ---- */
+
+typedef struct {
+    const sdw_safetensors *ref;
+    const char *name;
+    int steps;
+    double worst;
+} observer;
+
+static void on_tensor(void *user, const char *name, int step, const float *x, int ndim, const int64_t *shape)
+{
+    observer *o = user;
+    (void)step;
+    if (strcmp(name, "step_latents")) return;
+    /* We observe NCHW [1, 16, h, w]; the reference holds the packed tokens. */
+    assert_int_equal(ndim, 4);
+    int C = (int)shape[1], h = (int)shape[2], w = (int)shape[3];
+    size_t n = (size_t)C * h * w;
+    float *packed = malloc(n * sizeof *packed);
+    sdw_flux_pack(x, C, h, w, packed);
+    float *ref = test_load_f32(o->ref, "step_latents", NULL);
+    double rel = test_rel_l2(packed, ref + (size_t)o->steps++ * n, n);
+    if (rel > o->worst) o->worst = rel;
+    free(ref);
+    free(packed);
+}
+
+/* gate: f32 1e-4; bf16 3e-2 (the README's end-to-end gate for tiny networks). */
+static void run_case(sdw_model *m, const char *name, double gate)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "flux/cases/%s.json", name);
+    cJSON *j;
+    assert_int_equal(sdw_json_load_file(test_data_path(path), &j), SDW_OK);
+    snprintf(path, sizeof path, "flux/cases/%s.safetensors", name);
+    sdw_safetensors *ref = test_open_st(path);
+    const cJSON *lora = cJSON_GetObjectItem(j, "lora");
+    snprintf(path, sizeof path, "%s/%s", test_data_path("flux/models"), sdw_json_str(lora, "file", ""));
+    float scale = (float)cJSON_GetObjectItem(lora, "scale")->valuedouble;
+    sdw_lora_spec spec = { path, scale, scale };
+    sdw_lora_report rep;
+    if (sdw_model_set_loras(m, &spec, 1, &rep) != SDW_OK) fail_msg("%s: %s", name, sdw_last_error());
+    assert_int_equal(rep.keys_applied, rep.keys_total);
+
+    sdw_pipeline_params p;
+    sdw_pipeline_params_init(&p);
+    p.prompt = sdw_json_str(j, "prompt", "");
+    p.width = sdw_json_int(j, "width", 0);
+    p.height = sdw_json_int(j, "height", 0);
+    p.steps = sdw_json_int(j, "steps", 0);
+    p.cfg_scale = (float)cJSON_GetObjectItem(j, "true_cfg_scale")->valuedouble;
+    p.guidance = (float)cJSON_GetObjectItem(j, "guidance_scale")->valuedouble;
+    p.seed = (uint64_t)cJSON_GetObjectItem(j, "seed")->valuedouble;
+    p.sampler = SDW_SAMPLER_EULER;
+    p.schedule = SDW_SCHEDULE_FLOW;
+    observer o = { ref, name, 0, 0 };
+    p.observe = on_tensor;
+    p.observe_user = &o;
+    size_t n = (size_t)p.width * p.height * 3;
+    float *img = malloc(n * sizeof *img);
+    if (sdw_pipeline_run(m, &p, img) != SDW_OK) fail_msg("%s: %s", name, sdw_last_error());
+    float *ref_img = test_load_f32(ref, "image", NULL);
+    char what[256];
+    snprintf(what, sizeof what, "%s image", name);
+    test_check_close(what, img, ref_img, n, gate);
+    assert_int_equal(o.steps, (int)sdw_st_find(ref, "step_latents")->shape[0]);
+    printf("  %-16s %s: %d of %d keys, worst step_latents rel L2 %.3g over %d steps, image %.3g\n", name,
+           sdw_precision_name(m->info.precision), rep.keys_applied, rep.keys_total, o.worst, o.steps,
+           test_rel_l2(img, ref_img, n));
+    assert_true(o.worst < gate);
+    /* Without the LoRA the same run must miss the reference by far (the LoRA is what it checks). */
+    assert_int_equal(sdw_model_set_loras(m, NULL, 0, NULL), SDW_OK);
+    observer base = { ref, name, 0, 0 };
+    p.observe_user = &base;
+    if (sdw_pipeline_run(m, &p, img) != SDW_OK) fail_msg("%s: %s", name, sdw_last_error());
+    printf("  %-16s without the LoRA: worst step_latents rel L2 %.3g, image %.3g\n", name, base.worst,
+           test_rel_l2(img, ref_img, n));
+    assert_true(base.worst > (gate < 1e-3 ? 100 * o.worst : o.worst));
+    free(img);
+    free(ref_img);
+    sdw_st_close(ref);
+    cJSON_Delete(j);
+}
+
+static void reference_cases(void **state)
+{
+    (void)state;
+    run_case(flux, "lora_kohya_dev", 1e-4);
+    run_case(flux, "lora_peft_dev", 1e-4);
+}
+
+static void reference_cases_bf16(void **state)
+{
+    (void)state;
+    if (!test_precision_runs(SDW_PRECISION_BF16)) return;
+    sdw_model *m;
+    if (load_flux(DEV "flux1-dev.safetensors", SDW_PRECISION_BF16, &m) != SDW_OK) fail_msg("%s", sdw_last_error());
+    run_case(m, "lora_kohya_dev", 3e-2);
+    run_case(m, "lora_peft_dev", 3e-2);
+    sdw_model_free(m);
+}
+
+int main(void)
+{
+    printf("precision f32, cpu isa %s\n", sdw_cpu_isa_name());
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(key_names),
+        cmocka_unit_test(kohya_reference_file),
+        cmocka_unit_test(peft_reference_file),
+        cmocka_unit_test(xlabs_processors),
+        cmocka_unit_test(ai_toolkit_comfy_and_diffusers_names),
+        cmocka_unit_test(kohya_t5_and_diffusers_split_names),
+        cmocka_unit_test(families_refused),
+        cmocka_unit_test(gguf_transformers),
+        cmocka_unit_test(reference_cases),
+        cmocka_unit_test(reference_cases_bf16),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
