@@ -24,7 +24,10 @@ static void usage(FILE *f)
             "    [--lora-dir DIR] [--queue-max 64] [--result-ttl 600] [--api-key KEY] [--cors-origin ORIGIN]\n"
             "    [--max-pixels 4194304] [--max-body 50M] [--max-prompt 10000] [--request-timeout 30]\n"
             "    [--drain-timeout 30] [--max-connections 256] [--keepalive 15] [--precision auto|f32|bf16]\n"
-            "    [--prediction auto|eps|v] [--vae FILE] [--threads N] [--preset auto|turbo|none] [-v]\n"
+            "    [--prediction auto|eps|v] [--vae FILE] [--clip-l FILE] [--t5xxl FILE] [--threads N]\n"
+            "    [--preset auto|turbo|none] [-v]\n"
+            "  --clip-l and --t5xxl give FLUX's text encoders as separate files (as --vae the VAE); they\n"
+            "  are used for every FLUX model loaded, the one at start and those jobs switch to.\n"
             "  --port 0 picks a free port; the first line on stdout is \"listening on http://HOST:PORT\".\n"
             "  The API key may also come from the environment (SDW_API_KEY).\n");
 }
@@ -95,6 +98,8 @@ static int parse(int argc, char **argv, options *o)
         else if (IS("--step-delay-ms")) { if (!cli_parse_int(v, 0, 60000, &n)) return bad("--step-delay-ms must be in 0..60000, not '%s'", v); o->c.engine.step_delay_ms = (int)n; }
         else if (IS("--threads")) { if (!cli_parse_int(v, 1, 1024, &n)) return bad("bad --threads '%s'", v); o->c.engine.threads = (int)n; }
         else if (IS("--vae")) o->c.engine.load.vae_path = v;
+        else if (IS("--clip-l")) o->c.engine.load.clip_l_path = v;
+        else if (IS("--t5xxl") || IS("--t5")) o->c.engine.load.t5_path = v;
         else if (IS("--precision")) { if (!cli_parse_precision(v, &o->c.engine.load.precision)) return bad("--precision must be auto, f32 or bf16, not '%s'", v); }
         else if (IS("--prediction")) { if (!cli_parse_prediction(v, &o->c.engine.load.prediction)) return bad("--prediction must be auto, eps or v, not '%s'", v); }
         else if (IS("--preset")) {
@@ -116,6 +121,10 @@ static int parse(int argc, char **argv, options *o)
     if (access(o->model, R_OK)) return bad("cannot read model %s", o->model);
     if (o->c.engine.models_dir && access(o->c.engine.models_dir, R_OK | X_OK))
         return bad("cannot read --models-dir %s", o->c.engine.models_dir);
+    const sdw_load_params *lp = &o->c.engine.load;
+    if (lp->vae_path && access(lp->vae_path, R_OK)) return bad("cannot read --vae %s", lp->vae_path);
+    if (lp->clip_l_path && access(lp->clip_l_path, R_OK)) return bad("cannot read --clip-l %s", lp->clip_l_path);
+    if (lp->t5_path && access(lp->t5_path, R_OK)) return bad("cannot read --t5xxl %s", lp->t5_path);
     o->c.engine.model_path = o->model;
     o->c.engine.load.turbo = o->turbo;
     return 0;

@@ -97,6 +97,7 @@ typedef struct {
     sdw_image_format format;
     int width, height, steps; /* as run, defaults filled in */
     float cfg, strength;
+    float guidance;           /* FLUX dev's distilled guidance as run; 0 = none */
     const char *sampler, *schedule;  /* A1111 names */
     const char *error;        /* failed or cancelled: the message */
     const char *error_code;

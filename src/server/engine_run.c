@@ -27,6 +27,14 @@ static void finish(sdw_engine *e, sdw_job *j, sdw_job_state st, const char *code
     pthread_mutex_unlock(&e->mu);
 }
 
+/* What width and height must be multiples of: the model says (16 for FLUX);
+ * a loader that leaves it 0 has a UNet, whose downsampling decides. */
+static int size_multiple(const sdw_model *m)
+{
+    if (m->info.size_multiple > 0) return m->info.size_multiple;
+    return m->unet ? 8 << (sdw_unet_get_config(m->unet)->n_levels - 1) : 8;
+}
+
 sdw_status engine_load_model(sdw_engine *e, const char *path)
 {
     if (sdw_catalog_is_pickle(path))
@@ -50,7 +58,7 @@ sdw_status engine_load_model(sdw_engine *e, const char *path)
     snprintf(snap.name, sizeof snap.name, "%s", ce.name);
     snprintf(snap.model_name, sizeof snap.model_name, "%s", ce.model_name);
     snprintf(snap.hash10, sizeof snap.hash10, "%s", ce.hash10);
-    snap.size_multiple = 8 << (sdw_unet_get_config(m->unet)->n_levels - 1);
+    snap.size_multiple = size_multiple(m);
     /* The old model goes only once the new one is in: a failed load leaves it. */
     sdw_model_free(e->model);
     e->model = m;
@@ -248,6 +256,10 @@ static sdw_status generate(sdw_engine *e, sdw_job *j)
     p.height = r->height ? r->height : r->init.h ? size_from(r->init.h, mult) : mi->default_height;
     p.steps = r->steps ? r->steps : mi->default_steps;
     p.cfg_scale = isnan(r->cfg) ? mi->default_cfg : r->cfg;
+    /* Only a model with distilled guidance (FLUX dev) reads it; the others
+     * ignore the field, as Forge does. Its default is written in so that
+     * the PNG's parameters and the result say what ran. */
+    p.guidance = mi->default_guidance <= 0 ? -1 : isnan(r->guidance) ? mi->default_guidance : r->guidance;
     if (r->has_sampler) p.sampler = r->sampler;
     else sdw_sampler_parse(mi->default_sampler, &p.sampler);
     if (r->has_schedule) p.schedule = r->schedule;
@@ -265,6 +277,7 @@ static sdw_status generate(sdw_engine *e, sdw_job *j)
     res->height = p.height;
     res->steps = p.steps;
     res->cfg = p.cfg_scale;
+    res->guidance = p.guidance > 0 ? p.guidance : 0;
     res->strength = r->kind == SDW_JOB_TXT2IMG ? 0 : p.strength;
     res->sampler = sdw_sampler_a1111_name(p.sampler);
     res->schedule = sdw_schedule_a1111_name(p.schedule);

@@ -7,7 +7,8 @@
  * the limits the HTTP edge enforces (the pipeline never sees a value outside
  * them) and decode the images they carry; what depends on the loaded model
  * (its default size, steps, guidance, sampler) is left at "default" (0, NAN,
- * false) and filled in by the generation thread.
+ * false) and filled in by the generation thread; so is whether a width or
+ * height is a multiple of what the model needs (16 for FLUX, 64 for SD1).
  *
  * Failures go through sdw_fail with a message that starts with the field's
  * name ("steps: must be an integer in 1..150 (got 0)"), read back with
@@ -62,6 +63,7 @@ typedef struct {
     int width, height;        /* 0 = default: the init image's size, else the model's */
     int steps;                /* 0 = the model's default */
     float cfg;                /* NAN = the model's default */
+    float guidance;           /* FLUX dev's distilled guidance, apart from cfg; NAN = the model's default */
     int64_t seed;             /* -1 = random */
     bool has_sampler, has_schedule;
     sdw_sampler_kind sampler;

@@ -31,6 +31,7 @@ void sdw_job_request_init(sdw_job_request *r)
 {
     memset(r, 0, sizeof *r);
     r->cfg = NAN;
+    r->guidance = NAN;
     r->seed = -1;
     r->strength = 0.75f;
     r->batch_size = r->n_iter = 1;

@@ -6,7 +6,8 @@
  *    "mask_image" (base64, white = repaint), "strength",
  *    "loras": [{"path" | "name", "strength"}], "model", "preview_every"}
  * Extensions: "cfg_scale" (= guidance_scale), "clip_skip", "rng" ("cpu" |
- * "cuda"). Unknown members ("hive_id", "worker_id", ...) are ignored. Without
+ * "cuda"), "guidance" (FLUX dev's distilled guidance, apart from
+ * guidance_scale; "distilled_cfg_scale", Forge's name, is the same). Unknown members ("hive_id", "worker_id", ...) are ignored. Without
  * "operation" the images present decide it. */
 #include "server/request_internal.h"
 #include "core/error.h"
@@ -59,6 +60,8 @@ static sdw_status parse(const cJSON *j, const sdw_request_limits *lim, sdw_job_r
     SDW_TRY(req_int(j, "steps", 1, SDW_REQ_MAX_STEPS, &r->steps));
     SDW_TRY(req_float(j, "cfg_scale", 0, SDW_REQ_MAX_GUIDANCE, false, &r->cfg));
     SDW_TRY(req_float(j, "guidance_scale", 0, SDW_REQ_MAX_GUIDANCE, false, &r->cfg));
+    SDW_TRY(req_float(j, "distilled_cfg_scale", 0, SDW_REQ_MAX_GUIDANCE, false, &r->guidance));
+    SDW_TRY(req_float(j, "guidance", 0, SDW_REQ_MAX_GUIDANCE, false, &r->guidance));
     SDW_TRY(req_width_height(j, r));
     SDW_TRY(req_int64(j, "seed", -1, SDW_REQ_MAX_SEED, &r->seed));
     SDW_TRY(req_str(j, "sampler", 64, &s));

@@ -4,7 +4,8 @@
  * POST /v1/images/generations (JSON): prompt (required), n, size ("WxH" or
  * "auto"), response_format ("b64_json" | "url"), output_format ("png" |
  * "jpeg" | "webp"); extensions: negative_prompt, steps, seed,
- * guidance_scale, sampler, scheduler. model, quality, style, user, background,
+ * guidance_scale, guidance (FLUX dev's distilled guidance), sampler,
+ * scheduler. model, quality, style, user, background,
  * moderation, output_compression are accepted and ignored.
  *
  * POST /v1/images/edits (multipart/form-data): image (or image[]; a file),
@@ -53,6 +54,7 @@ static sdw_status parse_json(const cJSON *j, const sdw_request_limits *lim, sdw_
     SDW_TRY(req_int(j, "steps", 1, SDW_REQ_MAX_STEPS, &r->steps));
     SDW_TRY(req_int64(j, "seed", -1, SDW_REQ_MAX_SEED, &r->seed));
     SDW_TRY(req_float(j, "guidance_scale", 0, SDW_REQ_MAX_GUIDANCE, false, &r->cfg));
+    SDW_TRY(req_float(j, "guidance", 0, SDW_REQ_MAX_GUIDANCE, false, &r->guidance));
     s = NULL;
     SDW_TRY(req_str(j, "sampler", 64, &s));
     SDW_TRY(req_sampler("sampler", s, r));
@@ -98,7 +100,7 @@ static sdw_status form_text(const sdw_multipart *f, const char *name, size_t max
 static sdw_status form_fields(const sdw_multipart *f, sdw_job_request *r)
 {
     static const char *const names[] = { "n", "size", "response_format", "output_format", "steps", "seed",
-                                         "guidance_scale", "sampler", "scheduler", "strength" };
+                                         "guidance_scale", "sampler", "scheduler", "strength", "guidance" };
     sdw_status s = SDW_OK;
     for (size_t i = 0; i < sizeof names / sizeof *names && s == SDW_OK; i++) {
         char *v;
@@ -119,6 +121,7 @@ static sdw_status form_fields(const sdw_multipart *f, sdw_job_request *r)
             s = req_parse_float_text("strength", v, 0, 1, &r->strength);
             if (s == SDW_OK && r->strength <= 0) s = sdw_fail(SDW_ERR_INVALID_ARG, "strength: must be in (0, 1]");
             break;
+        case 10: s = req_parse_float_text("guidance", v, 0, SDW_REQ_MAX_GUIDANCE, &r->guidance); break;
         }
         free(v);
     }

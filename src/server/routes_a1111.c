@@ -41,6 +41,7 @@ static cJSON *parameters(sdw_http_req *r, const sdw_job_request *q, const sdw_jo
     SET("seed", cJSON_CreateNumber((double)q->seed));
     SET("steps", cJSON_CreateNumber(res->steps));
     SET("cfg_scale", cJSON_CreateNumber(http_float(res->cfg)));
+    if (res->guidance > 0) SET("distilled_cfg_scale", cJSON_CreateNumber(http_float(res->guidance)));
     SET("width", cJSON_CreateNumber(res->width));
     SET("height", cJSON_CreateNumber(res->height));
     SET("sampler_name", cJSON_CreateString(res->sampler ? res->sampler : ""));
@@ -76,6 +77,8 @@ static char *info_string(sdw_http_req *r, const sdw_job_request *q, const sdw_jo
     cJSON_AddStringToObject(o, "sampler_name", res->sampler ? res->sampler : "");
     cJSON_AddStringToObject(o, "scheduler", res->schedule ? res->schedule : "");
     cJSON_AddNumberToObject(o, "cfg_scale", http_float(res->cfg));
+    /* Forge's: FLUX dev's distilled guidance. */
+    if (res->guidance > 0) cJSON_AddNumberToObject(o, "distilled_cfg_scale", http_float(res->guidance));
     cJSON_AddNumberToObject(o, "steps", res->steps);
     cJSON_AddNumberToObject(o, "batch_size", q->batch_size);
     cJSON_AddNumberToObject(o, "n_iter", q->n_iter);

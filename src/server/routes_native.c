@@ -4,7 +4,7 @@
  *
  *   GET    /health                 {"status":"healthy"}
  *   GET    /ready                  200 {"ready":true} | 503 while loading
- *   GET    /v1/info                model, defaults, samplers, schedulers, limits
+ *   GET    /v1/info                model (family, denoiser, ...), defaults, samplers, schedulers, limits
  *   POST   /v1/jobs                202 {"job_id","sse_url","status"}
  *   GET    /v1/jobs/{id}           status, progress, result
  *   DELETE /v1/jobs/{id}           cancel
@@ -50,11 +50,15 @@ static enum MHD_Result info(sdw_http_req *r)
     cJSON_AddBoolToObject(mo, "inpaint", m.info.inpaint);
     cJSON_AddStringToObject(mo, "prediction", sdw_prediction_name(m.info.prediction));
     cJSON_AddStringToObject(mo, "precision", sdw_precision_name(m.info.precision));
+    if (m.info.denoiser) cJSON_AddStringToObject(mo, "denoiser", m.info.denoiser);
+    if (m.info.t5_max_length > 0) cJSON_AddNumberToObject(mo, "t5_max_length", m.info.t5_max_length);
     cJSON *d = cJSON_AddObjectToObject(o, "defaults");
     cJSON_AddNumberToObject(d, "width", m.info.default_width);
     cJSON_AddNumberToObject(d, "height", m.info.default_height);
     cJSON_AddNumberToObject(d, "steps", m.info.default_steps);
     cJSON_AddNumberToObject(d, "guidance_scale", m.info.default_cfg);
+    /* FLUX dev's distilled guidance ("guidance" in a job), apart from cfg. */
+    if (m.info.default_guidance > 0) cJSON_AddNumberToObject(d, "guidance", http_float(m.info.default_guidance));
     cJSON_AddStringToObject(d, "sampler", m.info.default_sampler);
     cJSON_AddStringToObject(d, "scheduler", m.info.default_scheduler);
     cJSON_AddNumberToObject(d, "preview_every", 5);

@@ -1,8 +1,8 @@
 /* test_server_requests.c: the server's pure parsers on their own: the three
  * dialects' JSON bodies to a job request (fields, defaults, errors naming
- * the field), multipart/form-data, OpenAI edits from a form, and pickle
- * file names. The HTTP behaviour is tested end to end by the node scripts
- * beside this file. */
+ * the field), multipart/form-data, OpenAI edits from a form, FLUX dev's
+ * distilled guidance in each dialect, and pickle file names. The HTTP
+ * behaviour is tested end to end by the node scripts beside this file. */
 #include "testkit.h"
 #include "core/error.h"
 #include "io/base64.h"
@@ -403,6 +403,92 @@ static void test_openai_edit(void **state)
     free(rgba);
 }
 
+/* FLUX dev's distilled guidance: its own field in every dialect, apart from
+ * cfg, NAN when absent, 0..SDW_REQ_MAX_GUIDANCE, errors naming the field. */
+static sdw_status a1111(const char *body, sdw_job_request *r)
+{
+    return sdw_parse_a1111_request(body, strlen(body), false, &lim, r);
+}
+
+static sdw_status openai(const char *body, sdw_job_request *r)
+{
+    return sdw_parse_openai_generation(body, strlen(body), &lim, r);
+}
+
+/* parse(body) fails with a message starting with `prefix`. */
+static void fails_with(sdw_status (*parse)(const char *, sdw_job_request *), const char *body, const char *prefix)
+{
+    sdw_job_request r;
+    sdw_status s = parse(body, &r);
+    if (s == SDW_OK || strncmp(sdw_last_error(), prefix, strlen(prefix)))
+        fail_msg("%s: got %d '%s', want '%s...'", body, s, sdw_last_error(), prefix);
+    sdw_job_request_free(&r);
+}
+
+/* parse(body) succeeds with this guidance (NAN: none) and cfg (NAN: none). */
+static void parses_to(sdw_status (*parse)(const char *, sdw_job_request *), const char *body, float guidance, float cfg)
+{
+    sdw_job_request r;
+    if (parse(body, &r) != SDW_OK) fail_msg("%s: %s", body, sdw_last_error());
+    if (isnan(guidance) ? !isnan(r.guidance) : !(fabsf(r.guidance - guidance) < 1e-6f))
+        fail_msg("%s: guidance %g, want %g", body, r.guidance, guidance);
+    if (isnan(cfg) ? !isnan(r.cfg) : !(fabsf(r.cfg - cfg) < 1e-6f)) fail_msg("%s: cfg %g, want %g", body, r.cfg, cfg);
+    sdw_job_request_free(&r);
+}
+
+static void test_guidance(void **state)
+{
+    (void)state;
+    parses_to(native, "{\"prompt\":\"x\"}", NAN, NAN);
+    parses_to(native, "{\"prompt\":\"x\",\"guidance\":3.5,\"guidance_scale\":1}", 3.5f, 1.0f);
+    parses_to(native, "{\"prompt\":\"x\",\"distilled_cfg_scale\":2}", 2.0f, NAN);
+    parses_to(native, "{\"prompt\":\"x\",\"distilled_cfg_scale\":2,\"guidance\":0}", 0.0f, NAN);
+    parses_to(native, "{\"prompt\":\"x\",\"guidance\":null}", NAN, NAN);
+    parses_to(native, "{\"prompt\":\"x\",\"guidance\":30}", 30.0f, NAN);
+    fails_with(native, "{\"prompt\":\"x\",\"guidance\":31}", "guidance: must be in [0, 30] (got 31)");
+    fails_with(native, "{\"prompt\":\"x\",\"guidance\":-0.5}", "guidance: must be in [0, 30] (got -0.5)");
+    fails_with(native, "{\"prompt\":\"x\",\"guidance\":\"3\"}", "guidance: must be a number, not a string");
+    fails_with(native, "{\"prompt\":\"x\",\"distilled_cfg_scale\":1e9}", "distilled_cfg_scale: must be in [0, 30]");
+
+    parses_to(a1111, "{\"prompt\":\"x\",\"cfg_scale\":1,\"distilled_cfg_scale\":3.5}", 3.5f, 1.0f);
+    parses_to(a1111, "{\"prompt\":\"x\",\"guidance\":2}", 2.0f, NAN);
+    parses_to(a1111, "{\"prompt\":\"x\",\"guidance\":2,\"distilled_cfg_scale\":4}", 4.0f, NAN);
+    fails_with(a1111, "{\"distilled_cfg_scale\":40}", "distilled_cfg_scale: must be in [0, 30] (got 40)");
+    fails_with(a1111, "{\"guidance\":[1]}", "guidance: must be a number, not an array");
+
+    parses_to(openai, "{\"prompt\":\"x\",\"guidance\":4,\"guidance_scale\":1.5}", 4.0f, 1.5f);
+    fails_with(openai, "{\"prompt\":\"x\",\"guidance\":31}", "guidance: must be in [0, 30] (got 31)");
+
+    /* An edit's form fields. */
+    uint8_t *rgba;
+    size_t rgba_n, n;
+    free(png_b64(64, 64, 4, &rgba, &rgba_n));
+    const char *ct = "multipart/form-data; boundary=B";
+    static const char *const values[] = { "2.5", "99", "lots" };
+    static const char *const errors[] = { NULL, "guidance: must be in 0..30 (got 99)", "guidance: must be a number (got 'lots')" };
+    for (int i = 0; i < 3; i++) {
+        char extra[256];
+        snprintf(extra, sizeof extra, "--B\r\nContent-Disposition: form-data; name=\"guidance\"\r\n\r\n%s\r\n", values[i]);
+        char *b = form(rgba, rgba_n, NULL, 0, extra, &n);
+        sdw_multipart m;
+        sdw_job_request r;
+        assert_int_equal(sdw_multipart_parse(ct, b, n, &m), SDW_OK);
+        sdw_status s = sdw_parse_openai_edit(&m, &lim, &r);
+        if (!errors[i]) {
+            assert_int_equal(s, SDW_OK);
+            assert_true(fabsf(r.guidance - 2.5f) < 1e-6f);
+            assert_true(isnan(r.cfg));
+        } else {
+            assert_int_not_equal(s, SDW_OK);
+            assert_string_equal(sdw_last_error(), errors[i]);
+        }
+        sdw_job_request_free(&r);
+        sdw_multipart_free(&m);
+        free(b);
+    }
+    free(rgba);
+}
+
 static void test_pickle_names(void **state)
 {
     (void)state;
@@ -425,7 +511,8 @@ int main(void)
         cmocka_unit_test(test_native_fields), cmocka_unit_test(test_native_images),
         cmocka_unit_test(test_native_errors), cmocka_unit_test(test_a1111),
         cmocka_unit_test(test_openai_generation), cmocka_unit_test(test_multipart),
-        cmocka_unit_test(test_openai_edit), cmocka_unit_test(test_pickle_names),
+        cmocka_unit_test(test_openai_edit), cmocka_unit_test(test_guidance),
+        cmocka_unit_test(test_pickle_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
