@@ -10,7 +10,8 @@
  *
  * Units: name tables, start steps, the karras / exponential / sgm_uniform /
  * simple / trailing schedules against the k-diffusion and ComfyUI formulas,
- * and every sampler on a Gaussian toy model whose exact solution is known. */
+ * and every sampler on a Gaussian toy model whose exact solution is known.
+ * Flow-matching models (FLUX) have their own file, test_samplers_flow.c. */
 #include "testkit.h"
 #include "sampling/sampler.h"
 #include "io/json_file.h"
@@ -214,7 +215,8 @@ static void test_case(void **state)
     assert_int_equal(p.sampler, cm->sampler);
     assert_int_equal(p.schedule, cm->schedule);
     p.steps = sdw_json_int(js, "steps", 0);
-    p.v_prediction = !strcmp(jstr(cJSON_GetObjectItem(sched, "config"), "prediction_type"), "v_prediction");
+    p.param = !strcmp(jstr(cJSON_GetObjectItem(sched, "config"), "prediction_type"), "v_prediction") ? SDW_PARAM_V
+                                                                                                      : SDW_PARAM_EPS;
     const cJSON *eta = cJSON_GetObjectItem(js, "eta");
     p.eta = cJSON_IsNumber(eta) ? (float)eta->valuedouble : 0.0f;
     sdw_sampler *s = NULL;
@@ -394,6 +396,7 @@ static void test_names(void **state)
         {"DPM++ 2M SDE", SDW_SAMPLER_DPMPP_2M_SDE}, {"dpm++2s_a", SDW_SAMPLER_DPMPP_2S_A},
         {"PLMS", SDW_SAMPLER_PNDM}, {"plms", SDW_SAMPLER_PNDM}, {"dpmpp_2m", SDW_SAMPLER_DPMPP_2M},
         {"euler_ancestral", SDW_SAMPLER_EULER_A}, {"LMS", SDW_SAMPLER_LMS}, {"lcm", SDW_SAMPLER_LCM},
+        {"ipndm", SDW_SAMPLER_IPNDM}, {"iPNDM", SDW_SAMPLER_IPNDM},
     };
     for (size_t i = 0; i < sizeof sn / sizeof *sn; i++) {
         sdw_sampler_kind got;
@@ -404,7 +407,8 @@ static void test_names(void **state)
         {"discrete", SDW_SCHEDULE_NORMAL}, {"Normal", SDW_SCHEDULE_NORMAL}, {"Uniform", SDW_SCHEDULE_NORMAL},
         {"KARRAS", SDW_SCHEDULE_KARRAS}, {"SGM Uniform", SDW_SCHEDULE_SGM_UNIFORM},
         {"sgm_uniform", SDW_SCHEDULE_SGM_UNIFORM}, {"DDIM", SDW_SCHEDULE_LEADING}, {"leading", SDW_SCHEDULE_LEADING},
-        {"trailing", SDW_SCHEDULE_TRAILING}, {"Simple", SDW_SCHEDULE_SIMPLE},
+        {"trailing", SDW_SCHEDULE_TRAILING}, {"Simple", SDW_SCHEDULE_SIMPLE}, {"beta", SDW_SCHEDULE_BETA},
+        {"Beta", SDW_SCHEDULE_BETA}, {"flow", SDW_SCHEDULE_FLOW}, {"flow_match", SDW_SCHEDULE_FLOW},
     };
     for (size_t i = 0; i < sizeof cn / sizeof *cn; i++) {
         sdw_schedule_kind got;
@@ -668,8 +672,8 @@ static sdw_status toy_step(void *user, int step, float *x, size_t n)
 static void toy_run(sdw_sampler_kind k, int steps, bool v, float eta, uint64_t seed, float *x, double *err,
                     double *var)
 {
-    sdw_sampler_params p = {.sampler = k, .schedule = SDW_SCHEDULE_NORMAL, .steps = steps, .v_prediction = v,
-                            .eta = eta};
+    sdw_sampler_params p = {.sampler = k, .schedule = SDW_SCHEDULE_NORMAL, .steps = steps,
+                            .param = v ? SDW_PARAM_V : SDW_PARAM_EPS, .eta = eta};
     if (k == SDW_SAMPLER_DDIM || k == SDW_SAMPLER_PNDM) p.schedule = SDW_SCHEDULE_LEADING;
     sdw_sampler *s = NULL;
     if (sdw_sampler_create(&p, &s) != SDW_OK) fail_msg("%s", sdw_last_error());
@@ -709,15 +713,16 @@ static void toy_run(sdw_sampler_kind k, int steps, bool v, float eta, uint64_t s
 
 /* The ODE samplers converge on the exact solution, at their order: the bound
  * at 40 steps is what the sampler reaches there, with a margin (the last
- * first-order step onto sigma 0 dominates euler, ddim and dpm++2m; pndm
- * combines v outputs before converting them, as diffusers does). */
+ * first-order step onto sigma 0 dominates euler, ddim, dpm++2m and ipndm,
+ * which lands on denoised there; pndm combines v outputs before converting
+ * them, as diffusers does). */
 static void test_toy_deterministic(void **state)
 {
     (void)state;
     static const struct { sdw_sampler_kind k; double bound40, ratio; } ks[] = {
         {SDW_SAMPLER_EULER, 8e-2, 3}, {SDW_SAMPLER_HEUN, 2e-3, 10}, {SDW_SAMPLER_DPM2, 2e-2, 6},
         {SDW_SAMPLER_DPMPP_2M, 5e-2, 3}, {SDW_SAMPLER_LMS, 1.5e-3, 10}, {SDW_SAMPLER_DDIM, 7e-2, 3},
-        {SDW_SAMPLER_PNDM, 5e-2, 3},
+        {SDW_SAMPLER_PNDM, 5e-2, 3}, {SDW_SAMPLER_IPNDM, 2e-2, 4},
     };
     float *x = malloc(TOY_N * sizeof *x);
     for (size_t i = 0; i < sizeof ks / sizeof *ks; i++) {
@@ -741,7 +746,8 @@ static void test_toy_img2img(void **state)
 {
     (void)state;
     static const sdw_sampler_kind ks[] = {SDW_SAMPLER_EULER, SDW_SAMPLER_HEUN, SDW_SAMPLER_DPM2,
-                                          SDW_SAMPLER_DPMPP_2M, SDW_SAMPLER_LMS, SDW_SAMPLER_DDIM, SDW_SAMPLER_PNDM};
+                                          SDW_SAMPLER_DPMPP_2M, SDW_SAMPLER_LMS, SDW_SAMPLER_DDIM, SDW_SAMPLER_PNDM,
+                                          SDW_SAMPLER_IPNDM};
     float *x = malloc(TOY_N * sizeof *x), *w = malloc(TOY_N * sizeof *w);
     test_fill(w, TOY_N, 3);
     for (size_t i = 0; i < sizeof ks / sizeof *ks; i++) {

@@ -1,6 +1,7 @@
-/* sampler_internal.h: what schedule.c, samplers.c and samplers_multistep.c
- * share: the discrete noise table of the training schedule, the schedule
- * builder, the sampler struct and the run context the step loops use. */
+/* sampler_internal.h: what the files of sampling/ share: the discrete noise
+ * table of the training schedule, the flow-matching sigma function, the
+ * schedule builders, the sampler struct and the run context the step loops
+ * use. */
 #ifndef SDW_SAMPLING_SAMPLER_INTERNAL_H
 #define SDW_SAMPLING_SAMPLER_INTERNAL_H
 #include "sampling/sampler.h"
@@ -17,6 +18,8 @@ typedef struct {
 } sdw_noise_table;
 
 void sdw_noise_table_init(sdw_noise_table *tab);
+/* torch.linspace(start, end, steps) in float32 on the CPU, bit for bit. */
+void sdw_torch_linspace_f32(float start, float end, int steps, float *out);
 /* np.interp(t, arange(1000), sigmas): linear in sigma (diffusers). */
 double sdw_sigma_at(const sdw_noise_table *tab, double t);
 /* Linear in log sigma (ComfyUI / k-diffusion t_to_sigma). */
@@ -30,16 +33,40 @@ double sdw_sigma_to_t(const sdw_noise_table *tab, double sigma);
  * schedule). */
 typedef enum { SDW_STYLE_K, SDW_STYLE_DPM, SDW_STYLE_DDIM, SDW_STYLE_LCM } sdw_timestep_style;
 
-/* Fills timesteps[steps], sigmas[steps + 1] (ending in 0) and acp[steps]
- * (alphas_cumprod of each level: the table's where the level is a table
- * entry, 1 / (1 + sigma^2) otherwise). */
+/* Fills timesteps[n], sigmas[n + 1] (ending in 0) and acp[n] (alphas_cumprod
+ * of each level: the table's where the level is a table entry, 1 / (1 +
+ * sigma^2) otherwise) for steps levels; *n = steps but for the beta schedule
+ * (repeated levels dropped). */
 sdw_status sdw_schedule_build(const sdw_noise_table *tab, sdw_schedule_kind kind, sdw_timestep_style style,
-                              int steps, float *timesteps, float *sigmas, float *acp);
+                              int steps, float *timesteps, float *sigmas, float *acp, int *n);
+
+/* ComfyUI's beta scheduler: the table indices (of total + 1 ascending
+ * entries) of beta(0.6, 0.6) quantiles 1 - i/steps, rounded, repeats
+ * dropped: fills idx (descending) and returns how many. */
+int sdw_beta_indices(int steps, int total, int *idx);
+/* The quantile function of the beta(a, b) distribution (scipy.stats.beta.ppf). */
+double sdw_beta_ppf(double p, double a, double b);
+
+/* A flow model's sigmas: mu (the shift) and the size of ComfyUI's table. */
+typedef struct {
+    double mu;
+    int size;           /* 1000 (ModelSamplingDiscreteFlow) or 10000 (ModelSamplingFlux) */
+} sdw_flow_shift;
+
+/* sigma(t) for t in (0, 1] in float32 as ComfyUI computes its table. */
+float sdw_flow_sigma(const sdw_flow_shift *f, float t);
+/* Fills timesteps[n] (sigma * 1000), sigmas[n + 1] (ending in 0) for a flow
+ * model; *n as sdw_schedule_build. */
+sdw_status sdw_flow_schedule_build(const sdw_flow_shift *f, sdw_schedule_kind kind, int steps, float *timesteps,
+                                   float *sigmas, int *n);
 
 struct sdw_sampler {
     sdw_sampler_params p;
     sdw_noise_table tab;
-    int n;              /* timesteps (= p.steps) */
+    bool flow;          /* p.param == SDW_PARAM_FLOW */
+    sdw_flow_shift shift;
+    int levels;         /* noise levels of the schedule (p.steps but for beta's repeats) */
+    int n;              /* timesteps (= levels; pndm: levels + 1) */
     float *timesteps;   /* [n] */
     float *sigmas;      /* [n + 1], sigmas[n] = 0 */
     float *acp;         /* [n + 1], acp[n]: where the last step lands (ddim / pndm: alphas_cumprod[0]) */
@@ -64,8 +91,12 @@ typedef struct {
 } sdw_run_ctx;
 
 /* Evaluates the model on x at (sigma, t) and writes the denoised estimate
- * (x0, in the sigma space: x = x0 + sigma eps) to x0; out keeps the raw output. */
+ * (x0, in the sigma space: x = x0 + sigma eps; flow: x = (1 - sigma) x0 +
+ * sigma noise) to x0; out keeps the raw output. */
 sdw_status sdw_run_denoise_ve(sdw_run_ctx *c, const float *x, float sigma, float t, float *x0);
+/* The model timestep of a sigma off the schedule (dpm2's and dpm++2s_a's
+ * midpoints): the table's fractional timestep, or sigma * 1000 (flow). */
+float sdw_run_timestep(const sdw_sampler *s, double sigma);
 /* Raw model output (eps or v) on the unscaled x (variance-preserving samplers) into c->out. */
 sdw_status sdw_run_model_vp(sdw_run_ctx *c, const float *x, float t);
 /* One noise draw of n floats. */
@@ -75,6 +106,7 @@ sdw_status sdw_run_step_done(sdw_run_ctx *c, int step);
 sdw_status sdw_run_dpmpp_2m(sdw_run_ctx *c, int start, bool sde);
 sdw_status sdw_run_pndm(sdw_run_ctx *c, int start);
 sdw_status sdw_run_lms(sdw_run_ctx *c, int start);
+sdw_status sdw_run_ipndm(sdw_run_ctx *c, int start);
 /* Name tables: our names, A1111's labels and extra aliases, looked up
  * case-insensitively; on failure the message lists "ours (A1111)" pairs. */
 typedef struct {

@@ -1,14 +1,21 @@
 /* samplers.c: the sampler object (schedule, init noise, add_noise, img2img
  * start), the name tables, and the one-step samplers: euler, euler_a, heun,
  * dpm2, dpm++2s_a (sigma space), ddim and lcm (variance-preserving space).
- * The multistep ones (dpm++2m, dpm++2m_sde, pndm, lms) are in
+ * The multistep ones (dpm++2m, dpm++2m_sde, pndm, lms, ipndm) are in
  * samplers_multistep.c.
  *
  * Each follows the diffusers 0.27 scheduler it reproduces operation by
  * operation in float32 (EulerDiscrete, EulerAncestralDiscrete, DDIM, LCM), or
  * k-diffusion's sampler where diffusers has none (heun, dpm2, dpm++2s_a
  * match HeunDiscrete / KDPM2Discrete's math); a run calls the model once per
- * evaluation and the step callback once per step of the schedule. */
+ * evaluation and the step callback once per step of the schedule.
+ *
+ * On flow-matching models the sigma-space samplers run as ComfyUI runs them
+ * on its CONST model sampling (denoised = x - sigma v, so (x - denoised) /
+ * sigma is the velocity): euler is FlowMatchEulerDiscrete's x + dt v, and
+ * the ancestral ones take ComfyUI's _RF forms, whose noise keeps x on the
+ * (1 - sigma) x0 + sigma noise line. ddim, lcm, pndm and dpm++2m_sde, whose
+ * updates assume the variance-preserving space, are refused there. */
 #include "sampling/sampler_internal.h"
 #include "core/error.h"
 #include <math.h>
@@ -22,9 +29,12 @@
 
 static const char *const sampler_names[SDW_SAMPLER_COUNT] = {
     "euler", "euler_a", "heun", "dpm2", "dpm++2m", "dpm++2s_a", "dpm++2m_sde", "ddim", "lcm", "pndm", "lms",
+    "ipndm",
 };
+/* A1111 has no iPNDM: that label is ours */
 static const char *const sampler_a1111[SDW_SAMPLER_COUNT] = {
     "Euler", "Euler a", "Heun", "DPM2", "DPM++ 2M", "DPM++ 2S a", "DPM++ 2M SDE", "DDIM", "LCM", "PLMS", "LMS",
+    "iPNDM",
 };
 /* ComfyUI / k-diffusion spellings */
 static const sdw_name_alias sampler_aliases[] = {
@@ -35,7 +45,7 @@ static const sdw_name_alias sampler_aliases[] = {
     {"k_dpmpp_2m", SDW_SAMPLER_DPMPP_2M},       {"dpmpp_2s_ancestral", SDW_SAMPLER_DPMPP_2S_A},
     {"k_dpmpp_2s_a", SDW_SAMPLER_DPMPP_2S_A},   {"dpmpp_2m_sde", SDW_SAMPLER_DPMPP_2M_SDE},
     {"k_dpmpp_2m_sde", SDW_SAMPLER_DPMPP_2M_SDE}, {"plms", SDW_SAMPLER_PNDM},
-    {"k_lms", SDW_SAMPLER_LMS},
+    {"k_lms", SDW_SAMPLER_LMS},                 {"k_ipndm", SDW_SAMPLER_IPNDM},
 };
 
 const char *sdw_sampler_name(sdw_sampler_kind k)
@@ -89,6 +99,11 @@ sdw_schedule_kind sdw_sampler_default_schedule(sdw_sampler_kind k)
     }
 }
 
+sdw_schedule_kind sdw_sampler_default_schedule_for(sdw_sampler_kind k, sdw_parametrization p)
+{
+    return p == SDW_PARAM_FLOW ? SDW_SCHEDULE_FLOW : sdw_sampler_default_schedule(k);
+}
+
 /* ---- the sampler object ---- */
 
 static sdw_timestep_style style_of(sdw_sampler_kind k)
@@ -101,10 +116,43 @@ static sdw_timestep_style style_of(sdw_sampler_kind k)
     }
 }
 
-static bool kind_is_vp(sdw_sampler_kind k)
+static bool kind_is_vp(sdw_sampler_kind k, bool flow)
 {
-    return k == SDW_SAMPLER_DDIM || k == SDW_SAMPLER_PNDM || k == SDW_SAMPLER_LCM || k == SDW_SAMPLER_DPMPP_2M ||
-           k == SDW_SAMPLER_DPMPP_2M_SDE;
+    return !flow && (k == SDW_SAMPLER_DDIM || k == SDW_SAMPLER_PNDM || k == SDW_SAMPLER_LCM ||
+                     k == SDW_SAMPLER_DPMPP_2M || k == SDW_SAMPLER_DPMPP_2M_SDE);
+}
+
+/* What a flow model can run: the samplers whose update needs only denoised
+ * in sigma space, on the schedules that do not space discrete timesteps. */
+static sdw_status check_flow(const sdw_sampler_params *p)
+{
+    switch (p->sampler) {
+    case SDW_SAMPLER_DDIM: case SDW_SAMPLER_LCM: case SDW_SAMPLER_PNDM: case SDW_SAMPLER_DPMPP_2M_SDE:
+        return sdw_fail(SDW_ERR_INVALID_ARG,
+                        "sampler: %s assumes the variance-preserving noise of eps / v models and does not run on "
+                        "flow-matching models (FLUX, SD3); use euler, euler_a, heun, dpm2, dpm++2m, dpm++2s_a, "
+                        "lms or ipndm",
+                        sdw_sampler_name(p->sampler));
+    default: break;
+    }
+    if (!isfinite(p->flow_mu) || fabs(p->flow_mu) > 20)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: flow shift mu %g out of range [-20, 20]", p->flow_mu);
+    if (p->flow_table_size != 0 && (p->flow_table_size < 2 || p->flow_table_size > 100000))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: flow table size %d out of range [2, 100000]",
+                        p->flow_table_size);
+    return SDW_OK;
+}
+
+/* The schedule of p into s (timesteps, sigmas, acp; s->levels). */
+static sdw_status build_schedule(sdw_sampler *s, const sdw_sampler_params *p)
+{
+    if (s->flow) {
+        /* acp is the variance-preserving samplers' and unused here */
+        for (int i = 0; i <= p->steps; i++) s->acp[i] = 1.0f;
+        return sdw_flow_schedule_build(&s->shift, p->schedule, p->steps, s->timesteps, s->sigmas, &s->levels);
+    }
+    return sdw_schedule_build(&s->tab, p->schedule, style_of(p->sampler), p->steps, s->timesteps, s->sigmas,
+                              s->acp, &s->levels);
 }
 
 sdw_status sdw_sampler_create(const sdw_sampler_params *p, sdw_sampler **out)
@@ -116,6 +164,9 @@ sdw_status sdw_sampler_create(const sdw_sampler_params *p, sdw_sampler **out)
         return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: unknown kind %d", (int)p->sampler);
     if ((unsigned)p->schedule >= SDW_SCHEDULE_COUNT)
         return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: unknown schedule %d", (int)p->schedule);
+    if ((unsigned)p->param > SDW_PARAM_FLOW)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: unknown parametrisation %d", (int)p->param);
+    if (p->param == SDW_PARAM_FLOW) SDW_TRY(check_flow(p));
     if (p->steps < 1 || p->steps > SDW_SAMPLER_MAX_STEPS)
         return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: steps %d out of range [1, %d]", p->steps,
                         SDW_SAMPLER_MAX_STEPS);
@@ -128,23 +179,27 @@ sdw_status sdw_sampler_create(const sdw_sampler_params *p, sdw_sampler **out)
     sdw_sampler *s = calloc(1, sizeof *s);
     if (!s) return sdw_fail(SDW_ERR_NOMEM, "sampler: out of memory");
     s->p = *p;
-    const int levels = p->steps;
-    /* pndm lists its first step's second evaluation as a step of its own */
-    s->n = p->sampler == SDW_SAMPLER_PNDM && levels >= 2 ? levels + 1 : levels;
+    s->flow = p->param == SDW_PARAM_FLOW;
+    s->shift.mu = p->flow_mu;
+    s->shift.size = p->flow_table_size ? p->flow_table_size : 1000;
     sdw_noise_table_init(&s->tab);
-    s->timesteps = malloc((size_t)s->n * sizeof *s->timesteps);
-    s->sigmas = malloc((size_t)(s->n + 1) * sizeof *s->sigmas);
-    s->acp = malloc((size_t)(s->n + 1) * sizeof *s->acp);
+    /* room for pndm's extra entry */
+    const size_t room = (size_t)p->steps + 2;
+    s->timesteps = malloc(room * sizeof *s->timesteps);
+    s->sigmas = malloc(room * sizeof *s->sigmas);
+    s->acp = malloc(room * sizeof *s->acp);
     if (!s->timesteps || !s->sigmas || !s->acp) {
         sdw_sampler_free(s);
         return sdw_fail(SDW_ERR_NOMEM, "sampler: out of memory");
     }
-    sdw_status st = sdw_schedule_build(&s->tab, p->schedule, style_of(p->sampler), levels, s->timesteps, s->sigmas,
-                                       s->acp);
+    sdw_status st = build_schedule(s, p);
     if (st != SDW_OK) {
         sdw_sampler_free(s);
         return st;
     }
+    const int levels = s->levels;
+    /* pndm lists its first step's second evaluation as a step of its own */
+    s->n = p->sampler == SDW_SAMPLER_PNDM && levels >= 2 ? levels + 1 : levels;
     /* DDIM / PNDM land on alphas_cumprod[0] (set_alpha_to_one False, SD's config) */
     bool to_t0 = p->sampler == SDW_SAMPLER_DDIM || p->sampler == SDW_SAMPLER_PNDM;
     s->acp[levels] = to_t0 ? s->tab.alphas_cumprod[0] : 1.0f;
@@ -154,11 +209,14 @@ sdw_status sdw_sampler_create(const sdw_sampler_params *p, sdw_sampler **out)
         memmove(s->sigmas + 2, s->sigmas + 1, (size_t)levels * sizeof *s->sigmas);
         memmove(s->acp + 2, s->acp + 1, (size_t)levels * sizeof *s->acp);
     }
-    s->vp = kind_is_vp(p->sampler);
+    s->vp = kind_is_vp(p->sampler, s->flow);
     float smax = 0;
     for (int i = 0; i <= s->n; i++) smax = s->sigmas[i] > smax ? s->sigmas[i] : smax;
-    /* EulerDiscrete: max sigma for linspace / trailing spacing, sqrt(max^2 + 1) for leading */
-    s->init_noise_sigma = s->vp ? 1.0f : p->schedule == SDW_SCHEDULE_LEADING ? sqrtf(smax * smax + 1.0f) : smax;
+    /* EulerDiscrete: max sigma for linspace / trailing spacing, sqrt(max^2 + 1)
+     * for leading; flow: pure noise is sigma 1 */
+    s->init_noise_sigma = s->vp || s->flow ? 1.0f
+                          : p->schedule == SDW_SCHEDULE_LEADING ? sqrtf(smax * smax + 1.0f)
+                                                                : smax;
     *out = s;
     return SDW_OK;
 }
@@ -200,15 +258,20 @@ static double shortest_double(float f)
 
 int sdw_sampler_start_step(const sdw_sampler *s, float strength)
 {
-    int steps = s->p.steps, k;
+    int steps = s->levels, k;
     if (!(strength > 0)) k = steps;
     else if (strength >= 1) k = 0;
-    else {
+    else if (s->flow) {
+        /* the Flux / SD3 pipelines truncate only the difference: 10 x 0.75 -> 2 */
+        double init = steps * shortest_double(strength);
+        double rest = steps - (init > steps ? steps : init);
+        k = (int)(rest > 0 ? rest : 0);
+    } else {
         double init = floor(steps * shortest_double(strength));
         k = steps - (init > steps ? steps : (int)init);
     }
     /* pndm: the entry of level k in its listing (level 1 is entry 2) */
-    return s->n > steps && k > 0 ? k + 1 : k;
+    return s->n > s->levels && k > 0 ? k + 1 : k;
 }
 
 void sdw_sampler_add_noise(const sdw_sampler *s, int step, const float *x0, const float *noise, float *x, size_t n)
@@ -219,7 +282,11 @@ void sdw_sampler_add_noise(const sdw_sampler *s, int step, const float *x0, cons
         return;
     }
     const float sigma = s->sigmas[step];
-    if (!s->vp) {
+    if (s->flow) {
+        /* FlowMatchEulerDiscreteScheduler.scale_noise */
+        const float keep = 1.0f - sigma;
+        for (size_t i = 0; i < n; i++) x[i] = sigma * noise[i] + keep * x0[i];
+    } else if (!s->vp) {
         for (size_t i = 0; i < n; i++) x[i] = x0[i] + noise[i] * sigma;
     } else if (style_of(s->p.sampler) == SDW_STYLE_DPM) {
         const float alpha = 1.0f / sqrtf(sigma * sigma + 1.0f), sigma_t = sigma * alpha;
@@ -249,16 +316,27 @@ sdw_status sdw_run_denoise_ve(sdw_run_ctx *c, const float *x, float sigma, float
 {
     const size_t n = c->n;
     const float *out = c->out;
+    if (c->s->flow) {
+        /* CONST: the model sees x itself; denoised = x - sigma v */
+        SDW_TRY(c->model(c->model_user, x, t, c->out, n));
+        for (size_t i = 0; i < n; i++) x0[i] = x[i] - out[i] * sigma;
+        return SDW_OK;
+    }
     const float scale = sqrtf(sigma * sigma + 1.0f);
     for (size_t i = 0; i < n; i++) c->xin[i] = x[i] / scale;
     SDW_TRY(c->model(c->model_user, c->xin, t, c->out, n));
-    if (!c->s->p.v_prediction) {
+    if (c->s->p.param != SDW_PARAM_V) {
         for (size_t i = 0; i < n; i++) x0[i] = x[i] - sigma * out[i];
     } else {
         const float c_out = -sigma / scale, c_skip_den = sigma * sigma + 1.0f;
         for (size_t i = 0; i < n; i++) x0[i] = out[i] * c_out + x[i] / c_skip_den;
     }
     return SDW_OK;
+}
+
+float sdw_run_timestep(const sdw_sampler *s, double sigma)
+{
+    return s->flow ? (float)sigma * 1000.0f : (float)sdw_sigma_to_t(&s->tab, sigma);
 }
 
 sdw_status sdw_run_model_vp(sdw_run_ctx *c, const float *x, float t)
@@ -279,12 +357,49 @@ sdw_status sdw_run_step_done(sdw_run_ctx *c, int step)
 
 /* ---- sigma-space samplers ---- */
 
-/* EulerDiscreteScheduler (s_churn 0) and EulerAncestralDiscreteScheduler. */
+/* ComfyUI's sample_euler_ancestral_RF (eta 1): step to sigma_down =
+ * next^2 / sigma along the line to denoised, scale up to the next level's
+ * signal and add the noise that brings it to sigma next; onto sigma 0, x =
+ * denoised. */
+static void euler_rf_step(sdw_run_ctx *c, double sigma, double next, const float *den, float *noise)
+{
+    float *x = c->x;
+    if (next == 0) {
+        memcpy(x, den, c->n * sizeof *x);
+        return;
+    }
+    const double down = next * (next / sigma), alpha_next = 1 - next, alpha_down = 1 - down;
+    const double lost = down * alpha_next / alpha_down;
+    const double renoise = sqrt(fmax(next * next - lost * lost, 0));
+    const float r = (float)(down / sigma), keep = (float)(1 - down / sigma), a = (float)(alpha_next / alpha_down);
+    const float fu = (float)renoise;
+    sdw_run_noise(c, noise);
+    for (size_t k = 0; k < c->n; k++) {
+        const float y = r * x[k] + keep * den[k];
+        x[k] = a * y + noise[k] * fu;
+    }
+}
+
+/* EulerDiscreteScheduler (s_churn 0) and EulerAncestralDiscreteScheduler;
+ * flow: FlowMatchEulerDiscreteScheduler (x + (next - sigma) v, the velocity
+ * straight from the model) and ComfyUI's euler_ancestral_RF. */
 static sdw_status run_euler(sdw_run_ctx *c, int start, bool ancestral, float *den, float *noise)
 {
     const sdw_sampler *s = c->s;
     float *x = c->x;
     for (int i = start; i < s->n; i++) {
+        if (s->flow) {
+            const float sigma = s->sigmas[i], next = s->sigmas[i + 1];
+            SDW_TRY(sdw_run_denoise_ve(c, x, sigma, s->timesteps[i], den));
+            if (ancestral) {
+                euler_rf_step(c, sigma, next, den, noise);
+            } else {
+                const float dt = next - sigma, *v = c->out;
+                for (size_t k = 0; k < c->n; k++) x[k] = x[k] + dt * v[k];
+            }
+            SDW_TRY(sdw_run_step_done(c, i));
+            continue;
+        }
         const float sigma = s->sigmas[i], next = s->sigmas[i + 1];
         SDW_TRY(sdw_run_denoise_ve(c, x, sigma, s->timesteps[i], den));
         float dt = next - sigma, sigma_up = 0;
@@ -345,7 +460,7 @@ static sdw_status run_dpm2(sdw_run_ctx *c, int start, float *den, float *d, floa
             for (size_t k = 0; k < c->n; k++) x[k] = x[k] + d[k] * (next - sigma);
         } else {
             const float ls = logf(sigma), mid = expf(ls + 0.5f * (logf(next) - ls));
-            const float t_mid = (float)sdw_sigma_to_t(&s->tab, mid);
+            const float t_mid = sdw_run_timestep(s, mid);
             for (size_t k = 0; k < c->n; k++) x2[k] = x[k] + d[k] * (mid - sigma);
             SDW_TRY(sdw_run_denoise_ve(c, x2, mid, t_mid, den));
             for (size_t k = 0; k < c->n; k++) {
@@ -358,6 +473,38 @@ static sdw_status run_dpm2(sdw_run_ctx *c, int start, float *den, float *d, floa
     return SDW_OK;
 }
 
+/* ComfyUI's sample_dpmpp_2s_ancestral_RF (eta 1): the same midpoint step in
+ * the flow's log-SNR lambda = log((1 - sigma) / sigma) onto sigma_down =
+ * next^2 / sigma, then euler_a_RF's rescale and noise. */
+static sdw_status dpmpp_2s_rf_step(sdw_run_ctx *c, double sigma, double next, float *den, float *x2, float *noise)
+{
+    float *x = c->x;
+    const double down = next * (next / sigma);
+    if (next == 0) {
+        /* Euler onto sigma_down = 0: x = denoised */
+        const float dt = (float)(down - sigma), fs = (float)sigma;
+        for (size_t k = 0; k < c->n; k++) x[k] = x[k] + (x[k] - den[k]) / fs * dt;
+        return SDW_OK;
+    }
+    double sm = 0.9999;   /* lambda(1) is -inf: ComfyUI's stand-in midpoint */
+    if (sigma != 1.0) {
+        const double li = log((1 - sigma) / sigma), ld = log((1 - down) / down);
+        sm = 1 / (exp(li + 0.5 * (ld - li)) + 1);
+    }
+    const float r1 = (float)(sm / sigma), k1 = (float)(1 - sm / sigma);
+    for (size_t k = 0; k < c->n; k++) x2[k] = r1 * x[k] + k1 * den[k];
+    SDW_TRY(sdw_run_denoise_ve(c, x2, (float)sm, sdw_run_timestep(c->s, sm), den));
+    const float r2 = (float)(down / sigma), k2 = (float)(1 - down / sigma);
+    for (size_t k = 0; k < c->n; k++) x[k] = r2 * x[k] + k2 * den[k];
+    const double alpha_next = 1 - next, alpha_down = 1 - down;
+    const double lost = down * alpha_next / alpha_down;
+    const double renoise = sqrt(fmax(next * next - lost * lost, 0));
+    const float a = (float)(alpha_next / alpha_down), fu = (float)renoise;
+    sdw_run_noise(c, noise);
+    for (size_t k = 0; k < c->n; k++) x[k] = a * x[k] + noise[k] * fu;
+    return SDW_OK;
+}
+
 /* k-diffusion sample_dpmpp_2s_ancestral (eta 1): DPM-Solver++(2S) onto the
  * ancestral step's sigma_down, then fresh noise of sigma_up. */
 static sdw_status run_dpmpp_2s_a(sdw_run_ctx *c, int start, float *den, float *x2, float *noise)
@@ -365,6 +512,12 @@ static sdw_status run_dpmpp_2s_a(sdw_run_ctx *c, int start, float *den, float *x
     const sdw_sampler *s = c->s;
     float *x = c->x;
     for (int i = start; i < s->n; i++) {
+        if (s->flow) {
+            SDW_TRY(sdw_run_denoise_ve(c, x, s->sigmas[i], s->timesteps[i], den));
+            SDW_TRY(dpmpp_2s_rf_step(c, s->sigmas[i], s->sigmas[i + 1], den, x2, noise));
+            SDW_TRY(sdw_run_step_done(c, i));
+            continue;
+        }
         const double sigma = s->sigmas[i], next = s->sigmas[i + 1];
         SDW_TRY(sdw_run_denoise_ve(c, x, (float)sigma, s->timesteps[i], den));
         double up = sqrt(next * next * (sigma * sigma - next * next) / (sigma * sigma));
@@ -378,7 +531,7 @@ static sdw_status run_dpmpp_2s_a(sdw_run_ctx *c, int start, float *den, float *x
             const double t = -log(sigma), t_next = -log(down), h = t_next - t, sm = exp(-(t + 0.5 * h));
             const float a1 = (float)(sm / sigma), b1 = (float)expm1(-0.5 * h);
             for (size_t k = 0; k < c->n; k++) x2[k] = a1 * x[k] - b1 * den[k];
-            SDW_TRY(sdw_run_denoise_ve(c, x2, (float)sm, (float)sdw_sigma_to_t(&s->tab, sm), den));
+            SDW_TRY(sdw_run_denoise_ve(c, x2, (float)sm, sdw_run_timestep(s, sm), den));
             const float a2 = (float)(down / sigma), b2 = (float)expm1(-h);
             for (size_t k = 0; k < c->n; k++) x[k] = a2 * x[k] - b2 * den[k];
         }
@@ -398,7 +551,7 @@ static sdw_status run_dpmpp_2s_a(sdw_run_ctx *c, int start, float *den, float *x
 static sdw_status run_ddim(sdw_run_ctx *c, int start, float *noise)
 {
     const sdw_sampler *s = c->s;
-    const bool v = s->p.v_prediction;
+    const bool v = s->p.param == SDW_PARAM_V;
     const float eta = s->p.eta;
     float *x = c->x;
     const float *e = c->out;
@@ -434,7 +587,7 @@ static sdw_status run_ddim(sdw_run_ctx *c, int start, float *noise)
 static sdw_status run_lcm(sdw_run_ctx *c, int start, float *noise)
 {
     const sdw_sampler *s = c->s;
-    const bool v = s->p.v_prediction;
+    const bool v = s->p.param == SDW_PARAM_V;
     float *x = c->x;
     const float *e = c->out;
     for (int i = start; i < s->n; i++) {
@@ -503,6 +656,7 @@ sdw_status sdw_sampler_run(sdw_sampler *s, float *x, size_t n, int start, sdw_mo
     case SDW_SAMPLER_DPMPP_2M_SDE: st = sdw_run_dpmpp_2m(&c, start, true); break;
     case SDW_SAMPLER_PNDM: st = sdw_run_pndm(&c, start); break;
     case SDW_SAMPLER_LMS: st = sdw_run_lms(&c, start); break;
+    case SDW_SAMPLER_IPNDM: st = sdw_run_ipndm(&c, start); break;
     default: st = sdw_fail(SDW_ERR_INVALID_ARG, "sampler run: unknown kind %d", (int)s->p.sampler); break;
     }
     free(buf);

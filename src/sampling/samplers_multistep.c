@@ -1,9 +1,12 @@
 /* samplers_multistep.c: the samplers that reuse earlier model outputs:
  * dpm++2m and dpm++2m_sde (diffusers DPMSolverMultistepScheduler,
  * algorithm dpmsolver++ / sde-dpmsolver++, order 2, midpoint, in the
- * variance-preserving space), pndm (PNDMScheduler with skip_prk_steps: the
- * PLMS sampler SD shipped with) and lms (k-diffusion sample_lms, order 4).
- * A run from a later start step starts a fresh history, as diffusers does. */
+ * variance-preserving space; on flow models dpm++2m is k-diffusion's
+ * sample_dpmpp_2m in sigma space, as ComfyUI runs it), pndm
+ * (PNDMScheduler with skip_prk_steps: the PLMS sampler SD shipped with), lms
+ * (k-diffusion sample_lms, order 4) and ipndm (k-diffusion sample_ipndm,
+ * order 4). A run from a later start step starts a fresh history, as
+ * diffusers and ComfyUI (which slices the sigmas) do. */
 #include "sampling/sampler_internal.h"
 #include "core/error.h"
 #include <math.h>
@@ -35,7 +38,7 @@ static vp_level level_of(float s)
 static sdw_status run_dpmpp_2m(sdw_run_ctx *c, int start, bool sde, float *x0, float *prev, float *noise)
 {
     const sdw_sampler *s = c->s;
-    const bool v = s->p.v_prediction;
+    const bool v = s->p.param == SDW_PARAM_V;
     float *x = c->x;
     const float *e = c->out;
     for (int i = start; i < s->n; i++) {
@@ -85,11 +88,43 @@ static sdw_status run_dpmpp_2m(sdw_run_ctx *c, int start, bool sde, float *x0, f
     return SDW_OK;
 }
 
+/* k-diffusion sample_dpmpp_2m in sigma space (t = -log sigma) on the
+ * denoised estimates: first order at the run's first step and onto sigma 0
+ * (where it is denoised itself). */
+static sdw_status run_dpmpp_2m_k(sdw_run_ctx *c, int start, float *den, float *old)
+{
+    const sdw_sampler *s = c->s;
+    float *x = c->x;
+    for (int i = start; i < s->n; i++) {
+        const double sigma = s->sigmas[i], next = s->sigmas[i + 1];
+        SDW_TRY(sdw_run_denoise_ve(c, x, (float)sigma, s->timesteps[i], den));
+        if (next == 0) {
+            memcpy(x, den, c->n * sizeof *x);
+        } else {
+            const double h = log(sigma) - log(next);
+            const float ratio = (float)(next / sigma), c_d = (float)-expm1(-h);
+            if (i == start) {
+                for (size_t k = 0; k < c->n; k++) x[k] = ratio * x[k] + c_d * den[k];
+            } else {
+                const double r = (log(s->sigmas[i - 1]) - log(sigma)) / h;
+                const float w_new = (float)(1 + 1 / (2 * r)), w_old = (float)(1 / (2 * r));
+                for (size_t k = 0; k < c->n; k++) x[k] = ratio * x[k] + c_d * (w_new * den[k] - w_old * old[k]);
+            }
+        }
+        float *t = old;
+        old = den;
+        den = t;
+        SDW_TRY(sdw_run_step_done(c, i));
+    }
+    return SDW_OK;
+}
+
 sdw_status sdw_run_dpmpp_2m(sdw_run_ctx *c, int start, bool sde)
 {
     float *buf = alloc_floats(c->n, 3);
     if (!buf) return sdw_fail(SDW_ERR_NOMEM, "dpm++2m: out of memory");
-    sdw_status st = run_dpmpp_2m(c, start, sde, buf, buf + c->n, buf + 2 * c->n);
+    sdw_status st = c->s->flow ? run_dpmpp_2m_k(c, start, buf, buf + c->n)
+                               : run_dpmpp_2m(c, start, sde, buf, buf + c->n, buf + 2 * c->n);
     free(buf);
     return st;
 }
@@ -106,7 +141,7 @@ static void pndm_prev(const sdw_sampler *s, float a_t, float a_prev, const float
     const float c_x = sqrtf(a_prev / a_t);
     const float denom = a_t * sqrtf(b_prev) + sqrtf(a_t * b_t * a_prev);
     const float c_e = a_prev - a_t;
-    const bool v = s->p.v_prediction;
+    const bool v = s->p.param == SDW_PARAM_V;
     for (size_t k = 0; k < n; k++) {
         float e = v ? sa * mo[k] + sb * x_from[k] : mo[k];
         x[k] = c_x * x_from[k] - c_e * e / denom;
@@ -201,6 +236,13 @@ static sdw_status run_lms(sdw_run_ctx *c, int start, float *ds, float *den)
         memmove(ds + n, ds, (size_t)(n_ds < 4 ? n_ds : 3) * n * sizeof *ds);
         for (size_t k = 0; k < n; k++) ds[k] = (x[k] - den[k]) / sigma;
         if (n_ds < 4) n_ds++;
+        if (s->flow && s->sigmas[i + 1] == 0) {
+            /* ComfyUI's sample_lms lands on denoised (k-diffusion's, which
+             * A1111 runs on eps / v models, integrates on to 0) */
+            memcpy(x, den, n * sizeof *x);
+            SDW_TRY(sdw_run_step_done(c, i));
+            continue;
+        }
         float coeff[4];
         for (int j = 0; j < n_ds; j++) coeff[j] = (float)lms_coeff(n_ds, s->sigmas, i, j);
         for (size_t k = 0; k < n; k++) {
@@ -218,6 +260,45 @@ sdw_status sdw_run_lms(sdw_run_ctx *c, int start)
     float *buf = alloc_floats(c->n, 5);
     if (!buf) return sdw_fail(SDW_ERR_NOMEM, "lms: out of memory");
     sdw_status st = run_lms(c, start, buf, buf + 4 * c->n);
+    free(buf);
+    return st;
+}
+
+/* ---- ipndm ---- */
+
+/* k-diffusion sample_ipndm (max order 4): Adams-Bashforth in sigma on the
+ * derivatives d = (x - denoised) / sigma with the fixed-step weights, the
+ * order rising by one per step of the run; onto sigma 0, x = denoised. */
+static sdw_status run_ipndm(sdw_run_ctx *c, int start, float *ds, float *den)
+{
+    const sdw_sampler *s = c->s;
+    const size_t n = c->n;
+    float *x = c->x;
+    int n_ds = 0;   /* ds + j*n, j = 0 the newest */
+    for (int i = start; i < s->n; i++) {
+        const float sigma = s->sigmas[i], next = s->sigmas[i + 1], dt = next - sigma;
+        SDW_TRY(sdw_run_denoise_ve(c, x, sigma, s->timesteps[i], den));
+        memmove(ds + n, ds, (size_t)(n_ds < 4 ? n_ds : 3) * n * sizeof *ds);
+        for (size_t k = 0; k < n; k++) ds[k] = (x[k] - den[k]) / sigma;
+        if (n_ds < 4) n_ds++;
+        const float *d1 = ds, *d2 = ds + n, *d3 = ds + 2 * n, *d4 = ds + 3 * n;
+        for (size_t k = 0; k < n; k++) {
+            if (next == 0) x[k] = den[k];
+            else if (n_ds == 1) x[k] = x[k] + dt * d1[k];
+            else if (n_ds == 2) x[k] = x[k] + dt * (3 * d1[k] - d2[k]) / 2;
+            else if (n_ds == 3) x[k] = x[k] + dt * (23 * d1[k] - 16 * d2[k] + 5 * d3[k]) / 12;
+            else x[k] = x[k] + dt * (55 * d1[k] - 59 * d2[k] + 37 * d3[k] - 9 * d4[k]) / 24;
+        }
+        SDW_TRY(sdw_run_step_done(c, i));
+    }
+    return SDW_OK;
+}
+
+sdw_status sdw_run_ipndm(sdw_run_ctx *c, int start)
+{
+    float *buf = alloc_floats(c->n, 5);
+    if (!buf) return sdw_fail(SDW_ERR_NOMEM, "ipndm: out of memory");
+    sdw_status st = run_ipndm(c, start, buf, buf + 4 * c->n);
     free(buf);
     return st;
 }

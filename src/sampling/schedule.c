@@ -2,7 +2,8 @@
  * float32 exactly as torch computes them), timestep <-> sigma interpolation,
  * and the step schedules a sampler runs on: normal (linspace), leading and
  * trailing as each diffusers scheduler lays them out, karras and exponential
- * (k-diffusion), sgm_uniform and simple (ComfyUI).
+ * (k-diffusion), sgm_uniform, simple and beta (ComfyUI). Flow models'
+ * schedules are in schedule_flow.c.
  *
  * diffusers computes the schedule in float64 numpy from the float32 table and
  * casts the result to float32; the same is done here, so the sigmas and
@@ -21,7 +22,7 @@
  * the last 16-element pair of blocks is filled element-wise. Computing it this
  * way (and not as start + i*step) is what makes alphas_cumprod, and with it
  * every sigma, match diffusers' bit for bit. */
-static void torch_linspace_f32(float start, float end, int steps, float *out)
+void sdw_torch_linspace_f32(float start, float end, int steps, float *out)
 {
     const double step = ((double)end - (double)start) / (steps - 1);
     const int halfway = steps / 2, lanes = 8, tail = steps - steps % (2 * lanes);
@@ -35,7 +36,7 @@ static void torch_linspace_f32(float start, float end, int steps, float *out)
 void sdw_noise_table_init(sdw_noise_table *tab)
 {
     float lin[SDW_TRAIN_STEPS];
-    torch_linspace_f32((float)sqrt(BETA_START), (float)sqrt(BETA_END), SDW_TRAIN_STEPS, lin);
+    sdw_torch_linspace_f32((float)sqrt(BETA_START), (float)sqrt(BETA_END), SDW_TRAIN_STEPS, lin);
     /* torch.cumprod on the CPU accumulates float32 in double */
     double acc = 1.0;
     for (int i = 0; i < SDW_TRAIN_STEPS; i++) {
@@ -89,16 +90,18 @@ double sdw_sigma_to_t(const sdw_noise_table *tab, double sigma)
 /* ---- names ---- */
 
 static const char *const schedule_names[SDW_SCHEDULE_COUNT] = {
-    "normal", "karras", "exponential", "sgm_uniform", "simple", "leading", "trailing",
+    "normal", "karras", "exponential", "sgm_uniform", "simple", "leading", "trailing", "beta", "flow",
 };
-/* A1111's scheduler labels; its "DDIM" scheduler is the leading one (offset 1). */
+/* A1111's scheduler labels; its "DDIM" scheduler is the leading one (offset
+ * 1). A1111 has no flow schedule: "Flow" is ours. */
 static const char *const schedule_a1111[SDW_SCHEDULE_COUNT] = {
-    "Normal", "Karras", "Exponential", "SGM Uniform", "Simple", "DDIM", "Trailing",
+    "Normal", "Karras", "Exponential", "SGM Uniform", "Simple", "DDIM", "Trailing", "Beta", "Flow",
 };
 static const sdw_name_alias schedule_aliases[] = {
     {"discrete", SDW_SCHEDULE_NORMAL},   {"linspace", SDW_SCHEDULE_NORMAL},
     {"uniform", SDW_SCHEDULE_NORMAL},    {"sgmuniform", SDW_SCHEDULE_SGM_UNIFORM},
-    {"ddim_uniform", SDW_SCHEDULE_LEADING},
+    {"ddim_uniform", SDW_SCHEDULE_LEADING}, {"flow_match", SDW_SCHEDULE_FLOW},
+    {"flowmatch", SDW_SCHEDULE_FLOW},
 };
 
 const char *sdw_schedule_name(sdw_schedule_kind k)
@@ -177,11 +180,33 @@ static float level_acp(const sdw_noise_table *tab, float t, double sigma)
     return (float)(1.0 / (1.0 + sigma * sigma));
 }
 
+/* ComfyUI's beta schedule over the training table: its entries at the
+ * quantiles, each level a training timestep. */
+static int build_beta(const sdw_noise_table *tab, int steps, float *timesteps, float *sigmas, float *acp)
+{
+    int idx[SDW_SAMPLER_MAX_STEPS];
+    const int n = sdw_beta_indices(steps, SDW_TRAIN_STEPS - 1, idx);
+    for (int j = 0; j < n; j++) {
+        timesteps[j] = (float)idx[j];
+        sigmas[j] = tab->sigmas[idx[j]];
+        acp[j] = tab->alphas_cumprod[idx[j]];
+    }
+    sigmas[n] = 0.0f;
+    return n;
+}
+
 sdw_status sdw_schedule_build(const sdw_noise_table *tab, sdw_schedule_kind kind, sdw_timestep_style style,
-                              int n, float *timesteps, float *sigmas, float *acp)
+                              int n, float *timesteps, float *sigmas, float *acp, int *n_out)
 {
     if (n < 1 || n > SDW_SAMPLER_MAX_STEPS)
         return sdw_fail(SDW_ERR_INVALID_ARG, "steps %d out of range [1, %d]", n, SDW_SAMPLER_MAX_STEPS);
+    *n_out = n;
+    if (kind == SDW_SCHEDULE_FLOW)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "the flow schedule is for flow-matching models (FLUX, SD3) only");
+    if (kind == SDW_SCHEDULE_BETA) {
+        *n_out = build_beta(tab, n, timesteps, sigmas, acp);
+        return SDW_OK;
+    }
     const double smin = tab->sigmas[0], smax = tab->sigmas[SDW_TRAIN_STEPS - 1];
     for (int j = 0; j < n; j++) {
         double sigma;
