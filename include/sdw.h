@@ -62,9 +62,15 @@ sdw_status sdw_tokenize(const char *text, sdw_pad pad, int32_t ids[SDW_CLIP_CONT
 sdw_status sdw_tokenize_bpe(const char *text, int32_t **ids, int *n);
 
 /* ---- Models ---- */
-typedef enum { SDW_FAMILY_SD1, SDW_FAMILY_SD2, SDW_FAMILY_SDXL, SDW_FAMILY_SDXL_REFINER } sdw_family;
+typedef enum {
+    SDW_FAMILY_SD1, SDW_FAMILY_SD2, SDW_FAMILY_SDXL, SDW_FAMILY_SDXL_REFINER,
+    SDW_FAMILY_FLUX_DEV, SDW_FAMILY_FLUX_SCHNELL,   /* FLUX.1: transformer + T5-XXL + CLIP-L + 16-channel VAE */
+} sdw_family;
 const char *sdw_family_name(sdw_family f);
-typedef enum { SDW_PREDICTION_AUTO, SDW_PREDICTION_EPS, SDW_PREDICTION_V } sdw_prediction;
+bool sdw_family_is_flux(sdw_family f);
+/* What the denoising network predicts: noise, v, or the rectified-flow
+ * velocity (noise - x0; FLUX, SD3). */
+typedef enum { SDW_PREDICTION_AUTO, SDW_PREDICTION_EPS, SDW_PREDICTION_V, SDW_PREDICTION_FLOW } sdw_prediction;
 const char *sdw_prediction_name(sdw_prediction p);
 
 typedef struct {
@@ -73,6 +79,10 @@ typedef struct {
     const char *vae_path;       /* a VAE file replacing the checkpoint's; NULL keeps it */
     bool with_vae_encoder;      /* img2img and inpainting need it; txt2img does not */
     int turbo;                  /* SDXL-Turbo defaults: -1 detect (default), 0 no, 1 yes */
+    /* FLUX parts given as separate files (ComfyUI's clip_l.safetensors,
+     * t5xxl_fp16 / fp8); NULL = from the model file or folder itself. */
+    const char *clip_l_path;
+    const char *t5_path;
 } sdw_load_params;
 sdw_load_params sdw_load_params_default(void);
 
@@ -84,13 +94,20 @@ typedef struct {
     const char *layout;              /* "single-file" or "diffusers" */
     int n_tensors;                   /* in the checkpoint's files */
     int n_unknown;                   /* tensors outside every component (EMA copies, scheduler buffers) */
-    int64_t params_unet, params_vae, params_text;
+    int64_t params_unet, params_vae, params_text;   /* params_unet: the denoiser (UNet or transformer) */
+    int64_t params_t5;               /* FLUX: the T5 encoder (not in params_text) */
+    const char *denoiser;            /* "unet" or "flux transformer" */
+    int t5_max_length;               /* FLUX: T5 tokens (512 dev, 256 schnell); 0 = none */
+    float default_guidance;          /* FLUX dev's distilled guidance (3.5); 0 = none */
     char dtypes[64];                 /* the file dtypes seen, e.g. "F16, I64" */
     bool turbo;                      /* SDXL-Turbo: from --preset turbo, the file name or its metadata */
     int default_width, default_height, default_steps;
     float default_cfg;
     const char *default_sampler, *default_scheduler;
     float latent_scale;              /* VAE scaling factor */
+    float latent_shift;              /* VAE shift factor (FLUX 0.1159; 0 for SD) */
+    int latent_channels;             /* 4, or 16 for FLUX */
+    int size_multiple;               /* width and height must be multiples of this */
     sdw_precision precision;         /* compute precision once resolved */
     size_t weight_bytes;             /* weights held after loading (0 for a probe) */
 } sdw_model_info;

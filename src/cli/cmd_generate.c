@@ -23,8 +23,9 @@ typedef struct {
     const char *lora[SDW_MAX_LORAS];
     int n_lora;
     const char *model, *prompt, *negative, *init, *mask, *out, *vae, *dump_dir, *preview_dir, *sampler, *scheduler;
+    const char *clip_l, *t5xxl;
     int width, height, steps, clip_skip, batch_size, batch_count, threads, preview_every;
-    float cfg, strength;
+    float cfg, strength, guidance;
     long long seed;
     bool verbose;
     int turbo, vae_tiling;
@@ -40,6 +41,7 @@ static void usage(FILE *f)
             "    [--cfg-scale S] [--seed N|-1] [--sampler NAME] [--scheduler NAME] [--rng cpu|cuda]\n"
             "    [-i INIT_IMAGE [--strength S]] [--mask MASK_IMAGE] [--clip-skip N]\n"
             "    [--batch-size N] [--batch-count N] [--dump DIR] [--prediction auto|eps|v] [--vae FILE]\n"
+            "    [--clip-l FILE] [--t5xxl FILE] [--guidance G] (FLUX: its text encoders; dev's distilled guidance)\n"
             "    [--precision auto|f32|bf16] [--threads N] [--preview-every N --preview-dir DIR]\n"
             "    [--preset auto|turbo|none] [--lora FILE[:W]]... [--lora-dir DIR]\n"
             "    [--vae-tiling | --no-vae-tiling] (default: tiled above 1024x1024 pixels)\n"
@@ -61,6 +63,7 @@ static int parse(int argc, char **argv, options *o)
     o->seed = 42;
     o->batch_size = o->batch_count = 1;
     o->cfg = NAN;
+    o->guidance = -1.0f;
     o->strength = 0.75f;
     o->turbo = -1;
     o->vae_tiling = -1;
@@ -81,6 +84,9 @@ static int parse(int argc, char **argv, options *o)
         else if (IS("--mask")) o->mask = v;
         else if (IS("-o") || IS("--output")) o->out = v;
         else if (IS("--vae")) o->vae = v;
+        else if (IS("--clip-l")) o->clip_l = v;
+        else if (IS("--t5xxl") || IS("--t5")) o->t5xxl = v;
+        else if (IS("--guidance") || IS("--distilled-cfg-scale")) { if (!cli_parse_float(v, 0, 100, &o->guidance)) return bad("--guidance must be in 0..100, not '%s'", v); }
         else if (IS("--dump")) o->dump_dir = v;
         else if (IS("--preview-dir")) o->preview_dir = v;
         else if (IS("--sampler")) o->sampler = v;
@@ -235,6 +241,8 @@ int cmd_generate(int argc, char **argv)
     lp.precision = o.precision;
     lp.prediction = o.prediction;
     lp.vae_path = o.vae;
+    lp.clip_l_path = o.clip_l;
+    lp.t5_path = o.t5xxl;
     lp.with_vae_encoder = o.init != NULL;
     sdw_model *m;
     if (sdw_model_load(o.model, &lp, &m) != SDW_OK) return fail(NULL);
@@ -262,6 +270,7 @@ int cmd_generate(int argc, char **argv)
     p.height = o.height ? o.height : mi->default_height;
     p.steps = o.steps ? o.steps : mi->default_steps;
     p.cfg_scale = isnan(o.cfg) ? mi->default_cfg : o.cfg;
+    p.guidance = o.guidance >= 0 ? o.guidance : mi->default_guidance;
     p.rng = o.rng;
     p.clip_skip = o.clip_skip;
     p.batch_size = o.batch_size;

@@ -1,5 +1,6 @@
-/* cmd_info.c: `sd-worker info [--json] [--prediction eps|v] MODEL`: what the
- * loader detects in a checkpoint, without loading its weights. */
+/* cmd_info.c: `sd-worker info [--json] [--prediction eps|v] [--vae F]
+ * [--clip-l F] [--t5xxl F] MODEL`: what the loader detects in a checkpoint
+ * (and the FLUX parts given beside it), without loading its weights. */
 #include "cli/commands.h"
 #include "cli/cli_args.h"
 #include <cjson/cJSON.h>
@@ -19,14 +20,17 @@ int cmd_info(int argc, char **argv)
                 fprintf(stderr, "sd-worker info: --prediction must be auto, eps or v\n");
                 return 2;
             }
-        } else if (!model && argv[i][0] != '-') model = argv[i];
+        } else if (!strcmp(argv[i], "--vae") && i + 1 < argc) p.vae_path = argv[++i];
+        else if (!strcmp(argv[i], "--clip-l") && i + 1 < argc) p.clip_l_path = argv[++i];
+        else if ((!strcmp(argv[i], "--t5xxl") || !strcmp(argv[i], "--t5")) && i + 1 < argc) p.t5_path = argv[++i];
+        else if (!model && argv[i][0] != '-') model = argv[i];
         else {
             fprintf(stderr, "sd-worker info: unexpected argument '%s'\n", argv[i]);
             return 2;
         }
     }
     if (!model) {
-        fprintf(stderr, "usage: sd-worker info [--json] [--prediction auto|eps|v] MODEL\n");
+        fprintf(stderr, "usage: sd-worker info [--json] [--prediction auto|eps|v] [--vae F] [--clip-l F] [--t5xxl F] MODEL\n");
         return 2;
     }
     sdw_model_info in;
@@ -43,12 +47,14 @@ int cmd_info(int argc, char **argv)
         cJSON_AddStringToObject(o, "prediction", sdw_prediction_name(in.prediction));
         cJSON_AddStringToObject(o, "prediction_source", in.prediction_source);
         cJSON_AddStringToObject(o, "layout", in.layout);
+        cJSON_AddStringToObject(o, "denoiser", in.denoiser ? in.denoiser : "unet");
         cJSON_AddNumberToObject(o, "tensors", in.n_tensors);
         cJSON_AddNumberToObject(o, "unknown_tensors", in.n_unknown);
         cJSON *pc = cJSON_AddObjectToObject(o, "parameters");
         cJSON_AddNumberToObject(pc, "unet", (double)in.params_unet);
         cJSON_AddNumberToObject(pc, "vae", (double)in.params_vae);
         cJSON_AddNumberToObject(pc, "text_encoders", (double)in.params_text);
+        if (in.t5_max_length) cJSON_AddNumberToObject(pc, "t5", (double)in.params_t5);
         cJSON_AddStringToObject(o, "dtypes", in.dtypes);
         cJSON_AddStringToObject(o, "precision", sdw_precision_name(in.precision));
         cJSON *d = cJSON_AddObjectToObject(o, "defaults");
@@ -58,7 +64,12 @@ int cmd_info(int argc, char **argv)
         cJSON_AddNumberToObject(d, "cfg_scale", in.default_cfg);
         cJSON_AddStringToObject(d, "sampler", in.default_sampler);
         cJSON_AddStringToObject(d, "scheduler", in.default_scheduler);
+        if (in.default_guidance > 0) cJSON_AddNumberToObject(d, "guidance", in.default_guidance);
+        if (in.t5_max_length) cJSON_AddNumberToObject(d, "t5_max_length", in.t5_max_length);
         cJSON_AddNumberToObject(o, "latent_scale", in.latent_scale);
+        cJSON_AddNumberToObject(o, "latent_shift", in.latent_shift);
+        cJSON_AddNumberToObject(o, "latent_channels", in.latent_channels);
+        cJSON_AddNumberToObject(o, "size_multiple", in.size_multiple);
         char *s = cJSON_Print(o);
         puts(s);
         free(s);
@@ -71,12 +82,20 @@ int cmd_info(int argc, char **argv)
     printf("prediction   %s (%s)\n", sdw_prediction_name(in.prediction), in.prediction_source);
     printf("layout       %s\n", in.layout);
     printf("tensors      %d (%d outside the known components)\n", in.n_tensors, in.n_unknown);
-    printf("parameters   unet %.1fM, vae %.1fM, text encoders %.1fM\n", (double)in.params_unet / 1e6,
-           (double)in.params_vae / 1e6, (double)in.params_text / 1e6);
+    printf("denoiser     %s, latents %d channels, sizes in multiples of %d\n", in.denoiser ? in.denoiser : "unet",
+           in.latent_channels, in.size_multiple);
+    printf("parameters   %s %.1fM, vae %.1fM, text encoders %.1fM", in.t5_max_length ? "transformer" : "unet",
+           (double)in.params_unet / 1e6, (double)in.params_vae / 1e6, (double)in.params_text / 1e6);
+    if (in.t5_max_length) printf(" + T5 %.1fM", (double)in.params_t5 / 1e6);
+    printf("\n");
     printf("file dtypes  %s\n", in.dtypes);
     printf("precision    %s (cpu isa %s)\n", sdw_precision_name(in.precision), sdw_cpu_isa_name());
-    printf("defaults     %dx%d, %d steps, cfg %.1f, %s %s, latent scale %.5f\n", in.default_width,
+    printf("defaults     %dx%d, %d steps, cfg %.1f, %s %s, latent scale %.5f", in.default_width,
            in.default_height, in.default_steps, in.default_cfg, in.default_sampler, in.default_scheduler,
            in.latent_scale);
+    if (in.latent_shift != 0) printf(" shift %.4f", in.latent_shift);
+    if (in.default_guidance > 0) printf(", guidance %.1f", in.default_guidance);
+    if (in.t5_max_length) printf(", %d T5 tokens", in.t5_max_length);
+    printf("\n");
     return 0;
 }

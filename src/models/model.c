@@ -3,6 +3,8 @@
  * inpainting and prediction type detection; an optional replacement VAE. */
 #include "models/model.h"
 #include "models/lora.h"
+#include "models/flux.h"
+#include "models/t5.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "io/json_file.h"
@@ -20,9 +22,13 @@ const char *sdw_family_name(sdw_family f)
     case SDW_FAMILY_SD2: return "sd2";
     case SDW_FAMILY_SDXL: return "sdxl";
     case SDW_FAMILY_SDXL_REFINER: return "sdxl-refiner";
+    case SDW_FAMILY_FLUX_DEV: return "flux-dev";
+    case SDW_FAMILY_FLUX_SCHNELL: return "flux-schnell";
     }
     return "?";
 }
+
+bool sdw_family_is_flux(sdw_family f) { return f == SDW_FAMILY_FLUX_DEV || f == SDW_FAMILY_FLUX_SCHNELL; }
 
 const char *sdw_prediction_name(sdw_prediction p)
 {
@@ -30,13 +36,14 @@ const char *sdw_prediction_name(sdw_prediction p)
     case SDW_PREDICTION_AUTO: return "auto";
     case SDW_PREDICTION_EPS: return "eps";
     case SDW_PREDICTION_V: return "v";
+    case SDW_PREDICTION_FLOW: return "flow";
     }
     return "?";
 }
 
 sdw_load_params sdw_load_params_default(void)
 {
-    sdw_load_params p = { SDW_PRECISION_AUTO, SDW_PREDICTION_AUTO, NULL, true, -1 };
+    sdw_load_params p = { SDW_PRECISION_AUTO, SDW_PREDICTION_AUTO, NULL, true, -1, NULL, NULL };
     return p;
 }
 
@@ -53,8 +60,10 @@ static sdw_status family_of(const sdw_unet_config *c, const char *what, sdw_fami
     return SDW_OK;
 }
 
-static void set_defaults(sdw_model_info *in)
+void sdw_model_set_defaults(sdw_model_info *in)
 {
+    in->denoiser = "unet";
+    in->latent_channels = 4;
     in->default_steps = 20;
     in->default_cfg = 7.0f;
     in->default_sampler = "euler_a";
@@ -67,6 +76,23 @@ static void set_defaults(sdw_model_info *in)
         break;
     case SDW_FAMILY_SDXL:
     case SDW_FAMILY_SDXL_REFINER: in->default_width = 1024; in->latent_scale = 0.13025f; break;
+    case SDW_FAMILY_FLUX_DEV:
+    case SDW_FAMILY_FLUX_SCHNELL:
+        /* diffusers' FluxPipeline defaults: 28 steps guided 3.5 (dev), 4 unguided (schnell); one
+         * evaluation a step (cfg 1); Euler on the reference's own shifted schedule. */
+        in->denoiser = "flux transformer";
+        in->latent_channels = 16;
+        in->size_multiple = 16;
+        in->default_width = 1024;
+        in->latent_scale = 0.3611f;
+        in->latent_shift = 0.1159f;
+        in->default_cfg = 1.0f;
+        in->default_sampler = "euler";
+        in->default_scheduler = "flow";
+        in->default_steps = in->family == SDW_FAMILY_FLUX_DEV ? 28 : 4;
+        in->default_guidance = in->family == SDW_FAMILY_FLUX_DEV ? 3.5f : 0.0f;
+        in->t5_max_length = in->family == SDW_FAMILY_FLUX_DEV ? 512 : 256;
+        break;
     }
     in->default_height = in->default_width;
     if (in->turbo) {
@@ -115,7 +141,7 @@ static bool sd2_v_heuristic(const sdw_safetensors *st, double *std_out)
     return sd > 0.09;
 }
 
-static void note_dtypes(sdw_model_info *in, const sdw_safetensors *st)
+void sdw_model_note_dtypes(sdw_model_info *in, const sdw_safetensors *st)
 {
     for (int i = 0; i < st->n_tensors; i++) {
         const char *d = sdw_st_dtype_name(st->tensors[i].dtype);
@@ -126,7 +152,7 @@ static void note_dtypes(sdw_model_info *in, const sdw_safetensors *st)
     in->n_tensors += st->n_tensors;
 }
 
-static int64_t params_under(const sdw_safetensors *st, const char *const *prefixes, int n)
+int64_t sdw_model_params_under(const sdw_safetensors *st, const char *const *prefixes, int n)
 {
     int64_t p = 0;
     for (int i = 0; i < st->n_tensors; i++)
@@ -151,10 +177,16 @@ static sdw_status load_vae_override(sdw_model *m, const char *path, bool enc)
         s = sdw_vae_config_from_ldm(st, prefix, &c);
     } else {
         /* diffusers-named VAE file: the standard SD architecture. */
-        c = (sdw_vae_config){ 4, { 128, 256, 512, 512 }, 2, 4 };
+        c = (sdw_vae_config){ .n_levels = 4, .block_out = { 128, 256, 512, 512 }, .layers_per_block = 2,
+                              .latent_channels = 4, .use_quant_conv = true, .use_post_quant_conv = true };
         s = sdw_st_find(st, "decoder.conv_in.weight") ? SDW_OK
                                                         : sdw_fail(SDW_ERR_FORMAT, "%s: not a VAE file", path);
     }
+    /* FLUX's 16-channel autoencoder loads as an LDM VAE too, but cannot
+     * decode a 4-channel UNet's latents. */
+    if (s == SDW_OK && m->unet && c.latent_channels != sdw_unet_get_config(m->unet)->out_channels)
+        s = sdw_fail(SDW_ERR_FORMAT, "%s: a %d-channel VAE, the UNet's latents have %d", path, c.latent_channels,
+                     sdw_unet_get_config(m->unet)->out_channels);
     if (s == SDW_OK) s = sdw_vae_load(m->be, st, prefix, &c, enc, &m->vae);
     sdw_st_close(st);
     return s == SDW_OK ? s : sdw_fail_context(s, "--vae %s", path);
@@ -166,6 +198,14 @@ static sdw_status load_single(sdw_model *m, const char *path, const sdw_load_par
     in->layout = "single-file";
     sdw_safetensors *st;
     SDW_TRY(sdw_st_open(path, &st));
+    /* FLUX's transformer, bare (BFL's file, a GGUF) or in an all-in-one checkpoint. */
+    static const char *const flux_prefixes[] = { "", "model.diffusion_model." };
+    for (int i = 0; i < 2; i++)
+        if (sdw_flux_present(st, flux_prefixes[i])) {
+            sdw_status fs = sdw_flux_model_load_single(m, path, st, flux_prefixes[i], p);
+            sdw_st_close(st);
+            return fs;
+        }
     sdw_yaml_map yaml = { 0 };
     char yp[4096];
     sdw_status s = SDW_OK;
@@ -175,12 +215,13 @@ static sdw_status load_single(sdw_model *m, const char *path, const sdw_load_par
     if (s == SDW_OK) s = family_of(&uc, path, &in->family);
     if (s != SDW_OK) goto out;
     in->inpaint = uc.in_channels == 9;
-    note_dtypes(in, st);
+    in->size_multiple = 8 << (uc.n_levels - 1);
+    sdw_model_note_dtypes(in, st);
     static const char *const unet_p[] = { "model.diffusion_model." }, *const vae_p[] = { "first_stage_model." };
     static const char *const text_p[] = { "cond_stage_model.", "conditioner.embedders." };
-    in->params_unet = params_under(st, unet_p, 1);
-    in->params_vae = params_under(st, vae_p, 1);
-    in->params_text = params_under(st, text_p, 2);
+    in->params_unet = sdw_model_params_under(st, unet_p, 1);
+    in->params_vae = sdw_model_params_under(st, vae_p, 1);
+    in->params_text = sdw_model_params_under(st, text_p, 2);
     for (int i = 0; i < st->n_tensors; i++) {
         const char *n = st->tensors[i].name;
         if (strncmp(n, "model.diffusion_model.", 22) && strncmp(n, "first_stage_model.", 18) &&
@@ -208,7 +249,7 @@ static sdw_status load_single(sdw_model *m, const char *path, const sdw_load_par
         snprintf(in->prediction_source, sizeof in->prediction_source, "assumed: family default");
     }
     detect_turbo(in, p, path, st);
-    set_defaults(in);
+    sdw_model_set_defaults(in);
     const char *scale = sdw_yaml_get(&yaml, "model.params.scale_factor");
     if (scale && atof(scale) > 0) in->latent_scale = (float)atof(scale);
     if (!m->be) goto out;   /* a probe stops here */
@@ -233,7 +274,7 @@ out:
 }
 
 /* Opens <dir>/<sub>/<stem>.safetensors or its .fp16 variant. */
-static sdw_status open_diffusers_weights(const char *dir, const char *sub, const char *stem, sdw_safetensors **st)
+sdw_status sdw_model_open_diffusers(const char *dir, const char *sub, const char *stem, sdw_safetensors **st)
 {
     char path[4096];
     struct stat sb;
@@ -253,6 +294,9 @@ static sdw_status load_diffusers(sdw_model *m, const char *dir, const sdw_load_p
     snprintf(path, sizeof path, "%s/model_index.json", dir);
     SDW_TRY(sdw_json_load_file(path, &j));
     cJSON_Delete(j);
+    snprintf(path, sizeof path, "%s/transformer/config.json", dir);
+    struct stat tsb;
+    if (stat(path, &tsb) == 0) return sdw_flux_model_load_diffusers(m, dir, p);
     snprintf(path, sizeof path, "%s/unet/config.json", dir);
     sdw_status s = sdw_json_load_file(path, &j);
     if (s != SDW_OK) return sdw_fail_context(s, "%s: the diffusers folder has no usable unet/", dir);
@@ -262,6 +306,7 @@ static sdw_status load_diffusers(sdw_model *m, const char *dir, const sdw_load_p
     SDW_TRY(s);
     SDW_TRY(family_of(&uc, dir, &in->family));
     in->inpaint = uc.in_channels == 9;
+    in->size_multiple = 8 << (uc.n_levels - 1);
     in->prediction = SDW_PREDICTION_EPS;
     snprintf(in->prediction_source, sizeof in->prediction_source, "assumed: family default");
     snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", dir);
@@ -278,7 +323,7 @@ static sdw_status load_diffusers(sdw_model *m, const char *dir, const sdw_load_p
         snprintf(in->prediction_source, sizeof in->prediction_source, "override");
     }
     detect_turbo(in, p, dir, NULL);
-    set_defaults(in);
+    sdw_model_set_defaults(in);
     snprintf(path, sizeof path, "%s/vae/config.json", dir);
     sdw_vae_config vc;
     if ((s = sdw_json_load_file(path, &j)) != SDW_OK) return sdw_fail_context(s, "%s: no usable vae/", dir);
@@ -289,14 +334,14 @@ static sdw_status load_diffusers(sdw_model *m, const char *dir, const sdw_load_p
     SDW_TRY(s);
 
     sdw_safetensors *st;
-    SDW_TRY(open_diffusers_weights(dir, "unet", "diffusion_pytorch_model", &st));
-    note_dtypes(in, st);
+    SDW_TRY(sdw_model_open_diffusers(dir, "unet", "diffusion_pytorch_model", &st));
+    sdw_model_note_dtypes(in, st);
     for (int i = 0; i < st->n_tensors; i++) in->params_unet += st->tensors[i].numel;
     if (m->be) s = sdw_unet_load(m->be, st, SDW_NAMES_DIFFUSERS, &uc, &m->unet);
     sdw_st_close(st);
     SDW_TRY(s);
-    SDW_TRY(open_diffusers_weights(dir, "vae", "diffusion_pytorch_model", &st));
-    note_dtypes(in, st);
+    SDW_TRY(sdw_model_open_diffusers(dir, "vae", "diffusion_pytorch_model", &st));
+    sdw_model_note_dtypes(in, st);
     for (int i = 0; i < st->n_tensors; i++) in->params_vae += st->tensors[i].numel;
     if (m->be && !p->vae_path) s = sdw_vae_load(m->be, st, NULL, &vc, p->with_vae_encoder, &m->vae);
     sdw_st_close(st);
@@ -306,8 +351,8 @@ static sdw_status load_diffusers(sdw_model *m, const char *dir, const sdw_load_p
         snprintf(path, sizeof path, "%s/%s", dir, tes[i]);
         struct stat sb;
         if (stat(path, &sb) != 0) continue;
-        SDW_TRY(open_diffusers_weights(dir, tes[i], "model", &st));
-        note_dtypes(in, st);
+        SDW_TRY(sdw_model_open_diffusers(dir, tes[i], "model", &st));
+        sdw_model_note_dtypes(in, st);
         for (int k = 0; k < st->n_tensors; k++) in->params_text += st->tensors[k].numel;
         sdw_st_close(st);
     }
@@ -329,7 +374,10 @@ static sdw_status load_any(const char *path, const sdw_load_params *p, sdw_model
         return sdw_fail(SDW_ERR_UNSUPPORTED,
                         "%s: pickle checkpoints are not loaded (they can run code); convert it to .safetensors", path);
     sdw_status s = S_ISDIR(sb.st_mode) ? load_diffusers(m, path, p) : load_single(m, path, p);
-    if (s == SDW_OK && m->be && p->vae_path) s = load_vae_override(m, p->vae_path, p->with_vae_encoder);
+    if (s == SDW_OK && !sdw_family_is_flux(m->info.family) && (p->clip_l_path || p->t5_path))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s is %s: --clip-l and --t5xxl are FLUX parts", path,
+                        sdw_family_name(m->info.family));
+    if (s == SDW_OK && m->be && p->vae_path && !m->flux) s = load_vae_override(m, p->vae_path, p->with_vae_encoder);
     return s;
 }
 
@@ -344,7 +392,7 @@ sdw_status sdw_model_probe(const char *path, const sdw_load_params *p, sdw_model
 
 size_t sdw_model_held_bytes(const sdw_model *m)
 {
-    return sdw_unet_bytes(m->unet) + sdw_vae_bytes(m->vae) + (m->text.te1 ? m->text.te1->bytes : 0) +
+    return sdw_unet_bytes(m->unet) + sdw_flux_bytes(m->flux) + sdw_t5_bytes(m->t5) + sdw_vae_bytes(m->vae) + (m->text.te1 ? m->text.te1->bytes : 0) +
            (m->text.te2 ? m->text.te2->bytes : 0) + sdw_backend_derived_bytes(m->be);
 }
 sdw_status sdw_model_load(const char *path, const sdw_load_params *p, sdw_model **out)
@@ -373,6 +421,8 @@ void sdw_model_free(sdw_model *m)
     sdw_lora_state_free(m->lora);
     sdw_text_conditioner_free(&m->text);
     sdw_unet_free(m->unet);
+    sdw_flux_free(m->flux);
+    sdw_t5_free(m->t5);
     sdw_vae_free(m->vae);
     sdw_backend_free(m->be);
     free(m);

@@ -7,11 +7,16 @@
 #include "models/unet.h"
 #include "models/vae.h"
 
+struct sdw_flux;
+struct sdw_t5;
+
 struct sdw_model {
     sdw_model_info info;
     sdw_backend *be;
     sdw_text_conditioner text;
-    sdw_unet *unet;
+    sdw_unet *unet;                /* SD1 / SD2 / SDXL; NULL for FLUX */
+    struct sdw_flux *flux;         /* FLUX.1; text.te1 is then its CLIP-L (pooled vector only) */
+    struct sdw_t5 *t5;             /* FLUX's T5-XXL */
     sdw_vae *vae;
     struct sdw_lora_state *lora;   /* NULL until a LoRA is first applied */
 };
@@ -19,4 +24,18 @@ struct sdw_model {
 /* Bytes of weights the model holds now: what loading stored, plus the
  * Winograd copies the backend makes at first use (conv_wino.c). */
 size_t sdw_model_held_bytes(const struct sdw_model *m);
+
+/* Shared by the family loaders (model.c, model_flux.c). */
+void sdw_model_set_defaults(sdw_model_info *in);
+void sdw_model_note_dtypes(sdw_model_info *in, const sdw_safetensors *st);
+int64_t sdw_model_params_under(const sdw_safetensors *st, const char *const *prefixes, int n);
+/* Opens <dir>/<sub>/<stem>.safetensors or its .fp16 variant. */
+sdw_status sdw_model_open_diffusers(const char *dir, const char *sub, const char *stem, sdw_safetensors **st);
+/* FLUX.1 (model_flux.c): from a transformer file (BFL names under prefix: ""
+ * or ComfyUI's all-in-one "model.diffusion_model."; safetensors or GGUF),
+ * the other parts from the load parameters or the same file; or from a
+ * diffusers folder. With m->be NULL only the info is filled (a probe). */
+sdw_status sdw_flux_model_load_single(sdw_model *m, const char *path, const sdw_safetensors *st, const char *prefix,
+                                      const sdw_load_params *p);
+sdw_status sdw_flux_model_load_diffusers(sdw_model *m, const char *dir, const sdw_load_params *p);
 #endif

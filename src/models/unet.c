@@ -273,7 +273,7 @@ void sdw_unet_free(sdw_unet *u)
 
 const sdw_unet_config *sdw_unet_get_config(const sdw_unet *u) { return &u->cfg; }
 const sdw_layer_list *sdw_unet_layers(const sdw_unet *u) { return &u->layers; }
-size_t sdw_unet_bytes(const sdw_unet *u) { return u->bytes; }
+size_t sdw_unet_bytes(const sdw_unet *u) { return u ? u->bytes : 0; }
 
 /* ---------------------------------------------------------------- forward */
 

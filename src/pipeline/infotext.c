@@ -55,8 +55,10 @@ char *sdw_infotext(const sdw_infotext_args *a)
     if (p->negative_prompt && p->negative_prompt[0]) put(&b, "\nNegative prompt: %s", p->negative_prompt);
     put(&b, "\nSteps: %d, Sampler: %s", p->steps, sdw_sampler_a1111_name(p->sampler));
     put(&b, ", Schedule type: %s", sdw_schedule_a1111_name(p->schedule));
-    put(&b, ", CFG scale: %g, Seed: %llu, Size: %dx%d", p->cfg_scale, (unsigned long long)a->seed, p->width,
-        p->height);
+    put(&b, ", CFG scale: %g", p->cfg_scale);
+    /* Forge's name for FLUX dev's distilled guidance. */
+    if (p->guidance > 0) put(&b, ", Distilled CFG Scale: %g", p->guidance);
+    put(&b, ", Seed: %llu, Size: %dx%d", (unsigned long long)a->seed, p->width, p->height);
     if (a->model_hash) put(&b, ", Model hash: %s", a->model_hash);
     if (a->model_name) put_value(&b, "Model", a->model_name);
     if (p->init_image) put(&b, ", Denoising strength: %g", p->strength);

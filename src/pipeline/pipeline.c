@@ -1,9 +1,9 @@
 /* pipeline.c: see pipeline.h. One run:
- *   conditioning: prompt and negative prompt -> context (and SDXL pooled, time ids)
+ *   conditioning: the family's denoiser encodes the prompts (denoiser.h)
  *   draws, in the reference's order: image latents (VAE sample), noise, masked-image latents
- *   sampler loop: model = UNet on [uncond; cond] (+ inpaint channels), guidance
- *   decode: latents / scale -> VAE -> image */
-#include "pipeline/pipeline.h"
+ *   sampler loop: the denoiser's guided prediction; inpaint blending after each step
+ *   decode: latents / scale + shift -> VAE -> image */
+#include "pipeline/denoiser.h"
 #include "core/error.h"
 #include "core/log.h"
 #include <math.h>
@@ -24,6 +24,7 @@ void sdw_pipeline_params_init(sdw_pipeline_params *p)
     p->batch_size = 1;
     p->strength = 0.75f;
     p->vae_tiling = -1;
+    p->guidance = -1.0f;
 }
 
 static double now(void)
@@ -33,100 +34,21 @@ static double now(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-/* Everything one run needs, owned here and freed at the end. */
-typedef struct {
-    sdw_model *m;
-    const sdw_pipeline_params *p;
-    int B, h, w, lc;              /* batch, latent size, latent channels */
-    bool cfg;
-    int n_ctx;                    /* tokens per conditioning */
-    float *context;               /* [(cfg ? 2B : B), n_ctx, D] */
-    float *y;                     /* SDXL added conditioning, same batch, or NULL */
-    float *mask_lat;              /* 9-ch / 4-ch inpaint: [h, w] binary latent mask */
-    float *masked_lat;            /* 9-ch: [4, h, w] masked-image latents (scaled) */
-    float *image_lat;             /* img2img / inpaint: [4, h, w] image latents (scaled) */
-    float *noise;                 /* [B, 4, h, w] */
-    float *image_batch;           /* image_lat for each batch item, [B, 4, h, w] */
-    float *keep;                  /* 4-ch inpaint: image_batch noised to the next step (the loop allocates nothing) */
-    float *unet_in, *unet_out, *nchw_out;   /* scratch for the model callback */
-    sdw_sampler *sampler;
-    sdw_arena arena;
-    double t0;
-    int first_step;
-    float *preview;
-} run;
+sdw_status sdw_pipeline_nomem(void) { return sdw_fail(SDW_ERR_NOMEM, "out of memory in the pipeline"); }
 
-static sdw_status nomem(void) { return sdw_fail(SDW_ERR_NOMEM, "out of memory in the pipeline"); }
-
-static void observe(const run *r, const char *name, int step, const float *x, int ndim, const int64_t *shape)
+void sdw_pipeline_observe(const sdw_run *r, const char *name, int step, const float *x, int ndim,
+                          const int64_t *shape)
 {
     if (r->p->observe) r->p->observe(r->p->observe_user, name, step, x, ndim, shape);
 }
 
-/* ---------------------------------------------------------------- conditioning */
-
-static bool is_xl(sdw_family f) { return f == SDW_FAMILY_SDXL || f == SDW_FAMILY_SDXL_REFINER; }
-
-static sdw_status encode_prompts(run *r)
+void sdw_cfg_combine(const float *uncond, const float *cond, float g, size_t n, float *out)
 {
-    sdw_model *m = r->m;
-    const sdw_pipeline_params *p = r->p;
-    sdw_text_embedding pos = { 0 }, neg = { 0 };
-    SDW_TRY(sdw_text_encode_prompt(m->be, &m->text, p->prompt, 1, p->clip_skip, &pos));
-    /* SDXL without a negative prompt conditions the unconditional branch on
-     * zeros (diffusers' force_zeros_for_empty_prompt); SD1/SD2 encode "". */
-    bool zero_uncond = is_xl(m->info.family) && (!p->negative_prompt || !p->negative_prompt[0]);
-    sdw_status s = SDW_OK;
-    int chunks = pos.n_tokens / SDW_CLIP_CONTEXT;
-    if (r->cfg && !zero_uncond) {
-        s = sdw_text_encode_prompt(m->be, &m->text, p->negative_prompt ? p->negative_prompt : "", chunks,
-                                   p->clip_skip, &neg);
-        /* A longer negative prompt: pad the positive to its length (A1111's "pad conds"). */
-        if (s == SDW_OK && neg.n_tokens > pos.n_tokens) {
-            sdw_text_embedding_free(&pos);
-            s = sdw_text_encode_prompt(m->be, &m->text, p->prompt, neg.n_tokens / SDW_CLIP_CONTEXT, p->clip_skip,
-                                       &pos);
-        }
-    }
-    int D = m->text.context_dim, B = r->B, nb = r->cfg ? 2 * B : B;
-    r->n_ctx = pos.n_tokens;
-    size_t per = (size_t)r->n_ctx * D;
-    if (s == SDW_OK && !(r->context = calloc((size_t)nb * per, sizeof(float)))) s = nomem();
-    if (s == SDW_OK) {
-        /* Batch order as diffusers: [uncond x B, cond x B]. */
-        for (int b = 0; b < B; b++) {
-            float *cond = r->context + (size_t)(r->cfg ? B + b : b) * per;
-            memcpy(cond, pos.context, per * sizeof(float));
-            if (r->cfg && !zero_uncond) memcpy(r->context + (size_t)b * per, neg.context, per * sizeof(float));
-        }
-        int64_t shape[3] = { nb, r->n_ctx, D };
-        observe(r, "prompt_embeds", -1, r->context, 3, shape);
-    }
-    const sdw_unet_config *uc = sdw_unet_get_config(m->unet);
-    if (s == SDW_OK && uc->adm_in) {
-        int pd = m->text.pooled_dim, td = uc->addition_time_embed_dim;
-        float ids[6] = { (float)p->height, (float)p->width, 0, 0, (float)p->height, (float)p->width };
-        int n_ids = (uc->adm_in - pd) / td;
-        if (n_ids != 6 || !pos.pooled) {
-            s = sdw_fail(SDW_ERR_UNSUPPORTED, "the UNet's added conditioning (%d wide) is not pooled %d + 6 x %d",
-                         uc->adm_in, pd, td);
-        } else if (!(r->y = calloc((size_t)nb * uc->adm_in, sizeof(float)))) {
-            s = nomem();
-        } else {
-            float *zeros = calloc((size_t)pd, sizeof(float));
-            if (!zeros) s = nomem();
-            for (int b = 0; b < nb && s == SDW_OK; b++) {
-                bool uncond = r->cfg && b < B;
-                const float *pooled = uncond ? (zero_uncond ? zeros : neg.pooled) : pos.pooled;
-                sdw_unet_text_time_y(pooled, pd, ids, 6, td, r->y + (size_t)b * uc->adm_in);
-            }
-            free(zeros);
-        }
-    }
-    sdw_text_embedding_free(&pos);
-    sdw_text_embedding_free(&neg);
-    return s;
+    for (size_t i = 0; i < n; i++) out[i] = uncond[i] + g * (cond[i] - uncond[i]);
 }
+
+typedef sdw_run run;
+#define nomem sdw_pipeline_nomem
 
 /* ---------------------------------------------------------------- images to latents */
 
@@ -141,12 +63,12 @@ static sdw_status encode_image(run *r, const float *img_pm1, sdw_rng *rng, float
     if (s == SDW_OK) s = sdw_vae_encode(m->be, &r->arena, m->vae, img_pm1, 1, r->p->height, r->p->width, mom);
     if (s == SDW_OK) {
         sdw_rng_randn(rng, eps, n);   /* drawn as torch draws [1, 4, h, w] */
-        float scale = m->info.latent_scale;
+        float scale = m->info.latent_scale, shift = m->info.latent_shift;
         for (int c = 0; c < lc; c++)
             for (int i = 0; i < h * w; i++) {
                 float mean = mom[(size_t)i * 2 * lc + c], logvar = mom[(size_t)i * 2 * lc + lc + c];
                 float std = expf(0.5f * logvar);
-                lat_nchw[(size_t)c * h * w + i] = (mean + std * eps[(size_t)c * h * w + i]) * scale;
+                lat_nchw[(size_t)c * h * w + i] = (mean + std * eps[(size_t)c * h * w + i] - shift) * scale;
             }
     }
     free(mom);
@@ -196,7 +118,7 @@ static sdw_status prepare_latents(run *r, sdw_rng *rng, float *x)
     if (s == SDW_OK) {
         sdw_rng_randn(rng, r->noise, n);
         int64_t shape[4] = { B, lc, h, w };
-        observe(r, "initial_noise", -1, r->noise, 4, shape);
+        sdw_pipeline_observe(r, "initial_noise", -1, r->noise, 4, shape);
     }
     if (s == SDW_OK && nine && inpaint) {
         if (!(r->masked_lat = malloc(per * sizeof(float)))) s = nomem();
@@ -219,7 +141,7 @@ static sdw_status prepare_latents(run *r, sdw_rng *rng, float *x)
         sdw_sampler_add_noise(r->sampler, r->first_step, r->image_batch, r->noise, x, n);
     }
     int64_t shape[4] = { B, lc, h, w };
-    observe(r, "initial_latents", -1, x, 4, shape);
+    sdw_pipeline_observe(r, "initial_latents", -1, x, 4, shape);
     return SDW_OK;
 }
 
@@ -227,39 +149,9 @@ static sdw_status prepare_latents(run *r, sdw_rng *rng, float *x)
 
 static sdw_status model_fn(void *user, const float *x_in, float t, float *out, size_t n)
 {
-    run *r = user;
-    sdw_model *m = r->m;
-    const sdw_unet_config *uc = sdw_unet_get_config(m->unet);
-    int B = r->B, h = r->h, w = r->w, lc = r->lc, cin = uc->in_channels, nb = r->cfg ? 2 * B : B;
-    size_t hw = (size_t)h * w;
     (void)n;
-    /* NCHW input for the whole UNet batch: [uncond; cond] copies (+ mask, masked latents). */
-    float *nchw = r->nchw_out;
-    for (int b = 0; b < nb; b++) {
-        float *dst = nchw + (size_t)b * cin * hw;
-        memcpy(dst, x_in + (size_t)(b % B) * lc * hw, (size_t)lc * hw * sizeof *dst);
-        if (cin == 9) {
-            if (!r->mask_lat || !r->masked_lat)
-                return sdw_fail(SDW_ERR_INVALID_ARG, "an inpainting model needs an image and a mask");
-            memcpy(dst + lc * hw, r->mask_lat, hw * sizeof *dst);
-            memcpy(dst + (lc + 1) * hw, r->masked_lat, (size_t)lc * hw * sizeof *dst);
-        }
-    }
-    sdw_nchw_to_nhwc(nchw, nb, cin, h, w, r->unet_in);
-    float ts[64];
-    for (int b = 0; b < nb; b++) ts[b] = t;
-    sdw_unet_input in = { r->unet_in, nb, h, w, ts, r->context, r->n_ctx, r->y, NULL, NULL };
-    sdw_arena_reset(&r->arena);
-    SDW_TRY(sdw_unet_forward(m->be, &r->arena, m->unet, &in, r->unet_out));
-    sdw_nhwc_to_nchw(r->unet_out, nb, h, w, uc->out_channels, nchw);
-    size_t per = (size_t)B * lc * hw;
-    if (!r->cfg) {
-        memcpy(out, nchw, per * sizeof *out);
-        return SDW_OK;
-    }
-    float g = r->p->cfg_scale;
-    for (size_t i = 0; i < per; i++) out[i] = nchw[i] + g * (nchw[per + i] - nchw[i]);
-    return SDW_OK;
+    run *r = user;
+    return r->ops->predict(r, x_in, t, out);
 }
 
 static sdw_status step_fn(void *user, int step, float *x, size_t n)
@@ -280,7 +172,7 @@ static sdw_status step_fn(void *user, int step, float *x, size_t n)
         }
     }
     int64_t shape[4] = { B, lc, h, w };
-    observe(r, "step_latents", step, x, 4, shape);
+    sdw_pipeline_observe(r, "step_latents", step, x, 4, shape);
     if (!p->progress) return SDW_OK;
     int done = step + 1 - r->first_step, total = steps - r->first_step;
     double el = now() - r->t0;
@@ -300,7 +192,7 @@ static sdw_status decode(run *r, const float *x, float *images)
     float *z = malloc(per * sizeof *z), *zs = malloc(per * sizeof *zs), *img = malloc((size_t)H * W * 3 * sizeof *img);
     sdw_status s = (z && zs && img) ? SDW_OK : nomem();
     for (int b = 0; b < r->B && s == SDW_OK; b++) {
-        for (size_t i = 0; i < per; i++) zs[i] = x[(size_t)b * per + i] / m->info.latent_scale;
+        for (size_t i = 0; i < per; i++) zs[i] = x[(size_t)b * per + i] / m->info.latent_scale + m->info.latent_shift;
         sdw_nchw_to_nhwc(zs, 1, lc, h, w, z);
         sdw_arena_reset(&r->arena);
         bool tiled = r->p->vae_tiling > 0 || (r->p->vae_tiling < 0 && (int64_t)H * W > SDW_VAE_TILING_AUTO_PIXELS);
@@ -312,7 +204,7 @@ static sdw_status decode(run *r, const float *x, float *images)
             if (nchw) {
                 sdw_nhwc_to_nchw(img, 1, H, W, 3, nchw);
                 int64_t shape[4] = { 1, 3, H, W };
-                observe(r, "vae_decoded", b, nchw, 4, shape);
+                sdw_pipeline_observe(r, "vae_decoded", b, nchw, 4, shape);
                 free(nchw);
             }
         }
@@ -327,8 +219,7 @@ static sdw_status decode(run *r, const float *x, float *images)
 
 static sdw_status validate(const sdw_model *m, const sdw_pipeline_params *p)
 {
-    const sdw_unet_config *uc = sdw_unet_get_config(m->unet);
-    int mult = 8 << (uc->n_levels - 1);
+    int mult = m->info.size_multiple > 8 ? m->info.size_multiple : 8;
     if (p->width < 8 || p->height < 8 || p->width % 8 || p->height % 8)
         return sdw_fail(SDW_ERR_INVALID_ARG, "width and height must be multiples of 8 (got %dx%d)", p->width, p->height);
     if (p->width % mult || p->height % mult)
@@ -338,6 +229,7 @@ static sdw_status validate(const sdw_model *m, const sdw_pipeline_params *p)
     if (p->batch_size < 1 || p->batch_size > 32)
         return sdw_fail(SDW_ERR_INVALID_ARG, "batch size must be in 1..32 (got %d)", p->batch_size);
     if (!(p->cfg_scale >= 0 && p->cfg_scale <= 100)) return sdw_fail(SDW_ERR_INVALID_ARG, "cfg scale must be in 0..100");
+    if (!(p->guidance <= 100)) return sdw_fail(SDW_ERR_INVALID_ARG, "guidance must be in 0..100");
     if ((p->init_image || p->mask) && !(p->strength > 0 && p->strength <= 1))
         return sdw_fail(SDW_ERR_INVALID_ARG, "strength must be in (0, 1] (got %g)", p->strength);
     if (p->mask && !p->init_image) return sdw_fail(SDW_ERR_INVALID_ARG, "a mask needs an init image");
@@ -349,45 +241,58 @@ static sdw_status validate(const sdw_model *m, const sdw_pipeline_params *p)
     return SDW_OK;
 }
 
+static sdw_parametrization parametrization(sdw_prediction p)
+{
+    return p == SDW_PREDICTION_FLOW ? SDW_PARAM_FLOW : p == SDW_PREDICTION_V ? SDW_PARAM_V : SDW_PARAM_EPS;
+}
+
+/* FLUX dev's resolution-dependent shift (diffusers' calculate_shift with
+ * FLUX.1-dev's scheduler config: 0.5 at 256 image tokens, 1.15 at 4096,
+ * linear in between and beyond), in float64 as the reference; schnell runs
+ * unshifted. */
+static double flow_mu(const sdw_model *m, int width, int height)
+{
+    if (m->info.family != SDW_FAMILY_FLUX_DEV) return 0.0;
+    double seq = (double)(height / 16) * (width / 16), k = (1.15 - 0.5) / (4096 - 256);
+    return seq * k + (0.5 - 256 * k);
+}
+
 sdw_status sdw_pipeline_run(sdw_model *m, const sdw_pipeline_params *p, float *images)
 {
     SDW_TRY(validate(m, p));
-    const sdw_unet_config *uc = sdw_unet_get_config(m->unet);
     run r = { 0 };
     r.m = m;
     r.p = p;
+    r.ops = m->flux ? &sdw_flux_denoiser : &sdw_unet_denoiser;
     r.B = p->batch_size;
     r.h = p->height / 8;
     r.w = p->width / 8;
-    r.lc = uc->out_channels;
+    r.lc = sdw_vae_get_config(m->vae)->latent_channels;
     r.cfg = p->cfg_scale > 1.0f;
     r.t0 = now();
-    sdw_sampler_params sp = { p->sampler, p->schedule, p->steps, m->info.prediction == SDW_PREDICTION_V, p->eta };
-    size_t n = (size_t)r.B * r.lc * r.h * r.w, nb = (size_t)(r.cfg ? 2 : 1) * r.B;
-    size_t unet_n = nb * (size_t)r.h * r.w * (uc->in_channels > r.lc ? uc->in_channels : r.lc);
+    /* ComfyUI's model sampling for FLUX dev (ModelSamplingFlux) tabulates
+     * 10000 sigmas; schnell's (ModelSamplingDiscreteFlow) 1000. */
+    sdw_sampler_params sp = { .sampler = p->sampler, .schedule = p->schedule, .steps = p->steps,
+                              .param = parametrization(m->info.prediction), .eta = p->eta,
+                              .flow_mu = flow_mu(m, p->width, p->height),
+                              .flow_table_size = m->info.family == SDW_FAMILY_FLUX_DEV ? 10000 : 0 };
+    size_t n = (size_t)r.B * r.lc * r.h * r.w;
     float *x = malloc(n * sizeof *x);
-    r.unet_in = malloc(unet_n * sizeof(float));
-    r.unet_out = malloc(unet_n * sizeof(float));
-    r.nchw_out = malloc(unet_n * sizeof(float));
     r.preview = malloc((size_t)r.h * r.w * 3 * sizeof(float));
-    sdw_status s = (x && r.unet_in && r.unet_out && r.nchw_out && r.preview) ? SDW_OK : nomem();
+    sdw_status s = (x && r.preview) ? SDW_OK : nomem();
     sdw_rng rng;
     sdw_rng_init(&rng, p->rng, p->seed);
     if (s == SDW_OK) s = sdw_sampler_create(&sp, &r.sampler);
-    if (s == SDW_OK) s = encode_prompts(&r);
+    if (s == SDW_OK) s = r.ops->prepare(&r);
     if (s == SDW_OK) s = prepare_latents(&r, &rng, x);
     if (s == SDW_OK)
         s = sdw_sampler_run(r.sampler, x, n, r.first_step, model_fn, &r, step_fn, &r, &rng);
     if (s == SDW_OK) s = decode(&r, x, images);
     if (s == SDW_OK)
         SDW_INFO("generated %d image%s %dx%d in %.2f s", r.B, r.B > 1 ? "s" : "", p->width, p->height, now() - r.t0);
+    r.ops->release(&r);
     free(x);
-    free(r.unet_in);
-    free(r.unet_out);
-    free(r.nchw_out);
     free(r.preview);
-    free(r.context);
-    free(r.y);
     free(r.mask_lat);
     free(r.masked_lat);
     free(r.image_lat);
@@ -401,26 +306,44 @@ sdw_status sdw_pipeline_run(sdw_model *m, const sdw_pipeline_params *p, float *i
 
 /* ---------------------------------------------------------------- previews */
 
+/* Linear latent -> RGB factors and biases (ComfyUI's latent_formats). */
+static const float sd1_rgb[4][3] = {
+    { 0.3512f, 0.2297f, 0.3227f }, { 0.3250f, 0.4974f, 0.2350f },
+    { -0.2829f, 0.1762f, 0.2721f }, { -0.2120f, -0.2616f, -0.7177f },
+};
+static const float xl_rgb[4][3] = {
+    { 0.3651f, 0.4232f, 0.4341f }, { -0.2533f, -0.0042f, 0.1068f },
+    { 0.1076f, 0.1111f, -0.0362f }, { -0.3165f, -0.2492f, -0.2188f },
+};
+static const float flux_rgb[16][3] = {
+    { -0.0346f, 0.0244f, 0.0681f }, { 0.0034f, 0.0210f, 0.0687f },  { 0.0275f, -0.0668f, -0.0433f },
+    { -0.0174f, 0.0160f, 0.0617f }, { 0.0859f, 0.0721f, 0.0329f },  { 0.0004f, 0.0383f, 0.0115f },
+    { 0.0405f, 0.0861f, 0.0915f },  { -0.0236f, -0.0185f, -0.0259f }, { -0.0245f, 0.0250f, 0.1180f },
+    { 0.1008f, 0.0755f, -0.0421f }, { -0.0515f, 0.0201f, 0.0011f }, { 0.0428f, -0.0012f, -0.0036f },
+    { 0.0817f, 0.0765f, 0.0749f },  { -0.1264f, -0.0522f, -0.1103f }, { -0.0280f, -0.0881f, -0.0499f },
+    { -0.1262f, -0.0982f, -0.0778f },
+};
+static const float xl_bias[3] = { 0.1084f, -0.0175f, -0.0011f }, flux_bias[3] = { -0.0329f, -0.0718f, -0.0851f },
+                   zero_bias[3] = { 0, 0, 0 };
+
 void sdw_latent_preview(sdw_family f, const float *latents, int h, int w, float *rgb)
 {
-    /* Linear latent -> RGB factors (ComfyUI's latent_formats). */
-    static const float sd1[4][3] = {
-        { 0.3512f, 0.2297f, 0.3227f }, { 0.3250f, 0.4974f, 0.2350f },
-        { -0.2829f, 0.1762f, 0.2721f }, { -0.2120f, -0.2616f, -0.7177f },
-    };
-    static const float xl[4][3] = {
-        { 0.3651f, 0.4232f, 0.4341f }, { -0.2533f, -0.0042f, 0.1068f },
-        { 0.1076f, 0.1111f, -0.0362f }, { -0.3165f, -0.2492f, -0.2188f },
-    };
-    static const float xl_bias[3] = { 0.1084f, -0.0175f, -0.0011f }, zero[3] = { 0, 0, 0 };
-    bool is_xl_family = is_xl(f);
-    const float (*k)[3] = is_xl_family ? xl : sd1;
-    const float *bias = is_xl_family ? xl_bias : zero;
+    const float (*k)[3] = sd1_rgb;
+    const float *bias = zero_bias;
+    int lc = 4;
+    if (f == SDW_FAMILY_SDXL || f == SDW_FAMILY_SDXL_REFINER) {
+        k = xl_rgb;
+        bias = xl_bias;
+    } else if (sdw_family_is_flux(f)) {
+        k = flux_rgb;
+        bias = flux_bias;
+        lc = 16;
+    }
     size_t hw = (size_t)h * w;
     for (size_t i = 0; i < hw; i++)
         for (int c = 0; c < 3; c++) {
             float v = bias[c];
-            for (int l = 0; l < 4; l++) v += latents[l * hw + i] * k[l][c];
+            for (int l = 0; l < lc; l++) v += latents[l * hw + i] * k[l][c];
             rgb[i * 3 + c] = fminf(fmaxf((v + 1.0f) * 0.5f, 0.0f), 1.0f);
         }
 }

@@ -30,6 +30,7 @@ typedef struct {
     const char *negative_prompt;   /* NULL = none ("" for SD1/2; zeros for SDXL) */
     int width, height, steps;
     float cfg_scale;               /* <= 1: the conditional branch only */
+    float guidance;                /* FLUX dev's distilled guidance (one evaluation a step); < 0 = the model's default */
     uint64_t seed;
     sdw_rng_kind rng;
     sdw_sampler_kind sampler;
@@ -56,7 +57,7 @@ void sdw_pipeline_params_init(sdw_pipeline_params *p);
 /* images: [batch_size, height, width, 3] floats in [0, 1]. */
 sdw_status sdw_pipeline_run(sdw_model *m, const sdw_pipeline_params *p, float *images);
 
-/* The cheap preview: latents [4, h, w] (NCHW, unscaled model latents) to RGB
- * [h, w, 3] in [0, 1] with the family's linear factors. */
+/* The cheap preview: latents [4 or 16, h, w] (NCHW, the model's latents) to
+ * RGB [h, w, 3] in [0, 1] with the family's linear factors. */
 void sdw_latent_preview(sdw_family f, const float *latents, int h, int w, float *rgb);
 #endif

@@ -263,7 +263,9 @@ static sdw_status generate(sdw_engine *e, sdw_job *j)
     if (r->has_sampler) p.sampler = r->sampler;
     else sdw_sampler_parse(mi->default_sampler, &p.sampler);
     if (r->has_schedule) p.schedule = r->schedule;
-    else if (r->has_sampler) p.schedule = sdw_sampler_default_schedule(p.sampler);
+    else if (r->has_sampler)
+        p.schedule = sdw_sampler_default_schedule_for(
+            p.sampler, mi->prediction == SDW_PREDICTION_FLOW ? SDW_PARAM_FLOW : SDW_PARAM_EPS);
     else sdw_schedule_parse(mi->default_scheduler, &p.schedule);
     p.rng = r->rng;
     p.clip_skip = r->clip_skip;

@@ -83,6 +83,29 @@ bad "lora tag without --lora-dir" "--lora-dir" $G -p "x <lora:a:1>"
 bad "lora tag escaping the directory" "not allowed" $G -p "x <lora:../sd1-tiny/sd1-tiny:1>" --lora-dir "$LORA_DIR"
 bad "lora tag not found" "not found" $G -p "x <lora:nope:1>" --lora-dir "$LORA_DIR"
 bad "lora for nothing in the model" "matched 0 of" $G -p x --lora "$DATA/models/sd1-tiny/sd1-tiny.safetensors"
+# FLUX.1 as users have it: the transformer file with ae / clip_l / t5xxl beside it;
+# which part is missing or of the wrong kind is said by name.
+FD=$DATA/flux/models
+FX="$SDW generate -m $FD/flux-tiny-schnell/flux1-schnell.safetensors -W 64 -H 64"
+PARTS="--vae $FD/flux-tiny-common/ae.safetensors --clip-l $FD/flux-tiny-common/clip_l.safetensors"
+T5="--t5xxl $FD/flux-tiny-common/t5xxl.safetensors"
+ok "flux schnell txt2img" $FX $PARTS $T5 -p "a fox" -o "$TMP/fx.png"
+grep -a -q "Model: flux1-schnell" "$TMP/fx.png" || { echo "FAIL flux parameters"; fails=$((fails + 1)); }
+ok "flux dev from the GGUF, img2img" "$SDW" generate -m "$FD/flux-tiny-dev/flux1-dev-Q8_0.gguf" $PARTS $T5 -W 64 -H 64 \
+    --steps 3 --guidance 4 -p "a fox" -i "$TMP/fx.png" --strength 0.7 -o "$TMP/fxi.png"
+grep -a -q "Distilled CFG Scale: 4" "$TMP/fxi.png" || { echo "FAIL flux guidance in parameters"; fails=$((fails + 1)); }
+ok "flux all-in-one, inpaint" "$SDW" generate -m "$FD/flux-tiny-dev/flux1-dev-allinone.safetensors" -W 64 -H 64 \
+    --steps 2 -p "a fox" -i "$TMP/fx.png" --mask "$DATA/inputs/inp4_sd1_ddim_s0.75_mask.png" -o "$TMP/fxm.png"
+ok "flux info" "$SDW" info --json "$FD/flux-tiny-dev/diffusers"
+grep -q '"family":	"flux-dev"' "$TMP/out" || { echo "FAIL flux info family"; cat "$TMP/out"; fails=$((fails + 1)); }
+bad "flux without its T5" "--t5xxl" $FX $PARTS -p x
+bad "flux without its autoencoder" "--vae" $FX --clip-l $FD/flux-tiny-common/clip_l.safetensors $T5 -p x
+bad "a T5 file given as --clip-l" "not a CLIP-L" $FX --vae $FD/flux-tiny-common/ae.safetensors --clip-l $FD/flux-tiny-common/t5xxl.safetensors $T5 -p x
+bad "flux width not a multiple of 16" "multiples of 16" $FX $PARTS $T5 -p x -W 72
+bad "flux parts on an SD model" "FLUX parts" $G -p x $T5
+bad "a FLUX LoRA on SD1" "flux" $G -p x --lora "$FD/flux-tiny-dev/loras/flux-tiny-dev-lora-kohya.safetensors"
+head -c 1000 "$FD/flux-tiny-dev/flux1-dev-Q8_0.gguf" > "$TMP/truncated.gguf"
+bad "truncated GGUF" "truncated.gguf" "$SDW" generate -m "$TMP/truncated.gguf" $PARTS $T5 -p x
 bad "unknown option" "unknown option" $G -p x --frobnicate 1
 bad "unknown command" "unknown command" "$SDW" frobnicate
 

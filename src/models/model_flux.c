@@ -1,0 +1,257 @@
+/* model_flux.c: loading FLUX.1 dev / schnell as users have it. The
+ * transformer comes from BFL's single file (flux1-dev.safetensors, ComfyUI's
+ * all-in-one checkpoints with their "model.diffusion_model." prefix, or a
+ * GGUF of city96's layout) or a diffusers folder; the autoencoder, CLIP-L and
+ * T5-XXL come from the same all-in-one file or folder, or from the files the
+ * user names (--vae ae.safetensors, --clip-l, --t5xxl). Dev and schnell differ
+ * only by the guidance embedding, which the transformer file tells. */
+#include "models/model.h"
+#include "models/flux.h"
+#include "models/t5.h"
+#include "core/error.h"
+#include "io/json_file.h"
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define AIO_CLIP "text_encoders.clip_l.transformer."
+#define AIO_T5 "text_encoders.t5xxl.transformer."
+#define AIO_VAE "vae."
+
+/* ---------------------------------------------------------------- the parts */
+
+/* CLIP-L heads: a config.json beside the file (a transformers folder) says;
+ * else the real tower's 64-dim heads; towers narrower than one such head
+ * exist only as test models and use 2. */
+static int clip_heads(const char *file, int width)
+{
+    if (file) {
+        char buf[4096], cfg[4200];
+        snprintf(buf, sizeof buf, "%s", file);
+        snprintf(cfg, sizeof cfg, "%s/config.json", dirname(buf));
+        cJSON *j;
+        if (sdw_json_load_file(cfg, &j) == SDW_OK) {
+            int h = sdw_json_int(j, "num_attention_heads", 0);
+            cJSON_Delete(j);
+            if (h > 0) return h;
+        }
+    }
+    return width >= 64 ? width / 64 : 2;
+}
+
+static sdw_status load_clip(sdw_model *m, const sdw_safetensors *st, const char *prefix, const char *file,
+                            const char *what)
+{
+    sdw_clip_layout layout;
+    if (!sdw_clip_text_present(st, prefix, &layout) || layout != SDW_CLIP_LAYOUT_HF)
+        return sdw_fail(SDW_ERR_FORMAT, "%s is not a CLIP-L text encoder (no %stext_model.* tensors)", what, prefix);
+    char name[256];
+    snprintf(name, sizeof name, "%stext_model.embeddings.token_embedding.weight", prefix);
+    const sdw_st_tensor *t = sdw_st_find(st, name);
+    int width = t && t->ndim == 2 ? (int)t->shape[1] : 0;
+    sdw_clip_load_opts o = { SDW_CLIP_LAYOUT_HF, prefix, clip_heads(file, width), 0, SDW_CLIP_QUICK_GELU, false };
+    SDW_TRY(sdw_fail_context(sdw_clip_text_load(m->be, st, &o, &m->text.te1), "%s", what));
+    m->text.family = m->info.family;
+    m->text.pooled_dim = m->text.te1->cfg.width;
+    return SDW_OK;
+}
+
+static sdw_status load_vae(sdw_model *m, const sdw_safetensors *st, const char *prefix, const char *what,
+                           bool with_encoder)
+{
+    if (!sdw_vae_ldm_present(st, prefix))
+        return sdw_fail(SDW_ERR_FORMAT, "%s is not a FLUX autoencoder (no %sdecoder.conv_in)", what, prefix);
+    sdw_vae_config c;
+    SDW_TRY(sdw_fail_context(sdw_vae_config_from_ldm(st, prefix, &c), "%s", what));
+    if (c.latent_channels != 16)
+        return sdw_fail(SDW_ERR_FORMAT, "%s has %d latent channels; FLUX's autoencoder has 16 (an SD VAE?)", what,
+                        c.latent_channels);
+    return sdw_fail_context(sdw_vae_load(m->be, st, prefix, &c, with_encoder, &m->vae), "%s", what);
+}
+
+/* A separate part file, opened, checked and loaded by fn. */
+typedef sdw_status (*part_loader)(sdw_model *m, const sdw_safetensors *st, const char *path, const sdw_load_params *p);
+
+static sdw_status part_file(sdw_model *m, const char *path, const sdw_load_params *p, part_loader fn, int64_t *params)
+{
+    sdw_safetensors *st;
+    SDW_TRY(sdw_st_open(path, &st));
+    sdw_model_note_dtypes(&m->info, st);
+    for (int i = 0; i < st->n_tensors; i++) *params += st->tensors[i].numel;
+    sdw_status s = m->be ? fn(m, st, path, p) : SDW_OK;
+    sdw_st_close(st);
+    return s;
+}
+
+static sdw_status clip_part(sdw_model *m, const sdw_safetensors *st, const char *path, const sdw_load_params *p)
+{
+    (void)p;
+    char what[4200];
+    snprintf(what, sizeof what, "--clip-l %s", path);
+    return load_clip(m, st, "", path, what);
+}
+
+static sdw_status t5_part(sdw_model *m, const sdw_safetensors *st, const char *path, const sdw_load_params *p)
+{
+    (void)p;
+    return sdw_fail_context(sdw_t5_load(m->be, st, "", &m->t5), "--t5xxl %s", path);
+}
+
+static sdw_status vae_part(sdw_model *m, const sdw_safetensors *st, const char *path, const sdw_load_params *p)
+{
+    char what[4200];
+    snprintf(what, sizeof what, "--vae %s", path);
+    return load_vae(m, st, "", what, p->with_vae_encoder);
+}
+
+static bool has_prefix(const sdw_safetensors *st, const char *prefix)
+{
+    size_t l = strlen(prefix);
+    for (int i = 0; i < st->n_tensors; i++)
+        if (!strncmp(st->tensors[i].name, prefix, l)) return true;
+    return false;
+}
+
+static void set_family(sdw_model *m, const sdw_flux_config *c)
+{
+    m->info.family = c->guidance_embed ? SDW_FAMILY_FLUX_DEV : SDW_FAMILY_FLUX_SCHNELL;
+    m->info.prediction = SDW_PREDICTION_FLOW;
+    snprintf(m->info.prediction_source, sizeof m->info.prediction_source, "family (rectified flow)");
+    sdw_model_set_defaults(&m->info);
+}
+
+static sdw_status check_flux_params(const sdw_load_params *p, const char *path)
+{
+    if (p->prediction != SDW_PREDICTION_AUTO && p->prediction != SDW_PREDICTION_FLOW)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: FLUX predicts the flow velocity; --prediction %s does not apply",
+                        path, sdw_prediction_name(p->prediction));
+    return SDW_OK;
+}
+
+/* ---------------------------------------------------------------- single file */
+
+sdw_status sdw_flux_model_load_single(sdw_model *m, const char *path, const sdw_safetensors *st, const char *prefix,
+                                      const sdw_load_params *p)
+{
+    sdw_model_info *in = &m->info;
+    in->layout = "single-file";
+    SDW_TRY(check_flux_params(p, path));
+    sdw_flux_config fc;
+    SDW_TRY(sdw_fail_context(sdw_flux_config_from_tensors(st, prefix, SDW_NAMES_LDM, NULL, &fc), "%s", path));
+    set_family(m, &fc);
+    sdw_model_note_dtypes(in, st);
+    const char *const tp[] = { prefix }, *const vp[] = { AIO_VAE }, *const cp[] = { AIO_CLIP }, *const t5p[] = { AIO_T5 };
+    in->params_unet = *prefix ? sdw_model_params_under(st, tp, 1) : 0;
+    if (!*prefix)
+        for (int i = 0; i < st->n_tensors; i++) in->params_unet += st->tensors[i].numel;
+    bool aio_vae = *prefix && has_prefix(st, AIO_VAE), aio_clip = *prefix && has_prefix(st, AIO_CLIP),
+         aio_t5 = *prefix && has_prefix(st, AIO_T5);
+    if (aio_vae && !p->vae_path) in->params_vae = sdw_model_params_under(st, vp, 1);
+    if (aio_clip && !p->clip_l_path) in->params_text = sdw_model_params_under(st, cp, 1);
+    if (aio_t5 && !p->t5_path) in->params_t5 = sdw_model_params_under(st, t5p, 1);
+
+    /* Say exactly which part is missing before loading gigabytes. */
+    if (m->be && !p->vae_path && !aio_vae)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s holds the FLUX transformer only: give the autoencoder with --vae "
+                        "ae.safetensors", path);
+    if (m->be && !p->clip_l_path && !aio_clip)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s holds no CLIP-L text encoder: give it with --clip-l "
+                        "clip_l.safetensors", path);
+    if (m->be && !p->t5_path && !aio_t5)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s holds no T5-XXL text encoder: give it with --t5xxl "
+                        "t5xxl_fp16.safetensors (or t5xxl_fp8_e4m3fn.safetensors)", path);
+
+    if (p->vae_path) SDW_TRY(part_file(m, p->vae_path, p, vae_part, &in->params_vae));
+    if (p->clip_l_path) SDW_TRY(part_file(m, p->clip_l_path, p, clip_part, &in->params_text));
+    if (p->t5_path) SDW_TRY(part_file(m, p->t5_path, p, t5_part, &in->params_t5));
+    if (!m->be) return SDW_OK;
+    char what[4200];
+    snprintf(what, sizeof what, "%s (%s*)", path, AIO_VAE);
+    if (!p->vae_path) SDW_TRY(load_vae(m, st, AIO_VAE, what, p->with_vae_encoder));
+    snprintf(what, sizeof what, "%s (%s*)", path, AIO_CLIP);
+    if (!p->clip_l_path) SDW_TRY(load_clip(m, st, AIO_CLIP, NULL, what));
+    if (!p->t5_path) SDW_TRY(sdw_fail_context(sdw_t5_load(m->be, st, AIO_T5, &m->t5), "%s (%s*)", path, AIO_T5));
+    SDW_TRY(sdw_fail_context(sdw_flux_load(m->be, st, prefix, SDW_NAMES_LDM, &fc, &m->flux), "%s", path));
+    m->text.context_dim = sdw_t5_d_model(m->t5);
+    if (m->text.context_dim != fc.context_dim)
+        return sdw_fail(SDW_ERR_FORMAT, "the T5 encoder is %d wide but the FLUX transformer expects %d",
+                        m->text.context_dim, fc.context_dim);
+    if (m->text.pooled_dim != fc.vec_dim)
+        return sdw_fail(SDW_ERR_FORMAT, "the CLIP-L pooled output is %d wide but the FLUX transformer expects %d",
+                        m->text.pooled_dim, fc.vec_dim);
+    return SDW_OK;
+}
+
+/* ---------------------------------------------------------------- diffusers folder */
+
+static sdw_status folder_part(sdw_model *m, const char *dir, const char *sub, const char *stem, const char *override,
+                              const sdw_load_params *p, part_loader fn, int64_t *params)
+{
+    if (override) return part_file(m, override, p, fn, params);
+    sdw_safetensors *st;
+    SDW_TRY(sdw_model_open_diffusers(dir, sub, stem, &st));
+    sdw_model_note_dtypes(&m->info, st);
+    for (int i = 0; i < st->n_tensors; i++) *params += st->tensors[i].numel;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s/%s.safetensors", dir, sub, stem);
+    sdw_status s = m->be ? fn(m, st, path, p) : SDW_OK;
+    sdw_st_close(st);
+    return s;
+}
+
+static sdw_status diffusers_vae_part(sdw_model *m, const sdw_safetensors *st, const char *path,
+                                     const sdw_load_params *p)
+{
+    char cfg[4200], buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dirname(buf));
+    cJSON *j;
+    SDW_TRY(sdw_json_load_file(cfg, &j));
+    sdw_vae_config c;
+    sdw_status s = sdw_vae_config_from_diffusers(j, &c);
+    cJSON_Delete(j);
+    SDW_TRY(sdw_fail_context(s, "%s", cfg));
+    if (c.latent_channels != 16)
+        return sdw_fail(SDW_ERR_FORMAT, "%s: %d latent channels; FLUX's autoencoder has 16", cfg, c.latent_channels);
+    return sdw_fail_context(sdw_vae_load(m->be, st, NULL, &c, p->with_vae_encoder, &m->vae), "%s", path);
+}
+
+sdw_status sdw_flux_model_load_diffusers(sdw_model *m, const char *dir, const sdw_load_params *p)
+{
+    sdw_model_info *in = &m->info;
+    in->layout = "diffusers";
+    SDW_TRY(check_flux_params(p, dir));
+    char path[4200];
+    cJSON *cfg;
+    snprintf(path, sizeof path, "%s/transformer/config.json", dir);
+    SDW_TRY(sdw_json_load_file(path, &cfg));
+    sdw_safetensors *st;
+    sdw_status s = sdw_model_open_diffusers(dir, "transformer", "diffusion_pytorch_model", &st);
+    sdw_flux_config fc;
+    if (s == SDW_OK) {
+        s = sdw_fail_context(sdw_flux_config_from_tensors(st, "", SDW_NAMES_DIFFUSERS, cfg, &fc), "%s/transformer",
+                             dir);
+        if (s != SDW_OK) sdw_st_close(st);
+    }
+    cJSON_Delete(cfg);
+    SDW_TRY(s);
+    set_family(m, &fc);
+    sdw_model_note_dtypes(in, st);
+    for (int i = 0; i < st->n_tensors; i++) in->params_unet += st->tensors[i].numel;
+    if (m->be) s = sdw_fail_context(sdw_flux_load(m->be, st, "", SDW_NAMES_DIFFUSERS, &fc, &m->flux), "%s/transformer",
+                                    dir);
+    sdw_st_close(st);
+    SDW_TRY(s);
+    SDW_TRY(folder_part(m, dir, "vae", "diffusion_pytorch_model", p->vae_path, p,
+                        p->vae_path ? vae_part : diffusers_vae_part, &in->params_vae));
+    SDW_TRY(folder_part(m, dir, "text_encoder", "model", p->clip_l_path, p, clip_part, &in->params_text));
+    SDW_TRY(folder_part(m, dir, "text_encoder_2", "model", p->t5_path, p, t5_part, &in->params_t5));
+    if (!m->be) return SDW_OK;
+    m->text.context_dim = sdw_t5_d_model(m->t5);
+    if (m->text.context_dim != fc.context_dim || m->text.pooled_dim != fc.vec_dim)
+        return sdw_fail(SDW_ERR_FORMAT, "%s: the text encoders (%d, %d wide) do not fit the transformer (%d, %d)", dir,
+                        m->text.context_dim, m->text.pooled_dim, fc.context_dim, fc.vec_dim);
+    return SDW_OK;
+}
