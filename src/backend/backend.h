@@ -204,6 +204,13 @@ sdw_status sdw_attention(sdw_backend *be, const float *q, int64_t q_stride, cons
 sdw_status sdw_attention_act(sdw_backend *be, const void *q, int64_t q_stride, const void *k, const void *v,
                              int64_t kv_stride, int B, int Tq, int Tk, int heads, int head_dim, bool causal,
                              void *act);
+/* Attention with an additive score bias (T5's relative positions):
+ * softmax(scale * q k^T + bias[h]) v per head, f32 in every precision.
+ * Shapes and strides as sdw_attention; bias [heads, Tq, Tk] is shared by
+ * the B batch items, or NULL for none. No mask. out must not alias q, k or v. */
+sdw_status sdw_attention_bias(sdw_backend *be, const float *q, int64_t q_stride, const float *k, const float *v,
+                              int64_t kv_stride, int B, int Tq, int Tk, int heads, int head_dim, float scale,
+                              const float *bias, float *out);
 /* ---- memory-bound ops, f32, y may equal x unless said otherwise ---- */
 /* x [N, HW, C] NHWC; groups divide C. gamma / beta may be NULL (1 / 0). */
 void sdw_group_norm(const float *x, int N, int64_t HW, int C, int groups, const float *gamma,
