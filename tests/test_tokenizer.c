@@ -1,6 +1,7 @@
 /* test_tokenizer.c: the CLIP tokenizer against transformers' ids
  * (tests/data/tokenizer.*), plus the behaviours those prompts do not reach. */
 #include "testkit.h"
+#include "io/json_file.h"
 #include "text/clip_tokenizer.h"
 #include <cjson/cJSON.h>
 #include <pthread.h>
@@ -11,18 +12,8 @@
 
 static cJSON *load_json(const char *rel)
 {
-    FILE *f = fopen(test_data_path(rel), "rb");
-    if (!f) fail_msg("cannot open %s", rel);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = 0;
-    fclose(f);
-    cJSON *j = cJSON_Parse(buf);
-    free(buf);
-    if (!j) fail_msg("cannot parse %s", rel);
+    cJSON *j;
+    if (sdw_json_load_file(test_data_path(rel), &j) != SDW_OK) fail_msg("%s", sdw_last_error());
     return j;
 }
 
