@@ -109,6 +109,46 @@ sdw_status sdw_linear_get_weights(sdw_backend *be, const sdw_linear *l, float *w
 sdw_status sdw_linear_set_weights(sdw_backend *be, sdw_linear *l, const float *w);
 void *sdw_linear_stored(sdw_linear *l, size_t *bytes);
 
+/* ---- linear layers whose weights stay in a compact format ----
+ * GGUF's blocks (32 elements: Q4_0 ... Q8_0; 256: the K-quants Q2_K ...
+ * Q6_K), the two float8s (1 element, 1 byte) and bf16 (for f32 precision,
+ * where dense weights would take 4 bytes). A row of `in` weights is
+ * in / block blocks; the layer holds the blocks and expands a panel of rows
+ * at a time inside the matmul (linear_quant.c), in f32 or bf16 as the
+ * precision says, so every sdw_linear_forward* entry point takes it. */
+typedef enum {
+    SDW_QT_Q4_0, SDW_QT_Q4_1, SDW_QT_Q5_0, SDW_QT_Q5_1, SDW_QT_Q8_0,
+    SDW_QT_Q2_K, SDW_QT_Q3_K, SDW_QT_Q4_K, SDW_QT_Q5_K, SDW_QT_Q6_K,
+    SDW_QT_F8_E4M3, SDW_QT_F8_E5M2, SDW_QT_BF16,
+    SDW_QT_COUNT
+} sdw_qtype;
+const char *sdw_qtype_name(sdw_qtype t);   /* "q4_0", ..., "f8_e4m3", "bf16" */
+/* Elements per block (32, 256 or 1), and the bytes of one in *block_bytes
+ * (may be NULL); 0 for a value out of range. */
+int sdw_qtype_block(sdw_qtype t, size_t *block_bytes);
+/* Bytes of a row of n weights; 0 unless n is a positive multiple of the block. */
+size_t sdw_qtype_row_bytes(sdw_qtype t, int n);
+/* One row of n weights (a multiple of the block) from / into its blocks.
+ * Decoding equals llama.cpp's reference dequantizers and torch's float8
+ * casts bit for bit. Encoding follows llama.cpp's reference quantizers for
+ * the 32-element blocks, a simpler min / max + least-squares fit for the
+ * K-quants, and rounds to nearest even for float8 (saturating) and bf16. */
+void sdw_qtype_dequantize_row(sdw_qtype t, const void *src, float *dst, int n);
+void sdw_qtype_quantize_row(sdw_qtype t, const float *src, void *dst, int n);
+/* A linear layer on out rows of blocks (rows: out * sdw_qtype_row_bytes(t,
+ * in) bytes, PyTorch's [out, in] order) and bias [out] or NULL; both are
+ * copied. sdw_linear_bytes counts the blocks; get_weights decodes them;
+ * set_weights encodes into the same type, so the layer keeps its size (the
+ * weights get_weights gave come back exactly, or for Q5_K / Q6_K within
+ * 0.3% / 0.03% rel L2; but a LoRA delta smaller than the format's step is
+ * mostly rounded away: a 1% delta keeps about 60% of itself in Q8_0, almost
+ * none in 4-bit formats, see tests/test_linear_quant.c); sdw_linear_stored
+ * returns the blocks, which copied back restore the layer exactly. */
+sdw_status sdw_linear_create_quant(sdw_backend *be, int in, int out, sdw_qtype t, const void *rows,
+                                   const float *bias, sdw_linear **out_layer);
+/* Whether l holds compact weights, and their type in *t (may be NULL). */
+bool sdw_linear_quant_type(const sdw_linear *l, sdw_qtype *t);
+
 /* ---- conv2d: x [N, H, W, Cin] -> y [N, Ho, Wo, Cout] (NHWC) ---- */
 typedef struct sdw_conv2d sdw_conv2d;
 /* w is PyTorch's [Cout, Cin, kh, kw], bias [Cout] or NULL. Both are copied.

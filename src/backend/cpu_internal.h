@@ -52,6 +52,7 @@ enum {
     SDW_SCR_UP2X_IN,  /* the image to upsample as an activation, or upsampled (sdw_conv2d_forward_up2x) */
     SDW_SCR_UP2X_OUT, /* one output phase of it */
     SDW_SCR_LINEAR_TAIL, /* a linear source's last, partial block of rows padded to a whole one (linear_amx.c) */
+    SDW_SCR_QUANT,    /* the threads' panels of dequantized weights and result tiles (linear_quant.c) */
     SDW_SCR_COUNT
 };
 

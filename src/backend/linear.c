@@ -5,10 +5,13 @@
  * weights are reordered once, at create, into the layout the primitive
  * prefers for a representative M; every later shape is created against
  * that stored layout. Where the CPU has AMX, 32 rows or more run on
- * linear_amx.c, which reads that same layout. */
+ * linear_amx.c, which reads that same layout. A layer made from compact
+ * weights (sdw_linear_create_quant) keeps them as they are and runs on
+ * linear_quant.c. */
 #include "backend/cpu_internal.h"
 #include "backend/amx.h"
 #include "backend/linear_amx.h"
+#include "backend/linear_quant.h"
 #include <stdlib.h>
 
 struct sdw_linear {
@@ -19,6 +22,9 @@ struct sdw_linear {
     size_t wbytes;
     float *bias;                /* f32, or NULL */
     bool amx;                   /* the stored layout also serves linear_amx.c */
+    bool quant;                 /* w holds out rows of row_bytes in format qt (linear_quant.c) */
+    sdw_qtype qt;
+    size_t row_bytes;
 };
 
 static dnnl_data_type_t compute_dt(const sdw_backend *be)
@@ -66,6 +72,16 @@ static sdw_status linear_desc(const sdw_linear *l, int64_t M, const dnnl_memory_
     return SDW_OK;
 }
 
+/* bias [out] or NULL into l->bias. */
+static sdw_status copy_bias(sdw_linear *l, const float *bias)
+{
+    if (!bias) return SDW_OK;
+    l->bias = malloc(sizeof(float) * (size_t)l->out);
+    if (!l->bias) return sdw_fail(SDW_ERR_NOMEM, "linear: out of memory");
+    memcpy(l->bias, bias, sizeof(float) * (size_t)l->out);
+    return SDW_OK;
+}
+
 static sdw_status choose_layout(sdw_backend *be, sdw_linear *l)
 {
     linear_op d;
@@ -87,12 +103,7 @@ sdw_status sdw_linear_create(sdw_backend *be, int in, int out, const float *w, c
     l->in = in;
     l->out = out;
     l->dt = compute_dt(be);
-    sdw_status st = SDW_OK;
-    if (bias) {
-        l->bias = malloc(sizeof(float) * (size_t)out);
-        if (!l->bias) st = sdw_fail(SDW_ERR_NOMEM, "linear: out of memory");
-        else memcpy(l->bias, bias, sizeof(float) * (size_t)out);
-    }
+    sdw_status st = copy_bias(l, bias);
     if (st == SDW_OK) st = choose_layout(be, l);
     if (st == SDW_OK) {
         dnnl_memory_desc_t user;
@@ -106,6 +117,35 @@ sdw_status sdw_linear_create(sdw_backend *be, int in, int out, const float *w, c
     }
     *out_layer = l;
     return SDW_OK;
+}
+
+sdw_status sdw_linear_create_quant(sdw_backend *be, int in, int out, sdw_qtype t, const void *rows,
+                                   const float *bias, sdw_linear **out_layer)
+{
+    *out_layer = NULL;
+    const size_t rb = sdw_qtype_row_bytes(t, in);
+    if (out <= 0 || !rows || !rb)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "linear: %s weights cannot make a layer %d -> %d (in must be a "
+                        "multiple of %d)", sdw_qtype_name(t), in, out, sdw_qtype_block(t, NULL));
+    sdw_linear *l = calloc(1, sizeof *l);
+    if (!l) return sdw_fail(SDW_ERR_NOMEM, "linear: out of memory");
+    *l = (sdw_linear){ .in = in, .out = out, .dt = compute_dt(be), .quant = true, .qt = t, .row_bytes = rb,
+                       .wbytes = rb * (size_t)out };
+    l->w = malloc(l->wbytes);
+    sdw_status st = l->w ? copy_bias(l, bias) : sdw_fail(SDW_ERR_NOMEM, "linear: out of memory");
+    if (st != SDW_OK) {
+        sdw_linear_free(l);
+        return sdw_fail_context(st, "linear %d -> %d", in, out);
+    }
+    memcpy(l->w, rows, l->wbytes);
+    *out_layer = l;
+    return SDW_OK;
+}
+
+bool sdw_linear_quant_type(const sdw_linear *l, sdw_qtype *t)
+{
+    if (l->quant && t) *t = l->qt;
+    return l->quant;
 }
 
 /* x is f32, or already in the compute type when x_is_act; y is f32, or
@@ -126,6 +166,13 @@ static sdw_status forward(sdw_backend *be, const sdw_linear *l, const void *x, b
         if (!xb) return SDW_ERR_NOMEM;
         sdw_cvt_bf16(xb, x, (size_t)M * (size_t)l->in);
         src = xb;
+    }
+    if (l->quant) {
+        const sdw_qlinear_args a = { l->qt, l->w, l->row_bytes, l->bias, M, l->in, l->out, src, y,
+                                     y_is_act && l->dt == dnnl_bf16, (flags & SDW_PRIM_SUM) != 0 };
+        SDW_TRY(sdw_qlinear_forward(be, &a));
+        sdw_count_op(be, SDW_OPK_LINEAR, t0, flops, sdw_qlinear_path(l->qt), dims);
+        return SDW_OK;
     }
     if (sdw_linear_uses_own_kernel(be, l, M)) {
         const sdw_linear_amx_args a = { src, M, l->in, l->out, l->w, l->bias, y_is_act ? NULL : y,
@@ -191,6 +238,13 @@ sdw_status sdw_linear_forward_geglu_act(sdw_backend *be, const sdw_linear *l, co
 
 sdw_status sdw_linear_get_weights(sdw_backend *be, const sdw_linear *l, float *w)
 {
+    if (l->quant) {
+#pragma omp parallel for schedule(static) if (l->wbytes > 65536)
+        for (int r = 0; r < l->out; r++)
+            sdw_qtype_dequantize_row(l->qt, (const uint8_t *)l->w + (size_t)r * l->row_bytes, w + (size_t)r * l->in,
+                                     l->in);
+        return SDW_OK;
+    }
     dnnl_memory_desc_t md;
     SDW_TRY(user_md(l, &md));
     return sdw_reorder_into(be, &l->wmd, l->w, &md, w);
@@ -198,6 +252,12 @@ sdw_status sdw_linear_get_weights(sdw_backend *be, const sdw_linear *l, float *w
 
 sdw_status sdw_linear_set_weights(sdw_backend *be, sdw_linear *l, const float *w)
 {
+    if (l->quant) { /* requantized into the layer's own type, so it keeps its size */
+#pragma omp parallel for schedule(static) if (l->wbytes > 65536)
+        for (int r = 0; r < l->out; r++)
+            sdw_qtype_quantize_row(l->qt, w + (size_t)r * l->in, (uint8_t *)l->w + (size_t)r * l->row_bytes, l->in);
+        return SDW_OK;
+    }
     dnnl_memory_desc_t md;
     SDW_TRY(user_md(l, &md));
     return sdw_reorder_into(be, &md, w, &l->wmd, l->w);

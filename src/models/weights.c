@@ -1,10 +1,14 @@
 /* weights.c: see weights.h. */
 #include "models/weights.h"
 #include "core/error.h"
+#include "core/half.h"
+#include "core/log.h"
+#include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 sdw_status sdw_layer_list_add(sdw_layer_list *l, const char *name, sdw_linear *linear, sdw_conv2d *conv, int row0,
                               int rows)
@@ -150,11 +154,9 @@ sdw_status sdw_wl_linear(sdw_wloader *wl, sdw_linear **out, int in, int outf, bo
         SDW_TRY(sdw_wl_floats(wl, &bias, outf, "%s", name));
         wl->bytes_held -= (size_t)outf * sizeof(float);
     }
-    float *wd;
-    sdw_status s = sdw_wl_stage(wl, w, &wd);
-    if (s == SDW_OK) s = sdw_linear_create(wl->be, in, outf, wd, bias, out);
+    const sdw_wl_part part = { w, 0, outf, 0 };
+    sdw_status s = sdw_wl_linear_parts(wl, out, in, outf, &part, 1, bias);
     free(bias);
-    if (s == SDW_OK) wl->bytes_held += sdw_linear_bytes(*out);
     if (s == SDW_OK) s = record(wl, base, *out, NULL, 0, outf);
     return s;
 }
@@ -190,19 +192,18 @@ sdw_status sdw_wl_conv2d(sdw_wloader *wl, sdw_conv2d **out, int cin, int cout, i
 sdw_status sdw_wl_linear_stack(sdw_wloader *wl, sdw_linear **out, int in, int each, int parts, bool with_bias,
                                const char *prefix, const char *const *names)
 {
-    size_t per = (size_t)each * in;
-    float *w = calloc((size_t)parts * per, sizeof *w), *b = with_bias ? malloc((size_t)parts * each * sizeof *b) : NULL;
-    sdw_status s = (w && (b || !with_bias)) ? SDW_OK : sdw_fail(SDW_ERR_NOMEM, "out of memory");
+    sdw_wl_part *p = calloc((size_t)parts, sizeof *p);
+    float *b = with_bias ? malloc((size_t)parts * each * sizeof *b) : NULL;
+    sdw_status s = (p && (b || !with_bias)) ? SDW_OK : sdw_fail(SDW_ERR_NOMEM, "out of memory");
     for (int i = 0; i < parts && s == SDW_OK; i++) {
         const sdw_st_tensor *t;
-        float *d, *bias = NULL;
+        float *bias = NULL;
         s = sdw_wl_find(wl, &t, -1, "%s%s.weight", prefix, names[i]);
         bool shape_ok = s == SDW_OK && t->shape[0] == each && t->shape[1] == in &&
                         (t->ndim == 2 || (t->ndim == 4 && t->shape[2] == 1 && t->shape[3] == 1));
         if (s == SDW_OK && !shape_ok)
             s = sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s is not [%d, %d]", wl->st->path, t->name, each, in);
-        if (s == SDW_OK) s = sdw_wl_stage(wl, t, &d);
-        if (s == SDW_OK) memcpy(w + i * per, d, per * sizeof *w);
+        if (s == SDW_OK) p[i] = (sdw_wl_part){ t, 0, each, i * each };
         if (s == SDW_OK && with_bias) s = sdw_wl_floats(wl, &bias, each, "%s%s.bias", prefix, names[i]);
         if (s == SDW_OK && with_bias) {
             memcpy(b + (size_t)i * each, bias, (size_t)each * sizeof *b);
@@ -210,14 +211,191 @@ sdw_status sdw_wl_linear_stack(sdw_wloader *wl, sdw_linear **out, int in, int ea
         }
         free(bias);
     }
-    if (s == SDW_OK) s = sdw_linear_create(wl->be, in, parts * each, w, b, out);
-    if (s == SDW_OK) wl->bytes_held += sdw_linear_bytes(*out);
+    if (s == SDW_OK) s = sdw_wl_linear_parts(wl, out, in, parts * each, p, parts, b);
     for (int i = 0; i < parts && s == SDW_OK; i++) {
         char name[512];
         snprintf(name, sizeof name, "%s%s", prefix, names[i]);
         s = record(wl, name, *out, NULL, i * each, each);
     }
-    free(w);
+    free(p);
     free(b);
+    return s;
+}
+
+/* ---------------------------------------------------------------- compact linear weights */
+
+static const char *const wt_names[SDW_WT_COUNT] = { "keep", "f32", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0" };
+static const sdw_qtype wt_qtype[SDW_WT_COUNT] = {
+    [SDW_WT_BF16] = SDW_QT_BF16, [SDW_WT_Q8_0] = SDW_QT_Q8_0, [SDW_WT_Q5_1] = SDW_QT_Q5_1,
+    [SDW_WT_Q5_0] = SDW_QT_Q5_0, [SDW_WT_Q4_1] = SDW_QT_Q4_1, [SDW_WT_Q4_0] = SDW_QT_Q4_0,
+};
+
+sdw_status sdw_weight_type_parse(const char *name, sdw_weight_type *out)
+{
+    for (int i = 0; i < SDW_WT_COUNT; i++)
+        if (!strcasecmp(name, wt_names[i])) {
+            *out = (sdw_weight_type)i;
+            return SDW_OK;
+        }
+    return sdw_fail(SDW_ERR_INVALID_ARG, "weight type \"%s\": expected keep, f32, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0",
+                    name);
+}
+
+const char *sdw_weight_type_name(sdw_weight_type t) { return (unsigned)t < SDW_WT_COUNT ? wt_names[t] : "?"; }
+
+/* The backend's format for a file dtype whose rows it decodes: GGUF's
+ * blocks, float8 and bf16. */
+static bool row_format(sdw_st_dtype d, sdw_qtype *q)
+{
+    static const struct {
+        sdw_st_dtype st;
+        sdw_qtype qt;
+    } map[] = {
+        { SDW_ST_Q4_0, SDW_QT_Q4_0 },       { SDW_ST_Q4_1, SDW_QT_Q4_1 },       { SDW_ST_Q5_0, SDW_QT_Q5_0 },
+        { SDW_ST_Q5_1, SDW_QT_Q5_1 },       { SDW_ST_Q8_0, SDW_QT_Q8_0 },       { SDW_ST_Q2_K, SDW_QT_Q2_K },
+        { SDW_ST_Q3_K, SDW_QT_Q3_K },       { SDW_ST_Q4_K, SDW_QT_Q4_K },       { SDW_ST_Q5_K, SDW_QT_Q5_K },
+        { SDW_ST_Q6_K, SDW_QT_Q6_K },       { SDW_ST_F8_E4M3, SDW_QT_F8_E4M3 }, { SDW_ST_F8_E5M2, SDW_QT_F8_E5M2 },
+        { SDW_ST_BF16, SDW_QT_BF16 },
+    };
+    for (size_t i = 0; i < sizeof map / sizeof *map; i++)
+        if (map[i].st == d) {
+            *q = map[i].qt;
+            return true;
+        }
+    return false;
+}
+
+static double file_bits(sdw_st_dtype d)
+{
+    size_t bytes = 0, per = sdw_st_dtype_block(d, &bytes);
+    return per > 1 ? 8.0 * (double)bytes / (double)per : 8.0 * (double)sdw_st_dtype_size(d);
+}
+
+static double format_bits(sdw_qtype q)
+{
+    size_t bytes = 0;
+    int per = sdw_qtype_block(q, &bytes);
+    return 8.0 * (double)bytes / per;
+}
+
+/* Whether read_row reads t's rows straight from the mapping. */
+static bool rows_readable(const sdw_st_tensor *t)
+{
+    sdw_qtype q;
+    return t->dtype == SDW_ST_F32 || t->dtype == SDW_ST_F16 || row_format(t->dtype, &q);
+}
+
+/* Row r of t (in elements a row) as f32. */
+static void read_row(const sdw_st_tensor *t, int64_t r, int in, float *dst)
+{
+    const uint8_t *base = t->data;
+    sdw_qtype q;
+    if (t->dtype == SDW_ST_F32) {
+        memcpy(dst, base + (size_t)r * in * sizeof(float), (size_t)in * sizeof(float));
+    } else if (t->dtype == SDW_ST_F16) {
+        const uint8_t *p = base + (size_t)r * in * 2;
+        for (int i = 0; i < in; i++) dst[i] = sdw_f16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+    } else if (row_format(t->dtype, &q)) {
+        sdw_qtype_dequantize_row(q, base + (size_t)r * sdw_qtype_row_bytes(q, in), dst, in);
+    }
+}
+
+/* The format a layer [outf, in] takes part tensor t in: a compact one, or
+ * -1 for dense. */
+static int part_format(const sdw_wloader *wl, const sdw_st_tensor *t, int in, int outf)
+{
+    sdw_qtype own;
+    const bool compact = row_format(t->dtype, &own) && t->dtype != SDW_ST_BF16;
+    if (wl->weight_type == SDW_WT_F32) return -1;
+    if (wl->weight_type != SDW_WT_KEEP && (unsigned)wl->weight_type < SDW_WT_COUNT) {
+        const sdw_qtype q = wt_qtype[wl->weight_type];
+        const bool large = (int64_t)in * outf >= SDW_WL_COMPACT_MIN && sdw_qtype_row_bytes(q, in) > 0;
+        if (large && rows_readable(t) && file_bits(t->dtype) >= format_bits(q))
+            return q == SDW_QT_BF16 && sdw_backend_precision(wl->be) == SDW_PRECISION_BF16 ? -1 : (int)q;
+    }
+    return compact ? (int)own : -1;
+}
+
+/* Rows of part p encoded as q into dst (p->rows rows of rb bytes), the
+ * threads taking rows. */
+static sdw_status encode_rows(const sdw_st_tensor *t, const sdw_wl_part *p, int in, sdw_qtype q, uint8_t *dst,
+                              size_t rb)
+{
+    const int nt = omp_get_max_threads();
+    float *buf = malloc(sizeof(float) * (size_t)in * (size_t)nt);
+    if (!buf) return sdw_fail(SDW_ERR_NOMEM, "out of memory converting %s", t->name);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int r = 0; r < p->rows; r++) {
+        float *row = buf + (size_t)in * (size_t)omp_get_thread_num();
+        read_row(t, p->src_row0 + r, in, row);
+        sdw_qtype_quantize_row(q, row, dst + (size_t)r * rb, in);
+    }
+    free(buf);
+    return SDW_OK;
+}
+
+static sdw_status compact_linear(sdw_wloader *wl, sdw_linear **out, int in, int outf, const sdw_wl_part *parts,
+                                 int n, sdw_qtype q, const float *bias)
+{
+    const size_t rb = sdw_qtype_row_bytes(q, in);
+    /* Zero bytes are zero weights in every format, should parts leave a gap. */
+    uint8_t *rows = calloc((size_t)outf, rb);
+    if (!rows) return sdw_fail(SDW_ERR_NOMEM, "out of memory loading %s", parts[0].t->name);
+    sdw_status s = SDW_OK;
+    for (int i = 0; i < n && s == SDW_OK; i++) {
+        const sdw_wl_part *p = &parts[i];
+        uint8_t *dst = rows + (size_t)p->dst_row0 * rb;
+        sdw_qtype own;
+        if (row_format(p->t->dtype, &own) && own == q) /* rows are independent: copy them as they are */
+            memcpy(dst, (const uint8_t *)p->t->data + (size_t)p->src_row0 * rb, (size_t)p->rows * rb);
+        else
+            s = encode_rows(p->t, p, in, q, dst, rb);
+        sdw_st_release(wl->st, p->t);
+    }
+    if (s == SDW_OK) s = sdw_linear_create_quant(wl->be, in, outf, q, rows, bias, out);
+    free(rows);
+    return s;
+}
+
+static sdw_status dense_linear(sdw_wloader *wl, sdw_linear **out, int in, int outf, const sdw_wl_part *parts, int n,
+                               const float *bias)
+{
+    float *w = calloc((size_t)outf * in, sizeof *w);
+    sdw_status s = w ? SDW_OK : sdw_fail(SDW_ERR_NOMEM, "out of memory loading %s", parts[0].t->name);
+    for (int i = 0; i < n && s == SDW_OK; i++) {
+        float *d;
+        s = sdw_wl_stage(wl, parts[i].t, &d);
+        if (s == SDW_OK)
+            memcpy(w + (size_t)parts[i].dst_row0 * in, d + (size_t)parts[i].src_row0 * in,
+                   (size_t)parts[i].rows * in * sizeof *w);
+    }
+    if (s == SDW_OK) s = sdw_linear_create(wl->be, in, outf, w, bias, out);
+    free(w);
+    return s;
+}
+
+sdw_status sdw_wl_linear_parts(sdw_wloader *wl, sdw_linear **out, int in, int outf, const sdw_wl_part *parts,
+                               int n, const float *bias)
+{
+    *out = NULL;
+    int fmt = n > 0 ? part_format(wl, parts[0].t, in, outf) : -1;
+    bool mixed = false;
+    for (int i = 0; i < n; i++) {
+        const sdw_wl_part *p = &parts[i];
+        const sdw_st_tensor *t = p->t;
+        const bool shape_ok = (t->ndim == 2 || (t->ndim == 4 && t->shape[2] == 1 && t->shape[3] == 1)) &&
+                              t->shape[1] == in;
+        if (!shape_ok || p->src_row0 < 0 || p->rows < 0 || p->src_row0 + (int64_t)p->rows > t->shape[0] ||
+            p->dst_row0 < 0 || p->dst_row0 + p->rows > outf)
+            return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s cannot give rows [%d, %d) of a [%d, %d] linear",
+                            wl->st->path, t->name, p->src_row0, p->src_row0 + p->rows, outf, in);
+        if (part_format(wl, t, in, outf) != fmt) mixed = true;
+    }
+    if (mixed)
+        SDW_WARN("%s: the parts of the layer with %s are stored in different formats: it loads dense", wl->st->path,
+                 parts[0].t->name);
+    sdw_status s = fmt >= 0 && !mixed ? compact_linear(wl, out, in, outf, parts, n, (sdw_qtype)fmt, bias)
+                                      : dense_linear(wl, out, in, outf, parts, n, bias);
+    if (s == SDW_OK) wl->bytes_held += sdw_linear_bytes(*out);
     return s;
 }

@@ -1,6 +1,10 @@
 /* weights.h: loading a network's weights from a safetensors file into backend
  * layers, with shape checks that name the tensor on mismatch. Names are given
- * printf-style so a model can say "%slayers.%d.mlp.fc1" with its own prefix. */
+ * printf-style so a model can say "%slayers.%d.mlp.fc1" with its own prefix.
+ *
+ * Linear weights stored compact (GGUF blocks, float8) become compact layers
+ * (sdw_linear_create_quant) from their raw bytes, never staged as f32; a
+ * loader's weight_type can also compact dense weights while loading. */
 #ifndef SDW_MODELS_WEIGHTS_H
 #define SDW_MODELS_WEIGHTS_H
 #include "backend/backend.h"
@@ -24,6 +28,32 @@ sdw_status sdw_layer_list_add(sdw_layer_list *l, const char *name, sdw_linear *l
                               int rows);
 void sdw_layer_list_free(sdw_layer_list *l);
 
+/* What the loader makes of a linear layer's weights. A target type
+ * (BF16, Q8_0, ..., Q4_0) takes the weights of a large layer (at least
+ * SDW_WL_COMPACT_MIN weights, rows a multiple of the target's block) whose
+ * file format holds at least as many bits per weight as the target:
+ * copied when they are in it already, else converted row by row from the
+ * mapping (f32, f16, bf16, float8 or GGUF rows). Other layers load as under
+ * KEEP: a Q4_K file asked for Q8_0 stays Q4_K. bf16 in BF16 precision is
+ * the dense layer itself. Convolutions and 1-D tensors are never converted. */
+typedef enum {
+    SDW_WT_KEEP,  /* as stored: GGUF blocks and float8 stay compact, other dtypes load dense */
+    SDW_WT_F32,   /* everything dense in the backend's compute precision (the blocks decoded once) */
+    SDW_WT_BF16,  /* compact bf16 in f32 precision: half the bytes of dense f32 */
+    SDW_WT_Q8_0,
+    SDW_WT_Q5_1,
+    SDW_WT_Q5_0,
+    SDW_WT_Q4_1,
+    SDW_WT_Q4_0,
+    SDW_WT_COUNT
+} sdw_weight_type;
+#define SDW_WL_COMPACT_MIN ((int64_t)1 << 20)
+
+/* "keep", "f32", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"
+ * (case-insensitive); anything else fails with the list. */
+sdw_status sdw_weight_type_parse(const char *name, sdw_weight_type *out);
+const char *sdw_weight_type_name(sdw_weight_type t);
+
 typedef struct {
     sdw_backend *be;
     const sdw_safetensors *st;
@@ -37,6 +67,7 @@ typedef struct {
     /* When set, every linear and convolution loaded is recorded here under the
      * name the model asked for (before map). */
     sdw_layer_list *layers;
+    sdw_weight_type weight_type;  /* SDW_WT_KEEP after sdw_wl_init */
 } sdw_wloader;
 
 void sdw_wl_init(sdw_wloader *wl, sdw_backend *be, const sdw_safetensors *st);
@@ -57,6 +88,18 @@ sdw_status sdw_wl_linear(sdw_wloader *wl, sdw_linear **out, int in, int outf, bo
  * v) then run as one matmul. 1x1 convolution weights are accepted. */
 sdw_status sdw_wl_linear_stack(sdw_wloader *wl, sdw_linear **out, int in, int each, int parts, bool with_bias,
                                const char *prefix, const char *const *names);
+/* Rows [src_row0, src_row0 + rows) of a linear weight tensor t ([rows of
+ * t, in], or [.., in, 1, 1]) placed at rows [dst_row0, ...) of a layer. */
+typedef struct {
+    const sdw_st_tensor *t;
+    int src_row0, rows, dst_row0;
+} sdw_wl_part;
+/* A linear [outf, in] from parts that together cover its rows (a stacked
+ * q|k|v, a diffusers split of a fused BFL layer), bias [outf] or NULL
+ * (copied). Parts in one compact format (after weight_type) keep their
+ * blocks, copied row by row; parts in different formats load dense. */
+sdw_status sdw_wl_linear_parts(sdw_wloader *wl, sdw_linear **out, int in, int outf, const sdw_wl_part *parts,
+                               int n, const float *bias);
 /* "<name>.weight" [cout, cin, k, k] (+ "<name>.bias") into a convolution. */
 sdw_status sdw_wl_conv2d(sdw_wloader *wl, sdw_conv2d **out, int cin, int cout, int k, int stride, int pad,
                          const char *fmt, ...) __attribute__((format(printf, 8, 9)));
