@@ -9,6 +9,7 @@
 #include "testkit.h"
 #include "io/json_file.h"
 #include "models/flux.h"
+#include "models/model.h"
 #include "pipeline/pipeline.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +102,13 @@ static sdw_model *load(const cJSON *j, layout lay, sdw_precision prec)
     sdw_model *m;
     if (sdw_model_load(test_data_path(path), &lp, &m) != SDW_OK) fail_msg("%s", sdw_last_error());
     assert_int_equal(sdw_model_get_info(m)->family, dev ? SDW_FAMILY_FLUX_DEV : SDW_FAMILY_FLUX_SCHNELL);
+    /* GGUF blocks stay blocks in memory: the 2-D weights at a quarter (Q8_0)
+     * or a seventh (Q4_0) of f32, the small and outer layers as they were. */
+    size_t fbytes = sdw_flux_bytes(m->flux), f32_bytes = 134528 * sizeof(float);
+    if (lay == GGUF) {
+        printf("  %s holds %zu bytes of transformer weights (f32: %zu)\n", path, fbytes, f32_bytes);
+        assert_true(fbytes < f32_bytes / 2);
+    }
     return m;
 }
 

@@ -135,23 +135,19 @@ static sdw_status load_linear(loader *ld, sdw_linear **out, int in, int outf, bo
     sdw_flux_part p[SDW_FLUX_MAX_PARTS];
     int n;
     SDW_TRY(parts_of(ld, bfl, outf, p, &n));
-    float *b = bias ? malloc((size_t)outf * sizeof *b) : NULL, *w = NULL;
+    float *b = bias ? malloc((size_t)outf * sizeof *b) : NULL;
     sdw_status s = b || !bias ? SDW_OK : sdw_fail(SDW_ERR_NOMEM, "out of memory loading %s", bfl);
     for (int i = 0; i < n && s == SDW_OK && bias; i++) s = read_rows(ld, &p[i], ".bias", 0, b);
-    if (n == 1 && p[0].src_row0 == 0 && p[0].rows == p[0].tensor_rows) {
-        /* One whole tensor (every BFL layer): straight from the loader's staging, no copy. */
-        const sdw_st_tensor *t;
-        if (s == SDW_OK) s = find_part(ld, &p[0], ".weight", in, &t);
-        if (s == SDW_OK) s = sdw_wl_stage(&ld->wl, t, &w);
-        if (s == SDW_OK) s = sdw_linear_create(ld->wl.be, in, outf, w, b, out);
-        w = NULL;
-    } else {
-        w = malloc((size_t)outf * in * sizeof *w);
-        if (s == SDW_OK && !w) s = sdw_fail(SDW_ERR_NOMEM, "out of memory loading %s", bfl);
-        for (int i = 0; i < n && s == SDW_OK; i++) s = read_rows(ld, &p[i], ".weight", in, w);
-        if (s == SDW_OK) s = sdw_linear_create(ld->wl.be, in, outf, w, b, out);
+    /* The weight rows straight from the file's tensors: quantized (GGUF)
+     * blocks stay blocks, whatever the layout splits them into. */
+    sdw_wl_part wp[SDW_FLUX_MAX_PARTS];
+    for (int i = 0; i < n && s == SDW_OK; i++) {
+        s = find_part(ld, &p[i], ".weight", in, &wp[i].t);
+        wp[i].src_row0 = p[i].src_row0;
+        wp[i].rows = p[i].rows;
+        wp[i].dst_row0 = p[i].dst_row0;
     }
-    free(w);
+    if (s == SDW_OK) s = sdw_wl_linear_parts(&ld->wl, out, in, outf, wp, n, b);
     free(b);
     if (s == SDW_OK) ld->f->bytes += sdw_linear_bytes(*out);
     if (s == SDW_OK) s = record(ld, bfl, *out, outf);
