@@ -62,6 +62,16 @@ BENCH_FLAGS  ?=
 bench: all
 	./$(BUILD)/sd-worker bench --family $(BENCH_FAMILY) -W 512 -H 512 --steps 20 --cfg-scale 7 --paired $(BENCH_FLAGS)
 
+# FLUX.1 schnell at 512x512, 4 steps, one transformer pass a step (issue 17):
+# the transformer as a Q8_0 GGUF (12.7 GB) + ae + clip_l + T5-XXL fp8 (4.8 GB),
+# written into $(BUILD)/fullsize on first use (~5 minutes). BENCH_FLUX_FAMILY=
+# flux-dev for dev (add --steps 28 for its default); BENCH_FLAGS as above
+# (--weights bf16 for the 23.8 GB BF16 transformer).
+BENCH_FLUX_FAMILY ?= flux-schnell
+.PHONY: bench-flux
+bench-flux: all
+	./$(BUILD)/sd-worker bench --family $(BENCH_FLUX_FAMILY) -W 512 -H 512 --steps 4 --cfg-scale 1 --paired $(BENCH_FLAGS)
+
 test-asan:
 	$(MAKE) BUILD=build-asan CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DSDW_SANITIZE=ON" test
 

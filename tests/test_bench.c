@@ -1,9 +1,10 @@
 /* test_bench.c: what `sd-worker bench` measures (src/pipeline/bench.c), on the
- * tiny models. Timings are never compared with numbers, only checked for
- * sense: the FLOPs the backend counts for a UNet evaluation equal the count
- * from the architecture, rates are positive and below twice the measured
- * peak, the JSON parses. */
+ * tiny models (SD1, SDXL, a 9-channel inpainting UNet, FLUX dev). Timings are
+ * never compared with numbers, only checked for sense: the FLOPs the backend
+ * counts for a denoiser evaluation equal the count from the architecture,
+ * rates are positive and below twice the measured peak, the JSON parses. */
 #include "testkit.h"
+#include "models/flux.h"
 #include "models/model.h"
 #include "pipeline/bench.h"
 #include <math.h>
@@ -76,10 +77,25 @@ static void check_stage(const sdw_bench_result *r, sdw_bench_stage s)
         fail_msg("stage %s at %g%% of the peak", sdw_bench_stage_name(s), st->pct_peak);
 }
 
-static void run_bench(const char *model, int size, float cfg, bool paired, sdw_bench_result *r, sdw_model **out)
+/* FLUX's parts beside its transformer (NULL for the UNet families). */
+typedef struct {
+    const char *vae, *clip_l, *t5xxl;
+} flux_parts;
+
+static void run_bench_parts(const char *model, const flux_parts *parts, int size, float cfg, bool paired,
+                            sdw_bench_result *r, sdw_model **out)
 {
     sdw_load_params lp = sdw_load_params_default();
     lp.with_vae_encoder = true;
+    char vae[4096], clip[4096], t5[4096];
+    if (parts) {
+        snprintf(vae, sizeof vae, "%s", test_data_path(parts->vae));
+        snprintf(clip, sizeof clip, "%s", test_data_path(parts->clip_l));
+        snprintf(t5, sizeof t5, "%s", test_data_path(parts->t5xxl));
+        lp.vae_path = vae;
+        lp.clip_l_path = clip;
+        lp.t5_path = t5;
+    }
     sdw_model *m;
     if (sdw_model_load(test_data_path(model), &lp, &m) != SDW_OK) fail_msg("load %s: %s", model, sdw_last_error());
     sdw_bench_opts o;
@@ -96,25 +112,33 @@ static void run_bench(const char *model, int size, float cfg, bool paired, sdw_b
     *out = m;
 }
 
+static void run_bench(const char *model, int size, float cfg, bool paired, sdw_bench_result *r, sdw_model **out)
+{
+    run_bench_parts(model, NULL, size, cfg, paired, r, out);
+}
+
 static void check_result(sdw_model *m, const sdw_bench_result *r, int size, float cfg)
 {
     int nb = cfg > 1 ? 2 : 1;
-    assert_int_equal(r->unet_batch, nb);
+    assert_int_equal(r->denoiser_batch, nb);
+    assert_string_equal(r->denoiser, m->info.denoiser);
     assert_int_equal(r->width, size);
     assert_int_equal(r->precision, m->info.precision);
     double peak = r->precision == SDW_PRECISION_BF16 ? peak_bf16.tflops : peak_f32.tflops;
     assert_true(r->peak_tflops == peak && peak > 0);
     for (int s = 0; s < SDW_BENCH_STAGES; s++) check_stage(r, (sdw_bench_stage)s);
 
-    /* The backend's count of a UNet evaluation is the architecture's. */
-    double analytic = sdw_bench_unet_flops(sdw_unet_get_config(m->unet), nb, size / 8, size / 8, 77);
-    close_to(r->unet_flops_analytic, analytic, 1e-12, "analytic UNet FLOPs");
-    close_to(r->stage[SDW_BENCH_UNET].flops, analytic, 0.01, "counted UNet FLOPs");
-    /* A sampling step runs one UNet evaluation (euler_a) and nothing else counted. */
+    /* The backend's count of a denoiser evaluation is the architecture's. */
+    double analytic = m->flux ? nb * sdw_bench_flux_flops(sdw_flux_get_config(m->flux), (size / 16) * (size / 16),
+                                                          m->info.t5_max_length)
+                              : sdw_bench_unet_flops(sdw_unet_get_config(m->unet), nb, size / 8, size / 8, 77);
+    close_to(r->denoiser_flops_analytic, analytic, 1e-12, "analytic denoiser FLOPs");
+    close_to(r->stage[SDW_BENCH_DENOISE].flops, analytic, 0.01, "counted denoiser FLOPs");
+    /* A sampling step runs one evaluation (euler_a; FLUX: euler) and nothing else counted. */
     close_to(r->stage[SDW_BENCH_STEP].flops, analytic, 0.01, "counted step FLOPs");
     /* 2 steps from each of 2 runs, less the first (cold) one. */
     assert_int_equal(r->stage[SDW_BENCH_STEP].samples, 3);
-    assert_int_equal(r->stage[SDW_BENCH_UNET].samples, 2);
+    assert_int_equal(r->stage[SDW_BENCH_DENOISE].samples, 2);
 
     const sdw_bench_stage_result *t = r->stage + SDW_BENCH_TEXT, *st = r->stage + SDW_BENCH_STEP,
                                  *d = r->stage + SDW_BENCH_DECODE;
@@ -130,7 +154,7 @@ static void check_result(sdw_model *m, const sdw_bench_result *r, int size, floa
      * up to the per-kind totals of the same run. */
     for (int s = 0; s < SDW_BENCH_STAGES; s++) {
         const sdw_bench_stage_result *sr = &r->stage[s];
-        if (s != SDW_BENCH_UNET && s != SDW_BENCH_DECODE) {
+        if (s != SDW_BENCH_DENOISE && s != SDW_BENCH_DECODE) {
             assert_int_equal(sr->n_shapes, 0);
             continue;
         }
@@ -168,6 +192,9 @@ static void check_result(sdw_model *m, const sdw_bench_result *r, int size, floa
         if (r->stage[s].host_tflops == 0) assert_null(cJSON_GetObjectItem(so, "pct_paired"));
     }
     assert_string_equal(cJSON_GetObjectItem(back, "precision")->valuestring, sdw_precision_name(r->precision));
+    assert_string_equal(cJSON_GetObjectItem(back, "denoiser")->valuestring, r->denoiser);
+    close_to(cJSON_GetObjectItem(back, "denoiser_analytic_gflop")->valuedouble, r->denoiser_flops_analytic * 1e-9, 1e-9,
+             "JSON analytic");
     assert_true(cJSON_IsObject(cJSON_GetObjectItem(cJSON_GetObjectItem(back, "peak"), "f32")));
     close_to(cJSON_GetObjectItem(back, "peak_rss_bytes")->valuedouble, (double)r->peak_rss_bytes, 1e-12, "JSON RSS");
     close_to(cJSON_GetObjectItem(cJSON_GetObjectItem(back, "image20_estimate"), "seconds")->valuedouble,
@@ -245,6 +272,70 @@ static void test_bench_inpaint_tiny(void **state)
     sdw_model_free(m);
 }
 
+/* FLUX dev: T5 + CLIP-L text encode, the transformer (one pass a step at
+ * cfg 1, with the distilled guidance), its 16-channel VAE. The stage ids stay
+ * the UNet's; the table says "transformer eval". */
+static void test_bench_flux_tiny(void **state)
+{
+    (void)state;
+    static const flux_parts parts = { "flux/models/flux-tiny-common/ae.safetensors",
+                                      "flux/models/flux-tiny-common/clip_l.safetensors",
+                                      "flux/models/flux-tiny-common/t5xxl.safetensors" };
+    sdw_bench_result r;
+    sdw_model *m;
+    run_bench_parts("flux/models/flux-tiny-dev/flux1-dev.safetensors", &parts, 64, 1.0f, false, &r, &m);
+    assert_non_null(m->flux);
+    check_result(m, &r, 64, 1.0f);
+    assert_string_equal(sdw_bench_stage_label(&r, SDW_BENCH_DENOISE), "transformer eval");
+    assert_string_equal(sdw_bench_stage_name(SDW_BENCH_DENOISE), "unet_eval");
+    for (int s = 0; s < SDW_BENCH_STAGES; s++)
+        printf("  %-16s %8.4f s %8.3f GFLOP\n", sdw_bench_stage_label(&r, (sdw_bench_stage)s), r.stage[s].seconds,
+               r.stage[s].flops * 1e-9);
+    /* The text stage runs T5 over all 512 tokens: its matmuls alone are 2 x 512 x the T5 linears' weights. */
+    assert_true(r.stage[SDW_BENCH_TEXT].flops > 2.0 * 512 * 4 * 32 * 32);
+    sdw_model_free(m);
+    /* FLUX sizes are multiples of 16, not of the UNet's 64. */
+    sdw_load_params lp = sdw_load_params_default();
+    char vae[4096], clip[4096], t5[4096];
+    snprintf(vae, sizeof vae, "%s", test_data_path(parts.vae));
+    snprintf(clip, sizeof clip, "%s", test_data_path(parts.clip_l));
+    snprintf(t5, sizeof t5, "%s", test_data_path(parts.t5xxl));
+    lp.vae_path = vae;
+    lp.clip_l_path = clip;
+    lp.t5_path = t5;
+    assert_int_equal(sdw_model_load(test_data_path("flux/models/flux-tiny-dev/flux1-dev.safetensors"), &lp, &m),
+                     SDW_OK);
+    sdw_bench_opts o;
+    sdw_bench_opts_init(&o);
+    o.width = 48;
+    o.height = 40;
+    o.peak_bf16 = &peak_bf16;
+    o.peak_f32 = &peak_f32;
+    assert_int_equal(sdw_bench_run(m, &o, &r), SDW_ERR_INVALID_ARG);
+    assert_non_null(strstr(sdw_last_error(), "multiples of 16"));
+    sdw_model_free(m);
+}
+
+/* The FLUX count, term by term, for FLUX.1 schnell at 1024x1024 (4096 image
+ * tokens, 256 text tokens): 12B weights x 2 x 4352 tokens, plus the joint
+ * attention over 4352 tokens in 57 blocks. */
+static void test_flux_flops_full(void **state)
+{
+    (void)state;
+    sdw_flux_config c = { .in_channels = 64, .hidden = 3072, .heads = 24, .head_dim = 128, .axes_dim = { 16, 56, 56 },
+                          .depth = 19, .depth_single = 38, .mlp_hidden = 12288, .context_dim = 4096, .vec_dim = 768,
+                          .theta = 10000, .guidance_embed = false, .qkv_bias = true };
+    double f = sdw_bench_flux_flops(&c, 4096, 256), H = 3072, L = 4352;
+    /* Linear weights applied to every token: the blocks' (19 x 2 streams x 12 H^2 + 38 x 12 H^2). */
+    double per_token = 19 * 12 * H * H + 38 * 12 * H * H;
+    double attn = 57 * 4 * L * L * H;
+    double rest = f - 2 * L * per_token - attn;
+    /* img_in, txt_in, the final linear, embedders and modulations: well under 1%. */
+    assert_true(rest > 0 && rest < 0.01 * f);
+    printf("  FLUX schnell 1024x1024: %.1f TFLOP per transformer pass (attention %.1f%%)\n", f * 1e-12,
+           100 * attn / f);
+}
+
 static void test_bad_size(void **state)
 {
     (void)state;
@@ -277,6 +368,8 @@ int main(void)
         cmocka_unit_test(test_bench_sd1_tiny),
         cmocka_unit_test(test_bench_sdxl_tiny_no_cfg),
         cmocka_unit_test(test_bench_inpaint_tiny),
+        cmocka_unit_test(test_bench_flux_tiny),
+        cmocka_unit_test(test_flux_flops_full),
         cmocka_unit_test(test_bad_size),
     };
     return cmocka_run_group_tests(tests, measure_peaks, NULL);

@@ -344,7 +344,7 @@ static void bad_lists_rejected(void **state)
     static const char *const bad[] = {
         "b F16 2 bias -\na F16 2 bias -\n",         /* not ascending */
         "a F16 2 bias -\na F16 2 bias -\n",         /* duplicate */
-        "a F32 2 bias -\n",                         /* dtype */
+        "a F64 2 bias -\n",                         /* dtype (F16, BF16, F32) */
         "a F16 2,0 bias -\n",                       /* zero dim */
         "a F16 2 weight -\n",                       /* weight needs fan_in */
         "a F16 2 norm 3\n",                         /* param must be '-' */
@@ -369,7 +369,7 @@ static void bad_lists_rejected(void **state)
     }
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fputs("# header\na.s F16 scalar const 4.605170185988092\nb F16 3,4 weight 4\n", f);
+    fputs("# header\na.s F16 scalar const 4.605170185988092\nb BF16 3,4 weight 4\n", f);
     fclose(f);
     fs_list l;
     char err[256];
@@ -378,6 +378,8 @@ static void bad_lists_rejected(void **state)
     assert_int_equal(l.t[0].ndim, 0);
     assert_true(l.t[0].numel == 1 && l.t[0].param == 4.605170185988092);
     assert_true(l.t[1].numel == 12 && l.t[1].param == 4.0 && l.params == 13);
+    assert_int_equal(l.t[0].dtype, FS_F16);
+    assert_int_equal(l.t[1].dtype, FS_BF16);
     fs_list_free(&l);
     unlink(path);
 }

@@ -10,10 +10,12 @@
 #include <unistd.h>
 
 static const bench_family families[] = {
-    { "sd15", "sd15", SDW_PREDICTION_EPS },
-    { "sd15-inpaint", "sd15-inpaint", SDW_PREDICTION_EPS },
-    { "sd2", "sd21-v", SDW_PREDICTION_V },
-    { "sdxl", "sdxl", SDW_PREDICTION_EPS },
+    { "sd15", "sd15", SDW_PREDICTION_EPS, false },
+    { "sd15-inpaint", "sd15-inpaint", SDW_PREDICTION_EPS, false },
+    { "sd2", "sd21-v", SDW_PREDICTION_V, false },
+    { "sdxl", "sdxl", SDW_PREDICTION_EPS, false },
+    { "flux-schnell", "flux-schnell", SDW_PREDICTION_AUTO, true },
+    { "flux-dev", "flux-dev", SDW_PREDICTION_AUTO, true },
 };
 
 const bench_family *bench_family_find(const char *name)
@@ -23,7 +25,7 @@ const bench_family *bench_family_find(const char *name)
     return NULL;
 }
 
-const char *bench_family_names(void) { return "sd15|sd15-inpaint|sd2|sdxl"; }
+const char *bench_family_names(void) { return "sd15|sd15-inpaint|sd2|sdxl|flux-schnell|flux-dev"; }
 
 /* The folder holding the running executable, without a trailing slash. */
 static bool exe_dir(char *dir, size_t n)
@@ -49,50 +51,64 @@ static bool mkdirs(char *path)
     return mkdir(path, 0755) == 0 || errno == EEXIST;
 }
 
-bool bench_model_path(const char *who, const bench_family *f, char *path, size_t n)
+/* Where the files live and the tool that writes them. */
+typedef struct {
+    char dir[4096], tool[4096];
+} places;
+
+static void find_places(places *pl)
 {
-    char exe[4096] = "", dir[4096], tool[4096];
+    char exe[4096] = "";
     bool have_exe = exe_dir(exe, sizeof exe);
     const char *env_dir = getenv("SDW_FULLSIZE_DIR"), *env_tool = getenv("SDW_MAKE_FULLSIZE");
-    if (env_dir && *env_dir) snprintf(dir, sizeof dir, "%s", env_dir);
-    else if (have_exe) snprintf(dir, sizeof dir, "%s/fullsize", exe);
-    else snprintf(dir, sizeof dir, "fullsize");
-    if (env_tool && *env_tool) snprintf(tool, sizeof tool, "%s", env_tool);
-    else snprintf(tool, sizeof tool, "%s/tools/fullsize/sdw-make-fullsize", have_exe ? exe : ".");
+    if (env_dir && *env_dir) snprintf(pl->dir, sizeof pl->dir, "%s", env_dir);
+    else if (have_exe) snprintf(pl->dir, sizeof pl->dir, "%s/fullsize", exe);
+    else snprintf(pl->dir, sizeof pl->dir, "fullsize");
+    if (env_tool && *env_tool) snprintf(pl->tool, sizeof pl->tool, "%s", env_tool);
+    else snprintf(pl->tool, sizeof pl->tool, "%s/tools/fullsize/sdw-make-fullsize", have_exe ? exe : ".");
+}
 
-    snprintf(path, n, "%s/%s-seed1.safetensors", dir, f->recipe);
+/* path = <dir>/<file>; written by `tool recipe --format format` (through
+ * <path>.partial, so a killed run leaves no truncated file) if missing. */
+static bool ensure_file(const char *who, const places *pl, const char *what, const char *recipe, const char *format,
+                        const char *file, char *path, size_t n)
+{
+    snprintf(path, n, "%s/%s", pl->dir, file);
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) return true;
 
-    if (access(tool, X_OK) != 0) {
+    if (access(pl->tool, X_OK) != 0) {
         fprintf(stderr,
                 "%s: no %s model at %s, and the random-checkpoint tool that writes it is not at %s "
                 "(build it with make, set SDW_MAKE_FULLSIZE to it, or pass -m MODEL)\n",
-                who, f->name, path, tool);
+                who, what, path, pl->tool);
         return false;
     }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", pl->dir);
     if (!mkdirs(dir)) {
-        fprintf(stderr, "%s: cannot create %s: %s\n", who, dir, strerror(errno));
+        fprintf(stderr, "%s: cannot create %s: %s\n", who, pl->dir, strerror(errno));
         return false;
     }
     char partial[4200];
     snprintf(partial, sizeof partial, "%s.partial", path);
-    fprintf(stderr, "%s: writing the full-size %s checkpoint (random weights, seed 1) to %s with %s ...\n", who,
-            f->name, path, tool);
+    fprintf(stderr, "%s: writing the full-size %s file (random weights, seed 1) to %s with %s ...\n", who, what, path,
+            pl->tool);
     fflush(stderr);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     pid_t pid = fork();
     if (pid < 0) {
-        fprintf(stderr, "%s: cannot start %s: %s\n", who, tool, strerror(errno));
+        fprintf(stderr, "%s: cannot start %s: %s\n", who, pl->tool, strerror(errno));
         return false;
     }
     if (pid == 0) {
         /* The tool's stdout is its summary: keep ours (maybe JSON) clean. */
         dup2(STDERR_FILENO, STDOUT_FILENO);
-        char *args[] = { tool, (char *)f->recipe, "--seed", "1", "-o", partial, NULL };
-        execv(tool, args);
-        fprintf(stderr, "%s: cannot run %s: %s\n", who, tool, strerror(errno));
+        char *args[] = { (char *)pl->tool, (char *)recipe, "--seed", "1", "--format", (char *)format, "-o", partial,
+                         NULL };
+        execv(pl->tool, args);
+        fprintf(stderr, "%s: cannot run %s: %s\n", who, pl->tool, strerror(errno));
         _exit(127);
     }
     int status;
@@ -103,7 +119,7 @@ bool bench_model_path(const char *who, const bench_family *f, char *path, size_t
         }
     if (status != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         unlink(partial);
-        fprintf(stderr, "%s: %s %s failed (status %d): no %s model\n", who, tool, f->recipe, status, f->name);
+        fprintf(stderr, "%s: %s %s failed (status %d): no %s model\n", who, pl->tool, recipe, status, what);
         return false;
     }
     if (rename(partial, path) != 0) {
@@ -115,4 +131,29 @@ bool bench_model_path(const char *who, const bench_family *f, char *path, size_t
     fprintf(stderr, "%s: wrote %s in %.0f s\n", who, path,
             (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9);
     return true;
+}
+
+bool bench_model_files(const char *who, const bench_family *f, bench_weights w, bench_files *files)
+{
+    memset(files, 0, sizeof *files);
+    places pl;
+    find_places(&pl);
+    char file[512];
+    if (!f->flux) {
+        snprintf(file, sizeof file, "%s-seed1.safetensors", f->recipe);
+        return ensure_file(who, &pl, f->name, f->recipe, "safetensors", file, files->model, sizeof files->model);
+    }
+    const bool q8 = w == BENCH_WEIGHTS_Q8_0;
+    snprintf(file, sizeof file, "%s-seed1-%s", f->recipe, q8 ? "Q8_0.gguf" : "bf16.safetensors");
+    char what[128];
+    snprintf(what, sizeof what, "%s transformer (%s)", f->name, q8 ? "Q8_0" : "BF16");
+    /* The small parts first: a missing tool or a full disk shows in seconds. */
+    return ensure_file(who, &pl, "FLUX autoencoder", "flux-ae", "safetensors", "flux-ae-seed1.safetensors", files->vae,
+                       sizeof files->vae) &&
+           ensure_file(who, &pl, "FLUX CLIP-L", "flux-clip_l", "safetensors", "flux-clip_l-seed1.safetensors",
+                       files->clip_l, sizeof files->clip_l) &&
+           ensure_file(who, &pl, "FLUX T5-XXL (fp8)", "flux-t5xxl", "fp8", "flux-t5xxl-seed1-fp8_e4m3fn.safetensors",
+                       files->t5xxl, sizeof files->t5xxl) &&
+           ensure_file(who, &pl, what, f->recipe, q8 ? "gguf-q8_0" : "safetensors", file, files->model,
+                       sizeof files->model);
 }

@@ -1,12 +1,14 @@
-/* cmd_bench.c: `sd-worker bench`: loads a model (-m) or the full-size
- * random-weight model of a family (--family, written once by the project's
- * tool), measures the bf16 and f32 peaks of this machine, then times the
- * stages of txt2img (src/pipeline/bench.c) and prints them as a table, or as
- * one JSON object with --json. */
+/* cmd_bench.c: `sd-worker bench`: loads a model (-m, with FLUX's parts by
+ * --vae / --clip-l / --t5xxl) or the full-size random-weight model of a
+ * family (--family, written once by the project's tool), measures the bf16
+ * and f32 peaks of this machine, then times the stages of txt2img
+ * (src/pipeline/bench.c) and prints them as a table, or as one JSON object
+ * with --json. */
 #include "cli/bench_model.h"
 #include "cli/commands.h"
 #include "cli/cli_args.h"
 #include "pipeline/bench.h"
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,23 +18,26 @@
 #define WHO "sd-worker bench"
 
 typedef struct {
-    const char *model, *family, *prompt, *negative;
+    const char *model, *family, *prompt, *negative, *vae, *clip_l, *t5xxl;
     int width, height, steps, repeat, threads;
-    float cfg, sustained;
+    float cfg, sustained;   /* cfg NAN: the family's (7 for SD, FLUX's 1) */
     sdw_precision precision;
+    bench_weights weights;
     bool json, verbose, no_winograd, shapes, paired;
 } options;
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: sd-worker bench [--family sd15|sd15-inpaint|sd2|sdxl | -m MODEL] [-W 512 -H 512]\n"
-            "    [--steps 20] [--cfg-scale 7] [--precision auto|f32|bf16] [--repeat 3] [--threads N]\n"
-            "    [--sustained 3] [--paired] [--no-winograd] [--shapes] [-p PROMPT] [-n NEGATIVE] [--json] [-v]\n"
-            "Times text encode, one UNet evaluation, one sampling step, VAE decode and VAE encode\n"
-            "(median of --repeat runs), with the FLOPs the backend ran, the TFLOP/s achieved and\n"
-            "the %% of this machine's peak (bf16 / f32 conv and matmul, measured in the same run:\n"
-            "best single call), and of the peak convolution's speed run back to back for\n"
+            "usage: sd-worker bench [--family sd15|sd15-inpaint|sd2|sdxl|flux-schnell|flux-dev | -m MODEL]\n"
+            "    [-W 512 -H 512] [--steps 20] [--cfg-scale 7] [--precision auto|f32|bf16] [--repeat 3]\n"
+            "    [--threads N] [--sustained 3] [--paired] [--no-winograd] [--shapes] [-p PROMPT] [-n NEGATIVE]\n"
+            "    [--weights q8_0|bf16] [--vae FILE] [--clip-l FILE] [--t5xxl FILE] [--json] [-v]\n"
+            "Times text encode, one denoiser evaluation (UNet; FLUX: transformer), one sampling step,\n"
+            "VAE decode and VAE encode (median of --repeat runs), with the FLOPs the backend ran,\n"
+            "the TFLOP/s achieved and the %% of this machine's peak (bf16 / f32 conv and matmul,\n"
+            "measured in the same run: best single call), and of the peak convolution's speed run\n"
+            "back to back for\n"
             "--sustained seconds after the stages (0 skips it): on a host whose speed drifts,\n"
             "whether the peak came from a short fast spell.\n"
             "--paired runs the peak conv after each timed run of a stage (and each sampling step,\n"
@@ -40,9 +45,15 @@ static void usage(FILE *f)
             "stage's median %% of that (\"%% paired\"): the host's speed next to the run, where it\n"
             "changes from one second to the next; the image estimates are given at those speeds too.\n"
             "--no-winograd runs every f32 conv direct (for A/B runs; the peaks are always direct).\n"
-            "--shapes lists the UNet's and the VAE decode's slowest ops by shape and kernel.\n"
+            "--shapes lists the denoiser's and the VAE decode's slowest ops by shape and kernel.\n"
             "--family uses a full-size model with random weights (default sd15), written once by\n"
-            "tools/fullsize/sdw-make-fullsize into fullsize/ next to sd-worker ($SDW_FULLSIZE_DIR).\n");
+            "tools/fullsize/sdw-make-fullsize into fullsize/ next to sd-worker ($SDW_FULLSIZE_DIR).\n"
+            "FLUX (flux-schnell, flux-dev, or -m a FLUX transformer with --vae ae.safetensors\n"
+            "--clip-l clip_l.safetensors --t5xxl t5xxl_*.safetensors): text encode is T5-XXL +\n"
+            "CLIP-L; defaults are the model's: 1024x1024, cfg 1 (one pass a step; > 1 is true CFG,\n"
+            "two), 4 steps (schnell) / 28 (dev), guidance 3.5 (dev). --family flux-* writes the\n"
+            "transformer as a Q8_0 GGUF (city96's layout, ~12.7 GB) or, with --weights bf16, as\n"
+            "BFL's BF16 safetensors (~23.8 GB), plus ae (F32), clip_l (F16) and T5-XXL in fp8 (~4.8 GB).\n");
 }
 
 static int bad(const char *fmt, const char *v)
@@ -65,9 +76,8 @@ static bool int_opt(const char *s, long long lo, long long hi, int *out)
 static int parse(int argc, char **argv, options *o)
 {
     memset(o, 0, sizeof *o);
-    o->steps = 20;
     o->repeat = 3;
-    o->cfg = 7.0f;
+    o->cfg = NAN;
     o->sustained = 3.0f;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -83,6 +93,14 @@ static int parse(int argc, char **argv, options *o)
         if (IS("-m") || IS("--model")) o->model = v;
         else if (IS("--family")) o->family = v;
         else if (IS("-p") || IS("--prompt")) o->prompt = v;
+        else if (IS("--vae")) o->vae = v;
+        else if (IS("--clip-l")) o->clip_l = v;
+        else if (IS("--t5xxl") || IS("--t5")) o->t5xxl = v;
+        else if (IS("--weights")) {
+            if (!strcmp(v, "q8_0") || !strcmp(v, "Q8_0")) o->weights = BENCH_WEIGHTS_Q8_0;
+            else if (!strcmp(v, "bf16") || !strcmp(v, "BF16")) o->weights = BENCH_WEIGHTS_BF16;
+            else return bad("--weights must be q8_0 or bf16, not '%s'", v);
+        }
         else if (IS("-n") || IS("--negative-prompt")) o->negative = v;
         else if (IS("-W") || IS("--width")) { if (!int_opt(v, 8, 8192, &o->width)) return bad("bad width '%s'", v); }
         else if (IS("-H") || IS("--height")) { if (!int_opt(v, 8, 8192, &o->height)) return bad("bad height '%s'", v); }
@@ -98,7 +116,9 @@ static int parse(int argc, char **argv, options *o)
     if (o->model && o->family) return bad("give --family or -m, not both%s", "");
     if (!o->model && !o->family) o->family = "sd15";
     if (o->family && !bench_family_find(o->family))
-        return bad("--family must be sd15, sd15-inpaint, sd2 or sdxl, not '%s'", o->family);
+        return bad("--family must be sd15, sd15-inpaint, sd2, sdxl, flux-schnell or flux-dev, not '%s'", o->family);
+    if (o->family && (o->vae || o->clip_l || o->t5xxl))
+        return bad("--vae, --clip-l and --t5xxl go with -m MODEL; --family %s brings its own", o->family);
     return 0;
 }
 
@@ -136,9 +156,12 @@ static void print_shapes(const char *stage, const sdw_bench_stage_result *s)
 
 static void print_table(const char *what, const sdw_model_info *mi, const sdw_bench_result *r, double load_s)
 {
-    printf("sd-worker bench: %s (%s%s, %s) %dx%d, cfg %g, %d steps, median of %d\n", what,
-           sdw_family_name(mi->family), mi->inpaint ? " inpaint" : "", sdw_prediction_name(mi->prediction), r->width,
-           r->height, r->cfg_scale, r->steps, r->repeat);
+    printf("sd-worker bench: %s (%s%s, %s) %dx%d, cfg %g, %d steps", what, sdw_family_name(mi->family),
+           mi->inpaint ? " inpaint" : "", sdw_prediction_name(mi->prediction), r->width, r->height, r->cfg_scale,
+           r->steps);
+    if (mi->default_guidance > 0) printf(", guidance %g", mi->default_guidance);
+    if (mi->t5_max_length) printf(", %d T5 tokens", mi->t5_max_length);
+    printf(", median of %d\n", r->repeat);
     printf("cpu %s, %d threads, precision %s; loaded in %.1f s\n", r->isa, r->threads,
            sdw_precision_name(r->precision), load_s);
     const sdw_bench_peak *pk[2] = { &r->peak_bf16, &r->peak_f32 };
@@ -152,18 +175,20 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
     if (r->sustained_tflops > 0)
         printf("sustained: %6.2f TFLOP/s (the %s conv above, back to back after the stages)\n", r->sustained_tflops,
                sdw_precision_name(r->precision));
-    bool paired = r->stage[SDW_BENCH_UNET].host_tflops > 0;
+    bool paired = r->stage[SDW_BENCH_DENOISE].host_tflops > 0;
     printf("\n%-22s %9s %10s %9s %7s", "stage", "seconds", "GFLOP", "TFLOP/s", "% peak");
     if (r->sustained_tflops > 0) printf(" %7s", "% sust");
     if (paired) printf(" %8s %7s", "% paired", "host");
     printf("\n");
-    static const char *const label[SDW_BENCH_STAGES] = { "text encode", "unet eval", "sampling step", "vae decode",
-                                                         "vae encode" };
+    const bool unet = !strcmp(r->denoiser, "unet");
     for (int i = 0; i < SDW_BENCH_STAGES; i++) {
         const sdw_bench_stage_result *s = &r->stage[i];
+        const char *label = sdw_bench_stage_label(r, (sdw_bench_stage)i);
         char name[64];
-        if (i == SDW_BENCH_UNET) snprintf(name, sizeof name, "%s (batch %d)", label[i], r->unet_batch);
-        else snprintf(name, sizeof name, "%s", label[i]);
+        if (i == SDW_BENCH_DENOISE && unet) snprintf(name, sizeof name, "%s (batch %d)", label, r->denoiser_batch);
+        else if (i == SDW_BENCH_DENOISE && r->denoiser_batch > 1)
+            snprintf(name, sizeof name, "%s (x%d)", label, r->denoiser_batch);
+        else snprintf(name, sizeof name, "%s", label);
         if (!s->ran) {
             printf("%-22s %9s\n", name, "-");
             continue;
@@ -174,7 +199,8 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
         else if (paired) printf(" %8s %7s", "-", "-");
         printf("\n");
     }
-    printf("(UNet evaluation from the architecture: %.2f GFLOP)\n", r->unet_flops_analytic * 1e-9);
+    printf("(%s evaluation from the architecture: %.2f GFLOP)\n", unet ? "UNet" : "transformer",
+           r->denoiser_flops_analytic * 1e-9);
     if (paired)
         printf("(%% paired: median of each run against the peak conv run right after it for as long; host: that "
                "conv's TFLOP/s)\n");
@@ -182,11 +208,11 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
     /* Where a stage's time goes: the heavy ops the backend ran, and the rest
      * (norms, activations, adds, layout and precision conversions). */
     static const char *const kind[SDW_OPK_COUNT] = { "conv", "matmul", "attention" };
-    for (int i = SDW_BENCH_UNET; i <= SDW_BENCH_DECODE; i += SDW_BENCH_DECODE - SDW_BENCH_UNET) {
+    for (int i = SDW_BENCH_DENOISE; i <= SDW_BENCH_DECODE; i += SDW_BENCH_DECODE - SDW_BENCH_DENOISE) {
         const sdw_bench_stage_result *s = &r->stage[i];
         if (!s->ran) continue;
         double heavy = 0;
-        printf("%s, last run:", label[i]);
+        printf("%s, last run:", sdw_bench_stage_label(r, (sdw_bench_stage)i));
         for (int k = 0; k < SDW_OPK_COUNT; k++) {
             heavy += s->ops.seconds[k];
             if (s->ops.calls[k])
@@ -195,8 +221,8 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
         }
         printf(" other %.2f s\n", s->seconds - heavy > 0 ? s->seconds - heavy : 0);
     }
-    for (int i = SDW_BENCH_UNET; i <= SDW_BENCH_DECODE; i += SDW_BENCH_DECODE - SDW_BENCH_UNET)
-        if (r->stage[i].n_shapes) print_shapes(label[i], &r->stage[i]);
+    for (int i = SDW_BENCH_DENOISE; i <= SDW_BENCH_DECODE; i += SDW_BENCH_DECODE - SDW_BENCH_DENOISE)
+        if (r->stage[i].n_shapes) print_shapes(sdw_bench_stage_label(r, (sdw_bench_stage)i), &r->stage[i]);
     printf("\n");
     const sdw_bench_image *ims[2] = { &r->image, &r->image20 };
     for (int i = 0; i < (r->steps == 20 ? 1 : 2); i++) {
@@ -223,16 +249,24 @@ int cmd_bench(int argc, char **argv)
     sdw_set_log(cli_log_to_stderr, NULL, o.verbose ? SDW_LOG_DEBUG : SDW_LOG_WARN);
     if (o.threads) omp_set_num_threads(o.threads);
 
-    char path[4096];
+    static bench_files files;
     sdw_load_params lp = sdw_load_params_default();
     lp.precision = o.precision;
     lp.with_vae_encoder = true;
+    lp.vae_path = o.vae;
+    lp.clip_l_path = o.clip_l;
+    lp.t5_path = o.t5xxl;
     const char *model = o.model;
     if (o.family) {
         const bench_family *f = bench_family_find(o.family);
-        if (!bench_model_path(WHO, f, path, sizeof path)) return 1;
-        model = path;
+        if (!bench_model_files(WHO, f, o.weights, &files)) return 1;
+        model = files.model;
         lp.prediction = f->prediction;
+        if (f->flux) {
+            lp.vae_path = files.vae;
+            lp.clip_l_path = files.clip_l;
+            lp.t5_path = files.t5xxl;
+        }
     }
     fprintf(stderr, WHO ": loading %s\n", model);
     struct timespec t0, t1;
@@ -252,8 +286,11 @@ int cmd_bench(int argc, char **argv)
     bo.negative_prompt = o.negative;
     bo.width = o.width;
     bo.height = o.height;
-    bo.steps = o.steps;
-    bo.cfg_scale = o.cfg;
+    /* Unless given: FLUX's own steps and cfg (1: one pass a step); for the
+     * UNets the figures the SD bench has always used (20 steps, cfg 7). */
+    const bool flux = sdw_family_is_flux(mi->family);
+    bo.steps = o.steps ? o.steps : flux ? mi->default_steps : 20;
+    bo.cfg_scale = !isnan(o.cfg) ? o.cfg : flux ? mi->default_cfg : 7.0f;
     bo.repeat = o.repeat;
     bo.sustained_seconds = o.sustained;
     bo.no_winograd = o.no_winograd;
@@ -273,6 +310,9 @@ int cmd_bench(int argc, char **argv)
         if (j) {
             if (o.family) cJSON_AddStringToObject(j, "family", o.family);
             cJSON_AddStringToObject(j, "model", model);
+            if (lp.vae_path) cJSON_AddStringToObject(j, "vae", lp.vae_path);
+            if (lp.clip_l_path) cJSON_AddStringToObject(j, "clip_l", lp.clip_l_path);
+            if (lp.t5_path) cJSON_AddStringToObject(j, "t5xxl", lp.t5_path);
             cJSON_AddStringToObject(j, "model_family", sdw_family_name(mi->family));
             cJSON_AddBoolToObject(j, "inpaint", mi->inpaint);
             cJSON_AddStringToObject(j, "prediction", sdw_prediction_name(mi->prediction));

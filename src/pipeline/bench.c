@@ -3,12 +3,17 @@
  *   `repeat` pipeline runs: the sampling steps, timed between progress
  *     callbacks (the first step of the first run, which creates the
  *     primitives, is left out when another step was timed)
- *   text encode, UNet evaluation, VAE decode, VAE encode, each `repeat` times,
- *     called directly, warm (the pipeline runs created their primitives; the
- *     encoder gets a warm-up run of its own when the pipeline did not use it)
+ *   text encode, denoiser evaluation, VAE decode, VAE encode, each `repeat`
+ *     times, called directly, warm (the pipeline runs created their
+ *     primitives; the encoder gets a warm-up run of its own when the pipeline
+ *     did not use it)
+ * Text encode and the evaluation go through the family's denoiser
+ * (pipeline/denoiser.h: its prepare and predict), so every family the
+ * pipeline runs is measured the same way, the UNets and FLUX alike.
  * Every timed input is random: AMX runs 2-4x faster on zeros. */
 #include "pipeline/bench.h"
 #include "core/error.h"
+#include "pipeline/denoiser.h"
 #include "pipeline/pipeline.h"
 #include <math.h>
 #include <omp.h>
@@ -68,6 +73,14 @@ const char *sdw_bench_stage_name(sdw_bench_stage s)
     static const char *const names[SDW_BENCH_STAGES] = { "text_encode", "unet_eval", "sampling_step", "vae_decode",
                                                          "vae_encode" };
     return (unsigned)s < SDW_BENCH_STAGES ? names[s] : "?";
+}
+
+const char *sdw_bench_stage_label(const sdw_bench_result *r, sdw_bench_stage s)
+{
+    static const char *const label[SDW_BENCH_STAGES] = { "text encode", "unet eval", "sampling step", "vae decode",
+                                                         "vae encode" };
+    if (s == SDW_BENCH_DENOISE && r->denoiser && strcmp(r->denoiser, "unet") != 0) return "transformer eval";
+    return (unsigned)s < SDW_BENCH_STAGES ? label[s] : "?";
 }
 
 void sdw_bench_opts_init(sdw_bench_opts *o)
@@ -317,89 +330,7 @@ sdw_status sdw_bench_measure_peak(sdw_precision p, int runs, sdw_bench_peak *out
     return s;
 }
 
-/* ---------------------------------------------------------------- analytic FLOPs */
-
-static double lin_f(double M, double in, double out) { return 2.0 * M * in * out; }
-static double conv_f(double N, double px, double cin, double cout, double k) { return 2.0 * N * px * cin * cout * k * k; }
-
-static double resnet_f(const sdw_unet_config *c, double N, double px, int cin, int cout)
-{
-    return conv_f(N, px, cin, cout, 3) + lin_f(N, c->time_embed_dim, cout) + conv_f(N, px, cout, cout, 3) +
-           (cin != cout ? conv_f(N, px, cin, cout, 1) : 0);
-}
-
-static double transformer_f(const sdw_unet_config *c, double N, double T, double C, int depth, double n_ctx)
-{
-    double rows = N * T;
-    double block = lin_f(rows, C, 3 * C)               /* self-attention q, k, v */
-                   + 4.0 * N * T * T * C               /* q k^T and p v over all heads */
-                   + lin_f(rows, C, C)                 /* its output */
-                   + lin_f(rows, C, C)                 /* cross-attention q */
-                   + lin_f(N * n_ctx, c->context_dim, 2 * C)   /* k, v of the context */
-                   + 4.0 * N * T * n_ctx * C
-                   + lin_f(rows, C, C)
-                   + lin_f(rows, C, 8 * C)             /* GEGLU in */
-                   + lin_f(rows, 4 * C, C);            /* feed-forward out */
-    return 2 * lin_f(rows, C, C) + depth * block;      /* proj_in, proj_out */
-}
-
-double sdw_bench_unet_flops(const sdw_unet_config *c, int N, int h, int w, int n_ctx)
-{
-    int nl = c->n_levels, L = c->layers_per_block, te = c->time_embed_dim, c0 = c->block_out[0];
-    double n = N, H = h, W = w, f = 0;
-    f += lin_f(n, c0, te) + lin_f(n, te, te);
-    if (c->adm_in) f += lin_f(n, c->adm_in, te) + lin_f(n, te, te);
-    f += conv_f(n, H * W, c->in_channels, c0, 3);
-    int skip[SDW_UNET_MAX_LEVELS * 4 + 1], ns = 0, ch = c0;
-    skip[ns++] = c0;
-    for (int i = 0; i < nl; i++) {
-        for (int j = 0; j < L; j++) {
-            f += resnet_f(c, n, H * W, ch, c->block_out[i]);
-            ch = c->block_out[i];
-            if (c->depth[i]) f += transformer_f(c, n, H * W, ch, c->depth[i], n_ctx);
-            skip[ns++] = ch;
-        }
-        if (i < nl - 1) {
-            H /= 2;
-            W /= 2;
-            f += conv_f(n, H * W, ch, ch, 3);
-            skip[ns++] = ch;
-        }
-    }
-    int top = c->block_out[nl - 1];
-    f += 2 * resnet_f(c, n, H * W, top, top) + transformer_f(c, n, H * W, top, c->mid_depth, n_ctx);
-    ch = top;
-    for (int i = 0; i < nl; i++) {
-        int d = nl - 1 - i;
-        for (int j = 0; j <= L; j++) {
-            f += resnet_f(c, n, H * W, ch + skip[--ns], c->block_out[d]);
-            ch = c->block_out[d];
-            if (c->depth[d]) f += transformer_f(c, n, H * W, ch, c->depth[d], n_ctx);
-        }
-        if (i < nl - 1) {
-            H *= 2;
-            W *= 2;
-            f += conv_f(n, H * W, ch, ch, 3);
-        }
-    }
-    f += conv_f(n, H * W, c0, c->out_channels, 3);
-    return f;
-}
-
 /* ---------------------------------------------------------------- stages */
-
-static bool is_xl(sdw_family f) { return f == SDW_FAMILY_SDXL || f == SDW_FAMILY_SDXL_REFINER; }
-
-/* The pipeline's conditioning, encoded directly: prompt, then (with cfg) the
- * negative prompt padded to the prompt's chunks; SDXL with an empty negative
- * prompt conditions the unconditional branch on zeros instead (neg stays empty). */
-static sdw_status encode_text(sdw_model *m, const char *prompt, const char *negative, bool cfg,
-                              sdw_text_embedding *pos, sdw_text_embedding *neg)
-{
-    SDW_TRY(sdw_text_encode_prompt(m->be, &m->text, prompt, 1, 0, pos));
-    if (!cfg || (is_xl(m->info.family) && !negative[0])) return SDW_OK;
-    return sdw_text_encode_prompt(m->be, &m->text, negative, pos->n_tokens / SDW_CLIP_CONTEXT, 0, neg);
-}
 
 typedef struct {
     sdw_backend *be;
@@ -463,9 +394,13 @@ typedef struct {
     samples pipe;
     host_probe probe;                /* opts.paired: open while the stages run */
     samples paired[SDW_BENCH_STAGES]; /* per run: its TFLOP/s over the probe's (t), the probe's TFLOP/s (f) */
-    int n_ctx;
+    /* The denoiser's run state, as sdw_pipeline_run sets it up for one
+     * latent: prepared again for every timed text encode, then once more
+     * for the evaluations. */
+    sdw_pipeline_params dp;
+    sdw_run run;
     sdw_arena arena;
-    float *context, *y, *x, *out, *img, *lat, *moments;
+    float *x, *out, *img, *lat, *moments, *mask_lat, *masked_lat;
 } bench;
 
 static sdw_status run_pipelines(bench *b)
@@ -482,6 +417,9 @@ static sdw_status run_pipelines(bench *b)
     p.steps = r->steps;
     p.cfg_scale = r->cfg_scale;
     p.seed = b->o->seed;
+    /* The family's own sampler and schedule (SD: euler_a normal; FLUX: euler on its flow schedule). */
+    sdw_sampler_parse(m->info.default_sampler, &p.sampler);
+    sdw_schedule_parse(m->info.default_scheduler, &p.schedule);
     step_timer t = { .be = m->be, .first_run = true, .probe = &b->probe, .paired = &b->paired[SDW_BENCH_STEP] };
     p.progress = on_progress;
     p.progress_user = &t;
@@ -532,7 +470,7 @@ static sdw_status time_stage(bench *b, sdw_bench_stage st, stage_fn fn, int warm
 {
     sdw_backend *be = b->m->be;
     for (int i = 0; i < warmups; i++) SDW_TRY(fn(b));
-    const bool shapes = b->o->shapes && (st == SDW_BENCH_UNET || st == SDW_BENCH_DECODE);
+    const bool shapes = b->o->shapes && (st == SDW_BENCH_DENOISE || st == SDW_BENCH_DECODE);
     for (int i = 0; i < b->r->repeat; i++) {
         sdw_op_stats o0, o1;
         if (shapes && i == b->r->repeat - 1) SDW_TRY(sdw_backend_track_shapes(be, true));
@@ -562,23 +500,41 @@ static sdw_status time_stage(bench *b, sdw_bench_stage st, stage_fn fn, int warm
     return SDW_OK;
 }
 
+/* The run sdw_pipeline_run would set up for one txt2img latent of this size. */
+static void run_init(bench *b)
+{
+    sdw_model *m = b->m;
+    sdw_pipeline_params_init(&b->dp);
+    b->dp.prompt = b->prompt;
+    b->dp.negative_prompt = b->negative;
+    b->dp.width = b->r->width;
+    b->dp.height = b->r->height;
+    b->dp.steps = b->r->steps;
+    b->dp.cfg_scale = b->r->cfg_scale;
+    sdw_run *r = &b->run;
+    memset(r, 0, sizeof *r);
+    r->m = m;
+    r->p = &b->dp;
+    r->B = 1;
+    r->h = b->r->height / 8;
+    r->w = b->r->width / 8;
+    r->lc = sdw_vae_get_config(m->vae)->latent_channels;
+    r->cfg = b->r->cfg_scale > 1.0f;
+    r->ops = m->flux ? &sdw_flux_denoiser : &sdw_unet_denoiser;   /* as sdw_pipeline_run picks */
+    r->mask_lat = b->mask_lat;
+    r->masked_lat = b->masked_lat;
+}
+
+/* The prompts through the text encoder(s) into the denoiser's conditioning. */
 static sdw_status text_once(bench *b)
 {
-    sdw_text_embedding pos = { 0 }, neg = { 0 };
-    sdw_status s = encode_text(b->m, b->prompt, b->negative, b->r->unet_batch > 1, &pos, &neg);
-    sdw_text_embedding_free(&pos);
-    sdw_text_embedding_free(&neg);
+    sdw_status s = b->run.ops->prepare(&b->run);
+    b->run.ops->release(&b->run);
     return s;
 }
 
-static sdw_status unet_once(bench *b)
-{
-    int nb = b->r->unet_batch;
-    float ts[2] = { 500.0f, 500.0f };
-    sdw_unet_input in = { b->x, nb, b->r->height / 8, b->r->width / 8, ts, b->context, b->n_ctx, b->y, NULL, NULL };
-    sdw_arena_reset(&b->arena);
-    return sdw_unet_forward(b->m->be, &b->arena, b->m->unet, &in, b->out);
-}
+/* One guided evaluation at t = 500 (FLUX: sigma 0.5) on random latents. */
+static sdw_status denoise_once(bench *b) { return b->run.ops->predict(&b->run, b->x, 500.0f, b->out); }
 
 static sdw_status decode_once(bench *b)
 {
@@ -592,45 +548,17 @@ static sdw_status encode_once(bench *b)
     return sdw_vae_encode(b->m->be, &b->arena, b->m->vae, b->img, 1, b->r->height, b->r->width, b->moments);
 }
 
-/* The UNet's inputs: context [uncond; cond] from the prompts (and SDXL's
- * added conditioning), random latents. */
-static sdw_status prepare_unet(bench *b)
+/* The evaluation's inputs: the prompts' conditioning (kept in b->run),
+ * random latents and, for a 9-channel inpainting UNet, a random mask and
+ * masked-image latents. */
+static sdw_status prepare_denoiser(bench *b)
 {
-    sdw_model *m = b->m;
-    const sdw_unet_config *uc = sdw_unet_get_config(m->unet);
-    int nb = b->r->unet_batch, h = b->r->height / 8, w = b->r->width / 8, D = m->text.context_dim;
-    sdw_text_embedding pos = { 0 }, neg = { 0 };
-    /* One chunk each (the stock prompts are short); a longer prompt is cut to one. */
-    sdw_status s = encode_text(m, b->prompt, b->negative, nb > 1, &pos, &neg);
-    b->n_ctx = SDW_CLIP_CONTEXT;
-    size_t per = (size_t)SDW_CLIP_CONTEXT * D;
-    if (s == SDW_OK && !(b->context = calloc((size_t)nb * per, sizeof(float)))) s = nomem();
-    if (s == SDW_OK) {
-        memcpy(b->context + (size_t)(nb - 1) * per, pos.context, per * sizeof(float));
-        if (nb > 1 && neg.context) memcpy(b->context, neg.context, per * sizeof(float));
-    }
-    if (s == SDW_OK && uc->adm_in) {
-        int pd = m->text.pooled_dim, td = uc->addition_time_embed_dim;
-        float ids[6] = { (float)b->r->height, (float)b->r->width, 0, 0, (float)b->r->height, (float)b->r->width };
-        float *zeros = calloc((size_t)(pd > 0 ? pd : 1), sizeof(float));
-        if (!pos.pooled || td <= 0 || (uc->adm_in - pd) / td != 6)
-            s = sdw_fail(SDW_ERR_UNSUPPORTED, "bench: the UNet's added conditioning (%d wide) is not pooled %d + 6 x %d",
-                         uc->adm_in, pd, td);
-        else if (!zeros || !(b->y = malloc((size_t)nb * uc->adm_in * sizeof(float))))
-            s = nomem();
-        else
-            for (int i = 0; i < nb; i++)
-                sdw_unet_text_time_y(i == nb - 1 ? pos.pooled : neg.pooled ? neg.pooled : zeros, pd, ids, 6, td,
-                                     b->y + (size_t)i * uc->adm_in);
-        free(zeros);
-    }
-    sdw_text_embedding_free(&pos);
-    sdw_text_embedding_free(&neg);
-    SDW_TRY(s);
-    size_t nx = (size_t)nb * h * w * uc->in_channels, nout = (size_t)nb * h * w * uc->out_channels;
-    b->x = random_floats(nx, 11, -1.0f, 1.0f);
-    b->out = malloc(nout * sizeof(float));
-    return b->x && b->out ? SDW_OK : nomem();
+    const sdw_run *r = &b->run;
+    size_t hw = (size_t)r->h * r->w, n = (size_t)r->lc * hw;
+    b->x = random_floats(n, 11, -1.0f, 1.0f);
+    b->out = malloc(n * sizeof(float));
+    if (!b->x || !b->out) return nomem();
+    return b->run.ops->prepare(&b->run);
 }
 
 static size_t peak_rss(void)
@@ -662,16 +590,32 @@ static sdw_status bench_stages(bench *b)
 {
     sdw_model *m = b->m;
     sdw_bench_result *r = b->r;
-    int h = r->height / 8, w = r->width / 8, lc = sdw_unet_get_config(m->unet)->out_channels;
+    int h = r->height / 8, w = r->width / 8, lc = sdw_vae_get_config(m->vae)->latent_channels;
+    if (m->info.inpaint) {
+        /* A 9-channel UNet's extra inputs, random like the rest. */
+        b->mask_lat = random_floats((size_t)h * w, 15, 0.0f, 1.0f);
+        b->masked_lat = random_floats((size_t)h * w * lc, 16, -1.0f, 1.0f);
+        if (!b->mask_lat || !b->masked_lat) return nomem();
+    }
+    run_init(b);
     SDW_TRY(run_pipelines(b));
 
     note(b->o, "text encode x %d", r->repeat);
     SDW_TRY(time_stage(b, SDW_BENCH_TEXT, text_once, 0));
 
-    SDW_TRY(prepare_unet(b));
-    r->unet_flops_analytic = sdw_bench_unet_flops(sdw_unet_get_config(m->unet), r->unet_batch, h, w, b->n_ctx);
-    note(b->o, "UNet evaluation (batch %d) x %d", r->unet_batch, r->repeat);
-    SDW_TRY(time_stage(b, SDW_BENCH_UNET, unet_once, 0));
+    SDW_TRY(prepare_denoiser(b));
+    if (m->flux) {
+        const int n_img = (h / 2) * (w / 2);
+        r->denoiser_flops_analytic =
+            r->denoiser_batch * sdw_bench_flux_flops(sdw_flux_get_config(m->flux), n_img, m->info.t5_max_length);
+    } else {
+        r->denoiser_flops_analytic = sdw_bench_unet_flops(sdw_unet_get_config(m->unet), r->denoiser_batch, h, w,
+                                                          SDW_CLIP_CONTEXT);
+    }
+    note(b->o, "%s evaluation (%d latent%s) x %d", m->info.denoiser, r->denoiser_batch,
+         r->denoiser_batch > 1 ? "s" : "", r->repeat);
+    SDW_TRY(time_stage(b, SDW_BENCH_DENOISE, denoise_once, 0));
+    b->run.ops->release(&b->run);
     free(b->x);
     free(b->out);
     b->x = b->out = NULL;
@@ -703,13 +647,15 @@ sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result
     r->steps = o->steps;
     r->repeat = o->repeat;
     r->cfg_scale = o->cfg_scale;
-    r->unet_batch = o->cfg_scale > 1.0f ? 2 : 1;
+    r->denoiser = mi->denoiser ? mi->denoiser : "unet";
+    r->denoiser_batch = o->cfg_scale > 1.0f ? 2 : 1;
     r->weight_bytes = mi->weight_bytes;
     if (r->steps < 1 || r->repeat < 1)
         return sdw_fail(SDW_ERR_INVALID_ARG, "bench: steps and repeat must be at least 1 (got %d, %d)", r->steps,
                         r->repeat);
-    const sdw_unet_config *uc = sdw_unet_get_config(m->unet);
-    int mult = 8 << (uc->n_levels - 1);
+    /* The UNet halves the latent n_levels - 1 times; FLUX packs 2x2 latent patches. */
+    int mult = m->unet ? 8 << (sdw_unet_get_config(m->unet)->n_levels - 1)
+                       : (mi->size_multiple > 8 ? mi->size_multiple : 8);
     if (r->width < mult || r->height < mult || r->width % mult || r->height % mult)
         return sdw_fail(SDW_ERR_INVALID_ARG, "bench: width and height must be multiples of %d (got %dx%d)", mult,
                         r->width, r->height);
@@ -770,9 +716,11 @@ sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result
         samples_free(&b.paired[i]);
     }
     samples_free(&b.pipe);
+    if (b.run.ops) b.run.ops->release(&b.run);
+    sdw_arena_free(&b.run.arena);
     sdw_arena_free(&b.arena);
-    free(b.context);
-    free(b.y);
+    free(b.mask_lat);
+    free(b.masked_lat);
     free(b.x);
     free(b.out);
     free(b.img);

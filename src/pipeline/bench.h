@@ -1,5 +1,6 @@
 /* bench.h: what `sd-worker bench` measures, as library code so that tests can
- * run it on the tiny models: the machine's peak (the better of a 3x3
+ * run it on the tiny models (any family: the stages go through the family's
+ * denoiser, pipeline/denoiser.h): the machine's peak (the better of a 3x3
  * convolution 320->320 at 64x64 batch 2 and an 8192x1280x1280 matmul, each
  * through this backend with weights in the primitive's layout and random data,
  * in bf16 and in f32; measured before and after the stages, the better
@@ -9,18 +10,21 @@
  * that as a percentage of the peak of the model's precision. */
 #ifndef SDW_PIPELINE_BENCH_H
 #define SDW_PIPELINE_BENCH_H
+#include "models/flux.h"
 #include "models/model.h"
 #include <cjson/cJSON.h>
 
 typedef enum {
-    SDW_BENCH_TEXT,     /* prompt + negative prompt through the text encoder(s) */
-    SDW_BENCH_UNET,     /* one UNet evaluation, batch 2 with cfg > 1 (cond + uncond) */
-    SDW_BENCH_STEP,     /* one sampling step of sdw_pipeline_run: the UNet + guidance + the sampler update */
+    SDW_BENCH_TEXT,     /* prompt + negative prompt (with cfg > 1) through the text encoder(s): the
+                         * denoiser's prepare (CLIP; FLUX: T5-XXL + CLIP-L) */
+    SDW_BENCH_DENOISE,  /* one guided evaluation of the denoiser (its predict): the UNet at batch 2 with
+                         * cfg > 1 (cond + uncond), FLUX's transformer once (twice with true CFG) */
+    SDW_BENCH_STEP,     /* one sampling step of sdw_pipeline_run: the evaluation + the sampler update */
     SDW_BENCH_DECODE,   /* VAE decode of one image */
     SDW_BENCH_ENCODE,   /* VAE encode of one image (only when the encoder is loaded) */
     SDW_BENCH_STAGES
 } sdw_bench_stage;
-/* "text_encode", "unet_eval", "sampling_step", "vae_decode", "vae_encode". */
+/* "text_encode", "unet_eval" (for every denoiser), "sampling_step", "vae_decode", "vae_encode". */
 const char *sdw_bench_stage_name(sdw_bench_stage s);
 
 typedef struct {
@@ -49,7 +53,7 @@ typedef struct {
     const sdw_bench_peak *peak_bf16, *peak_f32;
     uint64_t seed;
     bool no_winograd;              /* f32: every conv direct (an A/B switch; sdw_backend_set_winograd) */
-    bool shapes;                   /* track the UNet's and the VAE decode's ops by shape (last run) */
+    bool shapes;                   /* track the denoiser's and the VAE decode's ops by shape (last run) */
     /* After each timed run of a stage (and each sampling step), the peak
      * convolution back to back for as long as the run took: the host's speed
      * next to the run, on a host whose speed drifts from one second to the
@@ -79,7 +83,7 @@ typedef struct {
     double host_tflops;
     sdw_op_stats ops;     /* convolutions, matmuls and attention during the last run */
     /* With opts.shapes, the same by shape and kernel, slowest first (the
-     * UNet evaluation and the VAE decode only). */
+     * denoiser evaluation and the VAE decode only). */
     sdw_op_shape shapes[SDW_BENCH_MAX_SHAPES];
     int n_shapes;         /* shapes tracked; only the first SDW_BENCH_MAX_SHAPES are kept */
 } sdw_bench_stage_result;
@@ -101,13 +105,17 @@ typedef struct {
     sdw_precision precision;      /* the model's compute precision */
     const char *isa;
     int threads;
-    int width, height, steps, repeat, unet_batch;
+    int width, height, steps, repeat;
+    const char *denoiser;         /* sdw_model_info.denoiser: "unet" or "flux transformer" */
+    /* Latents per denoiser evaluation: the UNet's batch, FLUX's transformer
+     * passes (one each); 2 with cfg > 1. */
+    int denoiser_batch;
     float cfg_scale;
     sdw_bench_peak peak_bf16, peak_f32;
     double peak_tflops;           /* of the model's precision */
     double sustained_tflops;      /* sdw_bench_measure_sustained after the stages; 0 when not measured */
     sdw_bench_stage_result stage[SDW_BENCH_STAGES];
-    double unet_flops_analytic;   /* sdw_bench_unet_flops for this run's UNet batch */
+    double denoiser_flops_analytic;   /* sdw_bench_unet_flops / sdw_bench_flux_flops for one evaluation */
     double pipeline_seconds;      /* median sdw_pipeline_run of `steps` steps, end to end */
     sdw_bench_image image;        /* estimated image time at `steps` steps */
     sdw_bench_image image20;      /* the same at 20 steps */
@@ -115,6 +123,10 @@ typedef struct {
     size_t weight_bytes_after;    /* held after the runs: first-use copies (Winograd) included */
     size_t peak_rss_bytes;        /* getrusage ru_maxrss at the end */
 } sdw_bench_result;
+
+/* How a table labels stage s for r's denoiser: "text encode", "unet eval"
+ * or "transformer eval", "sampling step", ... */
+const char *sdw_bench_stage_label(const sdw_bench_result *r, sdw_bench_stage s);
 
 /* The peak convolution of precision p run back to back for `seconds`: total
  * FLOPs over total time (0 when p cannot run here). Against the peak's best
@@ -129,6 +141,10 @@ sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result
  * one UNet evaluation of N latents h x w with n_ctx context tokens, counted
  * from the architecture. */
 double sdw_bench_unet_flops(const sdw_unet_config *c, int N, int h, int w, int n_ctx);
+/* The same for one FLUX transformer pass over n_img image and n_txt text
+ * tokens: every linear (the M = 1 embedders and modulations too) and the
+ * joint attention (4 L^2 hidden at L = n_img + n_txt tokens). */
+double sdw_bench_flux_flops(const sdw_flux_config *c, int n_img, int n_txt);
 
 /* The result as a JSON object (the caller deletes it). */
 cJSON *sdw_bench_result_json(const sdw_bench_result *r);

@@ -1,5 +1,7 @@
 /* bench_json.c: a bench result (bench.h) as JSON, for `sd-worker bench --json`:
- * the same figures as the table, per stage, plus the shapes when tracked. */
+ * the same figures as the table, per stage (keyed by sdw_bench_stage_name
+ * whatever the denoiser: "unet_eval" is the evaluation of FLUX's transformer
+ * too, "denoiser" says which), plus the shapes when tracked. */
 #include "pipeline/bench.h"
 
 static cJSON *peak_json(const sdw_bench_peak *p)
@@ -62,7 +64,8 @@ cJSON *sdw_bench_result_json(const sdw_bench_result *r)
     cJSON_AddNumberToObject(o, "steps", r->steps);
     cJSON_AddNumberToObject(o, "cfg_scale", r->cfg_scale);
     cJSON_AddNumberToObject(o, "repeat", r->repeat);
-    cJSON_AddNumberToObject(o, "unet_batch", r->unet_batch);
+    cJSON_AddStringToObject(o, "denoiser", r->denoiser ? r->denoiser : "");
+    cJSON_AddNumberToObject(o, "denoiser_batch", r->denoiser_batch);
     cJSON *pk = cJSON_AddObjectToObject(o, "peak");
     cJSON_AddItemToObject(pk, "bf16", peak_json(&r->peak_bf16));
     cJSON_AddItemToObject(pk, "f32", peak_json(&r->peak_f32));
@@ -89,7 +92,7 @@ cJSON *sdw_bench_result_json(const sdw_bench_result *r)
         }
         if (s->n_shapes) cJSON_AddItemToObject(so, "shapes", shapes_json(s));
     }
-    cJSON_AddNumberToObject(o, "unet_analytic_gflop", r->unet_flops_analytic * 1e-9);
+    cJSON_AddNumberToObject(o, "denoiser_analytic_gflop", r->denoiser_flops_analytic * 1e-9);
     cJSON_AddNumberToObject(o, "pipeline_run_seconds", r->pipeline_seconds);
     cJSON_AddItemToObject(o, "image_estimate", image_json(&r->image));
     cJSON_AddItemToObject(o, "image20_estimate", image_json(&r->image20));

@@ -115,6 +115,94 @@ void fs_fill(const fs_tensor *t, uint64_t seed, uint64_t start, size_t count, ui
     }
 }
 
+/* The same arithmetic as fs_fill, kept in float32. */
+void fs_fill_f32(const fs_tensor *t, uint64_t seed, uint64_t start, size_t count, float *out)
+{
+    if (t->init == FS_CONST) {
+        for (size_t j = 0; j < count; j++) out[j] = (float)t->param;
+        return;
+    }
+    uint64_t key = fs_key(seed, t->name);
+    switch (t->init) {
+    case FS_WEIGHT: {
+        double s = sqrt(t->param);
+        for (size_t j = 0; j < count; j++) out[j] = (float)(k_to_v(fs_k(key, start + j)) / s);
+        break;
+    }
+    case FS_NORM:
+        for (size_t j = 0; j < count; j++) {
+            double p = 0.1 * k_to_v(fs_k(key, start + j));
+            out[j] = (float)(1.0 + p);
+        }
+        break;
+    case FS_BIAS:
+        for (size_t j = 0; j < count; j++) out[j] = (float)(0.02 * k_to_v(fs_k(key, start + j)));
+        break;
+    case FS_EMB:
+        for (size_t j = 0; j < count; j++) out[j] = (float)(EMB_SCALE * k_to_v(fs_k(key, start + j)));
+        break;
+    case FS_CONST: break;
+    }
+}
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+uint16_t fs_f32_to_bf16(float f)
+{
+    uint32_t u = f32_bits(f);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+float fs_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+
+float fs_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1Fu, m = h & 0x3FFu;
+    if (e == 0x1F) return bits_f32(sign | 0x7F800000u | (m << 13));
+    if (e) return bits_f32(sign | ((e + 112u) << 23) | (m << 13));
+    /* zero or subnormal: m * 2^-24, exact in float */
+    float v = (float)m * 0x1p-24f;
+    return sign ? -v : v;
+}
+
+uint8_t fs_f32_to_f8e4m3(float f)
+{
+    /* c10/util/Float8_e4m3fn.h, line for line: 480 and above (where
+     * rounding would pass 448) and NaN become NaN; below 2^-6 the float
+     * addition of 2^14 rounds to the subnormal grid (2^-9) to nearest even. */
+    const uint32_t fp8_max = UINT32_C(1087) << 20, denorm_mask = UINT32_C(141) << 23;
+    uint32_t fb = f32_bits(f);
+    const uint32_t sign = fb & 0x80000000u;
+    uint8_t r;
+    fb ^= sign;
+    if (fb >= fp8_max) {
+        r = 0x7F;
+    } else if (fb < (UINT32_C(121) << 23)) {
+        fb = f32_bits(bits_f32(fb) + bits_f32(denorm_mask));
+        r = (uint8_t)(fb - denorm_mask);
+    } else {
+        uint32_t odd = (fb >> 20) & 1u;
+        fb += (uint32_t)(7 - 127) * (UINT32_C(1) << 23) + 0x7FFFFu; /* rebias (wraps), rounding bias 1 */
+        fb += odd;                                                 /* rounding bias 2: ties to even */
+        r = (uint8_t)(fb >> 20);
+    }
+    return (uint8_t)(r | (uint8_t)(sign >> 24));
+}
+
 void fs_to_le16(uint16_t *p, size_t n)
 {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
@@ -123,6 +211,24 @@ void fs_to_le16(uint16_t *p, size_t n)
     (void)p;
     (void)n;
 #endif
+}
+
+const char *fs_dtype_name(fs_dtype t)
+{
+    static const char *const names[] = {"F16", "BF16", "F32", "F8_E4M3", "Q8_0"};
+    return (unsigned)t < 5 ? names[t] : "?";
+}
+
+uint64_t fs_dtype_bytes(fs_dtype t, uint64_t numel)
+{
+    switch (t) {
+    case FS_F16:
+    case FS_BF16: return 2 * numel;
+    case FS_F32: return 4 * numel;
+    case FS_F8_E4M3: return numel;
+    case FS_Q8_0: return numel / 32 * 34; /* f16 scale + 32 int8 per block */
+    }
+    return 0;
 }
 
 const char *fs_init_name(fs_init init)
@@ -188,7 +294,10 @@ static int parse_line(char *line, fs_tensor *t, char *err, size_t errlen, const 
     }
     if (n != 5) return list_err(err, errlen, "%s:%zu: expected 5 fields", path, lineno);
     if (!name_ok(f[0])) return list_err(err, errlen, "%s:%zu: bad tensor name", path, lineno);
-    if (strcmp(f[1], "F16") != 0) return list_err(err, errlen, "%s:%zu: dtype %s is not F16", path, lineno, f[1]);
+    if (strcmp(f[1], "F16") == 0) t->dtype = FS_F16;
+    else if (strcmp(f[1], "BF16") == 0) t->dtype = FS_BF16;
+    else if (strcmp(f[1], "F32") == 0) t->dtype = FS_F32;
+    else return list_err(err, errlen, "%s:%zu: dtype %s is not F16, BF16 or F32", path, lineno, f[1]);
     if (parse_shape(f[2], t)) return list_err(err, errlen, "%s:%zu: bad shape", path, lineno);
     static const char *const inits[] = {"weight", "norm", "bias", "emb", "const"};
     int init = -1;
@@ -298,7 +407,9 @@ static void sb_printf(strbuf *b, const char *fmt, ...)
     }
 }
 
-char *fs_header(const fs_list *l, size_t *len, uint64_t *data_bytes)
+char *fs_header(const fs_list *l, size_t *len, uint64_t *data_bytes) { return fs_header_typed(l, NULL, len, data_bytes); }
+
+char *fs_header_typed(const fs_list *l, const fs_dtype *types, size_t *len, uint64_t *data_bytes)
 {
     strbuf b = {malloc(4096), 0, 4096, 0};
     if (!b.p) return NULL;
@@ -306,11 +417,12 @@ char *fs_header(const fs_list *l, size_t *len, uint64_t *data_bytes)
     sb_printf(&b, "{");
     for (size_t i = 0; i < l->n; i++) {
         const fs_tensor *t = &l->t[i];
-        sb_printf(&b, "%s\"%s\":{\"dtype\":\"F16\",\"shape\":[", i ? "," : "", t->name);
+        fs_dtype dt = types ? types[i] : t->dtype;
+        uint64_t nb = fs_dtype_bytes(dt, t->numel);
+        sb_printf(&b, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", i ? "," : "", t->name, fs_dtype_name(dt));
         for (int d = 0; d < t->ndim; d++) sb_printf(&b, "%s%llu", d ? "," : "", (unsigned long long)t->shape[d]);
-        sb_printf(&b, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
-                  (unsigned long long)(off + 2 * t->numel));
-        off += 2 * t->numel;
+        sb_printf(&b, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + nb));
+        off += nb;
     }
     sb_printf(&b, "}");
     while (!b.oom && b.len % 8) sb_printf(&b, " "); /* the README pads N to a multiple of 8 */

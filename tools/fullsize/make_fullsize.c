@@ -1,12 +1,14 @@
 /* make_fullsize.c: sdw-make-fullsize, writes the full-size random-weight
  * single-file checkpoints of tests/data/fullsize/README.md (section 1) bit for
- * bit, streaming tensor by tensor so memory stays bounded (a 7 GB SDXL file
- * needs a few MB). Hashes use libcrypto: its SHA-NI code hashes ~1 GB/s,
- * several times faster than coreutils' sha256sum. */
+ * bit, and the FLUX.1 files of the same recipe (FLUX.md here: transformer as
+ * BF16 safetensors or a Q8_0 GGUF, ae, clip_l, t5xxl in fp16 or fp8),
+ * streaming chunk by chunk so memory stays bounded (a 12 GB GGUF needs a few
+ * MB; fullsize_write.c). Hashes use libcrypto: its SHA-NI code hashes
+ * ~1 GB/s, several times faster than coreutils' sha256sum. */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* getline, strdup, strtok_r, fileno, clock_gettime */
 #endif
-#include "fullsize_recipe.h"
+#include "fullsize_write.h"
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
@@ -19,18 +21,21 @@
 #define SDW_FULLSIZE_DIR "tools/fullsize"
 #endif
 
-#define CHUNK (1u << 20) /* elements per write: 2 MB of f16 */
-
-static const char *const FAMILIES[] = {"sd15", "sd15-inpaint", "sd21-v", "sdxl"};
+static const char *const FAMILIES[] = {"sd15",        "sd15-inpaint", "sd21-v",      "sdxl",      "flux-dev",
+                                       "flux-schnell", "flux-ae",      "flux-clip_l", "flux-t5xxl"};
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: sdw-make-fullsize FAMILY [--seed N] -o OUT.safetensors [--tensors-list PATH]\n"
+            "usage: sdw-make-fullsize FAMILY [--seed N] -o OUT [--format F] [--tensors-list PATH]\n"
             "                         [--sha256] [--per-tensor-sha FILE] [-q]\n"
             "       sdw-make-fullsize selftest\n"
-            "FAMILY: sd15, sd15-inpaint, sd21-v, sdxl (any label with --tensors-list)\n"
+            "FAMILY: sd15, sd15-inpaint, sd21-v, sdxl; flux-dev, flux-schnell (BFL transformer),\n"
+            "        flux-ae, flux-clip_l, flux-t5xxl (any label with --tensors-list)\n"
             "  --seed N              recipe seed (default 1)\n"
+            "  --format F            safetensors (default: every tensor at its list dtype),\n"
+            "                        fp8 (F8_E4M3 for 2-D+ tensors: t5xxl_fp8_e4m3fn's layout),\n"
+            "                        gguf-q8_0 (a FLUX transformer as city96's Q8_0 GGUF)\n"
             "  --tensors-list PATH   tensor list (default %s/FAMILY.tensors.txt)\n"
             "  --sha256              print the SHA-256 of the written file (hashed while writing)\n"
             "  --per-tensor-sha FILE write 'name first-16-hex-of-sha256' per tensor (the\n"
@@ -49,6 +54,7 @@ static double now_s(void)
 typedef struct {
     const char *family, *out, *list_path, *per_tensor_path;
     uint64_t seed;
+    fs_format format;
     int sha256, quiet;
 } options;
 
@@ -70,6 +76,12 @@ static int parse_args(int argc, char **argv, options *o)
                 return -1;
             }
             o->seed = v;
+        } else if (strcmp(a, "--format") == 0 && has_val) {
+            if (fs_format_parse(argv[++i], &o->format)) {
+                fprintf(stderr, "sdw-make-fullsize: --format must be safetensors, fp8 or gguf-q8_0, not '%s'\n",
+                        argv[i]);
+                return -1;
+            }
         } else if (strcmp(a, "-o") == 0 && has_val) {
             o->out = argv[++i];
         } else if (strcmp(a, "--tensors-list") == 0 && has_val) {
@@ -86,29 +98,38 @@ static int parse_args(int argc, char **argv, options *o)
         }
     }
     if (!o->out) {
-        fprintf(stderr, "sdw-make-fullsize: -o OUT.safetensors is required\n");
+        fprintf(stderr, "sdw-make-fullsize: -o OUT is required\n");
         return -1;
     }
     int known = 0;
     for (size_t i = 0; i < sizeof FAMILIES / sizeof FAMILIES[0]; i++) known |= strcmp(o->family, FAMILIES[i]) == 0;
     if (!known && !o->list_path) {
-        fprintf(stderr, "sdw-make-fullsize: unknown family '%s' (sd15, sd15-inpaint, sd21-v, sdxl)\n", o->family);
+        fprintf(stderr,
+                "sdw-make-fullsize: unknown family '%s' (sd15, sd15-inpaint, sd21-v, sdxl, flux-dev, flux-schnell, "
+                "flux-ae, flux-clip_l, flux-t5xxl)\n",
+                o->family);
         return -1;
     }
     return 0;
 }
 
-/* Writes bytes to the file and, when asked, to the running hashes. */
+/* Writes bytes to the file and, when asked, to the running hashes; reports
+ * progress and the per-tensor hashes as tensors end. */
 typedef struct {
-    FILE *f;
+    FILE *f, *per_tensor;
     EVP_MD_CTX *file_hash, *tensor_hash;
+    const fs_list *l;
+    int quiet, hash_error;
+    double t0, next_report;
+    uint64_t done_bytes, data_bytes;
 } sink;
 
-static int put(sink *s, const void *p, size_t n)
+static int put(void *user, const void *p, size_t n)
 {
+    sink *s = user;
     if (fwrite(p, 1, n, s->f) != n) return -1;
-    if (s->file_hash && !EVP_DigestUpdate(s->file_hash, p, n)) return -1;
-    if (s->tensor_hash && !EVP_DigestUpdate(s->tensor_hash, p, n)) return -1;
+    if (s->file_hash && !EVP_DigestUpdate(s->file_hash, p, n)) return s->hash_error = -1;
+    if (s->tensor_hash && !EVP_DigestUpdate(s->tensor_hash, p, n)) return s->hash_error = -1;
     return 0;
 }
 
@@ -117,66 +138,61 @@ static void hex(const uint8_t *d, size_t n, char *out)
     for (size_t i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", d[i]);
 }
 
+static int tensor_begin(void *user, size_t i)
+{
+    (void)i;
+    sink *s = user;
+    if (!s->per_tensor) return 0;
+    if (!s->tensor_hash && !(s->tensor_hash = EVP_MD_CTX_new())) return s->hash_error = -1;
+    if (!EVP_DigestInit_ex(s->tensor_hash, EVP_sha256(), NULL)) return s->hash_error = -1;
+    return 0;
+}
+
+static int tensor_end(void *user, size_t i, uint64_t bytes)
+{
+    sink *s = user;
+    if (s->per_tensor) {
+        uint8_t d[EVP_MAX_MD_SIZE];
+        char h16[17];
+        if (!EVP_DigestFinal_ex(s->tensor_hash, d, NULL)) return s->hash_error = -1;
+        hex(d, 8, h16);
+        fprintf(s->per_tensor, "%s %s\n", s->l->t[i].name, h16);
+    }
+    s->done_bytes += bytes;
+    if (!s->quiet && now_s() >= s->next_report) {
+        fprintf(stderr, "  %5.1f%%  %zu/%zu tensors  %.0f MB/s\n", 100.0 * (double)s->done_bytes / (double)s->data_bytes,
+                i + 1, s->l->n, (double)s->done_bytes / 1e6 / (now_s() - s->t0));
+        s->next_report = now_s() + 5.0;
+    }
+    return 0;
+}
+
 static int write_file(const options *o, const fs_list *l, FILE *f, FILE *per_tensor, uint8_t digest[EVP_MAX_MD_SIZE],
                       uint64_t *total)
 {
-    size_t hlen;
-    uint64_t data_bytes;
-    char *hdr = fs_header(l, &hlen, &data_bytes);
-    uint16_t *buf = malloc(CHUNK * sizeof *buf);
-    EVP_MD_CTX *fh = o->sha256 ? EVP_MD_CTX_new() : NULL, *th = per_tensor ? EVP_MD_CTX_new() : NULL;
-    sink s = {f, fh, NULL};
+    sink s = {f, per_tensor, o->sha256 ? EVP_MD_CTX_new() : NULL, NULL, l, o->quiet, 0, now_s(), now_s() + 5.0, 0, 0};
+    for (size_t i = 0; i < l->n; i++) s.data_bytes += fs_dtype_bytes(fs_stored_type(&l->t[i], o->format), l->t[i].numel);
     int rc = -1;
-    if (!hdr || !buf || (o->sha256 && !fh) || (per_tensor && !th)) {
-        fprintf(stderr, "sdw-make-fullsize: out of memory\n");
+    char err[512] = "";
+    if (o->sha256 && (!s.file_hash || !EVP_DigestInit_ex(s.file_hash, EVP_sha256(), NULL))) {
+        fprintf(stderr, "sdw-make-fullsize: SHA-256 (libcrypto) failed\n");
         goto done;
     }
-    if (fh && !EVP_DigestInit_ex(fh, EVP_sha256(), NULL)) goto hash_error;
-    uint8_t n8[8];
-    for (int i = 0; i < 8; i++) n8[i] = (uint8_t)((uint64_t)hlen >> (8 * i)); /* u64 little-endian */
-    if (put(&s, n8, 8) || put(&s, hdr, hlen)) goto io_error;
-    double t0 = now_s(), next_report = t0 + 5.0;
-    uint64_t done_bytes = 0;
-    for (size_t i = 0; i < l->n; i++) {
-        const fs_tensor *t = &l->t[i];
-        if (th) {
-            if (!EVP_DigestInit_ex(th, EVP_sha256(), NULL)) goto hash_error;
-            s.tensor_hash = th;
-        }
-        for (uint64_t a = 0; a < t->numel; a += CHUNK) {
-            size_t n = t->numel - a < CHUNK ? (size_t)(t->numel - a) : CHUNK;
-            fs_fill(t, o->seed, a, n, buf);
-            fs_to_le16(buf, n);
-            if (put(&s, buf, 2 * n)) goto io_error;
-        }
-        done_bytes += 2 * t->numel;
-        if (th) {
-            uint8_t d[EVP_MAX_MD_SIZE];
-            char h16[17];
-            if (!EVP_DigestFinal_ex(th, d, NULL)) goto hash_error;
-            hex(d, 8, h16);
-            fprintf(per_tensor, "%s %s\n", t->name, h16);
-        }
-        if (!o->quiet && now_s() >= next_report) {
-            fprintf(stderr, "  %5.1f%%  %zu/%zu tensors  %.0f MB/s\n", 100.0 * (double)done_bytes / (double)data_bytes,
-                    i + 1, l->n, (double)done_bytes / 1e6 / (now_s() - t0));
-            next_report = now_s() + 5.0;
-        }
+    fs_sink fsk = {put, tensor_begin, tensor_end, &s};
+    if (fs_write(l, o->format, o->seed, &fsk, total, err, sizeof err)) {
+        if (s.hash_error) fprintf(stderr, "sdw-make-fullsize: SHA-256 (libcrypto) failed\n");
+        else if (ferror(f)) fprintf(stderr, "sdw-make-fullsize: write to %s failed: %s\n", o->out, strerror(errno));
+        else fprintf(stderr, "sdw-make-fullsize: %s\n", err);
+        goto done;
     }
-    if (fh && !EVP_DigestFinal_ex(fh, digest, NULL)) goto hash_error;
-    *total = 8 + hlen + data_bytes;
+    if (s.file_hash && !EVP_DigestFinal_ex(s.file_hash, digest, NULL)) {
+        fprintf(stderr, "sdw-make-fullsize: SHA-256 (libcrypto) failed\n");
+        goto done;
+    }
     rc = 0;
-    goto done;
-io_error:
-    fprintf(stderr, "sdw-make-fullsize: write to %s failed: %s\n", o->out, strerror(errno));
-    goto done;
-hash_error:
-    fprintf(stderr, "sdw-make-fullsize: SHA-256 (libcrypto) failed\n");
 done:
-    EVP_MD_CTX_free(fh);
-    EVP_MD_CTX_free(th);
-    free(hdr);
-    free(buf);
+    EVP_MD_CTX_free(s.file_hash);
+    EVP_MD_CTX_free(s.tensor_hash);
     return rc;
 }
 
@@ -194,8 +210,8 @@ static int generate(const options *o)
         return 1;
     }
     if (!o->quiet)
-        fprintf(stderr, "family %s seed %llu: %zu tensors, %llu parameters -> %s\n", o->family,
-                (unsigned long long)o->seed, l.n, (unsigned long long)l.params, o->out);
+        fprintf(stderr, "family %s seed %llu: %zu tensors, %llu parameters -> %s (%s)\n", o->family,
+                (unsigned long long)o->seed, l.n, (unsigned long long)l.params, o->out, fs_format_name(o->format));
     FILE *f = fopen(o->out, "wb");
     if (!f) {
         fprintf(stderr, "sdw-make-fullsize: cannot create %s: %s\n", o->out, strerror(errno));
