@@ -27,6 +27,7 @@ typedef struct {
     const char *img_in, *txt_in, *vector_in, *time_in, *guidance_in;
     const char *dqkv, *dqkv_bias, *dmlp0, *dqnorm;   /* "%d": double block index */
     const char *s_lin1, *s_lin1_q, *sqnorm;          /* "%d": single block index */
+    const char *final_linear;
 } name_set;
 
 static const name_set bfl_names = {
@@ -34,6 +35,7 @@ static const name_set bfl_names = {
     "guidance_in.in_layer.weight", "double_blocks.%d.img_attn.qkv.weight", "double_blocks.%d.img_attn.qkv.bias",
     "double_blocks.%d.img_mlp.0.weight", "double_blocks.%d.img_attn.norm.query_norm.scale",
     "single_blocks.%d.linear1.weight", "single_blocks.%d.linear1.weight", "single_blocks.%d.norm.query_norm.scale",
+    "final_layer.linear.weight",
 };
 
 static const name_set diffusers_names = {
@@ -42,7 +44,7 @@ static const name_set diffusers_names = {
     "transformer_blocks.%d.attn.to_q.weight", "transformer_blocks.%d.attn.to_q.bias",
     "transformer_blocks.%d.ff.net.0.proj.weight", "transformer_blocks.%d.attn.norm_q.weight",
     "single_transformer_blocks.%d.proj_mlp.weight", "single_transformer_blocks.%d.attn.to_q.weight",
-    "single_transformer_blocks.%d.attn.norm_q.weight",
+    "single_transformer_blocks.%d.attn.norm_q.weight", "proj_out.weight",
 };
 
 static bool is_2d(const sdw_st_tensor *t) { return t && t->ndim == 2; }
@@ -127,6 +129,13 @@ sdw_status sdw_flux_config_from_tensors(const sdw_safetensors *st, const char *p
         return sdw_fail(SDW_ERR_FORMAT, "%s: FLUX transformer sizes out of range (hidden %d, head_dim %d)", st->path,
                         c->hidden, c->head_dim);
     c->heads = c->hidden / c->head_dim;
+    /* FLUX.1 Fill / Canny / Depth take the packed latents with their image
+     * conditioning concatenated (384 or 128 inputs for 64 outputs). */
+    const sdw_st_tensor *fin = find(st, prefix, n->final_linear, 0);
+    if (fin && fin->ndim == 2 && fin->shape[0] != c->in_channels)
+        return sdw_fail(SDW_ERR_UNSUPPORTED, "%s: a FLUX transformer with %d inputs for %d outputs (FLUX.1 Fill, Canny "
+                        "or Depth): its image conditioning is not supported yet", st->path, c->in_channels,
+                        (int)fin->shape[0]);
     int a = 7 * c->head_dim / 16 / 2 * 2;
     c->axes_dim[0] = c->head_dim - 2 * a;
     c->axes_dim[1] = c->axes_dim[2] = a;
