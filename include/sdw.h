@@ -73,6 +73,22 @@ bool sdw_family_is_flux(sdw_family f);
 typedef enum { SDW_PREDICTION_AUTO, SDW_PREDICTION_EPS, SDW_PREDICTION_V, SDW_PREDICTION_FLOW } sdw_prediction;
 const char *sdw_prediction_name(sdw_prediction p);
 
+/* How large linear layers hold their weights. KEEP: as stored (GGUF blocks
+ * and float8 stay compact, and bf16 does in f32 precision: the same values
+ * at half the bytes), other dtypes dense in the compute precision. A target
+ * type (BF16, Q8_0, ..., Q4_0) converts the layers of at least 2^20 weights
+ * whose file holds as many bits per weight or more, row by row from the
+ * mapping; F32 makes every layer dense. Convolutions and vectors are never
+ * converted. */
+typedef enum {
+    SDW_WT_KEEP, SDW_WT_F32, SDW_WT_BF16, SDW_WT_Q8_0, SDW_WT_Q5_1, SDW_WT_Q5_0, SDW_WT_Q4_1, SDW_WT_Q4_0,
+    SDW_WT_COUNT
+} sdw_weight_type;
+/* "keep", "f32", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"
+ * (case-insensitive); anything else fails with the list. */
+sdw_status sdw_weight_type_parse(const char *name, sdw_weight_type *out);
+const char *sdw_weight_type_name(sdw_weight_type t);
+
 typedef struct {
     sdw_precision precision;
     sdw_prediction prediction;  /* AUTO: from the file, its configs, or the family rule */
@@ -83,6 +99,13 @@ typedef struct {
      * t5xxl_fp16 / fp8); NULL = from the model file or folder itself. */
     const char *clip_l_path;
     const char *t5_path;
+    sdw_weight_type weight_type;   /* KEEP by default */
+    /* FLUX: compact weights are read where the file holds them (mapped, not
+     * copied); with page_out the T5's pages go back to the system after each
+     * prompt is encoded and the transformer's before it, so the two are
+     * never in memory at once: -1 when the weights would take more than 60%
+     * of the RAM (the default), 0 never, 1 always. */
+    int page_out;
 } sdw_load_params;
 sdw_load_params sdw_load_params_default(void);
 
@@ -115,7 +138,9 @@ typedef struct {
 typedef struct sdw_model sdw_model;
 /* Loads a single-file checkpoint (with its sidecar MODEL.yaml if present) or a
  * diffusers folder. Weights are converted once to the compute precision and
- * the files are unmapped before this returns. */
+ * the files are unmapped before this returns, except FLUX's transformer and
+ * T5 files, whose compact weights (GGUF blocks, fp8, bf16 in f32 precision)
+ * are used where they are mapped. */
 sdw_status sdw_model_load(const char *path, const sdw_load_params *p, sdw_model **out);
 /* What sdw_model_load would find, without loading any weights. */
 sdw_status sdw_model_probe(const char *path, const sdw_load_params *p, sdw_model_info *info);

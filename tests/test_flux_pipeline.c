@@ -99,6 +99,9 @@ static sdw_model *load(const cJSON *j, layout lay, sdw_precision prec)
         lp.clip_l_path = clip;
         lp.t5_path = t5;
     }
+    /* The quantized and fp8 files run with their mapped pages going back to
+     * the system between the T5 and the transformer (read again on use). */
+    if (lay == GGUF || lay == ALL_IN_ONE) lp.page_out = 1;
     sdw_model *m;
     if (sdw_model_load(test_data_path(path), &lp, &m) != SDW_OK) fail_msg("%s", sdw_last_error());
     assert_int_equal(sdw_model_get_info(m)->family, dev ? SDW_FAMILY_FLUX_DEV : SDW_FAMILY_FLUX_SCHNELL);
@@ -108,6 +111,7 @@ static sdw_model *load(const cJSON *j, layout lay, sdw_precision prec)
     if (lay == GGUF) {
         printf("  %s holds %zu bytes of transformer weights (f32: %zu)\n", path, fbytes, f32_bytes);
         assert_true(fbytes < f32_bytes / 2);
+        assert_true(m->page_out);
     }
     return m;
 }

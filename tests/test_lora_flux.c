@@ -6,8 +6,14 @@
  * merged weights must equal W + delta computed here from the file with plain
  * loops, and undoing must restore every stored byte. SD LoRAs on FLUX and
  * FLUX LoRAs on SD are refused naming both families. The reference cases
- * lora_kohya_dev / lora_peft_dev run end to end when the FLUX pipeline runs;
- * the GGUF transformers measure what re-quantizing a merged layer costs. */
+ * lora_kohya_dev / lora_peft_dev run end to end when the FLUX pipeline runs.
+ * On the GGUF transformers (Q8_0, Q4_0) a LoRA stays beside the compact
+ * layers as branches: each layer must give x @ (dequantized W + delta)^T + b
+ * to f32 rounding (every LoRA form, DoRA included, against the same file
+ * loaded dense and merged), and lora_kohya_dev's run must equal that dense
+ * load's and miss the f32 file's by no more than the quantization does
+ * without the LoRA; what re-encoding a merged layer would cost is printed
+ * beside it (why branches). */
 #include "testkit.h"
 #include "io/json_file.h"
 #include "io/safetensors_write.h"
@@ -31,7 +37,9 @@
 static sdw_model *flux;
 static char tmpdir[256];
 
-static sdw_status load_flux(const char *file, sdw_precision prec, sdw_model **m)
+/* wt: how the transformer's layers hold their weights (KEEP: a GGUF's stay
+ * compact; F32: dense on the same decoded values). */
+static sdw_status load_flux(const char *file, sdw_precision prec, sdw_weight_type wt, sdw_model **m)
 {
     char path[1024], vae[1024], clip[1024], t5[1024];
     snprintf(path, sizeof path, "%s", test_data_path(file));
@@ -43,13 +51,14 @@ static sdw_status load_flux(const char *file, sdw_precision prec, sdw_model **m)
     lp.vae_path = vae;
     lp.clip_l_path = clip;
     lp.t5_path = t5;
+    lp.weight_type = wt;
     return sdw_model_load(path, &lp, m);
 }
 
 static int setup(void **state)
 {
     (void)state;
-    if (load_flux(DEV "flux1-dev.safetensors", SDW_PRECISION_F32, &flux) != SDW_OK) {
+    if (load_flux(DEV "flux1-dev.safetensors", SDW_PRECISION_F32, SDW_WT_KEEP, &flux) != SDW_OK) {
         fprintf(stderr, "%s\n", sdw_last_error());
         return -1;
     }
@@ -154,8 +163,9 @@ static float *module_delta(const sdw_safetensors *st, const char *module, float 
     return d;
 }
 
-/* One model layer a file touches: its weights and stored bytes before, and
- * the change the test expects. */
+/* One model layer a file touches: its weights and stored bytes before (the
+ * bytes only when asked: taking them makes a layer on borrowed rows copy
+ * them), and the change the test expects. */
 typedef struct {
     const sdw_named_layer *l;
     float *before, *want;
@@ -164,7 +174,7 @@ typedef struct {
     int rows, cols;
 } touched;
 
-static touched *touch(touched *v, int *n, const sdw_model *m, const sdw_named_layer *l)
+static touched *touch(touched *v, int *n, const sdw_model *m, const sdw_named_layer *l, bool keep_bytes)
 {
     for (int i = 0; i < *n; i++)
         if (v[i].l->linear == l->linear) return &v[i];
@@ -175,22 +185,21 @@ static touched *touch(touched *v, int *n, const sdw_model *m, const sdw_named_la
     t->before = weights(m, l);
     t->want = malloc((size_t)t->rows * t->cols * sizeof *t->want);
     memcpy(t->want, t->before, (size_t)t->rows * t->cols * sizeof *t->want);
-    t->orig = stored_copy(l, &t->bytes);
+    if (keep_bytes) t->orig = stored_copy(l, &t->bytes);
     return t;
 }
 
-/* Applies path at (te, unet), checks every mapped layer against W + its
- * modules' deltas (other layers of the model are not looked at) and the
- * report, then undoes and checks the stored bytes. Returns the worst rel L2. */
-static double check_file(sdw_model *m, const char *path, const mapping *map, int n, float te, float unet)
+/* The layers path's modules touch in m (v: n entries), each with W + its
+ * modules' deltas at (te, unet) computed here; returns how many. */
+static int expected(const sdw_model *m, const char *path, const mapping *map, int n, float te, float unet,
+                    bool keep_bytes, touched *v)
 {
     sdw_safetensors *st;
     assert_int_equal(sdw_st_open(path, &st), SDW_OK);
-    touched *v = calloc((size_t)n, sizeof *v);
     int nt = 0;
     for (int i = 0; i < n; i++) {
         const sdw_named_layer *l = layer_of(m, map[i].part, map[i].layer);
-        touched *t = touch(v, &nt, m, l);
+        touched *t = touch(v, &nt, m, l, keep_bytes);
         int row0 = l->row0 + map[i].row0, rows = map[i].rows ? map[i].rows : l->rows;
         float *d = module_delta(st, map[i].module, map[i].part == 'f' ? unet : te, rows, t->cols);
         for (int r = 0; r < rows; r++) {
@@ -200,6 +209,16 @@ static double check_file(sdw_model *m, const char *path, const mapping *map, int
         free(d);
     }
     sdw_st_close(st);
+    return nt;
+}
+
+/* Applies path at (te, unet), checks every mapped layer against W + its
+ * modules' deltas (other layers of the model are not looked at) and the
+ * report, then undoes and checks the stored bytes. Returns the worst rel L2. */
+static double check_file(sdw_model *m, const char *path, const mapping *map, int n, float te, float unet)
+{
+    touched *v = calloc((size_t)n, sizeof *v);
+    const int nt = expected(m, path, map, n, te, unet, true, v);
     sdw_lora_spec spec = { path, te, unet };
     sdw_lora_report rep;
     if (sdw_model_set_loras(m, &spec, 1, &rep) != SDW_OK) fail_msg("%s: %s", path, sdw_last_error());
@@ -524,65 +543,7 @@ static void families_refused(void **state)
     sdw_model_free(sd);
 }
 
-/* ---- quantized transformers: merged by decode, add, re-encode ---- */
-
-static void gguf_merge(const char *file, const char *label)
-{
-    sdw_model *q;
-    if (load_flux(file, SDW_PRECISION_F32, &q) != SDW_OK) {
-        printf("  %s: not loadable here (%s); skipped\n", label, sdw_last_error());
-        return;
-    }
-    const sdw_named_layer *l = layer_of(q, 'f', "double_blocks.0.img_attn.qkv");
-    sdw_qtype qt;
-    if (!sdw_linear_quant_type(l->linear, &qt)) {
-        printf("  %s: the transformer is not held quantized; skipped\n", label);
-        sdw_model_free(q);
-        return;
-    }
-    char path[1024];
-    snprintf(path, sizeof path, "%s", test_data_path(LORAS "flux-tiny-dev-lora-kohya.safetensors"));
-    sdw_safetensors *st;
-    assert_int_equal(sdw_st_open(path, &st), SDW_OK);
-    /* The error the re-encode adds, against the delta itself, over the 6 transformer layers. */
-    double err2 = 0, delta2 = 0, step2 = 0;
-    const mapping *map = kohya_map + 2;
-    int n = COUNT(kohya_map) - 2;
-    size_t bytes[8];
-    void *orig[8];
-    float *before[8];
-    for (int i = 0; i < n; i++) {
-        const sdw_named_layer *li = layer_of(q, 'f', map[i].layer);
-        orig[i] = stored_copy(li, &bytes[i]);
-        before[i] = weights(q, li);
-    }
-    sdw_lora_spec spec = { path, 1.0f, 1.0f };
-    if (sdw_model_set_loras(q, &spec, 1, NULL) != SDW_OK) fail_msg("%s", sdw_last_error());
-    for (int i = 0; i < n; i++) {
-        const sdw_named_layer *li = layer_of(q, 'f', map[i].layer);
-        int rows = sdw_linear_out(li->linear), cols = sdw_linear_in(li->linear);
-        float *d = module_delta(st, map[i].module, 1.0f, rows, cols), *after = weights(q, li);
-        for (size_t k = 0; k < (size_t)rows * cols; k++) {
-            double e = (double)after[k] - ((double)before[i][k] + d[k]);
-            err2 += e * e;
-            delta2 += (double)d[k] * d[k];
-            step2 += (double)before[i][k] * before[i][k];
-        }
-        free(d);
-        free(after);
-    }
-    assert_int_equal(sdw_model_set_loras(q, NULL, 0, NULL), SDW_OK);
-    for (int i = 0; i < n; i++) {
-        size_t b;
-        assert_memory_equal(sdw_linear_stored(layer_of(q, 'f', map[i].layer)->linear, &b), orig[i], bytes[i]);
-        free(orig[i]);
-        free(before[i]);
-    }
-    printf("  %s (%s): merged - (dequantized W + delta): %.3g of the delta's L2, %.3g of W's; undo exact\n", label,
-           sdw_qtype_name(qt), sqrt(err2 / delta2), sqrt(err2 / step2));
-    sdw_st_close(st);
-    sdw_model_free(q);
-}
+/* ---- compact transformers (GGUF): LoRAs as branches beside the weights ---- */
 
 /* The same merge (decode, add, re-encode) on layers made quantized here from
  * the f32 model's img qkv, for the types whose 32-element blocks fit its
@@ -630,14 +591,290 @@ static void requantize_cost(sdw_qtype qt, double delta_of_w)
     free(W); free(Wq); free(Wm); free(blocks); free(d); free(got);
 }
 
+/* x [XM, in] for a layer check, the same for every model. */
+#define XM 5
+static float *layer_x(const sdw_named_layer *l, uint32_t seed)
+{
+    size_t n = (size_t)XM * sdw_linear_in(l->linear);
+    float *x = malloc(n * sizeof *x);
+    test_fill(x, n, seed);
+    return x;
+}
+
+/* y [XM, out] = x @ W^T + b through the layer (x NULL: zeros, which gives b). */
+static float *layer_y(const sdw_model *m, const sdw_named_layer *l, const float *x)
+{
+    float *zero = x ? NULL : calloc((size_t)XM * sdw_linear_in(l->linear), sizeof *zero);
+    float *y = malloc((size_t)XM * sdw_linear_out(l->linear) * sizeof *y);
+    assert_int_equal(sdw_linear_forward(m->be, l->linear, x ? x : zero, XM, y), SDW_OK);
+    free(zero);
+    return y;
+}
+
+/* y = x @ w^T + b in double, rounded to f32. */
+static float *reference_y(const float *x, const float *w, const float *b, int in, int out)
+{
+    float *y = malloc((size_t)XM * out * sizeof *y);
+    for (int m = 0; m < XM; m++)
+        for (int o = 0; o < out; o++) {
+            double s = b[(size_t)m * out + o];
+            for (int k = 0; k < in; k++) s += (double)x[(size_t)m * in + k] * w[(size_t)o * in + k];
+            y[(size_t)m * out + o] = (float)s;
+        }
+    return y;
+}
+
+/* check_file through the layers' outputs, for a model whose transformer is
+ * compact: each mapped layer must give x @ (W + its modules' deltas)^T + b
+ * (W as get_weights decodes it) to f32 rounding, whether it merged (dense:
+ * CLIP-L) or took branches (compact: then its weights and whether it
+ * borrows its rows stay as they were); undoing gives every output back bit
+ * for bit and drops the branches. Returns the worst rel L2. */
+static double check_outputs(sdw_model *m, const char *path, const mapping *map, int n, float te, float unet,
+                            int *n_branched)
+{
+    touched *v = calloc((size_t)n, sizeof *v);
+    const int nt = expected(m, path, map, n, te, unet, false, v);
+    float *x[16], *b[16], *base[16];
+    bool borrows[16];
+    assert_true(nt <= 16);
+    for (int i = 0; i < nt; i++) {
+        x[i] = layer_x(v[i].l, 300u + (uint32_t)i);
+        b[i] = layer_y(m, v[i].l, NULL);
+        base[i] = layer_y(m, v[i].l, x[i]);
+        borrows[i] = sdw_linear_borrows(v[i].l->linear);
+    }
+    sdw_lora_spec spec = { path, te, unet };
+    sdw_lora_report rep;
+    if (sdw_model_set_loras(m, &spec, 1, &rep) != SDW_OK) fail_msg("%s: %s", path, sdw_last_error());
+    assert_int_equal(rep.keys_applied, n);
+    double worst = 0;
+    *n_branched = 0;
+    for (int i = 0; i < nt; i++) {
+        const sdw_named_layer *l = v[i].l;
+        float *y = layer_y(m, l, x[i]), *ref = reference_y(x[i], v[i].want, b[i], v[i].cols, v[i].rows);
+        char what[300];
+        snprintf(what, sizeof what, "%s: %s output", rep.name, l->name);
+        const size_t k = (size_t)XM * v[i].rows;
+        test_check_close(what, y, ref, k, 1e-6);
+        if (test_rel_l2(y, ref, k) > worst) worst = test_rel_l2(y, ref, k);
+        if (sdw_linear_quant_type(l->linear, NULL)) {
+            (*n_branched)++;
+            assert_true(sdw_linear_branch_bytes(l->linear) > 0);
+            float *w = weights(m, l);
+            assert_memory_equal(w, v[i].before, (size_t)v[i].rows * v[i].cols * sizeof *w);
+            assert_true(sdw_linear_borrows(l->linear) == borrows[i]);
+            free(w);
+        }
+        free(y);
+        free(ref);
+    }
+    assert_int_equal(sdw_model_set_loras(m, NULL, 0, NULL), SDW_OK);
+    for (int i = 0; i < nt; i++) {
+        float *y = layer_y(m, v[i].l, x[i]);
+        assert_memory_equal(y, base[i], (size_t)XM * v[i].rows * sizeof *y);
+        assert_int_equal(sdw_linear_branch_bytes(v[i].l->linear), 0);
+        free(y), free(x[i]), free(b[i]), free(base[i]), free(v[i].before), free(v[i].want);
+    }
+    free(v);
+    return worst;
+}
+
+/* LyCORIS forms and DoRA on the tiny transformer (hidden 32), kept beside
+ * compact layers as factors (LoHa: rank 2 x 3; LoKr with a factored w2:
+ * 4 x 2) or as dense rows (LoKr of two full factors: rank 2 x 16 is no
+ * thinner than its 128 x 32 layer; DoRA), on diffusers' norm_out.linear
+ * with its halves swapped too. The second file's DoRA follows the first's
+ * LoHa on that layer: its norms take W with the LoHa merged. */
+typedef struct {
+    const char *part;
+    int d0, d1;
+} part_spec;
+typedef struct {
+    const char *module;
+    const part_spec *parts;
+    int n;
+    float alpha;   /* 0: none in the file */
+    const char *layer;   /* DoRA: the layer whose row norms its magnitudes scatter about */
+    bool swap;           /* its halves swapped */
+} module_spec;
+
+/* DoRA's magnitudes [rows]: the f32 model's row norms of layer, within 10%,
+ * as a trained DoRA's stay near them. */
+static void magnitudes(const module_spec *m, float *mag, int rows)
+{
+    const sdw_named_layer *l = layer_of(flux, 'f', m->layer);
+    float *w = weights(flux, l);
+    const int in = sdw_linear_in(l->linear);
+    for (int r = 0; r < rows; r++) {
+        const int lr = m->swap ? (r + rows / 2) % rows : r;
+        double ss = 0;
+        for (int k = 0; k < in; k++) ss += (double)w[(size_t)lr * in + k] * w[(size_t)lr * in + k];
+        mag[r] = (float)sqrt(ss) * (1.0f + 0.1f * mag[r]);
+    }
+    free(w);
+}
+
+/* A file of the given modules, random factors. */
+static char *write_modules(const module_spec *mods, int n, const char *stem)
+{
+    lora_file f = { 0 };
+    char name[256];
+    for (int i = 0; i < n; i++) {
+        for (int k = 0; k < mods[i].n; k++) {
+            const part_spec *p = &mods[i].parts[k];
+            snprintf(name, sizeof name, "%s.%s", mods[i].module, p->part);
+            add_tensor(&f, name, 2, p->d0, p->d1, (uint32_t)(500 + 10 * i + k));
+            if (strstr(p->part, "dora") || strstr(p->part, "magnitude")) magnitudes(&mods[i], f.data[f.n - 1], p->d0);
+        }
+        if (mods[i].alpha > 0) {
+            snprintf(name, sizeof name, "%s.alpha", mods[i].module);
+            add_tensor(&f, name, 0, 0, 0, 1);
+            f.data[f.n - 1][0] = mods[i].alpha;
+        }
+    }
+    char *path = strdup(write_file(&f, stem));
+    free_file(&f);
+    return path;
+}
+
+static void write_forms(char **a, char **b)
+{
+    static const part_spec hada[] = { { "hada_w1_a", 96, 2 }, { "hada_w1_b", 2, 32 }, { "hada_w2_a", 96, 3 },
+                                      { "hada_w2_b", 3, 32 } };
+    static const part_spec lokr[] = { { "lokr_w1", 4, 4 }, { "lokr_w2_a", 8, 2 }, { "lokr_w2_b", 2, 8 } };
+    static const part_spec lokr_full[] = { { "lokr_w1", 4, 2 }, { "lokr_w2", 32, 16 } };
+    static const part_spec dora[] = { { "lora_down.weight", 4, 160 }, { "lora_up.weight", 32, 4 },
+                                      { "dora_scale", 32, 1 } };
+    static const part_spec hada_out[] = { { "hada_w1_a", 64, 2 }, { "hada_w1_b", 2, 32 }, { "hada_w2_a", 64, 2 },
+                                          { "hada_w2_b", 2, 32 } };
+    static const part_spec dora_out[] = { { "lora_A.weight", 2, 32 }, { "lora_B.weight", 64, 2 },
+                                          { "lora_magnitude_vector", 64, 1 } };
+    static const module_spec in_a[] = {
+        { "lora_unet_double_blocks_0_img_attn_qkv", hada, 4, 1.5f, NULL, false },
+        { "lora_unet_double_blocks_0_img_attn_proj", lokr, 3, 1.0f, NULL, false },
+        { "lora_unet_double_blocks_1_img_mlp_0", lokr_full, 2, 0, NULL, false },
+        { "lora_unet_single_blocks_0_linear2", dora, 3, 4.0f, "single_blocks.0.linear2", false },
+        { "transformer.norm_out.linear", hada_out, 4, 0, NULL, false },
+    };
+    static const module_spec in_b[] = {
+        { "transformer.norm_out.linear", dora_out, 3, 0, "final_layer.adaLN_modulation.1", true },
+    };
+    *a = write_modules(in_a, COUNT(in_a), "forms_a");
+    *b = write_modules(in_b, COUNT(in_b), "forms_b");
+}
+
+/* Every transformer layer of q (compact, LoRAs as branches) against d (the
+ * same file loaded dense, LoRAs merged), on the same x. Returns the worst
+ * rel L2; counts q's layers holding branches. */
+static double compare_layers(const sdw_model *q, const sdw_model *d, int *n_branched)
+{
+    const sdw_layer_list *lq = sdw_flux_layers(q->flux);
+    double worst = 0;
+    *n_branched = 0;
+    for (int i = 0; i < lq->n; i++) {
+        const sdw_named_layer *a = &lq->v[i], *b = layer_of(d, 'f', a->name);
+        float *x = layer_x(a, 700u + (uint32_t)i), *ya = layer_y(q, a, x), *yb = layer_y(d, b, x);
+        const size_t k = (size_t)XM * sdw_linear_out(a->linear);
+        char what[300];
+        snprintf(what, sizeof what, "branches vs merged: %s", a->name);
+        if (test_rel_l2(ya, yb, k) > 1e-6) test_check_close(what, ya, yb, k, 1e-6);
+        if (test_rel_l2(ya, yb, k) > worst) worst = test_rel_l2(ya, yb, k);
+        bool first = true;   /* a fused layer is listed under each of its names */
+        for (int j = 0; j < i; j++) first &= lq->v[j].linear != a->linear;
+        *n_branched += first && sdw_linear_branch_bytes(a->linear) > 0;
+        assert_false(sdw_linear_branch_bytes(b->linear) > 0);
+        free(x), free(ya), free(yb);
+    }
+    return worst;
+}
+
+static void keep_warning(sdw_log_level level, const char *msg, void *user)
+{
+    if (level == SDW_LOG_WARN) snprintf(user, 512, "%s", msg);
+}
+
+/* With branches capped at 1 value beyond a file's own factors, forms_a's
+ * layers (LyCORIS forms, DoRA) merge, re-encoded, with a warning; the
+ * kohya file's plain LoRAs stay branches (they hold only their factors);
+ * undo restores the merged weights exactly. */
+static void dense_branch_cap(sdw_model *q, const char *kohya, const char *forms_a)
+{
+    const sdw_named_layer *full = layer_of(q, 'f', "double_blocks.1.img_mlp.0");
+    const sdw_named_layer *plain = layer_of(q, 'f', "double_blocks.1.img_mod.lin");
+    float *before = weights(q, full);
+    const size_t n = (size_t)sdw_linear_out(full->linear) * sdw_linear_in(full->linear);
+    char warning[512] = "";
+    sdw_set_log(keep_warning, warning, SDW_LOG_WARN);
+    sdw_lora_set_dense_branch_max(1);
+    const sdw_lora_spec set[] = { { kohya, 1.0f, 1.0f }, { forms_a, 1.0f, 1.0f } };
+    if (sdw_model_set_loras(q, set, 2, NULL) != SDW_OK) fail_msg("%s", sdw_last_error());
+    sdw_lora_set_dense_branch_max(0);
+    sdw_set_log(NULL, NULL, SDW_LOG_WARN);
+    printf("  dense branches capped: %s\n", warning);
+    assert_non_null(strstr(warning, "merged into the weights"));
+    assert_int_equal(sdw_linear_branch_bytes(full->linear), 0);
+    assert_true(sdw_linear_branch_bytes(plain->linear) > 0);
+    float *after = weights(q, full);
+    assert_true(memcmp(after, before, n * sizeof *after) != 0);
+    assert_int_equal(sdw_model_set_loras(q, NULL, 0, NULL), SDW_OK);
+    free(after);
+    after = weights(q, full);
+    assert_memory_equal(after, before, n * sizeof *after);
+    assert_int_equal(sdw_linear_branch_bytes(plain->linear), 0);
+    free(after);
+    free(before);
+}
+
+static void gguf_branches(const char *file, const char *label)
+{
+    sdw_model *q, *d;
+    if (load_flux(file, SDW_PRECISION_F32, SDW_WT_KEEP, &q) != SDW_OK) {
+        printf("  %s: not loadable here (%s); skipped\n", label, sdw_last_error());
+        return;
+    }
+    if (load_flux(file, SDW_PRECISION_F32, SDW_WT_F32, &d) != SDW_OK) fail_msg("%s", sdw_last_error());
+    sdw_qtype qt;
+    assert_true(sdw_linear_quant_type(layer_of(q, 'f', "double_blocks.0.img_attn.qkv")->linear, &qt));
+    assert_false(sdw_linear_quant_type(layer_of(d, 'f', "double_blocks.0.img_attn.qkv")->linear, NULL));
+    char kohya[1024], peft[1024];
+    snprintf(kohya, sizeof kohya, "%s", test_data_path(LORAS "flux-tiny-dev-lora-kohya.safetensors"));
+    snprintf(peft, sizeof peft, "%s", test_data_path(LORAS "flux-tiny-dev-lora-peft.safetensors"));
+    int nb, nb2, nb3;
+    /* The reference files against deltas computed here: whole fused layers, and q / k / v row ranges. */
+    double w1 = check_outputs(q, kohya, kohya_map, COUNT(kohya_map), 0.4f, -1.3f, &nb);
+    double w2 = check_outputs(q, peft, peft_map, COUNT(peft_map), 0.75f, 0.75f, &nb2);
+    printf("  %s (%s): layer = x @ (dequantized W + delta)^T + b: kohya worst rel L2 %.3g (%d compact layers "
+           "branched), peft %.3g (%d, q / k / v rows)\n", label, sdw_qtype_name(qt), w1, nb, w2, nb2);
+    /* Four LoRAs at once, LyCORIS forms and DoRA included, against the same set merged into the dense load. */
+    char *fa, *fb;
+    write_forms(&fa, &fb);
+    const sdw_lora_spec set[] = { { kohya, 1.0f, 1.0f }, { peft, 0.75f, 0.75f }, { fa, 1.0f, 0.8f }, { fb, 1.0f, -0.6f } };
+    sdw_lora_report rq[4], rd[4];
+    if (sdw_model_set_loras(q, set, 4, rq) != SDW_OK) fail_msg("%s", sdw_last_error());
+    if (sdw_model_set_loras(d, set, 4, rd) != SDW_OK) fail_msg("%s", sdw_last_error());
+    for (int i = 0; i < 4; i++) assert_int_equal(rq[i].keys_applied, rd[i].keys_applied);
+    double w3 = compare_layers(q, d, &nb3);
+    printf("  %s: kohya + peft + LoHa / LoKr / DoRA files: every transformer layer against the dense load "
+           "merged, worst rel L2 %.3g (%d layers branched)\n", label, w3, nb3);
+    assert_int_equal(sdw_model_set_loras(q, NULL, 0, NULL), SDW_OK);
+    assert_int_equal(sdw_model_set_loras(d, NULL, 0, NULL), SDW_OK);
+    w3 = compare_layers(q, d, &nb3);
+    assert_int_equal(nb3, 0);
+    dense_branch_cap(q, kohya, fa);
+    free(fa), free(fb);
+    sdw_model_free(q);
+    sdw_model_free(d);
+}
+
 static void gguf_transformers(void **state)
 {
     (void)state;
     static const sdw_qtype types[] = { SDW_QT_Q8_0, SDW_QT_Q5_1, SDW_QT_Q4_0, SDW_QT_F8_E4M3, SDW_QT_BF16 };
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) requantize_cost(types[i], 1.0);
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) requantize_cost(types[i], 0.01);
-    gguf_merge(DEV "flux1-dev-Q8_0.gguf", "GGUF Q8_0");
-    gguf_merge(DEV "flux1-dev-Q4_0.gguf", "GGUF Q4_0");
+    gguf_branches(DEV "flux1-dev-Q8_0.gguf", "GGUF Q8_0");
+    gguf_branches(DEV "flux1-dev-Q4_0.gguf", "GGUF Q4_0");
 }
 
 /* ---- the reference cases end to end ---- */
@@ -667,34 +904,45 @@ static void on_tensor(void *user, const char *name, int step, const float *x, in
     free(packed);
 }
 
+/* A reference case's run: its JSON (kept in *j for the strings p points
+ * into), pipeline parameters and LoRA (path: 1024 bytes). */
+static void case_params(const char *name, cJSON **j, sdw_pipeline_params *pp, sdw_lora_spec *spec, char *path)
+{
+    char file[1024];
+    snprintf(file, sizeof file, "flux/cases/%s.json", name);
+    assert_int_equal(sdw_json_load_file(test_data_path(file), j), SDW_OK);
+    const cJSON *lora = cJSON_GetObjectItem(*j, "lora");
+    snprintf(path, 1024, "%s/%s", test_data_path("flux/models"), sdw_json_str(lora, "file", ""));
+    float scale = (float)cJSON_GetObjectItem(lora, "scale")->valuedouble;
+    *spec = (sdw_lora_spec){ path, scale, scale };
+    sdw_pipeline_params *p = pp;
+    sdw_pipeline_params_init(p);
+    p->prompt = sdw_json_str(*j, "prompt", "");
+    p->width = sdw_json_int(*j, "width", 0);
+    p->height = sdw_json_int(*j, "height", 0);
+    p->steps = sdw_json_int(*j, "steps", 0);
+    p->cfg_scale = (float)cJSON_GetObjectItem(*j, "true_cfg_scale")->valuedouble;
+    p->guidance = (float)cJSON_GetObjectItem(*j, "guidance_scale")->valuedouble;
+    p->seed = (uint64_t)cJSON_GetObjectItem(*j, "seed")->valuedouble;
+    p->sampler = SDW_SAMPLER_EULER;
+    p->schedule = SDW_SCHEDULE_FLOW;
+}
+
 /* gate: f32 1e-4; bf16 3e-2 (the README's end-to-end gate for tiny networks). */
 static void run_case(sdw_model *m, const char *name, double gate)
 {
     char path[1024];
-    snprintf(path, sizeof path, "flux/cases/%s.json", name);
     cJSON *j;
-    assert_int_equal(sdw_json_load_file(test_data_path(path), &j), SDW_OK);
-    snprintf(path, sizeof path, "flux/cases/%s.safetensors", name);
-    sdw_safetensors *ref = test_open_st(path);
-    const cJSON *lora = cJSON_GetObjectItem(j, "lora");
-    snprintf(path, sizeof path, "%s/%s", test_data_path("flux/models"), sdw_json_str(lora, "file", ""));
-    float scale = (float)cJSON_GetObjectItem(lora, "scale")->valuedouble;
-    sdw_lora_spec spec = { path, scale, scale };
+    sdw_pipeline_params p;
+    sdw_lora_spec spec;
+    case_params(name, &j, &p, &spec, path);
+    char file[1024];
+    snprintf(file, sizeof file, "flux/cases/%s.safetensors", name);
+    sdw_safetensors *ref = test_open_st(file);
     sdw_lora_report rep;
     if (sdw_model_set_loras(m, &spec, 1, &rep) != SDW_OK) fail_msg("%s: %s", name, sdw_last_error());
     assert_int_equal(rep.keys_applied, rep.keys_total);
 
-    sdw_pipeline_params p;
-    sdw_pipeline_params_init(&p);
-    p.prompt = sdw_json_str(j, "prompt", "");
-    p.width = sdw_json_int(j, "width", 0);
-    p.height = sdw_json_int(j, "height", 0);
-    p.steps = sdw_json_int(j, "steps", 0);
-    p.cfg_scale = (float)cJSON_GetObjectItem(j, "true_cfg_scale")->valuedouble;
-    p.guidance = (float)cJSON_GetObjectItem(j, "guidance_scale")->valuedouble;
-    p.seed = (uint64_t)cJSON_GetObjectItem(j, "seed")->valuedouble;
-    p.sampler = SDW_SAMPLER_EULER;
-    p.schedule = SDW_SCHEDULE_FLOW;
     observer o = { ref, name, 0, 0 };
     p.observe = on_tensor;
     p.observe_user = &o;
@@ -731,12 +979,120 @@ static void reference_cases(void **state)
     run_case(flux, "lora_peft_dev", 1e-4);
 }
 
+/* ---- the GGUF transformers end to end ---- */
+
+/* One run's step latents (packed, as the reference holds them) and image. */
+typedef struct {
+    float *lat, *img;
+    size_t n_lat, n_img;
+    int steps;
+} run_trace;
+
+static void on_trace(void *user, const char *name, int step, const float *x, int ndim, const int64_t *shape)
+{
+    run_trace *t = user;
+    (void)step;
+    if (strcmp(name, "step_latents")) return;
+    assert_int_equal(ndim, 4);
+    const int C = (int)shape[1], h = (int)shape[2], w = (int)shape[3];
+    t->n_lat = (size_t)C * h * w;
+    t->lat = realloc(t->lat, (size_t)(t->steps + 1) * t->n_lat * sizeof *t->lat);
+    sdw_flux_pack(x, C, h, w, t->lat + (size_t)t->steps++ * t->n_lat);
+}
+
+/* lora_kohya_dev's run on m, with its LoRA or without (lora NULL). */
+static run_trace trace_case(sdw_model *m, bool with_lora)
+{
+    char path[1024];
+    cJSON *j;
+    sdw_pipeline_params p;
+    sdw_lora_spec spec;
+    case_params("lora_kohya_dev", &j, &p, &spec, path);
+    if (sdw_model_set_loras(m, &spec, with_lora, NULL) != SDW_OK) fail_msg("%s", sdw_last_error());
+    run_trace t = { 0 };
+    t.n_img = (size_t)p.width * p.height * 3;
+    t.img = malloc(t.n_img * sizeof *t.img);
+    p.observe = on_trace;
+    p.observe_user = &t;
+    if (sdw_pipeline_run(m, &p, t.img) != SDW_OK) fail_msg("%s", sdw_last_error());
+    assert_int_equal(sdw_model_set_loras(m, NULL, 0, NULL), SDW_OK);
+    cJSON_Delete(j);
+    return t;
+}
+
+/* The worst step's rel L2 of a against b (the image's in *img). */
+static double trace_diff(const run_trace *a, const run_trace *b, double *img)
+{
+    assert_int_equal(a->steps, b->steps);
+    double worst = 0;
+    for (int s = 0; s < a->steps; s++) {
+        double e = test_rel_l2(a->lat + (size_t)s * a->n_lat, b->lat + (size_t)s * b->n_lat, a->n_lat);
+        if (e > worst) worst = e;
+    }
+    *img = test_rel_l2(a->img, b->img, a->n_img);
+    return worst;
+}
+
+static void free_trace(run_trace *t)
+{
+    free(t->lat);
+    free(t->img);
+}
+
+/* lora_kohya_dev's pipeline on the GGUF transformer, the LoRA as branches:
+ * it must equal the same file loaded dense with the LoRA merged (to
+ * gate: f32 rounding, or in bf16 the README's end-to-end gate, as the
+ * dense load rounds W + delta to bf16), and miss our own transformer of
+ * the f32 file with the LoRA merged by no more than twice what the GGUF
+ * misses it by without the LoRA (the reference's own steps use the f32
+ * weights: only the quantization of W may part them; a LoRA lost would
+ * miss by its whole effect). */
+static void gguf_pipeline(const char *file, const char *label, sdw_precision prec, double gate)
+{
+    sdw_model *q, *d, *f = flux;
+    if (load_flux(file, prec, SDW_WT_KEEP, &q) != SDW_OK) {
+        printf("  %s: not loadable here (%s); skipped\n", label, sdw_last_error());
+        return;
+    }
+    if (load_flux(file, prec, SDW_WT_F32, &d) != SDW_OK) fail_msg("%s", sdw_last_error());
+    if (prec != SDW_PRECISION_F32 && load_flux(DEV "flux1-dev.safetensors", prec, SDW_WT_KEEP, &f) != SDW_OK)
+        fail_msg("%s", sdw_last_error());
+    run_trace ql = trace_case(q, true), dl = trace_case(d, true), fl = trace_case(f, true);
+    run_trace q0 = trace_case(q, false), f0 = trace_case(f, false);
+    double img_merged, img_lora, img_base, img_effect;
+    const double vs_merged = trace_diff(&ql, &dl, &img_merged);
+    const double lora_err = trace_diff(&ql, &fl, &img_lora), base_err = trace_diff(&q0, &f0, &img_base);
+    const double effect = trace_diff(&fl, &f0, &img_effect);
+    const char *pn = sdw_precision_name(prec);
+    printf("  %s %s lora_kohya_dev: branches vs the dense load merged: worst step rel L2 %.3g, image %.3g\n", label,
+           pn, vs_merged, img_merged);
+    printf("  %s %s lora_kohya_dev vs the f32 file's transformer: with the LoRA %.3g (image %.3g), without %.3g "
+           "(image %.3g); the LoRA's own effect %.3g\n", label, pn, lora_err, img_lora, base_err, img_base, effect);
+    test_check_close("GGUF branches vs merged image", ql.img, dl.img, ql.n_img, gate);
+    assert_true(vs_merged < gate);
+    assert_true(lora_err < 2 * base_err);
+    free_trace(&ql), free_trace(&dl), free_trace(&fl), free_trace(&q0), free_trace(&f0);
+    sdw_model_free(q);
+    sdw_model_free(d);
+    if (f != flux) sdw_model_free(f);
+}
+
+static void gguf_reference_case(void **state)
+{
+    (void)state;
+    gguf_pipeline(DEV "flux1-dev-Q8_0.gguf", "GGUF Q8_0", SDW_PRECISION_F32, 1e-5);
+    gguf_pipeline(DEV "flux1-dev-Q4_0.gguf", "GGUF Q4_0", SDW_PRECISION_F32, 1e-5);
+    if (!test_precision_runs(SDW_PRECISION_BF16)) return;
+    gguf_pipeline(DEV "flux1-dev-Q8_0.gguf", "GGUF Q8_0", SDW_PRECISION_BF16, 3e-2);
+    gguf_pipeline(DEV "flux1-dev-Q4_0.gguf", "GGUF Q4_0", SDW_PRECISION_BF16, 3e-2);
+}
+
 static void reference_cases_bf16(void **state)
 {
     (void)state;
     if (!test_precision_runs(SDW_PRECISION_BF16)) return;
     sdw_model *m;
-    if (load_flux(DEV "flux1-dev.safetensors", SDW_PRECISION_BF16, &m) != SDW_OK) fail_msg("%s", sdw_last_error());
+    if (load_flux(DEV "flux1-dev.safetensors", SDW_PRECISION_BF16, SDW_WT_KEEP, &m) != SDW_OK) fail_msg("%s", sdw_last_error());
     run_case(m, "lora_kohya_dev", 3e-2);
     run_case(m, "lora_peft_dev", 3e-2);
     sdw_model_free(m);
@@ -755,6 +1111,7 @@ int main(void)
         cmocka_unit_test(families_refused),
         cmocka_unit_test(gguf_transformers),
         cmocka_unit_test(reference_cases),
+        cmocka_unit_test(gguf_reference_case),
         cmocka_unit_test(reference_cases_bf16),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

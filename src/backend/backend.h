@@ -87,6 +87,11 @@ void sdw_backend_set_up2x_band_bytes(sdw_backend *be, size_t bytes);
  * on top of what creating them stored. */
 size_t sdw_backend_derived_bytes(const sdw_backend *be);
 
+/* The weight format models loaded on this backend store their large linear
+ * layers in (sdw_weight_type; every loader reads it, sdw_wl_init). */
+void sdw_backend_set_weight_type(sdw_backend *be, sdw_weight_type t);
+sdw_weight_type sdw_backend_weight_type(const sdw_backend *be);
+
 /* ---- linear: y[M, out] = x[M, in] @ W^T + b ---- */
 typedef struct sdw_linear sdw_linear;
 /* w is PyTorch's [out, in] row-major, bias [out] or NULL. Both are copied. */
@@ -148,6 +153,28 @@ sdw_status sdw_linear_create_quant(sdw_backend *be, int in, int out, sdw_qtype t
                                    const float *bias, sdw_linear **out_layer);
 /* Whether l holds compact weights, and their type in *t (may be NULL). */
 bool sdw_linear_quant_type(const sdw_linear *l, sdw_qtype *t);
+/* The same layer on rows it does not copy: they stay in the caller's
+ * (read-only) memory, a file mapping that outlives the layer, so the system
+ * pages them in on use and may drop them again. A layer about to be written
+ * (set_weights, sdw_linear_stored) takes its own copy first. */
+sdw_status sdw_linear_create_quant_borrowed(sdw_backend *be, int in, int out, sdw_qtype t, const void *rows,
+                                            const float *bias, sdw_linear **out_layer);
+bool sdw_linear_borrows(const sdw_linear *l);
+/* sdw_linear_bytes less the borrowed rows: what the layer itself allocated. */
+size_t sdw_linear_held_bytes(const sdw_linear *l);
+/* Low-rank branches beside a layer's weights (linear_branch.c), how a LoRA
+ * stays exact on compact weights: after the layer's product, every
+ * sdw_linear_forward* entry point adds
+ *   y[:, row0 : row0 + rows] += (x @ D^T) @ U^T
+ * in f32 whatever the precision (for an activation or GEGLU result, before
+ * the rounding to bf16 / the GEGLU). D is [r, in], U [rows, r] (any scale
+ * folded in), both f32 and copied; U NULL makes a dense branch: D is then
+ * the change's rows themselves, [rows, in], and r must equal rows. A layer
+ * may hold several, at any rows, overlapping or not; FLOPs are counted
+ * ("lora_branch"). get_weights / stored show the weights without them. */
+sdw_status sdw_linear_add_branch(sdw_linear *l, int row0, int rows, int r, const float *D, const float *U);
+void sdw_linear_clear_branches(sdw_linear *l);
+size_t sdw_linear_branch_bytes(const sdw_linear *l);   /* held by the branches */
 
 /* ---- conv2d: x [N, H, W, Cin] -> y [N, Ho, Wo, Cout] (NHWC) ---- */
 typedef struct sdw_conv2d sdw_conv2d;

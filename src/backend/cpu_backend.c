@@ -84,6 +84,8 @@ void sdw_backend_free(sdw_backend *be)
 }
 
 sdw_precision sdw_backend_precision(const sdw_backend *be) { return be->precision; }
+void sdw_backend_set_weight_type(sdw_backend *be, sdw_weight_type t) { be->weight_type = t; }
+sdw_weight_type sdw_backend_weight_type(const sdw_backend *be) { return be->weight_type; }
 double sdw_backend_flops(const sdw_backend *be) { return be->flops; }
 void sdw_backend_op_stats(const sdw_backend *be, sdw_op_stats *out) { *out = be->ops; }
 

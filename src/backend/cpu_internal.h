@@ -53,6 +53,8 @@ enum {
     SDW_SCR_UP2X_OUT, /* one output phase of it */
     SDW_SCR_LINEAR_TAIL, /* a linear source's last, partial block of rows padded to a whole one (linear_amx.c) */
     SDW_SCR_QUANT,    /* the threads' panels of dequantized weights and result tiles (linear_quant.c) */
+    SDW_SCR_BRANCH,   /* a linear's branches: x as f32 and x @ D^T, a chunk of rows (linear_branch.c) */
+    SDW_SCR_BRANCH_Y, /* f32 result of a branched linear before it becomes a bf16 activation (linear.c) */
     SDW_SCR_COUNT
 };
 
@@ -110,6 +112,7 @@ struct sdw_backend {
     int n_shapes;
     dnnl_stream_t *tstreams;  /* one per OpenMP thread, for sdw_prim_exec_thread */
     int n_tstreams;
+    sdw_weight_type weight_type;  /* for the model loaders (sdw_backend_set_weight_type) */
 };
 
 sdw_status sdw_dnnl_fail(dnnl_status_t s, const char *what);

@@ -7,10 +7,12 @@
  * that stored layout. Where the CPU has AMX, 32 rows or more run on
  * linear_amx.c, which reads that same layout. A layer made from compact
  * weights (sdw_linear_create_quant) keeps them as they are and runs on
- * linear_quant.c. */
+ * linear_quant.c. Any layer may also carry low-rank branches (a LoRA kept
+ * beside compact weights), added to its f32 result by linear_branch.c. */
 #include "backend/cpu_internal.h"
 #include "backend/amx.h"
 #include "backend/linear_amx.h"
+#include "backend/linear_branch.h"
 #include "backend/linear_quant.h"
 #include <stdlib.h>
 
@@ -25,6 +27,8 @@ struct sdw_linear {
     bool quant;                 /* w holds out rows of row_bytes in format qt (linear_quant.c) */
     sdw_qtype qt;
     size_t row_bytes;
+    bool borrowed;              /* w points into the caller's read-only memory (a file mapping) */
+    sdw_lbranches *branches;    /* low-rank additions beside w (LoRA, linear_branch.c), or NULL */
 };
 
 static dnnl_data_type_t compute_dt(const sdw_backend *be)
@@ -119,8 +123,8 @@ sdw_status sdw_linear_create(sdw_backend *be, int in, int out, const float *w, c
     return SDW_OK;
 }
 
-sdw_status sdw_linear_create_quant(sdw_backend *be, int in, int out, sdw_qtype t, const void *rows,
-                                   const float *bias, sdw_linear **out_layer)
+static sdw_status create_quant(sdw_backend *be, int in, int out, sdw_qtype t, const void *rows, const float *bias,
+                               bool borrow, sdw_linear **out_layer)
 {
     *out_layer = NULL;
     const size_t rb = sdw_qtype_row_bytes(t, in);
@@ -130,15 +134,41 @@ sdw_status sdw_linear_create_quant(sdw_backend *be, int in, int out, sdw_qtype t
     sdw_linear *l = calloc(1, sizeof *l);
     if (!l) return sdw_fail(SDW_ERR_NOMEM, "linear: out of memory");
     *l = (sdw_linear){ .in = in, .out = out, .dt = compute_dt(be), .quant = true, .qt = t, .row_bytes = rb,
-                       .wbytes = rb * (size_t)out };
-    l->w = malloc(l->wbytes);
+                       .wbytes = rb * (size_t)out, .borrowed = borrow };
+    l->w = borrow ? (void *)rows : malloc(l->wbytes);
     sdw_status st = l->w ? copy_bias(l, bias) : sdw_fail(SDW_ERR_NOMEM, "linear: out of memory");
     if (st != SDW_OK) {
         sdw_linear_free(l);
         return sdw_fail_context(st, "linear %d -> %d", in, out);
     }
-    memcpy(l->w, rows, l->wbytes);
+    if (!borrow) memcpy(l->w, rows, l->wbytes);
     *out_layer = l;
+    return SDW_OK;
+}
+
+sdw_status sdw_linear_create_quant(sdw_backend *be, int in, int out, sdw_qtype t, const void *rows,
+                                   const float *bias, sdw_linear **out_layer)
+{
+    return create_quant(be, in, out, t, rows, bias, false, out_layer);
+}
+
+sdw_status sdw_linear_create_quant_borrowed(sdw_backend *be, int in, int out, sdw_qtype t, const void *rows,
+                                            const float *bias, sdw_linear **out_layer)
+{
+    return create_quant(be, in, out, t, rows, bias, true, out_layer);
+}
+
+bool sdw_linear_borrows(const sdw_linear *l) { return l->borrowed; }
+
+/* A layer about to be written takes its own copy of borrowed rows. */
+static sdw_status own_rows(sdw_linear *l)
+{
+    if (!l->borrowed) return SDW_OK;
+    void *w = malloc(l->wbytes);
+    if (!w) return sdw_fail(SDW_ERR_NOMEM, "linear: out of memory copying %zu bytes of weights", l->wbytes);
+    memcpy(w, l->w, l->wbytes);
+    l->w = w;
+    l->borrowed = false;
     return SDW_OK;
 }
 
@@ -151,7 +181,7 @@ bool sdw_linear_quant_type(const sdw_linear *l, sdw_qtype *t)
 /* x is f32, or already in the compute type when x_is_act; y is f32, or
  * written in the compute type when y_is_act (half the bytes to store in
  * bf16, and what the attention or GEGLU after it reads). */
-static sdw_status forward(sdw_backend *be, const sdw_linear *l, const void *x, bool x_is_act, int64_t M, void *y,
+static sdw_status product(sdw_backend *be, const sdw_linear *l, const void *x, bool x_is_act, int64_t M, void *y,
                           bool y_is_act, int64_t flags)
 {
     if (M < 0) return sdw_fail(SDW_ERR_INVALID_ARG, "linear: M = %lld", (long long)M);
@@ -196,6 +226,35 @@ static sdw_status forward(sdw_backend *be, const sdw_linear *l, const void *x, b
     return SDW_OK;
 }
 
+/* A bf16 activation from a layer with branches is made from the f32 sum of
+ * both, a chunk of rows of this many bytes at a time. */
+#define BRANCH_Y_BYTES ((size_t)32 << 20)
+
+/* The product, then the layer's branches on its f32 result. */
+static sdw_status forward(sdw_backend *be, const sdw_linear *l, const void *x, bool x_is_act, int64_t M, void *y,
+                          bool y_is_act, int64_t flags)
+{
+    if (!l->branches || M <= 0) return product(be, l, x, x_is_act, M, y, y_is_act, flags);
+    const bool bf = l->dt == dnnl_bf16, x_bf = x_is_act && bf;
+    if (!(y_is_act && bf)) {
+        SDW_TRY(product(be, l, x, x_is_act, M, y, y_is_act, flags));
+        return sdw_lbranches_forward(be, l->branches, x, x_bf, M, y, l->out);
+    }
+    int64_t mc = (int64_t)(BRANCH_Y_BYTES / (sizeof(float) * (size_t)l->out));
+    mc = mc < 1 ? 1 : mc > M ? M : mc;
+    float *t = sdw_scratch(be, SDW_SCR_BRANCH_Y, sizeof(float) * (size_t)mc * (size_t)l->out);
+    if (!t) return SDW_ERR_NOMEM;
+    const size_t xsz = x_bf ? sizeof(uint16_t) : sizeof(float);
+    for (int64_t m0 = 0; m0 < M; m0 += mc) {
+        const int64_t n = M - m0 < mc ? M - m0 : mc;
+        const void *xc = (const char *)x + xsz * (size_t)m0 * (size_t)l->in;
+        SDW_TRY(product(be, l, xc, x_is_act, n, t, false, 0));
+        SDW_TRY(sdw_lbranches_forward(be, l->branches, xc, x_bf, n, t, l->out));
+        sdw_cvt_bf16((uint16_t *)y + (size_t)m0 * (size_t)l->out, t, (size_t)n * (size_t)l->out);
+    }
+    return SDW_OK;
+}
+
 sdw_status sdw_linear_forward(sdw_backend *be, const sdw_linear *l, const float *x, int64_t M, float *y)
 {
     return forward(be, l, x, false, M, y, false, 0);
@@ -222,7 +281,7 @@ sdw_status sdw_linear_forward_geglu_act(sdw_backend *be, const sdw_linear *l, co
                                         void *tmp_act, void *out_act)
 {
     if (l->out % 2) return sdw_fail(SDW_ERR_INVALID_ARG, "linear: GEGLU of an odd width %d", l->out);
-    if (!sdw_linear_uses_own_kernel(be, l, M)) {
+    if (!sdw_linear_uses_own_kernel(be, l, M) || l->branches) {   /* branches add before the GEGLU */
         SDW_TRY(sdw_linear_forward_to_act(be, l, act, M, tmp_act));
         sdw_geglu_act(be, tmp_act, M, l->out / 2, out_act);
         return SDW_OK;
@@ -253,6 +312,7 @@ sdw_status sdw_linear_get_weights(sdw_backend *be, const sdw_linear *l, float *w
 sdw_status sdw_linear_set_weights(sdw_backend *be, sdw_linear *l, const float *w)
 {
     if (l->quant) { /* requantized into the layer's own type, so it keeps its size */
+        SDW_TRY(own_rows(l));
 #pragma omp parallel for schedule(static) if (l->wbytes > 65536)
         for (int r = 0; r < l->out; r++)
             sdw_qtype_quantize_row(l->qt, w + (size_t)r * l->in, (uint8_t *)l->w + (size_t)r * l->row_bytes, l->in);
@@ -266,7 +326,7 @@ sdw_status sdw_linear_set_weights(sdw_backend *be, sdw_linear *l, const float *w
 void *sdw_linear_stored(sdw_linear *l, size_t *bytes)
 {
     *bytes = l->wbytes;
-    return l->w;
+    return own_rows(l) == SDW_OK ? l->w : NULL;
 }
 
 bool sdw_linear_uses_own_kernel(const sdw_backend *be, const sdw_linear *l, int64_t M)
@@ -280,14 +340,22 @@ bool sdw_backend_set_own_linear(sdw_backend *be, bool on)
     return on && be->precision == SDW_PRECISION_BF16 && sdw_amx_usable();
 }
 
+sdw_lbranches **sdw_linear_branch_slot(sdw_linear *l) { return &l->branches; }
+const sdw_lbranches *sdw_linear_branch_set(const sdw_linear *l) { return l->branches; }
+
 int sdw_linear_in(const sdw_linear *l) { return l->in; }
 int sdw_linear_out(const sdw_linear *l) { return l->out; }
 size_t sdw_linear_bytes(const sdw_linear *l) { return l->wbytes + (l->bias ? sizeof(float) * (size_t)l->out : 0); }
+size_t sdw_linear_held_bytes(const sdw_linear *l)
+{
+    return l ? sdw_linear_bytes(l) - (l->borrowed ? l->wbytes : 0) : 0;
+}
 
 void sdw_linear_free(sdw_linear *l)
 {
     if (!l) return;
-    free(l->w);
+    sdw_lbranches_free(l->branches);
+    if (!l->borrowed) free(l->w);
     free(l->bias);
     free(l);
 }

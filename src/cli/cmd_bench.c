@@ -23,6 +23,7 @@ typedef struct {
     float cfg, sustained;   /* cfg NAN: the family's (7 for SD, FLUX's 1) */
     sdw_precision precision;
     bench_weights weights;
+    sdw_weight_type weight_type;
     bool json, verbose, no_winograd, shapes, paired;
 } options;
 
@@ -33,6 +34,7 @@ static void usage(FILE *f)
             "    [-W 512 -H 512] [--steps 20] [--cfg-scale 7] [--precision auto|f32|bf16] [--repeat 3]\n"
             "    [--threads N] [--sustained 3] [--paired] [--no-winograd] [--shapes] [-p PROMPT] [-n NEGATIVE]\n"
             "    [--weights q8_0|bf16] [--vae FILE] [--clip-l FILE] [--t5xxl FILE] [--json] [-v]\n"
+            "    [--weight-type keep|f32|bf16|q8_0|q5_1|q5_0|q4_1|q4_0] (large linear layers held as)\n"
             "Times text encode, one denoiser evaluation (UNet; FLUX: transformer), one sampling step,\n"
             "VAE decode and VAE encode (median of --repeat runs), with the FLOPs the backend ran,\n"
             "the TFLOP/s achieved and the %% of this machine's peak (bf16 / f32 conv and matmul,\n"
@@ -96,7 +98,9 @@ static int parse(int argc, char **argv, options *o)
         else if (IS("--vae")) o->vae = v;
         else if (IS("--clip-l")) o->clip_l = v;
         else if (IS("--t5xxl") || IS("--t5")) o->t5xxl = v;
-        else if (IS("--weights")) {
+        else if (IS("--weight-type")) {
+            if (sdw_weight_type_parse(v, &o->weight_type) != SDW_OK) return bad("%s", sdw_last_error());
+        } else if (IS("--weights")) {
             if (!strcmp(v, "q8_0") || !strcmp(v, "Q8_0")) o->weights = BENCH_WEIGHTS_Q8_0;
             else if (!strcmp(v, "bf16") || !strcmp(v, "BF16")) o->weights = BENCH_WEIGHTS_BF16;
             else return bad("--weights must be q8_0 or bf16, not '%s'", v);
@@ -256,6 +260,7 @@ int cmd_bench(int argc, char **argv)
     lp.vae_path = o.vae;
     lp.clip_l_path = o.clip_l;
     lp.t5_path = o.t5xxl;
+    lp.weight_type = o.weight_type;
     const char *model = o.model;
     if (o.family) {
         const bench_family *f = bench_family_find(o.family);

@@ -32,6 +32,8 @@ typedef struct {
     sdw_rng_kind rng;
     sdw_precision precision;
     sdw_prediction prediction;
+    sdw_weight_type weight_type;
+    int page_out;
 } options;
 
 static void usage(FILE *f)
@@ -42,6 +44,8 @@ static void usage(FILE *f)
             "    [-i INIT_IMAGE [--strength S]] [--mask MASK_IMAGE] [--clip-skip N]\n"
             "    [--batch-size N] [--batch-count N] [--dump DIR] [--prediction auto|eps|v] [--vae FILE]\n"
             "    [--clip-l FILE] [--t5xxl FILE] [--guidance G] (FLUX: its text encoders; dev's distilled guidance)\n"
+            "    [--weight-type keep|f32|bf16|q8_0|q5_1|q5_0|q4_1|q4_0] (large linear layers held as)\n"
+            "    [--page-out auto|always|never] (FLUX: T5 and transformer take turns in memory)\n"
             "    [--precision auto|f32|bf16] [--threads N] [--preview-every N --preview-dir DIR]\n"
             "    [--preset auto|turbo|none] [--lora FILE[:W]]... [--lora-dir DIR]\n"
             "    [--vae-tiling | --no-vae-tiling] (default: tiled above 1024x1024 pixels)\n"
@@ -64,6 +68,7 @@ static int parse(int argc, char **argv, options *o)
     o->batch_size = o->batch_count = 1;
     o->cfg = NAN;
     o->guidance = -1.0f;
+    o->page_out = -1;
     o->strength = 0.75f;
     o->turbo = -1;
     o->vae_tiling = -1;
@@ -85,6 +90,12 @@ static int parse(int argc, char **argv, options *o)
         else if (IS("-o") || IS("--output")) o->out = v;
         else if (IS("--vae")) o->vae = v;
         else if (IS("--clip-l")) o->clip_l = v;
+        else if (IS("--page-out")) {
+            if (!strcmp(v, "auto")) o->page_out = -1;
+            else if (!strcmp(v, "always")) o->page_out = 1;
+            else if (!strcmp(v, "never")) o->page_out = 0;
+            else return bad("--page-out must be auto, always or never, not '%s'", v);
+        } else if (IS("--weight-type")) { if (sdw_weight_type_parse(v, &o->weight_type) != SDW_OK) return bad("%s", sdw_last_error()); }
         else if (IS("--t5xxl") || IS("--t5")) o->t5xxl = v;
         else if (IS("--guidance") || IS("--distilled-cfg-scale")) { if (!cli_parse_float(v, 0, 100, &o->guidance)) return bad("--guidance must be in 0..100, not '%s'", v); }
         else if (IS("--dump")) o->dump_dir = v;
@@ -243,6 +254,8 @@ int cmd_generate(int argc, char **argv)
     lp.vae_path = o.vae;
     lp.clip_l_path = o.clip_l;
     lp.t5_path = o.t5xxl;
+    lp.weight_type = o.weight_type;
+    lp.page_out = o.page_out;
     lp.with_vae_encoder = o.init != NULL;
     sdw_model *m;
     if (sdw_model_load(o.model, &lp, &m) != SDW_OK) return fail(NULL);

@@ -25,6 +25,7 @@ static void usage(FILE *f)
             "    [--max-pixels 4194304] [--max-body 50M] [--max-prompt 10000] [--request-timeout 30]\n"
             "    [--drain-timeout 30] [--max-connections 256] [--keepalive 15] [--precision auto|f32|bf16]\n"
             "    [--prediction auto|eps|v] [--vae FILE] [--clip-l FILE] [--t5xxl FILE] [--threads N]\n"
+            "    [--weight-type keep|f32|bf16|q8_0|q5_1|q5_0|q4_1|q4_0]\n"
             "    [--preset auto|turbo|none] [-v]\n"
             "  --clip-l and --t5xxl give FLUX's text encoders as separate files (as --vae the VAE); they\n"
             "  are used for every FLUX model loaded, the one at start and those jobs switch to.\n"
@@ -100,6 +101,9 @@ static int parse(int argc, char **argv, options *o)
         else if (IS("--vae")) o->c.engine.load.vae_path = v;
         else if (IS("--clip-l")) o->c.engine.load.clip_l_path = v;
         else if (IS("--t5xxl") || IS("--t5")) o->c.engine.load.t5_path = v;
+        else if (IS("--weight-type")) {
+            if (sdw_weight_type_parse(v, &o->c.engine.load.weight_type) != SDW_OK) return bad("%s", sdw_last_error());
+        }
         else if (IS("--precision")) { if (!cli_parse_precision(v, &o->c.engine.load.precision)) return bad("--precision must be auto, f32 or bf16, not '%s'", v); }
         else if (IS("--prediction")) { if (!cli_parse_prediction(v, &o->c.engine.load.prediction)) return bad("--prediction must be auto, eps or v, not '%s'", v); }
         else if (IS("--preset")) {

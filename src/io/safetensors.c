@@ -359,6 +359,11 @@ void sdw_st_release(const sdw_safetensors *st, const sdw_st_tensor *t)
     if (end > begin) madvise((void *)begin, end - begin, MADV_DONTNEED);
 }
 
+void sdw_st_page_out(const sdw_safetensors *st)
+{
+    if (st && st->map && st->map_size) madvise(st->map, st->map_size, MADV_DONTNEED);
+}
+
 sdw_status sdw_st_read_i64(const sdw_safetensors *st, const sdw_st_tensor *t, int64_t **out)
 {
     if (t->dtype != SDW_ST_I64 && t->dtype != SDW_ST_I32)

@@ -50,6 +50,10 @@ typedef struct {
     sdw_st_meta *meta;       /* see sdw_st_meta */
     int n_meta;
     char *strings;           /* storage for names and metadata */
+    /* Set by an owner that keeps the file open as long as what is loaded
+     * from it: loaders may then point layers at the mapping instead of
+     * copying (compact weights stored as they are computed on). */
+    bool keep_mapped;
 } sdw_safetensors;
 
 /* Maps and parses the file at path: a GGUF file when it begins with the GGUF
@@ -87,6 +91,9 @@ sdw_status sdw_st_load_f32(const sdw_safetensors *st, const char *name, sdw_tens
  * converted (they would otherwise count in RSS until close: the whole file
  * on top of the converted weights). Reading it again re-reads the file. */
 void sdw_st_release(const sdw_safetensors *st, const sdw_st_tensor *t);
+/* The same for the whole mapping: every page goes back to the system (and
+ * is read again from the file on its next use). */
+void sdw_st_page_out(const sdw_safetensors *st);
 /* Reads an integer tensor (I64/I32) into a malloc'd int64 array. */
 sdw_status sdw_st_read_i64(const sdw_safetensors *st, const sdw_st_tensor *t, int64_t **out);
 #endif

@@ -1,12 +1,33 @@
-/* lora.c: merging a set of adapters into a model's compute weights and
- * undoing it exactly.
+/* lora.c: applying a set of adapters to a model's layers and undoing it
+ * exactly.
  *
- * Every layer a set touches has its stored bytes (bf16 or f32, in oneDNN's
- * layout) copied once before the first change; undo copies them back, so the
- * base weights return bit for bit whatever rounding the merge did. Merging a
- * layer reads its weights back as f32, adds each module's delta to its rows
- * (q, k and v share one stacked layer) and writes them into the stored layout;
- * a quantized layer (GGUF) decodes and re-encodes the same way.
+ * Dense layers (f32 or bf16 in oneDNN's layout) take the change merged:
+ * every layer a set touches has its stored bytes copied once before the
+ * first change; undo copies them back, so the base weights return bit for
+ * bit whatever rounding the merge did. Merging a layer reads its weights
+ * back as f32, adds each module's delta to its rows (q, k and v share one
+ * stacked layer) and writes them into the stored layout.
+ *
+ * Compact layers (GGUF blocks, float8, bf16 under f32 precision:
+ * sdw_linear_quant_type) are not merged: re-encoding W + delta rounds most
+ * of a trained LoRA away (a change of 1% of W kept 2% of itself in Q4_0, 8%
+ * in Q5_1, 27% in float8 E4M3, and Q8_0 added noise 0.37x the change), and
+ * their rows may be a read-only file mapping. Each module becomes a branch
+ * beside the layer instead (sdw_linear_add_branch: y[:, its rows] +=
+ * (x @ D^T) @ U^T in f32), so the layer computes x @ (dequant(W) +
+ * delta)^T to f32 rounding. Plain LoRA, LoHa and LoKr without Tucker cores
+ * factor exactly (rank r, r1 r2, p q: sdw_lora_factor_rank); the rest
+ * (DoRA, Tucker cores) and factors no thinner than the layer become a dense
+ * branch holding the change's rows in f32 (DoRA's from the dequantized
+ * weights plus the earlier modules on the layer). A plain LoRA's branch
+ * holds just its file's factors, at any rank; any other branch may hold at
+ * most DENSE_BRANCH_MAX values (16 MiB). Past that it would cost more
+ * memory than compact weights save (a dense 3072 x 3072 FLUX layer: 36 MiB;
+ * a rank 32 x 32 LoHa on it: 24 MiB), so that layer is merged and
+ * re-encoded as before, with a warning naming it: DoRA and full-rank LoKr
+ * on FLUX-sized layers go this way. Undo drops the branches. Which way a
+ * layer went shows only in accuracy: the same modules count as applied
+ * either way.
  *
  * Module keys (lora_keys.h) are matched against every name a model's layers
  * go by: SD's UNet by diffusers and LDM names, FLUX's transformer by BFL,
@@ -45,12 +66,22 @@ typedef struct {
     struct stat st;
 } applied_lora;
 
+/* A dense branch (a change that does not factor) holds its rows in f32;
+ * past this many values a layer is merged into its compact weights instead
+ * (tests lower it: sdw_lora_set_dense_branch_max). */
+#define DENSE_BRANCH_MAX ((size_t)1 << 22)
+static size_t dense_branch_max = DENSE_BRANCH_MAX;
+
+void sdw_lora_set_dense_branch_max(size_t values) { dense_branch_max = values ? values : DENSE_BRANCH_MAX; }
+
 struct sdw_lora_state {
     target *targets;                /* sorted by key */
     int n_targets;
     sdw_layer_list aliases;         /* FLUX layers under names the model does not list */
     saved *saved;
     int n_saved, cap_saved;
+    sdw_linear **branched;          /* compact layers holding branches */
+    int n_branched, cap_branched;
     applied_lora *set;              /* what the weights hold now */
     int n_set;
     sdw_lora_report *reports;
@@ -164,6 +195,7 @@ static sdw_status save_once(struct sdw_lora_state *s, const sdw_named_layer *l)
     }
     size_t bytes;
     void *data = stored(l, &bytes);
+    if (!data) return sdw_fail(SDW_ERR_NOMEM, "out of memory copying weights for LoRA");
     void *copy = malloc(bytes);
     if (!copy) return sdw_fail(SDW_ERR_NOMEM, "out of memory saving weights for LoRA");
     memcpy(copy, data, bytes);
@@ -181,6 +213,8 @@ static void restore(struct sdw_lora_state *s)
         free(s->saved[i].copy);
     }
     s->n_saved = 0;
+    for (int i = 0; i < s->n_branched; i++) sdw_linear_clear_branches(s->branched[i]);
+    s->n_branched = 0;
     for (int i = 0; i < s->n_set; i++) free(s->set[i].path);
     free(s->set);
     free(s->reports);
@@ -194,6 +228,7 @@ void sdw_lora_state_free(struct sdw_lora_state *s)
     if (!s) return;
     restore(s);
     free(s->saved);
+    free(s->branched);
     free(s->targets);
     sdw_layer_list_free(&s->aliases);
     free(s);
@@ -435,6 +470,141 @@ static sdw_status merge_layer(sdw_model *m, struct sdw_lora_state *s, const patc
     return l->linear ? sdw_linear_set_weights(m->be, l->linear, W) : sdw_conv2d_set_weights(m->be, l->conv, W);
 }
 
+/* ---- compact layers: branches beside the weights ---- */
+
+static bool compact(const sdw_named_layer *l) { return l->linear && sdw_linear_quant_type(l->linear, NULL); }
+
+static sdw_status note_branched(struct sdw_lora_state *s, sdw_linear *l)
+{
+    for (int i = 0; i < s->n_branched; i++)
+        if (s->branched[i] == l) return SDW_OK;
+    if (s->n_branched == s->cap_branched) {
+        int c = s->cap_branched ? 2 * s->cap_branched : 256;
+        sdw_linear **p = realloc(s->branched, (size_t)c * sizeof *p);
+        if (!p) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+        s->branched = p;
+        s->cap_branched = c;
+    }
+    s->branched[s->n_branched++] = l;
+    return SDW_OK;
+}
+
+/* The rank of the factors a module's branch takes, or 0 for a dense one:
+ * factors no thinner than the layer's rows would cost more than them. */
+static int branch_rank(const sdw_lora_parts *parts, sdw_lora_target_shape sh)
+{
+    int64_t r = sdw_lora_factor_rank(parts, sh);
+    return r * ((int64_t)sh.rows + sh.in) < (int64_t)sh.rows * sh.in ? (int)r : 0;
+}
+
+/* f32 values a module's branch of rank r (0: dense) holds, where that is
+ * more than the file's own factors: a plain LoRA's branch holds just them,
+ * whatever its rank (the user chose that size), LoHa's r1 r2 factors and
+ * a dense change's rows may hold far more. */
+static size_t branch_excess(const sdw_lora_parts *parts, sdw_lora_target_shape sh, int r)
+{
+    if (r && parts->t[SDW_LORA_UP]) return 0;
+    return (size_t)(r ? r : sh.rows) * (size_t)(r ? sh.rows + sh.in : sh.in);
+}
+
+/* The module's change as a dense branch's rows, in the module's row order:
+ * strength * delta, or for DoRA what the merge does to W's rows (W: the
+ * layer's dequantized weights with the earlier modules merged). */
+static sdw_status dense_change(const patch *pt, const sdw_lora_parts *parts, sdw_lora_target_shape sh, float *Wl,
+                               buffers *b, float *E)
+{
+    const size_t n = (size_t)sh.rows * sh.in;
+    if (!parts->t[SDW_LORA_DORA_SCALE]) {
+        SDW_TRY(sdw_lora_delta(parts, pt->m->key, sh, E));
+        for (size_t i = 0; i < n; i++) E[i] *= pt->strength;
+        return SDW_OK;
+    }
+    memcpy(E, Wl, n * sizeof *E);
+    SDW_TRY(sdw_lora_merge(parts, pt->m->key, sh, pt->strength, b->delta, Wl, b->work));
+    for (size_t i = 0; i < n; i++) E[i] = Wl[i] - E[i];
+    return SDW_OK;
+}
+
+/* One module as a branch of rank r (0: dense). W, when the layer has a
+ * DoRA module, follows every module merged, for the norms DoRA takes. */
+static sdw_status branch_module(const patch *pt, const sdw_lora_parts *parts, int r, float *W, buffers *b)
+{
+    const sdw_named_layer *li = pt->m->t->layer;
+    const sdw_lora_target_shape sh = shape_of(li);
+    const size_t cols = (size_t)sh.in;
+    const bool swap = pt->m->t->swap_halves;
+    float *Wl = W ? W + (size_t)li->row0 * cols : NULL;
+    float *U = r ? malloc((size_t)sh.rows * r * sizeof *U) : NULL;
+    float *D = malloc((size_t)(r ? r : sh.rows) * cols * sizeof *D);
+    sdw_status st = D && (U || !r) ? SDW_OK : sdw_fail(SDW_ERR_NOMEM, "out of memory for a LoRA branch");
+    const bool swapped = st == SDW_OK && Wl && swap;
+    if (swapped) swap_halves(Wl, sh.rows, cols);
+    if (st == SDW_OK && r) {
+        st = sdw_lora_factors(parts, pt->m->key, sh, pt->strength, U, D);
+        if (st == SDW_OK && Wl) st = sdw_lora_merge(parts, pt->m->key, sh, pt->strength, b->delta, Wl, b->work);
+    } else if (st == SDW_OK) {
+        st = dense_change(pt, parts, sh, Wl, b, D);
+        if (st == SDW_OK && Wl && !parts->t[SDW_LORA_DORA_SCALE])
+            for (size_t i = 0; i < (size_t)sh.rows * cols; i++) Wl[i] += D[i];
+    }
+    if (swapped) swap_halves(Wl, sh.rows, cols);
+    if (st == SDW_OK && swap) {   /* into the layer's row order */
+        if (r) swap_halves(U, sh.rows, (size_t)r);
+        else swap_halves(D, sh.rows, cols);
+    }
+    if (st == SDW_OK) st = sdw_linear_add_branch(li->linear, li->row0, sh.rows, r ? r : sh.rows, D, U);
+    free(U);
+    free(D);
+    return st;
+}
+
+/* A compact layer's modules as branches beside it; merged and re-encoded
+ * as a dense layer's only where one module's branch would hold more than
+ * dense_branch_max values beyond its file's own factors. */
+static sdw_status branch_layer(sdw_model *m, struct sdw_lora_state *s, const patch *p, int n, buffers *b)
+{
+    const sdw_named_layer *l = p[0].m->t->layer;
+    sdw_lora_parts *parts = calloc((size_t)n, sizeof *parts);
+    int *rank = calloc((size_t)n, sizeof *rank);
+    sdw_status st = parts && rank ? SDW_OK : sdw_fail(SDW_ERR_NOMEM, "out of memory");
+    bool dora = false, too_big = false;
+    int big = 0;
+    size_t big_values = 0;
+    for (int i = 0; i < n && st == SDW_OK; i++) {
+        const sdw_lora_target_shape sh = shape_of(p[i].m->t->layer);
+        st = load_parts(p[i].st, p[i].m, &parts[i]);
+        rank[i] = st == SDW_OK ? branch_rank(&parts[i], sh) : 0;
+        dora |= parts[i].t[SDW_LORA_DORA_SCALE] != NULL;
+        const size_t values = st == SDW_OK ? branch_excess(&parts[i], sh, rank[i]) : 0;
+        if (values > dense_branch_max && !too_big) {
+            too_big = true;
+            big = i;
+            big_values = values;
+        }
+    }
+    float *W = NULL;
+    if (st == SDW_OK && !too_big) {
+        st = note_branched(s, l->linear);
+        const size_t n_w = (size_t)sdw_linear_out(l->linear) * sdw_linear_in(l->linear);
+        if (st == SDW_OK && dora && (st = reserve(b, n_w)) == SDW_OK) {
+            W = b->W;
+            st = sdw_linear_get_weights(m->be, l->linear, W);
+        }
+    }
+    for (int i = 0; i < n && st == SDW_OK && !too_big; i++) st = branch_module(&p[i], &parts[i], rank[i], W, b);
+    for (int i = 0; parts && i < n; i++) free_parts(&parts[i]);
+    free(parts);
+    free(rank);
+    if (st != SDW_OK || !too_big) return st;
+    sdw_qtype qt;
+    sdw_linear_quant_type(l->linear, &qt);
+    SDW_WARN("LoRA module %s: kept beside the %s layer %s its change would take %zu f32 values (%.1f MiB: not a "
+             "plain LoRA's low-rank factors); merged into the weights instead, which rounds much of it away",
+             p[big].m->key + 2, sdw_qtype_name(qt), l->name, big_values,
+             (double)big_values * sizeof(float) / (1 << 20));
+    return merge_layer(m, s, p, n, b);
+}
+
 /* A LoRA whose module names belong to the other architecture (SD's UNet on
  * FLUX, FLUX's transformer or T5 on SD) is refused naming both: it could
  * still match the text encoder they share (CLIP-L), which would hide it. */
@@ -504,7 +674,8 @@ static sdw_status apply_all(sdw_model *m, struct sdw_lora_state *s, const sdw_lo
     buffers b = { 0 };
     for (int i = 0, j; i < np && st == SDW_OK; i = j) {
         for (j = i + 1; j < np && layer_ptr(p[j].m->t->layer) == layer_ptr(p[i].m->t->layer); j++) {}
-        st = merge_layer(m, s, p + i, j - i, &b);
+        const sdw_named_layer *l = p[i].m->t->layer;
+        st = compact(l) ? branch_layer(m, s, p + i, j - i, &b) : merge_layer(m, s, p + i, j - i, &b);
     }
     free(b.W);
     free(b.delta);

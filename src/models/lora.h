@@ -1,10 +1,12 @@
 /* lora.h: LoRA-family adapters (kohya, PEFT/diffusers, LoCon, LyCORIS LoHa and
- * LoKr, DoRA) merged into a loaded model's compute weights, and undone exactly.
+ * LoKr, DoRA) applied to a loaded model, and undone exactly: merged into
+ * dense compute weights, kept beside compact ones (GGUF, float8) as low-rank
+ * branches (lora.c says how).
  *
- * sdw_model_set_loras makes the model's weights equal to its base weights plus
+ * sdw_model_set_loras makes the model's layers compute its base weights plus
  * the given set: the previous set is undone first (from saved copies of the
- * touched weights, bit-exactly), and a set equal to the current one costs
- * nothing. Only the thread that owns the model may call it. */
+ * touched weights, bit-exactly; branches dropped), and a set equal to the
+ * current one costs nothing. Only the thread that owns the model may call it. */
 #ifndef SDW_MODELS_LORA_H
 #define SDW_MODELS_LORA_H
 #include "sdw.h"
@@ -29,6 +31,13 @@ typedef struct {
  * names: SD's UNet on FLUX, FLUX's transformer on SD) or a malformed file
  * fails the whole call and leaves the model with no LoRA. */
 sdw_status sdw_model_set_loras(sdw_model *m, const sdw_lora_spec *loras, int n, sdw_lora_report *reports);
+
+/* Compact layers (GGUF, float8; see lora.c) keep a LoRA beside their
+ * weights, exactly, unless a module's branch would hold more than this many
+ * f32 values beyond its file's own factors (a change that does not factor:
+ * DoRA, Tucker cores; LoHa's r1 r2 factors): that layer is merged into its
+ * weights instead, rounded. Default 2^22; 0 restores it; for tests. */
+void sdw_lora_set_dense_branch_max(size_t values);
 
 /* "name: hash12, ..." for n reports (A1111's infotext value); malloc'd. */
 char *sdw_lora_hashes(const sdw_lora_report *reports, int n);

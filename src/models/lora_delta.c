@@ -255,3 +255,138 @@ sdw_status sdw_lora_merge(const sdw_lora_parts *p, const char *key, sdw_lora_tar
     for (size_t i = 0; i < n; i++) W[i] += strength * (work[i] - W[i]);
     return SDW_OK;
 }
+
+/* ---- the change as exact factors U @ D (compact layers keep it beside them) ---- */
+
+/* A LoKr factor X [P, Q] as L [P, k] @ R [k, Q]: its two parts, or a full X
+ * beside an identity on its shorter side (the Kronecker product of two
+ * products is the product of the two Kronecker products). */
+typedef struct {
+    const float *L, *R;
+    float *eye;               /* the identity made for a full factor, or NULL */
+    int64_t P, Q, k;
+    bool parts;               /* given as a product (alpha / rank applies) */
+} kfactor;
+
+static int64_t kfactor_rank(const sdw_lora_parts *p, sdw_lora_role full, sdw_lora_role a, sdw_lora_role b)
+{
+    if (HAS(full)) {
+        int64_t P = p->shape[full][0], Q = P > 0 ? p->numel[full] / P : 0;
+        return P < Q ? P : Q;
+    }
+    return HAS(a) && HAS(b) ? p->shape[b][0] : 0;
+}
+
+static sdw_status kfactor_make(const sdw_lora_parts *p, const char *key, sdw_lora_role full, sdw_lora_role a,
+                               sdw_lora_role b, kfactor *f)
+{
+    *f = (kfactor){ 0 };
+    if (!HAS(full)) {
+        f->P = p->shape[a][0];
+        f->k = p->shape[b][0];
+        f->Q = f->k > 0 ? p->numel[b] / f->k : 0;
+        if (f->P <= 0 || f->k <= 0 || p->numel[a] != f->P * f->k || p->numel[b] != f->k * f->Q)
+            return misfit(key, "a LoKr factor");
+        *f = (kfactor){ p->t[a], p->t[b], NULL, f->P, f->Q, f->k, true };
+        return SDW_OK;
+    }
+    f->P = p->shape[full][0];
+    f->Q = f->P > 0 ? p->numel[full] / f->P : 0;
+    if (f->Q <= 0 || f->P * f->Q != p->numel[full]) return misfit(key, "a LoKr factor");
+    f->k = f->P < f->Q ? f->P : f->Q;
+    if (!(f->eye = calloc((size_t)(f->k * f->k), sizeof *f->eye))) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+    for (int64_t i = 0; i < f->k; i++) f->eye[i * f->k + i] = 1.0f;
+    f->L = f->P <= f->Q ? f->eye : p->t[full];
+    f->R = f->P <= f->Q ? p->t[full] : f->eye;
+    return SDW_OK;
+}
+
+/* out [m1 m2, n1 n2] = s kron(A [m1, n1], B [m2, n2]). */
+static void kron(const float *A, int64_t m1, int64_t n1, const float *B, int64_t m2, int64_t n2, float s, float *out)
+{
+    for (int64_t i1 = 0; i1 < m1; i1++)
+        for (int64_t i2 = 0; i2 < m2; i2++) {
+            float *o = out + (i1 * m2 + i2) * n1 * n2;
+            for (int64_t j1 = 0; j1 < n1; j1++) {
+                const float a = s * A[i1 * n1 + j1];
+                for (int64_t j2 = 0; j2 < n2; j2++) o[j1 * n2 + j2] = a * B[i2 * n2 + j2];
+            }
+        }
+}
+
+static bool linear_target(sdw_lora_target_shape s) { return s.kh == 1 && s.kw == 1; }
+
+int sdw_lora_factor_rank(const sdw_lora_parts *p, sdw_lora_target_shape s)
+{
+    if (!linear_target(s) || HAS(SDW_LORA_DORA_SCALE)) return 0;
+    int64_t r = 0;
+    if (HAS(SDW_LORA_UP) || HAS(SDW_LORA_DOWN)) {
+        if (HAS(SDW_LORA_UP) && HAS(SDW_LORA_DOWN) && !HAS(SDW_LORA_MID)) r = p->shape[SDW_LORA_DOWN][0];
+    } else if (HAS(SDW_LORA_HADA_W1_A) || HAS(SDW_LORA_HADA_W1_B)) {
+        if (HAS(SDW_LORA_HADA_W1_A) && HAS(SDW_LORA_HADA_W1_B) && HAS(SDW_LORA_HADA_W2_A) &&
+            HAS(SDW_LORA_HADA_W2_B) && !HAS(SDW_LORA_HADA_T1) && !HAS(SDW_LORA_HADA_T2))
+            r = p->shape[SDW_LORA_HADA_W1_B][0] * p->shape[SDW_LORA_HADA_W2_B][0];
+    } else if (!HAS(SDW_LORA_LOKR_T2)) {
+        r = kfactor_rank(p, SDW_LORA_LOKR_W1, SDW_LORA_LOKR_W1_A, SDW_LORA_LOKR_W1_B) *
+            kfactor_rank(p, SDW_LORA_LOKR_W2, SDW_LORA_LOKR_W2_A, SDW_LORA_LOKR_W2_B);
+    }
+    return r > 0 && r <= (int64_t)1 << 24 ? (int)r : 0;
+}
+
+/* LoHa: (A1 B1) * (A2 B2) = U D with U[i, k r2 + l] = A1[i, k] A2[i, l] and
+ * D[k r2 + l, j] = B1[k, j] B2[l, j]. */
+static sdw_status loha_factors(const sdw_lora_parts *p, const char *key, sdw_lora_target_shape s, float strength,
+                               float *U, float *D)
+{
+    const float *a1 = p->t[SDW_LORA_HADA_W1_A], *b1 = p->t[SDW_LORA_HADA_W1_B];
+    const float *a2 = p->t[SDW_LORA_HADA_W2_A], *b2 = p->t[SDW_LORA_HADA_W2_B];
+    const int64_t r1 = p->shape[SDW_LORA_HADA_W1_B][0], r2 = p->shape[SDW_LORA_HADA_W2_B][0], rows = s.rows, in = s.in;
+    if (p->numel[SDW_LORA_HADA_W1_A] != rows * r1 || p->numel[SDW_LORA_HADA_W1_B] != r1 * in ||
+        p->numel[SDW_LORA_HADA_W2_A] != rows * r2 || p->numel[SDW_LORA_HADA_W2_B] != r2 * in)
+        return misfit(key, "a factor's shape");
+    const float sc = strength * alpha_over(p, (int)r1);
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t k = 0; k < r1; k++)
+            for (int64_t l = 0; l < r2; l++) U[(i * r1 + k) * r2 + l] = sc * a1[i * r1 + k] * a2[i * r2 + l];
+    for (int64_t k = 0; k < r1; k++)
+        for (int64_t l = 0; l < r2; l++)
+            for (int64_t j = 0; j < in; j++) D[(k * r2 + l) * in + j] = b1[k * in + j] * b2[l * in + j];
+    return SDW_OK;
+}
+
+static sdw_status lokr_factors(const sdw_lora_parts *p, const char *key, sdw_lora_target_shape s, float strength,
+                               float *U, float *D)
+{
+    kfactor f1, f2 = { 0 };
+    sdw_status st = kfactor_make(p, key, SDW_LORA_LOKR_W1, SDW_LORA_LOKR_W1_A, SDW_LORA_LOKR_W1_B, &f1);
+    if (st == SDW_OK) st = kfactor_make(p, key, SDW_LORA_LOKR_W2, SDW_LORA_LOKR_W2_A, SDW_LORA_LOKR_W2_B, &f2);
+    if (st == SDW_OK && (f1.P * f2.P != s.rows || f1.Q * f2.Q != s.in))
+        st = misfit(key, "the Kronecker factors' shape");
+    if (st == SDW_OK) {
+        /* alpha / rank applies only when a factor was decomposed (ComfyUI's rule), as in lokr(). */
+        const int64_t rank = f1.parts ? f1.k : f2.parts ? f2.k : 0;
+        kron(f1.L, f1.P, f1.k, f2.L, f2.P, f2.k, strength * (rank ? alpha_over(p, (int)rank) : 1.0f), U);
+        kron(f1.R, f1.k, f1.Q, f2.R, f2.k, f2.Q, 1.0f, D);
+    }
+    free(f1.eye);
+    free(f2.eye);
+    return st;
+}
+
+sdw_status sdw_lora_factors(const sdw_lora_parts *p, const char *key, sdw_lora_target_shape s, float strength,
+                            float *U, float *D)
+{
+    const int r = sdw_lora_factor_rank(p, s);
+    if (!r) return sdw_fail(SDW_ERR_INVALID_ARG, "LoRA module %s: not in a factored form", key);
+    if (HAS(SDW_LORA_UP)) {
+        if (p->numel[SDW_LORA_UP] != (int64_t)s.rows * r || p->numel[SDW_LORA_DOWN] != (int64_t)r * s.in ||
+            p->shape[SDW_LORA_UP][0] != s.rows)
+            return misfit(key, "a factor's shape");
+        const float sc = strength * alpha_over(p, r);
+        for (size_t i = 0; i < (size_t)s.rows * r; i++) U[i] = sc * p->t[SDW_LORA_UP][i];
+        memcpy(D, p->t[SDW_LORA_DOWN], (size_t)r * s.in * sizeof *D);
+        return SDW_OK;
+    }
+    if (HAS(SDW_LORA_HADA_W1_A)) return loha_factors(p, key, s, strength, U, D);
+    return lokr_factors(p, key, s, strength, U, D);
+}

@@ -31,4 +31,16 @@ sdw_status sdw_lora_delta(const sdw_lora_parts *p, const char *key, sdw_lora_tar
  * work are scratch of rows * in * kh * kw floats each. */
 sdw_status sdw_lora_merge(const sdw_lora_parts *p, const char *key, sdw_lora_target_shape s, float strength,
                           float *delta, float *W, float *work);
+/* For a linear target: the rank r of the exact factors U @ D of the
+ * module's change that sdw_lora_factors makes, or 0 where there are none
+ * (DoRA, Tucker cores, a kernel): a plain LoRA's rank; LoHa's r1 r2 (the
+ * Hadamard product of two products of ranks r1 and r2 is one of rank
+ * r1 r2); LoKr's p q (the Kronecker product of two products, a full factor
+ * of [P, Q] counting as min(P, Q)). */
+int sdw_lora_factor_rank(const sdw_lora_parts *p, sdw_lora_target_shape s);
+/* strength * the change = U [rows, r] @ D [r, in], strength and alpha /
+ * rank folded into U; r from sdw_lora_factor_rank (non-zero). Fails, naming
+ * key, when the parts do not fit the target. */
+sdw_status sdw_lora_factors(const sdw_lora_parts *p, const char *key, sdw_lora_target_shape s, float strength,
+                            float *U, float *D);
 #endif

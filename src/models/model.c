@@ -43,7 +43,7 @@ const char *sdw_prediction_name(sdw_prediction p)
 
 sdw_load_params sdw_load_params_default(void)
 {
-    sdw_load_params p = { SDW_PRECISION_AUTO, SDW_PREDICTION_AUTO, NULL, true, -1, NULL, NULL };
+    sdw_load_params p = { SDW_PRECISION_AUTO, SDW_PREDICTION_AUTO, NULL, true, -1, NULL, NULL, SDW_WT_KEEP, -1 };
     return p;
 }
 
@@ -202,9 +202,7 @@ static sdw_status load_single(sdw_model *m, const char *path, const sdw_load_par
     static const char *const flux_prefixes[] = { "", "model.diffusion_model." };
     for (int i = 0; i < 2; i++)
         if (sdw_flux_present(st, flux_prefixes[i])) {
-            sdw_status fs = sdw_flux_model_load_single(m, path, st, flux_prefixes[i], p);
-            sdw_st_close(st);
-            return fs;
+            return sdw_flux_model_load_single(m, path, st, flux_prefixes[i], p);   /* it owns st now */
         }
     sdw_yaml_map yaml = { 0 };
     char yp[4096];
@@ -400,7 +398,10 @@ sdw_status sdw_model_load(const char *path, const sdw_load_params *p, sdw_model 
     *out = NULL;
     sdw_model *m = calloc(1, sizeof *m);
     if (!m) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
-    sdw_status s = sdw_backend_create(p->precision, &m->be);
+    sdw_status s = (unsigned)p->weight_type < SDW_WT_COUNT
+                       ? sdw_backend_create(p->precision, &m->be)
+                       : sdw_fail(SDW_ERR_INVALID_ARG, "unknown weight type %d", (int)p->weight_type);
+    if (s == SDW_OK) sdw_backend_set_weight_type(m->be, p->weight_type);
     if (s == SDW_OK) s = load_any(path, p, m);
     if (s != SDW_OK) {
         sdw_model_free(m);
@@ -408,9 +409,10 @@ sdw_status sdw_model_load(const char *path, const sdw_load_params *p, sdw_model 
     }
     m->info.precision = sdw_backend_precision(m->be);
     m->info.weight_bytes = sdw_model_held_bytes(m);
-    SDW_INFO("loaded %s: %s%s, %s prediction (%s), %.2f GB of weights in %s", path, sdw_family_name(m->info.family),
-             m->info.inpaint ? " inpaint" : "", sdw_prediction_name(m->info.prediction), m->info.prediction_source,
-             (double)m->info.weight_bytes / 1e9, sdw_precision_name(m->info.precision));
+    SDW_INFO("loaded %s: %s%s, %s prediction (%s), %.3f GB of weights (%s) in %s", path,
+             sdw_family_name(m->info.family), m->info.inpaint ? " inpaint" : "", sdw_prediction_name(m->info.prediction),
+             m->info.prediction_source, (double)m->info.weight_bytes / 1e9, sdw_weight_type_name(p->weight_type),
+             sdw_precision_name(m->info.precision));
     *out = m;
     return SDW_OK;
 }
@@ -424,6 +426,12 @@ void sdw_model_free(sdw_model *m)
     sdw_flux_free(m->flux);
     sdw_t5_free(m->t5);
     sdw_vae_free(m->vae);
+    /* After the layers reading them; an all-in-one file is listed twice. */
+    for (int i = 0; i < m->n_mapped; i++) {
+        bool again = false;
+        for (int k = 0; k < i; k++) again = again || m->mapped[k].st == m->mapped[i].st;
+        if (!again) sdw_st_close(m->mapped[i].st);
+    }
     sdw_backend_free(m->be);
     free(m);
     /* Gigabytes of weights go back to the system now, not at exit: a worker

@@ -19,6 +19,16 @@ struct sdw_model {
     struct sdw_t5 *t5;             /* FLUX's T5-XXL */
     sdw_vae *vae;
     struct sdw_lora_state *lora;   /* NULL until a LoRA is first applied */
+    /* Files whose mapping layers read their compact weights from, kept open
+     * until the model is freed: the FLUX transformer's ('t') and the T5's
+     * ('5'), each under its tensor-name prefix. */
+    struct {
+        sdw_safetensors *st;
+        char role;
+        char prefix[40];
+    } mapped[3];
+    int n_mapped;
+    bool page_out;                 /* pages of one go back to the system while the other runs */
 };
 
 /* Bytes of weights the model holds now: what loading stored, plus the
@@ -32,10 +42,14 @@ int64_t sdw_model_params_under(const sdw_safetensors *st, const char *const *pre
 /* Opens <dir>/<sub>/<stem>.safetensors or its .fp16 variant. */
 sdw_status sdw_model_open_diffusers(const char *dir, const char *sub, const char *stem, sdw_safetensors **st);
 /* FLUX.1 (model_flux.c): from a transformer file (BFL names under prefix: ""
- * or ComfyUI's all-in-one "model.diffusion_model."; safetensors or GGUF),
- * the other parts from the load parameters or the same file; or from a
- * diffusers folder. With m->be NULL only the info is filled (a probe). */
-sdw_status sdw_flux_model_load_single(sdw_model *m, const char *path, const sdw_safetensors *st, const char *prefix,
+ * or ComfyUI's all-in-one "model.diffusion_model."; safetensors or GGUF;
+ * the call owns st), the other parts from the load parameters or the same
+ * file; or from a diffusers folder. With m->be NULL only the info is filled
+ * (a probe). */
+sdw_status sdw_flux_model_load_single(sdw_model *m, const char *path, sdw_safetensors *st, const char *prefix,
                                       const sdw_load_params *p);
+/* Gives the mapped pages of the model's transformer ('t') or T5 ('5') back
+ * to the system when m->page_out (the next use reads them again). */
+void sdw_flux_model_page_out(sdw_model *m, char role);
 sdw_status sdw_flux_model_load_diffusers(sdw_model *m, const char *dir, const sdw_load_params *p);
 #endif

@@ -10,7 +10,9 @@
 #include "models/t5.h"
 #include "core/error.h"
 #include "io/json_file.h"
+#include "core/log.h"
 #include <libgen.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,15 +76,34 @@ static sdw_status load_vae(sdw_model *m, const sdw_safetensors *st, const char *
 /* A separate part file, opened, checked and loaded by fn. */
 typedef sdw_status (*part_loader)(sdw_model *m, const sdw_safetensors *st, const char *path, const sdw_load_params *p);
 
-static sdw_status part_file(sdw_model *m, const char *path, const sdw_load_params *p, part_loader fn, int64_t *params)
+/* Keeps st open for layers that read their weights from its mapping. */
+static void keep_mapped(sdw_model *m, sdw_safetensors *st, char role, const char *prefix)
+{
+    m->mapped[m->n_mapped].st = st;
+    m->mapped[m->n_mapped].role = role;
+    snprintf(m->mapped[m->n_mapped].prefix, sizeof m->mapped[m->n_mapped].prefix, "%s", prefix);
+    m->n_mapped++;
+}
+
+/* role: 0 closes the file after fn; else the model keeps it mapped under that role. */
+static sdw_status load_part(sdw_model *m, sdw_safetensors *st, const char *path, const sdw_load_params *p,
+                            part_loader fn, int64_t *params, char role)
+{
+    sdw_model_note_dtypes(&m->info, st);
+    for (int i = 0; i < st->n_tensors; i++) *params += st->tensors[i].numel;
+    st->keep_mapped = role && m->be;
+    sdw_status s = m->be ? fn(m, st, path, p) : SDW_OK;
+    if (s == SDW_OK && st->keep_mapped) keep_mapped(m, st, role, "");
+    else sdw_st_close(st);
+    return s;
+}
+
+static sdw_status part_file(sdw_model *m, const char *path, const sdw_load_params *p, part_loader fn, int64_t *params,
+                            char role)
 {
     sdw_safetensors *st;
     SDW_TRY(sdw_st_open(path, &st));
-    sdw_model_note_dtypes(&m->info, st);
-    for (int i = 0; i < st->n_tensors; i++) *params += st->tensors[i].numel;
-    sdw_status s = m->be ? fn(m, st, path, p) : SDW_OK;
-    sdw_st_close(st);
-    return s;
+    return load_part(m, st, path, p, fn, params, role);
 }
 
 static sdw_status clip_part(sdw_model *m, const sdw_safetensors *st, const char *path, const sdw_load_params *p)
@@ -130,10 +151,53 @@ static sdw_status check_flux_params(const sdw_load_params *p, const char *path)
     return SDW_OK;
 }
 
+/* ---------------------------------------------------------------- memory */
+
+/* Bytes of a layer list's weights read from a mapping (a layer listed under
+ * several names comes in a row: counted once). */
+static size_t mapped_bytes(const sdw_layer_list *l)
+{
+    size_t b = 0;
+    for (int i = 0; i < l->n; i++)
+        if (l->v[i].linear && (i == 0 || l->v[i].linear != l->v[i - 1].linear))
+            b += sdw_linear_bytes(l->v[i].linear) - sdw_linear_held_bytes(l->v[i].linear);
+    return b;
+}
+
+/* Whether the transformer's and the T5's mapped pages take turns in memory:
+ * when all the weights would take more than 60% of the RAM (or as asked),
+ * said on stderr either way it goes when it matters. */
+static void choose_page_out(sdw_model *m, const sdw_load_params *p)
+{
+    const double gb = 1e9, ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    const double total = (double)sdw_model_held_bytes(m);
+    const double tr = (double)mapped_bytes(sdw_flux_layers(m->flux)), t5 = (double)mapped_bytes(sdw_t5_layers(m->t5));
+    m->page_out = p->page_out > 0 || (p->page_out < 0 && total > 0.6 * ram);
+    if (m->page_out)
+        SDW_WARN("memory: %.1f GB of FLUX weights, %.1f GB of RAM: the T5 encoder's mapped weights (%.1f GB) are "
+                 "paged out after each prompt is encoded, the transformer's (%.1f GB) before it%s",
+                 total / gb, ram / gb, t5 / gb, tr / gb,
+                 tr + t5 < 0.25 * total ? " (most weights are copies here: --weight-type q8_0 maps fewer)" : "");
+    else if (total > 0.6 * ram)
+        SDW_WARN("memory: %.1f GB of FLUX weights, %.1f GB of RAM, and paging out is off", total / gb, ram / gb);
+}
+
+void sdw_flux_model_page_out(sdw_model *m, char role)
+{
+    if (!m->page_out) return;
+    for (int i = 0; i < m->n_mapped; i++) {
+        if (m->mapped[i].role != role) continue;
+        const sdw_safetensors *st = m->mapped[i].st;
+        size_t l = strlen(m->mapped[i].prefix);
+        for (int k = 0; k < st->n_tensors; k++)
+            if (!strncmp(st->tensors[k].name, m->mapped[i].prefix, l)) sdw_st_release(st, &st->tensors[k]);
+    }
+}
+
 /* ---------------------------------------------------------------- single file */
 
-sdw_status sdw_flux_model_load_single(sdw_model *m, const char *path, const sdw_safetensors *st, const char *prefix,
-                                      const sdw_load_params *p)
+static sdw_status load_single(sdw_model *m, const char *path, const sdw_safetensors *st, const char *prefix,
+                              const sdw_load_params *p)
 {
     sdw_model_info *in = &m->info;
     in->layout = "single-file";
@@ -163,9 +227,9 @@ sdw_status sdw_flux_model_load_single(sdw_model *m, const char *path, const sdw_
         return sdw_fail(SDW_ERR_INVALID_ARG, "%s holds no T5-XXL text encoder: give it with --t5xxl "
                         "t5xxl_fp16.safetensors (or t5xxl_fp8_e4m3fn.safetensors)", path);
 
-    if (p->vae_path) SDW_TRY(part_file(m, p->vae_path, p, vae_part, &in->params_vae));
-    if (p->clip_l_path) SDW_TRY(part_file(m, p->clip_l_path, p, clip_part, &in->params_text));
-    if (p->t5_path) SDW_TRY(part_file(m, p->t5_path, p, t5_part, &in->params_t5));
+    if (p->vae_path) SDW_TRY(part_file(m, p->vae_path, p, vae_part, &in->params_vae, 0));
+    if (p->clip_l_path) SDW_TRY(part_file(m, p->clip_l_path, p, clip_part, &in->params_text, 0));
+    if (p->t5_path) SDW_TRY(part_file(m, p->t5_path, p, t5_part, &in->params_t5, '5'));
     if (!m->be) return SDW_OK;
     char what[4200];
     snprintf(what, sizeof what, "%s (%s*)", path, AIO_VAE);
@@ -184,21 +248,32 @@ sdw_status sdw_flux_model_load_single(sdw_model *m, const char *path, const sdw_
     return SDW_OK;
 }
 
+sdw_status sdw_flux_model_load_single(sdw_model *m, const char *path, sdw_safetensors *st, const char *prefix,
+                                      const sdw_load_params *p)
+{
+    st->keep_mapped = m->be != NULL;
+    sdw_status s = load_single(m, path, st, prefix, p);
+    if (s == SDW_OK && st->keep_mapped) {
+        keep_mapped(m, st, 't', prefix);
+        if (!p->t5_path) keep_mapped(m, st, '5', AIO_T5);
+        choose_page_out(m, p);
+    } else {
+        sdw_st_close(st);
+    }
+    return s;
+}
+
 /* ---------------------------------------------------------------- diffusers folder */
 
 static sdw_status folder_part(sdw_model *m, const char *dir, const char *sub, const char *stem, const char *override,
-                              const sdw_load_params *p, part_loader fn, int64_t *params)
+                              const sdw_load_params *p, part_loader fn, int64_t *params, char role)
 {
-    if (override) return part_file(m, override, p, fn, params);
+    if (override) return part_file(m, override, p, fn, params, role);
     sdw_safetensors *st;
     SDW_TRY(sdw_model_open_diffusers(dir, sub, stem, &st));
-    sdw_model_note_dtypes(&m->info, st);
-    for (int i = 0; i < st->n_tensors; i++) *params += st->tensors[i].numel;
     char path[4200];
     snprintf(path, sizeof path, "%s/%s/%s.safetensors", dir, sub, stem);
-    sdw_status s = m->be ? fn(m, st, path, p) : SDW_OK;
-    sdw_st_close(st);
-    return s;
+    return load_part(m, st, path, p, fn, params, role);
 }
 
 static sdw_status diffusers_vae_part(sdw_model *m, const sdw_safetensors *st, const char *path,
@@ -240,18 +315,21 @@ sdw_status sdw_flux_model_load_diffusers(sdw_model *m, const char *dir, const sd
     set_family(m, &fc);
     sdw_model_note_dtypes(in, st);
     for (int i = 0; i < st->n_tensors; i++) in->params_unet += st->tensors[i].numel;
+    st->keep_mapped = m->be != NULL;
     if (m->be) s = sdw_fail_context(sdw_flux_load(m->be, st, "", SDW_NAMES_DIFFUSERS, &fc, &m->flux), "%s/transformer",
                                     dir);
-    sdw_st_close(st);
+    if (s == SDW_OK && st->keep_mapped) keep_mapped(m, st, 't', "");
+    else sdw_st_close(st);
     SDW_TRY(s);
     SDW_TRY(folder_part(m, dir, "vae", "diffusion_pytorch_model", p->vae_path, p,
-                        p->vae_path ? vae_part : diffusers_vae_part, &in->params_vae));
-    SDW_TRY(folder_part(m, dir, "text_encoder", "model", p->clip_l_path, p, clip_part, &in->params_text));
-    SDW_TRY(folder_part(m, dir, "text_encoder_2", "model", p->t5_path, p, t5_part, &in->params_t5));
+                        p->vae_path ? vae_part : diffusers_vae_part, &in->params_vae, 0));
+    SDW_TRY(folder_part(m, dir, "text_encoder", "model", p->clip_l_path, p, clip_part, &in->params_text, 0));
+    SDW_TRY(folder_part(m, dir, "text_encoder_2", "model", p->t5_path, p, t5_part, &in->params_t5, '5'));
     if (!m->be) return SDW_OK;
     m->text.context_dim = sdw_t5_d_model(m->t5);
     if (m->text.context_dim != fc.context_dim || m->text.pooled_dim != fc.vec_dim)
         return sdw_fail(SDW_ERR_FORMAT, "%s: the text encoders (%d, %d wide) do not fit the transformer (%d, %d)", dir,
                         m->text.context_dim, m->text.pooled_dim, fc.context_dim, fc.vec_dim);
+    choose_page_out(m, p);
     return SDW_OK;
 }

@@ -20,7 +20,8 @@
 
 typedef struct {
     float *ln1;       /* (d_model) RMS norm weight before self-attention */
-    sdw_linear *qkv;  /* d_model -> 3 * heads * d_kv: q, k, v stacked, no bias */
+    sdw_linear *qkv[3]; /* d_model -> heads * d_kv each: q, k, v, no bias (three layers, so compact
+                           weights are read where the file holds them; T5 runs once a prompt) */
     sdw_linear *o;    /* heads * d_kv -> d_model */
     float *ln2;       /* (d_model) RMS norm weight before the feed-forward */
     sdw_linear *wi_0; /* d_model -> d_ff, through GELU: the gate */
@@ -100,15 +101,13 @@ static sdw_status read_config(sdw_wloader *wl, const char *prefix, sdw_t5_config
 
 static sdw_status load_block(sdw_wloader *wl, const char *prefix, const sdw_t5_config *c, int i, t5_block *B)
 {
-    static const char *const qkv[3] = { "q", "k", "v" };
     const int D = c->d_model, inner = c->heads * c->d_kv;
     char attn[448], ff[448];
     snprintf(attn, sizeof attn, "%sencoder.block.%d.layer.0.", prefix, i);
     snprintf(ff, sizeof ff, "%sencoder.block.%d.layer.1.", prefix, i);
     SDW_TRY(sdw_wl_floats(wl, &B->ln1, D, "%slayer_norm.weight", attn));
-    char sa[480];
-    snprintf(sa, sizeof sa, "%sSelfAttention.", attn);
-    SDW_TRY(sdw_wl_linear_stack(wl, &B->qkv, D, inner, 3, false, sa, qkv));
+    for (int k = 0; k < 3; k++)
+        SDW_TRY(sdw_wl_linear(wl, &B->qkv[k], D, inner, false, "%sSelfAttention.%c", attn, "qkv"[k]));
     SDW_TRY(sdw_wl_linear(wl, &B->o, inner, D, false, "%sSelfAttention.o", attn));
     SDW_TRY(sdw_wl_floats(wl, &B->ln2, D, "%slayer_norm.weight", ff));
     SDW_TRY(sdw_wl_linear(wl, &B->wi_0, D, c->d_ff, false, "%sDenseReluDense.wi_0", ff));
@@ -128,7 +127,7 @@ static sdw_status name_layers(sdw_t5 *t)
         t5_block *B = &t->block[i];
         for (int k = 0; k < 3; k++) {
             snprintf(name, sizeof name, "encoder.block.%d.layer.0.SelfAttention.%s", i, qkv[k]);
-            SDW_TRY(sdw_layer_list_add(&t->layers, name, B->qkv, NULL, k * inner, inner));
+            SDW_TRY(sdw_layer_list_add(&t->layers, name, B->qkv[k], NULL, 0, inner));
         }
         snprintf(name, sizeof name, "encoder.block.%d.layer.0.SelfAttention.o", i);
         SDW_TRY(sdw_layer_list_add(&t->layers, name, B->o, NULL, 0, t->cfg.d_model));
@@ -202,7 +201,7 @@ void sdw_t5_free(sdw_t5 *t)
             t5_block *B = &t->block[i];
             free(B->ln1);
             free(B->ln2);
-            sdw_linear_free(B->qkv);
+            for (int k = 0; k < 3; k++) sdw_linear_free(B->qkv[k]);
             sdw_linear_free(B->o);
             sdw_linear_free(B->wi_0);
             sdw_linear_free(B->wi_1);
@@ -270,7 +269,7 @@ static sdw_status block_forward(sdw_backend *be, sdw_arena *arena, const sdw_t5 
     const int D = c->d_model, inner = c->heads * c->d_kv;
     sdw_arena_mark mark = sdw_arena_save(arena);
     float *h = sdw_arena_floats(arena, (size_t)n * D);
-    float *qkv = sdw_arena_floats(arena, (size_t)n * 3 * inner);
+    float *qkv = sdw_arena_floats(arena, (size_t)n * 3 * inner);   /* q, k, v one after the other */
     float *a = sdw_arena_floats(arena, (size_t)n * inner);
     float *gate = sdw_arena_floats(arena, (size_t)n * c->d_ff);
     float *lin = sdw_arena_floats(arena, (size_t)n * c->d_ff);
@@ -278,9 +277,9 @@ static sdw_status block_forward(sdw_backend *be, sdw_arena *arena, const sdw_t5 
 
     /* Self-attention; T5 folds the 1/sqrt(d_kv) into its initialisation, so the scale is 1. */
     sdw_rms_norm(x, n, D, B->ln1, T5_EPS, h);
-    SDW_TRY(sdw_linear_forward(be, B->qkv, h, n, qkv));
-    SDW_TRY(sdw_attention_bias(be, qkv, 3 * inner, qkv + inner, qkv + 2 * inner, 3 * inner, 1, n, n, c->heads,
-                               c->d_kv, 1.0f, bias, a));
+    for (int k = 0; k < 3; k++) SDW_TRY(sdw_linear_forward(be, B->qkv[k], h, n, qkv + (size_t)k * n * inner));
+    SDW_TRY(sdw_attention_bias(be, qkv, inner, qkv + (size_t)n * inner, qkv + (size_t)2 * n * inner, inner, 1, n, n,
+                               c->heads, c->d_kv, 1.0f, bias, a));
     SDW_TRY(sdw_linear_forward_add(be, B->o, a, n, x));
 
     /* Gated-GELU feed-forward. */

@@ -43,6 +43,7 @@ void sdw_wl_init(sdw_wloader *wl, sdw_backend *be, const sdw_safetensors *st)
     memset(wl, 0, sizeof *wl);
     wl->be = be;
     wl->st = st;
+    wl->weight_type = be ? sdw_backend_weight_type(be) : SDW_WT_KEEP;
 }
 
 void sdw_wl_done(sdw_wloader *wl)
@@ -305,7 +306,10 @@ static void read_row(const sdw_st_tensor *t, int64_t r, int in, float *dst)
 static int part_format(const sdw_wloader *wl, const sdw_st_tensor *t, int in, int outf)
 {
     sdw_qtype own;
-    const bool compact = row_format(t->dtype, &own) && t->dtype != SDW_ST_BF16;
+    /* bf16 stays compact in f32 precision only: in BF16 the dense layer is bf16. */
+    const bool compact = row_format(t->dtype, &own) &&
+                         (t->dtype != SDW_ST_BF16 || (sdw_backend_precision(wl->be) == SDW_PRECISION_F32 &&
+                                                      (int64_t)in * outf >= SDW_WL_COMPACT_MIN));
     if (wl->weight_type == SDW_WT_F32) return -1;
     if (wl->weight_type != SDW_WT_KEEP && (unsigned)wl->weight_type < SDW_WT_COUNT) {
         const sdw_qtype q = wt_qtype[wl->weight_type];
@@ -338,6 +342,13 @@ static sdw_status compact_linear(sdw_wloader *wl, sdw_linear **out, int in, int 
                                  int n, sdw_qtype q, const float *bias)
 {
     const size_t rb = sdw_qtype_row_bytes(q, in);
+    /* One whole tensor already in the format, in a file its owner keeps
+     * mapped: the layer reads it there, and the system pages it. */
+    sdw_qtype own0;
+    if (wl->st->keep_mapped && n == 1 && parts[0].src_row0 == 0 && parts[0].dst_row0 == 0 && parts[0].rows == outf &&
+        parts[0].t->shape[0] == outf && row_format(parts[0].t->dtype, &own0) && own0 == q &&
+        (uintptr_t)parts[0].t->data % 4 == 0)
+        return sdw_linear_create_quant_borrowed(wl->be, in, outf, q, parts[0].t->data, bias, out);
     /* Zero bytes are zero weights in every format, should parts leave a gap. */
     uint8_t *rows = calloc((size_t)outf, rb);
     if (!rows) return sdw_fail(SDW_ERR_NOMEM, "out of memory loading %s", parts[0].t->name);

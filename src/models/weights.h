@@ -36,23 +36,8 @@ void sdw_layer_list_free(sdw_layer_list *l);
  * mapping (f32, f16, bf16, float8 or GGUF rows). Other layers load as under
  * KEEP: a Q4_K file asked for Q8_0 stays Q4_K. bf16 in BF16 precision is
  * the dense layer itself. Convolutions and 1-D tensors are never converted. */
-typedef enum {
-    SDW_WT_KEEP,  /* as stored: GGUF blocks and float8 stay compact, other dtypes load dense */
-    SDW_WT_F32,   /* everything dense in the backend's compute precision (the blocks decoded once) */
-    SDW_WT_BF16,  /* compact bf16 in f32 precision: half the bytes of dense f32 */
-    SDW_WT_Q8_0,
-    SDW_WT_Q5_1,
-    SDW_WT_Q5_0,
-    SDW_WT_Q4_1,
-    SDW_WT_Q4_0,
-    SDW_WT_COUNT
-} sdw_weight_type;
 #define SDW_WL_COMPACT_MIN ((int64_t)1 << 20)
 
-/* "keep", "f32", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"
- * (case-insensitive); anything else fails with the list. */
-sdw_status sdw_weight_type_parse(const char *name, sdw_weight_type *out);
-const char *sdw_weight_type_name(sdw_weight_type t);
 
 typedef struct {
     sdw_backend *be;
@@ -67,7 +52,7 @@ typedef struct {
     /* When set, every linear and convolution loaded is recorded here under the
      * name the model asked for (before map). */
     sdw_layer_list *layers;
-    sdw_weight_type weight_type;  /* SDW_WT_KEEP after sdw_wl_init */
+    sdw_weight_type weight_type;  /* the backend's (sdw_backend_weight_type) after sdw_wl_init */
 } sdw_wloader;
 
 void sdw_wl_init(sdw_wloader *wl, sdw_backend *be, const sdw_safetensors *st);
