@@ -10,6 +10,7 @@
  * folder keeps each one. */
 #include "models/flux.h"
 #include "core/error.h"
+#include "models/timestep_embed.h"
 #include "models/unet.h"
 #include <math.h>
 #include <stdarg.h>
@@ -390,36 +391,6 @@ static sdw_status rope_table(fwd *f)
     return SDW_OK;
 }
 
-/* exp as torch's CPU kernels compute it (SLEEF's expf_u10, with FMA):
- * within 1 ulp like expf, but where the two round apart, t = 1000 or
- * guidance 3500 times the frequency turns the ulp into 1e-5 of the embedding. */
-static float torch_expf(float d)
-{
-    float q = rintf(d * 1.442695040888963407359924681001892137426645954152985934135449406931f);
-    float s = fmaf(q, -0.693145751953125f, d);
-    s = fmaf(q, -1.428606765330187045e-06f, s);
-    float u = 0.000198527617612853646278381f;
-    u = fmaf(u, s, 0.00139304355252534151077271f);
-    u = fmaf(u, s, 0.00833336077630519866943359f);
-    u = fmaf(u, s, 0.0416664853692054748535156f);
-    u = fmaf(u, s, 0.166666671633720397949219f);
-    u = fmaf(u, s, 0.5f);
-    return ldexpf(1.0f + fmaf(s * s, u, s), (int)q);
-}
-
-/* BFL's timestep_embedding(t, 256) of t = 1000 sigma (or guidance): cos of
- * t * f_i then sin, f_i = exp(-ln(10000) i / 128), all in float32. */
-static void sinusoid(float t, float *out)
-{
-    const int half = TIME_DIM / 2;
-    const float neg_log = -logf(10000.0f);
-    for (int i = 0; i < half; i++) {
-        float a = t * torch_expf(neg_log * (float)i / (float)half);
-        out[i] = cosf(a);
-        out[half + i] = sinf(a);
-    }
-}
-
 /* out [hidden] = out_layer(SiLU(in_layer(x))). */
 static sdw_status embed(const fwd *f, const mlp_embedder *e, const float *x, float *out)
 {
@@ -438,11 +409,11 @@ static sdw_status vector(const fwd *f, float *vec)
     int H = m->cfg.hidden;
     float *temb = sdw_arena_floats(f->arena, TIME_DIM), *e = sdw_arena_floats(f->arena, (size_t)H);
     if (!temb || !e) return nomem();
-    sinusoid(1000.0f * f->in->t, temb);
+    sdw_time_sinusoid(1000.0f * f->in->t, TIME_DIM, temb);
     SDW_TRY(embed(f, &m->time_in, temb, vec));
     tap(f, "time_in", vec, 1, H);
     if (m->cfg.guidance_embed) {
-        sinusoid(1000.0f * f->in->guidance, temb);
+        sdw_time_sinusoid(1000.0f * f->in->guidance, TIME_DIM, temb);
         SDW_TRY(embed(f, &m->guidance_in, temb, e));
         tap(f, "guidance_in", e, 1, H);
         sdw_add(vec, vec, e, (size_t)H);
