@@ -7,6 +7,8 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "models/weights.h"
+#include "io/json_file.h"
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,22 @@ static const clip_names openclip_names = {
 };
 
 static const clip_names *names_of(sdw_clip_layout l) { return l == SDW_CLIP_LAYOUT_HF ? &hf_names : &openclip_names; }
+
+int sdw_clip_text_heads(const char *file, int width)
+{
+    if (file) {
+        char buf[4096], cfg[4200];
+        snprintf(buf, sizeof buf, "%s", file);
+        snprintf(cfg, sizeof cfg, "%s/config.json", dirname(buf));
+        cJSON *j;
+        if (sdw_json_load_file(cfg, &j) == SDW_OK) {
+            int h = sdw_json_int(j, "num_attention_heads", 0);
+            cJSON_Delete(j);
+            if (h > 0) return h;
+        }
+    }
+    return width >= 64 ? width / 64 : 2;
+}
 
 bool sdw_clip_text_present(const sdw_safetensors *st, const char *prefix, sdw_clip_layout *layout)
 {

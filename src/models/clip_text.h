@@ -52,6 +52,11 @@ typedef struct {
     bool projection;     /* load text_projection (SDXL's bigG pooled output needs it) */
 } sdw_clip_load_opts;
 
+/* The head count of a tower of this width loaded from file (NULL: a part of
+ * a bigger checkpoint): a config.json beside the file (a transformers
+ * folder) says; else the real towers' 64-dim heads; towers narrower than one
+ * such head exist only as test models and use 2. */
+int sdw_clip_text_heads(const char *file, int width);
 /* Detects whether st holds a tower under prefix in either layout. */
 bool sdw_clip_text_present(const sdw_safetensors *st, const char *prefix, sdw_clip_layout *layout);
 /* Counts the layers a tower under prefix has in the file. */

@@ -24,25 +24,6 @@
 
 /* ---------------------------------------------------------------- the parts */
 
-/* CLIP-L heads: a config.json beside the file (a transformers folder) says;
- * else the real tower's 64-dim heads; towers narrower than one such head
- * exist only as test models and use 2. */
-static int clip_heads(const char *file, int width)
-{
-    if (file) {
-        char buf[4096], cfg[4200];
-        snprintf(buf, sizeof buf, "%s", file);
-        snprintf(cfg, sizeof cfg, "%s/config.json", dirname(buf));
-        cJSON *j;
-        if (sdw_json_load_file(cfg, &j) == SDW_OK) {
-            int h = sdw_json_int(j, "num_attention_heads", 0);
-            cJSON_Delete(j);
-            if (h > 0) return h;
-        }
-    }
-    return width >= 64 ? width / 64 : 2;
-}
-
 static sdw_status load_clip(sdw_model *m, const sdw_safetensors *st, const char *prefix, const char *file,
                             const char *what)
 {
@@ -53,7 +34,8 @@ static sdw_status load_clip(sdw_model *m, const sdw_safetensors *st, const char 
     snprintf(name, sizeof name, "%stext_model.embeddings.token_embedding.weight", prefix);
     const sdw_st_tensor *t = sdw_st_find(st, name);
     int width = t && t->ndim == 2 ? (int)t->shape[1] : 0;
-    sdw_clip_load_opts o = { SDW_CLIP_LAYOUT_HF, prefix, clip_heads(file, width), 0, SDW_CLIP_QUICK_GELU, false };
+    sdw_clip_load_opts o = { SDW_CLIP_LAYOUT_HF, prefix, sdw_clip_text_heads(file, width), 0, SDW_CLIP_QUICK_GELU,
+                             false };
     SDW_TRY(sdw_fail_context(sdw_clip_text_load(m->be, st, &o, &m->text.te1), "%s", what));
     m->text.family = m->info.family;
     m->text.pooled_dim = m->text.te1->cfg.width;
@@ -76,15 +58,6 @@ static sdw_status load_vae(sdw_model *m, const sdw_safetensors *st, const char *
 /* A separate part file, opened, checked and loaded by fn. */
 typedef sdw_status (*part_loader)(sdw_model *m, const sdw_safetensors *st, const char *path, const sdw_load_params *p);
 
-/* Keeps st open for layers that read their weights from its mapping. */
-static void keep_mapped(sdw_model *m, sdw_safetensors *st, char role, const char *prefix)
-{
-    m->mapped[m->n_mapped].st = st;
-    m->mapped[m->n_mapped].role = role;
-    snprintf(m->mapped[m->n_mapped].prefix, sizeof m->mapped[m->n_mapped].prefix, "%s", prefix);
-    m->n_mapped++;
-}
-
 /* role: 0 closes the file after fn; else the model keeps it mapped under that role. */
 static sdw_status load_part(sdw_model *m, sdw_safetensors *st, const char *path, const sdw_load_params *p,
                             part_loader fn, int64_t *params, char role)
@@ -93,7 +66,7 @@ static sdw_status load_part(sdw_model *m, sdw_safetensors *st, const char *path,
     for (int i = 0; i < st->n_tensors; i++) *params += st->tensors[i].numel;
     st->keep_mapped = role && m->be;
     sdw_status s = m->be ? fn(m, st, path, p) : SDW_OK;
-    if (s == SDW_OK && st->keep_mapped) keep_mapped(m, st, role, "");
+    if (s == SDW_OK && st->keep_mapped) sdw_model_keep_mapped(m, st, role, "");
     else sdw_st_close(st);
     return s;
 }
@@ -254,8 +227,8 @@ sdw_status sdw_flux_model_load_single(sdw_model *m, const char *path, sdw_safete
     st->keep_mapped = m->be != NULL;
     sdw_status s = load_single(m, path, st, prefix, p);
     if (s == SDW_OK && st->keep_mapped) {
-        keep_mapped(m, st, 't', prefix);
-        if (!p->t5_path) keep_mapped(m, st, '5', AIO_T5);
+        sdw_model_keep_mapped(m, st, 't', prefix);
+        if (!p->t5_path) sdw_model_keep_mapped(m, st, '5', AIO_T5);
         choose_page_out(m, p);
     } else {
         sdw_st_close(st);
@@ -318,7 +291,7 @@ sdw_status sdw_flux_model_load_diffusers(sdw_model *m, const char *dir, const sd
     st->keep_mapped = m->be != NULL;
     if (m->be) s = sdw_fail_context(sdw_flux_load(m->be, st, "", SDW_NAMES_DIFFUSERS, &fc, &m->flux), "%s/transformer",
                                     dir);
-    if (s == SDW_OK && st->keep_mapped) keep_mapped(m, st, 't', "");
+    if (s == SDW_OK && st->keep_mapped) sdw_model_keep_mapped(m, st, 't', "");
     else sdw_st_close(st);
     SDW_TRY(s);
     SDW_TRY(folder_part(m, dir, "vae", "diffusion_pytorch_model", p->vae_path, p,

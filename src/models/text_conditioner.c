@@ -177,7 +177,7 @@ sdw_status sdw_text_encode_ids(sdw_backend *be, sdw_text_conditioner *tc, const 
 
 /* A1111's "Original" emphasis: scale each token's vectors by its weight, then
  * restore the chunk's mean so the overall magnitude is unchanged. */
-static void apply_emphasis(float *z, const float *weights, int T, int D)
+void sdw_apply_emphasis(float *z, const float *weights, int T, int D)
 {
     double before = 0, after = 0;
     for (int t = 0; t < T; t++)
@@ -227,7 +227,7 @@ sdw_status sdw_text_encode_prompt(sdw_backend *be, sdw_text_conditioner *tc, con
     }
     if (s == SDW_OK) s = sdw_text_encode_ids(be, tc, ids1, ids2, n1, clip_skip, out->context, out->pooled);
     if (s == SDW_OK && !all_ones(w1, (size_t)n1 * T))
-        for (int c = 0; c < n1; c++) apply_emphasis(out->context + (size_t)c * T * D, w1 + (size_t)c * T, T, D);
+        for (int c = 0; c < n1; c++) sdw_apply_emphasis(out->context + (size_t)c * T * D, w1 + (size_t)c * T, T, D);
     free(ids1); free(ids2); free(w1); free(w2);
     if (s != SDW_OK) sdw_text_embedding_free(out);
     return s;

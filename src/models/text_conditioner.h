@@ -46,4 +46,8 @@ typedef struct {
 sdw_status sdw_text_encode_prompt(sdw_backend *be, sdw_text_conditioner *tc, const char *prompt, int min_chunks,
                                   int clip_skip, sdw_text_embedding *out);
 void sdw_text_embedding_free(sdw_text_embedding *e);
+
+/* A1111's "Original" emphasis on one chunk z [T, D]: each token's vector
+ * times its weight, then the chunk's mean restored. */
+void sdw_apply_emphasis(float *z, const float *weights, int T, int D);
 #endif

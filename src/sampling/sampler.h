@@ -62,6 +62,12 @@ typedef struct {
      * (ModelSamplingDiscreteFlow: SD3, FLUX schnell); ComfyUI's
      * ModelSamplingFlux (FLUX dev) has 10000. */
     int flow_table_size;
+    /* Flow models, how the flow schedule lays its steps out: false = FLUX's
+     * (diffusers with dynamic shifting: linspace(1, 1/N, N), then the shift
+     * by mu); true = SD3's static shift S = e^mu (diffusers' shift config:
+     * a linspace between the shifted training sigmas, shifted again). The
+     * other schedules do not look at it. */
+    bool flow_static_shift;
 } sdw_sampler_params;
 
 typedef struct sdw_sampler sdw_sampler;

@@ -51,6 +51,7 @@ double sdw_beta_ppf(double p, double a, double b);
 typedef struct {
     double mu;
     int size;           /* 1000 (ModelSamplingDiscreteFlow) or 10000 (ModelSamplingFlux) */
+    bool static_shift;  /* the flow schedule's spacing: SD3's (true) or FLUX's */
 } sdw_flow_shift;
 
 /* sigma(t) for t in (0, 1] in float32 as ComfyUI computes its table. */

@@ -182,6 +182,7 @@ sdw_status sdw_sampler_create(const sdw_sampler_params *p, sdw_sampler **out)
     s->flow = p->param == SDW_PARAM_FLOW;
     s->shift.mu = p->flow_mu;
     s->shift.size = p->flow_table_size ? p->flow_table_size : 1000;
+    s->shift.static_shift = p->flow_static_shift;
     sdw_noise_table_init(&s->tab);
     /* room for pndm's extra entry */
     const size_t room = (size_t)p->steps + 2;

@@ -2,12 +2,12 @@
  * whose noise level sigma runs from 1 (pure noise) to 0 with a shift mu
  * that spends more steps at high noise: sigma(t) = e^mu / (e^mu + 1/t - 1).
  *
- * flow: diffusers' FlowMatchEulerDiscreteScheduler as the Flux pipelines
- * drive it, sigmas = float32(linspace(1, 1/N, N)) shifted in float32 (an
- * unshifted schedule, schnell's, stays exactly the linspace), bit for bit.
- * (diffusers' SD3 pipeline lays its steps out otherwise: a linspace between
- * the shifted training sigmas, shifted again with shift * s / (1 + (shift -
- * 1) s); that is not reproduced here.)
+ * flow: diffusers' FlowMatchEulerDiscreteScheduler, bit for bit, in its two
+ * configurations: as the Flux pipelines drive it (dynamic shifting), sigmas =
+ * float32(linspace(1, 1/N, N)) shifted in float32 (an unshifted schedule,
+ * schnell's, stays exactly the linspace); and with SD3's static shift S = e^mu
+ * (static_shift), a float64 linspace of timesteps between the shifted
+ * training sigmas' ends, each shifted again with S s / (1 + (S - 1) s).
  * The others are ComfyUI's over its flow model sampling: a table of `size`
  * sigmas sigma(i / size), i = 1..size (ModelSamplingFlux for FLUX dev,
  * 10000 entries; ModelSamplingDiscreteFlow for SD3 and schnell, 1000):
@@ -51,6 +51,34 @@ static void diffusers_flow(double mu, int n, float *sigmas)
     }
 }
 
+/* The shift S back from mu = ln S. exp(ln 3) is 3 + 1 ulp; configured
+ * shifts are short decimals, so 12 significant digits restore them exactly
+ * (and leave any other value within 1e-12 of e^mu). */
+static double static_shift_of(double mu)
+{
+    const double e = exp(mu), scale = pow(10.0, 11 - floor(log10(e)));
+    return round(e * scale) / scale;
+}
+
+/* diffusers with a static shift (SD3's scheduler_config): the training table
+ * float32(shift(i / 1000)), i = 1..1000, computed in float32, gives
+ * sigma_max and sigma_min; set_timesteps(N) takes timesteps t =
+ * np.linspace(1000 sigma_max, 1000 sigma_min, N) in float64 and sigmas =
+ * float32(shift(t / 1000)) in float64 (the shift applied a second time). */
+static void diffusers_static(double mu, int n, float *sigmas)
+{
+    const double S = static_shift_of(mu);
+    const float fs = (float)S, fs1 = (float)(S - 1.0), tmin = 1.0f / 1000.0f;
+    const float smax = fs * 1.0f / (1.0f + fs1 * 1.0f), smin = fs * tmin / (1.0f + fs1 * tmin);
+    const double start = (double)smax * 1000.0, stop = (double)smin * 1000.0;
+    const double step = n > 1 ? (stop - start) / (n - 1) : 0.0;
+    for (int j = 0; j < n; j++) {
+        /* numpy: arange(n) * step + start, the last point set to stop */
+        const double t = n > 1 && j == n - 1 ? stop : j * step + start, s = t / 1000.0;
+        sigmas[j] = (float)(S * s / (1.0 + (S - 1.0) * s));
+    }
+}
+
 /* ComfyUI normal_scheduler (sgm: linspace over steps + 1, the last dropped):
  * torch.linspace(timestep(sigma_max), timestep(sigma_min)) in float32, each
  * point through the shift again. */
@@ -74,7 +102,10 @@ sdw_status sdw_flow_schedule_build(const sdw_flow_shift *f, sdw_schedule_kind ki
         return sdw_fail(SDW_ERR_INVALID_ARG, "steps %d out of range [1, %d]", n, SDW_SAMPLER_MAX_STEPS);
     const double smin = table_sigma(f, 0), smax = table_sigma(f, f->size - 1);
     switch (kind) {
-    case SDW_SCHEDULE_FLOW: diffusers_flow(f->mu, n, sigmas); break;
+    case SDW_SCHEDULE_FLOW:
+        if (f->static_shift) diffusers_static(f->mu, n, sigmas);
+        else diffusers_flow(f->mu, n, sigmas);
+        break;
     case SDW_SCHEDULE_NORMAL: SDW_TRY(comfy_normal(f, n, false, sigmas)); break;
     case SDW_SCHEDULE_SGM_UNIFORM: SDW_TRY(comfy_normal(f, n, true, sigmas)); break;
     case SDW_SCHEDULE_SIMPLE: {
