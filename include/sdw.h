@@ -65,9 +65,11 @@ sdw_status sdw_tokenize_bpe(const char *text, int32_t **ids, int *n);
 typedef enum {
     SDW_FAMILY_SD1, SDW_FAMILY_SD2, SDW_FAMILY_SDXL, SDW_FAMILY_SDXL_REFINER,
     SDW_FAMILY_FLUX_DEV, SDW_FAMILY_FLUX_SCHNELL,   /* FLUX.1: transformer + T5-XXL + CLIP-L + 16-channel VAE */
+    SDW_FAMILY_SD3, SDW_FAMILY_SD35_MEDIUM, SDW_FAMILY_SD35_LARGE,   /* MMDiT + CLIP-L, CLIP-G, T5-XXL + 16-ch VAE */
 } sdw_family;
 const char *sdw_family_name(sdw_family f);
 bool sdw_family_is_flux(sdw_family f);
+bool sdw_family_is_sd3(sdw_family f);
 /* What the denoising network predicts: noise, v, or the rectified-flow
  * velocity (noise - x0; FLUX, SD3). */
 typedef enum { SDW_PREDICTION_AUTO, SDW_PREDICTION_EPS, SDW_PREDICTION_V, SDW_PREDICTION_FLOW } sdw_prediction;
@@ -98,7 +100,9 @@ typedef struct {
     /* FLUX parts given as separate files (ComfyUI's clip_l.safetensors,
      * t5xxl_fp16 / fp8); NULL = from the model file or folder itself. */
     const char *clip_l_path;
+    const char *clip_g_path;    /* SD3: CLIP-G (clip_g.safetensors) */
     const char *t5_path;
+    bool no_t5;                 /* SD3: leave T5 out even where the file has it (its part of the context is zeros) */
     sdw_weight_type weight_type;   /* KEEP by default */
     /* FLUX: compact weights are read where the file holds them (mapped, not
      * copied); with page_out the T5's pages go back to the system after each
@@ -119,8 +123,9 @@ typedef struct {
     int n_unknown;                   /* tensors outside every component (EMA copies, scheduler buffers) */
     int64_t params_unet, params_vae, params_text;   /* params_unet: the denoiser (UNet or transformer) */
     int64_t params_t5;               /* FLUX: the T5 encoder (not in params_text) */
-    const char *denoiser;            /* "unet" or "flux transformer" */
-    int t5_max_length;               /* FLUX: T5 tokens (512 dev, 256 schnell); 0 = none */
+    const char *denoiser;            /* "unet", "flux transformer" or "mmdit" */
+    int t5_max_length;               /* FLUX: T5 tokens (512 dev, 256 schnell); SD3: 256; 0 = none (no T5) */
+    float flow_shift;                /* SD3: the flow schedule's shift (3.0, or the model's own) */
     float default_guidance;          /* FLUX dev's distilled guidance (3.5); 0 = none */
     char dtypes[64];                 /* the file dtypes seen, e.g. "F16, I64" */
     bool turbo;                      /* SDXL-Turbo: from --preset turbo, the file name or its metadata */

@@ -23,7 +23,10 @@ typedef struct {
     const char *lora[SDW_MAX_LORAS];
     int n_lora;
     const char *model, *prompt, *negative, *init, *mask, *out, *vae, *dump_dir, *preview_dir, *sampler, *scheduler;
-    const char *clip_l, *t5xxl;
+    const char *clip_l, *clip_g, *t5xxl;
+    bool no_t5;
+    int t5_len, slg_layers[SDW_MAX_SLG_LAYERS], n_slg;
+    float slg_scale, slg_start, slg_end;
     int width, height, steps, clip_skip, batch_size, batch_count, threads, preview_every;
     float cfg, strength, guidance;
     long long seed;
@@ -44,6 +47,8 @@ static void usage(FILE *f)
             "    [-i INIT_IMAGE [--strength S]] [--mask MASK_IMAGE] [--clip-skip N]\n"
             "    [--batch-size N] [--batch-count N] [--dump DIR] [--prediction auto|eps|v] [--vae FILE]\n"
             "    [--clip-l FILE] [--t5xxl FILE] [--guidance G] (FLUX: its text encoders; dev's distilled guidance)\n"
+            "    [--clip-g FILE] [--no-t5] [--t5-max-length N] (SD3: its text encoders; T5 tokens, default 256)\n"
+            "    [--slg-layers 7,8,9 --slg-scale 2.8 --slg-start 0.01 --slg-end 0.2] (SD3.5 skip-layer guidance)\n"
             "    [--weight-type keep|f32|bf16|q8_0|q5_1|q5_0|q4_1|q4_0] (large linear layers held as)\n"
             "    [--page-out auto|always|never] (FLUX: T5 and transformer take turns in memory)\n"
             "    [--precision auto|f32|bf16] [--threads N] [--preview-every N --preview-dir DIR]\n"
@@ -60,6 +65,20 @@ static int bad(const char *fmt, const char *v)
     return 2;
 }
 
+/* "7,8,9" -> block numbers. */
+static bool parse_layers(const char *v, options *o)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", v);
+    o->n_slg = 0;
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        long long n;
+        if (o->n_slg == SDW_MAX_SLG_LAYERS || !cli_parse_int(t, 0, 1000, &n)) return false;
+        o->slg_layers[o->n_slg++] = (int)n;
+    }
+    return o->n_slg > 0;
+}
+
 static int parse(int argc, char **argv, options *o)
 {
     memset(o, 0, sizeof *o);
@@ -69,6 +88,9 @@ static int parse(int argc, char **argv, options *o)
     o->cfg = NAN;
     o->guidance = -1.0f;
     o->page_out = -1;
+    o->slg_scale = 2.8f;
+    o->slg_start = 0.01f;
+    o->slg_end = 0.2f;
     o->strength = 0.75f;
     o->turbo = -1;
     o->vae_tiling = -1;
@@ -79,6 +101,7 @@ static int parse(int argc, char **argv, options *o)
         if (IS("-v") || IS("--verbose")) { o->verbose = true; continue; }
         if (IS("--vae-tiling")) { o->vae_tiling = 1; continue; }
         if (IS("--no-vae-tiling")) { o->vae_tiling = 0; continue; }
+        if (IS("--no-t5")) { o->no_t5 = true; continue; }
         if (IS("-h") || IS("--help")) { usage(stdout); exit(0); }
         if (!v) return bad("option %s needs a value", a);
         i++;
@@ -90,6 +113,12 @@ static int parse(int argc, char **argv, options *o)
         else if (IS("-o") || IS("--output")) o->out = v;
         else if (IS("--vae")) o->vae = v;
         else if (IS("--clip-l")) o->clip_l = v;
+        else if (IS("--clip-g")) o->clip_g = v;
+        else if (IS("--t5-max-length")) { if (!cli_parse_int(v, 1, 512, &n)) return bad("--t5-max-length must be in 1..512, not '%s'", v); o->t5_len = (int)n; }
+        else if (IS("--slg-layers")) { if (!parse_layers(v, o)) return bad("--slg-layers takes block numbers like 7,8,9, not '%s'", v); }
+        else if (IS("--slg-scale")) { if (!cli_parse_float(v, 0, 100, &o->slg_scale)) return bad("--slg-scale must be in 0..100, not '%s'", v); }
+        else if (IS("--slg-start")) { if (!cli_parse_float(v, 0, 1, &o->slg_start)) return bad("--slg-start must be in 0..1, not '%s'", v); }
+        else if (IS("--slg-end")) { if (!cli_parse_float(v, 0, 1, &o->slg_end)) return bad("--slg-end must be in 0..1, not '%s'", v); }
         else if (IS("--page-out")) {
             if (!strcmp(v, "auto")) o->page_out = -1;
             else if (!strcmp(v, "always")) o->page_out = 1;
@@ -253,6 +282,8 @@ int cmd_generate(int argc, char **argv)
     lp.prediction = o.prediction;
     lp.vae_path = o.vae;
     lp.clip_l_path = o.clip_l;
+    lp.clip_g_path = o.clip_g;
+    lp.no_t5 = o.no_t5;
     lp.t5_path = o.t5xxl;
     lp.weight_type = o.weight_type;
     lp.page_out = o.page_out;
@@ -284,6 +315,12 @@ int cmd_generate(int argc, char **argv)
     p.steps = o.steps ? o.steps : mi->default_steps;
     p.cfg_scale = isnan(o.cfg) ? mi->default_cfg : o.cfg;
     p.guidance = o.guidance >= 0 ? o.guidance : mi->default_guidance;
+    p.t5_max_length = o.t5_len;
+    memcpy(p.slg_layers, o.slg_layers, sizeof p.slg_layers);
+    p.n_slg_layers = o.n_slg;
+    p.slg_scale = o.slg_scale;
+    p.slg_start = o.slg_start;
+    p.slg_end = o.slg_end;
     p.rng = o.rng;
     p.clip_skip = o.clip_skip;
     p.batch_size = o.batch_size;

@@ -4,6 +4,8 @@
 #include "models/model.h"
 #include "models/lora.h"
 #include "models/flux.h"
+#include "models/mmdit.h"
+#include "models/sd3_text.h"
 #include "models/t5.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -24,8 +26,16 @@ const char *sdw_family_name(sdw_family f)
     case SDW_FAMILY_SDXL_REFINER: return "sdxl-refiner";
     case SDW_FAMILY_FLUX_DEV: return "flux-dev";
     case SDW_FAMILY_FLUX_SCHNELL: return "flux-schnell";
+    case SDW_FAMILY_SD3: return "sd3";
+    case SDW_FAMILY_SD35_MEDIUM: return "sd3.5-medium";
+    case SDW_FAMILY_SD35_LARGE: return "sd3.5-large";
     }
     return "?";
+}
+
+bool sdw_family_is_sd3(sdw_family f)
+{
+    return f == SDW_FAMILY_SD3 || f == SDW_FAMILY_SD35_MEDIUM || f == SDW_FAMILY_SD35_LARGE;
 }
 
 bool sdw_family_is_flux(sdw_family f) { return f == SDW_FAMILY_FLUX_DEV || f == SDW_FAMILY_FLUX_SCHNELL; }
@@ -43,7 +53,8 @@ const char *sdw_prediction_name(sdw_prediction p)
 
 sdw_load_params sdw_load_params_default(void)
 {
-    sdw_load_params p = { SDW_PRECISION_AUTO, SDW_PREDICTION_AUTO, NULL, true, -1, NULL, NULL, SDW_WT_KEEP, -1 };
+    sdw_load_params p = { .precision = SDW_PRECISION_AUTO, .prediction = SDW_PREDICTION_AUTO, .with_vae_encoder = true,
+                          .turbo = -1, .weight_type = SDW_WT_KEEP, .page_out = -1 };
     return p;
 }
 
@@ -59,6 +70,8 @@ static sdw_status family_of(const sdw_unet_config *c, const char *what, sdw_fami
     else return sdw_fail(SDW_ERR_UNSUPPORTED, "%s: unknown model family (context %d)", what, c->context_dim);
     return SDW_OK;
 }
+
+static bool turbo_family(sdw_family f) { return f == SDW_FAMILY_SDXL || f == SDW_FAMILY_SD35_LARGE; }
 
 void sdw_model_set_defaults(sdw_model_info *in)
 {
@@ -93,14 +106,36 @@ void sdw_model_set_defaults(sdw_model_info *in)
         in->default_guidance = in->family == SDW_FAMILY_FLUX_DEV ? 3.5f : 0.0f;
         in->t5_max_length = in->family == SDW_FAMILY_FLUX_DEV ? 512 : 256;
         break;
+    case SDW_FAMILY_SD3:
+    case SDW_FAMILY_SD35_MEDIUM:
+    case SDW_FAMILY_SD35_LARGE:
+        /* diffusers' StableDiffusion3Pipeline defaults: 28 steps, cfg 7, T5 at 256 tokens;
+         * Euler on the reference's flow schedule, shift 3 (or the model's own). */
+        in->denoiser = "mmdit";
+        in->latent_channels = 16;
+        in->size_multiple = 16;
+        in->default_width = 1024;
+        in->latent_scale = 1.5305f;
+        in->latent_shift = 0.0609f;
+        in->default_cfg = 7.0f;
+        in->default_sampler = "euler";
+        in->default_scheduler = "flow";
+        in->default_steps = 28;
+        in->t5_max_length = 256;
+        if (in->flow_shift <= 0) in->flow_shift = 3.0f;
+        break;
     }
     in->default_height = in->default_width;
-    if (in->turbo) {
+    if (in->turbo && in->family == SDW_FAMILY_SDXL) {
         /* SDXL-Turbo is distilled for 1-4 steps without guidance on trailing timesteps. */
         in->default_width = in->default_height = 512;
         in->default_steps = 4;
         in->default_cfg = 0.0f;
         in->default_scheduler = "trailing";
+    } else if (in->turbo) {
+        /* SD3.5 Large Turbo: 4 steps, no guidance (one pass a step), 1024x1024 (SAI's sd3_infer). */
+        in->default_steps = 4;
+        in->default_cfg = 0.0f;
     }
 }
 
@@ -110,10 +145,10 @@ static bool contains_turbo(const char *s)
 }
 
 /* --preset decides; else the file or folder name, or the safetensors metadata, says "turbo". */
-static void detect_turbo(sdw_model_info *in, const sdw_load_params *p, const char *path, const sdw_safetensors *st)
+void sdw_model_detect_turbo(sdw_model_info *in, const sdw_load_params *p, const char *path, const sdw_safetensors *st)
 {
-    if (p->turbo >= 0) in->turbo = p->turbo && in->family == SDW_FAMILY_SDXL;
-    else in->turbo = in->family == SDW_FAMILY_SDXL &&
+    if (p->turbo >= 0) in->turbo = p->turbo && turbo_family(in->family);
+    else in->turbo = turbo_family(in->family) &&
                      (contains_turbo(strrchr(path, '/') ? strrchr(path, '/') + 1 : path) ||
                       (st && (contains_turbo(sdw_st_meta_get(st, "modelspec.title")) ||
                               contains_turbo(sdw_st_meta_get(st, "modelspec.architecture")))));
@@ -198,6 +233,10 @@ static sdw_status load_single(sdw_model *m, const char *path, const sdw_load_par
     in->layout = "single-file";
     sdw_safetensors *st;
     SDW_TRY(sdw_st_open(path, &st));
+    /* SD3's MMDiT: Stability's single files (or a bare transformer file). */
+    static const char *const sd3_prefixes[] = { "model.diffusion_model.", "" };
+    for (int i = 0; i < 2; i++)
+        if (sdw_mmdit_present(st, sd3_prefixes[i])) return sdw_sd3_model_load_single(m, path, st, sd3_prefixes[i], p);
     /* FLUX's transformer, bare (BFL's file, a GGUF) or in an all-in-one checkpoint. */
     static const char *const flux_prefixes[] = { "", "model.diffusion_model." };
     for (int i = 0; i < 2; i++)
@@ -246,7 +285,7 @@ static sdw_status load_single(sdw_model *m, const char *path, const sdw_load_par
         in->prediction = SDW_PREDICTION_EPS;
         snprintf(in->prediction_source, sizeof in->prediction_source, "assumed: family default");
     }
-    detect_turbo(in, p, path, st);
+    sdw_model_detect_turbo(in, p, path, st);
     sdw_model_set_defaults(in);
     const char *scale = sdw_yaml_get(&yaml, "model.params.scale_factor");
     if (scale && atof(scale) > 0) in->latent_scale = (float)atof(scale);
@@ -294,7 +333,13 @@ static sdw_status load_diffusers(sdw_model *m, const char *dir, const sdw_load_p
     cJSON_Delete(j);
     snprintf(path, sizeof path, "%s/transformer/config.json", dir);
     struct stat tsb;
-    if (stat(path, &tsb) == 0) return sdw_flux_model_load_diffusers(m, dir, p);
+    if (stat(path, &tsb) == 0) {
+        cJSON *tj;
+        SDW_TRY(sdw_json_load_file(path, &tj));
+        bool sd3 = !strcmp(sdw_json_str(tj, "_class_name", ""), "SD3Transformer2DModel");
+        cJSON_Delete(tj);
+        return sd3 ? sdw_sd3_model_load_diffusers(m, dir, p) : sdw_flux_model_load_diffusers(m, dir, p);
+    }
     snprintf(path, sizeof path, "%s/unet/config.json", dir);
     sdw_status s = sdw_json_load_file(path, &j);
     if (s != SDW_OK) return sdw_fail_context(s, "%s: the diffusers folder has no usable unet/", dir);
@@ -320,7 +365,7 @@ static sdw_status load_diffusers(sdw_model *m, const char *dir, const sdw_load_p
         in->prediction = p->prediction;
         snprintf(in->prediction_source, sizeof in->prediction_source, "override");
     }
-    detect_turbo(in, p, dir, NULL);
+    sdw_model_detect_turbo(in, p, dir, NULL);
     sdw_model_set_defaults(in);
     snprintf(path, sizeof path, "%s/vae/config.json", dir);
     sdw_vae_config vc;
@@ -372,10 +417,14 @@ static sdw_status load_any(const char *path, const sdw_load_params *p, sdw_model
         return sdw_fail(SDW_ERR_UNSUPPORTED,
                         "%s: pickle checkpoints are not loaded (they can run code); convert it to .safetensors", path);
     sdw_status s = S_ISDIR(sb.st_mode) ? load_diffusers(m, path, p) : load_single(m, path, p);
-    if (s == SDW_OK && !sdw_family_is_flux(m->info.family) && (p->clip_l_path || p->t5_path))
-        return sdw_fail(SDW_ERR_INVALID_ARG, "%s is %s: --clip-l and --t5xxl are FLUX parts", path,
+    bool flux = sdw_family_is_flux(m->info.family), sd3 = sdw_family_is_sd3(m->info.family);
+    if (s == SDW_OK && !flux && !sd3 && (p->clip_l_path || p->t5_path || p->clip_g_path || p->no_t5))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s is %s: --clip-l, --clip-g, --t5xxl and --no-t5 are FLUX / SD3 parts",
+                        path, sdw_family_name(m->info.family));
+    if (s == SDW_OK && flux && (p->clip_g_path || p->no_t5))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s is %s: FLUX has no CLIP-G and needs its T5", path,
                         sdw_family_name(m->info.family));
-    if (s == SDW_OK && m->be && p->vae_path && !m->flux) s = load_vae_override(m, p->vae_path, p->with_vae_encoder);
+    if (s == SDW_OK && m->be && p->vae_path && !flux && !sd3) s = load_vae_override(m, p->vae_path, p->with_vae_encoder);
     return s;
 }
 
@@ -390,7 +439,11 @@ sdw_status sdw_model_probe(const char *path, const sdw_load_params *p, sdw_model
 
 size_t sdw_model_held_bytes(const sdw_model *m)
 {
-    return sdw_unet_bytes(m->unet) + sdw_flux_bytes(m->flux) + sdw_t5_bytes(m->t5) + sdw_vae_bytes(m->vae) + (m->text.te1 ? m->text.te1->bytes : 0) +
+    size_t sd3 = m->mmdit ? sdw_mmdit_bytes(m->mmdit) : 0;
+    if (m->sd3_text)
+        sd3 += (m->sd3_text->clip_l ? m->sd3_text->clip_l->bytes : 0) +
+               (m->sd3_text->clip_g ? m->sd3_text->clip_g->bytes : 0) + sdw_t5_bytes(m->sd3_text->t5);
+    return sd3 + sdw_unet_bytes(m->unet) + sdw_flux_bytes(m->flux) + sdw_t5_bytes(m->t5) + sdw_vae_bytes(m->vae) + (m->text.te1 ? m->text.te1->bytes : 0) +
            (m->text.te2 ? m->text.te2->bytes : 0) + sdw_backend_derived_bytes(m->be);
 }
 sdw_status sdw_model_load(const char *path, const sdw_load_params *p, sdw_model **out)
@@ -417,6 +470,14 @@ sdw_status sdw_model_load(const char *path, const sdw_load_params *p, sdw_model 
     return SDW_OK;
 }
 
+void sdw_model_keep_mapped(sdw_model *m, sdw_safetensors *st, char role, const char *prefix)
+{
+    m->mapped[m->n_mapped].st = st;
+    m->mapped[m->n_mapped].role = role;
+    snprintf(m->mapped[m->n_mapped].prefix, sizeof m->mapped[m->n_mapped].prefix, "%s", prefix);
+    m->n_mapped++;
+}
+
 void sdw_model_free(sdw_model *m)
 {
     if (!m) return;
@@ -425,6 +486,9 @@ void sdw_model_free(sdw_model *m)
     sdw_unet_free(m->unet);
     sdw_flux_free(m->flux);
     sdw_t5_free(m->t5);
+    sdw_mmdit_free(m->mmdit);
+    if (m->sd3_text) sdw_sd3_text_free(m->sd3_text);
+    free(m->sd3_text);
     sdw_vae_free(m->vae);
     /* After the layers reading them; an all-in-one file is listed twice. */
     for (int i = 0; i < m->n_mapped; i++) {

@@ -9,6 +9,8 @@
 
 struct sdw_flux;
 struct sdw_t5;
+struct sdw_mmdit;
+struct sdw_sd3_text;
 
 struct sdw_model {
     sdw_model_info info;
@@ -17,6 +19,8 @@ struct sdw_model {
     sdw_unet *unet;                /* SD1 / SD2 / SDXL; NULL for FLUX */
     struct sdw_flux *flux;         /* FLUX.1; text.te1 is then its CLIP-L (pooled vector only) */
     struct sdw_t5 *t5;             /* FLUX's T5-XXL */
+    struct sdw_mmdit *mmdit;       /* SD3 / SD3.5 */
+    struct sdw_sd3_text *sd3_text; /* SD3's CLIP-L, CLIP-G and T5 */
     sdw_vae *vae;
     struct sdw_lora_state *lora;   /* NULL until a LoRA is first applied */
     /* Files whose mapping layers read their compact weights from, kept open
@@ -37,6 +41,9 @@ size_t sdw_model_held_bytes(const struct sdw_model *m);
 
 /* Shared by the family loaders (model.c, model_flux.c). */
 void sdw_model_set_defaults(sdw_model_info *in);
+/* --preset decides; else the file or folder name, or the safetensors metadata, says "turbo"
+ * (SDXL-Turbo, SD3.5 Large Turbo). Call before sdw_model_set_defaults. */
+void sdw_model_detect_turbo(sdw_model_info *in, const sdw_load_params *p, const char *path, const sdw_safetensors *st);
 void sdw_model_note_dtypes(sdw_model_info *in, const sdw_safetensors *st);
 int64_t sdw_model_params_under(const sdw_safetensors *st, const char *const *prefixes, int n);
 /* Opens <dir>/<sub>/<stem>.safetensors or its .fp16 variant. */
@@ -48,6 +55,14 @@ sdw_status sdw_model_open_diffusers(const char *dir, const char *sub, const char
  * (a probe). */
 sdw_status sdw_flux_model_load_single(sdw_model *m, const char *path, sdw_safetensors *st, const char *prefix,
                                       const sdw_load_params *p);
+/* SD3 / SD3.5 (model_sd3.c), as FLUX: the MMDiT under prefix
+ * ("model.diffusion_model.") of st (owned by the call), or a diffusers folder. */
+sdw_status sdw_sd3_model_load_single(sdw_model *m, const char *path, sdw_safetensors *st, const char *prefix,
+                                     const sdw_load_params *p);
+sdw_status sdw_sd3_model_load_diffusers(sdw_model *m, const char *dir, const sdw_load_params *p);
+/* Keeps st open until the model is freed: layers read compact weights from
+ * its mapping. role 't' (the denoiser) or '5' (T5), under prefix. */
+void sdw_model_keep_mapped(sdw_model *m, sdw_safetensors *st, char role, const char *prefix);
 /* Gives the mapped pages of the model's transformer ('t') or T5 ('5') back
  * to the system when m->page_out (the next use reads them again). */
 void sdw_flux_model_page_out(sdw_model *m, char role);

@@ -43,6 +43,7 @@ typedef struct sdw_denoiser_ops {
 
 extern const sdw_denoiser_ops sdw_unet_denoiser;   /* denoise_unet.c: SD1 / SD2 / SDXL */
 extern const sdw_denoiser_ops sdw_flux_denoiser;   /* denoise_flux.c: FLUX.1 */
+extern const sdw_denoiser_ops sdw_sd3_denoiser;    /* denoise_sd3.c: SD3 / SD3.5 */
 
 sdw_status sdw_pipeline_nomem(void);
 void sdw_pipeline_observe(const sdw_run *r, const char *name, int step, const float *x, int ndim,

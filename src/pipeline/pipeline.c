@@ -25,6 +25,9 @@ void sdw_pipeline_params_init(sdw_pipeline_params *p)
     p->strength = 0.75f;
     p->vae_tiling = -1;
     p->guidance = -1.0f;
+    p->slg_scale = 2.8f;   /* diffusers' SD3.5-medium example */
+    p->slg_start = 0.01f;
+    p->slg_end = 0.2f;
 }
 
 static double now(void)
@@ -246,12 +249,13 @@ static sdw_parametrization parametrization(sdw_prediction p)
     return p == SDW_PREDICTION_FLOW ? SDW_PARAM_FLOW : p == SDW_PREDICTION_V ? SDW_PARAM_V : SDW_PARAM_EPS;
 }
 
-/* FLUX dev's resolution-dependent shift (diffusers' calculate_shift with
+/* SD3's static shift (mu = ln 3) and FLUX dev's resolution-dependent shift (diffusers' calculate_shift with
  * FLUX.1-dev's scheduler config: 0.5 at 256 image tokens, 1.15 at 4096,
  * linear in between and beyond), in float64 as the reference; schnell runs
  * unshifted. */
 static double flow_mu(const sdw_model *m, int width, int height)
 {
+    if (sdw_family_is_sd3(m->info.family)) return log((double)m->info.flow_shift);   /* static shift 3 */
     if (m->info.family != SDW_FAMILY_FLUX_DEV) return 0.0;
     double seq = (double)(height / 16) * (width / 16), k = (1.15 - 0.5) / (4096 - 256);
     return seq * k + (0.5 - 256 * k);
@@ -263,7 +267,7 @@ sdw_status sdw_pipeline_run(sdw_model *m, const sdw_pipeline_params *p, float *i
     run r = { 0 };
     r.m = m;
     r.p = p;
-    r.ops = m->flux ? &sdw_flux_denoiser : &sdw_unet_denoiser;
+    r.ops = m->flux ? &sdw_flux_denoiser : m->mmdit ? &sdw_sd3_denoiser : &sdw_unet_denoiser;
     r.B = p->batch_size;
     r.h = p->height / 8;
     r.w = p->width / 8;
@@ -275,7 +279,8 @@ sdw_status sdw_pipeline_run(sdw_model *m, const sdw_pipeline_params *p, float *i
     sdw_sampler_params sp = { .sampler = p->sampler, .schedule = p->schedule, .steps = p->steps,
                               .param = parametrization(m->info.prediction), .eta = p->eta,
                               .flow_mu = flow_mu(m, p->width, p->height),
-                              .flow_table_size = m->info.family == SDW_FAMILY_FLUX_DEV ? 10000 : 0 };
+                              .flow_table_size = m->info.family == SDW_FAMILY_FLUX_DEV ? 10000 : 0,
+                              .flow_static_shift = sdw_family_is_sd3(m->info.family) };
     size_t n = (size_t)r.B * r.lc * r.h * r.w;
     float *x = malloc(n * sizeof *x);
     r.preview = malloc((size_t)r.h * r.w * 3 * sizeof(float));
@@ -323,6 +328,15 @@ static const float flux_rgb[16][3] = {
     { 0.0817f, 0.0765f, 0.0749f },  { -0.1264f, -0.0522f, -0.1103f }, { -0.0280f, -0.0881f, -0.0499f },
     { -0.1262f, -0.0982f, -0.0778f },
 };
+static const float sd3_rgb[16][3] = {
+    { -0.0922f, -0.0175f, 0.0749f }, { 0.0311f, 0.0633f, 0.0954f },   { 0.1994f, 0.0927f, 0.0458f },
+    { 0.0856f, 0.0339f, 0.0902f },   { 0.0587f, 0.0272f, -0.0496f },  { -0.0006f, 0.1104f, 0.0309f },
+    { 0.0978f, 0.0306f, 0.0427f },   { -0.0042f, 0.1038f, 0.1358f },  { -0.0194f, 0.0020f, 0.0669f },
+    { -0.0488f, 0.0130f, -0.0268f }, { 0.0922f, 0.0988f, 0.0951f },   { -0.0278f, 0.0524f, -0.0542f },
+    { 0.0332f, 0.0456f, 0.0895f },   { -0.0069f, -0.0030f, -0.0810f }, { -0.0596f, -0.0465f, -0.0293f },
+    { -0.1448f, -0.1463f, -0.1189f },
+};
+static const float sd3_bias[3] = { 0.2394f, 0.2135f, 0.1925f };
 static const float xl_bias[3] = { 0.1084f, -0.0175f, -0.0011f }, flux_bias[3] = { -0.0329f, -0.0718f, -0.0851f },
                    zero_bias[3] = { 0, 0, 0 };
 
@@ -334,6 +348,10 @@ void sdw_latent_preview(sdw_family f, const float *latents, int h, int w, float 
     if (f == SDW_FAMILY_SDXL || f == SDW_FAMILY_SDXL_REFINER) {
         k = xl_rgb;
         bias = xl_bias;
+    } else if (sdw_family_is_sd3(f)) {
+        k = sd3_rgb;
+        bias = sd3_bias;
+        lc = 16;
     } else if (sdw_family_is_flux(f)) {
         k = flux_rgb;
         bias = flux_bias;

@@ -10,6 +10,8 @@
 #include "models/model.h"
 #include "sampling/sampler.h"
 
+#define SDW_MAX_SLG_LAYERS 16
+
 /* Called once per sampling step; preview (if not NULL) is an RGB float image
  * [ph, pw, 3] in [0, 1] from the cheap latent projection. Return non-OK to
  * cancel the run. */
@@ -31,6 +33,13 @@ typedef struct {
     int width, height, steps;
     float cfg_scale;               /* <= 1: the conditional branch only */
     float guidance;                /* FLUX dev's distilled guidance (one evaluation a step); < 0 = the model's default */
+    int t5_max_length;             /* SD3: T5 tokens (256 as diffusers, 77 as SAI / ComfyUI); 0 = the model's */
+    /* SD3.5 skip-layer guidance: at step i (0-based) with steps * slg_start < i
+     * < steps * slg_end, one more pass on the positive prompt with these
+     * blocks left out, and v += slg_scale * (v_cond - v_skip). */
+    int slg_layers[SDW_MAX_SLG_LAYERS];
+    int n_slg_layers;              /* 0 = off */
+    float slg_scale, slg_start, slg_end;
     uint64_t seed;
     sdw_rng_kind rng;
     sdw_sampler_kind sampler;

@@ -102,7 +102,7 @@ bad "flux without its T5" "--t5xxl" $FX $PARTS -p x
 bad "flux without its autoencoder" "--vae" $FX --clip-l $FD/flux-tiny-common/clip_l.safetensors $T5 -p x
 bad "a T5 file given as --clip-l" "not a CLIP-L" $FX --vae $FD/flux-tiny-common/ae.safetensors --clip-l $FD/flux-tiny-common/t5xxl.safetensors $T5 -p x
 bad "flux width not a multiple of 16" "multiples of 16" $FX $PARTS $T5 -p x -W 72
-bad "flux parts on an SD model" "FLUX parts" $G -p x $T5
+bad "flux parts on an SD model" "FLUX / SD3 parts" $G -p x $T5
 bad "a FLUX LoRA on SD1" "flux" $G -p x --lora "$FD/flux-tiny-dev/loras/flux-tiny-dev-lora-kohya.safetensors"
 head -c 1000 "$FD/flux-tiny-dev/flux1-dev-Q8_0.gguf" > "$TMP/truncated.gguf"
 bad "truncated GGUF" "truncated.gguf" "$SDW" generate -m "$TMP/truncated.gguf" $PARTS $T5 -p x

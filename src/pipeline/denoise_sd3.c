@@ -1,0 +1,139 @@
+/* denoise_sd3.c: SD3 / SD3.5 as a denoiser, as diffusers'
+ * StableDiffusion3Pipeline runs it:
+ *   prepare: prompt and negative prompt ("" when none) -> CLIP-L / CLIP-G
+ *            penultimate states ++ T5 (or zeros without T5) [77 + L, joint],
+ *            pooled CLIP-L ++ CLIP-G projections (sd3_text.c)
+ *   predict: the MMDiT on the latents for [uncond; cond], CFG when cfg > 1,
+ *            then skip-layer guidance (SD3.5): in the steps of its window one
+ *            more pass on the positive prompt with the listed blocks left out,
+ *            v += slg_scale * (v_cond - v_skip). */
+#include "pipeline/denoiser.h"
+#include "models/mmdit.h"
+#include "models/sd3_text.h"
+#include "core/error.h"
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    float *ctx[2];              /* [n_ctx, joint] positive, negative (each its own length: they run apart) */
+    int n_ctx[2];
+    float *pooled[2];           /* [pooled_dim] */
+    float *v_cond, *v_uncond, *v_skip;   /* [lc, h, w] scratch */
+    bool skip[SDW_MMDIT_MAX_DEPTH];
+    bool slg;
+    int evals;
+} sd3_state;
+
+static sdw_status encode(sdw_run *r, sd3_state *s, const char *prompt, int k)
+{
+    sdw_model *m = r->m;
+    /* (Without T5 the length is not used: its part is 77 zeros.) */
+    const int len = r->p->t5_max_length > 0  ? r->p->t5_max_length
+                    : m->info.t5_max_length > 0 ? m->info.t5_max_length
+                                                : SDW_SD3_T5_LEN_DEFAULT;
+    if (!(s->pooled[k] = malloc((size_t)sdw_mmdit_get_config(m->mmdit)->pooled_dim * sizeof(float))))
+        return sdw_pipeline_nomem();
+    sdw_arena_reset(&r->arena);
+    int n = 0;
+    SDW_TRY(sdw_sd3_encode(m->be, &r->arena, m->sd3_text, prompt ? prompt : "", len, r->p->clip_skip, &s->ctx[k], &n,
+                           s->pooled[k]));
+    s->n_ctx[k] = n;
+    return SDW_OK;
+}
+
+static sdw_status prepare(sdw_run *r)
+{
+    sd3_state *s = calloc(1, sizeof *s);
+    if (!s) return sdw_pipeline_nomem();
+    r->state = s;
+    const sdw_pipeline_params *p = r->p;
+    const sdw_mmdit_config *c = sdw_mmdit_get_config(r->m->mmdit);
+    for (int i = 0; i < p->n_slg_layers; i++) {
+        if (p->slg_layers[i] < 0 || p->slg_layers[i] >= c->depth)
+            return sdw_fail(SDW_ERR_INVALID_ARG, "skip-layer guidance: block %d does not exist (the model has %d, 0..%d)",
+                            p->slg_layers[i], c->depth, c->depth - 1);
+        s->skip[p->slg_layers[i]] = true;
+    }
+    s->slg = p->n_slg_layers > 0 && p->slg_scale != 0;
+    size_t per = (size_t)r->lc * r->h * r->w;
+    s->v_cond = malloc(per * sizeof(float));
+    s->v_uncond = malloc(per * sizeof(float));
+    s->v_skip = malloc(per * sizeof(float));
+    if (!s->v_cond || !s->v_uncond || !s->v_skip) return sdw_pipeline_nomem();
+    SDW_TRY(encode(r, s, p->prompt, 0));
+    if (r->cfg) SDW_TRY(encode(r, s, p->negative_prompt ? p->negative_prompt : "", 1));
+    int64_t shape[3] = { 1, s->n_ctx[0], c->joint_dim }, pshape[2] = { 1, c->pooled_dim };
+    sdw_pipeline_observe(r, "prompt_embeds", -1, s->ctx[0], 3, shape);
+    sdw_pipeline_observe(r, "pooled_prompt_embeds", -1, s->pooled[0], 2, pshape);
+    if (r->cfg) {
+        shape[1] = s->n_ctx[1];
+        sdw_pipeline_observe(r, "negative_prompt_embeds", -1, s->ctx[1], 3, shape);
+        sdw_pipeline_observe(r, "negative_pooled_prompt_embeds", -1, s->pooled[1], 2, pshape);
+    }
+    return SDW_OK;
+}
+
+static sdw_status forward(sdw_run *r, sd3_state *s, int k, const float *x, float t, const bool *skip, float *out)
+{
+    const sdw_mmdit_input in = { x, r->h, r->w, t, s->ctx[k], s->n_ctx[k], s->pooled[k], skip, NULL, NULL };
+    sdw_arena_reset(&r->arena);
+    return sdw_mmdit_forward(r->m->be, &r->arena, r->m->mmdit, &in, out);
+}
+
+/* The step of the schedule this evaluation belongs to: its timestep's index
+ * (a second evaluation between two steps belongs to the first). */
+static int step_of(const sdw_run *r, float t)
+{
+    const float *ts = sdw_sampler_timesteps(r->sampler);
+    int n = sdw_sampler_steps(r->sampler), i = 0;
+    while (i + 1 < n && ts[i + 1] >= t) i++;
+    return i;
+}
+
+static sdw_status predict(sdw_run *r, const float *x, float t, float *out)
+{
+    sd3_state *s = r->state;
+    const sdw_pipeline_params *p = r->p;
+    const size_t per = (size_t)r->lc * r->h * r->w;
+    const int i = step_of(r, t), N = p->steps;
+    /* diffusers: i > steps * start and i < steps * stop, strictly. */
+    const bool slg = s->slg && (double)i > (double)N * p->slg_start && (double)i < (double)N * p->slg_end;
+    for (int b = 0; b < r->B; b++) {
+        const float *xb = x + b * per;
+        float *o = out + b * per;
+        SDW_TRY(forward(r, s, 0, xb, t, NULL, s->v_cond));
+        int64_t shape[4] = { 1, r->lc, r->h, r->w };
+        if (r->cfg) {
+            SDW_TRY(forward(r, s, 1, xb, t, NULL, s->v_uncond));
+            sdw_pipeline_observe(r, "transformer_out_uncond", s->evals, s->v_uncond, 4, shape);
+            sdw_cfg_combine(s->v_uncond, s->v_cond, p->cfg_scale, per, o);
+        } else {
+            memcpy(o, s->v_cond, per * sizeof *o);
+        }
+        sdw_pipeline_observe(r, "transformer_out", s->evals, s->v_cond, 4, shape);
+        if (slg) {
+            SDW_TRY(forward(r, s, 0, xb, t, s->skip, s->v_skip));
+            sdw_pipeline_observe(r, "slg_out", s->evals, s->v_skip, 4, shape);
+            for (size_t j = 0; j < per; j++) o[j] += p->slg_scale * (s->v_cond[j] - s->v_skip[j]);
+        }
+    }
+    s->evals++;
+    return SDW_OK;
+}
+
+static void release(sdw_run *r)
+{
+    sd3_state *s = r->state;
+    if (!s) return;
+    for (int k = 0; k < 2; k++) {
+        free(s->ctx[k]);
+        free(s->pooled[k]);
+    }
+    free(s->v_cond);
+    free(s->v_uncond);
+    free(s->v_skip);
+    free(s);
+    r->state = NULL;
+}
+
+const sdw_denoiser_ops sdw_sd3_denoiser = { prepare, predict, release };
