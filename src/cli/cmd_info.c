@@ -22,6 +22,8 @@ int cmd_info(int argc, char **argv)
             }
         } else if (!strcmp(argv[i], "--vae") && i + 1 < argc) p.vae_path = argv[++i];
         else if (!strcmp(argv[i], "--clip-l") && i + 1 < argc) p.clip_l_path = argv[++i];
+        else if (!strcmp(argv[i], "--clip-g") && i + 1 < argc) p.clip_g_path = argv[++i];
+        else if (!strcmp(argv[i], "--no-t5")) p.no_t5 = true;
         else if ((!strcmp(argv[i], "--t5xxl") || !strcmp(argv[i], "--t5")) && i + 1 < argc) p.t5_path = argv[++i];
         else if (!model && argv[i][0] != '-') model = argv[i];
         else {
@@ -30,7 +32,7 @@ int cmd_info(int argc, char **argv)
         }
     }
     if (!model) {
-        fprintf(stderr, "usage: sd-worker info [--json] [--prediction auto|eps|v] [--vae F] [--clip-l F] [--t5xxl F] MODEL\n");
+        fprintf(stderr, "usage: sd-worker info [--json] [--prediction auto|eps|v] [--vae F] [--clip-l F] [--clip-g F] [--t5xxl F] [--no-t5] MODEL\n");
         return 2;
     }
     sdw_model_info in;
@@ -54,7 +56,7 @@ int cmd_info(int argc, char **argv)
         cJSON_AddNumberToObject(pc, "unet", (double)in.params_unet);
         cJSON_AddNumberToObject(pc, "vae", (double)in.params_vae);
         cJSON_AddNumberToObject(pc, "text_encoders", (double)in.params_text);
-        if (in.t5_max_length) cJSON_AddNumberToObject(pc, "t5", (double)in.params_t5);
+        if (in.params_t5) cJSON_AddNumberToObject(pc, "t5", (double)in.params_t5);
         cJSON_AddStringToObject(o, "dtypes", in.dtypes);
         cJSON_AddStringToObject(o, "precision", sdw_precision_name(in.precision));
         cJSON *d = cJSON_AddObjectToObject(o, "defaults");
@@ -66,6 +68,7 @@ int cmd_info(int argc, char **argv)
         cJSON_AddStringToObject(d, "scheduler", in.default_scheduler);
         if (in.default_guidance > 0) cJSON_AddNumberToObject(d, "guidance", in.default_guidance);
         if (in.t5_max_length) cJSON_AddNumberToObject(d, "t5_max_length", in.t5_max_length);
+        if (in.flow_shift > 0) cJSON_AddNumberToObject(d, "flow_shift", in.flow_shift);
         cJSON_AddNumberToObject(o, "latent_scale", in.latent_scale);
         cJSON_AddNumberToObject(o, "latent_shift", in.latent_shift);
         cJSON_AddNumberToObject(o, "latent_channels", in.latent_channels);
@@ -84,9 +87,10 @@ int cmd_info(int argc, char **argv)
     printf("tensors      %d (%d outside the known components)\n", in.n_tensors, in.n_unknown);
     printf("denoiser     %s, latents %d channels, sizes in multiples of %d\n", in.denoiser ? in.denoiser : "unet",
            in.latent_channels, in.size_multiple);
-    printf("parameters   %s %.1fM, vae %.1fM, text encoders %.1fM", in.t5_max_length ? "transformer" : "unet",
+    const bool transformer = in.denoiser && strcmp(in.denoiser, "unet");
+    printf("parameters   %s %.1fM, vae %.1fM, text encoders %.1fM", transformer ? "transformer" : "unet",
            (double)in.params_unet / 1e6, (double)in.params_vae / 1e6, (double)in.params_text / 1e6);
-    if (in.t5_max_length) printf(" + T5 %.1fM", (double)in.params_t5 / 1e6);
+    if (in.params_t5) printf(" + T5 %.1fM", (double)in.params_t5 / 1e6);
     printf("\n");
     printf("file dtypes  %s\n", in.dtypes);
     printf("precision    %s (cpu isa %s)\n", sdw_precision_name(in.precision), sdw_cpu_isa_name());
@@ -96,6 +100,8 @@ int cmd_info(int argc, char **argv)
     if (in.latent_shift != 0) printf(" shift %.4f", in.latent_shift);
     if (in.default_guidance > 0) printf(", guidance %.1f", in.default_guidance);
     if (in.t5_max_length) printf(", %d T5 tokens", in.t5_max_length);
+    else if (sdw_family_is_sd3(in.family)) printf(", no T5 (its part of the context is zeros)");
+    if (in.flow_shift > 0) printf(", flow shift %.2f", in.flow_shift);
     printf("\n");
     return 0;
 }

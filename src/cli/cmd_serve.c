@@ -24,11 +24,13 @@ static void usage(FILE *f)
             "    [--lora-dir DIR] [--queue-max 64] [--result-ttl 600] [--api-key KEY] [--cors-origin ORIGIN]\n"
             "    [--max-pixels 4194304] [--max-body 50M] [--max-prompt 10000] [--request-timeout 30]\n"
             "    [--drain-timeout 30] [--max-connections 256] [--keepalive 15] [--precision auto|f32|bf16]\n"
-            "    [--prediction auto|eps|v] [--vae FILE] [--clip-l FILE] [--t5xxl FILE] [--threads N]\n"
+            "    [--prediction auto|eps|v] [--vae FILE] [--clip-l FILE] [--clip-g FILE] [--t5xxl FILE] [--no-t5]\n"
+            "    [--threads N]\n"
             "    [--weight-type keep|f32|bf16|q8_0|q5_1|q5_0|q4_1|q4_0]\n"
             "    [--preset auto|turbo|none] [-v]\n"
-            "  --clip-l and --t5xxl give FLUX's text encoders as separate files (as --vae the VAE); they\n"
-            "  are used for every FLUX model loaded, the one at start and those jobs switch to.\n"
+            "  --clip-l, --clip-g and --t5xxl give FLUX's and SD3's text encoders as separate files (as\n"
+            "  --vae the VAE); they are used for every such model loaded, the one at start and those jobs\n"
+            "  switch to. --no-t5 leaves SD3's T5 out.\n"
             "  --port 0 picks a free port; the first line on stdout is \"listening on http://HOST:PORT\".\n"
             "  The API key may also come from the environment (SDW_API_KEY).\n");
 }
@@ -77,6 +79,7 @@ static int parse(int argc, char **argv, options *o)
         float f;
 #define IS(s) (!strcmp(a, s))
         if (IS("-v") || IS("--verbose")) { o->verbose = true; continue; }
+        if (IS("--no-t5")) { o->c.engine.load.no_t5 = true; continue; }
         if (IS("-h") || IS("--help")) { usage(stdout); exit(0); }
         if (!v) return bad("option %s needs a value", a);
         i++;
@@ -100,6 +103,7 @@ static int parse(int argc, char **argv, options *o)
         else if (IS("--threads")) { if (!cli_parse_int(v, 1, 1024, &n)) return bad("bad --threads '%s'", v); o->c.engine.threads = (int)n; }
         else if (IS("--vae")) o->c.engine.load.vae_path = v;
         else if (IS("--clip-l")) o->c.engine.load.clip_l_path = v;
+        else if (IS("--clip-g")) o->c.engine.load.clip_g_path = v;
         else if (IS("--t5xxl") || IS("--t5")) o->c.engine.load.t5_path = v;
         else if (IS("--weight-type")) {
             if (sdw_weight_type_parse(v, &o->c.engine.load.weight_type) != SDW_OK) return bad("%s", sdw_last_error());
@@ -128,6 +132,7 @@ static int parse(int argc, char **argv, options *o)
     const sdw_load_params *lp = &o->c.engine.load;
     if (lp->vae_path && access(lp->vae_path, R_OK)) return bad("cannot read --vae %s", lp->vae_path);
     if (lp->clip_l_path && access(lp->clip_l_path, R_OK)) return bad("cannot read --clip-l %s", lp->clip_l_path);
+    if (lp->clip_g_path && access(lp->clip_g_path, R_OK)) return bad("cannot read --clip-g %s", lp->clip_g_path);
     if (lp->t5_path && access(lp->t5_path, R_OK)) return bad("cannot read --t5xxl %s", lp->t5_path);
     o->c.engine.model_path = o->model;
     o->c.engine.load.turbo = o->turbo;

@@ -82,10 +82,11 @@ static sdw_status load_text(sdw_model *m, const sdw_safetensors *st, const char 
 {
     sdw_model_info *in = &m->info;
     bool aio_t5 = false, aio = st && sdw_sd3_text_aio_present(st, &aio_t5);
-    if (!p->clip_l_path && !aio)
+    /* A probe (info) reports what is there; a load says which part is missing. */
+    if (m->be && !p->clip_l_path && !aio)
         return sdw_fail(SDW_ERR_INVALID_ARG, "%s holds no CLIP-L text encoder: give it with --clip-l "
                         "clip_l.safetensors", path);
-    if (!p->clip_g_path && !aio)
+    if (m->be && !p->clip_g_path && !aio)
         return sdw_fail(SDW_ERR_INVALID_ARG, "%s holds no CLIP-G text encoder: give it with --clip-g "
                         "clip_g.safetensors", path);
     if (aio) {
@@ -97,7 +98,15 @@ static sdw_status load_text(sdw_model *m, const sdw_safetensors *st, const char 
     }
     const bool t5 = !p->no_t5 && (p->t5_path || aio_t5);
     in->t5_max_length = t5 ? in->t5_max_length : 0;
-    if (!m->be) return SDW_OK;
+    if (!m->be) {
+        const char *files[3] = { p->clip_l_path, p->clip_g_path, t5 ? p->t5_path : NULL };
+        for (int k = 0; k < 3; k++) {
+            sdw_safetensors *own;
+            if (files[k]) SDW_TRY(open_part(files[k], &own, in, k == 2 ? &in->params_t5 : &in->params_text));
+            if (files[k]) sdw_st_close(own);
+        }
+        return SDW_OK;
+    }
     if (!(m->sd3_text = calloc(1, sizeof *m->sd3_text))) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
     sdw_sd3_text *tx = m->sd3_text;
     const char *files[3] = { p->clip_l_path, p->clip_g_path, t5 ? p->t5_path : NULL };

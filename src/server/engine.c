@@ -288,6 +288,7 @@ sdw_status sdw_engine_start(const sdw_engine_config *cfg, sdw_engine **out)
     e->cfg.lora_dir = dup_or_null(cfg->lora_dir);
     e->cfg.load.vae_path = dup_or_null(cfg->load.vae_path);
     e->cfg.load.clip_l_path = dup_or_null(cfg->load.clip_l_path);
+    e->cfg.load.clip_g_path = dup_or_null(cfg->load.clip_g_path);
     e->cfg.load.t5_path = dup_or_null(cfg->load.t5_path);
     e->cfg.load.with_vae_encoder = true;
     e->metrics = sdw_metrics_new();
@@ -368,6 +369,7 @@ void sdw_engine_free(sdw_engine *e)
     free((char *)e->cfg.lora_dir);
     free((char *)e->cfg.load.vae_path);
     free((char *)e->cfg.load.clip_l_path);
+    free((char *)e->cfg.load.clip_g_path);
     free((char *)e->cfg.load.t5_path);
     free(e);
 }

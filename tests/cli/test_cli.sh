@@ -106,6 +106,22 @@ bad "flux parts on an SD model" "FLUX / SD3 parts" $G -p x $T5
 bad "a FLUX LoRA on SD1" "flux" $G -p x --lora "$FD/flux-tiny-dev/loras/flux-tiny-dev-lora-kohya.safetensors"
 head -c 1000 "$FD/flux-tiny-dev/flux1-dev-Q8_0.gguf" > "$TMP/truncated.gguf"
 bad "truncated GGUF" "truncated.gguf" "$SDW" generate -m "$TMP/truncated.gguf" $PARTS $T5 -p x
+# SD3 / SD3.5: Stability's single file with its text encoders beside it.
+SD=$DATA/sd3/models
+S3="$SDW generate -m $SD/sd3-tiny/sd3-tiny.safetensors -W 64 -H 64 --steps 3"
+TE="--clip-l $SD/text_encoders/clip_l.safetensors --clip-g $SD/text_encoders/clip_g.safetensors"
+ok "sd3 txt2img" $S3 $TE --t5xxl $SD/text_encoders/t5xxl.safetensors -p "a fox!" -o "$TMP/s3.png"
+ok "sd3 without T5, img2img" $S3 $TE -p "a fox" -i "$TMP/s3.png" --strength 0.6 -o "$TMP/s3i.png"
+grep -q "no T5" "$TMP/err" || { echo "FAIL sd3 without T5 not said"; fails=$((fails + 1)); }
+ok "sd3.5 with skip-layer guidance" "$SDW" generate -m "$SD/sd35-tiny/sd35-tiny.safetensors" $TE -W 64 -H 64 --steps 4 \
+    --slg-layers 0 --slg-scale 2.8 --slg-start 0.01 --slg-end 0.5 -p "a fox" -o "$TMP/s35.png"
+ok "sd3 info" "$SDW" info --json "$SD/sd35-tiny/sd35-tiny.safetensors"
+grep -q '"family":	"sd3.5-medium"' "$TMP/out" || { echo "FAIL sd3 info family"; cat "$TMP/out"; fails=$((fails + 1)); }
+bad "sd3 without CLIP-G" "--clip-g" $S3 --clip-l $SD/text_encoders/clip_l.safetensors -p x
+bad "a T5 given as CLIP-G" "t5xxl.safetensors" $S3 --clip-l $SD/text_encoders/clip_l.safetensors \
+    --clip-g $SD/text_encoders/t5xxl.safetensors -p x
+bad "skip-layer guidance on a block that is not there" "block 5" "$SDW" generate -m "$SD/sd35-tiny/sd35-tiny.safetensors" \
+    $TE -W 64 -H 64 --steps 2 --slg-layers 5 -p x
 bad "unknown option" "unknown option" $G -p x --frobnicate 1
 bad "unknown command" "unknown command" "$SDW" frobnicate
 
