@@ -31,16 +31,20 @@
  *
  * Module keys (lora_keys.h) are matched against every name a model's layers
  * go by: SD's UNet by diffusers and LDM names, FLUX's transformer by BFL,
- * diffusers and XLabs names (lora_flux.h), text encoders by transformers
- * names ("0:" CLIP-L / ViT-L, "1:" SDXL's second encoder or FLUX's T5, "2:"
- * T5 as sd-scripts' lora_te3_). */
+ * diffusers and XLabs names (lora_flux.h), SD3's by Stability and diffusers
+ * names (lora_sd3.h), text encoders by transformers names ("0:" CLIP-L /
+ * ViT-L, "1:" SDXL's or SD3's CLIP-G or FLUX's T5, "2:" T5 as sd-scripts'
+ * lora_te3_). A LoRA for another family is refused (lora_family.h). */
 #include "models/lora.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "io/safetensors.h"
 #include "models/lora_delta.h"
+#include "models/lora_family.h"
 #include "models/lora_flux.h"
+#include "models/lora_sd3.h"
 #include "models/model.h"
+#include "models/sd3_text.h"
 #include "models/t5.h"
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -52,7 +56,7 @@ typedef struct {
     char key[320];
     char comp;                      /* 'u', '0', '1', '2' */
     const sdw_named_layer *layer;
-    bool swap_halves;               /* the name's rows are the layer's halves swapped (lora_flux.h) */
+    bool swap_halves;               /* the name's rows are the layer's halves swapped (lora_flux.h, lora_sd3.h) */
 } target;
 
 typedef struct {
@@ -77,7 +81,7 @@ void sdw_lora_set_dense_branch_max(size_t values) { dense_branch_max = values ? 
 struct sdw_lora_state {
     target *targets;                /* sorted by key */
     int n_targets;
-    sdw_layer_list aliases;         /* FLUX layers under names the model does not list */
+    sdw_layer_list aliases;         /* FLUX / SD3 layers under names the model does not list */
     saved *saved;
     int n_saved, cap_saved;
     sdw_linear **branched;          /* compact layers holding branches */
@@ -156,6 +160,19 @@ static sdw_status build_targets(sdw_model *m, struct sdw_lora_state *s)
         SDW_TRY(add_list(v, n, &cap, '2', sdw_t5_layers(m->t5)));
     }
     if (m->unet) SDW_TRY(add_unet(v, n, &cap, m->unet));
+    if (m->sd3_text) {
+        /* sd-scripts' lora_te1_ / te2_ / te3_, diffusers' text_encoder / _2 / _3. */
+        const sdw_sd3_text *tx = m->sd3_text;
+        if (tx->clip_l) SDW_TRY(add_list(v, n, &cap, '0', &tx->clip_l->layers));
+        if (tx->clip_g) SDW_TRY(add_list(v, n, &cap, '1', &tx->clip_g->layers));
+        if (tx->t5) SDW_TRY(add_list(v, n, &cap, '2', sdw_t5_layers(tx->t5)));
+    }
+    if (m->mmdit) {
+        SDW_TRY(add_list(v, n, &cap, 'u', sdw_mmdit_layers(m->mmdit)));
+        SDW_TRY(sdw_lora_sd3_aliases(m->mmdit, &s->aliases));
+        SDW_TRY(add_list(v, n, &cap, 'u', &s->aliases));
+        for (int i = *n - s->aliases.n; i < *n; i++) (*v)[i].swap_halves = true;
+    }
     if (m->flux) {
         SDW_TRY(add_list(v, n, &cap, 'u', sdw_flux_layers(m->flux)));
         /* The alias list is complete before targets point into it. */
@@ -286,22 +303,6 @@ char *sdw_lora_hashes(const sdw_lora_report *r, int n)
         strcat(s, r[i].hash12);
     }
     return s;
-}
-
-/* The family a LoRA's kohya metadata names, checked against the model's. */
-static sdw_status check_family(const sdw_model *m, const sdw_safetensors *st, const char *name)
-{
-    const char *v = sdw_st_meta_get(st, "ss_base_model_version");
-    if (!v) return SDW_OK;
-    bool xl = !strncmp(v, "sdxl", 4), v2 = !strncmp(v, "sd_v2", 5), v1 = !strncmp(v, "sd_v1", 5);
-    bool flux = !strncmp(v, "flux", 4);   /* sd-scripts writes "flux1" */
-    sdw_family f = m->info.family;
-    bool model_xl = f == SDW_FAMILY_SDXL || f == SDW_FAMILY_SDXL_REFINER, model_flux = sdw_family_is_flux(f);
-    if ((xl && !model_xl) || (v1 && f != SDW_FAMILY_SD1) || (v2 && f != SDW_FAMILY_SD2) || (flux && !model_flux) ||
-        (model_flux && (xl || v1 || v2)))
-        return sdw_fail(SDW_ERR_UNSUPPORTED, "LoRA %s is for %s (ss_base_model_version %s); the model is %s", name,
-                        xl ? "SDXL" : v2 ? "SD 2.x" : v1 ? "SD 1.x" : flux ? "FLUX.1" : v, v, sdw_family_name(f));
-    return SDW_OK;
 }
 
 static int cmp_module(const void *a, const void *b) { return strcmp(((const module *)a)->key, ((const module *)b)->key); }
@@ -605,23 +606,39 @@ static sdw_status branch_layer(sdw_model *m, struct sdw_lora_state *s, const pat
     return merge_layer(m, s, p, n, b);
 }
 
-/* A LoRA whose module names belong to the other architecture (SD's UNet on
- * FLUX, FLUX's transformer or T5 on SD) is refused naming both: it could
- * still match the text encoder they share (CLIP-L), which would hide it. */
+/* A LoRA whose module names belong to another architecture (SD's UNet on
+ * FLUX, FLUX's or SD3's transformer or T5 on SD, ...) is refused naming both:
+ * it could still match the text encoder they share (CLIP-L), which would
+ * hide it. */
 static sdw_status check_architecture(const sdw_model *m, const module *mods, int n, const char *name)
 {
-    bool flux_model = m->flux != NULL;
-    for (int k = 0; k < n; k++) {
-        if (!mods[k].known) continue;
-        sdw_lora_for f = sdw_lora_key_family(mods[k].key);
-        if (f == SDW_LORA_FOR_SD && flux_model)
-            return sdw_fail(SDW_ERR_UNSUPPORTED, "LoRA %s is for an SD 1.x / 2.x / SDXL UNet (module %s); the model "
-                            "is %s (FLUX.1)", name, mods[k].key + 2, sdw_family_name(m->info.family));
-        if (f == SDW_LORA_FOR_FLUX && !flux_model)
-            return sdw_fail(SDW_ERR_UNSUPPORTED, "LoRA %s is for FLUX.1 (module %s); the model is %s (Stable "
-                            "Diffusion)", name, mods[k].key + 2, sdw_family_name(m->info.family));
-    }
-    return SDW_OK;
+    const char **keys = malloc((size_t)(n ? n : 1) * sizeof *keys);
+    if (!keys) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+    for (int k = 0; k < n; k++) keys[k] = mods[k].known ? mods[k].key : NULL;
+    sdw_status st = sdw_lora_check_names(m, keys, n, name);
+    free(keys);
+    return st;
+}
+
+/* A plain LoRA's width against its layer, for the diffusers names FLUX and
+ * SD3 share ("transformer_blocks.0.attn.to_q"): such a file matches either
+ * model by name, and only its widths say it is for the other one. */
+static sdw_status check_width(const sdw_model *m, const module *md, const char *name)
+{
+    const sdw_st_tensor *up = md->part[SDW_LORA_UP], *down = md->part[SDW_LORA_DOWN];
+    if (!up || !down || md->part[SDW_LORA_MID] || sdw_lora_key_archs(md->key) != (SDW_ARCH_FLUX | SDW_ARCH_SD3))
+        return SDW_OK;
+    const sdw_lora_target_shape sh = shape_of(md->t->layer);
+    const int64_t cols = (int64_t)sh.in * sh.kh * sh.kw;
+    if (up->ndim >= 1 && down->ndim >= 1 && down->shape[0] > 0 && up->shape[0] == sh.rows &&
+        down->numel == down->shape[0] * cols)
+        return SDW_OK;
+    const unsigned arch = sdw_lora_model_arch(m), other = arch == SDW_ARCH_FLUX ? SDW_ARCH_SD3 : SDW_ARCH_FLUX;
+    return sdw_fail(SDW_ERR_UNSUPPORTED, "LoRA %s does not fit the model, %s (%s): module %s is %lld x %lld where "
+                    "the layer is %d x %lld. FLUX.1 and SD3 / SD3.5 share these diffusers names: is it for %s?",
+                    name, sdw_family_name(m->info.family), sdw_lora_arch_name(arch), md->key + 2,
+                    (long long)up->shape[0], (long long)(down->shape[0] > 0 ? down->numel / down->shape[0] : 0),
+                    sh.rows, (long long)cols, sdw_lora_arch_name(other));
 }
 
 /* Matches every LoRA's modules to layers and fills the reports. */
@@ -631,7 +648,7 @@ static sdw_status match_all(sdw_model *m, struct sdw_lora_state *s, const sdw_lo
     for (int i = 0; i < n; i++) {
         SDW_TRY(sdw_st_open(loras[i].path, &files[i]));
         stem_of(loras[i].path, rep[i].name, sizeof rep[i].name);
-        SDW_TRY(check_family(m, files[i], rep[i].name));
+        SDW_TRY(sdw_lora_check_meta(m, files[i], rep[i].name));
         SDW_TRY(read_modules(files[i], &mods[i], &n_mods[i]));
         SDW_TRY(check_architecture(m, mods[i], n_mods[i], rep[i].name));
         addnet_hash(files[i], rep[i].hash12);
@@ -641,13 +658,14 @@ static sdw_status match_all(sdw_model *m, struct sdw_lora_state *s, const sdw_lo
             module *md = &mods[i][k];
             md->lora = i;
             md->t = md->known && mergeable(md) ? find_target(s, md->key) : NULL;
-            /* SDXL's second CLIP, unmatched; on FLUX "1:" is T5, whose names differ. */
+            /* A second CLIP (SDXL's, SD3's), unmatched; on FLUX "1:" is T5, whose names differ. */
             second_te |= md->key[0] == '1' && !md->t && (!m->t5 || !strncmp(md->key, "1:encoder_layers_", 17));
+            if (md->t) SDW_TRY(check_width(m, md, rep[i].name));
             if (md->t) rep[i].keys_applied++;
         }
-        if (second_te && !m->text.te2)
-            return sdw_fail(SDW_ERR_UNSUPPORTED, "LoRA %s is for SDXL (it patches a second text encoder); the model "
-                            "is %s", rep[i].name, sdw_family_name(m->info.family));
+        if (second_te && !m->text.te2 && !(m->sd3_text && m->sd3_text->clip_g))
+            return sdw_fail(SDW_ERR_UNSUPPORTED, "LoRA %s is for SDXL or SD3 / SD3.5 (it patches a second CLIP text "
+                            "encoder); the model is %s", rep[i].name, sdw_family_name(m->info.family));
         if (rep[i].keys_applied == 0)
             return sdw_fail(SDW_ERR_UNSUPPORTED, "LoRA %s matched 0 of %d keys: is it for another model family?",
                             rep[i].name, rep[i].keys_total);

@@ -14,8 +14,8 @@
 
 typedef struct {
     const char *path;        /* a .safetensors file */
-    float te_strength;       /* text encoder(s): CLIP, and FLUX's T5 */
-    float unet_strength;     /* UNet, or FLUX's transformer */
+    float te_strength;       /* text encoder(s): CLIP-L / CLIP-G, and T5 (FLUX, SD3) */
+    float unet_strength;     /* UNet, or the FLUX / SD3 transformer */
 } sdw_lora_spec;
 
 typedef struct {
@@ -28,8 +28,9 @@ typedef struct {
 
 /* reports (may be NULL) receives n entries. A LoRA matching no module of the
  * model, a LoRA for another family (by its kohya metadata, or by its module
- * names: SD's UNet on FLUX, FLUX's transformer on SD) or a malformed file
- * fails the whole call and leaves the model with no LoRA. */
+ * names: SD's UNet on FLUX or SD3, FLUX's or SD3's transformer on the others,
+ * or the widths of the diffusers names FLUX and SD3 share; lora_family.h) or
+ * a malformed file fails the whole call and leaves the model with no LoRA. */
 sdw_status sdw_model_set_loras(sdw_model *m, const sdw_lora_spec *loras, int n, sdw_lora_report *reports);
 
 /* Compact layers (GGUF, float8; see lora.c) keep a LoRA beside their

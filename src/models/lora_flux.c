@@ -5,6 +5,7 @@
  * proj_lora beside linear2). */
 #include "models/lora_flux.h"
 #include "core/error.h"
+#include "models/lora_family.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -51,28 +52,11 @@ sdw_status sdw_lora_flux_aliases(const sdw_flux *f, sdw_layer_list *out)
     return alias(layers, out, "final_layer.adaLN_modulation.1", SDW_LORA_FLUX_SWAPPED, 0, -1);
 }
 
-static bool starts(const char *s, const char *const *prefixes, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!strncmp(s, prefixes[i], strlen(prefixes[i]))) return true;
-    return false;
-}
-
 sdw_lora_for sdw_lora_key_family(const char *key)
 {
-    /* Top-level names, diffusers' and BFL's, and the LDM UNet's (SDXL kohya files). */
-    static const char *const flux[] = {
-        "double_blocks_", "single_blocks_", "transformer_blocks_", "single_transformer_blocks_", "img_in",
-        "txt_in", "time_in_", "vector_in_", "guidance_in_", "final_layer_", "x_embedder", "context_embedder",
-        "time_text_embed_", "norm_out_linear",
-    };
-    static const char *const sd[] = {
-        "down_blocks_", "mid_block_", "up_blocks_", "input_blocks_", "middle_block_", "output_blocks_",
-        "time_embedding_", "time_embed_", "add_embedding_", "label_emb_", "conv_in", "conv_out", "conv_norm_out",
-    };
-    if (key[0] == '2') return SDW_LORA_FOR_FLUX;
-    if (key[0] != 'u' || key[1] != ':') return SDW_LORA_FOR_ANY;
-    if (starts(key + 2, flux, sizeof flux / sizeof flux[0])) return SDW_LORA_FOR_FLUX;
-    if (starts(key + 2, sd, sizeof sd / sizeof sd[0])) return SDW_LORA_FOR_SD;
+    const unsigned a = sdw_lora_key_archs(key);
+    if (a == SDW_ARCH_SD) return SDW_LORA_FOR_SD;
+    if (a == SDW_ARCH_SD3) return SDW_LORA_FOR_SD3;
+    if ((a & SDW_ARCH_FLUX) && !(a & SDW_ARCH_SD)) return SDW_LORA_FOR_FLUX;
     return SDW_LORA_FOR_ANY;
 }

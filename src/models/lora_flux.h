@@ -3,8 +3,9 @@
  * names of the parts its fused layers are stacked from):
  *   - the names only some trainers use (XLabs' attention processors), and
  *     diffusers' norm_out.linear, whose rows are BFL's two halves swapped;
- *   - which family a module key's name belongs to, so a FLUX LoRA on an SD
- *     model (or the reverse) is refused by name, not by "matched nothing". */
+ *   - which family a module key's name belongs to (lora_family.h holds the
+ *     lists), so a FLUX LoRA on an SD model (or the reverse) is refused by
+ *     name, not by "matched nothing". */
 #ifndef SDW_MODELS_LORA_FLUX_H
 #define SDW_MODELS_LORA_FLUX_H
 #include "models/flux.h"
@@ -26,10 +27,13 @@ sdw_status sdw_lora_flux_aliases(const sdw_flux *f, sdw_layer_list *out);
 typedef enum {
     SDW_LORA_FOR_ANY,     /* a text encoder's, or a name no family owns */
     SDW_LORA_FOR_SD,      /* an SD 1.x / 2.x / SDXL UNet module */
-    SDW_LORA_FOR_FLUX,    /* a FLUX transformer module, or T5 (a third text encoder) */
+    SDW_LORA_FOR_FLUX,    /* a FLUX transformer module, or a name FLUX shares with SD3 (diffusers'
+                             transformer names, T5 as a third text encoder) */
+    SDW_LORA_FOR_SD3,     /* a name only SD3 / SD3.5 uses (Stability's, attn2) */
 } sdw_lora_for;
 
 /* The family a module key (lora_keys.h form, "u:double_blocks_0_img_attn_qkv")
- * belongs to by its name alone. */
+ * belongs to by its name alone; lora_family.h's sdw_lora_key_archs tells the
+ * names FLUX and SD3 share apart from FLUX's own. */
 sdw_lora_for sdw_lora_key_family(const char *key);
 #endif

@@ -45,6 +45,9 @@ static const struct {
     { "model.diffusion_model.", 'u', false }, { "diffusion_model.", 'u', false },
     { "double_blocks.", 'u', true }, { "single_blocks.", 'u', true }, { "transformer_blocks.", 'u', true },
     { "single_transformer_blocks.", 'u', true },
+    /* SD3: diffusers' third encoder (T5), bare Stability names, and SimpleTuner's LyCORIS
+     * ("lycoris_" + a diffusers transformer path with '_', as ComfyUI reads it). */
+    { "text_encoder_3.", '2', false }, { "joint_blocks.", 'u', true }, { "lycoris_", 'u', false },
 };
 
 /* '.' -> '_', and the diffusers attention-processor detour removed. */

@@ -10,7 +10,12 @@
  * ComfyUI / ai-toolkit "diffusion_model.", XLabs' bare
  * "double_blocks.0.processor.qkv_lora1.down.weight"), and "2:" + T5 module
  * for sd-scripts' "lora_te3_" (its "lora_te2_" and diffusers'
- * "text_encoder_2." give "1:", which FLUX matches against T5 as well). */
+ * "text_encoder_2." give "1:", which FLUX matches against T5 as well).
+ * SD3: "u:" + transformer module in Stability or diffusers form (sd-scripts
+ * "lora_unet_joint_blocks_0_x_block_attn_qkv", diffusers "transformer.",
+ * ComfyUI "diffusion_model.", SimpleTuner "lycoris_"), "0:" CLIP-L
+ * ("lora_te1_", "text_encoder."), "1:" CLIP-G ("lora_te2_",
+ * "text_encoder_2."), "2:" T5 ("lora_te3_", "text_encoder_3."). */
 #ifndef SDW_MODELS_LORA_KEYS_H
 #define SDW_MODELS_LORA_KEYS_H
 #include <stdbool.h>
