@@ -72,6 +72,19 @@ BENCH_FLUX_FAMILY ?= flux-schnell
 bench-flux: all
 	./$(BUILD)/sd-worker bench --family $(BENCH_FLUX_FAMILY) -W 512 -H 512 --steps 4 --cfg-scale 1 --paired $(BENCH_FLAGS)
 
+# SD3 / SD3.5 at 1024x1024, 28 steps, cfg 7: two MMDiT passes a step, T5 at
+# 256 tokens (issue 18): the MMDiT as a Q8_0 GGUF (city96's layout; sd3-medium
+# 2.3, sd35-medium 2.9, sd35-large 8.8 GB) with the VAE beside it, clip_l and
+# clip_g (F16) and FLUX's T5-XXL fp8 (the same encoder, 4.8 GB, shared with
+# bench-flux), written into $(BUILD)/fullsize on first use (~4 minutes for
+# sd35-medium). BENCH_SD3_FAMILY= sd3-medium or sd35-large; BENCH_FLAGS as
+# above (--weights bf16 for Stability's single file: SD3.5 BF16 5.1 / 16.5 GB,
+# SD3-medium F16 4.3 GB).
+BENCH_SD3_FAMILY ?= sd35-medium
+.PHONY: bench-sd3
+bench-sd3: all
+	./$(BUILD)/sd-worker bench --family $(BENCH_SD3_FAMILY) -W 1024 -H 1024 --steps 28 --cfg-scale 7 --paired $(BENCH_FLAGS)
+
 test-asan:
 	$(MAKE) BUILD=build-asan CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DSDW_SANITIZE=ON" test
 

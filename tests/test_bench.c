@@ -1,10 +1,12 @@
 /* test_bench.c: what `sd-worker bench` measures (src/pipeline/bench.c), on the
- * tiny models (SD1, SDXL, a 9-channel inpainting UNet, FLUX dev). Timings are
+ * tiny models (SD1, SDXL, a 9-channel inpainting UNet, FLUX dev, SD3 and
+ * SD3.5 medium). Timings are
  * never compared with numbers, only checked for sense: the FLOPs the backend
  * counts for a denoiser evaluation equal the count from the architecture,
  * rates are positive and below twice the measured peak, the JSON parses. */
 #include "testkit.h"
 #include "models/flux.h"
+#include "models/mmdit.h"
 #include "models/model.h"
 #include "pipeline/bench.h"
 #include <math.h>
@@ -77,24 +79,30 @@ static void check_stage(const sdw_bench_result *r, sdw_bench_stage s)
         fail_msg("stage %s at %g%% of the peak", sdw_bench_stage_name(s), st->pct_peak);
 }
 
-/* FLUX's parts beside its transformer (NULL for the UNet families). */
+/* FLUX's and SD3's parts beside the transformer (each NULL when not given). */
 typedef struct {
-    const char *vae, *clip_l, *t5xxl;
+    const char *vae, *clip_l, *t5xxl, *clip_g;
 } flux_parts;
+
+/* p's test-data file as an absolute path in buf, or NULL when p is. */
+static const char *part_path(const char *p, char *buf, size_t n)
+{
+    if (!p) return NULL;
+    snprintf(buf, n, "%s", test_data_path(p));
+    return buf;
+}
 
 static void run_bench_parts(const char *model, const flux_parts *parts, int size, float cfg, bool paired,
                             sdw_bench_result *r, sdw_model **out)
 {
     sdw_load_params lp = sdw_load_params_default();
     lp.with_vae_encoder = true;
-    char vae[4096], clip[4096], t5[4096];
+    char vae[4096], clip[4096], t5[4096], clip_g[4096];
     if (parts) {
-        snprintf(vae, sizeof vae, "%s", test_data_path(parts->vae));
-        snprintf(clip, sizeof clip, "%s", test_data_path(parts->clip_l));
-        snprintf(t5, sizeof t5, "%s", test_data_path(parts->t5xxl));
-        lp.vae_path = vae;
-        lp.clip_l_path = clip;
-        lp.t5_path = t5;
+        lp.vae_path = part_path(parts->vae, vae, sizeof vae);
+        lp.clip_l_path = part_path(parts->clip_l, clip, sizeof clip);
+        lp.t5_path = part_path(parts->t5xxl, t5, sizeof t5);
+        lp.clip_g_path = part_path(parts->clip_g, clip_g, sizeof clip_g);
     }
     sdw_model *m;
     if (sdw_model_load(test_data_path(model), &lp, &m) != SDW_OK) fail_msg("load %s: %s", model, sdw_last_error());
@@ -129,9 +137,11 @@ static void check_result(sdw_model *m, const sdw_bench_result *r, int size, floa
     for (int s = 0; s < SDW_BENCH_STAGES; s++) check_stage(r, (sdw_bench_stage)s);
 
     /* The backend's count of a denoiser evaluation is the architecture's. */
-    double analytic = m->flux ? nb * sdw_bench_flux_flops(sdw_flux_get_config(m->flux), (size / 16) * (size / 16),
-                                                          m->info.t5_max_length)
-                              : sdw_bench_unet_flops(sdw_unet_get_config(m->unet), nb, size / 8, size / 8, 77);
+    double analytic = m->flux    ? nb * sdw_bench_flux_flops(sdw_flux_get_config(m->flux), (size / 16) * (size / 16),
+                                                             m->info.t5_max_length)
+                      : m->mmdit ? nb * sdw_bench_sd3_flops(sdw_mmdit_get_config(m->mmdit), (size / 16) * (size / 16),
+                                                            sdw_bench_sd3_context(m->info.t5_max_length))
+                                 : sdw_bench_unet_flops(sdw_unet_get_config(m->unet), nb, size / 8, size / 8, 77);
     close_to(r->denoiser_flops_analytic, analytic, 1e-12, "analytic denoiser FLOPs");
     close_to(r->stage[SDW_BENCH_DENOISE].flops, analytic, 0.01, "counted denoiser FLOPs");
     /* A sampling step runs one evaluation (euler_a; FLUX: euler) and nothing else counted. */
@@ -280,7 +290,7 @@ static void test_bench_flux_tiny(void **state)
     (void)state;
     static const flux_parts parts = { "flux/models/flux-tiny-common/ae.safetensors",
                                       "flux/models/flux-tiny-common/clip_l.safetensors",
-                                      "flux/models/flux-tiny-common/t5xxl.safetensors" };
+                                      "flux/models/flux-tiny-common/t5xxl.safetensors", NULL };
     sdw_bench_result r;
     sdw_model *m;
     run_bench_parts("flux/models/flux-tiny-dev/flux1-dev.safetensors", &parts, 64, 1.0f, false, &r, &m);
@@ -314,6 +324,78 @@ static void test_bench_flux_tiny(void **state)
     assert_int_equal(sdw_bench_run(m, &o, &r), SDW_ERR_INVALID_ARG);
     assert_non_null(strstr(sdw_last_error(), "multiples of 16"));
     sdw_model_free(m);
+}
+
+/* SD3-medium style (CLIP-L + CLIP-G + T5 text encode, the MMDiT twice a
+ * step with CFG, the VAE in the checkpoint) and SD3.5-medium style (MMDiT-X's
+ * image-only attention, q/k norms; cfg 1: one pass): the backend's count of
+ * an evaluation is sdw_bench_sd3_flops'. */
+static void test_bench_sd3_tiny(void **state)
+{
+    (void)state;
+    static const flux_parts parts = { NULL, "sd3/models/text_encoders/clip_l.safetensors",
+                                      "sd3/models/text_encoders/t5xxl.safetensors",
+                                      "sd3/models/text_encoders/clip_g.safetensors" };
+    static const struct {
+        const char *model;
+        float cfg;
+        sdw_family family;
+    } cases[] = { { "sd3/models/sd3-tiny/sd3-tiny.safetensors", 5.0f, SDW_FAMILY_SD3 },
+                  { "sd3/models/sd35-tiny/sd35-tiny.safetensors", 1.0f, SDW_FAMILY_SD35_MEDIUM } };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sdw_bench_result r;
+        sdw_model *m;
+        run_bench_parts(cases[i].model, &parts, 64, cases[i].cfg, false, &r, &m);
+        assert_non_null(m->mmdit);
+        assert_int_equal(m->info.family, cases[i].family);
+        check_result(m, &r, 64, cases[i].cfg);
+        assert_string_equal(sdw_bench_stage_label(&r, SDW_BENCH_DENOISE), "transformer eval");
+        close_to(r.stage[SDW_BENCH_DENOISE].flops, r.denoiser_flops_analytic, 1e-9, "SD3: counted = architecture");
+        printf("  %s, cfg %g: transformer eval %.4f GFLOP counted, %.4f from the architecture (ratio %.9f); "
+               "text encode %.4f GFLOP\n", cases[i].model, cases[i].cfg, r.stage[SDW_BENCH_DENOISE].flops * 1e-9,
+               r.denoiser_flops_analytic * 1e-9, r.stage[SDW_BENCH_DENOISE].flops / r.denoiser_flops_analytic,
+               r.stage[SDW_BENCH_TEXT].flops * 1e-9);
+        /* The text stage runs T5 over its 256 tokens: its matmuls alone are 2 x 256 x the T5 linears' weights. */
+        assert_true(r.stage[SDW_BENCH_TEXT].flops > 2.0 * 256 * 2 * 4 * 32 * 32);
+        sdw_model_free(m);
+    }
+}
+
+/* The SD3 count, term by term, for SD3.5-large at 1024x1024 (4096 image
+ * tokens, 77 + 256 text tokens): 2 x the blocks' weights x the tokens each
+ * stream runs them on, plus the joint attention in 38 blocks (the last with
+ * image queries only); embedders, modulations and the final layer well under
+ * 1%. The mediums printed beside it. */
+static void test_sd3_flops_full(void **state)
+{
+    (void)state;
+    sdw_mmdit_config c = { .patch = 2, .in_channels = 16, .out_channels = 16, .depth = 38, .hidden = 2432,
+                           .heads = 38, .head_dim = 64, .pos_max = 192, .joint_dim = 4096, .pooled_dim = 2048,
+                           .qk_norm = true };
+    const double N = 4096, T = sdw_bench_sd3_context(256), L = N + T, H = 2432, D = 38;
+    assert_true(T == 333);
+    double f = sdw_bench_sd3_flops(&c, 4096, 333);
+    /* Per block and stream 12 H^2 (qkv 3, proj 1, MLP 8); the last context stream only its qkv. */
+    double weights = 2 * (N * D * 12 * H * H + T * ((D - 1) * 12 * H * H + 3 * H * H));
+    double attn = (D - 1) * 4 * L * L * H + 4 * N * L * H;
+    double rest = f - weights - attn;
+    assert_true(rest > 0 && rest < 0.01 * f);
+    printf("  SD3.5-large 1024x1024: %.1f TFLOP per MMDiT pass (attention %.1f%%), %.1f a CFG step\n", f * 1e-12,
+           100 * attn / f, 2 * f * 1e-12);
+    c.depth = 24;
+    c.hidden = 1536;
+    c.heads = 24;
+    c.pos_max = 384;
+    for (int i = 0; i <= 12; i++) c.dual[i] = true;
+    double medium35 = sdw_bench_sd3_flops(&c, 4096, 333);
+    c.qk_norm = false;
+    c.pos_max = 192;
+    for (int i = 0; i <= 12; i++) c.dual[i] = false;
+    double medium3 = sdw_bench_sd3_flops(&c, 4096, 333);
+    /* MMDiT-X adds attn2 (qkv, proj: 4 H^2 a token) and its N^2 attention in 13 blocks. */
+    close_to(medium35 - medium3, 13 * (2 * N * 4 * 1536.0 * 1536 + 4 * N * N * 1536 + 2 * 3 * 1536.0 * 1536), 1e-9,
+             "MMDiT-X's share");
+    printf("  SD3-medium %.1f, SD3.5-medium %.1f TFLOP per pass at 1024x1024\n", medium3 * 1e-12, medium35 * 1e-12);
 }
 
 /* The FLUX count, term by term, for FLUX.1 schnell at 1024x1024 (4096 image
@@ -370,6 +452,8 @@ int main(void)
         cmocka_unit_test(test_bench_inpaint_tiny),
         cmocka_unit_test(test_bench_flux_tiny),
         cmocka_unit_test(test_flux_flops_full),
+        cmocka_unit_test(test_bench_sd3_tiny),
+        cmocka_unit_test(test_sd3_flops_full),
         cmocka_unit_test(test_bad_size),
     };
     return cmocka_run_group_tests(tests, measure_peaks, NULL);

@@ -207,7 +207,7 @@ static void check_file(const char *list, fs_format f, const char *path)
         assert_non_null(g);
         assert_int_equal(g->ndim, t->ndim);
         for (int d = 0; d < t->ndim; d++) assert_true((uint64_t)g->shape[d] == t->shape[d]);
-        fs_dtype want = fs_stored_type(t, f);
+        fs_dtype want = fs_stored_type(&l, t, f);
         static const sdw_st_dtype as_st[] = {SDW_ST_F16, SDW_ST_BF16, SDW_ST_F32, SDW_ST_F8_E4M3, SDW_ST_Q8_0};
         assert_int_equal(g->dtype, as_st[want]);
         seen[want]++;

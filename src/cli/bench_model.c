@@ -1,5 +1,6 @@
 /* bench_model.c: see bench_model.h. */
 #include "cli/bench_model.h"
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,12 +11,15 @@
 #include <unistd.h>
 
 static const bench_family families[] = {
-    { "sd15", "sd15", SDW_PREDICTION_EPS, false },
-    { "sd15-inpaint", "sd15-inpaint", SDW_PREDICTION_EPS, false },
-    { "sd2", "sd21-v", SDW_PREDICTION_V, false },
-    { "sdxl", "sdxl", SDW_PREDICTION_EPS, false },
-    { "flux-schnell", "flux-schnell", SDW_PREDICTION_AUTO, true },
-    { "flux-dev", "flux-dev", SDW_PREDICTION_AUTO, true },
+    { "sd15", "sd15", SDW_PREDICTION_EPS, BENCH_KIND_SD, NULL },
+    { "sd15-inpaint", "sd15-inpaint", SDW_PREDICTION_EPS, BENCH_KIND_SD, NULL },
+    { "sd2", "sd21-v", SDW_PREDICTION_V, BENCH_KIND_SD, NULL },
+    { "sdxl", "sdxl", SDW_PREDICTION_EPS, BENCH_KIND_SD, NULL },
+    { "flux-schnell", "flux-schnell", SDW_PREDICTION_AUTO, BENCH_KIND_FLUX, "bf16" },
+    { "flux-dev", "flux-dev", SDW_PREDICTION_AUTO, BENCH_KIND_FLUX, "bf16" },
+    { "sd3-medium", "sd3-medium", SDW_PREDICTION_AUTO, BENCH_KIND_SD3, "f16" },
+    { "sd35-medium", "sd35-medium", SDW_PREDICTION_AUTO, BENCH_KIND_SD3, "bf16" },
+    { "sd35-large", "sd35-large", SDW_PREDICTION_AUTO, BENCH_KIND_SD3, "bf16" },
 };
 
 const bench_family *bench_family_find(const char *name)
@@ -25,7 +29,10 @@ const bench_family *bench_family_find(const char *name)
     return NULL;
 }
 
-const char *bench_family_names(void) { return "sd15|sd15-inpaint|sd2|sdxl|flux-schnell|flux-dev"; }
+const char *bench_family_names(void)
+{
+    return "sd15|sd15-inpaint|sd2|sdxl|flux-schnell|flux-dev|sd3-medium|sd35-medium|sd35-large";
+}
 
 /* The folder holding the running executable, without a trailing slash. */
 static bool exe_dir(char *dir, size_t n)
@@ -133,27 +140,65 @@ static bool ensure_file(const char *who, const places *pl, const char *what, con
     return true;
 }
 
+/* The T5-XXL both FLUX and SD3 read: the fp8 file users run. */
+static bool t5_file(const char *who, const places *pl, bench_files *files)
+{
+    return ensure_file(who, pl, "T5-XXL (fp8)", "flux-t5xxl", "fp8", "flux-t5xxl-seed1-fp8_e4m3fn.safetensors",
+                       files->t5xxl, sizeof files->t5xxl);
+}
+
+static bool flux_files(const char *who, const places *pl, const bench_family *f, bench_weights w, bench_files *files)
+{
+    const bool q8 = w == BENCH_WEIGHTS_Q8_0;
+    char file[512], what[128];
+    snprintf(file, sizeof file, "%s-seed1-%s", f->recipe, q8 ? "Q8_0.gguf" : "bf16.safetensors");
+    snprintf(what, sizeof what, "%s transformer (%s)", f->name, q8 ? "Q8_0" : "BF16");
+    /* The small parts first: a missing tool or a full disk shows in seconds. */
+    return ensure_file(who, pl, "FLUX autoencoder", "flux-ae", "safetensors", "flux-ae-seed1.safetensors", files->vae,
+                       sizeof files->vae) &&
+           ensure_file(who, pl, "FLUX CLIP-L", "flux-clip_l", "safetensors", "flux-clip_l-seed1.safetensors",
+                       files->clip_l, sizeof files->clip_l) &&
+           t5_file(who, pl, files) &&
+           ensure_file(who, pl, what, f->recipe, q8 ? "gguf-q8_0" : "safetensors", file, files->model,
+                       sizeof files->model);
+}
+
+/* The GGUF holds the MMDiT alone (list <recipe>-mmdit), so the VAE comes as
+ * its own file; the single file carries its VAE. */
+static bool sd3_files(const char *who, const places *pl, const bench_family *f, bench_weights w, bench_files *files)
+{
+    const bool q8 = w == BENCH_WEIGHTS_Q8_0;
+    char file[512], what[128], recipe[128], dtype[8];
+    snprintf(dtype, sizeof dtype, "%s", f->dtype16);
+    for (char *c = dtype; *c; c++) *c = (char)toupper((unsigned char)*c);
+    if (q8) {
+        snprintf(recipe, sizeof recipe, "%s-mmdit", f->recipe);
+        snprintf(file, sizeof file, "%s-seed1-Q8_0.gguf", f->recipe);
+        snprintf(what, sizeof what, "%s MMDiT (Q8_0)", f->name);
+    } else {
+        snprintf(recipe, sizeof recipe, "%s", f->recipe);
+        snprintf(file, sizeof file, "%s-seed1-%s.safetensors", f->recipe, f->dtype16);
+        snprintf(what, sizeof what, "%s single file (%s MMDiT + VAE)", f->name, dtype);
+    }
+    return (!q8 || ensure_file(who, pl, "SD3 autoencoder", "sd3-vae", "safetensors", "sd3-vae-seed1.safetensors",
+                               files->vae, sizeof files->vae)) &&
+           ensure_file(who, pl, "SD3 CLIP-L", "sd3-clip_l", "safetensors", "sd3-clip_l-seed1.safetensors",
+                       files->clip_l, sizeof files->clip_l) &&
+           ensure_file(who, pl, "SD3 CLIP-G", "sd3-clip_g", "safetensors", "sd3-clip_g-seed1.safetensors",
+                       files->clip_g, sizeof files->clip_g) &&
+           t5_file(who, pl, files) &&
+           ensure_file(who, pl, what, recipe, q8 ? "gguf-q8_0" : "safetensors", file, files->model,
+                       sizeof files->model);
+}
+
 bool bench_model_files(const char *who, const bench_family *f, bench_weights w, bench_files *files)
 {
     memset(files, 0, sizeof *files);
     places pl;
     find_places(&pl);
+    if (f->kind == BENCH_KIND_FLUX) return flux_files(who, &pl, f, w, files);
+    if (f->kind == BENCH_KIND_SD3) return sd3_files(who, &pl, f, w, files);
     char file[512];
-    if (!f->flux) {
-        snprintf(file, sizeof file, "%s-seed1.safetensors", f->recipe);
-        return ensure_file(who, &pl, f->name, f->recipe, "safetensors", file, files->model, sizeof files->model);
-    }
-    const bool q8 = w == BENCH_WEIGHTS_Q8_0;
-    snprintf(file, sizeof file, "%s-seed1-%s", f->recipe, q8 ? "Q8_0.gguf" : "bf16.safetensors");
-    char what[128];
-    snprintf(what, sizeof what, "%s transformer (%s)", f->name, q8 ? "Q8_0" : "BF16");
-    /* The small parts first: a missing tool or a full disk shows in seconds. */
-    return ensure_file(who, &pl, "FLUX autoencoder", "flux-ae", "safetensors", "flux-ae-seed1.safetensors", files->vae,
-                       sizeof files->vae) &&
-           ensure_file(who, &pl, "FLUX CLIP-L", "flux-clip_l", "safetensors", "flux-clip_l-seed1.safetensors",
-                       files->clip_l, sizeof files->clip_l) &&
-           ensure_file(who, &pl, "FLUX T5-XXL (fp8)", "flux-t5xxl", "fp8", "flux-t5xxl-seed1-fp8_e4m3fn.safetensors",
-                       files->t5xxl, sizeof files->t5xxl) &&
-           ensure_file(who, &pl, what, f->recipe, q8 ? "gguf-q8_0" : "safetensors", file, files->model,
-                       sizeof files->model);
+    snprintf(file, sizeof file, "%s-seed1.safetensors", f->recipe);
+    return ensure_file(who, &pl, f->name, f->recipe, "safetensors", file, files->model, sizeof files->model);
 }

@@ -1,5 +1,5 @@
-/* cmd_bench.c: `sd-worker bench`: loads a model (-m, with FLUX's parts by
- * --vae / --clip-l / --t5xxl) or the full-size random-weight model of a
+/* cmd_bench.c: `sd-worker bench`: loads a model (-m, with FLUX's and SD3's
+ * parts by --vae / --clip-l / --clip-g / --t5xxl) or the full-size random-weight model of a
  * family (--family, written once by the project's tool), measures the bf16
  * and f32 peaks of this machine, then times the stages of txt2img
  * (src/pipeline/bench.c) and prints them as a table, or as one JSON object
@@ -18,9 +18,9 @@
 #define WHO "sd-worker bench"
 
 typedef struct {
-    const char *model, *family, *prompt, *negative, *vae, *clip_l, *t5xxl;
+    const char *model, *family, *prompt, *negative, *vae, *clip_l, *clip_g, *t5xxl;
     int width, height, steps, repeat, threads;
-    float cfg, sustained;   /* cfg NAN: the family's (7 for SD, FLUX's 1) */
+    float cfg, sustained;   /* cfg NAN: the family's (7 for SD, FLUX's 1, SD3's 7) */
     sdw_precision precision;
     bench_weights weights;
     sdw_weight_type weight_type;
@@ -30,12 +30,14 @@ typedef struct {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: sd-worker bench [--family sd15|sd15-inpaint|sd2|sdxl|flux-schnell|flux-dev | -m MODEL]\n"
+            "usage: sd-worker bench [--family sd15|sd15-inpaint|sd2|sdxl|flux-schnell|flux-dev|\n"
+            "    sd3-medium|sd35-medium|sd35-large | -m MODEL]\n"
             "    [-W 512 -H 512] [--steps 20] [--cfg-scale 7] [--precision auto|f32|bf16] [--repeat 3]\n"
             "    [--threads N] [--sustained 3] [--paired] [--no-winograd] [--shapes] [-p PROMPT] [-n NEGATIVE]\n"
-            "    [--weights q8_0|bf16] [--vae FILE] [--clip-l FILE] [--t5xxl FILE] [--json] [-v]\n"
+            "    [--weights q8_0|bf16|f16] [--vae FILE] [--clip-l FILE] [--clip-g FILE] [--t5xxl FILE]\n"
+            "    [--json] [-v]\n"
             "    [--weight-type keep|f32|bf16|q8_0|q5_1|q5_0|q4_1|q4_0] (large linear layers held as)\n"
-            "Times text encode, one denoiser evaluation (UNet; FLUX: transformer), one sampling step,\n"
+            "Times text encode, one denoiser evaluation (UNet; FLUX, SD3: transformer), one sampling step,\n"
             "VAE decode and VAE encode (median of --repeat runs), with the FLOPs the backend ran,\n"
             "the TFLOP/s achieved and the %% of this machine's peak (bf16 / f32 conv and matmul,\n"
             "measured in the same run: best single call), and of the peak convolution's speed run\n"
@@ -55,7 +57,15 @@ static void usage(FILE *f)
             "CLIP-L; defaults are the model's: 1024x1024, cfg 1 (one pass a step; > 1 is true CFG,\n"
             "two), 4 steps (schnell) / 28 (dev), guidance 3.5 (dev). --family flux-* writes the\n"
             "transformer as a Q8_0 GGUF (city96's layout, ~12.7 GB) or, with --weights bf16, as\n"
-            "BFL's BF16 safetensors (~23.8 GB), plus ae (F32), clip_l (F16) and T5-XXL in fp8 (~4.8 GB).\n");
+            "BFL's BF16 safetensors (~23.8 GB), plus ae (F32), clip_l (F16) and T5-XXL in fp8 (~4.8 GB).\n"
+            "SD3 / SD3.5 (sd3-medium, sd35-medium, sd35-large, or -m an SD3 single file or MMDiT with\n"
+            "--clip-l clip_l.safetensors --clip-g clip_g.safetensors --t5xxl t5xxl_*.safetensors, and\n"
+            "--vae for a file without one): text encode is CLIP-L + CLIP-G + T5-XXL (256 tokens);\n"
+            "defaults are the model's: 1024x1024, 28 steps, cfg 7 (two passes a step). --family sd3*\n"
+            "writes the MMDiT as a Q8_0 GGUF (city96's layout: 2.3 / 2.9 / 8.8 GB) with the VAE\n"
+            "(F16) beside it or, with --weights f16|bf16, as Stability's single file with the VAE\n"
+            "(SD3-medium F16 4.3 GB, SD3.5 BF16 5.1 / 16.5 GB), plus clip_l, clip_g (F16) and\n"
+            "FLUX's T5-XXL fp8 file (the same encoder).\n");
 }
 
 static int bad(const char *fmt, const char *v)
@@ -97,13 +107,15 @@ static int parse(int argc, char **argv, options *o)
         else if (IS("-p") || IS("--prompt")) o->prompt = v;
         else if (IS("--vae")) o->vae = v;
         else if (IS("--clip-l")) o->clip_l = v;
+        else if (IS("--clip-g")) o->clip_g = v;
         else if (IS("--t5xxl") || IS("--t5")) o->t5xxl = v;
         else if (IS("--weight-type")) {
             if (sdw_weight_type_parse(v, &o->weight_type) != SDW_OK) return bad("%s", sdw_last_error());
         } else if (IS("--weights")) {
             if (!strcmp(v, "q8_0") || !strcmp(v, "Q8_0")) o->weights = BENCH_WEIGHTS_Q8_0;
-            else if (!strcmp(v, "bf16") || !strcmp(v, "BF16")) o->weights = BENCH_WEIGHTS_BF16;
-            else return bad("--weights must be q8_0 or bf16, not '%s'", v);
+            else if (!strcmp(v, "bf16") || !strcmp(v, "BF16") || !strcmp(v, "f16") || !strcmp(v, "F16"))
+                o->weights = BENCH_WEIGHTS_16BIT;   /* the family's 16-bit file, whichever of the two it is */
+            else return bad("--weights must be q8_0, bf16 or f16, not '%s'", v);
         }
         else if (IS("-n") || IS("--negative-prompt")) o->negative = v;
         else if (IS("-W") || IS("--width")) { if (!int_opt(v, 8, 8192, &o->width)) return bad("bad width '%s'", v); }
@@ -120,9 +132,10 @@ static int parse(int argc, char **argv, options *o)
     if (o->model && o->family) return bad("give --family or -m, not both%s", "");
     if (!o->model && !o->family) o->family = "sd15";
     if (o->family && !bench_family_find(o->family))
-        return bad("--family must be sd15, sd15-inpaint, sd2, sdxl, flux-schnell or flux-dev, not '%s'", o->family);
-    if (o->family && (o->vae || o->clip_l || o->t5xxl))
-        return bad("--vae, --clip-l and --t5xxl go with -m MODEL; --family %s brings its own", o->family);
+        return bad("--family must be sd15, sd15-inpaint, sd2, sdxl, flux-schnell, flux-dev, sd3-medium, sd35-medium "
+                   "or sd35-large, not '%s'", o->family);
+    if (o->family && (o->vae || o->clip_l || o->clip_g || o->t5xxl))
+        return bad("--vae, --clip-l, --clip-g and --t5xxl go with -m MODEL; --family %s brings its own", o->family);
     return 0;
 }
 
@@ -259,6 +272,7 @@ int cmd_bench(int argc, char **argv)
     lp.with_vae_encoder = true;
     lp.vae_path = o.vae;
     lp.clip_l_path = o.clip_l;
+    lp.clip_g_path = o.clip_g;
     lp.t5_path = o.t5xxl;
     lp.weight_type = o.weight_type;
     const char *model = o.model;
@@ -267,9 +281,10 @@ int cmd_bench(int argc, char **argv)
         if (!bench_model_files(WHO, f, o.weights, &files)) return 1;
         model = files.model;
         lp.prediction = f->prediction;
-        if (f->flux) {
-            lp.vae_path = files.vae;
+        if (f->kind != BENCH_KIND_SD) {
+            lp.vae_path = files.vae[0] ? files.vae : NULL;   /* SD3's single file has its own */
             lp.clip_l_path = files.clip_l;
+            lp.clip_g_path = files.clip_g[0] ? files.clip_g : NULL;
             lp.t5_path = files.t5xxl;
         }
     }
@@ -291,11 +306,12 @@ int cmd_bench(int argc, char **argv)
     bo.negative_prompt = o.negative;
     bo.width = o.width;
     bo.height = o.height;
-    /* Unless given: FLUX's own steps and cfg (1: one pass a step); for the
-     * UNets the figures the SD bench has always used (20 steps, cfg 7). */
-    const bool flux = sdw_family_is_flux(mi->family);
-    bo.steps = o.steps ? o.steps : flux ? mi->default_steps : 20;
-    bo.cfg_scale = !isnan(o.cfg) ? o.cfg : flux ? mi->default_cfg : 7.0f;
+    /* Unless given: FLUX's and SD3's own steps and cfg (FLUX 1: one pass a
+     * step; SD3 7: two); for the UNets the figures the SD bench has always
+     * used (20 steps, cfg 7). */
+    const bool own = sdw_family_is_flux(mi->family) || sdw_family_is_sd3(mi->family);
+    bo.steps = o.steps ? o.steps : own ? mi->default_steps : 20;
+    bo.cfg_scale = !isnan(o.cfg) ? o.cfg : own ? mi->default_cfg : 7.0f;
     bo.repeat = o.repeat;
     bo.sustained_seconds = o.sustained;
     bo.no_winograd = o.no_winograd;
@@ -317,6 +333,7 @@ int cmd_bench(int argc, char **argv)
             cJSON_AddStringToObject(j, "model", model);
             if (lp.vae_path) cJSON_AddStringToObject(j, "vae", lp.vae_path);
             if (lp.clip_l_path) cJSON_AddStringToObject(j, "clip_l", lp.clip_l_path);
+            if (lp.clip_g_path) cJSON_AddStringToObject(j, "clip_g", lp.clip_g_path);
             if (lp.t5_path) cJSON_AddStringToObject(j, "t5xxl", lp.t5_path);
             cJSON_AddStringToObject(j, "model_family", sdw_family_name(mi->family));
             cJSON_AddBoolToObject(j, "inpaint", mi->inpaint);

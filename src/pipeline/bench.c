@@ -9,7 +9,7 @@
  *     did not use it)
  * Text encode and the evaluation go through the family's denoiser
  * (pipeline/denoiser.h: its prepare and predict), so every family the
- * pipeline runs is measured the same way, the UNets and FLUX alike.
+ * pipeline runs is measured the same way, the UNets, FLUX and SD3 alike.
  * Every timed input is random: AMX runs 2-4x faster on zeros. */
 #include "pipeline/bench.h"
 #include "core/error.h"
@@ -520,7 +520,8 @@ static void run_init(bench *b)
     r->w = b->r->width / 8;
     r->lc = sdw_vae_get_config(m->vae)->latent_channels;
     r->cfg = b->r->cfg_scale > 1.0f;
-    r->ops = m->flux ? &sdw_flux_denoiser : &sdw_unet_denoiser;   /* as sdw_pipeline_run picks */
+    /* as sdw_pipeline_run picks */
+    r->ops = m->flux ? &sdw_flux_denoiser : m->mmdit ? &sdw_sd3_denoiser : &sdw_unet_denoiser;
     r->mask_lat = b->mask_lat;
     r->masked_lat = b->masked_lat;
 }
@@ -533,7 +534,7 @@ static sdw_status text_once(bench *b)
     return s;
 }
 
-/* One guided evaluation at t = 500 (FLUX: sigma 0.5) on random latents. */
+/* One guided evaluation at t = 500 (FLUX, SD3: sigma 0.5) on random latents. */
 static sdw_status denoise_once(bench *b) { return b->run.ops->predict(&b->run, b->x, 500.0f, b->out); }
 
 static sdw_status decode_once(bench *b)
@@ -608,6 +609,11 @@ static sdw_status bench_stages(bench *b)
         const int n_img = (h / 2) * (w / 2);
         r->denoiser_flops_analytic =
             r->denoiser_batch * sdw_bench_flux_flops(sdw_flux_get_config(m->flux), n_img, m->info.t5_max_length);
+    } else if (m->mmdit) {
+        const sdw_mmdit_config *c = sdw_mmdit_get_config(m->mmdit);
+        const int n_img = (h / c->patch) * (w / c->patch);
+        r->denoiser_flops_analytic =
+            r->denoiser_batch * sdw_bench_sd3_flops(c, n_img, sdw_bench_sd3_context(m->info.t5_max_length));
     } else {
         r->denoiser_flops_analytic = sdw_bench_unet_flops(sdw_unet_get_config(m->unet), r->denoiser_batch, h, w,
                                                           SDW_CLIP_CONTEXT);

@@ -11,14 +11,16 @@
 #ifndef SDW_PIPELINE_BENCH_H
 #define SDW_PIPELINE_BENCH_H
 #include "models/flux.h"
+#include "models/mmdit.h"
 #include "models/model.h"
 #include <cjson/cJSON.h>
 
 typedef enum {
     SDW_BENCH_TEXT,     /* prompt + negative prompt (with cfg > 1) through the text encoder(s): the
-                         * denoiser's prepare (CLIP; FLUX: T5-XXL + CLIP-L) */
+                         * denoiser's prepare (CLIP; FLUX: T5-XXL + CLIP-L; SD3: CLIP-L + CLIP-G + T5-XXL) */
     SDW_BENCH_DENOISE,  /* one guided evaluation of the denoiser (its predict): the UNet at batch 2 with
-                         * cfg > 1 (cond + uncond), FLUX's transformer once (twice with true CFG) */
+                         * cfg > 1 (cond + uncond), FLUX's transformer once (twice with true CFG), SD3's
+                         * MMDiT twice with cfg > 1 (once without) */
     SDW_BENCH_STEP,     /* one sampling step of sdw_pipeline_run: the evaluation + the sampler update */
     SDW_BENCH_DECODE,   /* VAE decode of one image */
     SDW_BENCH_ENCODE,   /* VAE encode of one image (only when the encoder is loaded) */
@@ -106,16 +108,16 @@ typedef struct {
     const char *isa;
     int threads;
     int width, height, steps, repeat;
-    const char *denoiser;         /* sdw_model_info.denoiser: "unet" or "flux transformer" */
-    /* Latents per denoiser evaluation: the UNet's batch, FLUX's transformer
-     * passes (one each); 2 with cfg > 1. */
+    const char *denoiser;         /* sdw_model_info.denoiser: "unet", "flux transformer" or "mmdit" */
+    /* Latents per denoiser evaluation: the UNet's batch, FLUX's and SD3's
+     * transformer passes (one each); 2 with cfg > 1. */
     int denoiser_batch;
     float cfg_scale;
     sdw_bench_peak peak_bf16, peak_f32;
     double peak_tflops;           /* of the model's precision */
     double sustained_tflops;      /* sdw_bench_measure_sustained after the stages; 0 when not measured */
     sdw_bench_stage_result stage[SDW_BENCH_STAGES];
-    double denoiser_flops_analytic;   /* sdw_bench_unet_flops / sdw_bench_flux_flops for one evaluation */
+    double denoiser_flops_analytic;   /* sdw_bench_unet_flops / _flux_flops / _sd3_flops for one evaluation */
     double pipeline_seconds;      /* median sdw_pipeline_run of `steps` steps, end to end */
     sdw_bench_image image;        /* estimated image time at `steps` steps */
     sdw_bench_image image20;      /* the same at 20 steps */
@@ -145,6 +147,15 @@ double sdw_bench_unet_flops(const sdw_unet_config *c, int N, int h, int w, int n
  * tokens: every linear (the M = 1 embedders and modulations too) and the
  * joint attention (4 L^2 hidden at L = n_img + n_txt tokens). */
 double sdw_bench_flux_flops(const sdw_flux_config *c, int n_img, int n_txt);
+/* The same for one SD3 / SD3.5 MMDiT pass over n_img image tokens (patches)
+ * and n_ctx text tokens: every linear (the M = 1 embedders and modulations
+ * too), the joint attention of every block (the last block's context gives
+ * only k and v: n_img queries), MMDiT-X's image-only attn2 and the
+ * patch embedding as the linear it runs as. */
+double sdw_bench_sd3_flops(const sdw_mmdit_config *c, int n_img, int n_ctx);
+/* SD3's text tokens for a prompt of one CLIP chunk (up to 75 tokens, as the
+ * bench's): CLIP's 77 + T5's t5_len, or 77 zeros without T5 (t5_len 0). */
+int sdw_bench_sd3_context(int t5_len);
 
 /* The result as a JSON object (the caller deletes it). */
 cJSON *sdw_bench_result_json(const sdw_bench_result *r);

@@ -1,5 +1,6 @@
 /* bench_flops.c: the FLOPs of one denoiser evaluation counted from the
- * architecture (bench.h: sdw_bench_unet_flops, sdw_bench_flux_flops), as the
+ * architecture (bench.h: sdw_bench_unet_flops, sdw_bench_flux_flops,
+ * sdw_bench_sd3_flops), as the
  * backend counts them while running: 2 x multiply-adds of every convolution
  * and linear, 4 Tq Tk D per attention head. `sd-worker bench` prints them
  * beside the counted figure; tests/test_bench.c holds the two equal. */
@@ -86,4 +87,30 @@ double sdw_bench_flux_flops(const sdw_flux_config *c, int n_img, int n_txt)
     /* Single blocks: q|k|v|mlp from one linear, cat(attention, mlp) back. */
     f += c->depth_single * (lin_f(L, H, 3 * H + M) + 4.0 * L * L * H + lin_f(L, H + M, H));
     return f + lin_f(N, H, c->in_channels);
+}
+
+int sdw_bench_sd3_context(int t5_len) { return SDW_CLIP_CONTEXT + (t5_len > 0 ? t5_len : SDW_CLIP_CONTEXT); }
+
+/* One stream's attention projections and MLP over its rows tokens. */
+static double sd3_stream_f(double rows, double H)
+{
+    return lin_f(rows, H, 3 * H) + lin_f(rows, H, H) + lin_f(rows, H, 4 * H) + lin_f(rows, 4 * H, H);
+}
+
+double sdw_bench_sd3_flops(const sdw_mmdit_config *c, int n_img, int n_ctx)
+{
+    double H = c->hidden, N = n_img, T = n_ctx, L = N + T;
+    /* The M = 1 part: time and pooled-text embedders, then the final modulation. */
+    double f = lin_f(1, 256, H) + lin_f(1, H, H) + lin_f(1, c->pooled_dim, H) + lin_f(1, H, H) + lin_f(1, H, 2 * H);
+    f += lin_f(N, (double)c->in_channels * c->patch * c->patch, H) + lin_f(T, c->joint_dim, H);
+    for (int i = 0; i < c->depth; i++) {
+        const bool last = i == c->depth - 1;
+        f += lin_f(1, H, (c->dual[i] ? 9 : 6) * H) + lin_f(1, H, (last ? 2 : 6) * H);
+        f += sd3_stream_f(N, H);
+        /* Both streams' queries attend over all L tokens; the last block's context only lends k and v. */
+        if (last) f += lin_f(T, H, 3 * H) + 4.0 * N * L * H;
+        else f += sd3_stream_f(T, H) + 4.0 * L * L * H;
+        if (c->dual[i]) f += lin_f(N, H, 3 * H) + 4.0 * N * N * H + lin_f(N, H, H);
+    }
+    return f + lin_f(N, H, (double)c->patch * c->patch * c->out_channels);
 }

@@ -95,7 +95,8 @@ static sdw_status predict(sdw_run *r, const float *x, float t, float *out)
     sd3_state *s = r->state;
     const sdw_pipeline_params *p = r->p;
     const size_t per = (size_t)r->lc * r->h * r->w;
-    const int i = step_of(r, t), N = p->steps;
+    /* The step only matters to SLG (and a bench's lone evaluation has no sampler). */
+    const int i = s->slg ? step_of(r, t) : 0, N = p->steps;
     /* diffusers: i > steps * start and i < steps * stop, strictly. */
     const bool slg = s->slg && (double)i > (double)N * p->slg_start && (double)i < (double)N * p->slg_end;
     for (int b = 0; b < r->B; b++) {

@@ -47,23 +47,40 @@ const char *fs_format_name(fs_format f)
     return (unsigned)f < 3 ? names[f] : "?";
 }
 
-/* city96's convert.py keeps these unquantized (the model's input and output layers). */
-static int gguf_keep(const char *name)
+/* The input and output layers city96's quantizer (ComfyUI-GGUF's lcpp.patch /
+ * lcpp_sd3.patch) leaves unquantized, per architecture. */
+static const char *const flux_keep[] = {"txt_in.", "img_in.", "time_in.", "vector_in.", "guidance_in.", "final_layer.",
+                                        NULL};
+static const char *const sd3_keep[] = {"final_layer.", "t_embedder.", "y_embedder.", "x_embedder.",
+                                       "context_embedder.", "pos_embed", NULL};
+
+/* An SD3 MMDiT has joint blocks (city96's convert.py tells the two apart the same way). */
+static int is_sd3(const fs_list *l)
 {
-    static const char *const keep[] = {"txt_in.", "img_in.", "time_in.", "vector_in.", "guidance_in.", "final_layer."};
-    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
+    for (size_t i = 0; i < l->n; i++)
+        if (strncmp(l->t[i].name, "joint_blocks.", 13) == 0) return 1;
+    return 0;
+}
+
+const char *fs_gguf_arch(const fs_list *l) { return is_sd3(l) ? "sd3" : "flux"; }
+
+static int gguf_keep(const char *const *keep, const char *name)
+{
+    for (size_t i = 0; keep[i]; i++)
         if (strstr(name, keep[i])) return 1;
     return 0;
 }
 
-fs_dtype fs_stored_type(const fs_tensor *t, fs_format f)
+fs_dtype fs_stored_type(const fs_list *l, const fs_tensor *t, fs_format f)
 {
     switch (f) {
     case FS_FORMAT_SAFETENSORS: return t->dtype;
     case FS_FORMAT_FP8: return t->ndim >= 2 ? FS_F8_E4M3 : t->dtype;
     case FS_FORMAT_GGUF_Q8_0:
         if (t->ndim <= 1 || t->numel <= 1024) return FS_F32;
-        return gguf_keep(t->name) ? t->dtype : FS_Q8_0;
+        if (is_sd3(l)) /* lcpp_sd3.patch quantizes 2-D tensors only: pos_embed and the patch conv stay */
+            return t->ndim != 2 || gguf_keep(sd3_keep, t->name) ? t->dtype : FS_Q8_0;
+        return gguf_keep(flux_keep, t->name) ? t->dtype : FS_Q8_0;
     }
     return t->dtype;
 }
@@ -219,7 +236,7 @@ static int gguf_header(const fs_list *l, const fs_dtype *types, bytebuf *b, uint
     bb_u64(b, 3);
     bb_str(b, "general.architecture");
     bb_u32(b, GGUF_T_STRING);
-    bb_str(b, "flux");
+    bb_str(b, fs_gguf_arch(l));
     bb_str(b, "general.quantization_version");
     bb_u32(b, GGUF_T_U32);
     bb_u32(b, 2);
@@ -253,7 +270,12 @@ static int check_types(const fs_list *l, const fs_dtype *types, fs_format f, cha
             return werr(err, errlen, "%s: rows of %llu elements cannot be Q8_0 (blocks of 32)", t->name,
                         (unsigned long long)(t->ndim ? t->shape[t->ndim - 1] : 1));
         if (f == FS_FORMAT_GGUF_Q8_0 && t->ndim == 0)
-            return werr(err, errlen, "%s: a scalar has no place in a FLUX GGUF", t->name);
+            return werr(err, errlen, "%s: a scalar has no place in a %s GGUF", t->name, fs_gguf_arch(l));
+        /* city96's quantizer refuses a checkpoint's prefixed names: a GGUF holds the bare transformer. */
+        if (f == FS_FORMAT_GGUF_Q8_0 &&
+            (strstr(t->name, "model.diffusion_model.") || strstr(t->name, "first_stage_model.")))
+            return werr(err, errlen, "%s: a GGUF holds the transformer under bare names (give the *-mmdit list)",
+                        t->name);
     }
     return 0;
 }
@@ -271,7 +293,7 @@ int fs_write(const fs_list *l, fs_format f, uint64_t seed, const fs_sink *s, uin
         werr(err, errlen, "out of memory");
         goto done;
     }
-    for (size_t i = 0; i < l->n; i++) types[i] = fs_stored_type(&l->t[i], f);
+    for (size_t i = 0; i < l->n; i++) types[i] = fs_stored_type(l, &l->t[i], f);
     if (check_types(l, types, f, err, errlen)) goto done;
     uint64_t data_bytes = 0, written = 0;
     if (f == FS_FORMAT_GGUF_Q8_0) {

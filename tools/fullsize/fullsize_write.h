@@ -5,12 +5,18 @@
  *   fp8          safetensors, every tensor of 2 or more dims as F8_E4M3 cast
  *                from its list-dtype value (torch's rounding), the rest at the
  *                list dtype: the layout of t5xxl_fp8_e4m3fn.safetensors
- *   gguf-q8_0    GGUF v3 in city96's FLUX layout (tests/data/flux/README.md
- *                "GGUF"): 1-D tensors and those of <= 1024 elements F32, the
- *                input/output layers (txt_in., img_in., time_in., vector_in.,
- *                guidance_in., final_layer.) at the list dtype, every other
- *                weight Q8_0 quantized from the list-dtype value as llama.cpp's
- *                quantize_row_q8_0_ref; dims reversed, 32-byte alignment
+ *   gguf-q8_0    GGUF v3 in city96's layout (tests/data/flux/README.md
+ *                "GGUF"), general.architecture "flux", or "sd3" for a list with
+ *                joint_blocks.*: 1-D tensors and those of <= 1024 elements
+ *                F32; the input/output layers at the list dtype (FLUX:
+ *                txt_in., img_in., time_in., vector_in., guidance_in.,
+ *                final_layer.; SD3: x_embedder., t_embedder., y_embedder.,
+ *                context_embedder., final_layer., pos_embed, and every tensor
+ *                that is not 2-D, as ComfyUI-GGUF's lcpp_sd3.patch); every
+ *                other weight Q8_0 quantized from the list-dtype value as
+ *                llama.cpp's quantize_row_q8_0_ref; dims reversed, 32-byte
+ *                alignment; bare names only (a model.diffusion_model. or
+ *                first_stage_model. name is an error, as city96's tool has it)
  * The values are those of the recipe (fs_fill_f32), rounded to the list's
  * dtype first, so every format holds the same model at its own precision. */
 #ifndef SDW_FULLSIZE_WRITE_H
@@ -23,8 +29,10 @@ typedef enum { FS_FORMAT_SAFETENSORS, FS_FORMAT_FP8, FS_FORMAT_GGUF_Q8_0 } fs_fo
 int fs_format_parse(const char *s, fs_format *out);
 const char *fs_format_name(fs_format f);
 
-/* The type tensor i is stored as in format f. */
-fs_dtype fs_stored_type(const fs_tensor *t, fs_format f);
+/* The type tensor t of list l is stored as in format f. */
+fs_dtype fs_stored_type(const fs_list *l, const fs_tensor *t, fs_format f);
+/* A GGUF's general.architecture for list l: "sd3" (it has joint_blocks.*) or "flux". */
+const char *fs_gguf_arch(const fs_list *l);
 
 /* Where the bytes go. put returns 0 or -1 (the write stops); tensor_begin
  * and tensor_end (may be NULL) bracket each tensor's data bytes (not the

@@ -1,7 +1,8 @@
 /* make_fullsize.c: sdw-make-fullsize, writes the full-size random-weight
  * single-file checkpoints of tests/data/fullsize/README.md (section 1) bit for
- * bit, and the FLUX.1 files of the same recipe (FLUX.md here: transformer as
- * BF16 safetensors or a Q8_0 GGUF, ae, clip_l, t5xxl in fp16 or fp8),
+ * bit, and the FLUX.1 and SD3 / SD3.5 files of the same recipe (FLUX.md and
+ * SD3.md here: transformer as BF16 safetensors or a Q8_0 GGUF, ae, clip_l,
+ * t5xxl in fp16 or fp8; SD3 single files, MMDiT GGUFs, VAE, clip_l, clip_g),
  * streaming chunk by chunk so memory stays bounded (a 12 GB GGUF needs a few
  * MB; fullsize_write.c). Hashes use libcrypto: its SHA-NI code hashes
  * ~1 GB/s, several times faster than coreutils' sha256sum. */
@@ -21,8 +22,11 @@
 #define SDW_FULLSIZE_DIR "tools/fullsize"
 #endif
 
-static const char *const FAMILIES[] = {"sd15",        "sd15-inpaint", "sd21-v",      "sdxl",      "flux-dev",
-                                       "flux-schnell", "flux-ae",      "flux-clip_l", "flux-t5xxl"};
+static const char *const FAMILIES[] = {
+    "sd15",        "sd15-inpaint",      "sd21-v",     "sdxl",             "flux-dev",   "flux-schnell",
+    "flux-ae",     "flux-clip_l",       "flux-t5xxl", "sd3-medium",       "sd3-medium-mmdit",
+    "sd35-medium", "sd35-medium-mmdit", "sd35-large", "sd35-large-mmdit", "sd3-vae",    "sd3-clip_l",
+    "sd3-clip_g"};
 
 static void usage(FILE *f)
 {
@@ -31,11 +35,14 @@ static void usage(FILE *f)
             "                         [--sha256] [--per-tensor-sha FILE] [-q]\n"
             "       sdw-make-fullsize selftest\n"
             "FAMILY: sd15, sd15-inpaint, sd21-v, sdxl; flux-dev, flux-schnell (BFL transformer),\n"
-            "        flux-ae, flux-clip_l, flux-t5xxl (any label with --tensors-list)\n"
+            "        flux-ae, flux-clip_l, flux-t5xxl; sd3-medium, sd35-medium, sd35-large (single\n"
+            "        files: MMDiT + VAE), sd3-medium-mmdit, sd35-medium-mmdit, sd35-large-mmdit (the\n"
+            "        MMDiT alone, bare names: for gguf-q8_0), sd3-vae, sd3-clip_l, sd3-clip_g (SD3's\n"
+            "        T5 is flux-t5xxl) (any label with --tensors-list)\n"
             "  --seed N              recipe seed (default 1)\n"
             "  --format F            safetensors (default: every tensor at its list dtype),\n"
             "                        fp8 (F8_E4M3 for 2-D+ tensors: t5xxl_fp8_e4m3fn's layout),\n"
-            "                        gguf-q8_0 (a FLUX transformer as city96's Q8_0 GGUF)\n"
+            "                        gguf-q8_0 (a FLUX or SD3 transformer as city96's Q8_0 GGUF)\n"
             "  --tensors-list PATH   tensor list (default %s/FAMILY.tensors.txt)\n"
             "  --sha256              print the SHA-256 of the written file (hashed while writing)\n"
             "  --per-tensor-sha FILE write 'name first-16-hex-of-sha256' per tensor (the\n"
@@ -106,7 +113,8 @@ static int parse_args(int argc, char **argv, options *o)
     if (!known && !o->list_path) {
         fprintf(stderr,
                 "sdw-make-fullsize: unknown family '%s' (sd15, sd15-inpaint, sd21-v, sdxl, flux-dev, flux-schnell, "
-                "flux-ae, flux-clip_l, flux-t5xxl)\n",
+                "flux-ae, flux-clip_l, flux-t5xxl, sd3-medium[-mmdit], sd35-medium[-mmdit], sd35-large[-mmdit], "
+                "sd3-vae, sd3-clip_l, sd3-clip_g)\n",
                 o->family);
         return -1;
     }
@@ -171,7 +179,8 @@ static int write_file(const options *o, const fs_list *l, FILE *f, FILE *per_ten
                       uint64_t *total)
 {
     sink s = {f, per_tensor, o->sha256 ? EVP_MD_CTX_new() : NULL, NULL, l, o->quiet, 0, now_s(), now_s() + 5.0, 0, 0};
-    for (size_t i = 0; i < l->n; i++) s.data_bytes += fs_dtype_bytes(fs_stored_type(&l->t[i], o->format), l->t[i].numel);
+    for (size_t i = 0; i < l->n; i++)
+        s.data_bytes += fs_dtype_bytes(fs_stored_type(l, &l->t[i], o->format), l->t[i].numel);
     int rc = -1;
     char err[512] = "";
     if (o->sha256 && (!s.file_hash || !EVP_DigestInit_ex(s.file_hash, EVP_sha256(), NULL))) {
