@@ -13,7 +13,6 @@
 #include "models/timestep_embed.h"
 #include "models/unet.h"
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,165 +61,61 @@ struct sdw_flux {
 
 /* ---------------------------------------------------------------- loading */
 
-typedef struct {
-    sdw_wloader wl;
-    const char *prefix;
-    sdw_name_layout names;
-    sdw_flux *f;
-} loader;
-
-/* The tensors a BFL module is read from: itself, or its diffusers parts. */
-static sdw_status parts_of(loader *ld, const char *bfl, int out_rows, sdw_flux_part *p, int *n)
+/* Modules are asked for by BFL names; a diffusers file answers through
+ * flux_names.c's map (weights_parts.c does the reading). */
+static int diffusers_parts(const void *model, const char *bfl, int out_rows, sdw_wl_split *p)
 {
-    if (ld->names == SDW_NAMES_DIFFUSERS) {
-        *n = sdw_flux_diffusers_parts(bfl, &ld->f->cfg, out_rows, p);
-        if (!*n) return sdw_fail(SDW_ERR_INVALID_ARG, "no diffusers name for FLUX module %s", bfl);
-    } else {
-        *n = 1;
-        snprintf(p->name, sizeof p->name, "%s", bfl);
-        p->src_row0 = p->dst_row0 = 0;
-        p->rows = p->tensor_rows = out_rows;
-    }
-    return SDW_OK;
+    return sdw_flux_diffusers_parts(bfl, &((const sdw_flux *)model)->cfg, out_rows, p);
 }
 
-/* "<prefix><name><suffix>", checked to be [tensor_rows, cols] (cols 0: a vector [tensor_rows]). */
-static sdw_status find_part(loader *ld, const sdw_flux_part *p, const char *suffix, int cols, const sdw_st_tensor **t)
+static sdw_status load_embedder(sdw_split_loader *sl, mlp_embedder *e, int in, int H, const char *name)
 {
-    SDW_TRY(sdw_wl_find(&ld->wl, t, -1, "%s%s%s", ld->prefix, p->name, suffix));
-    const sdw_st_tensor *x = *t;
-    if (cols && (x->ndim != 2 || x->shape[0] != p->tensor_rows || x->shape[1] != cols))
-        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s is not [%d, %d]", ld->wl.st->path, x->name, p->tensor_rows,
-                        cols);
-    if (!cols && (x->ndim != 1 || x->shape[0] != p->tensor_rows))
-        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s is not [%d]", ld->wl.st->path, x->name, p->tensor_rows);
-    return SDW_OK;
+    SDW_TRY(sdw_sl_linear(sl, &e->in_layer, in, H, true, "%s.in_layer", name));
+    return sdw_sl_linear(sl, &e->out_layer, H, H, true, "%s.out_layer", name);
 }
 
-/* Copies rows [src_row0, +rows) of that tensor to rows [dst_row0, +rows) of dst. */
-static sdw_status read_rows(loader *ld, const sdw_flux_part *p, const char *suffix, int cols, float *dst)
+static sdw_status load_stream(sdw_split_loader *sl, const sdw_flux_config *c, stream *s, int i, const char *which)
 {
-    const sdw_st_tensor *t;
-    float *d;
-    size_t w = cols ? (size_t)cols : 1;
-    SDW_TRY(find_part(ld, p, suffix, cols, &t));
-    SDW_TRY(sdw_wl_stage(&ld->wl, t, &d));
-    memcpy(dst + (size_t)p->dst_row0 * w, d + (size_t)p->src_row0 * w, (size_t)p->rows * w * sizeof *dst);
-    return SDW_OK;
+    int H = c->hidden, M = c->mlp_hidden, D = c->head_dim;
+    SDW_TRY(sdw_sl_linear(sl, &s->mod, H, 6 * H, true, "double_blocks.%d.%s_mod.lin", i, which));
+    SDW_TRY(sdw_sl_linear(sl, &s->qkv, H, 3 * H, c->qkv_bias, "double_blocks.%d.%s_attn.qkv", i, which));
+    SDW_TRY(sdw_sl_vector(sl, &s->q_norm, D, "double_blocks.%d.%s_attn.norm.query_norm", i, which));
+    SDW_TRY(sdw_sl_vector(sl, &s->k_norm, D, "double_blocks.%d.%s_attn.norm.key_norm", i, which));
+    SDW_TRY(sdw_sl_linear(sl, &s->proj, H, H, true, "double_blocks.%d.%s_attn.proj", i, which));
+    SDW_TRY(sdw_sl_linear(sl, &s->mlp0, H, M, true, "double_blocks.%d.%s_mlp.0", i, which));
+    return sdw_sl_linear(sl, &s->mlp2, M, H, true, "double_blocks.%d.%s_mlp.2", i, which);
 }
 
-/* Under the BFL name whatever the layout, and under the diffusers name of
- * each whole tensor it is stacked from, so LoRAs of either naming find it. */
-static sdw_status record(loader *ld, const char *bfl, sdw_linear *l, int out_rows)
+static sdw_status load_single(sdw_split_loader *sl, const sdw_flux_config *c, single_block *b, int i)
 {
-    sdw_layer_list *ll = &ld->f->layers;
-    SDW_TRY(sdw_layer_list_add(ll, bfl, l, NULL, 0, out_rows));
-    sdw_flux_part p[SDW_FLUX_MAX_PARTS];
-    int n = sdw_flux_diffusers_parts(bfl, &ld->f->cfg, out_rows, p);
-    for (int i = 0; i < n; i++)
-        if (p[i].src_row0 == 0 && p[i].rows == p[i].tensor_rows)
-            SDW_TRY(sdw_layer_list_add(ll, p[i].name, l, NULL, p[i].dst_row0, p[i].rows));
-    return SDW_OK;
+    int H = c->hidden, M = c->mlp_hidden, D = c->head_dim;
+    SDW_TRY(sdw_sl_linear(sl, &b->mod, H, 3 * H, true, "single_blocks.%d.modulation.lin", i));
+    SDW_TRY(sdw_sl_linear(sl, &b->linear1, H, 3 * H + M, true, "single_blocks.%d.linear1", i));
+    SDW_TRY(sdw_sl_vector(sl, &b->q_norm, D, "single_blocks.%d.norm.query_norm", i));
+    SDW_TRY(sdw_sl_vector(sl, &b->k_norm, D, "single_blocks.%d.norm.key_norm", i));
+    return sdw_sl_linear(sl, &b->linear2, H + M, H, true, "single_blocks.%d.linear2", i);
 }
 
-/* The linear BFL calls "<fmt...>" ([out, in] weight, [out] bias), from whichever layout. */
-static sdw_status load_linear(loader *ld, sdw_linear **out, int in, int outf, bool bias, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static sdw_status load_linear(loader *ld, sdw_linear **out, int in, int outf, bool bias, const char *fmt, ...)
+static sdw_status load_all(sdw_split_loader *sl, void *model)
 {
-    char bfl[128];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(bfl, sizeof bfl, fmt, ap);
-    va_end(ap);
-    sdw_flux_part p[SDW_FLUX_MAX_PARTS];
-    int n;
-    SDW_TRY(parts_of(ld, bfl, outf, p, &n));
-    float *b = bias ? malloc((size_t)outf * sizeof *b) : NULL;
-    sdw_status s = b || !bias ? SDW_OK : sdw_fail(SDW_ERR_NOMEM, "out of memory loading %s", bfl);
-    for (int i = 0; i < n && s == SDW_OK && bias; i++) s = read_rows(ld, &p[i], ".bias", 0, b);
-    /* The weight rows straight from the file's tensors: quantized (GGUF)
-     * blocks stay blocks, whatever the layout splits them into. */
-    sdw_wl_part wp[SDW_FLUX_MAX_PARTS];
-    for (int i = 0; i < n && s == SDW_OK; i++) {
-        s = find_part(ld, &p[i], ".weight", in, &wp[i].t);
-        wp[i].src_row0 = p[i].src_row0;
-        wp[i].rows = p[i].rows;
-        wp[i].dst_row0 = p[i].dst_row0;
-    }
-    if (s == SDW_OK) s = sdw_wl_linear_parts(&ld->wl, out, in, outf, wp, n, b);
-    free(b);
-    if (s == SDW_OK) ld->f->bytes += sdw_linear_bytes(*out);
-    if (s == SDW_OK) s = record(ld, bfl, *out, outf);
-    return s;
-}
-
-/* A q / k RMSNorm scale: BFL "<module>.scale", diffusers "<part>.weight". */
-static sdw_status load_norm(loader *ld, float **out, const char *fmt, int idx)
-{
-    char bfl[128];
-    snprintf(bfl, sizeof bfl, fmt, idx);
-    sdw_flux_part p[SDW_FLUX_MAX_PARTS];
-    int n, D = ld->f->cfg.head_dim;
-    SDW_TRY(parts_of(ld, bfl, D, p, &n));
-    if (!(*out = malloc((size_t)D * sizeof **out))) return sdw_fail(SDW_ERR_NOMEM, "out of memory loading %s", bfl);
-    ld->f->bytes += (size_t)D * sizeof **out;
-    return read_rows(ld, p, ld->names == SDW_NAMES_DIFFUSERS ? ".weight" : ".scale", 0, *out);
-}
-
-static sdw_status load_embedder(loader *ld, mlp_embedder *e, int in, const char *name)
-{
-    int H = ld->f->cfg.hidden;
-    SDW_TRY(load_linear(ld, &e->in_layer, in, H, true, "%s.in_layer", name));
-    return load_linear(ld, &e->out_layer, H, H, true, "%s.out_layer", name);
-}
-
-static sdw_status load_stream(loader *ld, stream *s, int i, const char *which)
-{
-    const sdw_flux_config *c = &ld->f->cfg;
-    int H = c->hidden, M = c->mlp_hidden;
-    char fmt[96];
-    SDW_TRY(load_linear(ld, &s->mod, H, 6 * H, true, "double_blocks.%d.%s_mod.lin", i, which));
-    SDW_TRY(load_linear(ld, &s->qkv, H, 3 * H, c->qkv_bias, "double_blocks.%d.%s_attn.qkv", i, which));
-    snprintf(fmt, sizeof fmt, "double_blocks.%%d.%s_attn.norm.query_norm", which);
-    SDW_TRY(load_norm(ld, &s->q_norm, fmt, i));
-    snprintf(fmt, sizeof fmt, "double_blocks.%%d.%s_attn.norm.key_norm", which);
-    SDW_TRY(load_norm(ld, &s->k_norm, fmt, i));
-    SDW_TRY(load_linear(ld, &s->proj, H, H, true, "double_blocks.%d.%s_attn.proj", i, which));
-    SDW_TRY(load_linear(ld, &s->mlp0, H, M, true, "double_blocks.%d.%s_mlp.0", i, which));
-    return load_linear(ld, &s->mlp2, M, H, true, "double_blocks.%d.%s_mlp.2", i, which);
-}
-
-static sdw_status load_single(loader *ld, single_block *b, int i)
-{
-    int H = ld->f->cfg.hidden, M = ld->f->cfg.mlp_hidden;
-    SDW_TRY(load_linear(ld, &b->mod, H, 3 * H, true, "single_blocks.%d.modulation.lin", i));
-    SDW_TRY(load_linear(ld, &b->linear1, H, 3 * H + M, true, "single_blocks.%d.linear1", i));
-    SDW_TRY(load_norm(ld, &b->q_norm, "single_blocks.%d.norm.query_norm", i));
-    SDW_TRY(load_norm(ld, &b->k_norm, "single_blocks.%d.norm.key_norm", i));
-    return load_linear(ld, &b->linear2, H + M, H, true, "single_blocks.%d.linear2", i);
-}
-
-static sdw_status load_all(loader *ld)
-{
-    sdw_flux *f = ld->f;
+    sdw_flux *f = model;
     const sdw_flux_config *c = &f->cfg;
     int H = c->hidden;
-    SDW_TRY(load_linear(ld, &f->img_in, c->in_channels, H, true, "img_in"));
-    SDW_TRY(load_linear(ld, &f->txt_in, c->context_dim, H, true, "txt_in"));
-    SDW_TRY(load_embedder(ld, &f->time_in, TIME_DIM, "time_in"));
-    if (c->guidance_embed) SDW_TRY(load_embedder(ld, &f->guidance_in, TIME_DIM, "guidance_in"));
-    SDW_TRY(load_embedder(ld, &f->vector_in, c->vec_dim, "vector_in"));
+    SDW_TRY(sdw_sl_linear(sl, &f->img_in, c->in_channels, H, true, "img_in"));
+    SDW_TRY(sdw_sl_linear(sl, &f->txt_in, c->context_dim, H, true, "txt_in"));
+    SDW_TRY(load_embedder(sl, &f->time_in, TIME_DIM, H, "time_in"));
+    if (c->guidance_embed) SDW_TRY(load_embedder(sl, &f->guidance_in, TIME_DIM, H, "guidance_in"));
+    SDW_TRY(load_embedder(sl, &f->vector_in, c->vec_dim, H, "vector_in"));
     f->dbl = calloc((size_t)c->depth + 1, sizeof *f->dbl);
     f->sgl = calloc((size_t)c->depth_single + 1, sizeof *f->sgl);
     if (!f->dbl || !f->sgl) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
     for (int i = 0; i < c->depth; i++) {
-        SDW_TRY(load_stream(ld, &f->dbl[i].img, i, "img"));
-        SDW_TRY(load_stream(ld, &f->dbl[i].txt, i, "txt"));
+        SDW_TRY(load_stream(sl, c, &f->dbl[i].img, i, "img"));
+        SDW_TRY(load_stream(sl, c, &f->dbl[i].txt, i, "txt"));
     }
-    for (int i = 0; i < c->depth_single; i++) SDW_TRY(load_single(ld, &f->sgl[i], i));
-    SDW_TRY(load_linear(ld, &f->final_mod, H, 2 * H, true, "final_layer.adaLN_modulation.1"));
-    return load_linear(ld, &f->final_linear, H, c->in_channels, true, "final_layer.linear");
+    for (int i = 0; i < c->depth_single; i++) SDW_TRY(load_single(sl, c, &f->sgl[i], i));
+    SDW_TRY(sdw_sl_linear(sl, &f->final_mod, H, 2 * H, true, "final_layer.adaLN_modulation.1"));
+    return sdw_sl_linear(sl, &f->final_linear, H, c->in_channels, true, "final_layer.linear");
 }
 
 static bool config_ok(const sdw_flux_config *c)
@@ -232,6 +127,8 @@ static bool config_ok(const sdw_flux_config *c)
            c->mlp_hidden > 0 && c->in_channels > 0 && c->context_dim > 0 && c->vec_dim > 0 && c->theta > 0;
 }
 
+static void drop(void *f) { sdw_flux_free(f); }
+
 sdw_status sdw_flux_load(sdw_backend *be, const sdw_safetensors *st, const char *prefix, sdw_name_layout names,
                          const sdw_flux_config *c, sdw_flux **out)
 {
@@ -240,14 +137,11 @@ sdw_status sdw_flux_load(sdw_backend *be, const sdw_safetensors *st, const char 
     sdw_flux *f = calloc(1, sizeof *f);
     if (!f) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
     f->cfg = *c;
-    loader ld = { .prefix = prefix ? prefix : "", .names = names, .f = f };
-    sdw_wl_init(&ld.wl, be, st);
-    sdw_status s = load_all(&ld);
-    sdw_wl_done(&ld.wl);
-    if (s != SDW_OK) {
-        sdw_flux_free(f);
-        return s;
-    }
+    const bool diffusers = names == SDW_NAMES_DIFFUSERS;
+    sdw_split_loader sl = { .prefix = prefix, .split = diffusers, .splits = diffusers_parts,
+                            .vector_suffix = diffusers ? ".weight" : ".scale", .what = "FLUX", .model = f,
+                            .layers = &f->layers, .bytes = &f->bytes };
+    SDW_TRY(sdw_sl_load(&sl, be, st, load_all, drop));
     *out = f;
     return SDW_OK;
 }
@@ -590,28 +484,25 @@ sdw_status sdw_flux_forward(sdw_backend *be, sdw_arena *arena, const sdw_flux *m
 
 /* ---------------------------------------------------------------- packing */
 
+/* Where packed value k ([(h/2)(w/2), 4C] row-major) sits in the latent:
+ * token (i, j), channel c*4 + di*2 + dj is latent (c, 2i + di, 2j + dj). */
+static size_t latent_offset(size_t k, int C, int h, int w)
+{
+    const size_t token = k / (4 * (size_t)C), i = token / (size_t)(w / 2), j = token % (size_t)(w / 2);
+    const int ch = (int)(k % (4 * (size_t)C)), c = ch / 4, di = ch / 2 % 2, dj = ch % 2;
+    return ((size_t)c * h + 2 * i + di) * w + 2 * j + dj;
+}
+
 void sdw_flux_pack(const float *lat, int C, int h, int w, float *packed)
 {
-    int ph = h / 2, pw = w / 2;
-    for (int i = 0; i < ph; i++)
-        for (int j = 0; j < pw; j++)
-            for (int ch = 0; ch < C; ch++)
-                for (int di = 0; di < 2; di++)
-                    for (int dj = 0; dj < 2; dj++)
-                        packed[((size_t)i * pw + j) * 4 * C + ch * 4 + di * 2 + dj] =
-                            lat[((size_t)ch * h + 2 * i + di) * w + 2 * j + dj];
+    const size_t n = (size_t)(h / 2) * (w / 2) * 4 * C;
+    for (size_t k = 0; k < n; k++) packed[k] = lat[latent_offset(k, C, h, w)];
 }
 
 void sdw_flux_unpack(const float *packed, int C, int h, int w, float *lat)
 {
-    int ph = h / 2, pw = w / 2;
-    for (int i = 0; i < ph; i++)
-        for (int j = 0; j < pw; j++)
-            for (int ch = 0; ch < C; ch++)
-                for (int di = 0; di < 2; di++)
-                    for (int dj = 0; dj < 2; dj++)
-                        lat[((size_t)ch * h + 2 * i + di) * w + 2 * j + dj] =
-                            packed[((size_t)i * pw + j) * 4 * C + ch * 4 + di * 2 + dj];
+    const size_t n = (size_t)(h / 2) * (w / 2) * 4 * C;
+    for (size_t k = 0; k < n; k++) lat[latent_offset(k, C, h, w)] = packed[k];
 }
 
 void sdw_flux_img_ids(int h, int w, float *ids)

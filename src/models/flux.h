@@ -64,17 +64,12 @@ const sdw_flux_config *sdw_flux_get_config(const sdw_flux *f);
  * has no such alias: its rows are not one range. */
 const sdw_layer_list *sdw_flux_layers(const sdw_flux *f);
 
-/* Where a BFL layer's rows come from in the diffusers layout: rows
- * [dst_row0, dst_row0 + rows) of the BFL weight are rows [src_row0, src_row0
- * + rows) of "<name>.weight" (and ".bias"), a tensor of tensor_rows rows. */
-typedef struct {
-    char name[96];
-    int src_row0, dst_row0, rows, tensor_rows;
-} sdw_flux_part;
+/* Where a BFL layer's rows come from in the diffusers layout (see
+ * sdw_wl_split in weights.h): for the BFL module bfl (no ".weight"; a q/k
+ * norm as "...query_norm") with out_rows output rows, the diffusers parts
+ * (1 to 4), or 0 when bfl is not a FLUX module name. */
+typedef sdw_wl_split sdw_flux_part;
 #define SDW_FLUX_MAX_PARTS 4
-/* For the BFL module bfl (no ".weight"; a q/k norm as "...query_norm") with
- * out_rows output rows: the diffusers parts (1 to 4), or 0 when bfl is not a
- * FLUX module name. */
 int sdw_flux_diffusers_parts(const char *bfl, const sdw_flux_config *c, int out_rows,
                              sdw_flux_part parts[SDW_FLUX_MAX_PARTS]);
 

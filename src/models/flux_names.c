@@ -5,6 +5,7 @@
  * run backwards). flux.c loads by BFL names through the latter. */
 #include "models/flux.h"
 #include "core/error.h"
+#include "io/json_file.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,14 +14,6 @@
  * not make the loader divide by zero or overflow int arithmetic. */
 #define FLUX_MAX_SIZE 65536
 #define FLUX_MAX_DEPTH 1024
-
-static const sdw_st_tensor *find(const sdw_safetensors *st, const char *prefix, const char *fmt, int i)
-{
-    char name[256], full[512];
-    snprintf(name, sizeof name, fmt, i);
-    snprintf(full, sizeof full, "%s%s", prefix, name);
-    return sdw_st_find(st, full);
-}
 
 /* The tensor names that tell the configuration, per layout. */
 typedef struct {
@@ -51,8 +44,10 @@ static bool is_2d(const sdw_st_tensor *t) { return t && t->ndim == 2; }
 
 static bool present_as(const sdw_safetensors *st, const char *prefix, const name_set *n)
 {
-    return is_2d(find(st, prefix, n->img_in, 0)) && is_2d(find(st, prefix, n->txt_in, 0)) &&
-           is_2d(find(st, prefix, n->vector_in, 0)) && is_2d(find(st, prefix, n->time_in, 0));
+    const char *const need[] = { n->img_in, n->txt_in, n->vector_in, n->time_in };
+    for (size_t i = 0; i < sizeof need / sizeof *need; i++)
+        if (!is_2d(sdw_wl_tensor_at(st, prefix, need[i], 0))) return false;
+    return true;
 }
 
 bool sdw_flux_present(const sdw_safetensors *st, const char *prefix)
@@ -60,18 +55,13 @@ bool sdw_flux_present(const sdw_safetensors *st, const char *prefix)
     return present_as(st, prefix, &bfl_names) || present_as(st, prefix, &diffusers_names);
 }
 
-static int json_int(const cJSON *cfg, const char *key, int def)
-{
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, key);
-    return cJSON_IsNumber(j) ? j->valueint : def;
-}
-
 static bool even_in(int v, int lo, int hi) { return v >= lo && v <= hi && v % 2 == 0; }
 
 /* heads and axes_dim from a diffusers config.json, checked against the shapes. */
 static sdw_status from_json(const sdw_safetensors *st, const cJSON *cfg, sdw_flux_config *c)
 {
-    int heads = json_int(cfg, "num_attention_heads", c->heads), hd = json_int(cfg, "attention_head_dim", c->head_dim);
+    int heads = sdw_json_int(cfg, "num_attention_heads", c->heads);
+    int hd = sdw_json_int(cfg, "attention_head_dim", c->head_dim);
     if (heads < 1 || hd != c->head_dim || heads * hd != c->hidden)
         return sdw_fail(SDW_ERR_FORMAT, "%s: config.json says %d heads of %d, the tensors %d wide with %d-dim q-norms",
                         st->path, heads, hd, c->hidden, c->head_dim);
@@ -85,7 +75,8 @@ static sdw_status from_json(const sdw_safetensors *st, const cJSON *cfg, sdw_flu
             c->axes_dim[k] = cJSON_IsNumber(e) ? e->valueint : -1;
         }
     }
-    int layers = json_int(cfg, "num_layers", c->depth), single = json_int(cfg, "num_single_layers", c->depth_single);
+    int layers = sdw_json_int(cfg, "num_layers", c->depth);
+    int single = sdw_json_int(cfg, "num_single_layers", c->depth_single);
     if (layers != c->depth || single != c->depth_single)
         return sdw_fail(SDW_ERR_FORMAT, "%s: config.json says %d + %d blocks, the file holds %d + %d", st->path, layers,
                         single, c->depth, c->depth_single);
@@ -101,8 +92,10 @@ sdw_status sdw_flux_config_from_tensors(const sdw_safetensors *st, const char *p
     memset(c, 0, sizeof *c);
     if (!prefix) prefix = "";
     const name_set *n = names == SDW_NAMES_DIFFUSERS ? &diffusers_names : &bfl_names;
-    const sdw_st_tensor *img_in = find(st, prefix, n->img_in, 0), *txt_in = find(st, prefix, n->txt_in, 0);
-    const sdw_st_tensor *vec_in = find(st, prefix, n->vector_in, 0), *time_in = find(st, prefix, n->time_in, 0);
+    const sdw_st_tensor *img_in = sdw_wl_tensor_at(st, prefix, n->img_in, 0);
+    const sdw_st_tensor *txt_in = sdw_wl_tensor_at(st, prefix, n->txt_in, 0);
+    const sdw_st_tensor *vec_in = sdw_wl_tensor_at(st, prefix, n->vector_in, 0);
+    const sdw_st_tensor *time_in = sdw_wl_tensor_at(st, prefix, n->time_in, 0);
     if (!is_2d(img_in) || !is_2d(txt_in) || !is_2d(vec_in) || !is_2d(time_in))
         return sdw_fail(SDW_ERR_FORMAT, "%s: not a FLUX transformer (no 2-D %s%s / %s / %s / %s)", st->path, prefix,
                         n->img_in, n->txt_in, n->vector_in, n->time_in);
@@ -111,18 +104,20 @@ sdw_status sdw_flux_config_from_tensors(const sdw_safetensors *st, const char *p
     c->context_dim = (int)txt_in->shape[1];
     c->vec_dim = (int)vec_in->shape[1];
     c->theta = 10000.0f;
-    c->guidance_embed = find(st, prefix, n->guidance_in, 0) != NULL;
-    while (c->depth < FLUX_MAX_DEPTH && find(st, prefix, n->dqkv, c->depth)) c->depth++;
-    while (c->depth_single < FLUX_MAX_DEPTH && find(st, prefix, n->s_lin1, c->depth_single)) c->depth_single++;
-    const sdw_st_tensor *qn = c->depth ? find(st, prefix, n->dqnorm, 0) : find(st, prefix, n->sqnorm, 0);
-    const sdw_st_tensor *mlp = c->depth ? find(st, prefix, n->dmlp0, 0) : find(st, prefix, n->s_lin1, 0);
+    c->guidance_embed = sdw_wl_tensor_at(st, prefix, n->guidance_in, 0) != NULL;
+    while (c->depth < FLUX_MAX_DEPTH && sdw_wl_tensor_at(st, prefix, n->dqkv, c->depth)) c->depth++;
+    while (c->depth_single < FLUX_MAX_DEPTH && sdw_wl_tensor_at(st, prefix, n->s_lin1, c->depth_single))
+        c->depth_single++;
+    /* The first block's q-norm and MLP input tell head_dim and mlp_hidden. */
+    const sdw_st_tensor *qn = sdw_wl_tensor_at(st, prefix, c->depth ? n->dqnorm : n->sqnorm, 0);
+    const sdw_st_tensor *mlp = sdw_wl_tensor_at(st, prefix, c->depth ? n->dmlp0 : n->s_lin1, 0);
     if (!qn || !mlp || !is_2d(mlp) || (c->depth == 0 && c->depth_single == 0))
         return sdw_fail(SDW_ERR_FORMAT, "%s: FLUX transformer without blocks or their q-norm / MLP", st->path);
     c->head_dim = (int)qn->numel;
     c->mlp_hidden = (int)mlp->shape[0];
     /* BFL's single-block linear1 holds q|k|v before the MLP rows. */
     if (!c->depth && names != SDW_NAMES_DIFFUSERS) c->mlp_hidden -= 3 * c->hidden;
-    c->qkv_bias = c->depth ? find(st, prefix, n->dqkv_bias, 0) != NULL : true;
+    c->qkv_bias = c->depth ? sdw_wl_tensor_at(st, prefix, n->dqkv_bias, 0) != NULL : true;
     if (c->hidden < 1 || c->hidden > FLUX_MAX_SIZE || c->head_dim < 2 || c->hidden % c->head_dim ||
         c->in_channels < 1 || c->in_channels > FLUX_MAX_SIZE || c->context_dim < 1 || c->context_dim > FLUX_MAX_SIZE ||
         c->vec_dim < 1 || c->vec_dim > FLUX_MAX_SIZE || c->mlp_hidden < 1 || c->mlp_hidden > 16 * FLUX_MAX_SIZE)
@@ -131,7 +126,7 @@ sdw_status sdw_flux_config_from_tensors(const sdw_safetensors *st, const char *p
     c->heads = c->hidden / c->head_dim;
     /* FLUX.1 Fill / Canny / Depth take the packed latents with their image
      * conditioning concatenated (384 or 128 inputs for 64 outputs). */
-    const sdw_st_tensor *fin = find(st, prefix, n->final_linear, 0);
+    const sdw_st_tensor *fin = sdw_wl_tensor_at(st, prefix, n->final_linear, 0);
     if (fin && fin->ndim == 2 && fin->shape[0] != c->in_channels)
         return sdw_fail(SDW_ERR_UNSUPPORTED, "%s: a FLUX transformer with %d inputs for %d outputs (FLUX.1 Fill, Canny "
                         "or Depth): its image conditioning is not supported yet", st->path, c->in_channels,
@@ -149,13 +144,9 @@ sdw_status sdw_flux_config_from_tensors(const sdw_safetensors *st, const char *p
 
 /* ---------------------------------------------------------------- BFL -> diffusers */
 
-/* A BFL module suffix and the diffusers suffix it becomes, for the modules
- * that map one to one (whole tensor). */
-typedef struct {
-    const char *bfl, *diffusers;
-} name_pair;
-
-static const name_pair top_level[] = {
+/* BFL module suffixes and the diffusers suffixes they become, for the
+ * modules that map one to one (whole tensor). */
+static const sdw_wl_rename top_level[] = {
     { "img_in", "x_embedder" },
     { "txt_in", "context_embedder" },
     { "time_in.in_layer", "time_text_embed.timestep_embedder.linear_1" },
@@ -167,7 +158,7 @@ static const name_pair top_level[] = {
     { "final_layer.linear", "proj_out" },
 };
 
-static const name_pair double_block[] = {
+static const sdw_wl_rename double_block[] = {
     { "img_mod.lin", "norm1.linear" },
     { "txt_mod.lin", "norm1_context.linear" },
     { "img_attn.proj", "attn.to_out.0" },
@@ -182,39 +173,18 @@ static const name_pair double_block[] = {
     { "txt_attn.norm.key_norm", "attn.norm_added_k" },
 };
 
-static const name_pair single_block[] = {
+static const sdw_wl_rename single_block[] = {
     { "linear2", "proj_out" },
     { "modulation.lin", "norm.linear" },
     { "norm.query_norm", "attn.norm_q" },
     { "norm.key_norm", "attn.norm_k" },
 };
 
-static int whole(sdw_flux_part *p, const char *block, const char *name, int rows)
-{
-    snprintf(p->name, sizeof p->name, "%s%s", block, name);
-    p->src_row0 = p->dst_row0 = 0;
-    p->rows = p->tensor_rows = rows;
-    return 1;
-}
+/* The split loader (weights_parts.c) asks for up to SDW_WL_MAX_SPLITS. */
+_Static_assert(SDW_FLUX_MAX_PARTS <= SDW_WL_MAX_SPLITS, "more splits than weights_parts.c holds");
 
-/* Fused rows: parts[i] is all of "<block><names[i]>", rows[i] tall, stacked in order. */
-static int stacked(sdw_flux_part *p, const char *block, const char *const *names, const int *rows, int n)
-{
-    int row0 = 0;
-    for (int i = 0; i < n; i++) {
-        whole(&p[i], block, names[i], rows[i]);
-        p[i].dst_row0 = row0;
-        row0 += rows[i];
-    }
-    return n;
-}
-
-static int lookup(const name_pair *r, size_t n, const char *bfl, sdw_flux_part *p, const char *block, int rows)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!strcmp(r[i].bfl, bfl)) return whole(p, block, r[i].diffusers, rows);
-    return 0;
-}
+#define RENAMED(table, rest, p, block, rows) \
+    sdw_wl_split_renamed(table, sizeof table / sizeof *table, rest, p, block, rows)
 
 int sdw_flux_diffusers_parts(const char *bfl, const sdw_flux_config *c, int out_rows,
                              sdw_flux_part parts[SDW_FLUX_MAX_PARTS])
@@ -228,24 +198,17 @@ int sdw_flux_diffusers_parts(const char *bfl, const sdw_flux_config *c, int out_
     if (sscanf(bfl, "double_blocks.%d.%n", &idx, &used) == 1 && used > 0) {
         snprintf(block, sizeof block, "transformer_blocks.%d.", idx);
         const char *rest = bfl + used;
-        if (!strcmp(rest, "img_attn.qkv")) return stacked(parts, block, img_qkv, rows4, 3);
-        if (!strcmp(rest, "txt_attn.qkv")) return stacked(parts, block, txt_qkv, rows4, 3);
-        return lookup(double_block, sizeof double_block / sizeof *double_block, rest, parts, block, out_rows);
+        if (!strcmp(rest, "img_attn.qkv")) return sdw_wl_split_stacked(parts, block, img_qkv, rows4, 3);
+        if (!strcmp(rest, "txt_attn.qkv")) return sdw_wl_split_stacked(parts, block, txt_qkv, rows4, 3);
+        return RENAMED(double_block, rest, parts, block, out_rows);
     }
     if (sscanf(bfl, "single_blocks.%d.%n", &idx, &used) == 1 && used > 0) {
         snprintf(block, sizeof block, "single_transformer_blocks.%d.", idx);
         const char *rest = bfl + used;
-        if (!strcmp(rest, "linear1")) return stacked(parts, block, lin1, rows4, 4);
-        return lookup(single_block, sizeof single_block / sizeof *single_block, rest, parts, block, out_rows);
+        if (!strcmp(rest, "linear1")) return sdw_wl_split_stacked(parts, block, lin1, rows4, 4);
+        return RENAMED(single_block, rest, parts, block, out_rows);
     }
-    if (!strcmp(bfl, "final_layer.adaLN_modulation.1")) {
-        /* diffusers' AdaLayerNormContinuous chunks (scale, shift); BFL (shift, scale). */
-        whole(&parts[0], "", "norm_out.linear", H);
-        whole(&parts[1], "", "norm_out.linear", H);
-        parts[0].src_row0 = H;
-        parts[1].dst_row0 = H;
-        parts[0].tensor_rows = parts[1].tensor_rows = 2 * H;
-        return 2;
-    }
-    return lookup(top_level, sizeof top_level / sizeof *top_level, bfl, parts, "", out_rows);
+    /* diffusers' AdaLayerNormContinuous chunks (scale, shift); BFL (shift, scale). */
+    if (!strcmp(bfl, "final_layer.adaLN_modulation.1")) return sdw_wl_split_swapped(parts, "", "norm_out.linear", H);
+    return RENAMED(top_level, bfl, parts, "", out_rows);
 }

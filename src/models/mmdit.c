@@ -13,7 +13,6 @@
 #include "core/error.h"
 #include "models/timestep_embed.h"
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,207 +55,100 @@ struct sdw_mmdit {
 
 /* ---------------------------------------------------------------- loading */
 
-typedef struct {
-    sdw_wloader wl;
-    const char *prefix;
-    sdw_name_layout names;
-    sdw_mmdit *m;
-} loader;
-
-static sdw_status nomem_loading(const char *what) { return sdw_fail(SDW_ERR_NOMEM, "out of memory loading %s", what); }
-
-/* The tensors an SAI module is read from: itself, or its diffusers parts. */
-static sdw_status parts_of(loader *ld, const char *sai, int out_rows, sdw_mmdit_part *p, int *n)
+/* Modules are asked for by SAI names; a diffusers file answers through
+ * mmdit_names.c's map (weights_parts.c does the reading). */
+static int diffusers_parts(const void *model, const char *sai, int out_rows, sdw_wl_split *p)
 {
-    if (ld->names == SDW_NAMES_DIFFUSERS) {
-        *n = sdw_mmdit_diffusers_parts(sai, &ld->m->cfg, out_rows, p);
-        if (!*n) return sdw_fail(SDW_ERR_INVALID_ARG, "no diffusers name for SD3 transformer module %s", sai);
-    } else {
-        *n = 1;
-        snprintf(p->name, sizeof p->name, "%s", sai);
-        p->src_row0 = p->dst_row0 = 0;
-        p->rows = p->tensor_rows = out_rows;
-    }
-    return SDW_OK;
-}
-
-/* "<prefix><name><suffix>", checked to be [tensor_rows, cols] (cols 0: a vector [tensor_rows]). */
-static sdw_status find_part(loader *ld, const sdw_mmdit_part *p, const char *suffix, int cols,
-                            const sdw_st_tensor **t)
-{
-    SDW_TRY(sdw_wl_find(&ld->wl, t, -1, "%s%s%s", ld->prefix, p->name, suffix));
-    const sdw_st_tensor *x = *t;
-    if (cols && (x->ndim != 2 || x->shape[0] != p->tensor_rows || x->shape[1] != cols))
-        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s is not [%d, %d]", ld->wl.st->path, x->name, p->tensor_rows,
-                        cols);
-    if (!cols && (x->ndim != 1 || x->shape[0] != p->tensor_rows))
-        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s is not [%d]", ld->wl.st->path, x->name, p->tensor_rows);
-    return SDW_OK;
-}
-
-/* Copies rows [src_row0, +rows) of that vector to rows [dst_row0, +rows) of dst. */
-static sdw_status read_rows(loader *ld, const sdw_mmdit_part *p, const char *suffix, float *dst)
-{
-    const sdw_st_tensor *t;
-    float *d;
-    SDW_TRY(find_part(ld, p, suffix, 0, &t));
-    SDW_TRY(sdw_wl_stage(&ld->wl, t, &d));
-    memcpy(dst + p->dst_row0, d + p->src_row0, (size_t)p->rows * sizeof *dst);
-    return SDW_OK;
-}
-
-/* A bias [rows] gathered from the module's parts (malloc'd). */
-static sdw_status load_bias(loader *ld, const char *sai, const sdw_mmdit_part *p, int n, int rows, float **out)
-{
-    if (!(*out = malloc((size_t)rows * sizeof **out))) return nomem_loading(sai);
-    for (int i = 0; i < n; i++) SDW_TRY(read_rows(ld, &p[i], ".bias", *out));
-    return SDW_OK;
-}
-
-/* Under the SAI name whatever the layout, and under the diffusers name of
- * each whole tensor it is stacked from, so LoRAs of either naming find it. */
-static sdw_status record(loader *ld, const char *sai, sdw_linear *l, int out_rows)
-{
-    sdw_layer_list *ll = &ld->m->layers;
-    SDW_TRY(sdw_layer_list_add(ll, sai, l, NULL, 0, out_rows));
-    sdw_mmdit_part p[SDW_MMDIT_MAX_PARTS];
-    int n = sdw_mmdit_diffusers_parts(sai, &ld->m->cfg, out_rows, p);
-    for (int i = 0; i < n; i++)
-        if (p[i].src_row0 == 0 && p[i].rows == p[i].tensor_rows && strcmp(p[i].name, sai))
-            SDW_TRY(sdw_layer_list_add(ll, p[i].name, l, NULL, p[i].dst_row0, p[i].rows));
-    return SDW_OK;
-}
-
-/* The linear SAI calls "<fmt...>" ([out, in] weight, [out] bias), from whichever layout. */
-static sdw_status load_linear(loader *ld, sdw_linear **out, int in, int outf, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static sdw_status load_linear(loader *ld, sdw_linear **out, int in, int outf, const char *fmt, ...)
-{
-    char sai[128];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sai, sizeof sai, fmt, ap);
-    va_end(ap);
-    sdw_mmdit_part p[SDW_MMDIT_MAX_PARTS];
-    sdw_wl_part wp[SDW_MMDIT_MAX_PARTS];
-    float *b = NULL;
-    int n;
-    SDW_TRY(parts_of(ld, sai, outf, p, &n));
-    sdw_status s = load_bias(ld, sai, p, n, outf, &b);
-    /* The weight rows straight from the file's tensors: compact (GGUF,
-     * float8) blocks stay blocks, whatever the layout splits them into. */
-    for (int i = 0; i < n && s == SDW_OK; i++) {
-        s = find_part(ld, &p[i], ".weight", in, &wp[i].t);
-        wp[i].src_row0 = p[i].src_row0;
-        wp[i].rows = p[i].rows;
-        wp[i].dst_row0 = p[i].dst_row0;
-    }
-    if (s == SDW_OK) s = sdw_wl_linear_parts(&ld->wl, out, in, outf, wp, n, b);
-    free(b);
-    if (s == SDW_OK) ld->m->bytes += sdw_linear_bytes(*out);
-    if (s == SDW_OK) s = record(ld, sai, *out, outf);
-    return s;
-}
-
-/* A q / k RMSNorm scale "<module>.weight" [head_dim]. */
-static sdw_status load_norm(loader *ld, float **out, int i, const char *what)
-{
-    char sai[128];
-    snprintf(sai, sizeof sai, "joint_blocks.%d.%s", i, what);
-    sdw_mmdit_part p[SDW_MMDIT_MAX_PARTS];
-    int n, D = ld->m->cfg.head_dim;
-    SDW_TRY(parts_of(ld, sai, D, p, &n));
-    if (!(*out = malloc((size_t)D * sizeof **out))) return nomem_loading(sai);
-    ld->m->bytes += (size_t)D * sizeof **out;
-    return read_rows(ld, p, ".weight", *out);
+    return sdw_mmdit_diffusers_parts(sai, &((const sdw_mmdit *)model)->cfg, out_rows, p);
 }
 
 /* The 2x2 stride-2 patch conv [hidden, C, p, p] as a linear over flattened
  * patches (input c p p + di p + dj): its few weights load dense. */
-static sdw_status load_patch_embed(loader *ld)
+static sdw_status load_patch_embed(sdw_split_loader *sl, sdw_mmdit *m)
 {
-    const sdw_mmdit_config *c = &ld->m->cfg;
+    const sdw_mmdit_config *c = &m->cfg;
     const int in = c->in_channels * c->patch * c->patch, H = c->hidden;
-    sdw_mmdit_part p[SDW_MMDIT_MAX_PARTS];
+    sdw_wl_split p[SDW_WL_MAX_SPLITS];
     const sdw_st_tensor *t;
     float *w, *b = NULL;
     int n;
-    SDW_TRY(parts_of(ld, "x_embedder.proj", H, p, &n));
-    SDW_TRY(sdw_wl_find(&ld->wl, &t, 4, "%s%s.weight", ld->prefix, p->name));
+    SDW_TRY(sdw_sl_parts(sl, "x_embedder.proj", H, p, &n));
+    SDW_TRY(sdw_wl_find(&sl->wl, &t, 4, "%s%s.weight", sl->prefix, p->name));
     if (t->shape[0] != H || t->shape[1] != c->in_channels || t->shape[2] != c->patch || t->shape[3] != c->patch)
-        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s is not [%d, %d, %d, %d]", ld->wl.st->path, t->name, H,
+        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s is not [%d, %d, %d, %d]", sl->wl.st->path, t->name, H,
                         c->in_channels, c->patch, c->patch);
-    sdw_status s = load_bias(ld, "x_embedder.proj", p, n, H, &b);
-    if (s == SDW_OK) s = sdw_wl_stage(&ld->wl, t, &w);
-    if (s == SDW_OK) s = sdw_linear_create(ld->wl.be, in, H, w, b, &ld->m->x_embedder);
+    sdw_status s = sdw_sl_rows(sl, "x_embedder.proj", p, n, ".bias", H, &b);
+    if (s == SDW_OK) s = sdw_wl_stage(&sl->wl, t, &w);
+    if (s == SDW_OK) s = sdw_linear_create(sl->wl.be, in, H, w, b, &m->x_embedder);
     free(b);
-    if (s == SDW_OK) ld->m->bytes += sdw_linear_bytes(ld->m->x_embedder);
-    if (s == SDW_OK) s = record(ld, "x_embedder.proj", ld->m->x_embedder, H);
+    if (s == SDW_OK) m->bytes += sdw_linear_bytes(m->x_embedder);
+    if (s == SDW_OK) s = sdw_sl_record(sl, "x_embedder.proj", m->x_embedder, H);
     return s;
 }
 
-static sdw_status load_pos_embed(loader *ld)
+static sdw_status load_pos_embed(sdw_split_loader *sl, sdw_mmdit *m)
 {
-    const sdw_mmdit_config *c = &ld->m->cfg;
+    const sdw_mmdit_config *c = &m->cfg;
     const int64_t n = (int64_t)c->pos_max * c->pos_max * c->hidden;
-    sdw_mmdit_part p[SDW_MMDIT_MAX_PARTS];
+    sdw_wl_split p[SDW_WL_MAX_SPLITS];
     int np;
-    SDW_TRY(parts_of(ld, "pos_embed", 1, p, &np));
-    SDW_TRY(sdw_wl_floats(&ld->wl, &ld->m->pos_embed, n, "%s%s", ld->prefix, p->name));
-    ld->m->bytes += (size_t)n * sizeof(float);
+    SDW_TRY(sdw_sl_parts(sl, "pos_embed", 1, p, &np));
+    SDW_TRY(sdw_wl_floats(&sl->wl, &m->pos_embed, n, "%s%s", sl->prefix, p->name));
+    m->bytes += (size_t)n * sizeof(float);
     return SDW_OK;
 }
 
-static sdw_status load_attention(loader *ld, attention *a, int i, const char *which, bool proj)
+/* which: "x_block.attn", "x_block.attn2" or "context_block.attn". */
+static sdw_status load_attention(sdw_split_loader *sl, const sdw_mmdit_config *c, attention *a, int i,
+                                 const char *which, bool proj)
 {
-    const int H = ld->m->cfg.hidden;
-    char name[64];
-    SDW_TRY(load_linear(ld, &a->qkv, H, 3 * H, "joint_blocks.%d.%s.qkv", i, which));
-    if (proj) SDW_TRY(load_linear(ld, &a->proj, H, H, "joint_blocks.%d.%s.proj", i, which));
-    if (!ld->m->cfg.qk_norm) return SDW_OK;
-    snprintf(name, sizeof name, "%s.ln_q", which);
-    SDW_TRY(load_norm(ld, &a->ln_q, i, name));
-    snprintf(name, sizeof name, "%s.ln_k", which);
-    return load_norm(ld, &a->ln_k, i, name);
+    const int H = c->hidden;
+    SDW_TRY(sdw_sl_linear(sl, &a->qkv, H, 3 * H, true, "joint_blocks.%d.%s.qkv", i, which));
+    if (proj) SDW_TRY(sdw_sl_linear(sl, &a->proj, H, H, true, "joint_blocks.%d.%s.proj", i, which));
+    if (!c->qk_norm) return SDW_OK;
+    SDW_TRY(sdw_sl_vector(sl, &a->ln_q, c->head_dim, "joint_blocks.%d.%s.ln_q", i, which));
+    return sdw_sl_vector(sl, &a->ln_k, c->head_dim, "joint_blocks.%d.%s.ln_k", i, which);
 }
 
 /* One stream: "x_block" or "context_block"; pre_only: the last block's context. */
-static sdw_status load_stream(loader *ld, stream *s, int i, const char *which, bool dual, bool pre_only)
+static sdw_status load_stream(sdw_split_loader *sl, const sdw_mmdit_config *c, stream *s, int i, const char *which,
+                              bool dual, bool pre_only)
 {
-    const int H = ld->m->cfg.hidden;
+    const int H = c->hidden;
     char name[64];
     s->n_mod = pre_only ? 2 : dual ? 9 : 6;
-    SDW_TRY(load_linear(ld, &s->mod, H, s->n_mod * H, "joint_blocks.%d.%s.adaLN_modulation.1", i, which));
+    SDW_TRY(sdw_sl_linear(sl, &s->mod, H, s->n_mod * H, true, "joint_blocks.%d.%s.adaLN_modulation.1", i, which));
     snprintf(name, sizeof name, "%s.attn", which);
-    SDW_TRY(load_attention(ld, &s->attn, i, name, !pre_only));
+    SDW_TRY(load_attention(sl, c, &s->attn, i, name, !pre_only));
     if (dual) {
         snprintf(name, sizeof name, "%s.attn2", which);
-        SDW_TRY(load_attention(ld, &s->attn2, i, name, true));
+        SDW_TRY(load_attention(sl, c, &s->attn2, i, name, true));
     }
     if (pre_only) return SDW_OK;
-    SDW_TRY(load_linear(ld, &s->fc1, H, MLP_RATIO * H, "joint_blocks.%d.%s.mlp.fc1", i, which));
-    return load_linear(ld, &s->fc2, MLP_RATIO * H, H, "joint_blocks.%d.%s.mlp.fc2", i, which);
+    SDW_TRY(sdw_sl_linear(sl, &s->fc1, H, MLP_RATIO * H, true, "joint_blocks.%d.%s.mlp.fc1", i, which));
+    return sdw_sl_linear(sl, &s->fc2, MLP_RATIO * H, H, true, "joint_blocks.%d.%s.mlp.fc2", i, which);
 }
 
-static sdw_status load_all(loader *ld)
+static sdw_status load_all(sdw_split_loader *sl, void *model)
 {
-    sdw_mmdit *m = ld->m;
+    sdw_mmdit *m = model;
     const sdw_mmdit_config *c = &m->cfg;
     const int H = c->hidden;
-    SDW_TRY(load_patch_embed(ld));
-    SDW_TRY(load_pos_embed(ld));
-    SDW_TRY(load_linear(ld, &m->t0, TIME_DIM, H, "t_embedder.mlp.0"));
-    SDW_TRY(load_linear(ld, &m->t2, H, H, "t_embedder.mlp.2"));
-    SDW_TRY(load_linear(ld, &m->y0, c->pooled_dim, H, "y_embedder.mlp.0"));
-    SDW_TRY(load_linear(ld, &m->y2, H, H, "y_embedder.mlp.2"));
-    SDW_TRY(load_linear(ld, &m->context_embedder, c->joint_dim, H, "context_embedder"));
-    if (!(m->blocks = calloc((size_t)c->depth, sizeof *m->blocks))) return nomem_loading("the SD3 transformer");
+    SDW_TRY(load_patch_embed(sl, m));
+    SDW_TRY(load_pos_embed(sl, m));
+    SDW_TRY(sdw_sl_linear(sl, &m->t0, TIME_DIM, H, true, "t_embedder.mlp.0"));
+    SDW_TRY(sdw_sl_linear(sl, &m->t2, H, H, true, "t_embedder.mlp.2"));
+    SDW_TRY(sdw_sl_linear(sl, &m->y0, c->pooled_dim, H, true, "y_embedder.mlp.0"));
+    SDW_TRY(sdw_sl_linear(sl, &m->y2, H, H, true, "y_embedder.mlp.2"));
+    SDW_TRY(sdw_sl_linear(sl, &m->context_embedder, c->joint_dim, H, true, "context_embedder"));
+    if (!(m->blocks = calloc((size_t)c->depth, sizeof *m->blocks)))
+        return sdw_fail(SDW_ERR_NOMEM, "out of memory loading the SD3 transformer");
     for (int i = 0; i < c->depth; i++) {
-        SDW_TRY(load_stream(ld, &m->blocks[i].x, i, "x_block", c->dual[i], false));
-        SDW_TRY(load_stream(ld, &m->blocks[i].ctx, i, "context_block", false, i == c->depth - 1));
+        SDW_TRY(load_stream(sl, c, &m->blocks[i].x, i, "x_block", c->dual[i], false));
+        SDW_TRY(load_stream(sl, c, &m->blocks[i].ctx, i, "context_block", false, i == c->depth - 1));
     }
-    SDW_TRY(load_linear(ld, &m->final_mod, H, 2 * H, "final_layer.adaLN_modulation.1"));
-    return load_linear(ld, &m->final_linear, H, c->patch * c->patch * c->out_channels, "final_layer.linear");
+    SDW_TRY(sdw_sl_linear(sl, &m->final_mod, H, 2 * H, true, "final_layer.adaLN_modulation.1"));
+    return sdw_sl_linear(sl, &m->final_linear, H, c->patch * c->patch * c->out_channels, true, "final_layer.linear");
 }
 
 static bool config_ok(const sdw_mmdit_config *c)
@@ -269,6 +161,8 @@ static bool config_ok(const sdw_mmdit_config *c)
            (int64_t)c->out_channels * c->patch * c->patch <= 65536;
 }
 
+static void drop(void *m) { sdw_mmdit_free(m); }
+
 sdw_status sdw_mmdit_load(sdw_backend *be, const sdw_safetensors *st, const char *prefix, sdw_name_layout names,
                           const sdw_mmdit_config *c, sdw_mmdit **out)
 {
@@ -277,14 +171,10 @@ sdw_status sdw_mmdit_load(sdw_backend *be, const sdw_safetensors *st, const char
     sdw_mmdit *m = calloc(1, sizeof *m);
     if (!m) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
     m->cfg = *c;
-    loader ld = { .prefix = prefix ? prefix : "", .names = names, .m = m };
-    sdw_wl_init(&ld.wl, be, st);
-    sdw_status s = load_all(&ld);
-    sdw_wl_done(&ld.wl);
-    if (s != SDW_OK) {
-        sdw_mmdit_free(m);
-        return s;
-    }
+    sdw_split_loader sl = { .prefix = prefix, .split = names == SDW_NAMES_DIFFUSERS, .splits = diffusers_parts,
+                            .vector_suffix = ".weight", .what = "SD3 transformer", .model = m, .layers = &m->layers,
+                            .bytes = &m->bytes };
+    SDW_TRY(sdw_sl_load(&sl, be, st, load_all, drop));
     *out = m;
     return SDW_OK;
 }

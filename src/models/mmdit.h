@@ -68,18 +68,13 @@ const sdw_mmdit_config *sdw_mmdit_get_config(const sdw_mmdit *m);
  * have no such alias. */
 const sdw_layer_list *sdw_mmdit_layers(const sdw_mmdit *m);
 
-/* Where an SAI tensor's rows come from in the diffusers layout: rows
- * [dst_row0, dst_row0 + rows) of it are rows [src_row0, src_row0 + rows) of
- * "<name>.weight" (and ".bias"), a tensor of tensor_rows rows. */
-typedef struct {
-    char name[96];
-    int src_row0, dst_row0, rows, tensor_rows;
-} sdw_mmdit_part;
+/* Where an SAI tensor's rows come from in the diffusers layout (see
+ * sdw_wl_split in weights.h): for the SAI module sai (no ".weight";
+ * "pos_embed" for the table, whose diffusers name is then
+ * "pos_embed.pos_embed" without a suffix) with out_rows rows, its diffusers
+ * parts (1 to 3), or 0 when sai is not an MMDiT module name. */
+typedef sdw_wl_split sdw_mmdit_part;
 #define SDW_MMDIT_MAX_PARTS 3
-/* For the SAI module sai (no ".weight"; "pos_embed" for the table, whose
- * diffusers name is then "pos_embed.pos_embed" without a suffix) with
- * out_rows rows: its diffusers parts (1 to 3), or 0 when sai is not an MMDiT
- * module name. */
 int sdw_mmdit_diffusers_parts(const char *sai, const sdw_mmdit_config *c, int out_rows,
                               sdw_mmdit_part parts[SDW_MMDIT_MAX_PARTS]);
 

@@ -5,6 +5,7 @@
  * run backwards). mmdit.c loads by SAI names through the latter. */
 #include "models/mmdit.h"
 #include "core/error.h"
+#include "io/json_file.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,14 +16,6 @@
 #define MMDIT_MAX_PATCH 16
 #define MMDIT_MAX_POS 4096
 #define SAI_HEAD_DIM 64
-
-static const sdw_st_tensor *find(const sdw_safetensors *st, const char *prefix, const char *fmt, int i)
-{
-    char name[256], full[512];
-    snprintf(name, sizeof name, fmt, i);
-    snprintf(full, sizeof full, "%s%s", prefix, name);
-    return sdw_st_find(st, full);
-}
 
 /* The tensor names that tell the configuration, per layout ("%d": block index). */
 typedef struct {
@@ -47,9 +40,11 @@ static bool has_dims(const sdw_st_tensor *t, int ndim) { return t && t->ndim == 
 
 static bool present_as(const sdw_safetensors *st, const char *prefix, const name_set *n)
 {
-    return has_dims(find(st, prefix, n->patch, 0), 4) && has_dims(find(st, prefix, n->pos, 0), 3) &&
-           has_dims(find(st, prefix, n->context, 0), 2) && has_dims(find(st, prefix, n->pooled, 0), 2) &&
-           has_dims(find(st, prefix, n->qkv, 0), 2);
+    const char *const need[] = { n->patch, n->pos, n->context, n->pooled, n->qkv };
+    static const int ndim[] = { 4, 3, 2, 2, 2 };
+    for (size_t i = 0; i < sizeof need / sizeof *need; i++)
+        if (!has_dims(sdw_wl_tensor_at(st, prefix, need[i], 0), ndim[i])) return false;
+    return true;
 }
 
 bool sdw_mmdit_present(const sdw_safetensors *st, const char *prefix)
@@ -58,16 +53,10 @@ bool sdw_mmdit_present(const sdw_safetensors *st, const char *prefix)
     return present_as(st, prefix, &sai_names) || present_as(st, prefix, &diffusers_names);
 }
 
-static int json_int(const cJSON *cfg, const char *key, int def)
-{
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, key);
-    return cJSON_IsNumber(j) ? j->valueint : def;
-}
-
 /* Every number config.json gives must agree with the shapes. */
 static sdw_status json_agrees(const sdw_safetensors *st, const cJSON *cfg, const char *key, int have)
 {
-    int v = json_int(cfg, key, have);
+    int v = sdw_json_int(cfg, key, have);
     if (v != have)
         return sdw_fail(SDW_ERR_FORMAT, "%s: config.json says %s %d, the tensors %d", st->path, key, v, have);
     return SDW_OK;
@@ -76,7 +65,8 @@ static sdw_status json_agrees(const sdw_safetensors *st, const cJSON *cfg, const
 /* heads / head_dim from a diffusers config.json, the rest checked against the shapes. */
 static sdw_status from_json(const sdw_safetensors *st, const cJSON *cfg, sdw_mmdit_config *c)
 {
-    int heads = json_int(cfg, "num_attention_heads", c->heads), hd = json_int(cfg, "attention_head_dim", c->head_dim);
+    int heads = sdw_json_int(cfg, "num_attention_heads", c->heads);
+    int hd = sdw_json_int(cfg, "attention_head_dim", c->head_dim);
     if (heads < 1 || hd < 1 || (int64_t)heads * hd != c->hidden || (c->qk_norm && hd != c->head_dim))
         return sdw_fail(SDW_ERR_FORMAT, "%s: config.json says %d heads of %d, the tensors are %d wide%s", st->path,
                         heads, hd, c->hidden, c->qk_norm ? " with 64-dim q / k norms" : "");
@@ -122,9 +112,11 @@ static int isqrt(int64_t n)
 /* Sizes from the embedders, the position table and the final layer. */
 static sdw_status shapes(const sdw_safetensors *st, const char *prefix, const name_set *n, sdw_mmdit_config *c)
 {
-    const sdw_st_tensor *patch = find(st, prefix, n->patch, 0), *pos = find(st, prefix, n->pos, 0);
-    const sdw_st_tensor *ctx = find(st, prefix, n->context, 0), *pooled = find(st, prefix, n->pooled, 0);
-    const sdw_st_tensor *fin = find(st, prefix, n->final_linear, 0);
+    const sdw_st_tensor *patch = sdw_wl_tensor_at(st, prefix, n->patch, 0);
+    const sdw_st_tensor *pos = sdw_wl_tensor_at(st, prefix, n->pos, 0);
+    const sdw_st_tensor *ctx = sdw_wl_tensor_at(st, prefix, n->context, 0);
+    const sdw_st_tensor *pooled = sdw_wl_tensor_at(st, prefix, n->pooled, 0);
+    const sdw_st_tensor *fin = sdw_wl_tensor_at(st, prefix, n->final_linear, 0);
     if (!has_dims(patch, 4) || !has_dims(pos, 3) || !has_dims(ctx, 2) || !has_dims(pooled, 2) || !has_dims(fin, 2))
         return sdw_fail(SDW_ERR_FORMAT, "%s: not an SD3 / SD3.5 transformer (no %s%s [D, C, p, p], %s [1, P*P, D], "
                         "%s, %s, %s)", st->path, prefix, n->patch, n->pos, n->context, n->pooled, n->final_linear);
@@ -162,17 +154,17 @@ sdw_status sdw_mmdit_config_from_tensors(const sdw_safetensors *st, const char *
     if (!prefix) prefix = "";
     const name_set *n = names == SDW_NAMES_DIFFUSERS ? &diffusers_names : &sai_names;
     SDW_TRY(shapes(st, prefix, n, c));
-    while (c->depth <= SDW_MMDIT_MAX_DEPTH && find(st, prefix, n->qkv, c->depth)) c->depth++;
+    while (c->depth <= SDW_MMDIT_MAX_DEPTH && sdw_wl_tensor_at(st, prefix, n->qkv, c->depth)) c->depth++;
     if (c->depth > SDW_MMDIT_MAX_DEPTH)
         return sdw_fail(SDW_ERR_UNSUPPORTED, "%s: an SD3 transformer with more than %d blocks", st->path,
                         SDW_MMDIT_MAX_DEPTH);
     if (!c->depth)
         return sdw_fail(SDW_ERR_FORMAT, "%s: SD3 transformer without blocks (no %s%s)", st->path, prefix, n->qkv);
-    for (int i = 0; i < c->depth; i++) c->dual[i] = find(st, prefix, n->attn2, i) != NULL;
-    c->qk_norm = find(st, prefix, n->ctx_ln_k, 0) != NULL;
+    for (int i = 0; i < c->depth; i++) c->dual[i] = sdw_wl_tensor_at(st, prefix, n->attn2, i) != NULL;
+    c->qk_norm = sdw_wl_tensor_at(st, prefix, n->ctx_ln_k, 0) != NULL;
     c->head_dim = SAI_HEAD_DIM;
     if (c->qk_norm) {
-        const sdw_st_tensor *lq = find(st, prefix, n->ln_q, 0);
+        const sdw_st_tensor *lq = sdw_wl_tensor_at(st, prefix, n->ln_q, 0);
         if (!has_dims(lq, 1) || lq->shape[0] < 1)
             return sdw_fail(SDW_ERR_FORMAT, "%s: SD3 transformer with a k norm but no 1-D q norm %s%s", st->path,
                             prefix, n->ln_q);
@@ -188,12 +180,8 @@ sdw_status sdw_mmdit_config_from_tensors(const sdw_safetensors *st, const char *
 
 /* ---------------------------------------------------------------- SAI -> diffusers */
 
-/* An SAI module suffix and the diffusers suffix it becomes, whole tensor. */
-typedef struct {
-    const char *sai, *diffusers;
-} name_pair;
-
-static const name_pair top_level[] = {
+/* SAI module suffixes and the diffusers suffixes they become, whole tensor. */
+static const sdw_wl_rename top_level[] = {
     { "pos_embed", "pos_embed.pos_embed" },
     { "x_embedder.proj", "pos_embed.proj" },
     { "t_embedder.mlp.0", "time_text_embed.timestep_embedder.linear_1" },
@@ -204,7 +192,7 @@ static const name_pair top_level[] = {
     { "final_layer.linear", "proj_out" },
 };
 
-static const name_pair block[] = {
+static const sdw_wl_rename block[] = {
     { "x_block.adaLN_modulation.1", "norm1.linear" },
     { "context_block.adaLN_modulation.1", "norm1_context.linear" },
     { "x_block.attn.proj", "attn.to_out.0" },
@@ -222,41 +210,10 @@ static const name_pair block[] = {
     { "context_block.mlp.fc2", "ff_context.net.2" },
 };
 
-static int whole(sdw_mmdit_part *p, const char *blk, const char *name, int rows)
-{
-    snprintf(p->name, sizeof p->name, "%s%s", blk, name);
-    p->src_row0 = p->dst_row0 = 0;
-    p->rows = p->tensor_rows = rows;
-    return 1;
-}
+/* The split loader (weights_parts.c) asks for up to SDW_WL_MAX_SPLITS. */
+_Static_assert(SDW_MMDIT_MAX_PARTS <= SDW_WL_MAX_SPLITS, "more splits than weights_parts.c holds");
 
-/* q, k, v of one fused qkv [3 hidden, ...]: three whole tensors stacked. */
-static int qkv(sdw_mmdit_part *p, const char *blk, const char *const names[3], int hidden)
-{
-    for (int i = 0; i < 3; i++) {
-        whole(&p[i], blk, names[i], hidden);
-        p[i].dst_row0 = i * hidden;
-    }
-    return 3;
-}
-
-/* diffusers' AdaLayerNormContinuous chunks (scale, shift); SAI (shift, scale). */
-static int swapped(sdw_mmdit_part *p, const char *blk, const char *name, int hidden)
-{
-    whole(&p[0], blk, name, hidden);
-    whole(&p[1], blk, name, hidden);
-    p[0].src_row0 = hidden;
-    p[1].dst_row0 = hidden;
-    p[0].tensor_rows = p[1].tensor_rows = 2 * hidden;
-    return 2;
-}
-
-static int lookup(const name_pair *r, size_t n, const char *sai, sdw_mmdit_part *p, const char *blk, int rows)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!strcmp(r[i].sai, sai)) return whole(p, blk, r[i].diffusers, rows);
-    return 0;
-}
+#define RENAMED(table, rest, p, blk, rows) sdw_wl_split_renamed(table, sizeof table / sizeof *table, rest, p, blk, rows)
 
 int sdw_mmdit_diffusers_parts(const char *sai, const sdw_mmdit_config *c, int out_rows,
                               sdw_mmdit_part parts[SDW_MMDIT_MAX_PARTS])
@@ -264,20 +221,21 @@ int sdw_mmdit_diffusers_parts(const char *sai, const sdw_mmdit_config *c, int ou
     static const char *const x_qkv[] = { "attn.to_q", "attn.to_k", "attn.to_v" };
     static const char *const ctx_qkv[] = { "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj" };
     static const char *const x2_qkv[] = { "attn2.to_q", "attn2.to_k", "attn2.to_v" };
-    const int H = c->hidden;
+    const int H = c->hidden, rows3[] = { H, H, H };
     char blk[64];
     int idx, used = 0;
     if (sscanf(sai, "joint_blocks.%d.%n", &idx, &used) == 1 && used > 0 && idx >= 0) {
         snprintf(blk, sizeof blk, "transformer_blocks.%d.", idx);
         const char *rest = sai + used;
-        if (!strcmp(rest, "x_block.attn.qkv")) return qkv(parts, blk, x_qkv, H);
-        if (!strcmp(rest, "context_block.attn.qkv")) return qkv(parts, blk, ctx_qkv, H);
-        if (!strcmp(rest, "x_block.attn2.qkv")) return qkv(parts, blk, x2_qkv, H);
+        if (!strcmp(rest, "x_block.attn.qkv")) return sdw_wl_split_stacked(parts, blk, x_qkv, rows3, 3);
+        if (!strcmp(rest, "context_block.attn.qkv")) return sdw_wl_split_stacked(parts, blk, ctx_qkv, rows3, 3);
+        if (!strcmp(rest, "x_block.attn2.qkv")) return sdw_wl_split_stacked(parts, blk, x2_qkv, rows3, 3);
         /* The last block's pre-only context modulation is (shift, scale), turned round like norm_out. */
         if (idx == c->depth - 1 && !strcmp(rest, "context_block.adaLN_modulation.1"))
-            return swapped(parts, blk, "norm1_context.linear", H);
-        return lookup(block, sizeof block / sizeof *block, rest, parts, blk, out_rows);
+            return sdw_wl_split_swapped(parts, blk, "norm1_context.linear", H);
+        return RENAMED(block, rest, parts, blk, out_rows);
     }
-    if (!strcmp(sai, "final_layer.adaLN_modulation.1")) return swapped(parts, "", "norm_out.linear", H);
-    return lookup(top_level, sizeof top_level / sizeof *top_level, sai, parts, "", out_rows);
+    /* diffusers' AdaLayerNormContinuous chunks (scale, shift); SAI (shift, scale). */
+    if (!strcmp(sai, "final_layer.adaLN_modulation.1")) return sdw_wl_split_swapped(parts, "", "norm_out.linear", H);
+    return RENAMED(top_level, sai, parts, "", out_rows);
 }

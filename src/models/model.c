@@ -187,6 +187,26 @@ void sdw_model_note_dtypes(sdw_model_info *in, const sdw_safetensors *st)
     in->n_tensors += st->n_tensors;
 }
 
+void sdw_model_count_part(sdw_model_info *in, const sdw_safetensors *st, int64_t *params)
+{
+    sdw_model_note_dtypes(in, st);
+    for (int i = 0; i < st->n_tensors; i++) *params += st->tensors[i].numel;
+}
+
+sdw_status sdw_model_open_part(const char *path, sdw_model_info *in, int64_t *params, sdw_safetensors **st)
+{
+    SDW_TRY(sdw_st_open(path, st));
+    sdw_model_count_part(in, *st, params);
+    return SDW_OK;
+}
+
+sdw_status sdw_model_keep_or_close(sdw_model *m, sdw_safetensors *st, sdw_status s, char role, const char *prefix)
+{
+    if (s == SDW_OK && st->keep_mapped) sdw_model_keep_mapped(m, st, role, prefix);
+    else sdw_st_close(st);
+    return s;
+}
+
 int64_t sdw_model_params_under(const sdw_safetensors *st, const char *const *prefixes, int n)
 {
     int64_t p = 0;
@@ -322,6 +342,27 @@ sdw_status sdw_model_open_diffusers(const char *dir, const char *sub, const char
     return sdw_st_open(path, st);
 }
 
+sdw_status sdw_model_load_transformer(sdw_model *m, const char *dir, sdw_transformer_config_fn configure,
+                                      sdw_transformer_load_fn load, void *config)
+{
+    char path[4200];
+    cJSON *cfg;
+    snprintf(path, sizeof path, "%s/transformer/config.json", dir);
+    SDW_TRY(sdw_json_load_file(path, &cfg));
+    sdw_safetensors *st;
+    sdw_status s = sdw_model_open_diffusers(dir, "transformer", "diffusion_pytorch_model", &st);
+    if (s == SDW_OK) {
+        s = sdw_fail_context(configure(st, cfg, config), "%s/transformer", dir);
+        if (s != SDW_OK) sdw_st_close(st);
+    }
+    cJSON_Delete(cfg);
+    SDW_TRY(s);
+    sdw_model_count_part(&m->info, st, &m->info.params_unet);
+    st->keep_mapped = m->be != NULL;
+    if (m->be) s = sdw_fail_context(load(m, st, config), "%s/transformer", dir);
+    return sdw_model_keep_or_close(m, st, s, 't', "");
+}
+
 static sdw_status load_diffusers(sdw_model *m, const char *dir, const sdw_load_params *p)
 {
     sdw_model_info *in = &m->info;
@@ -378,14 +419,12 @@ static sdw_status load_diffusers(sdw_model *m, const char *dir, const sdw_load_p
 
     sdw_safetensors *st;
     SDW_TRY(sdw_model_open_diffusers(dir, "unet", "diffusion_pytorch_model", &st));
-    sdw_model_note_dtypes(in, st);
-    for (int i = 0; i < st->n_tensors; i++) in->params_unet += st->tensors[i].numel;
+    sdw_model_count_part(in, st, &in->params_unet);
     if (m->be) s = sdw_unet_load(m->be, st, SDW_NAMES_DIFFUSERS, &uc, &m->unet);
     sdw_st_close(st);
     SDW_TRY(s);
     SDW_TRY(sdw_model_open_diffusers(dir, "vae", "diffusion_pytorch_model", &st));
-    sdw_model_note_dtypes(in, st);
-    for (int i = 0; i < st->n_tensors; i++) in->params_vae += st->tensors[i].numel;
+    sdw_model_count_part(in, st, &in->params_vae);
     if (m->be && !p->vae_path) s = sdw_vae_load(m->be, st, NULL, &vc, p->with_vae_encoder, &m->vae);
     sdw_st_close(st);
     SDW_TRY(s);
@@ -395,8 +434,7 @@ static sdw_status load_diffusers(sdw_model *m, const char *dir, const sdw_load_p
         struct stat sb;
         if (stat(path, &sb) != 0) continue;
         SDW_TRY(sdw_model_open_diffusers(dir, tes[i], "model", &st));
-        sdw_model_note_dtypes(in, st);
-        for (int k = 0; k < st->n_tensors; k++) in->params_text += st->tensors[k].numel;
+        sdw_model_count_part(in, st, &in->params_text);
         sdw_st_close(st);
     }
     if (!m->be) return SDW_OK;

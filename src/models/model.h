@@ -48,6 +48,21 @@ void sdw_model_note_dtypes(sdw_model_info *in, const sdw_safetensors *st);
 int64_t sdw_model_params_under(const sdw_safetensors *st, const char *const *prefixes, int n);
 /* Opens <dir>/<sub>/<stem>.safetensors or its .fp16 variant. */
 sdw_status sdw_model_open_diffusers(const char *dir, const char *sub, const char *stem, sdw_safetensors **st);
+/* Notes st's dtypes in the info and adds its parameters to *params. */
+void sdw_model_count_part(sdw_model_info *in, const sdw_safetensors *st, int64_t *params);
+/* Opens a part file (the caller's to close) and counts it so. */
+sdw_status sdw_model_open_part(const char *path, sdw_model_info *in, int64_t *params, sdw_safetensors **st);
+/* After loading from st with status s: keeps st mapped (sdw_model_keep_mapped)
+ * when s is SDW_OK and st->keep_mapped, else closes it. Returns s. */
+sdw_status sdw_model_keep_or_close(sdw_model *m, sdw_safetensors *st, sdw_status s, char role, const char *prefix);
+/* The transformer of a diffusers folder (FLUX, SD3): configure reads its
+ * configuration (into config) from <dir>/transformer's weights and
+ * config.json; with a backend, load makes m's transformer from them. Its
+ * parameters count as the denoiser's; the file stays mapped as role 't'. */
+typedef sdw_status (*sdw_transformer_config_fn)(const sdw_safetensors *st, const cJSON *cfg, void *config);
+typedef sdw_status (*sdw_transformer_load_fn)(sdw_model *m, const sdw_safetensors *st, const void *config);
+sdw_status sdw_model_load_transformer(sdw_model *m, const char *dir, sdw_transformer_config_fn configure,
+                                      sdw_transformer_load_fn load, void *config);
 /* FLUX.1 (model_flux.c): from a transformer file (BFL names under prefix: ""
  * or ComfyUI's all-in-one "model.diffusion_model."; safetensors or GGUF;
  * the call owns st), the other parts from the load parameters or the same

@@ -62,13 +62,9 @@ typedef sdw_status (*part_loader)(sdw_model *m, const sdw_safetensors *st, const
 static sdw_status load_part(sdw_model *m, sdw_safetensors *st, const char *path, const sdw_load_params *p,
                             part_loader fn, int64_t *params, char role)
 {
-    sdw_model_note_dtypes(&m->info, st);
-    for (int i = 0; i < st->n_tensors; i++) *params += st->tensors[i].numel;
+    sdw_model_count_part(&m->info, st, params);
     st->keep_mapped = role && m->be;
-    sdw_status s = m->be ? fn(m, st, path, p) : SDW_OK;
-    if (s == SDW_OK && st->keep_mapped) sdw_model_keep_mapped(m, st, role, "");
-    else sdw_st_close(st);
-    return s;
+    return sdw_model_keep_or_close(m, st, m->be ? fn(m, st, path, p) : SDW_OK, role, "");
 }
 
 static sdw_status part_file(sdw_model *m, const char *path, const sdw_load_params *p, part_loader fn, int64_t *params,
@@ -266,34 +262,24 @@ static sdw_status diffusers_vae_part(sdw_model *m, const sdw_safetensors *st, co
     return sdw_fail_context(sdw_vae_load(m->be, st, NULL, &c, p->with_vae_encoder, &m->vae), "%s", path);
 }
 
+static sdw_status transformer_config(const sdw_safetensors *st, const cJSON *cfg, void *c)
+{
+    return sdw_flux_config_from_tensors(st, "", SDW_NAMES_DIFFUSERS, cfg, c);
+}
+
+static sdw_status transformer_load(sdw_model *m, const sdw_safetensors *st, const void *c)
+{
+    return sdw_flux_load(m->be, st, "", SDW_NAMES_DIFFUSERS, c, &m->flux);
+}
+
 sdw_status sdw_flux_model_load_diffusers(sdw_model *m, const char *dir, const sdw_load_params *p)
 {
     sdw_model_info *in = &m->info;
     in->layout = "diffusers";
     SDW_TRY(check_flux_params(p, dir));
-    char path[4200];
-    cJSON *cfg;
-    snprintf(path, sizeof path, "%s/transformer/config.json", dir);
-    SDW_TRY(sdw_json_load_file(path, &cfg));
-    sdw_safetensors *st;
-    sdw_status s = sdw_model_open_diffusers(dir, "transformer", "diffusion_pytorch_model", &st);
     sdw_flux_config fc;
-    if (s == SDW_OK) {
-        s = sdw_fail_context(sdw_flux_config_from_tensors(st, "", SDW_NAMES_DIFFUSERS, cfg, &fc), "%s/transformer",
-                             dir);
-        if (s != SDW_OK) sdw_st_close(st);
-    }
-    cJSON_Delete(cfg);
-    SDW_TRY(s);
+    SDW_TRY(sdw_model_load_transformer(m, dir, transformer_config, transformer_load, &fc));
     set_family(m, &fc);
-    sdw_model_note_dtypes(in, st);
-    for (int i = 0; i < st->n_tensors; i++) in->params_unet += st->tensors[i].numel;
-    st->keep_mapped = m->be != NULL;
-    if (m->be) s = sdw_fail_context(sdw_flux_load(m->be, st, "", SDW_NAMES_DIFFUSERS, &fc, &m->flux), "%s/transformer",
-                                    dir);
-    if (s == SDW_OK && st->keep_mapped) sdw_model_keep_mapped(m, st, 't', "");
-    else sdw_st_close(st);
-    SDW_TRY(s);
     SDW_TRY(folder_part(m, dir, "vae", "diffusion_pytorch_model", p->vae_path, p,
                         p->vae_path ? vae_part : diffusers_vae_part, &in->params_vae, 0));
     SDW_TRY(folder_part(m, dir, "text_encoder", "model", p->clip_l_path, p, clip_part, &in->params_text, 0));

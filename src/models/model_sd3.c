@@ -48,19 +48,11 @@ static void set_family(sdw_model *m, const sdw_mmdit_config *c, const sdw_load_p
     sdw_model_set_defaults(in);
 }
 
-static sdw_status open_part(const char *path, sdw_safetensors **st, sdw_model_info *in, int64_t *params)
-{
-    SDW_TRY(sdw_st_open(path, st));
-    sdw_model_note_dtypes(in, *st);
-    for (int i = 0; i < (*st)->n_tensors; i++) *params += (*st)->tensors[i].numel;
-    return SDW_OK;
-}
-
 /* The VAE: an LDM-named file (bare or under first_stage_model.) or a diffusers one. */
 static sdw_status load_vae_file(sdw_model *m, const char *path, bool with_encoder)
 {
     sdw_safetensors *st;
-    SDW_TRY(open_part(path, &st, &m->info, &m->info.params_vae));
+    SDW_TRY(sdw_model_open_part(path, &m->info, &m->info.params_vae, &st));
     if (!m->be) {
         sdw_st_close(st);
         return SDW_OK;
@@ -102,8 +94,9 @@ static sdw_status load_text(sdw_model *m, const sdw_safetensors *st, const char 
         const char *files[3] = { p->clip_l_path, p->clip_g_path, t5 ? p->t5_path : NULL };
         for (int k = 0; k < 3; k++) {
             sdw_safetensors *own;
-            if (files[k]) SDW_TRY(open_part(files[k], &own, in, k == 2 ? &in->params_t5 : &in->params_text));
-            if (files[k]) sdw_st_close(own);
+            if (!files[k]) continue;
+            SDW_TRY(sdw_model_open_part(files[k], in, k == 2 ? &in->params_t5 : &in->params_text, &own));
+            sdw_st_close(own);
         }
         return SDW_OK;
     }
@@ -119,7 +112,7 @@ static sdw_status load_text(sdw_model *m, const sdw_safetensors *st, const char 
         const char *prefix = aio_prefix[k];
         if (files[k]) {
             static const char *const flag[3] = { "--clip-l", "--clip-g", "--t5xxl" };
-            SDW_TRY(open_part(files[k], &own, in, k == 2 ? &in->params_t5 : &in->params_text));
+            SDW_TRY(sdw_model_open_part(files[k], in, k == 2 ? &in->params_t5 : &in->params_text, &own));
             snprintf(what, sizeof what, "%s %s", flag[k], files[k]);
             src = own;
             prefix = "";
@@ -171,9 +164,7 @@ sdw_status sdw_sd3_model_load_single(sdw_model *m, const char *path, sdw_safeten
     }
     if (s == SDW_OK && m->be)
         s = sdw_fail_context(sdw_mmdit_load(m->be, st, prefix, SDW_NAMES_LDM, &c, &m->mmdit), "%s", path);
-    if (s == SDW_OK && st->keep_mapped) sdw_model_keep_mapped(m, st, 't', prefix);
-    else sdw_st_close(st);
-    return s;
+    return sdw_model_keep_or_close(m, st, s, 't', prefix);
 }
 
 /* ---------------------------------------------------------------- diffusers folder */
@@ -187,12 +178,11 @@ static sdw_status folder_clip(sdw_model *m, const char *dir, const char *sub, in
     sdw_safetensors *st;
     if (override) {
         snprintf(path, sizeof path, "%s", override);
-        SDW_TRY(open_part(path, &st, &m->info, params));
+        SDW_TRY(sdw_model_open_part(path, &m->info, params, &st));
     } else {
         SDW_TRY(sdw_model_open_diffusers(dir, sub, "model", &st));
         snprintf(path, sizeof path, "%s/%s/model.safetensors", dir, sub);
-        sdw_model_note_dtypes(&m->info, st);
-        for (int i = 0; i < st->n_tensors; i++) *params += st->tensors[i].numel;
+        sdw_model_count_part(&m->info, st, params);
     }
     snprintf(what, sizeof what, "%s", path);
     sdw_status s = SDW_OK;
@@ -203,26 +193,21 @@ static sdw_status folder_clip(sdw_model *m, const char *dir, const char *sub, in
     return s;
 }
 
-sdw_status sdw_sd3_model_load_diffusers(sdw_model *m, const char *dir, const sdw_load_params *p)
+static sdw_status transformer_config(const sdw_safetensors *st, const cJSON *cfg, void *c)
 {
-    sdw_model_info *in = &m->info;
-    in->layout = "diffusers";
-    SDW_TRY(check_params(p, dir));
-    char path[4200];
-    cJSON *cfg;
-    snprintf(path, sizeof path, "%s/transformer/config.json", dir);
-    SDW_TRY(sdw_json_load_file(path, &cfg));
-    sdw_safetensors *st;
-    sdw_status s = sdw_model_open_diffusers(dir, "transformer", "diffusion_pytorch_model", &st);
-    sdw_mmdit_config c;
-    if (s == SDW_OK) {
-        s = sdw_fail_context(sdw_mmdit_config_from_tensors(st, "", SDW_NAMES_DIFFUSERS, cfg, &c), "%s/transformer", dir);
-        if (s != SDW_OK) sdw_st_close(st);
-    }
-    cJSON_Delete(cfg);
-    SDW_TRY(s);
-    /* The scheduler's shift (3.0 in every released SD3 / SD3.5). */
+    return sdw_mmdit_config_from_tensors(st, "", SDW_NAMES_DIFFUSERS, cfg, c);
+}
+
+static sdw_status transformer_load(sdw_model *m, const sdw_safetensors *st, const void *c)
+{
+    return sdw_mmdit_load(m->be, st, "", SDW_NAMES_DIFFUSERS, c, &m->mmdit);
+}
+
+/* The scheduler's shift (3.0 in every released SD3 / SD3.5). */
+static float scheduler_shift(const char *dir)
+{
     float shift = 3.0f;
+    char path[4200];
     snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", dir);
     cJSON *sc;
     if (sdw_json_load_file(path, &sc) == SDW_OK) {
@@ -230,15 +215,20 @@ sdw_status sdw_sd3_model_load_diffusers(sdw_model *m, const char *dir, const sdw
         if (cJSON_IsNumber(v) && v->valuedouble > 0 && v->valuedouble < 100) shift = (float)v->valuedouble;
         cJSON_Delete(sc);
     }
-    set_family(m, &c, p, dir, NULL, shift);
-    sdw_model_note_dtypes(in, st);
-    for (int i = 0; i < st->n_tensors; i++) in->params_unet += st->tensors[i].numel;
-    st->keep_mapped = m->be != NULL;
-    if (m->be) s = sdw_fail_context(sdw_mmdit_load(m->be, st, "", SDW_NAMES_DIFFUSERS, &c, &m->mmdit), "%s/transformer",
-                                    dir);
-    if (s == SDW_OK && st->keep_mapped) sdw_model_keep_mapped(m, st, 't', "");
-    else sdw_st_close(st);
-    SDW_TRY(s);
+    return shift;
+}
+
+sdw_status sdw_sd3_model_load_diffusers(sdw_model *m, const char *dir, const sdw_load_params *p)
+{
+    sdw_model_info *in = &m->info;
+    in->layout = "diffusers";
+    SDW_TRY(check_params(p, dir));
+    sdw_mmdit_config c;
+    SDW_TRY(sdw_model_load_transformer(m, dir, transformer_config, transformer_load, &c));
+    set_family(m, &c, p, dir, NULL, scheduler_shift(dir));
+    char path[4200];
+    sdw_safetensors *st;
+    sdw_status s;
     /* VAE: the folder's own (diffusers names) or --vae. */
     if (p->vae_path) {
         SDW_TRY(load_vae_file(m, p->vae_path, p->with_vae_encoder));
@@ -251,8 +241,7 @@ sdw_status sdw_sd3_model_load_diffusers(sdw_model *m, const char *dir, const sdw
         cJSON_Delete(vj);
         SDW_TRY(sdw_fail_context(s, "%s", path));
         SDW_TRY(sdw_model_open_diffusers(dir, "vae", "diffusion_pytorch_model", &st));
-        sdw_model_note_dtypes(in, st);
-        for (int i = 0; i < st->n_tensors; i++) in->params_vae += st->tensors[i].numel;
+        sdw_model_count_part(in, st, &in->params_vae);
         if (m->be) s = sdw_vae_load(m->be, st, NULL, &vc, p->with_vae_encoder, &m->vae);
         sdw_st_close(st);
         SDW_TRY(sdw_fail_context(s, "%s/vae", dir));

@@ -90,4 +90,79 @@ sdw_status sdw_wl_conv2d(sdw_wloader *wl, sdw_conv2d **out, int cin, int cout, i
                          const char *fmt, ...) __attribute__((format(printf, 8, 9)));
 /* Stages an f32 copy of a tensor in the loader's scratch (valid until the next call). */
 sdw_status sdw_wl_stage(sdw_wloader *wl, const sdw_st_tensor *t, float **data);
+
+/* ---------------------------------------------------------------- split modules
+ *
+ * Transformers stored in two layouts (FLUX: BFL or diffusers names; SD3:
+ * Stability's or diffusers names) are loaded by their native module names
+ * (weights_parts.c). The other layout may keep a module under another name,
+ * split across several tensors (a fused q|k|v as to_q, to_k, to_v) or with
+ * its row ranges swapped. A split says where rows of the module come from:
+ * rows [dst_row0, dst_row0 + rows) of it are rows [src_row0, src_row0 +
+ * rows) of "<name>.weight" (and ".bias"), a tensor of tensor_rows rows. */
+typedef struct {
+    char name[96];
+    int src_row0, dst_row0, rows, tensor_rows;
+} sdw_wl_split;
+#define SDW_WL_MAX_SPLITS 4
+
+/* The other layout's tensors of the native module `native` (no ".weight")
+ * with out_rows rows: how many (1 to SDW_WL_MAX_SPLITS), 0 when native is
+ * not a module name. model: the split loader's. */
+typedef int (*sdw_wl_split_fn)(const void *model, const char *native, int out_rows, sdw_wl_split *parts);
+
+typedef struct {
+    sdw_wloader wl;
+    const char *prefix;          /* before every tensor name in the file */
+    bool split;                  /* the file is in the other layout (else it holds the native names) */
+    sdw_wl_split_fn splits;      /* native name -> the other layout's tensors, whichever layout the file is in */
+    const char *vector_suffix;   /* of a vector (a norm scale) in this file: ".weight", BFL's ".scale" */
+    const char *what;            /* the model, for messages: "FLUX", "SD3 transformer" */
+    void *model;                 /* the model being loaded */
+    sdw_layer_list *layers;      /* the model's: every linear loaded (sdw_sl_record) */
+    size_t *bytes;               /* the model's: grows by what each load holds */
+} sdw_split_loader;
+
+/* Runs load(sl, sl->model) with sl->wl open on (be, st); on failure the
+ * model is dropped (drop(sl->model)). The other fields are the caller's. */
+sdw_status sdw_sl_load(sdw_split_loader *sl, sdw_backend *be, const sdw_safetensors *st,
+                       sdw_status (*load)(sdw_split_loader *sl, void *model), void (*drop)(void *model));
+/* The tensors the module native is read from: itself (one whole tensor of
+ * out_rows rows), or its splits when the file is in the other layout. */
+sdw_status sdw_sl_parts(sdw_split_loader *sl, const char *native, int out_rows, sdw_wl_split *parts, int *n);
+/* A malloc'd [rows] gathered from "<name><suffix>" of parts[0..n) (a bias, a norm scale). */
+sdw_status sdw_sl_rows(sdw_split_loader *sl, const char *native, const sdw_wl_split *parts, int n,
+                       const char *suffix, int rows, float **out);
+/* Lists l under its native name, and under the other layout's name of each
+ * whole tensor it is stacked from or renamed from, so adapters of either
+ * naming find it. Ranges not whole (swapped halves) get no alias. */
+sdw_status sdw_sl_record(sdw_split_loader *sl, const char *native, sdw_linear *l, int out_rows);
+/* The linear called "<fmt...>" ([outf, in] weight, [outf] bias when bias),
+ * from whichever layout, recorded and counted. Compact weights (GGUF,
+ * float8) keep their blocks whatever the layout splits them into. */
+sdw_status sdw_sl_linear(sdw_split_loader *sl, sdw_linear **out, int in, int outf, bool bias, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+/* A malloc'd vector [n] "<fmt...>" + vector_suffix (a q / k norm's scale), counted. */
+sdw_status sdw_sl_vector(sdw_split_loader *sl, float **out, int n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* The tensor "<prefix><fmt>" with fmt's %d the block index i, or NULL: for
+ * telling a configuration from the names a layout uses. */
+const sdw_st_tensor *sdw_wl_tensor_at(const sdw_safetensors *st, const char *prefix, const char *fmt, int i);
+
+/* Building a split map (flux_names.c, mmdit_names.c); each returns how many
+ * splits it wrote at p. One whole tensor "<block><name>" of rows rows: */
+int sdw_wl_split_whole(sdw_wl_split *p, const char *block, const char *name, int rows);
+/* n whole tensors "<block><names[i]>", rows[i] tall, stacked in order (a fused q|k|v): */
+int sdw_wl_split_stacked(sdw_wl_split *p, const char *block, const char *const *names, const int *rows, int n);
+/* One tensor [2 half] whose halves the module holds the other way round
+ * (diffusers' AdaLayerNormContinuous: (scale, shift) for (shift, scale)): */
+int sdw_wl_split_swapped(sdw_wl_split *p, const char *block, const char *name, int half);
+/* A module only renamed: native suffix -> the other layout's suffix. */
+typedef struct {
+    const char *native, *other;
+} sdw_wl_rename;
+/* The whole tensor "<block><other>" for native found in r[0..n), or 0 (not listed). */
+int sdw_wl_split_renamed(const sdw_wl_rename *r, size_t n, const char *native, sdw_wl_split *p, const char *block,
+                         int rows);
 #endif
