@@ -275,17 +275,21 @@ static sdw_status parse_tensor_info(parser *ps, sdw_st_tensor *t, tensor_info *t
         return sdw_fail(SDW_ERR_UNSUPPORTED, "%s: tensor %s has %u dimensions (at most %d)", c->file, name, nd,
                         SDW_ST_MAX_DIMS);
     t->ndim = (int)nd;
-    uint64_t numel = 1, ne0 = 1;
+    /* The product of the non-zero dimensions is bounded too: an empty tensor
+     * must not carry dimensions whose products overflow where they are used. */
+    uint64_t numel = 1, nonzero = 1, ne0 = 1;
     for (uint32_t j = 0; j < nd; j++) {
         uint64_t v;
         SDW_TRY(rd_u64(c, &v, "a tensor dimension"));
-        if (v > (uint64_t)INT64_MAX || (v && numel > UINT64_MAX / v))
+        if (v > (uint64_t)INT64_MAX || (v && nonzero > UINT64_MAX / v))
             return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s: shape overflows", c->file, name);
         numel *= v;
+        nonzero *= v ? v : 1;
         if (j == 0) ne0 = v;
         t->shape[nd - 1 - j] = (int64_t)v;   /* ne[0] is the innermost: torch's last dimension */
     }
-    if (numel > (uint64_t)INT64_MAX / 8) return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s: shape overflows", c->file, name);
+    if (nonzero > (uint64_t)INT64_MAX / 8)
+        return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s: shape overflows", c->file, name);
     SDW_TRY(rd_u32(c, &g, "a tensor type"));
     SDW_TRY(map_type(c, name, g, &t->dtype));
     SDW_TRY(rd_u64(c, &ti->offset, "a tensor offset"));

@@ -106,16 +106,18 @@ static sdw_status parse_entry(const char *file, const cJSON *e, sdw_st_tensor *t
         return sdw_fail(SDW_ERR_UNSUPPORTED, "%s: tensor %s has %d dimensions (at most %d)", file, name, nd,
                         SDW_ST_MAX_DIMS);
     t->ndim = nd;
-    uint64_t numel = 1;
+    /* The non-zero dimensions' product is bounded even for an empty tensor. */
+    uint64_t numel = 1, nonzero = 1;
     int d = 0;
     for (const cJSON *j = js->child; j; j = j->next, d++) {
         uint64_t v;
         if (!json_u64(j, &v)) return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s: bad shape entry", file, name);
-        if (v && numel > UINT64_MAX / v) return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s: shape overflows", file, name);
+        if (v && nonzero > UINT64_MAX / v) return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s: shape overflows", file, name);
         numel *= v;
+        nonzero *= v ? v : 1;
         t->shape[d] = (int64_t)v;
     }
-    if (numel > (uint64_t)INT64_MAX / 8 || numel * esize / esize != numel)
+    if (nonzero > (uint64_t)INT64_MAX / 8 || numel * esize / esize != numel)
         return sdw_fail(SDW_ERR_FORMAT, "%s: tensor %s: shape overflows", file, name);
     uint64_t begin, end;
     if (cJSON_GetArraySize(jo) != 2 || !json_u64(jo->child, &begin) || !json_u64(jo->child->next, &end))
