@@ -8,8 +8,7 @@
  * clip_l) and run through all 19 + 38 blocks with every activation finite,
  * then for one 64x64 pipeline step. Full-size files are 5-24 GB: written by `sd-worker
  * bench --family flux-*`, not here. */
-#include "testkit.h"
-#include "../tools/fullsize/fullsize_write.h"
+#include "fullsize_kit.h"
 #include "core/half.h"
 #include "io/json_file.h"
 #include "io/quant.h"
@@ -22,26 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static const char *list_path(const char *name)
-{
-    static char buf[4096];
-    snprintf(buf, sizeof buf, "%s/../../tools/fullsize/%s.tensors.txt", SDW_TEST_DATA, name);
-    return buf;
-}
-
-static void load_list(const char *name, fs_list *l)
-{
-    char err[512];
-    if (fs_list_load(list_path(name), l, err, sizeof err)) fail_msg("%s", err);
-}
-
-static const fs_tensor *find(const fs_list *l, const char *name)
-{
-    for (size_t i = 0; i < l->n; i++)
-        if (!strcmp(l->t[i].name, name)) return &l->t[i];
-    return NULL;
-}
 
 /* ---------------------------------------------------------------- lists */
 
@@ -62,7 +41,7 @@ static void lists_match_real_shapes(void **state)
     for (size_t p = 0; p < sizeof pairs / sizeof pairs[0]; p++) {
         const cJSON *m = cJSON_GetObjectItem(models, pairs[p].model), *ts = cJSON_GetObjectItem(m, "tensors");
         fs_list l;
-        load_list(pairs[p].list, &l);
+        fs_kit_load_list(pairs[p].list, &l);
         assert_int_equal(l.n, cJSON_GetArraySize(ts));
         assert_true((double)l.params == cJSON_GetObjectItem(m, "n_params")->valuedouble);
         const cJSON *t;
@@ -70,7 +49,7 @@ static void lists_match_real_shapes(void **state)
         {
             const char *name = cJSON_GetArrayItem(t, 0)->valuestring;
             const cJSON *shape = cJSON_GetArrayItem(t, 1);
-            const fs_tensor *ft = find(&l, name);
+            const fs_tensor *ft = fs_kit_find(&l, name);
             if (!ft) fail_msg("%s: %s missing", pairs[p].list, name);
             assert_int_equal(ft->ndim, cJSON_GetArraySize(shape));
             for (int d = 0; d < ft->ndim; d++)
@@ -167,101 +146,24 @@ static void q8_0_block(void **state)
 
 /* ---------------------------------------------------------------- the mini set */
 
-typedef struct {
-    FILE *f;
-} file_sink;
-
-static int put(void *user, const void *p, size_t n) { return fwrite(p, 1, n, ((file_sink *)user)->f) == n ? 0 : -1; }
-
 static char tmpdir[256];
 
 static void write_one(const char *list, fs_format f, const char *file, char *path, size_t n)
 {
-    fs_list l;
-    load_list(list, &l);
-    snprintf(path, n, "%s/%s", tmpdir, file);
-    file_sink fsk = {fopen(path, "wb")};
-    assert_non_null(fsk.f);
-    fs_sink s = {put, NULL, NULL, &fsk};
-    uint64_t total = 0;
-    char err[256];
-    if (fs_write(&l, f, 1, &s, &total, err, sizeof err)) fail_msg("%s: %s", file, err);
-    assert_int_equal(fclose(fsk.f), 0);
-    fs_list_free(&l);
+    fs_kit_write_one(tmpdir, list, f, file, path, n);
 }
 
-/* Every tensor of the file holds the recipe's values at its stored type:
- * the list dtype's rounding, then (fp8 / Q8_0) the format's own. */
+/* The file holds the recipe's values (fs_kit_check_file), its tensors at the format's types. */
 static void check_file(const char *list, fs_format f, const char *path)
 {
-    fs_list l;
-    load_list(list, &l);
-    sdw_safetensors *st;
-    if (sdw_st_open(path, &st) != SDW_OK) fail_msg("%s", sdw_last_error());
-    assert_int_equal(st->n_tensors, l.n);
-    if (f == FS_FORMAT_GGUF_Q8_0) assert_string_equal(sdw_st_meta_get(st, "general.architecture"), "flux");
-    int seen[5] = {0};
-    for (size_t i = 0; i < l.n; i++) {
-        const fs_tensor *t = &l.t[i];
-        const sdw_st_tensor *g = sdw_st_find(st, t->name);
-        assert_non_null(g);
-        assert_int_equal(g->ndim, t->ndim);
-        for (int d = 0; d < t->ndim; d++) assert_true((uint64_t)g->shape[d] == t->shape[d]);
-        fs_dtype want = fs_stored_type(&l, t, f);
-        static const sdw_st_dtype as_st[] = {SDW_ST_F16, SDW_ST_BF16, SDW_ST_F32, SDW_ST_F8_E4M3, SDW_ST_Q8_0};
-        assert_int_equal(g->dtype, as_st[want]);
-        seen[want]++;
-        size_t n = (size_t)t->numel;
-        float *v = malloc(n * sizeof *v), *got = malloc(n * sizeof *got);
-        assert_true(v && got);
-        fs_fill_f32(t, 1, 0, n, v);
-        for (size_t k = 0; k < n; k++) {
-            if (t->dtype == FS_BF16) v[k] = fs_bf16_to_f32(fs_f32_to_bf16(v[k]));
-            if (t->dtype == FS_F16) v[k] = fs_f16_to_f32(fs_f32_to_f16(v[k]));
-            if (want == FS_F8_E4M3) v[k] = sdw_f8_e4m3_to_f32(fs_f32_to_f8e4m3(v[k]));
-        }
-        if (want == FS_Q8_0)
-            for (size_t k = 0; k < n; k += 32) {
-                uint8_t b[34];
-                fs_q8_0_block(v + k, b);
-                assert_true(sdw_dequantize(SDW_ST_Q8_0, b, v + k, 32));
-            }
-        assert_int_equal(sdw_st_read_f32(st, g, got), SDW_OK);
-        if (memcmp(v, got, n * sizeof *v)) fail_msg("%s: %s differs from the recipe", path, t->name);
-        free(v);
-        free(got);
-    }
+    int seen[5];
+    fs_kit_check_file(list, f, path, "flux", seen);
     if (f == FS_FORMAT_GGUF_Q8_0) assert_true(seen[FS_F32] && seen[FS_BF16] && seen[FS_Q8_0]);
     if (f == FS_FORMAT_FP8) assert_true(seen[FS_F8_E4M3] && seen[FS_F16]);
-    sdw_st_close(st);
-    fs_list_free(&l);
-}
-
-typedef struct {
-    double max_abs, last_rms;
-    int taps, bad;
-} act_stats;
-
-static void on_tap(void *user, const char *name, const float *x, int rows, int cols)
-{
-    act_stats *a = user;
-    double ss = 0;
-    for (size_t i = 0; i < (size_t)rows * cols; i++) {
-        if (!isfinite(x[i])) {
-            if (!a->bad++) printf("  not finite: %s[%zu]\n", name, i);
-            continue;
-        }
-        ss += (double)x[i] * x[i];
-        if (fabs(x[i]) > a->max_abs) a->max_abs = fabs(x[i]);
-    }
-    if (rows && cols) a->last_rms = sqrt(ss / ((double)rows * cols));
-    if (!strcmp(name, "single_blocks.37") || !strcmp(name, "double_blocks.18.img"))
-        printf("  %-22s rms %.4f\n", name, a->last_rms);
-    a->taps++;
 }
 
 /* One transformer pass on noise at sigma 1 (the first step's input), taps on every block. */
-static void run_forward(sdw_model *m, act_stats *a)
+static void run_forward(sdw_model *m, fs_kit_act_stats *a)
 {
     const sdw_flux_config *c = sdw_flux_get_config(m->flux);
     int n_img = 16, n_txt = m->info.t5_max_length;
@@ -274,7 +176,7 @@ static void run_forward(sdw_model *m, act_stats *a)
     test_fill(txt, (size_t)n_txt * c->context_dim, 2);
     test_fill(y, (size_t)c->vec_dim, 3);
     sdw_flux_img_ids(8, 8, ids);
-    sdw_flux_input in = {img, n_img, ids, txt, n_txt, tids, 1.0f, 3.5f, y, on_tap, a};
+    sdw_flux_input in = {img, n_img, ids, txt, n_txt, tids, 1.0f, 3.5f, y, fs_kit_on_tap, a};
     sdw_arena arena = {0};
     assert_int_equal(sdw_flux_forward(m->be, &arena, m->flux, &in, out), SDW_OK);
     sdw_arena_free(&arena);
@@ -301,29 +203,14 @@ static void load_and_step(const char *what, sdw_family family, const char *trans
     assert_int_equal(c->depth, 19);
     assert_int_equal(c->depth_single, 38);
 
-    act_stats a = {0};
+    fs_kit_act_stats a = {.show = {"single_blocks.37", "double_blocks.18.img"}};
     run_forward(m, &a);
     assert_true(a.taps >= 2 * 19 + 38 + 1);
     assert_int_equal(a.bad, 0);
     printf("  %s: every block finite, max |activation| %.2f\n", what, a.max_abs);
     assert_true(a.max_abs < 1e4);
 
-    sdw_pipeline_params p;
-    sdw_pipeline_params_init(&p);
-    p.prompt = "a photo of a cat";
-    p.width = p.height = 64;
-    p.steps = 1;
-    p.cfg_scale = 1.0f;
-    p.sampler = SDW_SAMPLER_EULER;
-    sdw_schedule_parse(m->info.default_scheduler, &p.schedule);
-    float img[64 * 64 * 3];
-    if (sdw_pipeline_run(m, &p, img) != SDW_OK) fail_msg("%s: %s", what, sdw_last_error());
-    double mean = 0;
-    for (int i = 0; i < 64 * 64 * 3; i++) {
-        assert_true(isfinite(img[i]));
-        mean += img[i];
-    }
-    printf("  %s: 64x64 one step, image mean %.3f\n", what, mean / (64 * 64 * 3));
+    printf("  %s: 64x64 one step, image mean %.3f\n", what, fs_kit_one_step(m, what, 1.0f));
     sdw_model_free(m);
 }
 
@@ -360,9 +247,9 @@ static void q8_0_needs_whole_blocks(void **state)
     fs_tensor t = {.name = "double_blocks.0.img_mlp.0.weight", .ndim = 2, .shape = {64, 48}, .numel = 64 * 48,
                    .init = FS_WEIGHT, .param = 48, .dtype = FS_BF16};
     fs_list l = {&t, 1, t.numel};
-    file_sink fsk = {fopen("/dev/null", "wb")};
+    fs_kit_file_sink fsk = {fopen("/dev/null", "wb")};
     assert_non_null(fsk.f);
-    fs_sink s = {put, NULL, NULL, &fsk};
+    fs_sink s = {fs_kit_put, NULL, NULL, &fsk};
     uint64_t total;
     char err[256];
     assert_int_equal(fs_write(&l, FS_FORMAT_GGUF_Q8_0, 1, &s, &total, err, sizeof err), -1);

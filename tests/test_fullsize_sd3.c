@@ -10,8 +10,7 @@
  * activation finite, then one 64x64 pipeline step with CFG (two
  * evaluations). Full-size files are 2.3-16.5 GB: written by `sd-worker bench
  * --family sd3*`, not here. */
-#include "testkit.h"
-#include "../tools/fullsize/fullsize_write.h"
+#include "fullsize_kit.h"
 #include "io/json_file.h"
 #include "io/quant.h"
 #include "models/mmdit.h"
@@ -26,32 +25,6 @@
 
 #define MMDIT "model.diffusion_model."
 #define VAE "first_stage_model."
-
-static const char *list_path(const char *name)
-{
-    static char buf[4096];
-    snprintf(buf, sizeof buf, "%s/../../tools/fullsize/%s.tensors.txt", SDW_TEST_DATA, name);
-    return buf;
-}
-
-static void load_list(const char *name, fs_list *l)
-{
-    char err[512];
-    if (fs_list_load(list_path(name), l, err, sizeof err)) fail_msg("%s", err);
-}
-
-static const fs_tensor *find(const fs_list *l, const char *name)
-{
-    for (size_t i = 0; i < l->n; i++)
-        if (!strcmp(l->t[i].name, name)) return &l->t[i];
-    return NULL;
-}
-
-typedef struct {
-    FILE *f;
-} file_sink;
-
-static int put(void *user, const void *p, size_t n) { return fwrite(p, 1, n, ((file_sink *)user)->f) == n ? 0 : -1; }
 
 /* ---------------------------------------------------------------- lists */
 
@@ -76,7 +49,7 @@ static size_t match_file(const fs_list *l, const char *what, const cJSON *file, 
         const cJSON *shape = cJSON_GetArrayItem(t, 1);
         if (skip && !strcmp(name, skip)) continue;
         if (strncmp(name, strip, strlen(strip))) fail_msg("%s: %s has no prefix %s", what, name, strip);
-        const fs_tensor *ft = find(l, name + strlen(strip));
+        const fs_tensor *ft = fs_kit_find(l, name + strlen(strip));
         if (!ft) fail_msg("%s: %s missing", what, name);
         assert_int_equal(ft->ndim, cJSON_GetArraySize(shape));
         for (int d = 0; d < ft->ndim; d++)
@@ -118,7 +91,7 @@ static void lists_match_real_shapes(void **state)
     for (size_t p = 0; p < sizeof mm / sizeof mm[0]; p++) {
         const double params = cJSON_GetObjectItem(counts, mm[p].count)->valuedouble;
         fs_list l;
-        load_list(mm[p].fam, &l); /* the single file: MMDiT + VAE under their prefixes */
+        fs_kit_load_list(mm[p].fam, &l); /* the single file: MMDiT + VAE under their prefixes */
         size_t n = match_file(&l, mm[p].fam, json_file(files, mm[p].json), "", NULL) +
                    match_file(&l, mm[p].fam, vae, "", NULL);
         assert_int_equal(n, l.n);
@@ -128,7 +101,7 @@ static void lists_match_real_shapes(void **state)
                mm[p].json);
         fs_list_free(&l);
         snprintf(name, sizeof name, "%s-mmdit", mm[p].fam); /* the GGUF's: bare names */
-        load_list(name, &l);
+        fs_kit_load_list(name, &l);
         assert_int_equal(match_file(&l, name, json_file(files, mm[p].json), MMDIT, NULL), l.n);
         assert_true((double)l.params == params);
         check_dtype(&l, mm[p].dt);
@@ -145,7 +118,7 @@ static void lists_match_real_shapes(void **state)
     };
     for (size_t p = 0; p < sizeof parts / sizeof parts[0]; p++) {
         fs_list l;
-        load_list(parts[p].list, &l);
+        fs_kit_load_list(parts[p].list, &l);
         assert_int_equal(match_file(&l, parts[p].list, json_file(files, parts[p].json), parts[p].strip, parts[p].skip),
                          l.n);
         const cJSON *c;
@@ -167,7 +140,7 @@ static void gguf_rules(void **state)
 {
     (void)state;
     fs_list l;
-    load_list("sd35-large-mmdit", &l);
+    fs_kit_load_list("sd35-large-mmdit", &l);
     assert_string_equal(fs_gguf_arch(&l), "sd3");
     static const struct {
         const char *name;
@@ -187,21 +160,21 @@ static void gguf_rules(void **state)
         {"joint_blocks.12.x_block.mlp.fc2.weight", FS_Q8_0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        const fs_tensor *t = find(&l, cases[i].name);
+        const fs_tensor *t = fs_kit_find(&l, cases[i].name);
         assert_non_null(t);
         if (fs_stored_type(&l, t, FS_FORMAT_GGUF_Q8_0) != cases[i].want)
             fail_msg("%s stored as %s, not %s", t->name, fs_dtype_name(fs_stored_type(&l, t, FS_FORMAT_GGUF_Q8_0)),
                      fs_dtype_name(cases[i].want));
     }
     fs_list_free(&l);
-    load_list("flux-schnell", &l);
+    fs_kit_load_list("flux-schnell", &l);
     assert_string_equal(fs_gguf_arch(&l), "flux");
     fs_list_free(&l);
 
-    load_list("sd3-mini-medium", &l);
-    file_sink fsk = {fopen("/dev/null", "wb")};
+    fs_kit_load_list("sd3-mini-medium", &l);
+    fs_kit_file_sink fsk = {fopen("/dev/null", "wb")};
     assert_non_null(fsk.f);
-    fs_sink s = {put, NULL, NULL, &fsk};
+    fs_sink s = {fs_kit_put, NULL, NULL, &fsk};
     uint64_t total;
     char err[256];
     assert_int_equal(fs_write(&l, FS_FORMAT_GGUF_Q8_0, 1, &s, &total, err, sizeof err), -1);
@@ -216,91 +189,23 @@ static char tmpdir[256];
 
 static void write_one(const char *list, fs_format f, const char *file, char *path, size_t n)
 {
-    fs_list l;
-    load_list(list, &l);
-    snprintf(path, n, "%s/%s", tmpdir, file);
-    file_sink fsk = {fopen(path, "wb")};
-    assert_non_null(fsk.f);
-    fs_sink s = {put, NULL, NULL, &fsk};
-    uint64_t total = 0;
-    char err[256];
-    if (fs_write(&l, f, 1, &s, &total, err, sizeof err)) fail_msg("%s: %s", file, err);
-    assert_int_equal(fclose(fsk.f), 0);
-    fs_list_free(&l);
+    fs_kit_write_one(tmpdir, list, f, file, path, n);
 }
 
-/* Every tensor of the file holds the recipe's values at its stored type:
- * the list dtype's rounding, then (fp8 / Q8_0) the format's own. */
+/* The file holds the recipe's values (fs_kit_check_file), its tensors at the format's types. */
 static void check_file(const char *list, fs_format f, const char *path)
 {
-    fs_list l;
-    load_list(list, &l);
-    sdw_safetensors *st;
-    if (sdw_st_open(path, &st) != SDW_OK) fail_msg("%s", sdw_last_error());
-    assert_int_equal(st->n_tensors, l.n);
-    if (f == FS_FORMAT_GGUF_Q8_0) assert_string_equal(sdw_st_meta_get(st, "general.architecture"), "sd3");
-    int seen[5] = {0};
-    for (size_t i = 0; i < l.n; i++) {
-        const fs_tensor *t = &l.t[i];
-        const sdw_st_tensor *g = sdw_st_find(st, t->name);
-        assert_non_null(g);
-        assert_int_equal(g->ndim, t->ndim);
-        for (int d = 0; d < t->ndim; d++) assert_true((uint64_t)g->shape[d] == t->shape[d]);
-        fs_dtype want = fs_stored_type(&l, t, f);
-        static const sdw_st_dtype as_st[] = {SDW_ST_F16, SDW_ST_BF16, SDW_ST_F32, SDW_ST_F8_E4M3, SDW_ST_Q8_0};
-        assert_int_equal(g->dtype, as_st[want]);
-        seen[want]++;
-        size_t n = (size_t)t->numel;
-        float *v = malloc(n * sizeof *v), *got = malloc(n * sizeof *got);
-        assert_true(v && got);
-        fs_fill_f32(t, 1, 0, n, v);
-        for (size_t k = 0; k < n; k++) {
-            if (t->dtype == FS_BF16) v[k] = fs_bf16_to_f32(fs_f32_to_bf16(v[k]));
-            if (t->dtype == FS_F16) v[k] = fs_f16_to_f32(fs_f32_to_f16(v[k]));
-            if (want == FS_F8_E4M3) v[k] = sdw_f8_e4m3_to_f32(fs_f32_to_f8e4m3(v[k]));
-        }
-        if (want == FS_Q8_0)
-            for (size_t k = 0; k < n; k += 32) {
-                uint8_t b[34];
-                fs_q8_0_block(v + k, b);
-                assert_true(sdw_dequantize(SDW_ST_Q8_0, b, v + k, 32));
-            }
-        assert_int_equal(sdw_st_read_f32(st, g, got), SDW_OK);
-        if (memcmp(v, got, n * sizeof *v)) fail_msg("%s: %s differs from the recipe", path, t->name);
-        free(v);
-        free(got);
-    }
+    int seen[5];
+    fs_kit_check_file(list, f, path, "sd3", seen);
+    fs_list l;   /* the list's own dtype, its first tensor's, stays beside Q8_0 */
+    fs_kit_load_list(list, &l);
     if (f == FS_FORMAT_GGUF_Q8_0) assert_true(seen[FS_F32] && seen[l.t[0].dtype] && seen[FS_Q8_0]);
-    if (f == FS_FORMAT_FP8) assert_true(seen[FS_F8_E4M3] && seen[FS_F16]);
-    sdw_st_close(st);
     fs_list_free(&l);
-}
-
-typedef struct {
-    double max_abs, last_rms;
-    int taps, bad;
-    char last_block[48];
-} act_stats;
-
-static void on_tap(void *user, const char *name, const float *x, int rows, int cols)
-{
-    act_stats *a = user;
-    double ss = 0;
-    for (size_t i = 0; i < (size_t)rows * cols; i++) {
-        if (!isfinite(x[i])) {
-            if (!a->bad++) printf("  not finite: %s[%zu]\n", name, i);
-            continue;
-        }
-        ss += (double)x[i] * x[i];
-        if (fabs(x[i]) > a->max_abs) a->max_abs = fabs(x[i]);
-    }
-    if (rows && cols) a->last_rms = sqrt(ss / ((double)rows * cols));
-    if (!strcmp(name, a->last_block)) printf("  %-22s rms %.4f\n", name, a->last_rms);
-    a->taps++;
+    if (f == FS_FORMAT_FP8) assert_true(seen[FS_F8_E4M3] && seen[FS_F16]);
 }
 
 /* One MMDiT pass on unit-variance noise at sigma 1 (the first step's input), taps on every block. */
-static void run_forward(sdw_model *m, act_stats *a)
+static void run_forward(sdw_model *m, fs_kit_act_stats *a)
 {
     const sdw_mmdit_config *c = sdw_mmdit_get_config(m->mmdit);
     const int h = 8, w = 8, n_ctx = 77 + 32;
@@ -312,8 +217,8 @@ static void run_forward(sdw_model *m, act_stats *a)
     for (size_t i = 0; i < (size_t)c->in_channels * h * w; i++) x[i] *= 1.7f; /* ~unit variance noise */
     test_fill(ctx, (size_t)n_ctx * c->joint_dim, 2);
     test_fill(pooled, (size_t)c->pooled_dim, 3);
-    snprintf(a->last_block, sizeof a->last_block, "block%d.hidden_states", c->depth - 1);
-    sdw_mmdit_input in = {x, h, w, 1000.0f, ctx, n_ctx, pooled, NULL, on_tap, a};
+    snprintf(a->show[0], sizeof a->show[0], "block%d.hidden_states", c->depth - 1);
+    sdw_mmdit_input in = {x, h, w, 1000.0f, ctx, n_ctx, pooled, NULL, fs_kit_on_tap, a};
     sdw_arena arena = {0};
     assert_int_equal(sdw_mmdit_forward(m->be, &arena, m->mmdit, &in, out), SDW_OK);
     for (size_t i = 0; i < (size_t)c->out_channels * h * w; i++) assert_true(isfinite(out[i]));
@@ -342,29 +247,15 @@ static void load_and_step(const char *what, sdw_family family, int depth, const 
     assert_int_equal(m->info.family, family);
     assert_int_equal(sdw_mmdit_get_config(m->mmdit)->depth, depth);
 
-    act_stats a = {0};
+    fs_kit_act_stats a = {0};
     run_forward(m, &a);
     assert_true(a.taps >= 2 * depth);
     assert_int_equal(a.bad, 0);
     printf("  %s: every block finite, max |activation| %.2f\n", what, a.max_abs);
     assert_true(a.max_abs < 1e4);
 
-    sdw_pipeline_params p;
-    sdw_pipeline_params_init(&p);
-    p.prompt = "a photo of a cat";
-    p.width = p.height = 64;
-    p.steps = 1;
-    p.cfg_scale = 7.0f; /* two evaluations: negative and positive */
-    p.sampler = SDW_SAMPLER_EULER;
-    sdw_schedule_parse(m->info.default_scheduler, &p.schedule);
-    float img[64 * 64 * 3];
-    if (sdw_pipeline_run(m, &p, img) != SDW_OK) fail_msg("%s: %s", what, sdw_last_error());
-    double mean = 0;
-    for (int i = 0; i < 64 * 64 * 3; i++) {
-        assert_true(isfinite(img[i]));
-        mean += img[i];
-    }
-    printf("  %s: 64x64 one step at cfg 7, image mean %.3f\n", what, mean / (64 * 64 * 3));
+    /* cfg 7: two evaluations, negative and positive */
+    printf("  %s: 64x64 one step at cfg 7, image mean %.3f\n", what, fs_kit_one_step(m, what, 7.0f));
     sdw_model_free(m);
 }
 

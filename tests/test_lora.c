@@ -2,8 +2,7 @@
  * their closed forms computed here with plain loops; undo restoring every
  * weight bit for bit; sets switching between jobs; key names; refusals.
  * The kohya golden cases (against diffusers) run in test_pipeline. */
-#include "testkit.h"
-#include "io/safetensors_write.h"
+#include "lora_kit.h"
 #include "models/lora.h"
 #include "models/lora_keys.h"
 #include "models/model.h"
@@ -15,7 +14,6 @@
 #include <unistd.h>
 
 static sdw_model *model;
-static char tmpdir[256];
 
 static int setup(void **state)
 {
@@ -26,28 +24,21 @@ static int setup(void **state)
         fprintf(stderr, "%s\n", sdw_last_error());
         return -1;
     }
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/sdw-test-lora-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return lora_tmpdir_make("sdw-test-lora");
 }
 
 static int teardown(void **state)
 {
     (void)state;
     sdw_model_free(model);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return lora_tmpdir_remove();
 }
 
 /* ---- the model's layers ---- */
 
 static const sdw_named_layer *layer(const char *name)
 {
-    const sdw_layer_list *l = name[0] == 't' ? &model->text.te1->layers : sdw_unet_layers(model->unet);
-    for (int i = 0; i < l->n; i++)
-        if (!strcmp(l->v[i].name, name)) return &l->v[i];
-    fail_msg("no layer %s", name);
-    return NULL;
+    return lora_find_layer(name[0] == 't' ? &model->text.te1->layers : sdw_unet_layers(model->unet), name);
 }
 
 typedef struct {
@@ -66,69 +57,15 @@ static dims dims_of(const sdw_named_layer *l)
     return d;
 }
 
-static float *weights(const sdw_named_layer *l)
-{
-    dims d = dims_of(l);
-    float *w = malloc((size_t)d.out * d.in * d.kh * d.kw * sizeof *w);
-    sdw_status s = l->linear ? sdw_linear_get_weights(model->be, l->linear, w)
-                             : sdw_conv2d_get_weights(model->be, l->conv, w);
-    assert_int_equal(s, SDW_OK);
-    return w;
-}
+static float *weights(const sdw_named_layer *l) { return lora_layer_weights(model, l); }
 
-static void *stored_copy(const sdw_named_layer *l, size_t *bytes)
-{
-    void *p = l->linear ? sdw_linear_stored(l->linear, bytes) : sdw_conv2d_stored(l->conv, bytes);
-    void *c = malloc(*bytes);
-    memcpy(c, p, *bytes);
-    return c;
-}
-
-/* ---- building LoRA files ---- */
-
-typedef struct {
-    sdw_st_out t[8];
-    int64_t shapes[8][4];
-    float *data[8];
-    int n;
-} lora_file;
-
-static float *add(lora_file *f, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
-                  uint32_t seed)
-{
-    int i = f->n++;
-    int64_t *s = f->shapes[i];
-    s[0] = d0; s[1] = d1; s[2] = d2; s[3] = d3;
-    size_t n = 1;
-    for (int k = 0; k < ndim; k++) n *= (size_t)s[k];
-    f->data[i] = malloc(n * sizeof(float));
-    test_fill(f->data[i], n, seed);
-    f->t[i] = (sdw_st_out){ strdup(name), ndim, s, f->data[i] };
-    return f->data[i];
-}
+/* ---- building LoRA files (lora_kit.h) ---- */
 
 static void add_alpha(lora_file *f, const char *module, float alpha)
 {
     char name[256];
     snprintf(name, sizeof name, "%s.alpha", module);
-    add(f, name, 0, 0, 0, 0, 0, 1)[0] = alpha;
-}
-
-static const char *write_file(lora_file *f, const char *stem)
-{
-    static char path[512];
-    snprintf(path, sizeof path, "%s/%s.safetensors", tmpdir, stem);
-    assert_int_equal(sdw_st_write_f32(path, f->t, f->n), SDW_OK);
-    return path;
-}
-
-static void free_file(lora_file *f)
-{
-    for (int i = 0; i < f->n; i++) {
-        free((char *)f->t[i].name);
-        free(f->data[i]);
-    }
-    f->n = 0;
+    lora_file_add(f, name, 0, 0, 0, 0, 0, 1)[0] = alpha;
 }
 
 /* ---- the check every format goes through ---- */
@@ -142,7 +79,7 @@ static void check_merge(const char *path, const char *layer_name, const float *e
     dims d = dims_of(l);
     size_t cols = (size_t)d.in * d.kh * d.kw, n = (size_t)d.out * cols;
     size_t bytes;
-    void *orig = stored_copy(l, &bytes);
+    void *orig = lora_layer_stored_copy(l, &bytes);
     float *before = weights(l);
     sdw_lora_spec spec = { path, s, s };
     sdw_lora_report rep;
@@ -158,8 +95,7 @@ static void check_merge(const char *path, const char *layer_name, const float *e
     for (size_t i = 0; i < n; i++)
         if (i / cols < (size_t)l->row0 || i / cols >= (size_t)(l->row0 + l->rows)) assert_true(got[i] == 0.0f);
     assert_int_equal(sdw_model_set_loras(model, NULL, 0, NULL), SDW_OK);
-    assert_memory_equal(l->linear ? sdw_linear_stored(l->linear, &bytes) : sdw_conv2d_stored(l->conv, &bytes), orig,
-                        bytes);
+    assert_memory_equal(lora_layer_stored(l, &bytes), orig, bytes);
     free(orig); free(before); free(after); free(got); free(want);
 }
 
@@ -197,15 +133,17 @@ static void kohya_linear_in_stacked_qkv(void **state)
     const sdw_named_layer *l = layer(ATTN "attn1.to_k");
     int rows = l->rows, in = dims_of(l).in, r = 3;
     lora_file f = { 0 };
-    float *down = add(&f, KOHYA_ATTN "attn1_to_k.lora_down.weight", 2, r, in, 0, 0, 11);
-    float *up = add(&f, KOHYA_ATTN "attn1_to_k.lora_up.weight", 2, rows, r, 0, 0, 12);
+    float *down = lora_file_add(&f, KOHYA_ATTN "attn1_to_k.lora_down.weight", 2, r, in, 0, 0, 11);
+    float *up = lora_file_add(&f, KOHYA_ATTN "attn1_to_k.lora_up.weight", 2, rows, r, 0, 0, 12);
     add_alpha(&f, KOHYA_ATTN "attn1_to_k", 1.5f);
     float *E = malloc((size_t)rows * in * sizeof *E);
     matmul(E, up, down, rows, r, (size_t)in, 0.7f * 1.5f / r);
-    check_merge(write_file(&f, "kohya_k"), ATTN "attn1.to_k", E, 0.7f);
+    check_merge(lora_file_write(&f, "kohya_k"), ATTN "attn1.to_k", E, 0.7f);
     free(E);
-    free_file(&f);
+    lora_file_free(&f);
 }
+
+#define LDM_Q "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_q"
 
 static void ldm_names_reach_the_same_layer(void **state)
 {
@@ -214,13 +152,13 @@ static void ldm_names_reach_the_same_layer(void **state)
     const sdw_named_layer *l = layer(ATTN "attn2.to_q");
     int rows = l->rows, in = dims_of(l).in, r = 2;
     lora_file f = { 0 };
-    float *down = add(&f, "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_q.lora_down.weight", 2, r, in, 0, 0, 21);
-    float *up = add(&f, "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_q.lora_up.weight", 2, rows, r, 0, 0, 22);
+    float *down = lora_file_add(&f, LDM_Q ".lora_down.weight", 2, r, in, 0, 0, 21);
+    float *up = lora_file_add(&f, LDM_Q ".lora_up.weight", 2, rows, r, 0, 0, 22);
     float *E = malloc((size_t)rows * in * sizeof *E);
     matmul(E, up, down, rows, r, (size_t)in, 1.0f);   /* no alpha: scale 1 */
-    check_merge(write_file(&f, "ldm_q"), ATTN "attn2.to_q", E, 1.0f);
+    check_merge(lora_file_write(&f, "ldm_q"), ATTN "attn2.to_q", E, 1.0f);
     free(E);
-    free_file(&f);
+    lora_file_free(&f);
 }
 
 static void peft_text_encoder_and_unet_names(void **state)
@@ -237,13 +175,13 @@ static void peft_text_encoder_and_unet_names(void **state)
         const sdw_named_layer *l = layer(layers[k]);
         int rows = l->rows, in = dims_of(l).in, r = 2;
         lora_file f = { 0 };
-        float *down = add(&f, names[k][0], 2, r, in, 0, 0, 31 + k);
-        float *up = add(&f, names[k][1], 2, rows, r, 0, 0, 41 + k);
+        float *down = lora_file_add(&f, names[k][0], 2, r, in, 0, 0, 31 + k);
+        float *up = lora_file_add(&f, names[k][1], 2, rows, r, 0, 0, 41 + k);
         float *E = malloc((size_t)rows * in * sizeof *E);
         matmul(E, up, down, rows, r, (size_t)in, -0.5f);
-        check_merge(write_file(&f, "peft"), layers[k], E, -0.5f);   /* negative strengths subtract */
+        check_merge(lora_file_write(&f, "peft"), layers[k], E, -0.5f);   /* negative strengths subtract */
         free(E);
-        free_file(&f);
+        lora_file_free(&f);
     }
 }
 
@@ -258,14 +196,14 @@ static void locon_3x3(void **state)
     int r = 4;
     size_t cols = (size_t)d.in * d.kh * d.kw;
     lora_file f = { 0 };
-    float *down = add(&f, KOHYA_CONV ".lora_down.weight", 4, r, d.in, d.kh, d.kw, 51);
-    float *up = add(&f, KOHYA_CONV ".lora_up.weight", 4, d.out, r, 1, 1, 52);
+    float *down = lora_file_add(&f, KOHYA_CONV ".lora_down.weight", 4, r, d.in, d.kh, d.kw, 51);
+    float *up = lora_file_add(&f, KOHYA_CONV ".lora_up.weight", 4, d.out, r, 1, 1, 52);
     add_alpha(&f, KOHYA_CONV, 2.0f);
     float *E = malloc((size_t)d.out * cols * sizeof *E);
     matmul(E, up, down, d.out, r, cols, 2.0f / r);
-    check_merge(write_file(&f, "locon"), CONV, E, 1.0f);
+    check_merge(lora_file_write(&f, "locon"), CONV, E, 1.0f);
     free(E);
-    free_file(&f);
+    lora_file_free(&f);
 }
 
 static void locon_tucker_mid(void **state)
@@ -275,9 +213,9 @@ static void locon_tucker_mid(void **state)
     dims d = dims_of(l);
     int r = 3, kk = d.kh * d.kw;
     lora_file f = { 0 };
-    float *down = add(&f, KOHYA_CONV ".lora_down.weight", 4, r, d.in, 1, 1, 61);
-    float *mid = add(&f, KOHYA_CONV ".lora_mid.weight", 4, r, r, d.kh, d.kw, 62);
-    float *up = add(&f, KOHYA_CONV ".lora_up.weight", 4, d.out, r, 1, 1, 63);
+    float *down = lora_file_add(&f, KOHYA_CONV ".lora_down.weight", 4, r, d.in, 1, 1, 61);
+    float *mid = lora_file_add(&f, KOHYA_CONV ".lora_mid.weight", 4, r, r, d.kh, d.kw, 62);
+    float *up = lora_file_add(&f, KOHYA_CONV ".lora_up.weight", 4, d.out, r, 1, 1, 63);
     add_alpha(&f, KOHYA_CONV, 1.0f);
     /* delta[o, i, k] = sum_ab up[o, a] mid[a, b, k] down[b, i]: Tucker with a = up^T. */
     float *upT = malloc((size_t)r * d.out * sizeof *upT);
@@ -287,10 +225,10 @@ static void locon_tucker_mid(void **state)
     float *E = malloc(n * sizeof *E);
     tucker(E, mid, upT, down, r, r, d.out, d.in, kk);
     for (size_t i = 0; i < n; i++) E[i] *= 1.0f / r;
-    check_merge(write_file(&f, "locon_mid"), CONV, E, 1.0f);
+    check_merge(lora_file_write(&f, "locon_mid"), CONV, E, 1.0f);
     free(upT);
     free(E);
-    free_file(&f);
+    lora_file_free(&f);
 }
 
 static void loha_linear_and_tucker_conv(void **state)
@@ -305,31 +243,31 @@ static void loha_linear_and_tucker_conv(void **state)
     const char *m = KOHYA_ATTN "ff_net_2";
     char nm[256];
 #define PART(s) (snprintf(nm, sizeof nm, "%s.%s", m, s), nm)
-    float *w1a = add(&f, PART("hada_w1_a"), 2, d.out, r, 0, 0, 71);
-    float *w1b = add(&f, PART("hada_w1_b"), 2, r, d.in, 0, 0, 72);
-    float *w2a = add(&f, PART("hada_w2_a"), 2, d.out, r, 0, 0, 73);
-    float *w2b = add(&f, PART("hada_w2_b"), 2, r, d.in, 0, 0, 74);
+    float *w1a = lora_file_add(&f, PART("hada_w1_a"), 2, d.out, r, 0, 0, 71);
+    float *w1b = lora_file_add(&f, PART("hada_w1_b"), 2, r, d.in, 0, 0, 72);
+    float *w2a = lora_file_add(&f, PART("hada_w2_a"), 2, d.out, r, 0, 0, 73);
+    float *w2b = lora_file_add(&f, PART("hada_w2_b"), 2, r, d.in, 0, 0, 74);
     add_alpha(&f, m, 1.0f);
     size_t n = (size_t)d.out * d.in;
     float *E = malloc(n * sizeof *E), *E2 = malloc(n * sizeof *E2);
     matmul(E, w1a, w1b, d.out, r, (size_t)d.in, 1.0f);
     matmul(E2, w2a, w2b, d.out, r, (size_t)d.in, 1.0f);
     for (size_t i = 0; i < n; i++) E[i] *= E2[i] * 0.8f / r;
-    check_merge(write_file(&f, "loha"), ln, E, 0.8f);
+    check_merge(lora_file_write(&f, "loha"), ln, E, 0.8f);
     free(E); free(E2);
-    free_file(&f);
+    lora_file_free(&f);
 
     /* 3x3 conv through Tucker cores: a [r, out], b [r, in], t [r, r, kh, kw]. */
     l = layer(CONV);
     d = dims_of(l);
     int kk = d.kh * d.kw;
     m = KOHYA_CONV;
-    float *a1 = add(&f, PART("hada_w1_a"), 2, r, d.out, 0, 0, 81);
-    float *b1 = add(&f, PART("hada_w1_b"), 2, r, d.in, 0, 0, 82);
-    float *t1 = add(&f, PART("hada_t1"), 4, r, r, d.kh, d.kw, 83);
-    float *a2 = add(&f, PART("hada_w2_a"), 2, r, d.out, 0, 0, 84);
-    float *b2 = add(&f, PART("hada_w2_b"), 2, r, d.in, 0, 0, 85);
-    float *t2 = add(&f, PART("hada_t2"), 4, r, r, d.kh, d.kw, 86);
+    float *a1 = lora_file_add(&f, PART("hada_w1_a"), 2, r, d.out, 0, 0, 81);
+    float *b1 = lora_file_add(&f, PART("hada_w1_b"), 2, r, d.in, 0, 0, 82);
+    float *t1 = lora_file_add(&f, PART("hada_t1"), 4, r, r, d.kh, d.kw, 83);
+    float *a2 = lora_file_add(&f, PART("hada_w2_a"), 2, r, d.out, 0, 0, 84);
+    float *b2 = lora_file_add(&f, PART("hada_w2_b"), 2, r, d.in, 0, 0, 85);
+    float *t2 = lora_file_add(&f, PART("hada_t2"), 4, r, r, d.kh, d.kw, 86);
     add_alpha(&f, m, 4.0f);
     n = (size_t)d.out * d.in * kk;
     E = malloc(n * sizeof *E);
@@ -337,9 +275,9 @@ static void loha_linear_and_tucker_conv(void **state)
     tucker(E, t1, a1, b1, r, r, d.out, d.in, kk);
     tucker(E2, t2, a2, b2, r, r, d.out, d.in, kk);
     for (size_t i = 0; i < n; i++) E[i] *= E2[i] * 4.0f / r;
-    check_merge(write_file(&f, "loha_conv"), CONV, E, 1.0f);
+    check_merge(lora_file_write(&f, "loha_conv"), CONV, E, 1.0f);
     free(E); free(E2);
-    free_file(&f);
+    lora_file_free(&f);
 #undef PART
 }
 
@@ -369,17 +307,17 @@ static void lokr_linear_and_conv(void **state)
     const char *m = KOHYA_ATTN "attn1_to_out_0";
     char nm[256];
 #define PART(s) (snprintf(nm, sizeof nm, "%s.%s", m, s), nm)
-    float *w1 = add(&f, PART("lokr_w1"), 2, a, b, 0, 0, 91);
-    float *w2a = add(&f, PART("lokr_w2_a"), 2, c, r, 0, 0, 92);
-    float *w2b = add(&f, PART("lokr_w2_b"), 2, r, din, 0, 0, 93);
+    float *w1 = lora_file_add(&f, PART("lokr_w1"), 2, a, b, 0, 0, 91);
+    float *w2a = lora_file_add(&f, PART("lokr_w2_a"), 2, c, r, 0, 0, 92);
+    float *w2b = lora_file_add(&f, PART("lokr_w2_b"), 2, r, din, 0, 0, 93);
     add_alpha(&f, m, 1.0f);
     float *w2 = malloc((size_t)c * din * sizeof *w2);
     matmul(w2, w2a, w2b, c, r, (size_t)din, 1.0f);
     float *E = malloc((size_t)d.out * d.in * sizeof *E);
     kron(E, w1, w2, a, b, c, din, 1, 1.0f / r);
-    check_merge(write_file(&f, "lokr"), ln, E, 1.0f);
+    check_merge(lora_file_write(&f, "lokr"), ln, E, 1.0f);
     free(w2); free(E);
-    free_file(&f);
+    lora_file_free(&f);
 
     /* Conv: both factors full (w2 [c, din, kh, kw]): no alpha scaling. */
     l = layer(CONV);
@@ -389,14 +327,14 @@ static void lokr_linear_and_conv(void **state)
     din = d.in / 2;
     int kk = d.kh * d.kw;
     m = KOHYA_CONV;
-    w1 = add(&f, PART("lokr_w1"), 2, a, b, 0, 0, 95);
-    float *w2f = add(&f, PART("lokr_w2"), 4, c, din, d.kh, d.kw, 96);
+    w1 = lora_file_add(&f, PART("lokr_w1"), 2, a, b, 0, 0, 95);
+    float *w2f = lora_file_add(&f, PART("lokr_w2"), 4, c, din, d.kh, d.kw, 96);
     add_alpha(&f, m, 8.0f);
     E = malloc((size_t)d.out * d.in * kk * sizeof *E);
     kron(E, w1, w2f, a, b, c, din, kk, 0.5f);
-    check_merge(write_file(&f, "lokr_conv"), CONV, E, 0.5f);
+    check_merge(lora_file_write(&f, "lokr_conv"), CONV, E, 0.5f);
     free(E);
-    free_file(&f);
+    lora_file_free(&f);
 #undef PART
 }
 
@@ -412,11 +350,11 @@ static void dora_renormalises_rows(void **state)
     const char *m = "lora_te_text_model_encoder_layers_0_mlp_fc1";
     char nm[256];
     snprintf(nm, sizeof nm, "%s.lora_down.weight", m);
-    float *down = add(&f, nm, 2, r, d.in, 0, 0, 101);
+    float *down = lora_file_add(&f, nm, 2, r, d.in, 0, 0, 101);
     snprintf(nm, sizeof nm, "%s.lora_up.weight", m);
-    float *up = add(&f, nm, 2, d.out, r, 0, 0, 102);
+    float *up = lora_file_add(&f, nm, 2, d.out, r, 0, 0, 102);
     snprintf(nm, sizeof nm, "%s.dora_scale", m);
-    float *mag = add(&f, nm, 2, d.out, 1, 0, 0, 103);
+    float *mag = lora_file_add(&f, nm, 2, d.out, 1, 0, 0, 103);
     for (int i = 0; i < d.out; i++) mag[i] = 1.0f + fabsf(mag[i]);
     add_alpha(&f, m, 2.0f);
     float *W = weights(l);
@@ -432,9 +370,9 @@ static void dora_renormalises_rows(void **state)
             E[k] = (float)(s * (merged - W[k]));
         }
     }
-    check_merge(write_file(&f, "dora"), ln, E, s);
+    check_merge(lora_file_write(&f, "dora"), ln, E, s);
     free(W); free(D); free(E);
-    free_file(&f);
+    lora_file_free(&f);
 }
 
 /* ---- whole jobs ---- */
@@ -490,33 +428,33 @@ static void refusals(void **state)
     (void)state;
     /* A LoRA whose keys match nothing. */
     lora_file f = { 0 };
-    add(&f, "lora_unet_no_such_module.lora_down.weight", 2, 2, 4, 0, 0, 1);
-    add(&f, "lora_unet_no_such_module.lora_up.weight", 2, 4, 2, 0, 0, 2);
-    sdw_lora_spec spec = { write_file(&f, "nothing"), 1, 1 };
+    lora_file_add(&f, "lora_unet_no_such_module.lora_down.weight", 2, 2, 4, 0, 0, 1);
+    lora_file_add(&f, "lora_unet_no_such_module.lora_up.weight", 2, 4, 2, 0, 0, 2);
+    sdw_lora_spec spec = { lora_file_write(&f, "nothing"), 1, 1 };
     assert_int_not_equal(sdw_model_set_loras(model, &spec, 1, NULL), SDW_OK);
     printf("  %s\n", sdw_last_error());
     assert_non_null(strstr(sdw_last_error(), "matched 0 of 1 keys"));
-    free_file(&f);
+    lora_file_free(&f);
     /* SDXL LoRA (second text encoder) on SD1. */
-    add(&f, "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight", 2, 2, 8, 0, 0, 1);
-    add(&f, "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_up.weight", 2, 32, 2, 0, 0, 2);
-    spec.path = write_file(&f, "xl");
+    lora_file_add(&f, "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight", 2, 2, 8, 0, 0, 1);
+    lora_file_add(&f, "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_up.weight", 2, 32, 2, 0, 0, 2);
+    spec.path = lora_file_write(&f, "xl");
     assert_int_not_equal(sdw_model_set_loras(model, &spec, 1, NULL), SDW_OK);
     printf("  %s\n", sdw_last_error());
     assert_non_null(strstr(sdw_last_error(), "for SDXL"));
-    free_file(&f);
+    lora_file_free(&f);
     /* A matching key whose shape does not fit: refused, and the model keeps its base weights. */
     const sdw_named_layer *l = layer(ATTN "attn1.to_k");
     size_t bytes;
-    void *orig = stored_copy(l, &bytes);
-    add(&f, KOHYA_ATTN "attn1_to_k.lora_down.weight", 2, 2, 999, 0, 0, 1);
-    add(&f, KOHYA_ATTN "attn1_to_k.lora_up.weight", 2, 999, 2, 0, 0, 2);
-    spec.path = write_file(&f, "misfit");
+    void *orig = lora_layer_stored_copy(l, &bytes);
+    lora_file_add(&f, KOHYA_ATTN "attn1_to_k.lora_down.weight", 2, 2, 999, 0, 0, 1);
+    lora_file_add(&f, KOHYA_ATTN "attn1_to_k.lora_up.weight", 2, 999, 2, 0, 0, 2);
+    spec.path = lora_file_write(&f, "misfit");
     assert_int_not_equal(sdw_model_set_loras(model, &spec, 1, NULL), SDW_OK);
     printf("  %s\n", sdw_last_error());
     assert_memory_equal(sdw_linear_stored(l->linear, &bytes), orig, bytes);
     free(orig);
-    free_file(&f);
+    lora_file_free(&f);
     /* A missing file. */
     spec.path = "/nonexistent/x.safetensors";
     assert_int_not_equal(sdw_model_set_loras(model, &spec, 1, NULL), SDW_OK);
@@ -526,11 +464,11 @@ static void names_resolve_inside_the_directory(void **state)
 {
     (void)state;
     char dir[300], sub[320], path[4096], cmd[1024];
-    snprintf(dir, sizeof dir, "%s/loras", tmpdir);
+    snprintf(dir, sizeof dir, "%s/loras", lora_tmpdir());
     snprintf(sub, sizeof sub, "%s/sub", dir);
     snprintf(cmd, sizeof cmd, "mkdir -p %s && touch %s/style.safetensors %s/inner.safetensors %s/outside.safetensors "
              "%s/old.ckpt && ln -sf %s/outside.safetensors %s/escape.safetensors",
-             sub, dir, sub, tmpdir, dir, tmpdir, dir);
+             sub, dir, sub, lora_tmpdir(), dir, lora_tmpdir(), dir);
     assert_int_equal(system(cmd), 0);
     assert_int_equal(sdw_lora_resolve(dir, "style", path, sizeof path), SDW_OK);
     assert_non_null(strstr(path, "/loras/style.safetensors"));

@@ -14,9 +14,8 @@
  * load's and miss the f32 file's by no more than the quantization does
  * without the LoRA; what re-encoding a merged layer would cost is printed
  * beside it (why branches). */
-#include "testkit.h"
+#include "lora_kit.h"
 #include "io/json_file.h"
-#include "io/safetensors_write.h"
 #include "models/flux.h"
 #include "models/lora.h"
 #include "models/lora_flux.h"
@@ -31,48 +30,25 @@
 #include <unistd.h>
 
 #define DEV "flux/models/flux-tiny-dev/"
-#define COMMON "flux/models/flux-tiny-common/"
 #define LORAS DEV "loras/"
 
 static sdw_model *flux;
-static char tmpdir[256];
-
-/* wt: how the transformer's layers hold their weights (KEEP: a GGUF's stay
- * compact; F32: dense on the same decoded values). */
-static sdw_status load_flux(const char *file, sdw_precision prec, sdw_weight_type wt, sdw_model **m)
-{
-    char path[1024], vae[1024], clip[1024], t5[1024];
-    snprintf(path, sizeof path, "%s", test_data_path(file));
-    snprintf(vae, sizeof vae, "%s", test_data_path(COMMON "ae.safetensors"));
-    snprintf(clip, sizeof clip, "%s", test_data_path(COMMON "clip_l.safetensors"));
-    snprintf(t5, sizeof t5, "%s", test_data_path(COMMON "t5xxl.safetensors"));
-    sdw_load_params lp = sdw_load_params_default();
-    lp.precision = prec;
-    lp.vae_path = vae;
-    lp.clip_l_path = clip;
-    lp.t5_path = t5;
-    lp.weight_type = wt;
-    return sdw_model_load(path, &lp, m);
-}
 
 static int setup(void **state)
 {
     (void)state;
-    if (load_flux(DEV "flux1-dev.safetensors", SDW_PRECISION_F32, SDW_WT_KEEP, &flux) != SDW_OK) {
+    if (lora_load_flux_tiny(DEV "flux1-dev.safetensors", SDW_PRECISION_F32, SDW_WT_KEEP, &flux) != SDW_OK) {
         fprintf(stderr, "%s\n", sdw_last_error());
         return -1;
     }
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/sdw-test-lora-flux-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return lora_tmpdir_make("sdw-test-lora-flux");
 }
 
 static int teardown(void **state)
 {
     (void)state;
     sdw_model_free(flux);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return lora_tmpdir_remove();
 }
 
 /* ---- the model's layers ---- */
@@ -82,26 +58,7 @@ static const sdw_named_layer *layer_of(const sdw_model *m, char part, const char
 {
     const sdw_layer_list *l = part == 't' ? &m->text.te1->layers : part == '5' ? sdw_t5_layers(m->t5)
                                                                               : sdw_flux_layers(m->flux);
-    for (int i = 0; i < l->n; i++)
-        if (!strcmp(l->v[i].name, name)) return &l->v[i];
-    fail_msg("no layer %s", name);
-    return NULL;
-}
-
-static float *weights(const sdw_model *m, const sdw_named_layer *l)
-{
-    size_t n = (size_t)sdw_linear_out(l->linear) * sdw_linear_in(l->linear);
-    float *w = malloc(n * sizeof *w);
-    assert_int_equal(sdw_linear_get_weights(m->be, l->linear, w), SDW_OK);
-    return w;
-}
-
-static void *stored_copy(const sdw_named_layer *l, size_t *bytes)
-{
-    void *p = sdw_linear_stored(l->linear, bytes);
-    void *c = malloc(*bytes);
-    memcpy(c, p, *bytes);
-    return c;
+    return lora_find_layer(l, name);
 }
 
 /* ---- what a file must do, mapped by hand ---- */
@@ -182,10 +139,10 @@ static touched *touch(touched *v, int *n, const sdw_model *m, const sdw_named_la
     t->l = l;
     t->rows = sdw_linear_out(l->linear);
     t->cols = sdw_linear_in(l->linear);
-    t->before = weights(m, l);
+    t->before = lora_layer_weights(m, l);
     t->want = malloc((size_t)t->rows * t->cols * sizeof *t->want);
     memcpy(t->want, t->before, (size_t)t->rows * t->cols * sizeof *t->want);
-    if (keep_bytes) t->orig = stored_copy(l, &t->bytes);
+    if (keep_bytes) t->orig = lora_layer_stored_copy(l, &t->bytes);
     return t;
 }
 
@@ -227,7 +184,7 @@ static double check_file(sdw_model *m, const char *path, const mapping *map, int
     double worst = 0;
     for (int i = 0; i < nt; i++) {
         size_t k = (size_t)v[i].rows * v[i].cols;
-        float *after = weights(m, v[i].l), *got = malloc(k * sizeof *got), *exp = malloc(k * sizeof *exp);
+        float *after = lora_layer_weights(m, v[i].l), *got = malloc(k * sizeof *got), *exp = malloc(k * sizeof *exp);
         for (size_t j = 0; j < k; j++) {
             got[j] = after[j] - v[i].before[j];
             exp[j] = v[i].want[j] - v[i].before[j];
@@ -297,23 +254,10 @@ static void peft_reference_file(void **state)
 
 /* ---- other namings, in files written here ---- */
 
-typedef struct {
-    sdw_st_out t[64];
-    int64_t shapes[64][2];
-    float *data[64];
-    int n;
-} lora_file;
-
+/* A tensor [d0, d1][:ndim] of the file (ndim 0: one value). */
 static void add_tensor(lora_file *f, const char *name, int ndim, int64_t d0, int64_t d1, uint32_t seed)
 {
-    assert_true(f->n < 64);
-    int i = f->n++;
-    f->shapes[i][0] = d0;
-    f->shapes[i][1] = d1;
-    size_t n = ndim == 0 ? 1 : (size_t)d0 * (ndim > 1 ? (size_t)d1 : 1);
-    f->data[i] = malloc(n * sizeof(float));
-    test_fill(f->data[i], n, seed);
-    f->t[i] = (sdw_st_out){ strdup(name), ndim, f->shapes[i], f->data[i] };
+    lora_file_add(f, name, ndim, d0, d1, 0, 0, seed);
 }
 
 /* A module of rank r for a layer of rows x cols, with the given factor suffixes. */
@@ -332,23 +276,6 @@ static void add_module(lora_file *f, const char *module, const char *down, const
     }
 }
 
-static const char *write_file(lora_file *f, const char *stem)
-{
-    static char path[512];
-    snprintf(path, sizeof path, "%s/%s.safetensors", tmpdir, stem);
-    assert_int_equal(sdw_st_write_f32(path, f->t, f->n), SDW_OK);
-    return path;
-}
-
-static void free_file(lora_file *f)
-{
-    for (int i = 0; i < f->n; i++) {
-        free((char *)f->t[i].name);
-        free(f->data[i]);
-    }
-    f->n = 0;
-}
-
 /* Writes a file holding map's modules (shapes from the model's layers). */
 static const char *file_for(lora_file *f, const mapping *map, int n, const char *down, const char *up, float alpha,
                             const char *stem)
@@ -358,7 +285,7 @@ static const char *file_for(lora_file *f, const mapping *map, int n, const char 
         add_module(f, map[i].module, down, up, map[i].rows ? map[i].rows : l->rows, sdw_linear_in(l->linear), 2 + i % 3,
                    alpha);
     }
-    return write_file(f, stem);
+    return lora_file_write(f, stem);
 }
 
 static void xlabs_processors(void **state)
@@ -377,7 +304,7 @@ static void xlabs_processors(void **state)
     double w = check_file(flux, file_for(&f, map, COUNT(map), ".down.weight", ".up.weight", 0, "xlabs"), map,
                           COUNT(map), 1.0f, 0.8f);
     printf("  XLabs: worst delta rel L2 %.3g\n", w);
-    free_file(&f);
+    lora_file_free(&f);
 }
 
 static void ai_toolkit_comfy_and_diffusers_names(void **state)
@@ -416,7 +343,7 @@ static void ai_toolkit_comfy_and_diffusers_names(void **state)
     double w = check_file(flux, file_for(&f, map, COUNT(map), ".lora_A.weight", ".lora_B.weight", 0, "peft_names"), map,
                           COUNT(map), -0.6f, 1.2f);
     printf("  ai-toolkit / ComfyUI / diffusers names (%d modules): worst delta rel L2 %.3g\n", COUNT(map), w);
-    free_file(&f);
+    lora_file_free(&f);
 }
 
 static void kohya_t5_and_diffusers_split_names(void **state)
@@ -437,7 +364,7 @@ static void kohya_t5_and_diffusers_split_names(void **state)
     double w = check_file(flux, file_for(&f, map, COUNT(map), ".lora_down.weight", ".lora_up.weight", 1.5f, "kohya_more"),
                           map, COUNT(map), 0.9f, 0.7f);
     printf("  kohya T5 / split names: worst delta rel L2 %.3g\n", w);
-    free_file(&f);
+    lora_file_free(&f);
 }
 
 static void key_names(void **state)
@@ -471,75 +398,38 @@ static void key_names(void **state)
 
 /* ---- refusals ---- */
 
-/* A one-module kohya file with ss_base_model_version in its header. */
-static const char *file_with_meta(const char *module, int rows, int cols, const char *base)
-{
-    static char path[512];
-    snprintf(path, sizeof path, "%s/meta_%s.safetensors", tmpdir, base);
-    char header[1024];   /* down [2, cols], then up [rows, 2], zeros */
-    int n = snprintf(header, sizeof header,
-                     "{\"__metadata__\":{\"ss_base_model_version\":\"%s\"},"
-                     "\"%s.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":[2,%d],\"data_offsets\":[0,%zu]},"
-                     "\"%s.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":[%d,2],\"data_offsets\":[%zu,%zu]}}",
-                     base, module, cols, (size_t)2 * cols * 4, module, rows, (size_t)2 * cols * 4,
-                     (size_t)2 * cols * 4 + (size_t)rows * 2 * 4);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    uint64_t len = (uint64_t)n;
-    fwrite(&len, 8, 1, f);
-    fwrite(header, 1, (size_t)n, f);
-    size_t nf = (size_t)2 * cols + (size_t)rows * 2;
-    float *z = calloc(nf, sizeof *z);
-    fwrite(z, sizeof *z, nf, f);
-    free(z);
-    fclose(f);
-    return path;
-}
-
-static void expect_refusal(sdw_model *m, const char *path, const char *must_say1, const char *must_say2)
-{
-    sdw_lora_spec spec = { path, 1.0f, 1.0f };
-    assert_int_not_equal(sdw_model_set_loras(m, &spec, 1, NULL), SDW_OK);
-    printf("  %s\n", sdw_last_error());
-    assert_non_null(strstr(sdw_last_error(), must_say1));
-    assert_non_null(strstr(sdw_last_error(), must_say2));
-}
-
 static void families_refused(void **state)
 {
     (void)state;
     char path[1024];
     const sdw_named_layer *qkv = layer_of(flux, 'f', "double_blocks.0.img_attn.qkv");
     size_t bytes;
-    void *orig = stored_copy(qkv, &bytes);
+    void *orig = lora_layer_stored_copy(qkv, &bytes);
     /* SD LoRAs (kohya with CLIP keys FLUX's CLIP-L would take; diffusers) on FLUX. */
     snprintf(path, sizeof path, "%s", test_data_path("models/sd1-tiny-lora/sd1-tiny-lora-kohya.safetensors"));
-    expect_refusal(flux, path, "for an SD 1.x / 2.x / SDXL UNet", "flux-dev");
-    expect_refusal(flux, file_with_meta("lora_unet_double_blocks_0_img_attn_qkv", 96, 32, "sd_v1"), "SD 1.x",
-                   "flux-dev");
+    lora_expect_refusal(flux, path, "for an SD 1.x / 2.x / SDXL UNet", "flux-dev");
+    lora_expect_refusal(flux, lora_file_with_meta("lora_unet_double_blocks_0_img_attn_qkv", 96, 32, "sd_v1"), "SD 1.x",
+                        "flux-dev");
     /* A FLUX LoRA with a FLUX metadata tag passes the family check. */
-    sdw_lora_spec ok = { file_with_meta("lora_unet_double_blocks_0_img_attn_qkv", 96, 32, "flux1"), 1.0f, 1.0f };
+    sdw_lora_spec ok = { lora_file_with_meta("lora_unet_double_blocks_0_img_attn_qkv", 96, 32, "flux1"), 1.0f, 1.0f };
     if (sdw_model_set_loras(flux, &ok, 1, NULL) != SDW_OK) fail_msg("%s", sdw_last_error());
     assert_int_equal(sdw_model_set_loras(flux, NULL, 0, NULL), SDW_OK);
     /* SDXL's second CLIP on FLUX. */
     lora_file f = { 0 };
     add_module(&f, "lora_te2_text_model_encoder_layers_0_mlp_fc1", ".lora_down.weight", ".lora_up.weight", 32, 8, 2, 0);
-    expect_refusal(flux, write_file(&f, "sdxl_te2"), "for SDXL", "flux-dev");
-    free_file(&f);
+    lora_expect_refusal(flux, lora_file_write(&f, "sdxl_te2"), "for SDXL", "flux-dev");
+    lora_file_free(&f);
     assert_memory_equal(sdw_linear_stored(qkv->linear, &bytes), orig, bytes);
     free(orig);
 
     /* The FLUX LoRAs on SD 1.x. */
-    sdw_load_params lp = sdw_load_params_default();
-    lp.precision = SDW_PRECISION_F32;
-    sdw_model *sd;
-    if (sdw_model_load(test_data_path("models/sd1-tiny/sd1-tiny.safetensors"), &lp, &sd) != SDW_OK)
-        fail_msg("%s", sdw_last_error());
+    sdw_model *sd = lora_load_sd1_tiny();
     snprintf(path, sizeof path, "%s", test_data_path(LORAS "flux-tiny-dev-lora-kohya.safetensors"));
-    expect_refusal(sd, path, "is for FLUX.1", "sd1");
+    lora_expect_refusal(sd, path, "is for FLUX.1", "sd1");
     snprintf(path, sizeof path, "%s", test_data_path(LORAS "flux-tiny-dev-lora-peft.safetensors"));
-    expect_refusal(sd, path, "is for FLUX.1", "sd1");
-    expect_refusal(sd, file_with_meta("lora_te1_text_model_encoder_layers_0_mlp_fc1", 32, 8, "flux1"), "FLUX.1", "sd1");
+    lora_expect_refusal(sd, path, "is for FLUX.1", "sd1");
+    lora_expect_refusal(sd, lora_file_with_meta("lora_te1_text_model_encoder_layers_0_mlp_fc1", 32, 8, "flux1"),
+                        "FLUX.1", "sd1");
     sdw_model_free(sd);
 }
 
@@ -554,7 +444,7 @@ static void requantize_cost(sdw_qtype qt, double delta_of_w)
     int rows = sdw_linear_out(l->linear), cols = sdw_linear_in(l->linear);
     size_t n = (size_t)rows * cols, rb = sdw_qtype_row_bytes(qt, cols);
     assert_true(rb > 0);
-    float *W = weights(flux, l), *Wq = malloc(n * sizeof *Wq), *Wm = malloc(n * sizeof *Wm);
+    float *W = lora_layer_weights(flux, l), *Wq = malloc(n * sizeof *Wq), *Wm = malloc(n * sizeof *Wm);
     unsigned char *blocks = malloc((size_t)rows * rb);
     for (int r = 0; r < rows; r++) sdw_qtype_quantize_row(qt, W + (size_t)r * cols, blocks + (size_t)r * rb, cols);
     sdw_linear *q;
@@ -661,7 +551,7 @@ static double check_outputs(sdw_model *m, const char *path, const mapping *map, 
         if (sdw_linear_quant_type(l->linear, NULL)) {
             (*n_branched)++;
             assert_true(sdw_linear_branch_bytes(l->linear) > 0);
-            float *w = weights(m, l);
+            float *w = lora_layer_weights(m, l);
             assert_memory_equal(w, v[i].before, (size_t)v[i].rows * v[i].cols * sizeof *w);
             assert_true(sdw_linear_borrows(l->linear) == borrows[i]);
             free(w);
@@ -704,7 +594,7 @@ typedef struct {
 static void magnitudes(const module_spec *m, float *mag, int rows)
 {
     const sdw_named_layer *l = layer_of(flux, 'f', m->layer);
-    float *w = weights(flux, l);
+    float *w = lora_layer_weights(flux, l);
     const int in = sdw_linear_in(l->linear);
     for (int r = 0; r < rows; r++) {
         const int lr = m->swap ? (r + rows / 2) % rows : r;
@@ -733,8 +623,8 @@ static char *write_modules(const module_spec *mods, int n, const char *stem)
             f.data[f.n - 1][0] = mods[i].alpha;
         }
     }
-    char *path = strdup(write_file(&f, stem));
-    free_file(&f);
+    char *path = strdup(lora_file_write(&f, stem));
+    lora_file_free(&f);
     return path;
 }
 
@@ -802,7 +692,7 @@ static void dense_branch_cap(sdw_model *q, const char *kohya, const char *forms_
 {
     const sdw_named_layer *full = layer_of(q, 'f', "double_blocks.1.img_mlp.0");
     const sdw_named_layer *plain = layer_of(q, 'f', "double_blocks.1.img_mod.lin");
-    float *before = weights(q, full);
+    float *before = lora_layer_weights(q, full);
     const size_t n = (size_t)sdw_linear_out(full->linear) * sdw_linear_in(full->linear);
     char warning[512] = "";
     sdw_set_log(keep_warning, warning, SDW_LOG_WARN);
@@ -815,11 +705,11 @@ static void dense_branch_cap(sdw_model *q, const char *kohya, const char *forms_
     assert_non_null(strstr(warning, "merged into the weights"));
     assert_int_equal(sdw_linear_branch_bytes(full->linear), 0);
     assert_true(sdw_linear_branch_bytes(plain->linear) > 0);
-    float *after = weights(q, full);
+    float *after = lora_layer_weights(q, full);
     assert_true(memcmp(after, before, n * sizeof *after) != 0);
     assert_int_equal(sdw_model_set_loras(q, NULL, 0, NULL), SDW_OK);
     free(after);
-    after = weights(q, full);
+    after = lora_layer_weights(q, full);
     assert_memory_equal(after, before, n * sizeof *after);
     assert_int_equal(sdw_linear_branch_bytes(plain->linear), 0);
     free(after);
@@ -829,11 +719,11 @@ static void dense_branch_cap(sdw_model *q, const char *kohya, const char *forms_
 static void gguf_branches(const char *file, const char *label)
 {
     sdw_model *q, *d;
-    if (load_flux(file, SDW_PRECISION_F32, SDW_WT_KEEP, &q) != SDW_OK) {
+    if (lora_load_flux_tiny(file, SDW_PRECISION_F32, SDW_WT_KEEP, &q) != SDW_OK) {
         printf("  %s: not loadable here (%s); skipped\n", label, sdw_last_error());
         return;
     }
-    if (load_flux(file, SDW_PRECISION_F32, SDW_WT_F32, &d) != SDW_OK) fail_msg("%s", sdw_last_error());
+    if (lora_load_flux_tiny(file, SDW_PRECISION_F32, SDW_WT_F32, &d) != SDW_OK) fail_msg("%s", sdw_last_error());
     sdw_qtype qt;
     assert_true(sdw_linear_quant_type(layer_of(q, 'f', "double_blocks.0.img_attn.qkv")->linear, &qt));
     assert_false(sdw_linear_quant_type(layer_of(d, 'f', "double_blocks.0.img_attn.qkv")->linear, NULL));
@@ -1050,12 +940,12 @@ static void free_trace(run_trace *t)
 static void gguf_pipeline(const char *file, const char *label, sdw_precision prec, double gate)
 {
     sdw_model *q, *d, *f = flux;
-    if (load_flux(file, prec, SDW_WT_KEEP, &q) != SDW_OK) {
+    if (lora_load_flux_tiny(file, prec, SDW_WT_KEEP, &q) != SDW_OK) {
         printf("  %s: not loadable here (%s); skipped\n", label, sdw_last_error());
         return;
     }
-    if (load_flux(file, prec, SDW_WT_F32, &d) != SDW_OK) fail_msg("%s", sdw_last_error());
-    if (prec != SDW_PRECISION_F32 && load_flux(DEV "flux1-dev.safetensors", prec, SDW_WT_KEEP, &f) != SDW_OK)
+    if (lora_load_flux_tiny(file, prec, SDW_WT_F32, &d) != SDW_OK) fail_msg("%s", sdw_last_error());
+    if (prec != SDW_PRECISION_F32 && lora_load_flux_tiny(DEV "flux1-dev.safetensors", prec, SDW_WT_KEEP, &f) != SDW_OK)
         fail_msg("%s", sdw_last_error());
     run_trace ql = trace_case(q, true), dl = trace_case(d, true), fl = trace_case(f, true);
     run_trace q0 = trace_case(q, false), f0 = trace_case(f, false);
@@ -1092,7 +982,8 @@ static void reference_cases_bf16(void **state)
     (void)state;
     if (!test_precision_runs(SDW_PRECISION_BF16)) return;
     sdw_model *m;
-    if (load_flux(DEV "flux1-dev.safetensors", SDW_PRECISION_BF16, SDW_WT_KEEP, &m) != SDW_OK) fail_msg("%s", sdw_last_error());
+    if (lora_load_flux_tiny(DEV "flux1-dev.safetensors", SDW_PRECISION_BF16, SDW_WT_KEEP, &m) != SDW_OK)
+        fail_msg("%s", sdw_last_error());
     run_case(m, "lora_kohya_dev", 3e-2);
     run_case(m, "lora_peft_dev", 3e-2);
     sdw_model_free(m);

@@ -12,8 +12,7 @@
  * LoRA changes the image, and at strength 0 (or undone) gives the same image
  * bit for bit. SD3 LoRAs on SD 1.x and FLUX.1, and theirs on SD3, are
  * refused naming both families. */
-#include "testkit.h"
-#include "io/safetensors_write.h"
+#include "lora_kit.h"
 #include "models/lora.h"
 #include "models/lora_family.h"
 #include "models/lora_keys.h"
@@ -36,7 +35,6 @@
 #define DELTA_GATE 1e-5  /* their change against delta */
 
 static sdw_model *sd3;
-static char tmpdir[256];
 
 static sdw_status load_sd3(const char *file, sdw_precision prec, bool t5, sdw_model **m)
 {
@@ -67,17 +65,14 @@ static int setup(void **state)
         fprintf(stderr, "%s\n", sdw_last_error());
         return -1;
     }
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/sdw-test-lora-sd3-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return lora_tmpdir_make("sdw-test-lora-sd3");
 }
 
 static int teardown(void **state)
 {
     (void)state;
     sdw_model_free(sd3);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return lora_tmpdir_remove();
 }
 
 /* ---- the model's layers ---- */
@@ -89,26 +84,7 @@ static const sdw_named_layer *layer_of(const sdw_model *m, char part, const char
                               : part == 'g' ? &m->sd3_text->clip_g->layers
                               : part == '5' ? sdw_t5_layers(m->sd3_text->t5)
                                             : sdw_mmdit_layers(m->mmdit);
-    for (int i = 0; i < l->n; i++)
-        if (!strcmp(l->v[i].name, name)) return &l->v[i];
-    fail_msg("no layer %s", name);
-    return NULL;
-}
-
-static float *weights(const sdw_model *m, const sdw_named_layer *l)
-{
-    size_t n = (size_t)sdw_linear_out(l->linear) * sdw_linear_in(l->linear);
-    float *w = malloc(n * sizeof *w);
-    assert_int_equal(sdw_linear_get_weights(m->be, l->linear, w), SDW_OK);
-    return w;
-}
-
-static void *stored_copy(const sdw_named_layer *l, size_t *bytes)
-{
-    void *p = sdw_linear_stored(l->linear, bytes);
-    void *c = malloc(*bytes);
-    memcpy(c, p, *bytes);
-    return c;
+    return lora_find_layer(l, name);
 }
 
 /* ---- LoRA files written here ---- */
@@ -137,38 +113,30 @@ typedef struct {
     float alpha;          /* 0: none (alpha = r) */
 } factors;
 
+/* A file being written (lora_kit.h) and the factors of its modules. */
 typedef struct {
-    sdw_st_out t[128];
-    int64_t shapes[128][4];
-    float *data[128];
-    int n;
+    lora_file file;
     factors fac[48];
     int n_fac;
-} lora_file;
+} sd3_lora;
 
 static float *add_tensor(lora_file *f, const char *name, int ndim, const int64_t *shape, uint32_t seed, float scale)
 {
-    assert_true(f->n < 128);
-    int i = f->n++;
+    const int64_t one[4] = { 1, 1, 1, 1 }, *s = ndim ? shape : one;
+    float *v = lora_file_add(f, name, ndim, s[0], s[1], s[2], s[3], seed);
     size_t n = 1;
-    for (int d = 0; d < ndim; d++) {
-        f->shapes[i][d] = shape[d];
-        n *= (size_t)shape[d];
-    }
-    f->data[i] = malloc(n * sizeof(float));
-    test_fill(f->data[i], n, seed);
-    for (size_t k = 0; k < n; k++) f->data[i][k] *= scale;
-    f->t[i] = (sdw_st_out){ strdup(name), ndim, f->shapes[i], f->data[i] };
-    return f->data[i];
+    for (int d = 0; d < ndim; d++) n *= (size_t)shape[d];
+    for (size_t k = 0; k < n; k++) v[k] *= scale;
+    return v;
 }
 
 /* A module of rank r for rows x cols of a layer (factors in [-0.5, 0.5)). */
-static void add_module(lora_file *f, const mapping *mp, int rows, int cols, int r, float alpha)
+static void add_module(sd3_lora *f, const mapping *mp, int rows, int cols, int r, float alpha)
 {
     const bool peft = mp->style == 'p';
     const int rr = mp->f == SPLIT_QKV ? 3 * r : r;
     char name[512];
-    const uint32_t seed = (uint32_t)f->n * 7919u + 17u;
+    const uint32_t seed = (uint32_t)f->file.n * 7919u + 17u;
     int64_t dshape[4] = { rr, cols }, ushape[4] = { rows, rr, 1, 1 };
     int dn = 2, un = 2;
     if (mp->f == CONV) {   /* cols = C p p with p = 2 */
@@ -177,47 +145,36 @@ static void add_module(lora_file *f, const mapping *mp, int rows, int cols, int 
         dn = un = 4;
     }
     snprintf(name, sizeof name, "%s%s", mp->module, peft ? ".lora_A.weight" : ".lora_down.weight");
-    float *down = add_tensor(f, name, dn, dshape, seed, 0.5f);
+    float *down = add_tensor(&f->file, name, dn, dshape, seed, 0.5f);
     snprintf(name, sizeof name, "%s%s", mp->module, peft ? ".lora_B.weight" : ".lora_up.weight");
-    float *up = add_tensor(f, name, un, ushape, seed + 1, 0.5f);
+    float *up = add_tensor(&f->file, name, un, ushape, seed + 1, 0.5f);
     if (mp->f == SPLIT_QKV)   /* row block j takes only rank block j */
         for (int o = 0; o < rows; o++)
             for (int j = 0; j < rr; j++)
                 if (o / (rows / 3) != j / r) up[(size_t)o * rr + j] = 0;
     if (!peft) {
         snprintf(name, sizeof name, "%s.alpha", mp->module);
-        add_tensor(f, name, 0, NULL, 1, 1.0f)[0] = alpha;
+        add_tensor(&f->file, name, 0, NULL, 1, 1.0f)[0] = alpha;
     }
     assert_true(f->n_fac < 48);
     f->fac[f->n_fac++] = (factors){ down, up, rr, rows, cols, peft ? 0 : alpha };
 }
 
-static const char *write_file(lora_file *f, const char *stem)
+static void free_file(sd3_lora *f)
 {
-    static char path[512];
-    snprintf(path, sizeof path, "%s/%s.safetensors", tmpdir, stem);
-    assert_int_equal(sdw_st_write_f32(path, f->t, f->n), SDW_OK);
-    return path;
-}
-
-static void free_file(lora_file *f)
-{
-    for (int i = 0; i < f->n; i++) {
-        free((char *)f->t[i].name);
-        free(f->data[i]);
-    }
-    f->n = f->n_fac = 0;
+    lora_file_free(&f->file);
+    f->n_fac = 0;
 }
 
 /* A file holding map's modules (shapes from m's layers), ranks 2..4. */
-static const char *file_for(lora_file *f, const sdw_model *m, const mapping *map, int n, const char *stem)
+static const char *file_for(sd3_lora *f, const sdw_model *m, const mapping *map, int n, const char *stem)
 {
     for (int i = 0; i < n; i++) {
         const sdw_named_layer *l = layer_of(m, map[i].part, map[i].layer);
         add_module(f, &map[i], map[i].rows ? map[i].rows : l->rows, sdw_linear_in(l->linear), 2 + i % 3,
                    1.0f + 0.5f * (float)(i % 4));
     }
-    return write_file(f, stem);
+    return lora_file_write(&f->file, stem);
 }
 
 /* delta [rows, cols] = scale * alpha / r * up @ down, in double. */
@@ -252,10 +209,10 @@ static touched *touch(touched *v, int *n, const sdw_model *m, const sdw_named_la
     t->l = l;
     t->rows = sdw_linear_out(l->linear);
     t->cols = sdw_linear_in(l->linear);
-    t->before = weights(m, l);
+    t->before = lora_layer_weights(m, l);
     t->want = malloc((size_t)t->rows * t->cols * sizeof *t->want);
     for (size_t k = 0; k < (size_t)t->rows * t->cols; k++) t->want[k] = t->before[k];
-    t->orig = stored_copy(l, &t->bytes);
+    t->orig = lora_layer_stored_copy(l, &t->bytes);
     return t;
 }
 
@@ -263,7 +220,7 @@ static touched *touch(touched *v, int *n, const sdw_model *m, const sdw_named_la
  * modules' deltas and the report (n_total modules in the file, the first n
  * of them mapped), then undoes and checks the stored bytes. Returns the
  * worst rel L2 of the merged weights; *worst_delta gets that of the change. */
-static double check_file(sdw_model *m, const char *path, const lora_file *f, const mapping *map, int n, int n_total,
+static double check_file(sdw_model *m, const char *path, const sd3_lora *f, const mapping *map, int n, int n_total,
                          float te, float unet, double *worst_delta)
 {
     touched *v = calloc((size_t)n, sizeof *v);
@@ -290,7 +247,7 @@ static double check_file(sdw_model *m, const char *path, const lora_file *f, con
     *worst_delta = 0;
     for (int i = 0; i < nt; i++) {
         const size_t k = (size_t)v[i].rows * v[i].cols;
-        float *after = weights(m, v[i].l), *want = malloc(k * sizeof *want);
+        float *after = lora_layer_weights(m, v[i].l), *want = malloc(k * sizeof *want);
         float *got_d = malloc(k * sizeof *got_d), *want_d = malloc(k * sizeof *want_d);
         for (size_t j = 0; j < k; j++) {
             want[j] = (float)v[i].want[j];
@@ -319,7 +276,7 @@ static double check_file(sdw_model *m, const char *path, const lora_file *f, con
 /* Writes map's file, checks it at (te, unet) and prints the figures. */
 static void check_map(sdw_model *m, const mapping *map, int n, const char *stem, float te, float unet)
 {
-    lora_file f = { 0 };
+    sd3_lora f = { 0 };
     const char *path = file_for(&f, m, map, n, stem);
     double wd;
     double w = check_file(m, path, &f, map, n, n, te, unet, &wd);
@@ -458,14 +415,14 @@ static void applied_n_of_m(void **state)
     };
     sdw_model *m = load_or_fail(SD3_FILE, SDW_PRECISION_F32, false);
     assert_null(m->sd3_text->t5);
-    lora_file f = { 0 };
+    sd3_lora f = { 0 };
     for (int i = 0; i < COUNT(present); i++) {
         const sdw_named_layer *l = layer_of(m, present[i].part, present[i].layer);
         add_module(&f, &present[i], l->rows, sdw_linear_in(l->linear), 2, 1.0f);
     }
     const int cols[] = { H, H, 32 };
     for (int i = 0; i < COUNT(absent); i++) add_module(&f, &absent[i], absent[i].rows, cols[i], 2, 1.0f);
-    const char *path = write_file(&f, "partial");
+    const char *path = lora_file_write(&f.file, "partial");
     double wd;
     double w = check_file(m, path, &f, present, COUNT(present), COUNT(present) + COUNT(absent), 1.0f, 1.0f, &wd);
     printf("  applied 2 of 5 keys (a third block, attn2 on MMDiT, T5 without T5): merged rel L2 %.3g\n", w);
@@ -535,7 +492,7 @@ static void set_lora(sdw_model *m, const char *path, float te, float unet)
 static void images(sdw_model *m, const char *label)
 {
     enum { N = 64 * 64 * 3 };
-    lora_file f = { 0 };
+    sd3_lora f = { 0 };
     const char *path = file_for(&f, m, kohya_map, COUNT(kohya_map), "image_lora");
     float *base = malloc(N * sizeof *base), *img = malloc(N * sizeof *img);
     txt2img(m, base);
@@ -578,62 +535,20 @@ static void images_bf16(void **state)
 
 /* ---- refusals ---- */
 
-/* A one-module kohya file with ss_base_model_version in its header. */
-static const char *file_with_meta(const char *module, int rows, int cols, const char *base)
-{
-    static char path[512];
-    snprintf(path, sizeof path, "%s/meta_%s.safetensors", tmpdir, base);
-    char header[1024];   /* down [2, cols], then up [rows, 2], zeros */
-    int n = snprintf(header, sizeof header,
-                     "{\"__metadata__\":{\"ss_base_model_version\":\"%s\"},"
-                     "\"%s.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":[2,%d],\"data_offsets\":[0,%zu]},"
-                     "\"%s.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":[%d,2],\"data_offsets\":[%zu,%zu]}}",
-                     base, module, cols, (size_t)2 * cols * 4, module, rows, (size_t)2 * cols * 4,
-                     (size_t)2 * cols * 4 + (size_t)rows * 2 * 4);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    uint64_t len = (uint64_t)n;
-    fwrite(&len, 8, 1, f);
-    fwrite(header, 1, (size_t)n, f);
-    size_t nf = (size_t)2 * cols + (size_t)rows * 2;
-    float *z = calloc(nf, sizeof *z);
-    fwrite(z, sizeof *z, nf, f);
-    free(z);
-    fclose(f);
-    return path;
-}
-
-static void expect_refusal(sdw_model *m, const char *path, const char *must_say1, const char *must_say2)
-{
-    sdw_lora_spec spec = { path, 1.0f, 1.0f };
-    assert_int_not_equal(sdw_model_set_loras(m, &spec, 1, NULL), SDW_OK);
-    printf("  %s\n", sdw_last_error());
-    if (!strstr(sdw_last_error(), must_say1) || !strstr(sdw_last_error(), must_say2))
-        fail_msg("the refusal should say \"%s\" and \"%s\"", must_say1, must_say2);
-}
-
 /* One module under name, rows x cols. */
-static const char *one_module(const char *name, char style, int rows, int cols, const char *stem, lora_file *f)
+static const char *one_module(const char *name, char style, int rows, int cols, const char *stem, sd3_lora *f)
 {
     const mapping mp = { name, 'm', "", 0, 0, false, style, PLAIN };
     add_module(f, &mp, rows, cols, 2, 1.0f);
-    return write_file(f, stem);
+    return lora_file_write(&f->file, stem);
 }
 
 static sdw_model *load_flux(void)
 {
-    char path[1024], vae[1024], clip[1024], t5[1024];
-    snprintf(path, sizeof path, "%s", test_data_path("flux/models/flux-tiny-dev/flux1-dev.safetensors"));
-    snprintf(vae, sizeof vae, "%s", test_data_path("flux/models/flux-tiny-common/ae.safetensors"));
-    snprintf(clip, sizeof clip, "%s", test_data_path("flux/models/flux-tiny-common/clip_l.safetensors"));
-    snprintf(t5, sizeof t5, "%s", test_data_path("flux/models/flux-tiny-common/t5xxl.safetensors"));
-    sdw_load_params lp = sdw_load_params_default();
-    lp.precision = SDW_PRECISION_F32;
-    lp.vae_path = vae;
-    lp.clip_l_path = clip;
-    lp.t5_path = t5;
     sdw_model *m;
-    if (sdw_model_load(path, &lp, &m) != SDW_OK) fail_msg("%s", sdw_last_error());
+    if (lora_load_flux_tiny("flux/models/flux-tiny-dev/flux1-dev.safetensors", SDW_PRECISION_F32, SDW_WT_KEEP, &m) !=
+        SDW_OK)
+        fail_msg("%s", sdw_last_error());
     return m;
 }
 
@@ -641,38 +556,35 @@ static void sd3_loras_refused_elsewhere(void **state)
 {
     (void)state;
     sdw_model *flux = load_flux();
-    sdw_load_params lp = sdw_load_params_default();
-    lp.precision = SDW_PRECISION_F32;
-    sdw_model *sd1;
-    if (sdw_model_load(test_data_path("models/sd1-tiny/sd1-tiny.safetensors"), &lp, &sd1) != SDW_OK)
-        fail_msg("%s", sdw_last_error());
+    sdw_model *sd1 = lora_load_sd1_tiny();
     size_t bytes_f, bytes_s;
     const sdw_named_layer *fl = &flux->text.te1->layers.v[0], *sl = &sd1->text.te1->layers.v[0];
-    void *orig_f = stored_copy(fl, &bytes_f), *orig_s = stored_copy(sl, &bytes_s);
+    void *orig_f = lora_layer_stored_copy(fl, &bytes_f), *orig_s = lora_layer_stored_copy(sl, &bytes_s);
 
     /* The kohya SD3 file (its CLIP-L keys would fit both). */
-    lora_file f = { 0 };
+    sd3_lora f = { 0 };
     const char *path = file_for(&f, sd3, kohya_map, COUNT(kohya_map), "sd3_kohya");
-    expect_refusal(flux, path, "is for SD3 / SD3.5", "flux-dev (FLUX.1)");
-    expect_refusal(sd1, path, "is for SD3 / SD3.5", "sd1");
+    lora_expect_refusal(flux, path, "is for SD3 / SD3.5", "flux-dev (FLUX.1)");
+    lora_expect_refusal(sd1, path, "is for SD3 / SD3.5", "sd1");
     free_file(&f);
     /* diffusers names FLUX shares: told by the widths on FLUX, by name on SD. */
     path = file_for(&f, sd3, peft_map, 8, "sd3_peft_shared");
-    expect_refusal(flux, path, "is it for SD3 / SD3.5?", "flux-dev (FLUX.1)");
-    expect_refusal(sd1, path, "is for FLUX.1 or SD3 / SD3.5", "sd1");
+    lora_expect_refusal(flux, path, "is it for SD3 / SD3.5?", "flux-dev (FLUX.1)");
+    lora_expect_refusal(sd1, path, "is for FLUX.1 or SD3 / SD3.5", "sd1");
     free_file(&f);
     /* T5 alone on SD; CLIP-G alone on FLUX. */
-    expect_refusal(sd1, one_module("lora_te3_encoder_block_0_layer_0_SelfAttention_q", 'k', 32, 32, "t5_only", &f),
-                   "is for FLUX.1 or SD3 / SD3.5", "sd1");
+    lora_expect_refusal(sd1, one_module("lora_te3_encoder_block_0_layer_0_SelfAttention_q", 'k', 32, 32, "t5_only", &f),
+                        "is for FLUX.1 or SD3 / SD3.5", "sd1");
     free_file(&f);
-    expect_refusal(flux, one_module("lora_te2_text_model_encoder_layers_0_mlp_fc1", 'k', 48, 12, "clip_g_only", &f),
-                   "for SDXL or SD3 / SD3.5", "flux-dev");
+    lora_expect_refusal(flux,
+                        one_module("lora_te2_text_model_encoder_layers_0_mlp_fc1", 'k', 48, 12, "clip_g_only", &f),
+                        "for SDXL or SD3 / SD3.5", "flux-dev");
     free_file(&f);
     /* By kohya metadata. */
-    expect_refusal(flux, file_with_meta("lora_te1_text_model_encoder_layers_0_mlp_fc1", 32, 8, "sd3_m"), "SD3 / SD3.5",
-                   "flux-dev");
-    expect_refusal(sd1, file_with_meta("lora_te1_text_model_encoder_layers_0_mlp_fc1", 32, 8, "sd3_large"),
-                   "SD3 / SD3.5", "sd1");
+    lora_expect_refusal(flux, lora_file_with_meta("lora_te1_text_model_encoder_layers_0_mlp_fc1", 32, 8, "sd3_m"),
+                        "SD3 / SD3.5", "flux-dev");
+    lora_expect_refusal(sd1, lora_file_with_meta("lora_te1_text_model_encoder_layers_0_mlp_fc1", 32, 8, "sd3_large"),
+                        "SD3 / SD3.5", "sd1");
     assert_memory_equal(sdw_linear_stored(fl->linear, &bytes_f), orig_f, bytes_f);
     assert_memory_equal(sdw_linear_stored(sl->linear, &bytes_s), orig_s, bytes_s);
     free(orig_f);
@@ -687,24 +599,27 @@ static void other_loras_refused_on_sd3(void **state)
     const sdw_named_layer *qkv = layer_of(sd3, 'm', "joint_blocks.0.x_block.attn.qkv");
     const sdw_named_layer *q = layer_of(sd3, 'l', "text_model.encoder.layers.0.self_attn.q_proj");
     size_t bytes, bytes_q;
-    void *orig = stored_copy(qkv, &bytes), *orig_q = stored_copy(q, &bytes_q);
+    void *orig = lora_layer_stored_copy(qkv, &bytes), *orig_q = lora_layer_stored_copy(q, &bytes_q);
     char path[1024];
     snprintf(path, sizeof path, "%s", test_data_path("flux/models/flux-tiny-dev/loras/flux-tiny-dev-lora-kohya.safetensors"));
-    expect_refusal(sd3, path, "is for FLUX.1", "sd3 (SD3 / SD3.5)");
+    lora_expect_refusal(sd3, path, "is for FLUX.1", "sd3 (SD3 / SD3.5)");
     snprintf(path, sizeof path, "%s", test_data_path("flux/models/flux-tiny-dev/loras/flux-tiny-dev-lora-peft.safetensors"));
-    expect_refusal(sd3, path, "is for FLUX.1", "sd3 (SD3 / SD3.5)");
+    lora_expect_refusal(sd3, path, "is for FLUX.1", "sd3 (SD3 / SD3.5)");
     snprintf(path, sizeof path, "%s", test_data_path("models/sd1-tiny-lora/sd1-tiny-lora-kohya.safetensors"));
-    expect_refusal(sd3, path, "is for an SD 1.x / 2.x / SDXL UNet", "sd3 (SD3 / SD3.5)");
+    lora_expect_refusal(sd3, path, "is for an SD 1.x / 2.x / SDXL UNet", "sd3 (SD3 / SD3.5)");
     /* A FLUX diffusers LoRA on names SD3 shares: FLUX's width (32). */
-    lora_file f = { 0 };
-    expect_refusal(sd3, one_module("transformer.transformer_blocks.0.attn.to_q", 'p', 32, 32, "flux_shared", &f),
-                   "is it for FLUX.1?", "sd3 (SD3 / SD3.5)");
+    sd3_lora f = { 0 };
+    lora_expect_refusal(sd3, one_module("transformer.transformer_blocks.0.attn.to_q", 'p', 32, 32, "flux_shared", &f),
+                        "is it for FLUX.1?", "sd3 (SD3 / SD3.5)");
     free_file(&f);
-    expect_refusal(sd3, file_with_meta("lora_te1_text_model_encoder_layers_0_mlp_fc1", 32, 8, "flux1"), "FLUX.1", "sd3");
-    expect_refusal(sd3, file_with_meta("lora_te1_text_model_encoder_layers_0_mlp_fc1", 32, 8, "sdxl_base_v1-0"), "SDXL",
-                   "sd3");
+    lora_expect_refusal(sd3, lora_file_with_meta("lora_te1_text_model_encoder_layers_0_mlp_fc1", 32, 8, "flux1"),
+                        "FLUX.1", "sd3");
+    lora_expect_refusal(sd3,
+                        lora_file_with_meta("lora_te1_text_model_encoder_layers_0_mlp_fc1", 32, 8, "sdxl_base_v1-0"),
+                        "SDXL", "sd3");
     /* Its own tag passes (zero factors: no change). */
-    sdw_lora_spec ok = { file_with_meta("lora_unet_joint_blocks_0_x_block_attn_qkv", 3 * H, H, "sd3_m"), 1.0f, 1.0f };
+    const char *own = lora_file_with_meta("lora_unet_joint_blocks_0_x_block_attn_qkv", 3 * H, H, "sd3_m");
+    sdw_lora_spec ok = { own, 1.0f, 1.0f };
     if (sdw_model_set_loras(sd3, &ok, 1, NULL) != SDW_OK) fail_msg("%s", sdw_last_error());
     assert_int_equal(sdw_model_set_loras(sd3, NULL, 0, NULL), SDW_OK);
     assert_memory_equal(sdw_linear_stored(qkv->linear, &bytes), orig, bytes);
