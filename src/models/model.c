@@ -516,6 +516,18 @@ void sdw_model_keep_mapped(sdw_model *m, sdw_safetensors *st, char role, const c
     m->n_mapped++;
 }
 
+void sdw_model_page_out(sdw_model *m, char role)
+{
+    if (!m->page_out) return;
+    for (int i = 0; i < m->n_mapped; i++) {
+        if (m->mapped[i].role != role) continue;
+        const sdw_safetensors *st = m->mapped[i].st;
+        size_t l = strlen(m->mapped[i].prefix);
+        for (int k = 0; k < st->n_tensors; k++)
+            if (!strncmp(st->tensors[k].name, m->mapped[i].prefix, l)) sdw_st_release(st, &st->tensors[k]);
+    }
+}
+
 void sdw_model_free(sdw_model *m)
 {
     if (!m) return;

@@ -78,8 +78,9 @@ sdw_status sdw_sd3_model_load_diffusers(sdw_model *m, const char *dir, const sdw
 /* Keeps st open until the model is freed: layers read compact weights from
  * its mapping. role 't' (the denoiser) or '5' (T5), under prefix. */
 void sdw_model_keep_mapped(sdw_model *m, sdw_safetensors *st, char role, const char *prefix);
-/* Gives the mapped pages of the model's transformer ('t') or T5 ('5') back
- * to the system when m->page_out (the next use reads them again). */
-void sdw_flux_model_page_out(sdw_model *m, char role);
+/* Gives the mapped pages of the model's denoiser ('t') or T5 ('5') back to
+ * the system when m->page_out (the next use reads them again): the T5 after
+ * encoding, the transformer before encoding and before the VAE decode. */
+void sdw_model_page_out(sdw_model *m, char role);
 sdw_status sdw_flux_model_load_diffusers(sdw_model *m, const char *dir, const sdw_load_params *p);
 #endif

@@ -151,18 +151,6 @@ static void choose_page_out(sdw_model *m, const sdw_load_params *p)
         SDW_WARN("memory: %.1f GB of FLUX weights, %.1f GB of RAM, and paging out is off", total / gb, ram / gb);
 }
 
-void sdw_flux_model_page_out(sdw_model *m, char role)
-{
-    if (!m->page_out) return;
-    for (int i = 0; i < m->n_mapped; i++) {
-        if (m->mapped[i].role != role) continue;
-        const sdw_safetensors *st = m->mapped[i].st;
-        size_t l = strlen(m->mapped[i].prefix);
-        for (int k = 0; k < st->n_tensors; k++)
-            if (!strncmp(st->tensors[k].name, m->mapped[i].prefix, l)) sdw_st_release(st, &st->tensors[k]);
-    }
-}
-
 /* ---------------------------------------------------------------- single file */
 
 static sdw_status load_single(sdw_model *m, const char *path, const sdw_safetensors *st, const char *prefix,

@@ -99,10 +99,10 @@ static sdw_status prepare(sdw_run *r)
     if (!f->txt_ids || !f->img_ids || !f->packed || !f->vel || !f->vel_neg) return sdw_pipeline_nomem();
     sdw_flux_img_ids(r->h, r->w, f->img_ids);
     /* Where memory is short the T5 and the transformer take turns in it. */
-    sdw_flux_model_page_out(m, 't');
+    sdw_model_page_out(m, 't');
     sdw_status s = encode(r, f, r->p->prompt, 0);
     if (s == SDW_OK && r->cfg) s = encode(r, f, r->p->negative_prompt ? r->p->negative_prompt : "", 1);
-    sdw_flux_model_page_out(m, '5');
+    sdw_model_page_out(m, '5');
     return s;
 }
 

@@ -292,6 +292,8 @@ sdw_status sdw_pipeline_run(sdw_model *m, const sdw_pipeline_params *p, float *i
     if (s == SDW_OK) s = prepare_latents(&r, &rng, x);
     if (s == SDW_OK)
         s = sdw_sampler_run(r.sampler, x, n, r.first_step, model_fn, &r, step_fn, &r, &rng);
+    /* Where memory is short the transformer's pages make room for the decode. */
+    if (s == SDW_OK) sdw_model_page_out(m, 't');
     if (s == SDW_OK) s = decode(&r, x, images);
     if (s == SDW_OK)
         SDW_INFO("generated %d image%s %dx%d in %.2f s", r.B, r.B > 1 ? "s" : "", p->width, p->height, now() - r.t0);
