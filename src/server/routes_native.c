@@ -52,6 +52,7 @@ static enum MHD_Result info(sdw_http_req *r)
     cJSON_AddStringToObject(mo, "precision", sdw_precision_name(m.info.precision));
     if (m.info.denoiser) cJSON_AddStringToObject(mo, "denoiser", m.info.denoiser);
     if (m.info.t5_max_length > 0) cJSON_AddNumberToObject(mo, "t5_max_length", m.info.t5_max_length);
+    if (m.info.flow_shift > 0) cJSON_AddNumberToObject(mo, "flow_shift", http_float(m.info.flow_shift));
     cJSON *d = cJSON_AddObjectToObject(o, "defaults");
     cJSON_AddNumberToObject(d, "width", m.info.default_width);
     cJSON_AddNumberToObject(d, "height", m.info.default_height);
