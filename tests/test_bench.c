@@ -1,4 +1,4 @@
-/* test_bench.c: what `sd-worker bench` measures (src/pipeline/bench.c), on the
+/* test_bench.c: what `sd-worker bench` measures (src/bench/bench.c), on the
  * tiny models (SD1, SDXL, a 9-channel inpainting UNet, FLUX dev, SD3 and
  * SD3.5 medium). Timings are
  * never compared with numbers, only checked for sense: the FLOPs the backend
@@ -8,7 +8,7 @@
 #include "models/flux.h"
 #include "models/mmdit.h"
 #include "models/model.h"
-#include "pipeline/bench.h"
+#include "bench/bench.h"
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -117,6 +117,9 @@ static void run_bench_parts(const char *model, const flux_parts *parts, int size
     o.shapes = true;
     o.paired = paired;
     if (sdw_bench_run(m, &o, r) != SDW_OK) fail_msg("bench %s: %s", model, sdw_last_error());
+    /* Every figure carries the host it ran on. */
+    assert_non_null(strstr(r->host, "CPUs; amx "));
+    assert_null(strstr(r->host, "unknown"));
     *out = m;
 }
 

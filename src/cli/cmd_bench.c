@@ -2,12 +2,12 @@
  * parts by --vae / --clip-l / --clip-g / --t5xxl) or the full-size random-weight model of a
  * family (--family, written once by the project's tool), measures the bf16
  * and f32 peaks of this machine, then times the stages of txt2img
- * (src/pipeline/bench.c) and prints them as a table, or as one JSON object
+ * (src/bench/bench.c) and prints them as a table, or as one JSON object
  * with --json. */
 #include "cli/bench_model.h"
 #include "cli/commands.h"
 #include "cli/cli_args.h"
-#include "pipeline/bench.h"
+#include "bench/bench.h"
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -179,6 +179,7 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
     if (mi->default_guidance > 0) printf(", guidance %g", mi->default_guidance);
     if (mi->t5_max_length) printf(", %d T5 tokens", mi->t5_max_length);
     printf(", median of %d\n", r->repeat);
+    printf("host %s\n", r->host);
     printf("cpu %s, %d threads, precision %s; loaded in %.1f s\n", r->isa, r->threads,
            sdw_precision_name(r->precision), load_s);
     const sdw_bench_peak *pk[2] = { &r->peak_bf16, &r->peak_f32 };

@@ -8,8 +8,8 @@
  * the median over repeated runs, with the FLOPs the backend counted during it
  * (convolutions, matmuls and attention actually run), the TFLOP/s achieved and
  * that as a percentage of the peak of the model's precision. */
-#ifndef SDW_PIPELINE_BENCH_H
-#define SDW_PIPELINE_BENCH_H
+#ifndef SDW_BENCH_BENCH_H
+#define SDW_BENCH_BENCH_H
 #include "models/flux.h"
 #include "models/mmdit.h"
 #include "models/model.h"
@@ -106,6 +106,7 @@ typedef struct {
 typedef struct {
     sdw_precision precision;      /* the model's compute precision */
     const char *isa;
+    char host[256];               /* sdw_bench_host */
     int threads;
     int width, height, steps, repeat;
     const char *denoiser;         /* sdw_model_info.denoiser: "unet", "flux transformer" or "mmdit" */
@@ -159,4 +160,6 @@ int sdw_bench_sd3_context(int t5_len);
 
 /* The result as a JSON object (the caller deletes it). */
 cJSON *sdw_bench_result_json(const sdw_bench_result *r);
+/* One line naming the host: CPU model, family / model, CPUs, and whether it has AMX, AVX-512-BF16, AVX2. */
+void sdw_bench_host(char *out, size_t n);
 #endif

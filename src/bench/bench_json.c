@@ -2,7 +2,7 @@
  * the same figures as the table, per stage (keyed by sdw_bench_stage_name
  * whatever the denoiser: "unet_eval" is the evaluation of FLUX's transformer
  * too, "denoiser" says which), plus the shapes when tracked. */
-#include "pipeline/bench.h"
+#include "bench/bench.h"
 
 static cJSON *peak_json(const sdw_bench_peak *p)
 {
@@ -58,6 +58,7 @@ cJSON *sdw_bench_result_json(const sdw_bench_result *r)
     if (!o) return NULL;
     cJSON_AddStringToObject(o, "precision", sdw_precision_name(r->precision));
     cJSON_AddStringToObject(o, "isa", r->isa ? r->isa : "");
+    cJSON_AddStringToObject(o, "host", r->host);
     cJSON_AddNumberToObject(o, "threads", r->threads);
     cJSON_AddNumberToObject(o, "width", r->width);
     cJSON_AddNumberToObject(o, "height", r->height);

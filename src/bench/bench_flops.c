@@ -4,7 +4,7 @@
  * backend counts them while running: 2 x multiply-adds of every convolution
  * and linear, 4 Tq Tk D per attention head. `sd-worker bench` prints them
  * beside the counted figure; tests/test_bench.c holds the two equal. */
-#include "pipeline/bench.h"
+#include "bench/bench.h"
 
 static double lin_f(double M, double in, double out) { return 2.0 * M * in * out; }
 static double conv_f(double N, double px, double cin, double cout, double k) { return 2.0 * N * px * cin * cout * k * k; }

@@ -11,7 +11,7 @@
  * (pipeline/denoiser.h: its prepare and predict), so every family the
  * pipeline runs is measured the same way, the UNets, FLUX and SD3 alike.
  * Every timed input is random: AMX runs 2-4x faster on zeros. */
-#include "pipeline/bench.h"
+#include "bench/bench.h"
 #include "core/error.h"
 #include "pipeline/denoiser.h"
 #include "pipeline/pipeline.h"
@@ -647,6 +647,7 @@ sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result
     const sdw_model_info *mi = &m->info;
     r->precision = sdw_backend_precision(m->be);
     r->isa = sdw_cpu_isa_name();
+    sdw_bench_host(r->host, sizeof r->host);
     r->threads = omp_get_max_threads();
     r->width = o->width ? o->width : mi->default_width;
     r->height = o->height ? o->height : mi->default_height;
