@@ -75,7 +75,11 @@ static void check_stage(const sdw_bench_result *r, sdw_bench_stage s)
     assert_true(st->seconds > 0 && st->min_seconds > 0 && st->min_seconds <= st->seconds);
     assert_true(st->flops > 0);
     assert_true(st->tflops > 0);
-    if (!(st->pct_peak > 0 && st->pct_peak < 200))
+    /* A bound for FLOP counts gone wrong by a factor, not a speed check: on a
+     * loaded host (tests side by side) a tiny stage can outrun a peak that was
+     * measured in a slow spell 2x, so the bound is 10x. The counts themselves
+     * are checked exactly in test_unet_flops_sd15 and the *_flops_full tests. */
+    if (!(st->pct_peak > 0 && st->pct_peak < 1000))
         fail_msg("stage %s at %g%% of the peak", sdw_bench_stage_name(s), st->pct_peak);
 }
 
@@ -229,7 +233,7 @@ static void check_paired(const sdw_bench_result *r)
     for (int s = 0; s < SDW_BENCH_STAGES; s++) {
         const sdw_bench_stage_result *st = &r->stage[s];
         const cJSON *so = cJSON_GetObjectItem(stages, sdw_bench_stage_name((sdw_bench_stage)s));
-        if (!(st->host_tflops > 0 && st->pct_paired > 0 && st->pct_paired < 200))
+        if (!(st->host_tflops > 0 && st->pct_paired > 0 && st->pct_paired < 1000))
             fail_msg("stage %s: paired %g%% of a host at %g TFLOP/s", sdw_bench_stage_name((sdw_bench_stage)s),
                      st->pct_paired, st->host_tflops);
         close_to(cJSON_GetObjectItem(so, "pct_paired")->valuedouble, st->pct_paired, 1e-9, "JSON pct_paired");

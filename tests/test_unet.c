@@ -110,7 +110,7 @@ static void run(sdw_precision prec, double gate)
                 float tv[8];
                 for (int n = 0; n < N; n++) tv[n] = t;
                 tap_ctx tc = { ref, gate, tag, 0 };
-                sdw_unet_input in = { x, N, H, W, tv, ctx, T, y, k == 0 ? tap : NULL, &tc };
+                sdw_unet_input in = { x, N, H, W, tv, ctx, T, y, k == 0 ? tap : NULL, &tc, NULL, NULL };
                 if (sdw_unet_forward(be, &arena, u, &in, out) != SDW_OK) fail_msg("%s", sdw_last_error());
                 if (k == 0) assert_true(tc.checked >= 5);
                 test_nhwc_to_nchw(out, N, H, W, 4, got);
@@ -143,7 +143,7 @@ static void rejects_bad_sizes(void **state)
     sdw_unet *u = load(be, "sd1-tiny", false);
     sdw_arena arena = { 0 };
     float x[4 * 7 * 7] = { 0 }, t = 1, ctx[77 * 8] = { 0 }, out[4 * 7 * 7];
-    sdw_unet_input in = { x, 1, 7, 7, &t, ctx, 77, NULL, NULL, NULL };
+    sdw_unet_input in = { x, 1, 7, 7, &t, ctx, 77, NULL, NULL, NULL, NULL, NULL };
     assert_int_equal(sdw_unet_forward(be, &arena, u, &in, out), SDW_ERR_INVALID_ARG);
     assert_non_null(strstr(sdw_last_error(), "multiple of 2"));
     sdw_arena_free(&arena);

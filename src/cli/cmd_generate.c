@@ -1,11 +1,12 @@
 /* cmd_generate.c: `sd-worker generate`: txt2img, img2img (-i) and inpainting
- * (-i with --mask) from the command line, writing PNG (or .jpg / .webp) files
- * that carry A1111's "parameters" text. */
+ * (-i with --mask), with ControlNets (--control), from the command line,
+ * writing PNG (or .jpg / .webp) files that carry A1111's "parameters" text. */
 #include "cli/commands.h"
 #include "cli/cli_args.h"
 #include "cli/dump.h"
 #include "core/error.h"
 #include "io/image.h"
+#include "models/controlnet.h"
 #include "models/lora.h"
 #include "text/prompt_parse.h"
 #include "pipeline/frontend.h"
@@ -37,6 +38,12 @@ typedef struct {
     sdw_prediction prediction;
     sdw_weight_type weight_type;
     int page_out;
+    cli_control_spec control[SDW_MAX_CONTROLS];
+    int n_control;
+    sdw_preprocessor control_pre;
+    bool control_guess;
+    sdw_control_mode control_mode;
+    sdw_fit_mode control_fit;
 } options;
 
 static void usage(FILE *f)
@@ -54,6 +61,9 @@ static void usage(FILE *f)
             "    [--precision auto|f32|bf16] [--threads N] [--preview-every N --preview-dir DIR]\n"
             "    [--preset auto|turbo|none] [--lora FILE[:W]]... [--lora-dir DIR]\n"
             "    [--vae-tiling | --no-vae-tiling] (default: tiled above 1024x1024 pixels)\n"
+            "    [--control FILE:IMAGE[:SCALE[:START:END]]]... (ControlNet, SD1 / SD2 / SDXL; IMAGE as given)\n"
+            "    [--control-preprocess none|canny[:LOW:HIGH]|invert|threshold[:T]|scribble] [--control-guess]\n"
+            "    [--control-mode balanced|prompt|controlnet] [--control-resize just|crop|fill] (default crop)\n"
             "    [-o OUT.png] [-v]\n");
 }
 
@@ -94,6 +104,7 @@ static int parse(int argc, char **argv, options *o)
     o->strength = 0.75f;
     o->turbo = -1;
     o->vae_tiling = -1;
+    o->control_fit = SDW_FIT_CROP_AND_RESIZE;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long long n;
@@ -102,6 +113,7 @@ static int parse(int argc, char **argv, options *o)
         if (IS("--vae-tiling")) { o->vae_tiling = 1; continue; }
         if (IS("--no-vae-tiling")) { o->vae_tiling = 0; continue; }
         if (IS("--no-t5")) { o->no_t5 = true; continue; }
+        if (IS("--control-guess")) { o->control_guess = true; continue; }
         if (IS("-h") || IS("--help")) { usage(stdout); exit(0); }
         if (!v) return bad("option %s needs a value", a);
         i++;
@@ -154,6 +166,19 @@ static int parse(int argc, char **argv, options *o)
             o->lora[o->n_lora++] = v;
         } else if (IS("--lora-dir")) {
             o->lora_dir = v;
+        } else if (IS("--control")) {
+            if (o->n_control == SDW_MAX_CONTROLS) return bad("at most %s --control options", "8");
+            const char *why = cli_parse_control(v, &o->control[o->n_control++]);
+            if (why) {
+                fprintf(stderr, "sd-worker generate: --control '%s': %s\n", v, why);
+                return 2;
+            }
+        } else if (IS("--control-preprocess")) {
+            if (sdw_preprocessor_parse(v, &o->control_pre) != SDW_OK) return bad("--control-preprocess: %s", sdw_last_error());
+        } else if (IS("--control-mode")) {
+            if (!cli_parse_control_mode(v, &o->control_mode)) return bad("--control-mode must be balanced, prompt or controlnet, not '%s'", v);
+        } else if (IS("--control-resize")) {
+            if (!cli_parse_control_resize(v, &o->control_fit)) return bad("--control-resize must be just, crop or fill, not '%s'", v);
         } else {
             return bad("unknown option '%s' (see sd-worker generate --help)", a);
         }
@@ -165,6 +190,10 @@ static int parse(int argc, char **argv, options *o)
     }
     if (o->mask && !o->init) return bad("%s", "--mask needs an init image (-i)");
     if (o->preview_every && !o->preview_dir) return bad("%s", "--preview-every needs --preview-dir");
+    if (!o->n_control && (o->control_guess || o->control_mode || o->control_pre.kind))
+        return bad("%s", "--control-guess, --control-mode and --control-preprocess need a --control");
+    if (o->control_guess && o->control_mode != SDW_CONTROL_BALANCED)
+        return bad("%s", "--control-guess and --control-mode prompt / controlnet are two rules for the same thing; give one");
     return 0;
 }
 
@@ -254,6 +283,105 @@ static sdw_status collect_loras(const options *o, sdw_lora_set *set)
     return tags ? sdw_lora_set_add_prompt(set, o->lora_dir, o->prompt) : SDW_OK;
 }
 
+/* ---------------------------------------------------------------- ControlNets */
+
+typedef struct {
+    sdw_controlnet *nets[SDW_MAX_CONTROLS];
+    char real[SDW_MAX_CONTROLS][4096];   /* where each loaded net's file is (realpath) */
+    int n_nets;
+    sdw_control_unit units[SDW_MAX_CONTROLS];
+    float *images[SDW_MAX_CONTROLS];
+    sdw_infotext_control info[SDW_MAX_CONTROLS];
+    char stem[SDW_MAX_CONTROLS][256], hash[SDW_MAX_CONTROLS][16];
+} controls;
+
+static const char *fit_name(sdw_fit_mode m)
+{
+    return m == SDW_FIT_JUST_RESIZE ? "Just Resize" : m == SDW_FIT_RESIZE_AND_FILL ? "Resize and Fill" : "Crop and Resize";
+}
+
+/* The net in path, loaded once however often it is named, and checked against the model's UNet. */
+static sdw_status control_net(controls *c, sdw_model *m, const char *path, sdw_controlnet **out)
+{
+    char real[4096];
+    if (!realpath(path, real)) snprintf(real, sizeof real, "%s", path);
+    for (int i = 0; i < c->n_nets; i++)
+        if (!strcmp(c->real[i], real)) {
+            *out = c->nets[i];
+            return SDW_OK;
+        }
+    SDW_TRY(sdw_controlnet_load(m->be, path, out));
+    c->nets[c->n_nets] = *out;
+    snprintf(c->real[c->n_nets++], sizeof c->real[0], "%s", real);
+    const char *base = strrchr(path, '/');
+    return sdw_controlnet_check_base(*out, sdw_unet_get_config(m->unet), base && base[1] ? base + 1 : path);
+}
+
+/* The control image in path: preprocessed (--control-preprocess), fit to w x h when its size differs,
+ * as RGB floats in [0, 1]. */
+static sdw_status control_image(const options *o, const char *path, int w, int h, float **out, sdw_infotext_control *info)
+{
+    sdw_image src, img, fit;
+    SDW_TRY(sdw_image_load(path, SDW_IMAGE_DEFAULT_MAX_PIXELS, &src));
+    sdw_status s = sdw_preprocess(&o->control_pre, &src, &img);
+    /* The preprocessor ran at the image's own size: its shorter side is A1111's processor resolution. */
+    info->processor_res = o->control_pre.kind == SDW_PRE_NONE ? -1 : (src.w < src.h ? src.w : src.h);
+    sdw_image_free(&src);
+    SDW_TRY(s);
+    if (img.w != w || img.h != h) {
+        s = sdw_control_image_fit(&img, w, h, o->control_fit, &fit);
+        sdw_image_free(&img);
+        SDW_TRY(s);
+        img = fit;
+    }
+    float *f = malloc((size_t)w * h * 3 * sizeof *f);
+    if (f)
+        for (size_t i = 0; i < (size_t)w * h * 3; i++) f[i] = img.data[i] / 255.0f;
+    sdw_image_free(&img);
+    if (!f) return sdw_fail(SDW_ERR_NOMEM, "%s: out of memory", path);
+    *out = f;
+    return SDW_OK;
+}
+
+/* Error messages name the file: the loader's and the image reader's do; where one does not, it is put first. */
+static sdw_status name_file(sdw_status s, const char *path)
+{
+    if (s != SDW_OK && !strstr(sdw_last_error(), path)) return sdw_fail(s, "%s: %s", path, sdw_last_error());
+    return s;
+}
+
+static sdw_status load_controls(const options *o, sdw_model *m, int w, int h, controls *c)
+{
+    if (!o->n_control) return SDW_OK;
+    if (!m->unet)
+        return sdw_fail(SDW_ERR_UNSUPPORTED, "ControlNet works with SD1, SD2 and SDXL models, not %s",
+                        sdw_family_name(m->info.family));
+    const sdw_preprocessor *pre = &o->control_pre;
+    for (int k = 0; k < o->n_control; k++) {
+        const cli_control_spec *cs = &o->control[k];
+        sdw_controlnet *net;
+        SDW_TRY(name_file(control_net(c, m, cs->file, &net), cs->file));
+        sdw_infotext_control *info = &c->info[k];
+        SDW_TRY(name_file(control_image(o, cs->image, w, h, &c->images[k], info), cs->image));
+        c->units[k] = (sdw_control_unit){ net, c->images[k], cs->scale, cs->start, cs->end, o->control_mode };
+        sdw_path_stem(cs->file, c->stem[k], sizeof c->stem[0]);
+        sdw_infotext_short_hash(cs->file, c->hash[k]);
+        info->module = sdw_preprocessor_name(pre->kind);
+        info->model = c->stem[k];
+        info->hash = c->hash[k];
+        info->resize_mode = fit_name(o->control_fit);
+        info->threshold_a = pre->kind == SDW_PRE_CANNY || pre->kind == SDW_PRE_THRESHOLD ? pre->a : -1;
+        info->threshold_b = pre->kind == SDW_PRE_CANNY ? pre->b : -1;
+    }
+    return SDW_OK;
+}
+
+static void free_controls(controls *c)
+{
+    for (int i = 0; i < c->n_nets; i++) sdw_controlnet_free(c->nets[i]);
+    for (int k = 0; k < SDW_MAX_CONTROLS; k++) free(c->images[k]);
+}
+
 static int fail(const char *what)
 {
     fprintf(stderr, "sd-worker generate: %s%s%s\n", what ? what : "", what ? ": " : "", sdw_last_error());
@@ -330,7 +458,12 @@ int cmd_generate(int argc, char **argv)
 
     float *init_f = NULL, *mask_f = NULL, *images = NULL;
     char hash[16], stem[256];
+    static controls cn;   /* static: its path buffers are large */
     rc = 1;
+    if (load_controls(&o, m, p.width, p.height, &cn) != SDW_OK) { fail(NULL); goto out; }
+    p.controls = cn.units;
+    p.n_controls = o.n_control;
+    p.control_guess = o.control_guess;
     if (o.init) {
         if (load_input(o.init, p.width, p.height, false, &init_f) != SDW_OK) { fail(NULL); goto out; }
         p.init_image = init_f;
@@ -367,7 +500,7 @@ int cmd_generate(int argc, char **argv)
         if (s != SDW_OK) { fail(NULL); goto out; }
         for (int b = 0; b < p.batch_size; b++) {
             sdw_infotext_args ia = { &p, p.seed, stem, hash[0] ? hash : NULL, lora_hashes };
-            char *info = sdw_infotext(&ia);
+            char *info = sdw_infotext_controls(&ia, cn.info);
             sdw_png_text t = { "parameters", info ? info : "" };
             char path[4096];
             output_name(o.out, run * p.batch_size + b, total, path, sizeof path);
@@ -383,6 +516,7 @@ out:
     free(images);
     free(init_f);
     free(mask_f);
+    free_controls(&cn);
     sdw_model_free(m);
     return rc;
 }

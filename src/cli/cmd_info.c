@@ -1,12 +1,43 @@
 /* cmd_info.c: `sd-worker info [--json] [--prediction eps|v] [--vae F]
  * [--clip-l F] [--t5xxl F] MODEL`: what the loader detects in a checkpoint
- * (and the FLUX parts given beside it), without loading its weights. */
+ * (and the FLUX parts given beside it), or in a ControlNet file or folder,
+ * without loading its weights. */
 #include "cli/commands.h"
 #include "cli/cli_args.h"
+#include "models/controlnet.h"
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* A ControlNet: what it is for and how it is stored. */
+static int controlnet_info(const char *path, const sdw_controlnet_info *cn, bool json)
+{
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", path);
+        cJSON_AddStringToObject(o, "kind", "controlnet");
+        cJSON_AddStringToObject(o, "family", sdw_family_name(cn->family));
+        cJSON_AddStringToObject(o, "layout", cn->layout);
+        cJSON_AddNumberToObject(o, "residuals", cn->n_down + 1);
+        cJSON_AddNumberToObject(o, "context_dim", cn->unet.context_dim);
+        cJSON_AddNumberToObject(o, "parameters", (double)cn->params);
+        cJSON_AddStringToObject(o, "dtypes", cn->dtypes);
+        char *s = cJSON_Print(o);
+        puts(s);
+        free(s);
+        cJSON_Delete(o);
+        return 0;
+    }
+    printf("model        %s\n", path);
+    printf("kind         ControlNet (for %s UNets)\n", sdw_family_name(cn->family));
+    printf("family       %s\n", sdw_family_name(cn->family));
+    printf("layout       %s\n", cn->layout);
+    printf("residuals    %d down + mid, context %d\n", cn->n_down, cn->unet.context_dim);
+    printf("parameters   %.1fM\n", (double)cn->params / 1e6);
+    printf("file dtypes  %s\n", cn->dtypes);
+    return 0;
+}
 
 int cmd_info(int argc, char **argv)
 {
@@ -35,6 +66,8 @@ int cmd_info(int argc, char **argv)
         fprintf(stderr, "usage: sd-worker info [--json] [--prediction auto|eps|v] [--vae F] [--clip-l F] [--clip-g F] [--t5xxl F] [--no-t5] MODEL\n");
         return 2;
     }
+    sdw_controlnet_info cn;
+    if (sdw_controlnet_probe(model, &cn) == SDW_OK) return controlnet_info(model, &cn, json);
     sdw_model_info in;
     if (sdw_model_probe(model, &p, &in) != SDW_OK) {
         fprintf(stderr, "sd-worker info: %s\n", sdw_last_error());

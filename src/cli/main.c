@@ -21,6 +21,9 @@ static void usage(FILE *f)
             "  sd-worker bench [--family sd15|sd15-inpaint|sd2|sdxl | -m MODEL] [-W 512 -H 512] [--steps 20]\n"
             "      [--cfg-scale 7] [--precision auto|f32|bf16] [--repeat 3] [--threads N] [--json]\n"
             "                                              stage timings and TFLOP/s against the measured peak\n"
+            "  sd-worker preprocess SPEC IN.png -o OUT.png [--resize WxH --fit just|crop|fill]\n"
+            "                                              a ControlNet control image: SPEC none, canny[:LOW:HIGH],\n"
+            "                                              invert, threshold[:T], scribble\n"
             "  sd-worker version\n",
             SDW_VERSION);
 }
@@ -38,6 +41,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
+    if (!strcmp(cmd, "preprocess")) return cmd_preprocess(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("sd-worker %s (cpu isa %s)\n", SDW_VERSION, sdw_cpu_isa_name());
         return 0;

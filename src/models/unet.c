@@ -150,8 +150,9 @@ static sdw_status load_levels(sdw_wloader *wl, sdw_unet *u)
     SDW_TRY(load_resnet(wl, c, &u->mid_res[0], top, top, "mid_block.resnets.0"));
     SDW_TRY(load_transformer(wl, c, &u->mid_attn, top, c->heads[nl - 1], c->mid_depth, "mid_block.attentions.0"));
     SDW_TRY(load_resnet(wl, c, &u->mid_res[1], top, top, "mid_block.resnets.1"));
+    if (c->encoder_only) return SDW_OK;
     /* Up level i mirrors down level nl-1-i; skip widths follow the down path in reverse. */
-    int skip_ch[SDW_UNET_MAX_LEVELS * 4 + 1], ns = 0;
+    int skip_ch[SDW_UNET_MAX_SKIPS], ns = 0;
     skip_ch[ns++] = c->block_out[0];
     for (int i = 0; i < nl; i++) {
         for (int j = 0; j < L; j++) skip_ch[ns++] = c->block_out[i];
@@ -186,41 +187,53 @@ static const char *ldm_map(void *ctx, const char *name, char *buf, size_t n)
     return sdw_unet_ldm_name(ctx, name, buf, n);
 }
 
-sdw_status sdw_unet_load(sdw_backend *be, const sdw_safetensors *st, sdw_name_layout names,
-                         const sdw_unet_config *c, sdw_unet **out)
+sdw_status sdw_unet_load_with(sdw_wloader *wl, const sdw_unet_config *c, sdw_unet **out)
 {
     *out = NULL;
     if (c->n_levels < 1 || c->n_levels > SDW_UNET_MAX_LEVELS || c->layers_per_block < 1 ||
-        c->layers_per_block > 4 || c->in_channels < 1 || c->out_channels < 1)
+        c->layers_per_block > SDW_UNET_MAX_LAYERS || c->in_channels < 1 || (!c->encoder_only && c->out_channels < 1))
         return sdw_fail(SDW_ERR_UNSUPPORTED, "unsupported UNet configuration");
     sdw_unet *u = calloc(1, sizeof *u);
     if (!u) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
     u->cfg = *c;
-    sdw_wloader wl;
-    sdw_wl_init(&wl, be, st);
-    if (names == SDW_NAMES_LDM) {
-        wl.map = ldm_map;
-        wl.map_ctx = &u->cfg;
-    }
-    wl.layers = &u->layers;
+    sdw_layer_list *caller_layers = wl->layers;
+    size_t held0 = wl->bytes_held;
+    wl->layers = &u->layers;
     int c0 = c->block_out[0], te = c->time_embed_dim;
-    sdw_status s = sdw_wl_conv2d(&wl, &u->conv_in, c->in_channels, c0, 3, 1, 1, "conv_in");
-    if (s == SDW_OK) s = sdw_wl_linear(&wl, &u->time_1, c0, te, true, "time_embedding.linear_1");
-    if (s == SDW_OK) s = sdw_wl_linear(&wl, &u->time_2, te, te, true, "time_embedding.linear_2");
-    if (s == SDW_OK && c->adm_in) s = sdw_wl_linear(&wl, &u->add_1, c->adm_in, te, true, "add_embedding.linear_1");
-    if (s == SDW_OK && c->adm_in) s = sdw_wl_linear(&wl, &u->add_2, te, te, true, "add_embedding.linear_2");
-    if (s == SDW_OK) s = load_levels(&wl, u);
-    if (s == SDW_OK) s = sdw_wl_floats(&wl, &u->norm_out_w, c0, "conv_norm_out.weight");
-    if (s == SDW_OK) s = sdw_wl_floats(&wl, &u->norm_out_b, c0, "conv_norm_out.bias");
-    if (s == SDW_OK) s = sdw_wl_conv2d(&wl, &u->conv_out, c0, c->out_channels, 3, 1, 1, "conv_out");
-    u->bytes = wl.bytes_held;
-    sdw_wl_done(&wl);
+    sdw_status s = sdw_wl_conv2d(wl, &u->conv_in, c->in_channels, c0, 3, 1, 1, "conv_in");
+    if (s == SDW_OK) s = sdw_wl_linear(wl, &u->time_1, c0, te, true, "time_embedding.linear_1");
+    if (s == SDW_OK) s = sdw_wl_linear(wl, &u->time_2, te, te, true, "time_embedding.linear_2");
+    if (s == SDW_OK && c->adm_in) s = sdw_wl_linear(wl, &u->add_1, c->adm_in, te, true, "add_embedding.linear_1");
+    if (s == SDW_OK && c->adm_in) s = sdw_wl_linear(wl, &u->add_2, te, te, true, "add_embedding.linear_2");
+    if (s == SDW_OK) s = load_levels(wl, u);
+    if (!c->encoder_only) {
+        if (s == SDW_OK) s = sdw_wl_floats(wl, &u->norm_out_w, c0, "conv_norm_out.weight");
+        if (s == SDW_OK) s = sdw_wl_floats(wl, &u->norm_out_b, c0, "conv_norm_out.bias");
+        if (s == SDW_OK) s = sdw_wl_conv2d(wl, &u->conv_out, c0, c->out_channels, 3, 1, 1, "conv_out");
+    }
+    u->bytes = wl->bytes_held - held0;
+    wl->layers = caller_layers;
     if (s != SDW_OK) {
         sdw_unet_free(u);
         return s;
     }
     *out = u;
     return SDW_OK;
+}
+
+sdw_status sdw_unet_load(sdw_backend *be, const sdw_safetensors *st, sdw_name_layout names,
+                         const sdw_unet_config *c, sdw_unet **out)
+{
+    sdw_wloader wl;
+    sdw_wl_init(&wl, be, st);
+    sdw_unet_config cfg = *c;
+    if (names == SDW_NAMES_LDM) {
+        wl.map = ldm_map;
+        wl.map_ctx = &cfg;
+    }
+    sdw_status s = sdw_unet_load_with(&wl, c, out);
+    sdw_wl_done(&wl);
+    return s;
 }
 
 static void free_resnet(resnet *r)
@@ -424,74 +437,167 @@ static sdw_status time_embedding(fwd *f)
     return SDW_OK;
 }
 
-sdw_status sdw_unet_forward(sdw_backend *be, sdw_arena *arena, const sdw_unet *u, const sdw_unet_input *in,
-                            float *out)
+int sdw_unet_skip_shapes(const sdw_unet_config *c, int H, int W, int hwc[][3])
 {
-    const sdw_unet_config *c = &u->cfg;
-    int nl = c->n_levels, L = c->layers_per_block, N = in->N, H = in->H, W = in->W;
+    int n = 0;
+#define SHAPE(C_) (hwc[n][0] = H, hwc[n][1] = W, hwc[n][2] = (C_), n++)
+    SHAPE(c->block_out[0]);
+    for (int i = 0; i < c->n_levels; i++) {
+        for (int j = 0; j < c->layers_per_block; j++) SHAPE(c->block_out[i]);
+        if (i < c->n_levels - 1) {
+            H = (H + 1) / 2;   /* 3x3, stride 2, padding 1 */
+            W = (W + 1) / 2;
+            SHAPE(c->block_out[i]);
+        }
+    }
+#undef SHAPE
+    hwc[n][0] = H;
+    hwc[n][1] = W;
+    hwc[n][2] = c->block_out[c->n_levels - 1];
+    return n;
+}
+
+/* The down path's state: the current activation x (y its ping-pong
+ * partner) at H x W x C, and the skips kept so far (each its own arena
+ * block, alive until the up path or the caller consumes it). */
+typedef struct {
+    float *x, *y;
+    int H, W, C, ns;
+    float *skip[SDW_UNET_MAX_SKIPS];
+    int skip_c[SDW_UNET_MAX_SKIPS];
+} down_state;
+
+/* What both halves need: the input checks, the time embedding, the context as
+ * an activation, the ping-pong buffers (room for an up level's concat too
+ * unless encoder_only). */
+static sdw_status begin(fwd *f, down_state *d)
+{
+    const sdw_unet_config *c = &f->u->cfg;
+    const sdw_unet_input *in = f->in;
+    int nl = c->n_levels, N = in->N, H = in->H, W = in->W;
     int mult = 1 << (nl - 1);
     if (N < 1 || H < 1 || W < 1 || H % mult || W % mult)
         return sdw_fail(SDW_ERR_INVALID_ARG, "latent size %dx%d is not a multiple of %d", H, W, mult);
     if (in->n_ctx < 1 || !in->context) return sdw_fail(SDW_ERR_INVALID_ARG, "the UNet needs a text context");
-    fwd f = { be, arena, u, in, N, NULL, NULL };
-    sdw_arena_mark m0 = sdw_arena_save(arena);
-    sdw_status s = time_embedding(&f);
-    if (s != SDW_OK) return s;
+    SDW_TRY(time_embedding(f));
     const size_t ctx_n = (size_t)N * in->n_ctx * c->context_dim;
-    if (!(f.context_act = act_alloc(&f, ctx_n))) return nomem();
-    sdw_to_act(be, in->context, ctx_n, f.context_act);
-
-    /* Skips live until the up path consumes them; each is its own arena block. */
-    float *skip[SDW_UNET_MAX_LEVELS * 4 + 1];
-    int skip_c[SDW_UNET_MAX_LEVELS * 4 + 1], ns = 0, C = c->block_out[0], Ho, Wo;
+    if (!(f->context_act = act_alloc(f, ctx_n))) return nomem();
+    sdw_to_act(f->be, in->context, ctx_n, f->context_act);
     size_t maxpx = (size_t)N * H * W;
     int maxc = 0;
     for (int i = 0; i < nl; i++) maxc = c->block_out[i] > maxc ? c->block_out[i] : maxc;
-    /* Two ping-pong buffers big enough for any level's activation plus its concat. */
-    float *x = sdw_arena_floats(arena, maxpx * 2 * maxc), *y = sdw_arena_floats(arena, maxpx * 2 * maxc);
-    if (!x || !y) return nomem();
-    SDW_TRY(sdw_conv2d_forward(be, u->conv_in, in->x, N, H, W, x, &Ho, &Wo));
-    tap(&f, "conv_in", x, H, W, C);
-#define PUSH_SKIP()                                                                   \
-    do {                                                                              \
-        skip[ns] = sdw_arena_floats(arena, (size_t)N * H * W * C);                    \
-        if (!skip[ns]) return nomem();                                                \
-        memcpy(skip[ns], x, (size_t)N * H * W * C * sizeof *x);                       \
-        skip_c[ns++] = C;                                                             \
-    } while (0)
-    PUSH_SKIP();
+    size_t room = maxpx * maxc * (c->encoder_only ? 1 : 2);
+    d->x = sdw_arena_floats(f->arena, room);
+    d->y = sdw_arena_floats(f->arena, room);
+    if (!d->x || !d->y) return nomem();
+    d->H = H;
+    d->W = W;
+    d->C = c->block_out[0];
+    d->ns = 0;
+    return SDW_OK;
+}
+
+static void swap(down_state *d)
+{
+    float *t = d->x;
+    d->x = d->y;
+    d->y = t;
+}
+
+static sdw_status push_skip(const fwd *f, down_state *d)
+{
+    size_t n = (size_t)f->N * d->H * d->W * d->C;
+    float *s = sdw_arena_floats(f->arena, n);
+    if (!s) return nomem();
+    memcpy(s, d->x, n * sizeof *s);
+    d->skip_c[d->ns] = d->C;
+    d->skip[d->ns++] = s;
+    return SDW_OK;
+}
+
+/* conv_in (+ add), the down levels keeping every skip, the middle block:
+ * its output ends in d->x. */
+static sdw_status down_path(const fwd *f, down_state *d, const float *add)
+{
+    const sdw_unet *u = f->u;
+    const sdw_unet_config *c = &u->cfg;
+    int nl = c->n_levels, L = c->layers_per_block, N = f->N, Ho, Wo;
+    SDW_TRY(sdw_conv2d_forward(f->be, u->conv_in, f->in->x, N, d->H, d->W, d->x, &Ho, &Wo));
+    tap(f, "conv_in", d->x, d->H, d->W, d->C);
+    if (add) sdw_add(d->x, d->x, add, (size_t)N * d->H * d->W * d->C);
+    SDW_TRY(push_skip(f, d));
     char name[64];
     for (int i = 0; i < nl; i++) {
         const level *lv = &u->down[i];
         for (int j = 0; j < L; j++) {
-            SDW_TRY(resnet_forward(&f, &lv->res[j], x, H, W, y));
-            float *t = x; x = y; y = t;
-            C = lv->res[j].cout;
-            if (lv->attn) SDW_TRY(transformer_forward(&f, &lv->attn[j], x, H, W));
-            PUSH_SKIP();
+            SDW_TRY(resnet_forward(f, &lv->res[j], d->x, d->H, d->W, d->y));
+            swap(d);
+            d->C = lv->res[j].cout;
+            if (lv->attn) SDW_TRY(transformer_forward(f, &lv->attn[j], d->x, d->H, d->W));
+            SDW_TRY(push_skip(f, d));
         }
         if (lv->resample) {
-            SDW_TRY(sdw_conv2d_forward(be, lv->resample, x, N, H, W, y, &Ho, &Wo));
-            float *t = x; x = y; y = t;
-            H = Ho;
-            W = Wo;
-            PUSH_SKIP();
+            SDW_TRY(sdw_conv2d_forward(f->be, lv->resample, d->x, N, d->H, d->W, d->y, &Ho, &Wo));
+            swap(d);
+            d->H = Ho;
+            d->W = Wo;
+            SDW_TRY(push_skip(f, d));
         }
         snprintf(name, sizeof name, "down_blocks.%d", i);
-        tap(&f, name, x, H, W, C);
+        tap(f, name, d->x, d->H, d->W, d->C);
     }
-    SDW_TRY(resnet_forward(&f, &u->mid_res[0], x, H, W, y));
-    SDW_TRY(transformer_forward(&f, &u->mid_attn, y, H, W));
-    SDW_TRY(resnet_forward(&f, &u->mid_res[1], y, H, W, x));
-    tap(&f, "mid_block", x, H, W, C);
+    SDW_TRY(resnet_forward(f, &u->mid_res[0], d->x, d->H, d->W, d->y));
+    SDW_TRY(transformer_forward(f, &u->mid_attn, d->y, d->H, d->W));
+    SDW_TRY(resnet_forward(f, &u->mid_res[1], d->y, d->H, d->W, d->x));
+    tap(f, "mid_block", d->x, d->H, d->W, d->C);
+    return SDW_OK;
+}
+
+sdw_status sdw_unet_encode(sdw_backend *be, sdw_arena *arena, const sdw_unet *u, const sdw_unet_input *in,
+                           const float *add, float **skip, float **mid, int *n_skip)
+{
+    fwd f = { be, arena, u, in, in->N, NULL, NULL };
+    down_state d;
+    SDW_TRY(begin(&f, &d));
+    SDW_TRY(down_path(&f, &d, add));
+    for (int i = 0; i < d.ns; i++) skip[i] = d.skip[i];
+    *mid = d.x;
+    *n_skip = d.ns;
+    return SDW_OK;
+}
+
+/* The whole UNet; the caller restores the arena. */
+static sdw_status run_unet(fwd *f, float *out)
+{
+    const sdw_unet *u = f->u;
+    const sdw_unet_input *in = f->in;
+    sdw_backend *be = f->be;
+    const sdw_unet_config *c = &u->cfg;
+    int nl = c->n_levels, L = c->layers_per_block, N = in->N, Ho, Wo;
+    down_state d;
+    SDW_TRY(begin(f, &d));
+    SDW_TRY(down_path(f, &d, NULL));
+    /* ControlNet residuals: on the kept skips (not on the activation that
+     * went on down) and on the middle output, as diffusers adds them. */
+    if (in->down_res) {
+        int hwc[SDW_UNET_MAX_SKIPS + 1][3];
+        int n = sdw_unet_skip_shapes(c, in->H, in->W, hwc);
+        for (int i = 0; i < n; i++)
+            if (in->down_res[i])
+                sdw_add(d.skip[i], d.skip[i], in->down_res[i], (size_t)N * hwc[i][0] * hwc[i][1] * hwc[i][2]);
+    }
+    if (in->mid_res) sdw_add(d.x, d.x, in->mid_res, (size_t)N * d.H * d.W * d.C);
+    float *x = d.x, *y = d.y;
+    int H = d.H, W = d.W, C = d.C, ns = d.ns;
+    char name[64];
     for (int i = 0; i < nl; i++) {
         const level *lv = &u->up[i];
         for (int j = 0; j <= L; j++) {
-            int sc = skip_c[--ns];
-            sdw_concat_channels(x, C, skip[ns], sc, (int64_t)N * H * W, y);
-            SDW_TRY(resnet_forward(&f, &lv->res[j], y, H, W, x));
+            int sc = d.skip_c[--ns];
+            sdw_concat_channels(x, C, d.skip[ns], sc, (int64_t)N * H * W, y);
+            SDW_TRY(resnet_forward(f, &lv->res[j], y, H, W, x));
             C = lv->res[j].cout;
-            if (lv->attn) SDW_TRY(transformer_forward(&f, &lv->attn[j], x, H, W));
+            if (lv->attn) SDW_TRY(transformer_forward(f, &lv->attn[j], x, H, W));
         }
         if (lv->resample) {
             SDW_TRY(sdw_conv2d_upsample_block(be, lv->resample, &x, &y, N, H, W));
@@ -499,13 +605,21 @@ sdw_status sdw_unet_forward(sdw_backend *be, sdw_arena *arena, const sdw_unet *u
             W *= 2;
         }
         snprintf(name, sizeof name, "up_blocks.%d", i);
-        tap(&f, name, x, H, W, C);
+        tap(f, name, x, H, W, C);
     }
-#undef PUSH_SKIP
     sdw_group_norm(x, N, (int64_t)H * W, C, 32, u->norm_out_w, u->norm_out_b, 1e-5f, y);
-    tap(&f, "conv_norm_out", y, H, W, C);
+    tap(f, "conv_norm_out", y, H, W, C);
     sdw_silu(y, (size_t)N * H * W * C);
-    SDW_TRY(sdw_conv2d_forward(be, u->conv_out, y, N, H, W, out, &Ho, &Wo));
+    return sdw_conv2d_forward(be, u->conv_out, y, N, H, W, out, &Ho, &Wo);
+}
+
+sdw_status sdw_unet_forward(sdw_backend *be, sdw_arena *arena, const sdw_unet *u, const sdw_unet_input *in,
+                            float *out)
+{
+    if (u->cfg.encoder_only) return sdw_fail(SDW_ERR_INVALID_ARG, "a ControlNet's UNet half has no up path to run");
+    fwd f = { be, arena, u, in, in->N, NULL, NULL };
+    sdw_arena_mark m0 = sdw_arena_save(arena);
+    sdw_status s = run_unet(&f, out);
     sdw_arena_restore(arena, m0);
-    return SDW_OK;
+    return s;
 }

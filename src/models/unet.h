@@ -11,6 +11,9 @@
 #include <cjson/cJSON.h>
 
 #define SDW_UNET_MAX_LEVELS 4
+#define SDW_UNET_MAX_LAYERS 3   /* resnets per down level */
+/* Skip tensors, at most: conv_in's, one per down resnet, one per downsampler. */
+#define SDW_UNET_MAX_SKIPS (1 + SDW_UNET_MAX_LEVELS * SDW_UNET_MAX_LAYERS + SDW_UNET_MAX_LEVELS - 1)
 
 typedef struct {
     int in_channels;                  /* 4, or 9 for inpainting */
@@ -26,6 +29,8 @@ typedef struct {
     int time_embed_dim;               /* 4 x block_out[0] */
     int adm_in;                       /* SDXL: label_emb input width (2816); 0 = none */
     int addition_time_embed_dim;      /* SDXL: sinusoidal width per micro-conditioning value (256) */
+    bool encoder_only;                /* a ControlNet's copy: time embedding, conv_in, down and middle
+                                         blocks; no up path, conv_norm_out or conv_out (out_channels 0) */
 } sdw_unet_config;
 
 typedef enum { SDW_NAMES_DIFFUSERS, SDW_NAMES_LDM } sdw_name_layout;
@@ -36,6 +41,14 @@ sdw_status sdw_unet_config_from_diffusers(const cJSON *cfg, sdw_unet_config *c);
  * with head counts from the sidecar yaml if given, else the family convention
  * (context 768: 8 heads; otherwise 64-dim heads). */
 sdw_status sdw_unet_config_from_ldm(const sdw_safetensors *st, const sdw_yaml_map *yaml, sdw_unet_config *c);
+/* The encoder half (encoder_only) from the tensor shapes under prefix, in
+ * LDM names (input_blocks.*, as a ControlNet's "control_model.*") or
+ * diffusers names (down_blocks.*); heads by the family convention. */
+sdw_status sdw_unet_encoder_config_from_shapes(const sdw_safetensors *st, sdw_name_layout names, const char *prefix,
+                                               sdw_unet_config *c);
+/* heads[i] = num_heads when > 0, else block_out[i] / head_channels when > 0,
+ * else the family convention (context 768: 8 heads; otherwise 64-dim heads). */
+void sdw_unet_set_heads(sdw_unet_config *c, int num_heads, int head_channels);
 /* Maps a diffusers UNet tensor name to its LDM name (with prefix). */
 const char *sdw_unet_ldm_name(const sdw_unet_config *c, const char *name, char *buf, size_t n);
 
@@ -43,6 +56,9 @@ typedef struct sdw_unet sdw_unet;
 
 sdw_status sdw_unet_load(sdw_backend *be, const sdw_safetensors *st, sdw_name_layout names,
                          const sdw_unet_config *c, sdw_unet **out);
+/* The same through a loader the caller set up (its map names the tensors: a
+ * ControlNet's own prefix); wl->layers is set for the call and restored. */
+sdw_status sdw_unet_load_with(sdw_wloader *wl, const sdw_unet_config *c, sdw_unet **out);
 void sdw_unet_free(sdw_unet *u);
 const sdw_unet_config *sdw_unet_get_config(const sdw_unet *u);
 /* Every linear and convolution, under its diffusers name. */
@@ -62,11 +78,33 @@ typedef struct {
     const float *y;          /* SDXL: [N, adm_in] = pooled ++ sinusoidal(time ids); else NULL */
     sdw_unet_tap tap;
     void *tap_user;
+    /* ControlNet residuals (models/controlnet.h), NHWC, or NULL: down_res[i]
+     * is added to skip tensor i (conv_in's output, then each down resnet /
+     * attention and downsampler output, in order) before the up path reads
+     * it, mid_res to the middle block's output. */
+    const float *const *down_res;
+    const float *mid_res;
 } sdw_unet_input;
 
 /* out: [N, H, W, out_channels]. H and W must be multiples of 2^(n_levels-1). */
 sdw_status sdw_unet_forward(sdw_backend *be, sdw_arena *arena, const sdw_unet *u, const sdw_unet_input *in,
                             float *out);
+
+/* The shapes of the skip tensors for latents of H x W: hwc[i] = {Hi, Wi, Ci}
+ * in the order of sdw_unet_input.down_res, then the middle output's at
+ * hwc[n]. Returns n (3 * layers_per_block + ... : 12 for SD1, 9 for SDXL). */
+int sdw_unet_skip_shapes(const sdw_unet_config *c, int H, int W, int hwc[][3]);
+
+/* The encoder half as a ControlNet runs it: time embedding, conv_in (plus
+ * add [N, H, W, block_out[0]] when not NULL, before the first skip is
+ * kept), down blocks, middle block; in->down_res / mid_res are ignored.
+ * skip[i] (at least SDW_UNET_MAX_SKIPS) and *mid point at the skip tensors
+ * and the middle output (shapes from sdw_unet_skip_shapes), which live in
+ * arena: the caller restores it when done with them. Returns the count in
+ * *n_skip. in->tap sees "time_embedding", "conv_in" (before add),
+ * "down_blocks.i" and "mid_block". */
+sdw_status sdw_unet_encode(sdw_backend *be, sdw_arena *arena, const sdw_unet *u, const sdw_unet_input *in,
+                           const float *add, float **skip, float **mid, int *n_skip);
 
 /* Sinusoidal embedding as diffusers computes it (flip_sin_to_cos, shift 0):
  * out[i] = cos(t * f_i) for i < dim/2, sin(t * f_(i-dim/2)) after. */

@@ -34,10 +34,11 @@ static bool per_level(const cJSON *cfg, const char *key, int n, int *out)
 
 static bool in_range(int v, int lo, int hi) { return v >= lo && v <= hi; }
 
-/* Checks what sdw_unet_config_from_diffusers read. */
+/* Checks what sdw_unet_config_from_diffusers read (or the shapes gave). */
 static sdw_status check_diffusers_config(const sdw_unet_config *c)
 {
-    bool ok = in_range(c->in_channels, 1, CFG_MAX_SIZE) && in_range(c->out_channels, 1, CFG_MAX_SIZE) &&
+    bool ok = in_range(c->in_channels, 1, CFG_MAX_SIZE) &&
+              (c->encoder_only || in_range(c->out_channels, 1, CFG_MAX_SIZE)) &&
               in_range(c->layers_per_block, 1, CFG_MAX_DEPTH) && in_range(c->mid_depth, 0, CFG_MAX_DEPTH) &&
               in_range(c->context_dim, 1, CFG_MAX_SIZE);
     for (int i = 0; i < c->n_levels; i++)
@@ -93,36 +94,37 @@ sdw_status sdw_unet_config_from_diffusers(const cJSON *cfg, sdw_unet_config *c)
     return SDW_OK;
 }
 
-static const sdw_st_tensor *ldm_tensor(const sdw_safetensors *st, const char *fmt, int a, int b)
+/* The tensor "<prefix><fmt with a, b>", or NULL. */
+static const sdw_st_tensor *at(const sdw_safetensors *st, const char *prefix, const char *fmt, int a, int b)
 {
-    char name[256];
-    snprintf(name, sizeof name, fmt, a, b);
+    char name[320], tail[256];
+    snprintf(tail, sizeof tail, fmt, a, b);
+    snprintf(name, sizeof name, "%s%s", prefix, tail);
     return sdw_st_find(st, name);
 }
 
-static int count_blocks(const sdw_safetensors *st, const char *fmt, int block)
+static int count_blocks(const sdw_safetensors *st, const char *prefix, const char *fmt, int block)
 {
     int n = 0;
-    while (ldm_tensor(st, fmt, block, n)) n++;
+    while (at(st, prefix, fmt, block, n)) n++;
     return n;
 }
 
-sdw_status sdw_unet_config_from_ldm(const sdw_safetensors *st, const sdw_yaml_map *yaml, sdw_unet_config *c)
+/* Everything but the heads and out_channels from LDM names under prefix
+ * (input_blocks, middle_block, time_embed, label_emb). */
+static sdw_status walk_ldm(const sdw_safetensors *st, const char *prefix, sdw_unet_config *c)
 {
-    memset(c, 0, sizeof *c);
-    const sdw_st_tensor *t = sdw_st_find(st, LDM "input_blocks.0.0.weight");
-    const sdw_st_tensor *o = sdw_st_find(st, LDM "out.2.weight");
-    const sdw_st_tensor *te = sdw_st_find(st, LDM "time_embed.0.weight");
-    if (!t || !o || !te || t->ndim != 4 || o->ndim != 4 || te->ndim != 2)
-        return sdw_fail(SDW_ERR_FORMAT, "%s: no UNet (model.diffusion_model.input_blocks.0.0.weight, out.2.weight, "
-                        "time_embed.0.weight)", st->path);
+    const sdw_st_tensor *t = at(st, prefix, "input_blocks.0.0.weight", 0, 0);
+    const sdw_st_tensor *te = at(st, prefix, "time_embed.0.weight", 0, 0);
+    if (!t || !te || t->ndim != 4 || te->ndim != 2)
+        return sdw_fail(SDW_ERR_FORMAT, "%s: no UNet (%sinput_blocks.0.0.weight, %stime_embed.0.weight)", st->path,
+                        prefix, prefix);
     c->in_channels = (int)t->shape[1];
-    c->out_channels = (int)o->shape[0];
     c->time_embed_dim = (int)te->shape[0];
     /* Walk input_blocks: resnets until a downsampler ("op") closes a level. */
     int level = 0, per_level_count = 0, block = 1;
     for (;; block++) {
-        if (ldm_tensor(st, LDM "input_blocks.%d.0.op.weight", block, 0)) {
+        if (at(st, prefix, "input_blocks.%d.0.op.weight", block, 0)) {
             if (level == 0) c->layers_per_block = per_level_count;
             else if (per_level_count != c->layers_per_block)
                 return sdw_fail(SDW_ERR_UNSUPPORTED, "%s: levels with different resnet counts", st->path);
@@ -131,14 +133,14 @@ sdw_status sdw_unet_config_from_ldm(const sdw_safetensors *st, const sdw_yaml_ma
             per_level_count = 0;
             continue;
         }
-        const sdw_st_tensor *r = ldm_tensor(st, LDM "input_blocks.%d.0.in_layers.2.weight", block, 0);
+        const sdw_st_tensor *r = at(st, prefix, "input_blocks.%d.0.in_layers.2.weight", block, 0);
         if (!r) break;
         c->block_out[level] = (int)r->shape[0];
-        int d = count_blocks(st, LDM "input_blocks.%d.1.transformer_blocks.%d.norm1.weight", block);
+        int d = count_blocks(st, prefix, "input_blocks.%d.1.transformer_blocks.%d.norm1.weight", block);
         if (per_level_count == 0) c->depth[level] = d;
-        const sdw_st_tensor *k = ldm_tensor(st, LDM "input_blocks.%d.1.transformer_blocks.0.attn2.to_k.weight", block, 0);
+        const sdw_st_tensor *k = at(st, prefix, "input_blocks.%d.1.transformer_blocks.0.attn2.to_k.weight", block, 0);
         if (k) c->context_dim = (int)k->shape[1];
-        const sdw_st_tensor *pin = ldm_tensor(st, LDM "input_blocks.%d.1.proj_in.weight", block, 0);
+        const sdw_st_tensor *pin = at(st, prefix, "input_blocks.%d.1.proj_in.weight", block, 0);
         if (pin) c->linear_proj = pin->ndim == 2;
         per_level_count++;
     }
@@ -146,16 +148,81 @@ sdw_status sdw_unet_config_from_ldm(const sdw_safetensors *st, const sdw_yaml_ma
     c->n_levels = level + 1;
     if (c->layers_per_block < 1 || per_level_count != c->layers_per_block)
         return sdw_fail(SDW_ERR_FORMAT, "%s: cannot make out the UNet's down blocks", st->path);
-    c->mid_depth = count_blocks(st, LDM "middle_block.%d.transformer_blocks.%d.norm1.weight", 1);
+    c->mid_depth = count_blocks(st, prefix, "middle_block.%d.transformer_blocks.%d.norm1.weight", 1);
     if (!c->context_dim) {
-        const sdw_st_tensor *k = sdw_st_find(st, LDM "middle_block.1.transformer_blocks.0.attn2.to_k.weight");
+        const sdw_st_tensor *k = at(st, prefix, "middle_block.1.transformer_blocks.0.attn2.to_k.weight", 0, 0);
         c->context_dim = k ? (int)k->shape[1] : 768;
     }
-    const sdw_st_tensor *adm = sdw_st_find(st, LDM "label_emb.0.0.weight");
+    const sdw_st_tensor *adm = at(st, prefix, "label_emb.0.0.weight", 0, 0);
     if (adm) {
         c->adm_in = (int)adm->shape[1];
         c->addition_time_embed_dim = 256;
     }
+    return SDW_OK;
+}
+
+/* The same from diffusers names under prefix (down_blocks, mid_block,
+ * time_embedding, add_embedding). */
+static sdw_status walk_diffusers(const sdw_safetensors *st, const char *prefix, sdw_unet_config *c)
+{
+    const sdw_st_tensor *t = at(st, prefix, "conv_in.weight", 0, 0);
+    const sdw_st_tensor *te = at(st, prefix, "time_embedding.linear_1.weight", 0, 0);
+    if (!t || !te || t->ndim != 4 || te->ndim != 2)
+        return sdw_fail(SDW_ERR_FORMAT, "%s: no UNet (%sconv_in.weight, %stime_embedding.linear_1.weight)", st->path,
+                        prefix, prefix);
+    c->in_channels = (int)t->shape[1];
+    c->time_embed_dim = (int)te->shape[0];
+    int n = 0;
+    while (n < SDW_UNET_MAX_LEVELS && at(st, prefix, "down_blocks.%d.resnets.0.conv1.weight", n, 0)) n++;
+    if (n == 0 || at(st, prefix, "down_blocks.%d.resnets.0.conv1.weight", n, 0))
+        return sdw_fail(SDW_ERR_UNSUPPORTED, "%s: no down blocks, or more than %d", st->path, SDW_UNET_MAX_LEVELS);
+    c->n_levels = n;
+    for (int i = 0; i < n; i++) {
+        int L = count_blocks(st, prefix, "down_blocks.%d.resnets.%d.conv1.weight", i);
+        if (i == 0) c->layers_per_block = L;
+        else if (L != c->layers_per_block)
+            return sdw_fail(SDW_ERR_UNSUPPORTED, "%s: levels with different resnet counts", st->path);
+        c->block_out[i] = (int)at(st, prefix, "down_blocks.%d.resnets.%d.conv1.weight", i, 0)->shape[0];
+        c->depth[i] = count_blocks(st, prefix, "down_blocks.%d.attentions.0.transformer_blocks.%d.norm1.weight", i);
+        const sdw_st_tensor *k = at(st, prefix, "down_blocks.%d.attentions.0.transformer_blocks.0.attn2.to_k.weight", i, 0);
+        if (k) c->context_dim = (int)k->shape[1];
+        const sdw_st_tensor *pin = at(st, prefix, "down_blocks.%d.attentions.0.proj_in.weight", i, 0);
+        if (pin) c->linear_proj = pin->ndim == 2;
+    }
+    c->mid_depth = count_blocks(st, prefix, "mid_block.attentions.%d.transformer_blocks.%d.norm1.weight", 0);
+    if (!c->context_dim) {
+        const sdw_st_tensor *k = at(st, prefix, "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight", 0, 0);
+        c->context_dim = k ? (int)k->shape[1] : 768;
+    }
+    const sdw_st_tensor *adm = at(st, prefix, "add_embedding.linear_1.weight", 0, 0);
+    if (adm) {
+        c->adm_in = (int)adm->shape[1];
+        c->addition_time_embed_dim = 256;
+    }
+    return SDW_OK;
+}
+
+void sdw_unet_set_heads(sdw_unet_config *c, int num_heads, int head_channels)
+{
+    if (num_heads <= 0 && head_channels <= 0) {
+        if (c->context_dim == 768) num_heads = 8;
+        else head_channels = 64;
+    }
+    for (int i = 0; i < c->n_levels; i++) {
+        c->heads[i] = num_heads > 0 ? num_heads : c->block_out[i] / head_channels;
+        if (c->heads[i] < 1) c->heads[i] = 1;
+    }
+}
+
+sdw_status sdw_unet_config_from_ldm(const sdw_safetensors *st, const sdw_yaml_map *yaml, sdw_unet_config *c)
+{
+    memset(c, 0, sizeof *c);
+    const sdw_st_tensor *o = sdw_st_find(st, LDM "out.2.weight");
+    if (!o || o->ndim != 4)
+        return sdw_fail(SDW_ERR_FORMAT, "%s: no UNet (model.diffusion_model.input_blocks.0.0.weight, out.2.weight, "
+                        "time_embed.0.weight)", st->path);
+    SDW_TRY(walk_ldm(st, LDM, c));
+    c->out_channels = (int)o->shape[0];
     /* What shapes cannot tell: heads. The sidecar says, else the family convention. */
     const char *P = "model.params.unet_config.params.", *XL = "model.params.network_config.params.";
     char key[256];
@@ -176,15 +243,18 @@ sdw_status sdw_unet_config_from_ldm(const sdw_safetensors *st, const sdw_yaml_ma
             if (outdim > 0) c->addition_time_embed_dim = outdim;
         }
     }
-    if (num_heads <= 0 && head_ch <= 0) {
-        if (c->context_dim == 768) num_heads = 8;
-        else head_ch = 64;
-    }
-    for (int i = 0; i < c->n_levels; i++) {
-        c->heads[i] = num_heads > 0 ? num_heads : c->block_out[i] / head_ch;
-        if (c->heads[i] < 1) c->heads[i] = 1;
-    }
+    sdw_unet_set_heads(c, num_heads, head_ch);
     return SDW_OK;
+}
+
+sdw_status sdw_unet_encoder_config_from_shapes(const sdw_safetensors *st, sdw_name_layout names, const char *prefix,
+                                               sdw_unet_config *c)
+{
+    memset(c, 0, sizeof *c);
+    SDW_TRY(names == SDW_NAMES_LDM ? walk_ldm(st, prefix, c) : walk_diffusers(st, prefix, c));
+    c->encoder_only = true;
+    sdw_unet_set_heads(c, -1, -1);
+    return check_diffusers_config(c);
 }
 
 /* diffusers resnet sub-module -> LDM resnet sub-module */

@@ -1,9 +1,12 @@
 /* denoise_unet.c: the UNet families (SD1, SD2, SDXL) as a denoiser:
  *   prepare: prompt and negative prompt -> CLIP context (and SDXL's pooled
- *            vector with the size micro-conditioning), batch [uncond; cond]
- *   predict: the UNet on the whole batch (+ mask and masked-image latents
- *            for 9-channel inpainting models), then classifier-free guidance. */
+ *            vector with the size micro-conditioning), batch [uncond; cond];
+ *            the ControlNet units' buffers (control.c), once per run
+ *   predict: the active ControlNets' residuals (control.c), the UNet on the
+ *            whole batch (+ mask and masked-image latents for 9-channel
+ *            inpainting models) with them, then classifier-free guidance. */
 #include "pipeline/denoiser.h"
+#include "pipeline/control.h"
 #include "core/error.h"
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +16,7 @@ typedef struct {
     float *context;               /* [(cfg ? 2B : B), n_ctx, D] */
     float *y;                     /* SDXL added conditioning, same batch, or NULL */
     float *unet_in, *unet_out, *nchw;   /* scratch for predict */
+    sdw_control_run *control;     /* ControlNet units, or NULL */
 } unet_state;
 
 static bool is_xl(sdw_family f) { return f == SDW_FAMILY_SDXL || f == SDW_FAMILY_SDXL_REFINER; }
@@ -90,6 +94,7 @@ static sdw_status prepare(sdw_run *r)
     u->unet_out = malloc(n * sizeof(float));
     u->nchw = malloc(n * sizeof(float));
     if (!u->unet_in || !u->unet_out || !u->nchw) return sdw_pipeline_nomem();
+    if (r->p->n_controls > 0) SDW_TRY(sdw_control_begin(r, &u->control));
     return encode_prompts(r, u);
 }
 
@@ -115,7 +120,8 @@ static sdw_status predict(sdw_run *r, const float *x_in, float t, float *out)
     sdw_nchw_to_nhwc(nchw, nb, cin, h, w, u->unet_in);
     float ts[64];
     for (int b = 0; b < nb; b++) ts[b] = t;
-    sdw_unet_input in = { u->unet_in, nb, h, w, ts, u->context, u->n_ctx, u->y, NULL, NULL };
+    sdw_unet_input in = { u->unet_in, nb, h, w, ts, u->context, u->n_ctx, u->y, NULL, NULL, NULL, NULL };
+    if (u->control) SDW_TRY(sdw_control_apply(u->control, r, t, &in));
     sdw_arena_reset(&r->arena);
     SDW_TRY(sdw_unet_forward(m->be, &r->arena, m->unet, &in, u->unet_out));
     sdw_nhwc_to_nchw(u->unet_out, nb, h, w, uc->out_channels, nchw);
@@ -134,6 +140,7 @@ static void release(sdw_run *r)
     free(u->unet_in);
     free(u->unet_out);
     free(u->nchw);
+    sdw_control_end(u->control);
     free(u);
     r->state = NULL;
 }

@@ -1,10 +1,12 @@
 /* infotext.c: see infotext.h. Values containing commas, colons or quotes are
  * quoted as A1111 quotes them (json-style string). */
 #include "pipeline/infotext.h"
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct {
     char *s;
@@ -47,7 +49,51 @@ static void put_value(buf *b, const char *key, const char *v)
     put(b, "\"");
 }
 
-char *sdw_infotext(const sdw_infotext_args *a)
+static const char *control_mode_name(sdw_control_mode m)
+{
+    return m == SDW_CONTROL_PROMPT ? "My prompt is more important"
+           : m == SDW_CONTROL_CONTROLNET ? "ControlNet is more important"
+                                         : "Balanced";
+}
+
+/* A name inside a unit's value: sd-webui-controlnet writes no unit whose
+ * values hold ',' or ':' (its parser splits on them), so they become '_'. */
+static void put_name(buf *b, const char *s)
+{
+    for (const char *c = s; *c; c++) put(b, "%c", (*c == ',' || *c == ':' || *c == '"' || *c == '\n') ? '_' : *c);
+}
+
+/* sd-webui-controlnet's infotext.py serialize_unit: the ControlNetUnit
+ * fields in declaration order as "Display Name: value", minus the excluded
+ * ones (image, enabled, advanced weighting, ...) and those left at -1. */
+static void put_control(buf *b, int k, const sdw_control_unit *u, const sdw_infotext_control *c)
+{
+    buf v = { 0 };
+    put(&v, "Module: ");
+    put_name(&v, c && c->module ? c->module : "none");
+    put(&v, ", Model: ");
+    put_name(&v, c && c->model ? c->model : "None");
+    if (c && c->hash && c->hash[0]) put(&v, " [%s]", c->hash);
+    put(&v, ", Weight: %g, Resize Mode: %s, Low Vram: False", u->scale,
+        c && c->resize_mode ? c->resize_mode : "Crop and Resize");
+    if (c && c->processor_res >= 0) put(&v, ", Processor Res: %d", c->processor_res);
+    if (c && c->threshold_a >= 0) put(&v, ", Threshold A: %g", c->threshold_a);
+    if (c && c->threshold_b >= 0) put(&v, ", Threshold B: %g", c->threshold_b);
+    put(&v, ", Guidance Start: %g, Guidance End: %g, Pixel Perfect: False, Control Mode: %s", u->start, u->end,
+        control_mode_name(u->mode));
+    put(&v, ", Hr Option: Both, Save Detected Map: True");
+    if (v.oom) b->oom = true;
+    else {
+        char key[32];
+        snprintf(key, sizeof key, "ControlNet %d", k);
+        put_value(b, key, v.s);
+    }
+    free(v.s);
+}
+
+char *sdw_infotext(const sdw_infotext_args *a) { return sdw_infotext_controls(a, NULL); }
+
+char *sdw_infotext_controls(const sdw_infotext_args *a, const sdw_infotext_control *controls)
 {
     const sdw_pipeline_params *p = a->p;
     buf b = { 0 };
@@ -65,6 +111,8 @@ char *sdw_infotext(const sdw_infotext_args *a)
     if (p->clip_skip > 1) put(&b, ", Clip skip: %d", p->clip_skip);
     if (p->batch_size > 1) put(&b, ", Batch size: %d", p->batch_size);
     if (p->rng == SDW_RNG_CPU) put(&b, ", RNG: CPU");
+    /* Extensions' entries follow the built-in ones (A1111's extra_generation_params). */
+    for (int k = 0; k < p->n_controls && p->controls; k++) put_control(&b, k, &p->controls[k], controls ? &controls[k] : NULL);
     if (a->lora_hashes) put_value(&b, "Lora hashes", a->lora_hashes);
     put(&b, ", Version: sd-worker %s", SDW_VERSION);
     if (b.oom) {
@@ -72,4 +120,21 @@ char *sdw_infotext(const sdw_infotext_args *a)
         return NULL;
     }
     return b.s;
+}
+
+void sdw_infotext_short_hash(const char *path, char out[16])
+{
+    out[0] = 0;
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return;
+    FILE *f = fopen(path, "rb");
+    if (!f) return;
+    /* Past the end (a file under 1 MiB) the hash is of nothing, as Python's read() there. */
+    unsigned char *chunk = malloc(0x10000), md[32];
+    size_t n = chunk && fseek(f, 0x100000, SEEK_SET) == 0 ? fread(chunk, 1, 0x10000, f) : 0;
+    unsigned int len = 0;
+    if (chunk && !ferror(f) && EVP_Digest(chunk, n, md, &len, EVP_sha256(), NULL) && len == 32)
+        snprintf(out, 16, "%02x%02x%02x%02x", md[0], md[1], md[2], md[3]);
+    free(chunk);
+    fclose(f);
 }

@@ -1,9 +1,11 @@
 /* pipeline.c: see pipeline.h. One run:
+ *   checks: sizes, ranges, and ControlNet units (control.c: UNet families only, each net for this base)
  *   conditioning: the family's denoiser encodes the prompts (denoiser.h)
  *   draws, in the reference's order: image latents (VAE sample), noise, masked-image latents
  *   sampler loop: the denoiser's guided prediction; inpaint blending after each step
  *   decode: latents / scale + shift -> VAE -> image */
 #include "pipeline/denoiser.h"
+#include "pipeline/control.h"
 #include "core/error.h"
 #include "core/log.h"
 #include <math.h>
@@ -241,7 +243,7 @@ static sdw_status validate(const sdw_model *m, const sdw_pipeline_params *p)
                         sdw_family_name(m->info.family));
     if ((p->init_image || p->mask) && !sdw_vae_has_encoder(m->vae))
         return sdw_fail(SDW_ERR_INVALID_ARG, "the model was loaded without the VAE encoder");
-    return SDW_OK;
+    return sdw_control_validate(m, p);
 }
 
 static sdw_parametrization parametrization(sdw_prediction p)

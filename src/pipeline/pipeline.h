@@ -27,6 +27,23 @@ typedef sdw_status (*sdw_progress_fn)(void *user, const sdw_progress *p);
  * (or as described), and its shape. */
 typedef void (*sdw_observe_fn)(void *user, const char *name, int step, const float *x, int ndim, const int64_t *shape);
 
+/* One ControlNet unit (UNet families). The residuals are multiplied by
+ * scale while the unit is active: at step i of the N steps run (after an
+ * img2img / inpaint strength cut) when i / N >= start and (i + 1) / N <= end,
+ * as diffusers' control_guidance_start / _end; several units sum. */
+typedef enum {
+    SDW_CONTROL_BALANCED,      /* diffusers' normal mode; A1111 "Balanced" */
+    SDW_CONTROL_PROMPT,        /* A1111 "My prompt is more important" (sd-webui-controlnet's soft injection) */
+    SDW_CONTROL_CONTROLNET,    /* A1111 "ControlNet is more important" (residuals on the conditional half only) */
+} sdw_control_mode;
+#define SDW_MAX_CONTROLS 8
+typedef struct {
+    const struct sdw_controlnet *net;
+    const float *image;        /* [height, width, 3] in [0, 1] at the generation size, already preprocessed */
+    float scale, start, end;   /* 1, 0, 1 by default */
+    sdw_control_mode mode;
+} sdw_control_unit;
+
 typedef struct {
     const char *prompt;
     const char *negative_prompt;   /* NULL = none ("" for SD1/2; zeros for SDXL) */
@@ -57,6 +74,10 @@ typedef struct {
                                       SDW_VAE_TILING_AUTO_PIXELS */
     sdw_observe_fn observe;
     void *observe_user;
+    const sdw_control_unit *controls;   /* ControlNets (SD1 / SD2 / SDXL), or NULL */
+    int n_controls;
+    bool control_guess;            /* diffusers' guess mode: the nets see only the conditional half, and
+                                      residual k of n is scaled by logspace(-1, 0, n + 1)[k] */
 } sdw_pipeline_params;
 
 /* Above this many pixels the decode is tiled by default (memory stays bounded). */

@@ -122,6 +122,36 @@ bad "a T5 given as CLIP-G" "t5xxl.safetensors" $S3 --clip-l $SD/text_encoders/cl
     --clip-g $SD/text_encoders/t5xxl.safetensors -p x
 bad "skip-layer guidance on a block that is not there" "block 5" "$SDW" generate -m "$SD/sd35-tiny/sd35-tiny.safetensors" \
     $TE -W 64 -H 64 --steps 2 --slg-layers 5 -p x
+# ControlNet: units from files (one net file named twice), the image as given or preprocessed and fit
+# to the output size, the units in the PNG's parameters as sd-webui-controlnet writes them.
+CD=$DATA/controlnet
+CN=$CD/models/cn-sd1-tiny/cn-sd1-tiny.safetensors
+EDGES=$CD/inputs/cn_t2i_sd1_euler_control.png
+ok "controlnet, two units of one file" $G -p "a cube" --steps 2 --control "$CN:$EDGES:0.8:0.1:0.9" \
+    --control "$CN:$CD/inputs/cn_t2i_sd1_euler_control_src.png" --control-preprocess canny:100:200 --control-mode prompt -o "$TMP/cn.png"
+for want in 'ControlNet 0: "Module: canny, Model: cn-sd1-tiny [' 'Weight: 0.8, Resize Mode: Crop and Resize' \
+    'Threshold A: 100, Threshold B: 200, Guidance Start: 0.1, Guidance End: 0.9' 'Control Mode: My prompt is more important' \
+    'ControlNet 1: "Module: canny, Model: cn-sd1-tiny ['; do
+    if grep -a -q -F "$want" "$TMP/cn.png"; then echo "ok   parameters: $want"; else echo "FAIL parameters lack: $want"; fails=$((fails + 1)); fi
+done
+ok "controlnet, a control image of another size, resize and fill" $G -p x --steps 1 \
+    --control "$CN:$CD/inputs/cn_t2i_sd1_euler_scale_startend_control.png" --control-resize fill -o "$TMP/cnf.png"
+grep -a -q -F 'Resize Mode: Resize and Fill' "$TMP/cnf.png" || { echo "FAIL resize mode in parameters"; fails=$((fails + 1)); }
+ok "controlnet guess mode, sdxl" "$SDW" generate -m "$DATA/models/sdxl-tiny/sdxl-tiny.safetensors" -W 64 -H 64 --steps 2 -p x \
+    --control "$CD/models/cn-sdxl-tiny/cn-sdxl-tiny.safetensors:$CD/inputs/cn_t2i_sdxl_euler_control.png" --control-guess -o "$TMP/cnx.png"
+ok "controlnet mode, diffusers folder" $G -p x --steps 1 --control "$CD/models/cn-sd1-tiny/diffusers:$EDGES" \
+    --control-mode controlnet -o "$TMP/cnd.png"
+grep -a -q -F 'Control Mode: ControlNet is more important' "$TMP/cnd.png" || { echo "FAIL control mode in parameters"; fails=$((fails + 1)); }
+bad "controlnet file missing" "nope-cn.safetensors" $G -p x --control "$TMP/nope-cn.safetensors:$EDGES"
+bad "controlnet for another family" "cn-sdxl-tiny.safetensors" $G -p x --control "$CD/models/cn-sdxl-tiny/cn-sdxl-tiny.safetensors:$EDGES"
+bad "controlnet image unreadable" "garbled.png" $G -p x --control "$CN:$TMP/garbled.png"
+bad "controlnet scale out of range" "SCALE" $G -p x --control "$CN:$EDGES:2.5"
+bad "controlnet start after end" "START < END" $G -p x --control "$CN:$EDGES:1:0.6:0.4"
+bad "controlnet spec malformed" "FILE:IMAGE" $G -p x --control "$CN"
+bad "controlnet unknown mode" "--control-mode" $G -p x --control "$CN:$EDGES" --control-mode louder
+bad "controlnet unknown preprocessor" "sobel" $G -p x --control "$CN:$EDGES" --control-preprocess sobel
+bad "controlnet options without a unit" "need a --control" $G -p x --control-guess
+bad "controlnet on flux" "SD1, SD2 and SDXL" $FX $PARTS $T5 -p x --control "$CN:$EDGES"
 bad "unknown option" "unknown option" $G -p x --frobnicate 1
 bad "unknown command" "unknown command" "$SDW" frobnicate
 
