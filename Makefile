@@ -6,12 +6,13 @@ CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
 DEPS_DEB := cmake gcc g++ make pkg-config libdnnl-dev libcjson-dev libutf8proc-dev \
             libpcre2-dev libyaml-dev libcmocka-dev libpng-dev zlib1g-dev libssl-dev \
-            libjpeg62-turbo-dev libwebp-dev libmicrohttpd-dev clang libomp-dev libsentencepiece-dev
+            libjpeg62-turbo-dev libwebp-dev libmicrohttpd-dev clang libomp-dev libsentencepiece-dev libhiredis-dev
 
 # What the server tests need on top: Chromium and its WebDriver (the web page
-# test) and node with npm (the openai client). Node from another source than
+# test), redis-server (the fleet tests start their own) and node with npm
+# (the openai client). Node from another source than
 # Debian (e.g. nodesource, which bundles npm) is left alone.
-TEST_DEPS_DEB := chromium chromium-driver
+TEST_DEPS_DEB := chromium chromium-driver redis-server
 
 .PHONY: all demo test deps test-deps clean test-asan
 

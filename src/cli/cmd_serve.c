@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "cli/cli_args.h"
 #include "server/server.h"
+#include "server/fleet_record.h"
 #include "server/model_catalog.h"
 #include "server/server_log.h"
 #include <pthread.h>
@@ -21,7 +22,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: sd-worker serve -m MODEL [--host 127.0.0.1] [--port 7860] [--models-dir DIR]\n"
-            "    [--lora-dir DIR] [--queue-max 64] [--result-ttl 600] [--api-key KEY] [--cors-origin ORIGIN]\n"
+            "    [--lora-dir DIR] [--controlnet-dir DIR] [--cache-bytes 4G] [--queue-max 64] [--result-ttl 600] [--api-key KEY] [--cors-origin ORIGIN]\n"
             "    [--max-pixels 4194304] [--max-body 50M] [--max-prompt 10000] [--request-timeout 30]\n"
             "    [--drain-timeout 30] [--max-connections 256] [--keepalive 15] [--precision auto|f32|bf16]\n"
             "    [--prediction auto|eps|v] [--vae FILE] [--clip-l FILE] [--clip-g FILE] [--t5xxl FILE] [--no-t5]\n"
@@ -31,6 +32,12 @@ static void usage(FILE *f)
             "  --clip-l, --clip-g and --t5xxl give FLUX's and SD3's text encoders as separate files (as\n"
             "  --vae the VAE); they are used for every such model loaded, the one at start and those jobs\n"
             "  switch to. --no-t5 leaves SD3's T5 out.\n"
+            "  --controlnet-dir holds the ControlNets requests may name; --cache-bytes bounds the ControlNet\n"
+            "  weights kept loaded between jobs (least recently used dropped first).\n"
+            "  A fleet on one Redis: [--redis redis://[user:pass@]host:port[/db]] [--redis-prefix sdw:]\n"
+            "    [--role both|front|worker] [--claim-after 30] [--max-attempts 2] (README: Deployment).\n"
+            "  With --redis (or SDW_REDIS_URL) jobs go to the fleet's queue on Redis; --role front loads no\n"
+            "  model (leave out -m) and only answers HTTP; --role worker generates without listening.\n"
             "  --port 0 picks a free port; the first line on stdout is \"listening on http://HOST:PORT\".\n"
             "  The API key may also come from the environment (SDW_API_KEY).\n");
 }
@@ -73,6 +80,9 @@ static int parse(int argc, char **argv, options *o)
      * garbage into -v or -m when they are absent. */
     *o = (options){ .c = sdw_server_config_default(), .drain_timeout = 30, .turbo = -1 };
     o->c.api_key = getenv("SDW_API_KEY");
+    const char *redis_env = getenv("SDW_REDIS_URL");
+    if (redis_env && redis_env[0]) o->c.engine.fleet.redis_url = redis_env;
+    bool role_given = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long long n;
@@ -88,6 +98,20 @@ static int parse(int argc, char **argv, options *o)
         else if (IS("--port")) { if (!cli_parse_int(v, 0, 65535, &n)) return bad("--port must be in 0..65535, not '%s'", v); o->c.port = (int)n; }
         else if (IS("--models-dir")) o->c.engine.models_dir = v;
         else if (IS("--lora-dir")) o->c.engine.lora_dir = v;
+        else if (IS("--controlnet-dir")) o->c.engine.controlnet_dir = v;
+        else if (IS("--cache-bytes")) { if (!parse_bytes(v, &o->c.engine.cn_cache_bytes)) return bad("--cache-bytes must be a size such as 4G, not '%s'", v); }
+        else if (IS("--redis")) o->c.engine.fleet.redis_url = v;
+        else if (IS("--redis-prefix")) { if (!v[0] || strlen(v) > 47) return bad("--redis-prefix must be 1..47 bytes, not '%s'", v); o->c.engine.fleet.prefix = v; }
+        else if (IS("--role")) {
+            sdw_fleet_role *r = &o->c.engine.fleet.role;
+            if (!strcmp(v, "both")) *r = SDW_ROLE_BOTH;
+            else if (!strcmp(v, "front")) *r = SDW_ROLE_FRONT;
+            else if (!strcmp(v, "worker")) *r = SDW_ROLE_WORKER;
+            else return bad("--role must be both, front or worker, not '%s'", v);
+            role_given = true;
+        }
+        else if (IS("--claim-after")) { if (!cli_parse_float(v, 0.5f, 86400, &f)) return bad("--claim-after must be seconds in 0.5..86400, not '%s'", v); o->c.engine.fleet.claim_after_s = f; }
+        else if (IS("--max-attempts")) { if (!cli_parse_int(v, 1, 100, &n)) return bad("--max-attempts must be in 1..100, not '%s'", v); o->c.engine.fleet.max_attempts = (int)n; }
         else if (IS("--queue-max")) { if (!cli_parse_int(v, 1, 100000, &n)) return bad("--queue-max must be in 1..100000, not '%s'", v); o->c.engine.queue_max = (int)n; }
         else if (IS("--result-ttl")) { if (!cli_parse_float(v, 0, 86400 * 7, &f)) return bad("--result-ttl must be seconds in 0..604800, not '%s'", v); o->c.engine.result_ttl_s = f; }
         else if (IS("--api-key")) o->c.api_key = v;
@@ -120,15 +144,30 @@ static int parse(int argc, char **argv, options *o)
         }
 #undef IS
     }
-    if (!o->model) {
+    const sdw_fleet_config *fc = &o->c.engine.fleet;
+    if (role_given && !fc->redis_url) return bad("%s needs --redis (or SDW_REDIS_URL)", "--role");
+    if (fc->redis_url) {
+        fleet_url u;
+        if (fleet_url_parse(fc->redis_url, &u) != SDW_OK) return bad("%s", sdw_last_error());
+    }
+    bool front = fc->redis_url && fc->role == SDW_ROLE_FRONT;
+    if (front && o->model) return bad("--role front loads no model: leave out %s", "-m");
+    if (!o->model && !front) {
         usage(stderr);
         return 2;
+    }
+    if (front) {
+        if (o->c.engine.models_dir && access(o->c.engine.models_dir, R_OK | X_OK))
+            return bad("cannot read --models-dir %s", o->c.engine.models_dir);
+        return 0;
     }
     if (sdw_catalog_is_pickle(o->model))
         return bad("%s is a pickle checkpoint, which sd-worker never loads: convert it to .safetensors", o->model);
     if (access(o->model, R_OK)) return bad("cannot read model %s", o->model);
     if (o->c.engine.models_dir && access(o->c.engine.models_dir, R_OK | X_OK))
         return bad("cannot read --models-dir %s", o->c.engine.models_dir);
+    if (o->c.engine.controlnet_dir && access(o->c.engine.controlnet_dir, R_OK | X_OK))
+        return bad("cannot read --controlnet-dir %s", o->c.engine.controlnet_dir);
     const sdw_load_params *lp = &o->c.engine.load;
     if (lp->vae_path && access(lp->vae_path, R_OK)) return bad("cannot read --vae %s", lp->vae_path);
     if (lp->clip_l_path && access(lp->clip_l_path, R_OK)) return bad("cannot read --clip-l %s", lp->clip_l_path);
@@ -176,8 +215,12 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "sd-worker serve: %s\n", sdw_last_error());
         return 1;
     }
-    if (strchr(o.c.host, ':')) printf("listening on http://[%s]:%d\n", o.c.host, sdw_server_port(s));
+    if (o.c.engine.fleet.redis_url && o.c.engine.fleet.role == SDW_ROLE_WORKER)
+        printf("fleet worker %s (no HTTP)\n", sdw_engine_worker_id(sdw_server_engine(s)));
+    else if (strchr(o.c.host, ':')) printf("listening on http://[%s]:%d\n", o.c.host, sdw_server_port(s));
     else printf("listening on http://%s:%d\n", o.c.host, sdw_server_port(s));
+    if (o.c.engine.fleet.redis_url && o.c.engine.fleet.role == SDW_ROLE_BOTH)
+        printf("fleet worker %s\n", sdw_engine_worker_id(sdw_server_engine(s)));
     fflush(stdout);
 
     stopper st = { s, o.drain_timeout, false };

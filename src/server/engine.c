@@ -23,8 +23,15 @@
  * A job's life: queued -> running -> completed | failed | cancelled, or
  * queued -> cancelled. Every accepted job reaches exactly one final state:
  * job_finish_locked is the only place a state turns final, and it refuses a
- * job that already is. */
+ * job that already is.
+ *
+ * With a fleet (e->fleet, fleet.h) the queue, the records and the events
+ * live in Redis: the calls below hand over to fleet_*.c, the generation
+ * thread takes its jobs from Redis (fleet_worker_run) and runs each as a
+ * local record no other thread sees, and a front (role front) has no
+ * generation thread at all. */
 #include "server/engine_internal.h"
+#include "server/fleet.h"
 #include "server/server_log.h"
 #include "core/error.h"
 #include "io/base64.h"
@@ -67,7 +74,7 @@ static bool is_final(sdw_job_state s)
 }
 
 /* A random version-4 UUID. */
-static void new_id(char out[40])
+void engine_new_id(char out[40])
 {
     uint8_t b[16];
     if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
@@ -101,6 +108,7 @@ void job_free(sdw_job *j)
     free(r->seeds);
     free(r->infotexts);
     free(j->error);
+    free(j->fleet);
     free(j);
 }
 
@@ -195,6 +203,11 @@ void job_finish_locked(sdw_engine *e, sdw_job *j, sdw_job_state state, const cha
     cJSON_AddStringToObject(o, "status", sdw_job_state_name(state));
     job_emit_locked(e, j, "done", cJSON_PrintUnformatted(o));
     cJSON_Delete(o);
+    /* A fleet's job is final once Redis says so (fleet_worker.c logs it). */
+    if (j->fleet) {
+        pthread_cond_broadcast(&e->changed);
+        return;
+    }
     sdw_metrics_job_final(e->metrics, state == SDW_JOB_COMPLETED ? SDW_FINAL_COMPLETED
                                       : state == SDW_JOB_FAILED  ? SDW_FINAL_FAILED
                                                                  : SDW_FINAL_CANCELLED);
@@ -223,6 +236,12 @@ static void *gen_thread(void *arg)
         sdw_srv_log("ready: %s (%s)", e->current.title, sdw_family_name(e->current.info.family));
     }
     pthread_cond_broadcast(&e->changed);
+    if (e->fleet && e->state == SDW_ENGINE_READY) {
+        pthread_mutex_unlock(&e->mu);
+        fleet_worker_run(e->fleet);
+        pthread_mutex_lock(&e->mu);
+    }
+    /* Without a fleet, the queue; with one, it stays empty until quit. */
     for (;;) {
         while (!e->q_head && !e->quit) {
             struct timespec ts;
@@ -265,6 +284,7 @@ static void *gen_thread(void *arg)
     }
     pthread_mutex_unlock(&e->mu);
     if (e->model) sdw_model_set_loras(e->model, NULL, 0, NULL);
+    engine_controls_free(e);
     sdw_model_free(e->model);
     e->model = NULL;
     return NULL;
@@ -286,6 +306,7 @@ sdw_status sdw_engine_start(const sdw_engine_config *cfg, sdw_engine **out)
     e->cfg.model_path = dup_or_null(cfg->model_path);
     e->cfg.models_dir = dup_or_null(cfg->models_dir);
     e->cfg.lora_dir = dup_or_null(cfg->lora_dir);
+    e->cfg.controlnet_dir = dup_or_null(cfg->controlnet_dir);
     e->cfg.load.vae_path = dup_or_null(cfg->load.vae_path);
     e->cfg.load.clip_l_path = dup_or_null(cfg->load.clip_l_path);
     e->cfg.load.clip_g_path = dup_or_null(cfg->load.clip_g_path);
@@ -300,17 +321,31 @@ sdw_status sdw_engine_start(const sdw_engine_config *cfg, sdw_engine **out)
     pthread_cond_init(&e->changed, &ca);
     pthread_condattr_destroy(&ca);
     e->state = SDW_ENGINE_LOADING;
-    if (!e->metrics || !e->cfg.model_path || pthread_create(&e->thread, NULL, gen_thread, e)) {
+    bool front = cfg->fleet.redis_url && cfg->fleet.role == SDW_ROLE_FRONT;
+    if (cfg->fleet.redis_url) {
+        sdw_status st = e->metrics ? fleet_start(e, &cfg->fleet, &e->fleet) : sdw_fail(SDW_ERR_NOMEM, "engine: out of memory");
+        /* The fleet keeps its own copies of these strings. */
+        e->cfg.fleet.redis_url = e->cfg.fleet.prefix = e->cfg.fleet.worker_id = NULL;
+        if (st != SDW_OK) {
+            sdw_engine_free(e);
+            return st;
+        }
+    }
+    /* A front loads no model: it is ready once it can take requests. */
+    if (front) e->state = SDW_ENGINE_READY;
+    else if (!e->metrics || !e->cfg.model_path || pthread_create(&e->thread, NULL, gen_thread, e)) {
         sdw_engine_free(e);
         return sdw_fail(SDW_ERR_NOMEM, "engine: cannot start the generation thread");
     }
-    e->thread_started = true;
+    e->thread_started = !front;
     *out = e;
     return SDW_OK;
 }
 
 void sdw_engine_begin_drain(sdw_engine *e)
 {
+    /* A fleet's queued jobs stay in Redis for the other workers. */
+    if (e->fleet) fleet_worker_stop_taking(e->fleet);
     pthread_mutex_lock(&e->mu);
     if (e->state != SDW_ENGINE_FAILED) e->state = SDW_ENGINE_STOPPING;
     while (e->q_head) {
@@ -333,6 +368,10 @@ static void wait_until_locked(sdw_engine *e, double deadline)
 
 void sdw_engine_drain(sdw_engine *e, double timeout_s)
 {
+    if (e->fleet) {
+        fleet_drain(e->fleet, timeout_s);
+        return;
+    }
     sdw_engine_begin_drain(e);
     pthread_mutex_lock(&e->mu);
     double deadline = sdw_now() + timeout_s;
@@ -352,6 +391,11 @@ void sdw_engine_free(sdw_engine *e)
     if (!e) return;
     if (e->thread_started) {
         sdw_engine_begin_drain(e);
+        if (e->fleet) {
+            /* Not drained: the running job goes back to the fleet. */
+            fleet_worker_hand_back(e->fleet);
+            fleet_worker_abandon(e->fleet);
+        }
         pthread_mutex_lock(&e->mu);
         e->quit = true;
         if (e->running) e->running->cancel = true;
@@ -359,6 +403,8 @@ void sdw_engine_free(sdw_engine *e)
         pthread_mutex_unlock(&e->mu);
         pthread_join(e->thread, NULL);
     }
+    fleet_free(e->fleet);
+    e->fleet = NULL;
     while (e->head) unlink_locked(e, e->head);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->work);
@@ -367,6 +413,7 @@ void sdw_engine_free(sdw_engine *e)
     free((char *)e->cfg.model_path);
     free((char *)e->cfg.models_dir);
     free((char *)e->cfg.lora_dir);
+    free((char *)e->cfg.controlnet_dir);
     free((char *)e->cfg.load.vae_path);
     free((char *)e->cfg.load.clip_l_path);
     free((char *)e->cfg.load.clip_g_path);
@@ -392,13 +439,23 @@ bool sdw_engine_model_get(sdw_engine *e, sdw_engine_model *out)
     bool ok = e->has_model;
     if (ok) *out = e->current;
     pthread_mutex_unlock(&e->mu);
+    /* A front describes a live worker's model. */
+    if (!ok && e->fleet && e->cfg.fleet.role == SDW_ROLE_FRONT) ok = fleet_model_get(e->fleet, out);
     return ok;
+}
+
+const char *sdw_engine_worker_id(const sdw_engine *e) { return e->fleet ? fleet_worker_id(e->fleet) : NULL; }
+
+bool sdw_engine_queue_ok(sdw_engine *e, char *err, size_t n)
+{
+    if (err && n) err[0] = 0;
+    return !e->fleet || fleet_redis_ok(e->fleet, err, n);
 }
 
 /* ---------------------------------------------------------------- submitting */
 
 /* Whether a request's model name is the loaded model's. */
-static bool names_current(const sdw_engine_model *m, const char *name)
+bool engine_names_model(const sdw_engine_model *m, const char *name)
 {
     size_t n = strlen(m->name);
     return !strcmp(name, m->title) || !strcmp(name, m->name) || !strcmp(name, m->model_name) ||
@@ -408,13 +465,13 @@ static bool names_current(const sdw_engine_model *m, const char *name)
 
 /* The file-system part of a submission (no lock held): model and LoRA names
  * to paths inside their folders. */
-static sdw_submit_result resolve(sdw_engine *e, sdw_job *j, char *err, size_t n)
+sdw_submit_result engine_resolve_job(sdw_engine *e, sdw_job *j, char *err, size_t n)
 {
     sdw_job_request *r = &j->req;
     sdw_engine_model cur;
     bool have = sdw_engine_model_get(e, &cur);
     if (r->model && (e->cfg.models_dir || r->kind == SDW_JOB_LOAD_MODEL)) {
-        if (have && names_current(&cur, r->model)) {
+        if (have && engine_names_model(&cur, r->model)) {
             j->model_path = strdup(cur.path);
         } else if (!e->cfg.models_dir) {
             snprintf(err, n, "model: switching models needs --models-dir (loaded: %s)", have ? cur.title : "none");
@@ -444,6 +501,8 @@ static sdw_submit_result resolve(sdw_engine *e, sdw_job *j, char *err, size_t n)
         if (!(j->lora_paths[i] = strdup(path))) return snprintf(err, n, "out of memory"), SDW_SUBMIT_INVALID;
         j->n_lora_paths = i + 1;
     }
+    sdw_submit_result cr = engine_resolve_controls(e, j, have ? &cur : NULL, err, n);
+    if (cr != SDW_SUBMIT_OK) return cr;
     if (have && !j->model_path && r->kind != SDW_JOB_LOAD_MODEL) {
         int m = cur.size_multiple;
         if ((r->width && r->width % m) || (r->height && r->height % m)) {
@@ -456,6 +515,13 @@ static sdw_submit_result resolve(sdw_engine *e, sdw_job *j, char *err, size_t n)
 
 sdw_submit_result sdw_engine_submit(sdw_engine *e, sdw_job_request *req, sdw_job **out, char *err, size_t n)
 {
+    return sdw_engine_submit_from(e, req, NULL, out, err, n);
+}
+
+sdw_submit_result sdw_engine_submit_from(sdw_engine *e, sdw_job_request *req, const sdw_job_source *src, sdw_job **out,
+                                         char *err, size_t n)
+{
+    if (e->fleet) return fleet_submit(e->fleet, req, src, out, err, n);
     if (out) *out = NULL;
     snprintf(err, n, "%s", "");
     sdw_job *j = calloc(1, sizeof *j);
@@ -466,7 +532,7 @@ sdw_submit_result sdw_engine_submit(sdw_engine *e, sdw_job_request *req, sdw_job
     }
     j->req = *req;
     sdw_job_request_init(req);
-    sdw_submit_result res = resolve(e, j, err, n);
+    sdw_submit_result res = engine_resolve_job(e, j, err, n);
     pthread_mutex_lock(&e->mu);
     if (res == SDW_SUBMIT_OK) {
         if (e->state == SDW_ENGINE_STOPPING) res = SDW_SUBMIT_STOPPING, snprintf(err, n, "the server is shutting down");
@@ -483,7 +549,7 @@ sdw_submit_result sdw_engine_submit(sdw_engine *e, sdw_job_request *req, sdw_job
         return res;
     }
     sweep_locked(e);
-    new_id(j->id);
+    engine_new_id(j->id);
     j->state = SDW_JOB_QUEUED;
     j->t_created = sdw_now();
     j->next_event_id = 1;
@@ -516,6 +582,7 @@ sdw_submit_result sdw_engine_submit(sdw_engine *e, sdw_job_request *req, sdw_job
 
 sdw_job *sdw_engine_find(sdw_engine *e, const char *id)
 {
+    if (e->fleet) return fleet_find(e->fleet, id);
     pthread_mutex_lock(&e->mu);
     sdw_job *j = find_locked(e, id);
     if (j) j->refs++;
@@ -545,6 +612,7 @@ sdw_job_state sdw_engine_job_state(sdw_engine *e, sdw_job *j)
 
 sdw_job_state sdw_engine_wait(sdw_engine *e, sdw_job *j)
 {
+    if (e->fleet) return fleet_wait(e->fleet, j);
     pthread_mutex_lock(&e->mu);
     while (!is_final(j->state)) pthread_cond_wait(&e->changed, &e->mu);
     sdw_job_state s = j->state;
@@ -554,6 +622,10 @@ sdw_job_state sdw_engine_wait(sdw_engine *e, sdw_job *j)
 
 void sdw_engine_forget(sdw_engine *e, sdw_job *j)
 {
+    if (e->fleet) {
+        fleet_forget(e->fleet, j);
+        return;
+    }
     pthread_mutex_lock(&e->mu);
     if (is_final(j->state)) unlink_locked(e, j);
     pthread_mutex_unlock(&e->mu);
@@ -573,6 +645,7 @@ static void cancel_locked(sdw_engine *e, sdw_job *j, const char *reason)
 
 bool sdw_engine_cancel(sdw_engine *e, const char *id, sdw_job_state *state)
 {
+    if (e->fleet) return fleet_cancel(e->fleet, id, "cancelled by request", state);
     pthread_mutex_lock(&e->mu);
     sdw_job *j = find_locked(e, id);
     if (j) {
@@ -585,6 +658,7 @@ bool sdw_engine_cancel(sdw_engine *e, const char *id, sdw_job_state *state)
 
 bool sdw_engine_interrupt(sdw_engine *e)
 {
+    if (e->fleet) return fleet_interrupt(e->fleet);
     pthread_mutex_lock(&e->mu);
     bool any = e->running != NULL;
     if (any) cancel_locked(e, e->running, "interrupted");
@@ -613,6 +687,7 @@ static void add_result(cJSON *o, const sdw_job_result *r)
 
 char *sdw_engine_job_json(sdw_engine *e, const char *id)
 {
+    if (e->fleet) return fleet_job_json(e->fleet, id);
     pthread_mutex_lock(&e->mu);
     sdw_job *j = find_locked(e, id);
     if (!j) {
@@ -651,6 +726,7 @@ char *sdw_engine_job_json(sdw_engine *e, const char *id)
 
 char *sdw_engine_a1111_progress(sdw_engine *e)
 {
+    if (e->fleet) return fleet_a1111_progress(e->fleet);
     cJSON *o = cJSON_CreateObject(), *st = cJSON_CreateObject();
     pthread_mutex_lock(&e->mu);
     sdw_job *j = e->running && e->running->state == SDW_JOB_RUNNING ? e->running : NULL;
@@ -680,7 +756,13 @@ char *sdw_engine_metrics_text(sdw_engine *e)
 {
     pthread_mutex_lock(&e->mu);
     bool busy = e->running && e->running->state == SDW_JOB_RUNNING;
-    sdw_metrics_gauges g = { e->q_len, busy ? 1 : 0, e->n_jobs, e->state == SDW_ENGINE_READY };
+    sdw_metrics_gauges g = { .queue_depth = e->q_len, .in_flight = busy ? 1 : 0, .jobs_kept = e->n_jobs,
+                             .ready = e->state == SDW_ENGINE_READY };
     pthread_mutex_unlock(&e->mu);
+    /* In a fleet the queue is the fleet's, and so is this process's readiness. */
+    if (e->fleet) {
+        g.ready = fleet_gauges(e->fleet, &g) && g.ready;
+        g.queue_depth = g.fleet_queue_depth;
+    }
     return sdw_metrics_render(e->metrics, &g);
 }

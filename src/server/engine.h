@@ -1,7 +1,9 @@
 /* engine.h: the job engine behind every HTTP dialect: a bounded FIFO queue
  * of jobs, the one generation thread that owns the model and runs them, the
  * job records with their event logs (what SSE streams replay), and the
- * metrics. engine.c says who owns what. */
+ * metrics. engine.c says who owns what. With a fleet (cfg.fleet.redis_url)
+ * the queue, the events and the results live in Redis instead, shared by
+ * every process on it (fleet.h); the calls below stay the same. */
 #ifndef SDW_SERVER_ENGINE_H
 #define SDW_SERVER_ENGINE_H
 #include "models/lora.h"
@@ -12,15 +14,31 @@
 typedef struct sdw_engine sdw_engine;
 typedef struct sdw_job sdw_job;
 
+/* What a process does in a fleet: both (answers HTTP and generates), a
+ * front (answers HTTP, loads no model) or a worker (generates, no HTTP). */
+typedef enum { SDW_ROLE_BOTH, SDW_ROLE_FRONT, SDW_ROLE_WORKER } sdw_fleet_role;
+typedef struct {
+    const char *redis_url;    /* redis://[user:pass@]host:port[/db]; NULL = no fleet: one process, one queue */
+    const char *prefix;       /* of every key; default "sdw:" */
+    sdw_fleet_role role;
+    double claim_after_s;     /* a running job whose worker has not heartbeaten this long is claimed by another */
+    int max_attempts;         /* runs lost to dead workers before a job fails */
+    const char *worker_id;    /* NULL = host-pid-random */
+} sdw_fleet_config;
+
 typedef struct {
     const char *model_path;   /* loaded when the engine starts */
     const char *models_dir;   /* checkpoints jobs may switch to; NULL = no switching */
     const char *lora_dir;     /* LoRA names resolve inside it; NULL = LoRA refused */
+    const char *controlnet_dir;   /* ControlNet names resolve inside it; NULL = ControlNets refused */
+    size_t cn_cache_bytes;    /* ControlNet weights kept across jobs (controlnet_cache.h); 0 = the default */
     int queue_max;            /* queued jobs (the running one not counted) */
     double result_ttl_s;      /* finished jobs are kept this long, or until read */
     int step_delay_ms;        /* testing: a pause after every step */
     int threads;              /* OpenMP threads of the generation thread; 0 = all cores */
     sdw_load_params load;
+    sdw_request_limits limits;   /* a fleet worker parses each job's request again within them */
+    sdw_fleet_config fleet;
 } sdw_engine_config;
 
 typedef enum { SDW_ENGINE_LOADING, SDW_ENGINE_READY, SDW_ENGINE_FAILED, SDW_ENGINE_STOPPING } sdw_engine_state;
@@ -63,10 +81,21 @@ typedef enum {
     SDW_SUBMIT_FULL,          /* 429 */
     SDW_SUBMIT_LOADING,       /* 503 */
     SDW_SUBMIT_STOPPING,      /* 503 */
+    SDW_SUBMIT_UNAVAILABLE,   /* 503: the fleet's Redis is unreachable */
 } sdw_submit_result;
 /* Queues a job. req is taken in every case (emptied). On success *job (if
  * not NULL) holds a reference: sdw_job_release it. */
 sdw_submit_result sdw_engine_submit(sdw_engine *e, sdw_job_request *req, sdw_job **job, char *err, size_t n);
+/* The request as received, which a fleet queues (a worker parses it again). */
+typedef struct {
+    const char *path;         /* the route: "/v1/jobs", "/sdapi/v1/txt2img", ... */
+    const char *content_type; /* NULL = none */
+    const char *body;
+    size_t len;
+} sdw_job_source;
+/* sdw_engine_submit with the request as received: what every route uses. */
+sdw_submit_result sdw_engine_submit_from(sdw_engine *e, sdw_job_request *req, const sdw_job_source *src, sdw_job **job,
+                                         char *err, size_t n);
 
 /* A reference to a known job, or NULL. */
 sdw_job *sdw_engine_find(sdw_engine *e, const char *id);
@@ -115,6 +144,13 @@ char *sdw_engine_job_json(sdw_engine *e, const char *id);
 char *sdw_engine_a1111_progress(sdw_engine *e);
 /* GET /metrics: the counters with the engine's gauges, malloc'd text. */
 char *sdw_engine_metrics_text(sdw_engine *e);
+/* GET /v1/workers: the fleet's workers (this process alone without one). */
+char *sdw_engine_workers_json(sdw_engine *e);
+/* false while the fleet's Redis is unreachable (err says why); true
+ * without a fleet. */
+bool sdw_engine_queue_ok(sdw_engine *e, char *err, size_t n);
+/* This process's worker id in the fleet; NULL without one. */
+const char *sdw_engine_worker_id(const sdw_engine *e);
 
 /* ---- SSE: one cursor per client over a job's event log ---- */
 typedef struct sdw_stream sdw_stream;

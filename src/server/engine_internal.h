@@ -12,6 +12,8 @@ typedef struct {
     long long id;
     char *text;               /* the whole SSE frame: "id: ..\nevent: ..\ndata: ..\n\n" */
     size_t len;
+    char name[24];            /* the event's name, and where its JSON is in text (a fleet republishes them) */
+    size_t data_off, data_len;
 } sdw_event;
 
 struct sdw_job {
@@ -36,6 +38,7 @@ struct sdw_job {
     double t_created, t_started, t_finished, expires;
     sdw_job *prev, *next;     /* the table, in submission order */
     sdw_job *qnext;           /* the queue */
+    struct fleet_job *fleet;  /* a fleet's job: a worker's run of it, or a front's view (fleet.h); NULL in one process */
 };
 
 struct sdw_engine {
@@ -58,6 +61,8 @@ struct sdw_engine {
     sdw_engine_model current; /* what HTTP threads may read about the model */
     sdw_metrics *metrics;
     sdw_model *model;         /* the generation thread's alone */
+    struct sdw_fleet *fleet;  /* the fleet on Redis, NULL without --redis (fleet.h) */
+    struct sdw_cn_cache *cn_cache;   /* ControlNets on the model's backend: the generation thread's alone */
 };
 
 double sdw_now(void);         /* monotonic seconds */
@@ -70,7 +75,20 @@ void job_free(sdw_job *j);
 /* Called without the lock. */
 void job_emit(sdw_engine *e, sdw_job *j, const char *event, char *json /* taken */);
 
+/* engine.c, for the fleet's files: a new job id (a UUID); whether a name
+ * (title, file name, model name, hash) is the model's; the file-system part
+ * of a submission (model and LoRA names to paths, checked against the
+ * loaded model), run on a fleet worker when it takes the job. */
+void engine_new_id(char out[40]);
+bool engine_names_model(const sdw_engine_model *m, const char *name);
+sdw_submit_result engine_resolve_job(sdw_engine *e, sdw_job *j, char *err, size_t n);
+
 /* The generation thread: loads the model at start, and runs one job. */
 sdw_status engine_load_model(sdw_engine *e, const char *path);
 void engine_run_job(sdw_engine *e, sdw_job *j);
+/* engine_run.c, ControlNets: at submission (an HTTP thread), the units'
+ * names to files in --controlnet-dir, checked against the loaded model
+ * (cur, NULL when none); and the cache's end with the generation thread. */
+sdw_submit_result engine_resolve_controls(sdw_engine *e, sdw_job *j, const sdw_engine_model *cur, char *err, size_t n);
+void engine_controls_free(sdw_engine *e);
 #endif

@@ -1,14 +1,20 @@
 /* engine_run.c: what the generation thread does with one job: switch the
  * model if the job names another one, apply its LoRA set, fill in the
- * model's defaults, run the pipeline (n_iter runs, seed + i each) with a
+ * model's defaults, prepare its ControlNet units (nets from the cache,
+ * control images preprocessed and fitted to the generation size), run the
+ * pipeline (n_iter runs, seed + i each) with a
  * progress callback that publishes progress and preview events and stops at
  * the next step once the job is cancelled, encode the images with their
  * A1111 parameters, and finish the job. Only the generation thread runs this
  * file; it takes the engine's mutex only to publish. */
 #include "server/engine_internal.h"
+#include "server/control_image.h"
+#include "server/controlnet_cache.h"
+#include "server/controlnet_files.h"
 #include "server/server_log.h"
 #include "core/error.h"
 #include "io/base64.h"
+#include "models/controlnet.h"
 #include "models/lora.h"
 #include "pipeline/frontend.h"
 #include "pipeline/infotext.h"
@@ -59,7 +65,9 @@ sdw_status engine_load_model(sdw_engine *e, const char *path)
     snprintf(snap.model_name, sizeof snap.model_name, "%s", ce.model_name);
     snprintf(snap.hash10, sizeof snap.hash10, "%s", ce.hash10);
     snap.size_multiple = size_multiple(m);
-    /* The old model goes only once the new one is in: a failed load leaves it. */
+    /* The old model goes only once the new one is in: a failed load leaves it.
+     * Its ControlNets were loaded on its backend, so they go first. */
+    engine_controls_free(e);
     sdw_model_free(e->model);
     e->model = m;
     pthread_mutex_lock(&e->mu);
@@ -147,6 +155,112 @@ static sdw_status on_progress(void *user, const sdw_progress *p)
     pthread_mutex_unlock(&e->mu);
     free(b64);
     return cancel ? sdw_fail(SDW_ERR_CANCELLED, "%s", reason) : SDW_OK;
+}
+
+/* ---------------------------------------------------------------- ControlNets */
+
+static bool takes_controlnets(sdw_family f)
+{
+    return f == SDW_FAMILY_SD1 || f == SDW_FAMILY_SD2 || f == SDW_FAMILY_SDXL;
+}
+
+sdw_submit_result engine_resolve_controls(sdw_engine *e, sdw_job *j, const sdw_engine_model *cur, char *err, size_t n)
+{
+    sdw_job_request *r = &j->req;
+    if (!r->n_controls) return SDW_SUBMIT_OK;
+    const char *dir = e->cfg.controlnet_dir;
+    if (!dir) return snprintf(err, n, "controlnets: this server has no --controlnet-dir"), SDW_SUBMIT_INVALID;
+    /* The family is checked here against the model the job runs on when it
+     * is the loaded one; after a switch, the generation thread checks. */
+    bool same_model = cur && (!j->model_path || !strcmp(j->model_path, cur->path));
+    if (same_model && !takes_controlnets(cur->info.family)) {
+        snprintf(err, n, "controlnets: %s is a %s model, which takes no ControlNet (SD1, SD2 and SDXL do)", cur->name,
+                 sdw_family_name(cur->info.family));
+        return SDW_SUBMIT_INVALID;
+    }
+    for (int i = 0; i < r->n_controls; i++) {
+        sdw_job_control *c = &r->controls[i];
+        sdw_cn_entry ce;
+        if (sdw_cn_resolve(dir, c->model, &ce) != SDW_OK)
+            return snprintf(err, n, "%s: model: %s", c->field, sdw_last_error()), SDW_SUBMIT_INVALID;
+        if (same_model && ce.family != cur->info.family) {
+            snprintf(err, n, "%s: model: ControlNet '%s' is for %s models, and %s is %s", c->field, ce.name,
+                     sdw_family_name(ce.family), cur->name, sdw_family_name(cur->info.family));
+            return SDW_SUBMIT_INVALID;
+        }
+        if (!(c->path = strdup(ce.path)) || !(c->title = strdup(ce.title)) || !(c->stem = strdup(ce.stem)))
+            return snprintf(err, n, "out of memory"), SDW_SUBMIT_INVALID;
+        snprintf(c->hash, sizeof c->hash, "%s", ce.hash);
+    }
+    return SDW_SUBMIT_OK;
+}
+
+void engine_controls_free(sdw_engine *e)
+{
+    sdw_cn_cache_free(e->cn_cache);
+    e->cn_cache = NULL;
+}
+
+static const char *fit_mode_name(sdw_fit_mode m)
+{
+    return m == SDW_FIT_JUST_RESIZE ? "Just Resize" : m == SDW_FIT_RESIZE_AND_FILL ? "Resize and Fill" : "Crop and Resize";
+}
+
+/* What the parameters text says of unit c, run at processor resolution
+ * res, as sd-webui-controlnet writes it: the values a module has no
+ * slider for are left out. */
+static sdw_infotext_control info_of(const sdw_job_control *c, int res)
+{
+    sdw_preprocessor_kind k = c->pre.kind;
+    bool canny = k == SDW_PRE_CANNY;
+    return (sdw_infotext_control){
+        .module = sdw_preprocessor_name(k),
+        .model = c->stem,
+        .hash = c->hash,
+        .resize_mode = fit_mode_name(c->resize_mode),
+        .processor_res = k == SDW_PRE_NONE || res <= 0 ? -1 : res,
+        .threshold_a = canny || k == SDW_PRE_THRESHOLD ? c->pre.a : -1,
+        .threshold_b = canny ? c->pre.b : -1,
+    };
+}
+
+/* The job's units for a generation of p->width x p->height: nets from the
+ * cache (pinned until the job ends), each checked against the UNet, control
+ * maps (maps[i], malloc'd, the caller frees them) and what infotext says of
+ * each (infos[i]). */
+static sdw_status prepare_controls(sdw_engine *e, sdw_job *j, sdw_pipeline_params *p, sdw_control_unit *units,
+                                   float **maps, sdw_infotext_control *infos)
+{
+    const sdw_job_request *r = &j->req;
+    sdw_model *m = e->model;
+    if (!m->unet)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "controlnets: %s models take no ControlNet (SD1, SD2 and SDXL do)",
+                        sdw_family_name(m->info.family));
+    if (!e->cn_cache && !(e->cn_cache = sdw_cn_cache_new_controlnets(e->cfg.cn_cache_bytes, m->be)))
+        return sdw_fail(SDW_ERR_NOMEM, "controlnets: out of memory");
+    for (int i = 0; i < r->n_controls; i++) {
+        const sdw_job_control *c = &r->controls[i];
+        double t0 = sdw_now();
+        void *net;
+        bool hit;
+        if (sdw_cn_cache_get(e->cn_cache, c->path, &net, &hit) != SDW_OK)
+            return sdw_fail_context(SDW_ERR_IO, "%s: loading ControlNet %s", c->field, c->title);
+        if (!hit) sdw_srv_log("job %s ControlNet %s loaded in %.2f s", j->id, c->title, sdw_now() - t0);
+        /* A net that does not fit the model is the request's fault (400), not the server's. */
+        if (sdw_controlnet_check_base(net, sdw_unet_get_config(m->unet), c->title) != SDW_OK)
+            return sdw_fail_context(SDW_ERR_INVALID_ARG, "%s: model", c->field);
+        const sdw_image *src = c->image.w ? &c->image : &r->init;
+        int res = c->pixel_perfect ? sdw_control_pixel_perfect_res(src, p->width, p->height, c->resize_mode)
+                                   : c->processor_res;
+        if (sdw_control_map(&c->pre, res, c->resize_mode, src, p->width, p->height, &maps[i]) != SDW_OK)
+            return sdw_fail_context(SDW_ERR_INVALID_ARG, "%s", c->field);
+        infos[i] = info_of(c, res);
+        units[i] = (sdw_control_unit){ net, maps[i], c->scale, c->start, c->end, c->mode };
+    }
+    p->controls = units;
+    p->n_controls = r->n_controls;
+    p->control_guess = r->control_guess;
+    return SDW_OK;
 }
 
 /* ---------------------------------------------------------------- the job */
@@ -296,6 +410,10 @@ static sdw_status generate(sdw_engine *e, sdw_job *j)
     if (s == SDW_OK && r->mask.w) s = sdw_mask_from_image(&r->mask, p.width, p.height, r->mask_source, r->mask_invert, &mask);
     p.init_image = init;
     p.mask = mask;
+    sdw_control_unit units[SDW_REQ_MAX_CONTROLS];
+    float *maps[SDW_REQ_MAX_CONTROLS] = { 0 };
+    sdw_infotext_control infos[SDW_REQ_MAX_CONTROLS];
+    if (s == SDW_OK && r->n_controls) s = prepare_controls(e, j, &p, units, maps, infos);
     uint64_t seed = r->seed >= 0 ? (uint64_t)r->seed : sdw_random_seed();
     /* A1111's "Model": the file's stem; a folder goes by its model_name. */
     char stem[256];
@@ -311,7 +429,7 @@ static sdw_status generate(sdw_engine *e, sdw_job *j)
         for (int b = 0; b < r->batch_size && s == SDW_OK; b++) {
             sdw_infotext_args ia = { &p, p.seed, stem, cur->hash10[0] ? cur->hash10 : NULL,
                                      lora_hashes };
-            char *info = sdw_infotext(&ia);
+            char *info = sdw_infotext_controls(&ia, r->n_controls ? infos : NULL);
             s = add_image(res, images + (size_t)b * per, p.width, p.height, r->output_format, p.seed, info);
             if (s != SDW_OK) free(info);
         }
@@ -319,6 +437,8 @@ static sdw_status generate(sdw_engine *e, sdw_job *j)
     free(images);
     free(init);
     free(mask);
+    for (int i = 0; i < r->n_controls; i++) free(maps[i]);
+    if (e->cn_cache) sdw_cn_cache_unpin_all(e->cn_cache);
     free(lora_hashes);
     return s;
 }

@@ -38,6 +38,9 @@ sdw_server_config sdw_server_config_default(void)
     c.engine.queue_max = 64;
     c.engine.result_ttl_s = 600;
     c.engine.load = sdw_load_params_default();
+    c.engine.fleet.prefix = "sdw:";
+    c.engine.fleet.claim_after_s = 30;
+    c.engine.fleet.max_attempts = 2;
     c.limits = sdw_request_limits_default();
     c.max_body = (size_t)50 << 20;
     c.request_timeout_s = 30;
@@ -164,7 +167,14 @@ enum MHD_Result http_submit_error(sdw_http_req *r, sdw_submit_result res, const 
     }
     if (res == SDW_SUBMIT_LOADING) return http_error(r, 503, "loading", "%s", err);
     if (res == SDW_SUBMIT_STOPPING) return http_error(r, 503, "shutting_down", "%s", err);
+    if (res == SDW_SUBMIT_UNAVAILABLE) return http_error(r, 503, "redis_unavailable", "%s", err);
     return http_error(r, 400, "invalid_request", "%s", err);
+}
+
+sdw_submit_result http_submit(sdw_http_req *r, sdw_job_request *req, sdw_job **j, char *err, size_t n)
+{
+    sdw_job_source src = { r->url, http_header(r, "Content-Type"), r->body, r->body_len };
+    return sdw_engine_submit_from(r->srv->engine, req, &src, j, err, n);
 }
 
 double http_float(float f)
@@ -411,9 +421,17 @@ sdw_status sdw_server_start(const sdw_server_config *cfg, sdw_server **out)
     s->cfg.api_key = dup_or_null(cfg->api_key && cfg->api_key[0] ? cfg->api_key : NULL);
     s->cfg.cors_origin = dup_or_null(cfg->cors_origin);
     if (s->cfg.keepalive_s <= 0) s->cfg.keepalive_s = 15;
-    if (sdw_engine_start(&cfg->engine, &s->engine) != SDW_OK) {
+    sdw_engine_config ec = cfg->engine;
+    ec.limits = cfg->limits;
+    sdw_status st = sdw_engine_start(&ec, &s->engine);
+    if (st != SDW_OK) {
         sdw_server_free(s);
-        return SDW_ERR_NOMEM;
+        return st;
+    }
+    /* A fleet's worker role generates without listening. */
+    if (cfg->engine.fleet.redis_url && cfg->engine.fleet.role == SDW_ROLE_WORKER) {
+        *out = s;
+        return SDW_OK;
     }
     s->watchdog = sdw_header_watchdog_start(cfg->request_timeout_s);
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s,

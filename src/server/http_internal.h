@@ -47,6 +47,9 @@ enum MHD_Result http_queue(sdw_http_req *r, unsigned status, struct MHD_Response
 enum MHD_Result http_bad_request(sdw_http_req *r, sdw_status s);
 /* An engine refusal with its status: 400, 429 (with Retry-After) or 503. */
 enum MHD_Result http_submit_error(sdw_http_req *r, sdw_submit_result res, const char *err);
+/* sdw_engine_submit with this request as received (its route, content type
+ * and body), which a fleet queues as the job's record. */
+sdw_submit_result http_submit(sdw_http_req *r, sdw_job_request *req, sdw_job **j, char *err, size_t n);
 /* The request is answered slowly on purpose (a synchronous job, a stream):
  * its connection is not timed out meanwhile. */
 void http_no_timeout(sdw_http_req *r);
@@ -59,6 +62,7 @@ double http_float(float f);
 /* Route tables: each returns true when it answered the request in *ret. */
 bool routes_native(sdw_http_req *r, enum MHD_Result *ret);
 bool routes_a1111(sdw_http_req *r, enum MHD_Result *ret);
+bool routes_controlnet(sdw_http_req *r, enum MHD_Result *ret);   /* the /controlnet/ routes, reached through routes_a1111 */
 bool routes_openai(sdw_http_req *r, enum MHD_Result *ret);
 
 /* Calls add for the loaded model, then for --models-dir's other checkpoints

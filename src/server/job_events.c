@@ -6,8 +6,11 @@
  * index, byte offset) into that log: a late client starts at the beginning
  * and so replays the job's state so far before the live events, any number
  * of clients read one job independently, and a client that goes away only
- * drops its cursor (and its reference on the job), never touching the job. */
+ * drops its cursor (and its reference on the job), never touching the job.
+ * In a fleet the log is the job's stream in Redis, and the cursor is
+ * fleet_stream.c's. */
 #include "server/engine_internal.h"
+#include "server/fleet.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +22,7 @@
 struct sdw_stream {
     sdw_engine *e;
     sdw_job *j;
+    struct fleet_stream *fleet;   /* in a fleet, instead of j */
     int idx;                  /* next event to send */
     size_t off;               /* bytes of it already sent */
     bool hello_sent, ended;
@@ -45,9 +49,12 @@ void job_emit_locked(sdw_engine *e, sdw_job *j, const char *event, char *json)
         free(json);
         return;
     }
-    int k = snprintf(text, len, "id: %lld\nevent: %s\ndata: %s\n\n", id, event, json);
+    int head = snprintf(text, len, "id: %lld\nevent: %s\ndata: ", id, event);
+    int k = head + snprintf(text + head, len - (size_t)head, "%s\n\n", json);
     free(json);
-    j->events[j->n_events++] = (sdw_event){ id, text, (size_t)k };
+    sdw_event *ev = &j->events[j->n_events++];
+    *ev = (sdw_event){ .id = id, .text = text, .len = (size_t)k, .data_off = (size_t)head, .data_len = (size_t)(k - head - 2) };
+    snprintf(ev->name, sizeof ev->name, "%s", event);
     pthread_cond_broadcast(&e->changed);
 }
 
@@ -62,6 +69,14 @@ sdw_stream *sdw_engine_stream_open(sdw_engine *e, const char *id, long long last
 {
     sdw_stream *s = calloc(1, sizeof *s);
     if (!s) return NULL;
+    if (e->fleet) {
+        s->e = e;
+        if (!(s->fleet = fleet_stream_open(e->fleet, id, last_event_id, keepalive_s))) {
+            free(s);
+            return NULL;
+        }
+        return s;
+    }
     pthread_mutex_lock(&e->mu);
     sdw_job *j = NULL;
     for (sdw_job *x = e->head; x; x = x->next)
@@ -91,6 +106,7 @@ static size_t put_text(char *buf, size_t max, const char *text)
 
 ssize_t sdw_stream_read(sdw_stream *s, char *buf, size_t max)
 {
+    if (s->fleet) return fleet_stream_read(s->fleet, buf, max);
     if (s->ended || max == 0) return -1;
     sdw_engine *e = s->e;
     sdw_job *j = s->j;
@@ -141,6 +157,7 @@ ssize_t sdw_stream_read(sdw_stream *s, char *buf, size_t max)
 void sdw_stream_close(sdw_stream *s)
 {
     if (!s) return;
-    sdw_job_release(s->e, s->j);
+    if (s->fleet) fleet_stream_close(s->fleet);
+    else sdw_job_release(s->e, s->j);
     free(s);
 }

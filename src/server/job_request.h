@@ -18,6 +18,8 @@
 #define SDW_SERVER_JOB_REQUEST_H
 #include "sdw.h"
 #include "io/image.h"
+#include "io/preprocess.h"
+#include "pipeline/pipeline.h"
 #include "sampling/sampler.h"
 
 /* Limits of the HTTP edge (the CLI's options set the configurable ones). */
@@ -27,7 +29,12 @@
 #define SDW_REQ_MAX_GUIDANCE 30.0
 #define SDW_REQ_MAX_BATCH 8
 #define SDW_REQ_MAX_LORAS 16
-#define SDW_REQ_MAX_NAME 256            /* model and LoRA names */
+#define SDW_REQ_MAX_NAME 256            /* model, LoRA and ControlNet names */
+#define SDW_REQ_MAX_CONTROLS SDW_MAX_CONTROLS
+#define SDW_REQ_MAX_CONTROL_WEIGHT 2.0  /* sd-webui-controlnet's range for a unit's weight: 0..2 */
+#define SDW_REQ_MIN_PROCESSOR_RES 64
+#define SDW_REQ_MAX_PROCESSOR_RES 2048
+#define SDW_REQ_A1111_PROCESSOR_RES 512 /* sd-webui-controlnet's default preprocessor resolution */
 #define SDW_REQ_MAX_SEED 9007199254740991LL  /* 2^53 - 1: exact in a JSON number */
 #define SDW_REQ_DEFAULT_MAX_PROMPT 10000 /* bytes, prompt and negative prompt each */
 #define SDW_REQ_DEFAULT_MAX_PIXELS ((int64_t)2048 * 2048)
@@ -55,6 +62,27 @@ typedef struct {
     float te_strength, unet_strength;
 } sdw_job_lora;
 
+/* One ControlNet unit as a request describes it (request_common.c checks
+ * it): which file, the control image and how it becomes the map the net
+ * sees (preprocessor, its resolution, the fit to the generation size), and
+ * how strongly and when the net steers. */
+typedef struct {
+    char *model;              /* as the request wrote it (A1111's " [hash]" suffix allowed); a name inside --controlnet-dir */
+    sdw_preprocessor pre;     /* thresholds filled in (the module's defaults when not given) */
+    int processor_res;        /* the image's shorter side is scaled to this before the preprocessor; 0 = as it is */
+    bool pixel_perfect;       /* processor_res from the generation size instead (A1111's "Pixel Perfect") */
+    sdw_fit_mode resize_mode; /* the map to the generation size (default Crop and Resize) */
+    float scale, start, end;  /* weight in 0..2; the active part of the steps, 0 <= start <= end <= 1 */
+    sdw_control_mode mode;
+    sdw_image image;          /* decoded; w == 0: the job's init image (img2img and inpaint only) */
+    char field[48];           /* the unit as the request named it ("controlnets[0]"), for messages */
+    /* Filled by the engine when the job is submitted: */
+    char *path;               /* the file or diffusers folder the name resolved to */
+    char *title;              /* sd-webui-controlnet's "stem [hash]" (the stem alone for a folder) */
+    char *stem;               /* the file's name without extension */
+    char hash[16];            /* A1111's short model hash, "" for a folder */
+} sdw_job_control;
+
 typedef struct {
     sdw_job_kind kind;
     sdw_dialect dialect;
@@ -80,6 +108,9 @@ typedef struct {
     sdw_job_lora *loras;      /* from the request's fields and then its prompt's <lora:...> tags */
     int n_loras;
     char *model;              /* a checkpoint name (--models-dir), NULL = the current one */
+    sdw_job_control *controls;   /* ControlNet units, in order (A1111's "ControlNet 0", "ControlNet 1", ...) */
+    int n_controls;
+    bool control_guess;       /* diffusers' guess mode for every unit (pipeline.h) */
     sdw_image_format output_format;   /* PNG unless OpenAI's output_format says otherwise */
     bool response_url;        /* OpenAI response_format "url" */
 } sdw_job_request;
@@ -100,6 +131,17 @@ sdw_status sdw_parse_a1111_request(const char *body, size_t n, bool img2img, con
 sdw_status sdw_parse_a1111_options(const char *body, size_t n, char **name);
 sdw_status sdw_parse_openai_generation(const char *body, size_t n, const sdw_request_limits *lim,
                                        sdw_job_request *out);
+/* POST /controlnet/detect (sd-webui-controlnet): a preprocessor run on
+ * images. processor_res 0 = each image's own size. */
+typedef struct {
+    sdw_preprocessor pre;
+    int processor_res;
+    sdw_image *images;
+    int n_images;
+} sdw_detect_request;
+#define SDW_REQ_MAX_DETECT_IMAGES 16
+sdw_status sdw_parse_a1111_detect(const char *body, size_t n, const sdw_request_limits *lim, sdw_detect_request *out);
+void sdw_detect_request_free(sdw_detect_request *d);
 struct sdw_multipart;
 sdw_status sdw_parse_openai_edit(const struct sdw_multipart *form, const sdw_request_limits *lim,
                                  sdw_job_request *out);

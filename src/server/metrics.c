@@ -120,6 +120,22 @@ static void put_hist(text *t, const char *name, const char *help, const histogra
     put(t, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, h->count, name, h->sum, name, h->count);
 }
 
+/* A fleet's gauges: Redis's view, the same from every process. */
+static void put_fleet(text *t, const sdw_metrics_gauges *g)
+{
+    static const char *const states[4] = { "completed", "failed", "cancelled", "requeued" };
+    put(t, "# HELP sdw_fleet_redis_up Whether the fleet's Redis answered this scrape.\n"
+           "# TYPE sdw_fleet_redis_up gauge\nsdw_fleet_redis_up %d\n", g->redis_up ? 1 : 0);
+    put(t, "# HELP sdw_fleet_queue_depth Jobs waiting in the fleet's queue.\n"
+           "# TYPE sdw_fleet_queue_depth gauge\nsdw_fleet_queue_depth %d\n", g->fleet_queue_depth);
+    put(t, "# HELP sdw_fleet_workers Workers heard from within --claim-after, and those of them running a job.\n"
+           "# TYPE sdw_fleet_workers gauge\nsdw_fleet_workers{state=\"live\"} %d\nsdw_fleet_workers{state=\"busy\"} %d\n",
+        g->fleet_workers_live, g->fleet_workers_busy);
+    put(t, "# HELP sdw_fleet_jobs_total Jobs of the whole fleet by final state, and reruns after a lost worker or a stop.\n"
+           "# TYPE sdw_fleet_jobs_total counter\n");
+    for (int i = 0; i < 4; i++) put(t, "sdw_fleet_jobs_total{state=\"%s\"} %llu\n", states[i], g->fleet_jobs[i]);
+}
+
 char *sdw_metrics_render(sdw_metrics *m, const sdw_metrics_gauges *g)
 {
     static const char *const finals[SDW_FINAL_COUNT] = { "completed", "failed", "cancelled" };
@@ -141,6 +157,7 @@ char *sdw_metrics_render(sdw_metrics *m, const sdw_metrics_gauges *g)
         g->in_flight);
     put(&t, "# HELP sdw_jobs_kept Job records held (queued, running, or finished within the result TTL).\n"
             "# TYPE sdw_jobs_kept gauge\nsdw_jobs_kept %d\n", g->jobs_kept);
+    if (g->fleet) put_fleet(&t, g);
     put_hist(&t, "sdw_step_seconds", "Seconds per sampling step.", &m->step);
     put_hist(&t, "sdw_image_generation_seconds", "Seconds per job, from start to encoded images.", &m->image);
     put_hist(&t, "sdw_model_load_seconds", "Seconds per model load.", &m->load);

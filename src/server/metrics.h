@@ -21,10 +21,15 @@ void sdw_metrics_image_seconds(sdw_metrics *m, double s);
 void sdw_metrics_model_load_seconds(sdw_metrics *m, double s);
 void sdw_metrics_http_response(sdw_metrics *m, unsigned status);
 
-/* The gauges the engine knows at the time of the scrape. */
+/* The gauges the engine knows at the time of the scrape; with a fleet also
+ * the fleet's, from Redis (fleet_* zero when Redis did not answer). */
 typedef struct {
     int queue_depth, in_flight, jobs_kept;
     bool ready;
+    bool fleet;               /* the fleet_* fields below are set */
+    bool redis_up;
+    int fleet_queue_depth, fleet_workers_live, fleet_workers_busy;
+    unsigned long long fleet_jobs[4];   /* completed, failed, cancelled, requeued: fleet-wide, from Redis */
 } sdw_metrics_gauges;
 /* malloc'd text, NULL when out of memory. */
 char *sdw_metrics_render(sdw_metrics *m, const sdw_metrics_gauges *g);

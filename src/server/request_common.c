@@ -49,6 +49,8 @@ void sdw_job_request_free(sdw_job_request *r)
     free(r->loras);
     sdw_image_free(&r->init);
     sdw_image_free(&r->mask);
+    for (int i = 0; i < r->n_controls; i++) req_control_free(&r->controls[i]);
+    free(r->controls);
     sdw_job_request_init(r);
 }
 
@@ -330,6 +332,172 @@ sdw_status req_add_lora(sdw_job_request *r, const char *field, const char *name,
     char *c = strdup(name);
     if (!c) return sdw_fail(SDW_ERR_NOMEM, "%s: out of memory", field);
     r->loras[r->n_loras++] = (sdw_job_lora){ c, te, unet };
+    return SDW_OK;
+}
+
+/* ---------------------------------------------------------------- ControlNet units */
+
+void req_control_init(sdw_job_control *c)
+{
+    memset(c, 0, sizeof *c);
+    c->pre.kind = SDW_PRE_NONE;
+    c->resize_mode = SDW_FIT_CROP_AND_RESIZE;
+    c->scale = 1;
+    c->end = 1;
+    c->mode = SDW_CONTROL_BALANCED;
+}
+
+void req_control_free(sdw_job_control *c)
+{
+    free(c->model);
+    free(c->path);
+    free(c->title);
+    free(c->stem);
+    sdw_image_free(&c->image);
+    memset(c, 0, sizeof *c);
+}
+
+sdw_status req_control_module(const cJSON *u, const char *key, sdw_job_control *c)
+{
+    const char *s = NULL;
+    SDW_TRY(req_str(u, key, 64, &s));
+    if (!s || !*s) s = "none";
+    if (sdw_preprocessor_parse(s, &c->pre) != SDW_OK) return sdw_fail_context(SDW_ERR_INVALID_ARG, "%s", key);
+    return SDW_OK;
+}
+
+/* A threshold of the module: -1 (or absent) keeps the module's default;
+ * modules without that slider ignore the field, as sd-webui-controlnet
+ * does (clients send its old defaults, 64, for every module). */
+static sdw_status read_threshold(const cJSON *u, const char *key, bool used, double lo, float *out)
+{
+    float v = -1;
+    SDW_TRY(req_float(u, key, -1e9, 1e9, false, &v));
+    if (!used || v == -1) return SDW_OK;
+    if (v < lo || v > 255 || v != floorf(v))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be an integer in %g..255, or -1 for the default (got %g)", key,
+                        lo, v);
+    *out = v;
+    return SDW_OK;
+}
+
+sdw_status req_control_thresholds(const cJSON *u, const char *key_a, const char *key_b, sdw_job_control *c)
+{
+    bool canny = c->pre.kind == SDW_PRE_CANNY, thr = c->pre.kind == SDW_PRE_THRESHOLD;
+    /* sd-webui-controlnet's slider ranges: Canny 1..255 each, threshold 0..255. */
+    SDW_TRY(read_threshold(u, key_a, canny || thr, canny ? 1 : 0, &c->pre.a));
+    return read_threshold(u, key_b, canny, 1, &c->pre.b);
+}
+
+sdw_status req_control_processor_res(const cJSON *u, const char *key, int dflt, sdw_job_control *c)
+{
+    int64_t v = -1;
+    SDW_TRY(req_int64(u, key, INT32_MIN, INT32_MAX, &v));
+    c->processor_res = c->pre.kind == SDW_PRE_NONE ? 0 : dflt;
+    if (c->pre.kind == SDW_PRE_NONE || v == -1) return SDW_OK;
+    if (v < SDW_REQ_MIN_PROCESSOR_RES || v > SDW_REQ_MAX_PROCESSOR_RES)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be in %d..%d, or -1 for the default (got %lld)", key,
+                        SDW_REQ_MIN_PROCESSOR_RES, SDW_REQ_MAX_PROCESSOR_RES, (long long)v);
+    c->processor_res = (int)v;
+    return SDW_OK;
+}
+
+sdw_status req_control_resize_mode(const cJSON *u, const char *key, sdw_job_control *c)
+{
+    const cJSON *v = req_get(u, key);
+    if (!v) return SDW_OK;
+    if (cJSON_IsNumber(v)) {
+        double d = v->valuedouble;
+        /* 3 is A1111's "Just Resize (Latent upscale)": the same for a control image. */
+        if (d == 0 || d == 3) c->resize_mode = SDW_FIT_JUST_RESIZE;
+        else if (d == 1) c->resize_mode = SDW_FIT_CROP_AND_RESIZE;
+        else if (d == 2) c->resize_mode = SDW_FIT_RESIZE_AND_FILL;
+        else
+            return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be 0 (Just Resize), 1 (Crop and Resize) or 2 (Resize and "
+                            "Fill) (got %g)", key, d);
+        return SDW_OK;
+    }
+    const char *s = NULL;
+    SDW_TRY(req_str(u, key, 64, &s));
+    /* sd-webui-controlnet's older names for the same modes. */
+    if (!strcmp(s, "Inner Fit (Scale to Fit)") || !strcmp(s, "Scale to Fit (Inner Fit)")) s = "Crop and Resize";
+    else if (!strcmp(s, "Outer Fit (Shrink to Fit)") || !strcmp(s, "Envelope (Outer Fit)")) s = "Resize and Fill";
+    if (sdw_fit_mode_parse(s, &c->resize_mode) != SDW_OK) return sdw_fail_context(SDW_ERR_INVALID_ARG, "%s", key);
+    return SDW_OK;
+}
+
+sdw_status req_control_mode(const cJSON *u, const char *key, sdw_job_control *c)
+{
+    static const struct {
+        const char *a1111, *ours;
+        sdw_control_mode mode;
+    } modes[] = {
+        { "Balanced", "balanced", SDW_CONTROL_BALANCED },
+        { "My prompt is more important", "prompt", SDW_CONTROL_PROMPT },
+        { "ControlNet is more important", "controlnet", SDW_CONTROL_CONTROLNET },
+    };
+    const cJSON *v = req_get(u, key);
+    if (!v) return SDW_OK;
+    if (cJSON_IsNumber(v)) {
+        double d = v->valuedouble;
+        if (d != 0 && d != 1 && d != 2)
+            return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be 0 (Balanced), 1 (My prompt is more important) or 2 "
+                            "(ControlNet is more important) (got %g)", key, d);
+        c->mode = modes[(int)d].mode;
+        return SDW_OK;
+    }
+    const char *s = NULL;
+    SDW_TRY(req_str(u, key, 64, &s));
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+        if (!strcasecmp(s, modes[i].a1111) || !strcasecmp(s, modes[i].ours)) {
+            c->mode = modes[i].mode;
+            return SDW_OK;
+        }
+    return sdw_fail(SDW_ERR_INVALID_ARG, "%s: unknown '%s'; valid: balanced, prompt, controlnet (or A1111's \"Balanced\", "
+                    "\"My prompt is more important\", \"ControlNet is more important\", 0..2)", key, s);
+}
+
+sdw_status req_control_image(const cJSON *u, const char *key, const sdw_request_limits *lim, sdw_job_control *c)
+{
+    const cJSON *v = req_get(u, key);
+    if (!v) return SDW_OK;
+    /* sd-webui-controlnet also takes {"image", "mask"}, [image, mask] and a list of
+     * such objects (several inputs are for IP-Adapter only: the first is used).
+     * The mask only matters to its inpaint and IP-Adapter modules: ignored. */
+    if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
+    if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "image");
+    if (!cJSON_IsString(v))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be a base64 image (or {\"image\": base64, \"mask\": ...})", key);
+    sdw_image_free(&c->image);
+    return req_image_b64(key, v->valuestring, strlen(v->valuestring), lim, &c->image);
+}
+
+sdw_status req_add_control(sdw_job_request *r, const char *field, sdw_job_control *c, bool has_init)
+{
+    const char *m = c->model;
+    if (!m || !*m || !strcmp(m, "None"))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: model: required (a ControlNet in --controlnet-dir; GET "
+                        "/controlnet/model_list lists them)", field);
+    if (m[0] == '/' || strstr(m, "..") || strchr(m, '\\'))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: model: '%s' must be a name inside --controlnet-dir (no absolute path, "
+                        "no '..')", field, m);
+    if (!isfinite(c->scale) || c->scale < 0 || c->scale > SDW_REQ_MAX_CONTROL_WEIGHT)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: weight must be in [0, %g] (got %g)", field, SDW_REQ_MAX_CONTROL_WEIGHT,
+                        c->scale);
+    if (!(c->start >= 0 && c->end <= 1 && c->start <= c->end))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: start %g and end %g must satisfy 0 <= start <= end <= 1", field,
+                        c->start, c->end);
+    if (!c->image.w && !has_init)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: image: required (only img2img and inpainting fall back on the init "
+                        "image)", field);
+    if (r->n_controls >= SDW_REQ_MAX_CONTROLS)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s: more than %d ControlNet units", field, SDW_REQ_MAX_CONTROLS);
+    sdw_job_control *v = realloc(r->controls, (size_t)(r->n_controls + 1) * sizeof *v);
+    if (!v) return sdw_fail(SDW_ERR_NOMEM, "%s: out of memory", field);
+    r->controls = v;
+    snprintf(c->field, sizeof c->field, "%s", field);
+    r->controls[r->n_controls++] = *c;
+    memset(c, 0, sizeof *c);
     return SDW_OK;
 }
 

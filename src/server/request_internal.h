@@ -51,6 +51,28 @@ sdw_status req_add_lora(sdw_job_request *r, const char *field, const char *name,
 
 bool req_utf8_valid(const char *s, size_t n);
 
+/* ControlNet units. A dialect reads each unit's fields with these (each
+ * names its key in errors; the dialect prefixes the unit, "controlnets[1]")
+ * into a unit from req_control_init, then hands it to req_add_control,
+ * which checks the unit as a whole and takes it (on failure the caller
+ * frees it with req_control_free). */
+void req_control_init(sdw_job_control *c);
+void req_control_free(sdw_job_control *c);
+/* The preprocessor: "none" when absent; "canny:100:200" carries thresholds. */
+sdw_status req_control_module(const cJSON *u, const char *key, sdw_job_control *c);
+/* After the module: its thresholds (-1 = the module's default; ignored by modules without them). */
+sdw_status req_control_thresholds(const cJSON *u, const char *key_a, const char *key_b, sdw_job_control *c);
+/* After the module: -1 or absent = dflt (0 = the image's own size). */
+sdw_status req_control_processor_res(const cJSON *u, const char *key, int dflt, sdw_job_control *c);
+/* A1111's names, its older aliases and 0..3, or ours (preprocess.h). */
+sdw_status req_control_resize_mode(const cJSON *u, const char *key, sdw_job_control *c);
+/* "balanced" | "prompt" | "controlnet", A1111's names, or 0..2. */
+sdw_status req_control_mode(const cJSON *u, const char *key, sdw_job_control *c);
+/* base64, {"image", "mask"} or [image, mask] (the mask is not used). */
+sdw_status req_control_image(const cJSON *u, const char *key, const sdw_request_limits *lim, sdw_job_control *c);
+/* has_init: the job has an init image, which a unit without one uses. */
+sdw_status req_add_control(sdw_job_request *r, const char *field, sdw_job_control *c, bool has_init);
+
 /* The checks across fields, after a parser has read them all: what each
  * kind needs (an init image, a mask of the same size), the pixel limit, and
  * the prompt's <lora:name:w> tags, added to r->loras. */

@@ -7,7 +7,15 @@
  *    "loras": [{"path" | "name", "strength"}], "model", "preview_every"}
  * Extensions: "cfg_scale" (= guidance_scale), "clip_skip", "rng" ("cpu" |
  * "cuda"), "guidance" (FLUX dev's distilled guidance, apart from
- * guidance_scale; "distilled_cfg_scale", Forge's name, is the same). Unknown members ("hive_id", "worker_id", ...) are ignored. Without
+ * guidance_scale; "distilled_cfg_scale", Forge's name, is the same), and
+ * ControlNets:
+ *   "controlnets": [{"model" (a name in --controlnet-dir), "image" (base64;
+ *     img2img / inpaint default to the init image), "preprocessor" ("none",
+ *     "canny", "canny:LOW:HIGH", ...; "module" is the same), "threshold_a",
+ *     "threshold_b", "processor_res", "pixel_perfect", "resize_mode",
+ *     "scale" (or "weight", 0..2), "start", "end", "mode" ("balanced" |
+ *     "prompt" | "controlnet")}], "guess_mode" (all units at once).
+ * Unknown members ("hive_id", "worker_id", ...) are ignored. Without
  * "operation" the images present decide it. */
 #include "server/request_internal.h"
 #include "core/error.h"
@@ -50,6 +58,63 @@ static sdw_status read_image(const cJSON *j, const char *key, const sdw_request_
     return req_image_b64(key, b64, strlen(b64), lim, out);
 }
 
+/* guess is diffusers' guess mode, the pipeline's for every unit: given at
+ * the top, or on units that agree. *guess: -1 = not said yet. */
+static sdw_status read_control(const cJSON *u, const sdw_request_limits *lim, sdw_job_control *c, int *guess)
+{
+    const char *pre = req_get(u, "preprocessor") ? "preprocessor" : "module";
+    bool g = false;
+    SDW_TRY(req_strdup(u, "model", SDW_REQ_MAX_NAME, &c->model));
+    SDW_TRY(req_control_module(u, pre, c));
+    SDW_TRY(req_control_thresholds(u, "threshold_a", "threshold_b", c));
+    SDW_TRY(req_control_processor_res(u, "processor_res", 0, c));
+    SDW_TRY(req_bool(u, "pixel_perfect", &c->pixel_perfect));
+    SDW_TRY(req_control_resize_mode(u, "resize_mode", c));
+    SDW_TRY(req_float(u, "weight", 0, SDW_REQ_MAX_CONTROL_WEIGHT, false, &c->scale));
+    SDW_TRY(req_float(u, "scale", 0, SDW_REQ_MAX_CONTROL_WEIGHT, false, &c->scale));
+    SDW_TRY(req_float(u, "start", 0, 1, false, &c->start));
+    SDW_TRY(req_float(u, "end", 0, 1, false, &c->end));
+    SDW_TRY(req_control_mode(u, "mode", c));
+    SDW_TRY(req_control_image(u, "image", lim, c));
+    if (req_get(u, "guess_mode")) {
+        SDW_TRY(req_bool(u, "guess_mode", &g));
+        if (*guess >= 0 && *guess != (int)g)
+            return sdw_fail(SDW_ERR_INVALID_ARG, "guess_mode: one setting for every unit (diffusers' guess mode); "
+                            "give it once at the top level");
+        *guess = g;
+    }
+    return SDW_OK;
+}
+
+static sdw_status read_controls(const cJSON *j, const sdw_request_limits *lim, sdw_job_request *r)
+{
+    int guess = -1;
+    if (req_get(j, "guess_mode")) {
+        bool g = false;
+        SDW_TRY(req_bool(j, "guess_mode", &g));
+        guess = g;
+    }
+    const cJSON *arr = req_get(j, "controlnets");
+    if (!arr) return SDW_OK;
+    if (!cJSON_IsArray(arr)) return sdw_fail(SDW_ERR_INVALID_ARG, "controlnets: must be an array of {\"model\", \"image\", ...}");
+    int i = 0;
+    const cJSON *u;
+    cJSON_ArrayForEach(u, arr) {
+        char field[32];
+        snprintf(field, sizeof field, "controlnets[%d]", i++);
+        if (!cJSON_IsObject(u)) return sdw_fail(SDW_ERR_INVALID_ARG, "%s: must be an object {\"model\", \"image\", ...}", field);
+        sdw_job_control c;
+        req_control_init(&c);
+        sdw_status s = read_control(u, lim, &c, &guess);
+        if (s == SDW_OK) s = req_add_control(r, field, &c, r->init.w > 0);
+        else sdw_fail_context(s, "%s", field);
+        req_control_free(&c);
+        if (s != SDW_OK) return s;
+    }
+    r->control_guess = guess == 1;
+    return SDW_OK;
+}
+
 static sdw_status parse(const cJSON *j, const sdw_request_limits *lim, sdw_job_request *r)
 {
     const char *op = NULL, *s = NULL;
@@ -80,6 +145,7 @@ static sdw_status parse(const cJSON *j, const sdw_request_limits *lim, sdw_job_r
     const char *init_key = req_get(j, "init_image") ? "init_image" : "input_image";
     SDW_TRY(read_image(j, init_key, lim, &r->init));
     SDW_TRY(read_image(j, "mask_image", lim, &r->mask));
+    SDW_TRY(read_controls(j, lim, r));
     if (!op) r->kind = r->mask.w ? SDW_JOB_INPAINT : r->init.w ? SDW_JOB_IMG2IMG : SDW_JOB_TXT2IMG;
     else if (!strcmp(op, "image_generation")) r->kind = SDW_JOB_TXT2IMG;
     else if (!strcmp(op, "image_transform")) r->kind = SDW_JOB_IMG2IMG;

@@ -6,6 +6,7 @@
  *   POST /sdapi/v1/interrupt           stops the running job at its next step
  *   GET  /sdapi/v1/sd-models | samplers | schedulers | loras | options
  *   POST /sdapi/v1/options             sd_model_checkpoint switches the model
+ *   /controlnet/...                    sd-webui-controlnet's routes (routes_controlnet.c)
  *
  * txt2img and img2img go through the same queue as every job; the request's
  * thread waits for its job (other connections, /progress and /interrupt
@@ -115,7 +116,7 @@ static enum MHD_Result generate(sdw_http_req *r, bool img2img)
     }
     char err[1024];
     sdw_job *j;
-    sdw_submit_result sr = sdw_engine_submit(e, &req, &j, err, sizeof err);
+    sdw_submit_result sr = http_submit(r, &req, &j, err, sizeof err);
     if (sr != SDW_SUBMIT_OK) return http_submit_error(r, sr, err);
     http_no_timeout(r);
     sdw_job_state state = sdw_engine_wait(e, j);
@@ -124,7 +125,9 @@ static enum MHD_Result generate(sdw_http_req *r, bool img2img)
     enum MHD_Result ret;
     if (state == SDW_JOB_FAILED || (state == SDW_JOB_CANCELLED && res->error_code && strcmp(res->error_code, "cancelled"))) {
         const char *code = res->error_code ? res->error_code : "generation_failed";
-        ret = http_error(r, strcmp(code, "shutting_down") ? 500 : 503, code, "%s", res->error ? res->error : "");
+        /* invalid_request: found wrong only once running (a ControlNet for the model a job switched to). */
+        unsigned status = !strcmp(code, "shutting_down") ? 503 : !strcmp(code, "invalid_request") ? 400 : 500;
+        ret = http_error(r, status, code, "%s", res->error ? res->error : "");
     } else {
         cJSON *o = cJSON_CreateObject(), *images = cJSON_AddArrayToObject(o, "images");
         for (int i = 0; i < res->n_images; i++) {
@@ -271,7 +274,7 @@ static enum MHD_Result options_post(sdw_http_req *r)
     req.prompt = strdup("");
     char err[1024];
     sdw_job *j;
-    sdw_submit_result sr = sdw_engine_submit(r->srv->engine, &req, &j, err, sizeof err);
+    sdw_submit_result sr = http_submit(r, &req, &j, err, sizeof err);
     if (sr != SDW_SUBMIT_OK) return http_submit_error(r, sr, err);
     http_no_timeout(r);
     sdw_job_state state = sdw_engine_wait(r->srv->engine, j);
@@ -306,6 +309,7 @@ static enum MHD_Result interrupt(sdw_http_req *r)
 
 bool routes_a1111(sdw_http_req *r, enum MHD_Result *ret)
 {
+    if (routes_controlnet(r, ret)) return true;   /* sd-webui-controlnet's extension routes */
     if (strncmp(r->url, "/sdapi/v1/", 10)) return false;
     const char *u = r->url + 10;
     bool get = !strcmp(r->method, "GET") || !strcmp(r->method, "HEAD"), post = !strcmp(r->method, "POST");

@@ -3,13 +3,14 @@
  * /metrics and the page at /.
  *
  *   GET    /health                 {"status":"healthy"}
- *   GET    /ready                  200 {"ready":true} | 503 while loading
+ *   GET    /ready                  200 {"ready":true} | 503 while loading, or while the fleet's Redis is unreachable
  *   GET    /v1/info                model (family, denoiser, ...), defaults, samplers, schedulers, limits
  *   POST   /v1/jobs                202 {"job_id","sse_url","status"}
  *   GET    /v1/jobs/{id}           status, progress, result
  *   DELETE /v1/jobs/{id}           cancel
  *   GET    /v1/jobs/{id}/stream    SSE: progress, preview, complete | error, done
  *   GET    /v1/files/{id}-{i}.ext  an image of a finished job (OpenAI's "url")
+ *   GET    /v1/workers             the fleet's workers (this process alone without --redis)
  *   GET    /metrics                Prometheus text
  *   GET    /                       the page */
 #include "server/http_internal.h"
@@ -25,14 +26,24 @@ static enum MHD_Result health(sdw_http_req *r)
 
 static enum MHD_Result ready(sdw_http_req *r)
 {
-    char err[512];
+    char err[512], qerr[600];
     sdw_engine_state s = sdw_engine_get_state(r->srv->engine, err, sizeof err);
-    if (s == SDW_ENGINE_READY) return http_json(r, 200, strdup("{\"ready\":true}"));
+    bool queue = sdw_engine_queue_ok(r->srv->engine, qerr, sizeof qerr);
+    if (s == SDW_ENGINE_READY && queue) return http_json(r, 200, strdup("{\"ready\":true}"));
     cJSON *o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "ready", false);
-    cJSON_AddStringToObject(o, "state", s == SDW_ENGINE_LOADING ? "loading" : s == SDW_ENGINE_FAILED ? "failed" : "stopping");
+    cJSON_AddStringToObject(o, "state", s == SDW_ENGINE_LOADING ? "loading" : s == SDW_ENGINE_FAILED ? "failed"
+                                        : s == SDW_ENGINE_STOPPING ? "stopping" : "redis_unreachable");
     if (s == SDW_ENGINE_FAILED) cJSON_AddStringToObject(o, "error", err);
+    else if (!queue) cJSON_AddStringToObject(o, "error", qerr);
     return http_cjson(r, 503, o);
+}
+
+static enum MHD_Result workers(sdw_http_req *r)
+{
+    char *json = sdw_engine_workers_json(r->srv->engine);
+    if (!json) return http_error(r, 503, "redis_unavailable", "the fleet's Redis did not answer");
+    return http_json(r, 200, json);
 }
 
 static enum MHD_Result info(sdw_http_req *r)
@@ -97,7 +108,7 @@ static enum MHD_Result submit(sdw_http_req *r)
     }
     char err[1024];
     sdw_job *j;
-    sdw_submit_result res = sdw_engine_submit(r->srv->engine, &req, &j, err, sizeof err);
+    sdw_submit_result res = http_submit(r, &req, &j, err, sizeof err);
     if (res != SDW_SUBMIT_OK) return http_submit_error(r, res, err);
     char url[128];
     snprintf(url, sizeof url, "/v1/jobs/%s/stream", sdw_job_id(j));
@@ -107,6 +118,14 @@ static enum MHD_Result submit(sdw_http_req *r)
     cJSON_AddStringToObject(o, "status", "queued");
     sdw_job_release(r->srv->engine, j);
     return http_cjson(r, 202, o);
+}
+
+/* An unknown job is 404, unless the fleet's Redis could not be asked. */
+static enum MHD_Result no_job(sdw_http_req *r, const char *what, const char *id)
+{
+    char err[600];
+    if (!sdw_engine_queue_ok(r->srv->engine, err, sizeof err)) return http_error(r, 503, "redis_unavailable", "%s", err);
+    return http_error(r, 404, "not_found", "no %s %s", what, id);
 }
 
 /* ---------------------------------------------------------------- SSE */
@@ -128,7 +147,7 @@ static enum MHD_Result stream(sdw_http_req *r, const char *id)
     const char *last = http_header(r, "Last-Event-ID");
     long long last_id = last ? strtoll(last, NULL, 10) : 0;
     sdw_stream *s = sdw_engine_stream_open(r->srv->engine, id, last_id, r->srv->cfg.keepalive_s);
-    if (!s) return http_error(r, 404, "not_found", "no job %s", id);
+    if (!s) return no_job(r, "job", id);
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, sse_read, s, sse_free);
     if (!resp) {
         sdw_stream_close(s);
@@ -144,14 +163,14 @@ static enum MHD_Result stream(sdw_http_req *r, const char *id)
 static enum MHD_Result job_status(sdw_http_req *r, const char *id)
 {
     char *json = sdw_engine_job_json(r->srv->engine, id);
-    if (!json) return http_error(r, 404, "not_found", "no job %s", id);
+    if (!json) return no_job(r, "job", id);
     return http_json(r, 200, json);
 }
 
 static enum MHD_Result job_cancel(sdw_http_req *r, const char *id)
 {
     sdw_job_state before;
-    if (!sdw_engine_cancel(r->srv->engine, id, &before)) return http_error(r, 404, "not_found", "no job %s", id);
+    if (!sdw_engine_cancel(r->srv->engine, id, &before)) return no_job(r, "job", id);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "job_id", id);
     cJSON_AddStringToObject(o, "status", before == SDW_JOB_QUEUED    ? "cancelled"
@@ -173,7 +192,7 @@ static enum MHD_Result file(sdw_http_req *r, const char *name)
     memcpy(id, name, (size_t)(dash - name));
     id[dash - name] = 0;
     sdw_job *j = sdw_engine_find(r->srv->engine, id);
-    if (!j) return http_error(r, 404, "not_found", "no file %s (results are kept for --result-ttl)", name);
+    if (!j) return no_job(r, "file (results are kept for --result-ttl)", name);
     enum MHD_Result ret;
     const sdw_job_result *res = sdw_job_get_result(j);
     if (sdw_engine_job_state(r->srv->engine, j) != SDW_JOB_COMPLETED || index >= res->n_images)
@@ -207,6 +226,7 @@ bool routes_native(sdw_http_req *r, enum MHD_Result *ret)
     if (get && !strcmp(u, "/ready")) return *ret = ready(r), true;
     if (get && !strcmp(u, "/v1/info")) return *ret = info(r), true;
     if (get && !strcmp(u, "/metrics")) return *ret = metrics(r), true;
+    if (get && !strcmp(u, "/v1/workers")) return *ret = workers(r), true;
     if (get && !strcmp(u, "/")) return *ret = http_bytes(r, 200, "text/html; charset=utf-8", sdw_web_page, strlen(sdw_web_page)), true;
     if (post && !strcmp(u, "/v1/jobs")) return *ret = submit(r), true;
     if (get && !strncmp(u, "/v1/files/", 10)) return *ret = file(r, u + 10), true;

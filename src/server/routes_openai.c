@@ -39,7 +39,7 @@ static enum MHD_Result run(sdw_http_req *r, sdw_job_request *req)
     sdw_engine *e = r->srv->engine;
     char err[1024];
     sdw_job *j;
-    sdw_submit_result sr = sdw_engine_submit(e, req, &j, err, sizeof err);
+    sdw_submit_result sr = http_submit(r, req, &j, err, sizeof err);
     if (sr != SDW_SUBMIT_OK) return http_submit_error(r, sr, err);
     http_no_timeout(r);
     sdw_job_state state = sdw_engine_wait(e, j);

@@ -1,11 +1,14 @@
 /* test_server_requests.c: the server's pure parsers on their own: the three
  * dialects' JSON bodies to a job request (fields, defaults, errors naming
  * the field), multipart/form-data, OpenAI edits from a form, FLUX dev's
- * distilled guidance in each dialect, and pickle file names. The HTTP
- * behaviour is tested end to end by the node scripts beside this file. */
+ * distilled guidance in each dialect, pickle file names, ControlNet units
+ * in the native and A1111 forms (and /controlnet/detect's body), and the
+ * ControlNet cache's policy with a fake loader. The HTTP behaviour is tested
+ * end to end by the node scripts beside this file. */
 #include "testkit.h"
 #include "core/error.h"
 #include "io/base64.h"
+#include "server/controlnet_cache.h"
 #include "server/job_request.h"
 #include "server/model_catalog.h"
 #include "server/multipart.h"
@@ -13,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static sdw_request_limits lim;
 
@@ -489,6 +493,271 @@ static void test_guidance(void **state)
     free(rgba);
 }
 
+/* ---------------------------------------------------------------- ControlNet units */
+
+/* fmt with every "%s" replaced by b64. */
+static char *with_image(const char *fmt, const char *b64)
+{
+    size_t n = strlen(b64), cap = strlen(fmt) + 1;
+    for (const char *p = fmt; (p = strstr(p, "%s")); p += 2) cap += n;
+    char *b = malloc(cap), *o = b;
+    for (const char *p = fmt; *p;) {
+        if (p[0] == '%' && p[1] == 's') {
+            memcpy(o, b64, n);
+            o += n;
+            p += 2;
+        } else {
+            *o++ = *p++;
+        }
+    }
+    *o = 0;
+    return b;
+}
+
+static void control_fails(sdw_status (*parse)(const char *, sdw_job_request *), const char *fmt, const char *b64,
+                          const char *prefix)
+{
+    char *b = with_image(fmt, b64);
+    fails_with(parse, b, prefix);
+    free(b);
+}
+
+static void test_native_controlnets(void **state)
+{
+    (void)state;
+    char *img = png_b64(48, 32, 3, NULL, NULL);
+    sdw_job_request r;
+    char *b = with_image("{\"prompt\":\"x\",\"controlnets\":[{\"model\":\"cn-a\",\"image\":\"%s\",\"preprocessor\":"
+                         "\"canny:50:150\",\"threshold_b\":180,\"scale\":0.5,\"start\":0.2,\"end\":0.8,\"mode\":"
+                         "\"controlnet\",\"resize_mode\":\"Resize and Fill\",\"processor_res\":256,\"pixel_perfect\":"
+                         "true},{\"model\":\"sub/cn-b.safetensors\",\"image\":\"data:image/png;base64,%s\"}],"
+                         "\"guess_mode\":true}", img);
+    assert_int_equal(native(b, &r), SDW_OK);
+    assert_int_equal(r.n_controls, 2);
+    sdw_job_control *c = &r.controls[0];
+    assert_string_equal(c->model, "cn-a");
+    assert_int_equal(c->pre.kind, SDW_PRE_CANNY);
+    assert_true(c->pre.a == 50 && c->pre.b == 180);
+    assert_true(c->scale == 0.5f && c->start == 0.2f && c->end == 0.8f);
+    assert_int_equal(c->mode, SDW_CONTROL_CONTROLNET);
+    assert_int_equal(c->resize_mode, SDW_FIT_RESIZE_AND_FILL);
+    assert_int_equal(c->processor_res, 256);
+    assert_true(c->pixel_perfect);
+    assert_int_equal(c->image.w, 48);
+    assert_string_equal(c->field, "controlnets[0]");
+    c = &r.controls[1];   /* the defaults */
+    assert_int_equal(c->pre.kind, SDW_PRE_NONE);
+    assert_true(c->scale == 1 && c->start == 0 && c->end == 1);
+    assert_int_equal(c->mode, SDW_CONTROL_BALANCED);
+    assert_int_equal(c->resize_mode, SDW_FIT_CROP_AND_RESIZE);
+    assert_int_equal(c->processor_res, 0);
+    assert_true(r.control_guess);
+    sdw_job_request_free(&r);
+    free(b);
+
+    /* "canny" with its default thresholds; img2img units fall back on the init image. */
+    b = with_image("{\"prompt\":\"x\",\"init_image\":\"%s\",\"controlnets\":[{\"model\":\"m\",\"module\":\"canny\","
+                   "\"threshold_a\":-1,\"mode\":2,\"resize_mode\":0}]}", img);
+    assert_int_equal(native(b, &r), SDW_OK);
+    assert_int_equal(r.kind, SDW_JOB_IMG2IMG);
+    assert_true(r.controls[0].pre.a == 100 && r.controls[0].pre.b == 200);
+    assert_int_equal(r.controls[0].image.w, 0);
+    assert_int_equal(r.controls[0].mode, SDW_CONTROL_CONTROLNET);
+    assert_int_equal(r.controls[0].resize_mode, SDW_FIT_JUST_RESIZE);
+    assert_false(r.control_guess);
+    sdw_job_request_free(&r);
+    free(b);
+
+    const char *u = "{\"prompt\":\"x\",\"controlnets\":[{\"image\":\"%s\",\"model\":\"m\",";
+    char f[512];
+#define FAILS(extra, msg) (snprintf(f, sizeof f, "%s%s}]}", u, extra), control_fails(native, f, img, msg))
+    FAILS("\"scale\":2.5", "controlnets[0]: scale: must be in [0, 2] (got 2.5)");
+    FAILS("\"weight\":-1", "controlnets[0]: weight: must be in [0, 2] (got -1)");
+    FAILS("\"preprocessor\":\"depth_midas\"", "controlnets[0]: preprocessor: ");
+    FAILS("\"preprocessor\":\"canny\",\"threshold_a\":300", "controlnets[0]: threshold_a: must be an integer in 1..255");
+    FAILS("\"preprocessor\":\"canny\",\"processor_res\":16", "controlnets[0]: processor_res: must be in 64..2048");
+    FAILS("\"start\":0.6,\"end\":0.4", "controlnets[0]: start 0.6 and end 0.4 must satisfy");
+    FAILS("\"mode\":\"loud\"", "controlnets[0]: mode: unknown 'loud'");
+    FAILS("\"resize_mode\":7", "controlnets[0]: resize_mode: must be 0 (Just Resize)");
+    FAILS("\"resize_mode\":\"stretch\"", "controlnets[0]: resize_mode: ");
+    FAILS("\"guess_mode\":false},{\"model\":\"m\",\"image\":\"%s\",\"guess_mode\":true",
+          "controlnets[1]: guess_mode: one setting for every unit");
+#undef FAILS
+    control_fails(native, "{\"prompt\":\"x\",\"controlnets\":[{\"model\":\"m\",\"image\":\"@@@%s\"}]}", img,
+                  "controlnets[0]: image: invalid base64");
+    control_fails(native, "{\"prompt\":\"x\",\"controlnets\":[{\"model\":\"../m\",\"image\":\"%s\"}]}", img,
+                  "controlnets[0]: model: '../m' must be a name inside --controlnet-dir");
+    control_fails(native, "{\"prompt\":\"x\",\"controlnets\":[{\"image\":\"%s\"}]}", img, "controlnets[0]: model: required");
+    fails_with(native, "{\"prompt\":\"x\",\"controlnets\":[{\"model\":\"m\"}]}", "controlnets[0]: image: required");
+    fails_with(native, "{\"prompt\":\"x\",\"controlnets\":{}}", "controlnets: must be an array");
+    fails_with(native, "{\"prompt\":\"x\",\"controlnets\":[{\"model\":\"m\",\"image\":7}]}",
+               "controlnets[0]: image: must be a base64 image");
+    char *many = malloc(16384);
+    int k = snprintf(many, 16384, "{\"prompt\":\"x\",\"controlnets\":[");
+    for (int i = 0; i <= SDW_REQ_MAX_CONTROLS; i++) k += snprintf(many + k, 16384 - k, "%s{\"model\":\"m\",\"image\":\"%%s\"}", i ? "," : "");
+    snprintf(many + k, 16384 - k, "]}");
+    control_fails(native, many, img, "controlnets[8]: more than 8 ControlNet units");
+    free(many);
+    free(img);
+}
+
+static void test_a1111_controlnets(void **state)
+{
+    (void)state;
+    char *img = png_b64(40, 40, 3, NULL, NULL);
+    sdw_job_request r;
+    /* As sd-webui-controlnet's API takes them: a disabled unit and a null are skipped. */
+    char *b = with_image("{\"prompt\":\"x\",\"alwayson_scripts\":{\"ControlNet\":{\"args\":[{\"enabled\":true,\"module\":"
+                         "\"canny\",\"model\":\"control_canny [abcd1234]\",\"weight\":0.7,\"image\":\"%s\",\"resize_mode\":"
+                         "\"Just Resize\",\"processor_res\":-1,\"threshold_a\":60,\"threshold_b\":-1,\"guidance_start\":0.1,"
+                         "\"guidance_end\":0.9,\"control_mode\":\"My prompt is more important\",\"pixel_perfect\":false},"
+                         "{\"enabled\":false,\"model\":\"None\"},null,{\"module\":\"none\",\"model\":\"other\",\"image\":"
+                         "{\"image\":\"%s\",\"mask\":null},\"control_mode\":2,\"resize_mode\":2,\"threshold_a\":64,"
+                         "\"threshold_b\":64,\"processor_res\":64,\"guidance\":0.5,\"low_vram\":true}]}}}", img);
+    assert_int_equal(a1111(b, &r), SDW_OK);
+    assert_int_equal(r.n_controls, 2);
+    sdw_job_control *c = &r.controls[0];
+    assert_string_equal(c->model, "control_canny [abcd1234]");
+    assert_true(c->pre.kind == SDW_PRE_CANNY && c->pre.a == 60 && c->pre.b == 200);
+    assert_int_equal(c->processor_res, SDW_REQ_A1111_PROCESSOR_RES);
+    assert_true(fabsf(c->scale - 0.7f) < 1e-6f && fabsf(c->start - 0.1f) < 1e-6f && fabsf(c->end - 0.9f) < 1e-6f);
+    assert_int_equal(c->mode, SDW_CONTROL_PROMPT);
+    assert_int_equal(c->resize_mode, SDW_FIT_JUST_RESIZE);
+    c = &r.controls[1];
+    assert_string_equal(c->field, "alwayson_scripts.controlnet.args[3]");
+    assert_int_equal(c->pre.kind, SDW_PRE_NONE);
+    assert_int_equal(c->processor_res, 0);   /* "none" is not scaled */
+    assert_int_equal(c->image.w, 40);
+    assert_int_equal(c->mode, SDW_CONTROL_CONTROLNET);
+    assert_int_equal(c->resize_mode, SDW_FIT_RESIZE_AND_FILL);
+    assert_true(c->end == 0.5f);
+    sdw_job_request_free(&r);
+    free(b);
+
+    /* img2img: the older input_image, or none at all (the init image). */
+    b = with_image("{\"init_images\":[\"%s\"],\"alwayson_scripts\":{\"controlnet\":{\"args\":[{\"model\":\"m\","
+                   "\"input_image\":\"%s\"},{\"model\":\"m\",\"module\":\"invert (from white bg & black line)\"}]}}}", img);
+    assert_int_equal(sdw_parse_a1111_request(b, strlen(b), true, &lim, &r), SDW_OK);
+    assert_int_equal(r.n_controls, 2);
+    assert_int_equal(r.controls[0].image.w, 40);
+    assert_int_equal(r.controls[1].pre.kind, SDW_PRE_INVERT);
+    assert_int_equal(r.controls[1].image.w, 0);
+    sdw_job_request_free(&r);
+    free(b);
+
+    const char *u = "{\"alwayson_scripts\":{\"controlnet\":{\"args\":[{\"image\":\"%s\",\"model\":\"m\",";
+    char f[512];
+#define FAILS(extra, msg) (snprintf(f, sizeof f, "%s%s}]}}}", u, extra), control_fails(a1111, f, img, msg))
+    FAILS("\"weight\":2.5", "alwayson_scripts.controlnet.args[0]: weight: must be in [0, 2] (got 2.5)");
+    FAILS("\"module\":\"openpose\"", "alwayson_scripts.controlnet.args[0]: module: ");
+    FAILS("\"guidance_start\":0.9,\"guidance_end\":0.1", "alwayson_scripts.controlnet.args[0]: start 0.9 and end 0.1");
+    FAILS("\"control_mode\":3", "alwayson_scripts.controlnet.args[0]: control_mode: must be 0 (Balanced)");
+    FAILS("\"enabled\":\"yes\"", "alwayson_scripts.controlnet.args[0]: enabled: must be a boolean");
+#undef FAILS
+    control_fails(a1111, "{\"alwayson_scripts\":{\"controlnet\":{\"args\":[{\"model\":\"None\",\"image\":\"%s\"}]}}}",
+                  img, "alwayson_scripts.controlnet.args[0]: model: required");
+    control_fails(a1111, "{\"alwayson_scripts\":{\"controlnet\":{\"args\":[{\"model\":\"m\",\"image\":\"x%s\"}]}}}",
+                  img, "alwayson_scripts.controlnet.args[0]: image: ");
+    fails_with(a1111, "{\"alwayson_scripts\":{\"controlnet\":{\"args\":[{\"model\":\"m\"}]}}}",
+               "alwayson_scripts.controlnet.args[0]: image: required");
+    fails_with(a1111, "{\"alwayson_scripts\":{\"controlnet\":{\"args\":{}}}}", "alwayson_scripts.controlnet.args: must be an array");
+    fails_with(a1111, "{\"alwayson_scripts\":[]}", "alwayson_scripts: must be an object");
+
+    /* POST /controlnet/detect's body. */
+    sdw_detect_request d;
+    b = with_image("{\"controlnet_module\":\"canny\",\"controlnet_input_images\":[\"%s\",\"%s\"],"
+                   "\"controlnet_threshold_a\":30,\"controlnet_processor_res\":64}", img);
+    assert_int_equal(sdw_parse_a1111_detect(b, strlen(b), &lim, &d), SDW_OK);
+    assert_int_equal(d.n_images, 2);
+    assert_true(d.pre.kind == SDW_PRE_CANNY && d.pre.a == 30 && d.pre.b == 200);
+    assert_int_equal(d.processor_res, 64);
+    sdw_detect_request_free(&d);
+    free(b);
+    free(img);
+}
+
+/* ---------------------------------------------------------------- the ControlNet cache */
+
+/* Fake nets: a net is its file's size in bytes; frees are counted. */
+static int fake_frees;
+static sdw_status fake_load(void *user, const char *path, void **net, size_t *bytes)
+{
+    (void)user;
+    FILE *f = fopen(path, "rb");
+    if (!f) return sdw_fail(SDW_ERR_IO, "%s: missing", path);
+    fseek(f, 0, SEEK_END);
+    *bytes = (size_t)ftell(f);
+    fclose(f);
+    *net = strdup(path);
+    return SDW_OK;
+}
+static void fake_free(void *user, void *net)
+{
+    (void)user;
+    free(net);
+    fake_frees++;
+}
+
+static void put_file(const char *path, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    for (size_t i = 0; i < n; i++) fputc('x', f);
+    fclose(f);
+}
+
+static void test_controlnet_cache(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/sdw_cn_cache_XXXXXX", a[64], b[64], c[64], big[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(a, sizeof a, "%s/a", dir), snprintf(b, sizeof b, "%s/b", dir);
+    snprintf(c, sizeof c, "%s/c", dir), snprintf(big, sizeof big, "%s/big", dir);
+    put_file(a, 40), put_file(b, 40), put_file(c, 40), put_file(big, 150);
+    sdw_cn_cache *cc = sdw_cn_cache_new(100, fake_load, fake_free, NULL);
+    void *na, *nb, *nc, *x;
+    bool hit;
+    /* Job 1: a and b. Job 2: a again (held), then c: b is the least recently used. */
+    assert_int_equal(sdw_cn_cache_get(cc, a, &na, &hit), SDW_OK);
+    assert_false(hit);
+    assert_int_equal(sdw_cn_cache_get(cc, b, &nb, &hit), SDW_OK);
+    sdw_cn_cache_unpin_all(cc);
+    assert_int_equal(sdw_cn_cache_get(cc, a, &x, &hit), SDW_OK);
+    assert_true(hit && x == na);
+    assert_int_equal(sdw_cn_cache_get(cc, c, &nc, &hit), SDW_OK);
+    sdw_cn_cache_stats st = sdw_cn_cache_get_stats(cc);
+    assert_int_equal(st.entries, 2);
+    assert_int_equal(st.evictions, 1);
+    assert_int_equal(fake_frees, 1);
+    /* Pinned nets stay even past the budget: the same job asks for b again. */
+    assert_int_equal(sdw_cn_cache_get(cc, b, &nb, &hit), SDW_OK);
+    assert_false(hit);
+    st = sdw_cn_cache_get_stats(cc);
+    assert_true(st.entries == 3 && st.pinned == 3 && st.bytes == 120);
+    sdw_cn_cache_unpin_all(cc);   /* a, the least recently used, goes */
+    st = sdw_cn_cache_get_stats(cc);
+    assert_true(st.entries == 2 && st.bytes == 80 && st.pinned == 0);
+    assert_int_equal(sdw_cn_cache_get(cc, c, &x, &hit), SDW_OK);
+    assert_true(hit && x == nc);
+    /* A net larger than the budget runs its job, then goes. */
+    assert_int_equal(sdw_cn_cache_get(cc, big, &x, &hit), SDW_OK);
+    st = sdw_cn_cache_get_stats(cc);
+    assert_true(st.entries == 2 && st.bytes == 190);   /* b dropped before loading; c is pinned */
+    sdw_cn_cache_unpin_all(cc);
+    st = sdw_cn_cache_get_stats(cc);
+    assert_true(st.entries == 1 && st.bytes == 40);
+    /* A file that changed is loaded again; a missing one fails. */
+    put_file(c, 30);
+    assert_int_equal(sdw_cn_cache_get(cc, c, &x, &hit), SDW_OK);
+    assert_false(hit);
+    assert_int_equal(sdw_cn_cache_get_stats(cc).bytes, 30);
+    unlink(a);
+    assert_int_not_equal(sdw_cn_cache_get(cc, a, &x, &hit), SDW_OK);
+    sdw_cn_cache_free(cc);   /* the pinned c too */
+    assert_int_equal(fake_frees, 6);
+    unlink(b), unlink(c), unlink(big), rmdir(dir);
+}
+
 static void test_pickle_names(void **state)
 {
     (void)state;
@@ -512,7 +781,8 @@ int main(void)
         cmocka_unit_test(test_native_errors), cmocka_unit_test(test_a1111),
         cmocka_unit_test(test_openai_generation), cmocka_unit_test(test_multipart),
         cmocka_unit_test(test_openai_edit), cmocka_unit_test(test_guidance),
-        cmocka_unit_test(test_pickle_names),
+        cmocka_unit_test(test_pickle_names), cmocka_unit_test(test_native_controlnets),
+        cmocka_unit_test(test_a1111_controlnets), cmocka_unit_test(test_controlnet_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
