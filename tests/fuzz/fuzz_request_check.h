@@ -38,6 +38,16 @@ static void fuzz_check_request(sdw_status s, sdw_job_request *r, const sdw_reque
     if (r->kind == SDW_JOB_IMG2IMG && !r->init.w) abort();
     if (r->kind == SDW_JOB_INPAINT && (!r->mask.w || r->mask.w != r->init.w || r->mask.h != r->init.h)) abort();
     if (r->init.w && (int64_t)r->init.w * r->init.h > l->max_pixels) abort();
+    /* ControlNet units: a name (never a path out of the folder), ranges, an image within the limits. */
+    if (r->n_controls < 0 || r->n_controls > SDW_REQ_MAX_CONTROLS || (r->n_controls && !r->controls)) abort();
+    for (int i = 0; i < r->n_controls; i++) {
+        const sdw_job_control *c = &r->controls[i];
+        if (!c->model || !c->model[0] || c->model[0] == '/' || strstr(c->model, "..")) abort();
+        if (!(c->scale >= 0 && c->scale <= SDW_REQ_MAX_CONTROL_WEIGHT)) abort();
+        if (!(c->start >= 0 && c->start <= c->end && c->end <= 1)) abort();
+        if (c->image.w && (int64_t)c->image.w * c->image.h > l->max_pixels) abort();
+        if (!c->image.w && !r->init.w) abort();   /* no image of its own: the init image's */
+    }
     sdw_job_request_free(r);
 }
 #endif
