@@ -16,6 +16,7 @@ typedef struct entry {
     void *net;
     size_t bytes;
     int pins;
+    bool refused;              /* did not fit the model: dropped when unpinned (sdw_cn_cache_refuse) */
     off_t size;                /* the file as it was loaded */
     struct timespec mtime;
     struct entry *prev, *next;
@@ -162,8 +163,18 @@ sdw_status sdw_cn_cache_get(sdw_cn_cache *c, const char *path, void **net, bool 
 
 void sdw_cn_cache_unpin_all(sdw_cn_cache *c)
 {
-    for (entry *e = c->head; e; e = e->next) e->pins = 0;
+    for (entry *e = c->head, *next; e; e = next) {
+        next = e->next;
+        e->pins = 0;
+        if (e->refused) drop(c, e);
+    }
     make_room(c, 0);
+}
+
+void sdw_cn_cache_refuse(sdw_cn_cache *c, const char *path)
+{
+    for (entry *e = c->head; e; e = e->next)
+        if (!strcmp(e->path, path)) e->refused = true;
 }
 
 void sdw_cn_cache_clear(sdw_cn_cache *c)

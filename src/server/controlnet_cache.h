@@ -34,6 +34,9 @@ void sdw_cn_cache_free(sdw_cn_cache *c);
  * sdw_cn_cache_unpin_all. *hit says which. Least recently used unpinned nets
  * are dropped first to make room (by the file's size, before loading). */
 sdw_status sdw_cn_cache_get(sdw_cn_cache *c, const char *path, void **net, bool *hit);
+/* path's net did not fit the model: it goes when the job is over, so the
+ * next job loads it again (a config put beside it since is read then). */
+void sdw_cn_cache_refuse(sdw_cn_cache *c, const char *path);
 /* The job is over: nothing is pinned, and the budget holds again. */
 void sdw_cn_cache_unpin_all(sdw_cn_cache *c);
 /* Drops every unpinned net (the model, and so the backend, changes). */

@@ -247,8 +247,10 @@ static sdw_status prepare_controls(sdw_engine *e, sdw_job *j, sdw_pipeline_param
             return sdw_fail_context(SDW_ERR_IO, "%s: loading ControlNet %s", c->field, c->title);
         if (!hit) sdw_srv_log("job %s ControlNet %s loaded in %.2f s", j->id, c->title, sdw_now() - t0);
         /* A net that does not fit the model is the request's fault (400), not the server's. */
-        if (sdw_controlnet_check_base(net, sdw_unet_get_config(m->unet), c->title) != SDW_OK)
+        if (sdw_controlnet_check_base(net, sdw_unet_get_config(m->unet), c->title) != SDW_OK) {
+            sdw_cn_cache_refuse(e->cn_cache, c->path);
             return sdw_fail_context(SDW_ERR_INVALID_ARG, "%s: model", c->field);
+        }
         const sdw_image *src = c->image.w ? &c->image : &r->init;
         int res = c->pixel_perfect ? sdw_control_pixel_perfect_res(src, p->width, p->height, c->resize_mode)
                                    : c->processor_res;
