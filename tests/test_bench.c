@@ -1,10 +1,11 @@
 /* test_bench.c: what `sd-worker bench` measures (src/bench/bench.c), on the
  * tiny models (SD1, SDXL, a 9-channel inpainting UNet, FLUX dev, SD3 and
- * SD3.5 medium). Timings are
+ * SD3.5 medium; SD1 with a ControlNet). Timings are
  * never compared with numbers, only checked for sense: the FLOPs the backend
  * counts for a denoiser evaluation equal the count from the architecture,
  * rates are positive and below twice the measured peak, the JSON parses. */
 #include "testkit.h"
+#include "models/controlnet.h"
 #include "models/flux.h"
 #include "models/mmdit.h"
 #include "models/model.h"
@@ -96,8 +97,7 @@ static const char *part_path(const char *p, char *buf, size_t n)
     return buf;
 }
 
-static void run_bench_parts(const char *model, const flux_parts *parts, int size, float cfg, bool paired,
-                            sdw_bench_result *r, sdw_model **out)
+static sdw_model *load_parts(const char *model, const flux_parts *parts)
 {
     sdw_load_params lp = sdw_load_params_default();
     lp.with_vae_encoder = true;
@@ -110,6 +110,12 @@ static void run_bench_parts(const char *model, const flux_parts *parts, int size
     }
     sdw_model *m;
     if (sdw_model_load(test_data_path(model), &lp, &m) != SDW_OK) fail_msg("load %s: %s", model, sdw_last_error());
+    return m;
+}
+
+/* The bench on m, its shapes tracked, with the ControlNet cn (or none). */
+static void bench_on(sdw_model *m, int size, float cfg, bool paired, const sdw_controlnet *cn, sdw_bench_result *r)
+{
     sdw_bench_opts o;
     sdw_bench_opts_init(&o);
     o.width = o.height = size;
@@ -120,11 +126,18 @@ static void run_bench_parts(const char *model, const flux_parts *parts, int size
     o.peak_f32 = &peak_f32;
     o.shapes = true;
     o.paired = paired;
-    if (sdw_bench_run(m, &o, r) != SDW_OK) fail_msg("bench %s: %s", model, sdw_last_error());
+    o.control = cn;
+    if (sdw_bench_run(m, &o, r) != SDW_OK) fail_msg("bench: %s", sdw_last_error());
     /* Every figure carries the host it ran on. */
     assert_non_null(strstr(r->host, "CPUs; amx "));
     assert_null(strstr(r->host, "unknown"));
-    *out = m;
+}
+
+static void run_bench_parts(const char *model, const flux_parts *parts, int size, float cfg, bool paired,
+                            sdw_bench_result *r, sdw_model **out)
+{
+    *out = load_parts(model, parts);
+    bench_on(*out, size, cfg, paired, NULL, r);
 }
 
 static void run_bench(const char *model, int size, float cfg, bool paired, sdw_bench_result *r, sdw_model **out)
@@ -141,7 +154,12 @@ static void check_result(sdw_model *m, const sdw_bench_result *r, int size, floa
     assert_int_equal(r->precision, m->info.precision);
     double peak = r->precision == SDW_PRECISION_BF16 ? peak_bf16.tflops : peak_f32.tflops;
     assert_true(r->peak_tflops == peak && peak > 0);
-    for (int s = 0; s < SDW_BENCH_STAGES; s++) check_stage(r, (sdw_bench_stage)s);
+    /* The ControlNet's stage runs only with one; the evaluation and the step then count it on top. */
+    const bool control = r->stage[SDW_BENCH_CONTROL].ran;
+    const double cn_flops = control ? r->stage[SDW_BENCH_CONTROL].flops : 0;
+    for (int s = 0; s < SDW_BENCH_STAGES; s++)
+        if (s != SDW_BENCH_CONTROL || control) check_stage(r, (sdw_bench_stage)s);
+    if (!control) assert_true(r->control_share == 0);
 
     /* The backend's count of a denoiser evaluation is the architecture's. */
     double analytic = m->flux    ? nb * sdw_bench_flux_flops(sdw_flux_get_config(m->flux), (size / 16) * (size / 16),
@@ -150,9 +168,9 @@ static void check_result(sdw_model *m, const sdw_bench_result *r, int size, floa
                                                             sdw_bench_sd3_context(m->info.t5_max_length))
                                  : sdw_bench_unet_flops(sdw_unet_get_config(m->unet), nb, size / 8, size / 8, 77);
     close_to(r->denoiser_flops_analytic, analytic, 1e-12, "analytic denoiser FLOPs");
-    close_to(r->stage[SDW_BENCH_DENOISE].flops, analytic, 0.01, "counted denoiser FLOPs");
+    close_to(r->stage[SDW_BENCH_DENOISE].flops, analytic + cn_flops, 0.01, "counted denoiser FLOPs");
     /* A sampling step runs one evaluation (euler_a; FLUX: euler) and nothing else counted. */
-    close_to(r->stage[SDW_BENCH_STEP].flops, analytic, 0.01, "counted step FLOPs");
+    close_to(r->stage[SDW_BENCH_STEP].flops, analytic + cn_flops, 0.01, "counted step FLOPs");
     /* 2 steps from each of 2 runs, less the first (cold) one. */
     assert_int_equal(r->stage[SDW_BENCH_STEP].samples, 3);
     assert_int_equal(r->stage[SDW_BENCH_DENOISE].samples, 2);
@@ -167,11 +185,11 @@ static void check_result(sdw_model *m, const sdw_bench_result *r, int size, floa
     assert_true(r->weight_bytes == m->info.weight_bytes && r->weight_bytes > 0);
     assert_true(r->peak_rss_bytes > r->weight_bytes);
 
-    /* By shape: the UNet's and the decode's last run, slowest first, adding
-     * up to the per-kind totals of the same run. */
+    /* By shape: the UNet's, the ControlNet's and the decode's last run,
+     * slowest first, adding up to the per-kind totals of the same run. */
     for (int s = 0; s < SDW_BENCH_STAGES; s++) {
         const sdw_bench_stage_result *sr = &r->stage[s];
-        if (s != SDW_BENCH_DENOISE && s != SDW_BENCH_DECODE) {
+        if (s != SDW_BENCH_DENOISE && s != SDW_BENCH_DECODE && !(s == SDW_BENCH_CONTROL && control)) {
             assert_int_equal(sr->n_shapes, 0);
             continue;
         }
@@ -200,6 +218,12 @@ static void check_result(sdw_model *m, const sdw_bench_result *r, int size, floa
     const cJSON *stages = cJSON_GetObjectItem(back, "stages");
     for (int s = 0; s < SDW_BENCH_STAGES; s++) {
         const cJSON *so = cJSON_GetObjectItem(stages, sdw_bench_stage_name((sdw_bench_stage)s));
+        if (s == SDW_BENCH_CONTROL && !control) {
+            /* Without a ControlNet the JSON is what it always was. */
+            assert_null(so);
+            assert_null(cJSON_GetObjectItem(back, "controlnet_share_of_step"));
+            continue;
+        }
         assert_true(cJSON_IsObject(so));
         close_to(cJSON_GetObjectItem(so, "gflop")->valuedouble, r->stage[s].flops * 1e-9, 1e-9, "JSON gflop");
         close_to(cJSON_GetObjectItem(so, "pct_peak")->valuedouble, r->stage[s].pct_peak, 1e-9, "JSON pct_peak");
@@ -233,6 +257,7 @@ static void check_paired(const sdw_bench_result *r)
     for (int s = 0; s < SDW_BENCH_STAGES; s++) {
         const sdw_bench_stage_result *st = &r->stage[s];
         const cJSON *so = cJSON_GetObjectItem(stages, sdw_bench_stage_name((sdw_bench_stage)s));
+        if (!st->ran && s == SDW_BENCH_CONTROL) continue;
         if (!(st->host_tflops > 0 && st->pct_paired > 0 && st->pct_paired < 1000))
             fail_msg("stage %s: paired %g%% of a host at %g TFLOP/s", sdw_bench_stage_name((sdw_bench_stage)s),
                      st->pct_paired, st->host_tflops);
@@ -306,8 +331,9 @@ static void test_bench_flux_tiny(void **state)
     assert_string_equal(sdw_bench_stage_label(&r, SDW_BENCH_DENOISE), "transformer eval");
     assert_string_equal(sdw_bench_stage_name(SDW_BENCH_DENOISE), "unet_eval");
     for (int s = 0; s < SDW_BENCH_STAGES; s++)
-        printf("  %-16s %8.4f s %8.3f GFLOP\n", sdw_bench_stage_label(&r, (sdw_bench_stage)s), r.stage[s].seconds,
-               r.stage[s].flops * 1e-9);
+        if (r.stage[s].ran)
+            printf("  %-16s %8.4f s %8.3f GFLOP\n", sdw_bench_stage_label(&r, (sdw_bench_stage)s), r.stage[s].seconds,
+                   r.stage[s].flops * 1e-9);
     /* The text stage runs T5 over all 512 tokens: its matmuls alone are 2 x 512 x the T5 linears' weights. */
     assert_true(r.stage[SDW_BENCH_TEXT].flops > 2.0 * 512 * 4 * 32 * 32);
     sdw_model_free(m);
@@ -425,6 +451,90 @@ static void test_flux_flops_full(void **state)
            100 * attn / f);
 }
 
+/* SD1 with a ControlNet (balanced, scale 1, every step): the net's own
+ * stage runs at the denoiser's batch and counts FLOPs; the evaluation and
+ * the step count the UNet's plus the net's, so the step with the net
+ * exceeds the step without it by the net's count; the JSON and --paired
+ * carry the new stage. */
+static void test_bench_controlnet_tiny(void **state)
+{
+    (void)state;
+    sdw_model *m = load_parts("models/sd1-tiny/sd1-tiny.safetensors", NULL);
+    sdw_controlnet *cn;
+    if (sdw_controlnet_load(m->be, test_data_path("controlnet/models/cn-sd1-tiny/cn-sd1-tiny.safetensors"), &cn) !=
+        SDW_OK)
+        fail_msg("load the ControlNet: %s", sdw_last_error());
+    sdw_bench_result without, with;
+    bench_on(m, 64, 7.0f, false, NULL, &without);
+    bench_on(m, 64, 7.0f, true, cn, &with);
+    check_result(m, &with, 64, 7.0f);
+    check_paired(&with);
+    const sdw_bench_stage_result *c = &with.stage[SDW_BENCH_CONTROL];
+    assert_true(c->ran && c->flops > 0 && c->n_shapes > 0);
+    assert_int_equal(c->samples, 2);
+    close_to(with.stage[SDW_BENCH_STEP].flops - without.stage[SDW_BENCH_STEP].flops, c->flops, 0.01,
+             "the step's FLOPs with the ControlNet less those without");
+    close_to(with.stage[SDW_BENCH_DENOISE].flops - without.stage[SDW_BENCH_DENOISE].flops, c->flops, 0.01,
+             "the evaluation's FLOPs with the ControlNet less those without");
+    /* The text, decode and encode stages do not carry it. */
+    close_to(with.stage[SDW_BENCH_TEXT].flops, without.stage[SDW_BENCH_TEXT].flops, 1e-12, "text FLOPs");
+    close_to(with.stage[SDW_BENCH_DECODE].flops, without.stage[SDW_BENCH_DECODE].flops, 1e-12, "decode FLOPs");
+    close_to(with.control_share, c->seconds / with.stage[SDW_BENCH_STEP].seconds, 1e-12, "share of the step");
+    assert_string_equal(sdw_bench_stage_name(SDW_BENCH_CONTROL), "controlnet_eval");
+    assert_string_equal(sdw_bench_stage_label(&with, SDW_BENCH_CONTROL), "controlnet eval");
+    cJSON *j = sdw_bench_result_json(&with);
+    assert_non_null(j);
+    close_to(cJSON_GetObjectItem(j, "controlnet_share_of_step")->valuedouble, with.control_share, 1e-12,
+             "JSON share");
+    cJSON_Delete(j);
+    printf("  step %.3f GFLOP without, %.3f with; controlnet %.3f GFLOP, %.1f%% of the step's time\n",
+           without.stage[SDW_BENCH_STEP].flops * 1e-9, with.stage[SDW_BENCH_STEP].flops * 1e-9, c->flops * 1e-9,
+           100 * with.control_share);
+    sdw_controlnet_free(cn);
+    sdw_model_free(m);
+}
+
+/* A ControlNet for another base is refused before anything runs, naming
+ * it; so is one on a model without a UNet. */
+static void test_bench_controlnet_refused(void **state)
+{
+    (void)state;
+    sdw_model *m = load_parts("models/sd1-tiny/sd1-tiny.safetensors", NULL);
+    sdw_controlnet *cn;
+    assert_int_equal(
+        sdw_controlnet_load(m->be, test_data_path("controlnet/models/cn-sdxl-tiny/cn-sdxl-tiny.safetensors"), &cn),
+        SDW_OK);
+    sdw_bench_opts o;
+    sdw_bench_opts_init(&o);
+    o.width = o.height = 64;
+    o.peak_bf16 = &peak_bf16;
+    o.peak_f32 = &peak_f32;
+    o.control = cn;
+    o.control_name = "--control";
+    sdw_bench_result r;
+    assert_int_equal(sdw_bench_run(m, &o, &r), SDW_ERR_INVALID_ARG);
+    assert_non_null(strstr(sdw_last_error(), "--control"));
+    assert_non_null(strstr(sdw_last_error(), "cn-sdxl-tiny.safetensors"));
+    assert_non_null(strstr(sdw_last_error(), "another UNet"));
+    assert_false(r.stage[SDW_BENCH_STEP].ran);
+    sdw_controlnet_free(cn);
+    sdw_model_free(m);
+
+    static const flux_parts parts = { "flux/models/flux-tiny-common/ae.safetensors",
+                                      "flux/models/flux-tiny-common/clip_l.safetensors",
+                                      "flux/models/flux-tiny-common/t5xxl.safetensors", NULL };
+    m = load_parts("flux/models/flux-tiny-dev/flux1-dev.safetensors", &parts);
+    assert_int_equal(
+        sdw_controlnet_load(m->be, test_data_path("controlnet/models/cn-sd1-tiny/cn-sd1-tiny.safetensors"), &cn),
+        SDW_OK);
+    o.control = cn;
+    o.control_name = NULL;
+    assert_int_equal(sdw_bench_run(m, &o, &r), SDW_ERR_UNSUPPORTED);
+    assert_non_null(strstr(sdw_last_error(), "the ControlNet"));
+    sdw_controlnet_free(cn);
+    sdw_model_free(m);
+}
+
 static void test_bad_size(void **state)
 {
     (void)state;
@@ -461,6 +571,8 @@ int main(void)
         cmocka_unit_test(test_flux_flops_full),
         cmocka_unit_test(test_bench_sd3_tiny),
         cmocka_unit_test(test_sd3_flops_full),
+        cmocka_unit_test(test_bench_controlnet_tiny),
+        cmocka_unit_test(test_bench_controlnet_refused),
         cmocka_unit_test(test_bad_size),
     };
     return cmocka_run_group_tests(tests, measure_peaks, NULL);

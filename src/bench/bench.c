@@ -3,16 +3,18 @@
  *   `repeat` pipeline runs: the sampling steps, timed between progress
  *     callbacks (the first step of the first run, which creates the
  *     primitives, is left out when another step was timed)
- *   text encode, denoiser evaluation, VAE decode, VAE encode, each `repeat`
- *     times, called directly, warm (the pipeline runs created their
- *     primitives; the encoder gets a warm-up run of its own when the pipeline
- *     did not use it)
+ *   text encode, denoiser evaluation, (ControlNet evaluation,) VAE decode,
+ *     VAE encode, each `repeat` times, called directly, warm (the pipeline
+ *     runs created their primitives; the encoder gets a warm-up run of its
+ *     own when the pipeline did not use it)
  * Text encode and the evaluation go through the family's denoiser
  * (pipeline/denoiser.h: its prepare and predict), so every family the
  * pipeline runs is measured the same way, the UNets, FLUX and SD3 alike.
+ * With a ControlNet the pipeline runs and the evaluation carry one unit of
+ * it (pipeline/control.c runs it in the UNet denoiser's predict), and the
+ * net alone is called directly with the inputs predict would give it.
  * Every timed input is random: AMX runs 2-4x faster on zeros. */
-#include "bench/bench.h"
-#include "core/error.h"
+#include "bench/bench_internal.h"
 #include "pipeline/denoiser.h"
 #include "pipeline/pipeline.h"
 #include <math.h>
@@ -26,35 +28,6 @@
 
 #define STOCK_PROMPT "a photograph of an astronaut riding a horse, highly detailed"
 #define STOCK_NEGATIVE "lowres, blurry, bad anatomy"
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static sdw_status nomem(void) { return sdw_fail(SDW_ERR_NOMEM, "bench: out of memory"); }
-
-/* Uniform in [lo, hi): never zeros. */
-static void fill_random(float *x, size_t n, uint64_t seed, float lo, float hi)
-{
-    uint64_t s = seed * 0x9E3779B97F4A7C15ULL + 0x2545F4914F6CDD1DULL;
-    for (size_t i = 0; i < n; i++) {
-        s ^= s >> 12;
-        s ^= s << 25;
-        s ^= s >> 27;
-        uint64_t v = s * 0x2545F4914F6CDD1DULL;
-        x[i] = lo + (hi - lo) * (float)((double)(v >> 40) * 0x1p-24);
-    }
-}
-
-static float *random_floats(size_t n, uint64_t seed, float lo, float hi)
-{
-    float *x = malloc((n ? n : 1) * sizeof *x);
-    if (x) fill_random(x, n, seed, lo, hi);
-    return x;
-}
 
 static void note(const sdw_bench_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void note(const sdw_bench_opts *o, const char *fmt, ...)
@@ -70,15 +43,15 @@ static void note(const sdw_bench_opts *o, const char *fmt, ...)
 
 const char *sdw_bench_stage_name(sdw_bench_stage s)
 {
-    static const char *const names[SDW_BENCH_STAGES] = { "text_encode", "unet_eval", "sampling_step", "vae_decode",
-                                                         "vae_encode" };
+    static const char *const names[SDW_BENCH_STAGES] = { "text_encode", "unet_eval",  "sampling_step",
+                                                         "vae_decode",  "vae_encode", "controlnet_eval" };
     return (unsigned)s < SDW_BENCH_STAGES ? names[s] : "?";
 }
 
 const char *sdw_bench_stage_label(const sdw_bench_result *r, sdw_bench_stage s)
 {
-    static const char *const label[SDW_BENCH_STAGES] = { "text encode", "unet eval", "sampling step", "vae decode",
-                                                         "vae encode" };
+    static const char *const label[SDW_BENCH_STAGES] = { "text encode", "unet eval",  "sampling step",
+                                                         "vae decode",  "vae encode", "controlnet eval" };
     if (s == SDW_BENCH_DENOISE && r->denoiser && strcmp(r->denoiser, "unet") != 0) return "transformer eval";
     return (unsigned)s < SDW_BENCH_STAGES ? label[s] : "?";
 }
@@ -104,10 +77,10 @@ static sdw_status samples_add(samples *s, double t, double f)
     if (s->n == s->cap) {
         int cap = s->cap ? 2 * s->cap : 16;
         double *nt = realloc(s->t, (size_t)cap * sizeof *nt);
-        if (!nt) return nomem();
+        if (!nt) return bench_nomem();
         s->t = nt;
         double *nf = realloc(s->f, (size_t)cap * sizeof *nf);
-        if (!nf) return nomem();
+        if (!nf) return bench_nomem();
         s->f = nf;
         s->cap = cap;
     }
@@ -157,179 +130,6 @@ static void stage_finish(sdw_bench_stage_result *st, const samples *s, double pe
     st->pct_peak = peak > 0 ? 100.0 * st->tflops / peak : 0;
 }
 
-/* ---------------------------------------------------------------- peak */
-
-#define PEAK_C 320
-#define PEAK_HW 64
-#define PEAK_N 2
-#define PEAK_M 8192
-#define PEAK_K 1280
-
-/* Best seconds of runs calls (after one warm-up) and the FLOPs of one. */
-static sdw_status time_best_conv(sdw_backend *be, const sdw_conv2d *c, const float *x, float *y, int runs,
-                                 double *best, double *flops)
-{
-    SDW_TRY(sdw_conv2d_forward(be, c, x, PEAK_N, PEAK_HW, PEAK_HW, y, NULL, NULL));
-    *best = INFINITY;
-    for (int i = 0; i < runs; i++) {
-        sdw_backend_reset_flops(be);
-        double t0 = now();
-        SDW_TRY(sdw_conv2d_forward(be, c, x, PEAK_N, PEAK_HW, PEAK_HW, y, NULL, NULL));
-        double t = now() - t0;
-        if (t < *best) *best = t;
-    }
-    *flops = sdw_backend_flops(be);
-    return SDW_OK;
-}
-
-static sdw_status time_best_linear(sdw_backend *be, const sdw_linear *l, const float *x, float *y, int runs,
-                                   double *best, double *flops)
-{
-    SDW_TRY(sdw_linear_forward(be, l, x, PEAK_M, y));
-    *best = INFINITY;
-    for (int i = 0; i < runs; i++) {
-        sdw_backend_reset_flops(be);
-        double t0 = now();
-        SDW_TRY(sdw_linear_forward(be, l, x, PEAK_M, y));
-        double t = now() - t0;
-        if (t < *best) *best = t;
-    }
-    *flops = sdw_backend_flops(be);
-    return SDW_OK;
-}
-
-static void keep_better(sdw_bench_peak *p, const sdw_bench_peak *q)
-{
-    if (!q->available) return;
-    p->available = true;
-    if (q->conv_tflops > p->conv_tflops) p->conv_tflops = q->conv_tflops;
-    if (q->matmul_tflops > p->matmul_tflops) p->matmul_tflops = q->matmul_tflops;
-    p->tflops = p->conv_tflops > p->matmul_tflops ? p->conv_tflops : p->matmul_tflops;
-}
-
-/* A backend of precision p, or NULL (status OK) when this CPU cannot run it. */
-static sdw_backend *peak_backend(sdw_precision p, sdw_status *s)
-{
-    sdw_backend *be = NULL;
-    *s = sdw_backend_create(p, &be);
-    if (*s == SDW_ERR_UNSUPPORTED) {
-        sdw_clear_error();
-        *s = SDW_OK;
-        return NULL;
-    }
-    if (*s == SDW_OK && sdw_backend_precision(be) != sdw_precision_resolve(p)) {
-        sdw_backend_free(be);
-        return NULL;
-    }
-    /* The peak is oneDNN's direct convolution, as the issue defines it:
-     * Winograd does fewer multiplies than the FLOPs counted. */
-    if (be) sdw_backend_set_winograd(be, false);
-    return be;
-}
-
-/* The peak convolution (3x3, 320 -> 320) with random weights. */
-static sdw_status peak_conv(sdw_backend *be, sdw_conv2d **conv)
-{
-    float wscale = 1.0f / sqrtf((float)PEAK_C * 9);
-    float *cw = random_floats((size_t)PEAK_C * PEAK_C * 9, 1, -wscale, wscale);
-    float *cb = random_floats(PEAK_C, 2, -0.1f, 0.1f);
-    sdw_status s = (cw && cb) ? sdw_conv2d_create(be, PEAK_C, PEAK_C, 3, 3, 1, 1, cw, cb, conv) : nomem();
-    free(cw);
-    free(cb);
-    return s;
-}
-
-/* The peak convolution on its own backend, kept open to sample how fast
- * the host runs it now. */
-typedef struct {
-    sdw_backend *be;
-    sdw_conv2d *conv;
-    float *x, *y;
-} host_probe;
-
-static void probe_close(host_probe *p)
-{
-    sdw_conv2d_free(p->conv);
-    sdw_backend_free(p->be);
-    free(p->x);
-    free(p->y);
-    memset(p, 0, sizeof *p);
-}
-
-/* Opens the probe of precision p, warmed up; p->be stays NULL (status OK)
- * when this CPU cannot run p. */
-static sdw_status probe_open(host_probe *p, sdw_precision prec)
-{
-    memset(p, 0, sizeof *p);
-    sdw_status s;
-    if (!(p->be = peak_backend(prec, &s))) return s;
-    size_t n = (size_t)PEAK_N * PEAK_HW * PEAK_HW * PEAK_C;
-    p->x = random_floats(n, 4, -1.0f, 1.0f);
-    p->y = malloc(n * sizeof *p->y);
-    s = (p->x && p->y) ? peak_conv(p->be, &p->conv) : nomem();
-    if (s == SDW_OK) s = sdw_conv2d_forward(p->be, p->conv, p->x, PEAK_N, PEAK_HW, PEAK_HW, p->y, NULL, NULL);
-    if (s != SDW_OK) probe_close(p);
-    return s;
-}
-
-/* The probe's convolution back to back for about `seconds` (one call at
- * least): total FLOPs over total time. */
-static sdw_status probe_run(host_probe *p, double seconds, double *tflops)
-{
-    sdw_backend_reset_flops(p->be);
-    double t0 = now(), t;
-    do {
-        SDW_TRY(sdw_conv2d_forward(p->be, p->conv, p->x, PEAK_N, PEAK_HW, PEAK_HW, p->y, NULL, NULL));
-        t = now() - t0;
-    } while (t < seconds);
-    *tflops = sdw_backend_flops(p->be) / t * 1e-12;
-    return SDW_OK;
-}
-
-sdw_status sdw_bench_measure_sustained(sdw_precision p, double seconds, double *tflops)
-{
-    *tflops = 0;
-    host_probe probe;
-    SDW_TRY(probe_open(&probe, p));
-    sdw_status s = probe.be ? probe_run(&probe, seconds, tflops) : SDW_OK;
-    probe_close(&probe);
-    return s;
-}
-
-sdw_status sdw_bench_measure_peak(sdw_precision p, int runs, sdw_bench_peak *out)
-{
-    memset(out, 0, sizeof *out);
-    if (runs <= 0) runs = 5;
-    sdw_status s;
-    sdw_backend *be = peak_backend(p, &s);
-    if (!be) return s;
-    size_t conv_x = (size_t)PEAK_N * PEAK_HW * PEAK_HW * PEAK_C;
-    size_t mm_w = (size_t)PEAK_K * PEAK_K, mm_x = (size_t)PEAK_M * PEAK_K;
-    float *mw = random_floats(mm_w, 3, -0.03f, 0.03f);
-    float *x = random_floats(mm_x > conv_x ? mm_x : conv_x, 4, -1.0f, 1.0f);
-    float *y = malloc((mm_x > conv_x ? mm_x : conv_x) * sizeof *y);
-    sdw_conv2d *conv = NULL;
-    sdw_linear *lin = NULL;
-    s = (mw && x && y) ? peak_conv(be, &conv) : nomem();
-    if (s == SDW_OK) s = sdw_linear_create(be, PEAK_K, PEAK_K, mw, NULL, &lin);
-    free(mw);
-    double t, f;
-    if (s == SDW_OK) s = time_best_conv(be, conv, x, y, runs, &t, &f);
-    if (s == SDW_OK) out->conv_tflops = f / t * 1e-12;
-    if (s == SDW_OK) s = time_best_linear(be, lin, x, y, runs, &t, &f);
-    if (s == SDW_OK) out->matmul_tflops = f / t * 1e-12;
-    if (s == SDW_OK) {
-        out->available = true;
-        out->tflops = out->conv_tflops > out->matmul_tflops ? out->conv_tflops : out->matmul_tflops;
-    }
-    sdw_conv2d_free(conv);
-    sdw_linear_free(lin);
-    free(x);
-    free(y);
-    sdw_backend_free(be);
-    return s;
-}
-
 /* ---------------------------------------------------------------- stages */
 
 typedef struct {
@@ -339,7 +139,7 @@ typedef struct {
     bool first_run;
     int step;
     samples warm, cold;   /* steps after primitives exist; the very first step */
-    host_probe *probe;    /* opts.paired: after each warm step, the host's speed over as long */
+    bench_probe *probe;    /* opts.paired: after each warm step, the host's speed over as long */
     samples *paired;
     double probe_seconds; /* spent in the probe, taken out of the pipeline's time */
     sdw_status err;
@@ -354,7 +154,7 @@ static void on_observe(void *user, const char *name, int step, const float *x, i
     step_timer *t = user;
     if (!strcmp(name, "initial_latents")) {
         t->f_ref = sdw_backend_flops(t->be);
-        t->t_ref = now();
+        t->t_ref = bench_now();
         t->have_ref = true;
         t->step = 0;
     }
@@ -364,21 +164,21 @@ static sdw_status on_progress(void *user, const sdw_progress *p)
 {
     (void)p;
     step_timer *t = user;
-    double tn = now(), fn = sdw_backend_flops(t->be);
+    double tn = bench_now(), fn = sdw_backend_flops(t->be);
     if (t->have_ref && t->err == SDW_OK) {
         const bool cold = t->first_run && t->step == 0;
         const double dt = tn - t->t_ref, df = fn - t->f_ref;
         t->err = samples_add(cold ? &t->cold : &t->warm, dt, df);
         if (t->err == SDW_OK && t->probe && t->probe->be && !cold) {
             double host;
-            t->err = probe_run(t->probe, dt, &host);
+            t->err = bench_probe_run(t->probe, dt, &host);
             if (t->err == SDW_OK) t->err = samples_add(t->paired, df / dt * 1e-12 / host, host);
-            t->probe_seconds += now() - tn;
+            t->probe_seconds += bench_now() - tn;
         }
     }
     t->step++;
     t->f_ref = sdw_backend_flops(t->be);
-    t->t_ref = now();
+    t->t_ref = bench_now();
     return t->err;
 }
 
@@ -392,7 +192,7 @@ typedef struct {
     sdw_op_shape shapes[SDW_BENCH_STAGES][SDW_BENCH_MAX_SHAPES];
     int n_shapes[SDW_BENCH_STAGES];
     samples pipe;
-    host_probe probe;                /* opts.paired: open while the stages run */
+    bench_probe probe;                /* opts.paired: open while the stages run */
     samples paired[SDW_BENCH_STAGES]; /* per run: its TFLOP/s over the probe's (t), the probe's TFLOP/s (f) */
     /* The denoiser's run state, as sdw_pipeline_run sets it up for one
      * latent: prepared again for every timed text encode, then once more
@@ -401,6 +201,15 @@ typedef struct {
     sdw_run run;
     sdw_arena arena;
     float *x, *out, *img, *lat, *moments, *mask_lat, *masked_lat;
+    /* opts.control: the unit the pipeline runs and the evaluations carry,
+     * and the net's own inputs for SDW_BENCH_CONTROL (cn_res: every
+     * residual buffer, which the net adds into). */
+    sdw_control_unit unit;
+    float *cn_image, *cn_x, *cn_ctx, *cn_y, *cn_hint, *cn_res;
+    float cn_t[2];
+    float *cn_down[SDW_CONTROLNET_MAX_RES], *cn_mid;
+    float cn_scales[SDW_CONTROLNET_MAX_RES + 1];
+    sdw_unet_input cn_in;
 } bench;
 
 static sdw_status run_pipelines(bench *b)
@@ -425,14 +234,18 @@ static sdw_status run_pipelines(bench *b)
     p.progress_user = &t;
     p.observe = on_observe;
     p.observe_user = &t;
+    if (b->o->control) {
+        p.controls = &b->unit;
+        p.n_controls = 1;
+    }
     float *images = malloc((size_t)H * W * 3 * sizeof *images);
     float *init = NULL, *mask = NULL;
-    sdw_status s = images ? SDW_OK : nomem();
+    sdw_status s = images ? SDW_OK : bench_nomem();
     if (s == SDW_OK && m->info.inpaint) {
         /* A 9-channel model needs an image and a mask: random, left half repainted. */
-        init = random_floats((size_t)H * W * 3, 7, 0.0f, 1.0f);
+        init = bench_random_floats((size_t)H * W * 3, 7, 0.0f, 1.0f);
         mask = malloc((size_t)H * W * sizeof *mask);
-        if (!init || !mask) s = nomem();
+        if (!init || !mask) s = bench_nomem();
         for (int i = 0; s == SDW_OK && i < H; i++)
             for (int j = 0; j < W; j++) mask[(size_t)i * W + j] = j < W / 2 ? 1.0f : 0.0f;
         p.init_image = init;
@@ -443,11 +256,11 @@ static sdw_status run_pipelines(bench *b)
         note(b->o, "pipeline run %d/%d: %d steps", i + 1, r->repeat, r->steps);
         t.have_ref = false;
         t.first_run = i == 0;
-        double f0 = sdw_backend_flops(m->be), t0 = now();
+        double f0 = sdw_backend_flops(m->be), t0 = bench_now();
         t.probe_seconds = 0;
         s = sdw_pipeline_run(m, &p, images);
         if (s == SDW_OK) s = t.err;
-        if (s == SDW_OK) s = samples_add(&b->pipe, now() - t0 - t.probe_seconds, sdw_backend_flops(m->be) - f0);
+        if (s == SDW_OK) s = samples_add(&b->pipe, bench_now() - t0 - t.probe_seconds, sdw_backend_flops(m->be) - f0);
     }
     if (s == SDW_OK) {
         /* The first step creates the UNet's primitives: keep it only if nothing else was timed. */
@@ -470,14 +283,14 @@ static sdw_status time_stage(bench *b, sdw_bench_stage st, stage_fn fn, int warm
 {
     sdw_backend *be = b->m->be;
     for (int i = 0; i < warmups; i++) SDW_TRY(fn(b));
-    const bool shapes = b->o->shapes && (st == SDW_BENCH_DENOISE || st == SDW_BENCH_DECODE);
+    const bool shapes = b->o->shapes && (st == SDW_BENCH_DENOISE || st == SDW_BENCH_DECODE || st == SDW_BENCH_CONTROL);
     for (int i = 0; i < b->r->repeat; i++) {
         sdw_op_stats o0, o1;
         if (shapes && i == b->r->repeat - 1) SDW_TRY(sdw_backend_track_shapes(be, true));
         sdw_backend_op_stats(be, &o0);
-        double f0 = sdw_backend_flops(be), t0 = now();
+        double f0 = sdw_backend_flops(be), t0 = bench_now();
         SDW_TRY(fn(b));
-        double t = now() - t0;
+        double t = bench_now() - t0;
         if (shapes && i == b->r->repeat - 1) {
             b->n_shapes[st] = sdw_backend_shapes(be, b->shapes[st], SDW_BENCH_MAX_SHAPES);
             SDW_TRY(sdw_backend_track_shapes(be, false));
@@ -487,7 +300,7 @@ static sdw_status time_stage(bench *b, sdw_bench_stage st, stage_fn fn, int warm
         if (b->probe.be) {
             /* The host's speed now, over as long as the run took. */
             double host;
-            SDW_TRY(probe_run(&b->probe, t, &host));
+            SDW_TRY(bench_probe_run(&b->probe, t, &host));
             SDW_TRY(samples_add(&b->paired[st], flops / t * 1e-12 / host, host));
         }
         sdw_backend_op_stats(be, &o1);
@@ -549,17 +362,79 @@ static sdw_status encode_once(bench *b)
     return sdw_vae_encode(b->m->be, &b->arena, b->m->vae, b->img, 1, b->r->height, b->r->width, b->moments);
 }
 
+/* One evaluation of the ControlNet alone, as the UNet denoiser's predict runs it. */
+static sdw_status control_once(bench *b)
+{
+    sdw_arena_reset(&b->arena);
+    return sdw_controlnet_forward(b->m->be, &b->arena, b->o->control, &b->cn_in, b->cn_hint, b->cn_scales, b->cn_down,
+                                  b->cn_mid);
+}
+
 /* The evaluation's inputs: the prompts' conditioning (kept in b->run),
  * random latents and, for a 9-channel inpainting UNet, a random mask and
- * masked-image latents. */
+ * masked-image latents; with a ControlNet, its unit (the text encode was
+ * timed without it: the unit's buffers are the evaluation's). */
 static sdw_status prepare_denoiser(bench *b)
 {
     const sdw_run *r = &b->run;
+    if (b->o->control) {
+        b->dp.controls = &b->unit;
+        b->dp.n_controls = 1;
+    }
     size_t hw = (size_t)r->h * r->w, n = (size_t)r->lc * hw;
-    b->x = random_floats(n, 11, -1.0f, 1.0f);
+    b->x = bench_random_floats(n, 11, -1.0f, 1.0f);
     b->out = malloc(n * sizeof(float));
-    if (!b->x || !b->out) return nomem();
+    if (!b->x || !b->out) return bench_nomem();
     return b->run.ops->prepare(&b->run);
+}
+
+/* What the UNet denoiser's predict hands the net: the denoiser's batch of
+ * 4-channel latents (random), one timestep, 77 tokens of text context (and
+ * SDXL's added conditioning; random too), the unit's control image for
+ * every row (the rows share it, so the hint encoder runs once, as in the
+ * pipeline), scale 1 for every residual, and residual buffers to add into. */
+static sdw_status prepare_control(bench *b)
+{
+    const sdw_controlnet *cn = b->o->control;
+    const sdw_unet_config *c = &sdw_controlnet_get_info(cn)->unet;
+    const int N = b->r->denoiser_batch, h = b->r->height / 8, w = b->r->width / 8;
+    int hwc[SDW_CONTROLNET_MAX_RES + 1][3];
+    const int n = sdw_controlnet_residual_shapes(cn, h, w, hwc);
+    size_t total = 0;
+    for (int k = 0; k <= n; k++) total += (size_t)N * hwc[k][0] * hwc[k][1] * hwc[k][2];
+    const size_t px = (size_t)b->r->height * b->r->width * 3;
+    b->cn_x = bench_random_floats((size_t)N * h * w * 4, 21, -1.0f, 1.0f);
+    b->cn_ctx = bench_random_floats((size_t)N * SDW_CLIP_CONTEXT * c->context_dim, 22, -1.0f, 1.0f);
+    b->cn_y = c->adm_in ? bench_random_floats((size_t)N * c->adm_in, 23, -1.0f, 1.0f) : NULL;
+    b->cn_res = bench_random_floats(total, 24, -1.0f, 1.0f);
+    b->cn_hint = malloc(px * N * sizeof(float));
+    if (!b->cn_x || !b->cn_ctx || (c->adm_in && !b->cn_y) || !b->cn_res || !b->cn_hint) return bench_nomem();
+    for (int i = 0; i < N; i++) {
+        memcpy(b->cn_hint + i * px, b->cn_image, px * sizeof(float));
+        b->cn_t[i] = 500.0f;
+    }
+    float *at = b->cn_res;
+    for (int k = 0; k <= n; k++) {
+        if (k < n) b->cn_down[k] = at;
+        else b->cn_mid = at;
+        b->cn_scales[k] = 1.0f;
+        at += (size_t)N * hwc[k][0] * hwc[k][1] * hwc[k][2];
+    }
+    b->cn_in = (sdw_unet_input){ .x = b->cn_x, .N = N, .H = h, .W = w, .timesteps = b->cn_t, .context = b->cn_ctx,
+                                 .n_ctx = SDW_CLIP_CONTEXT, .y = b->cn_y };
+    return SDW_OK;
+}
+
+/* The unit every timed pipeline run and evaluation carries: a random
+ * control image at the generation size, scale 1 from the first step to the
+ * last, balanced (the net runs on the whole CFG batch). */
+static sdw_status control_unit(bench *b)
+{
+    b->cn_image = bench_random_floats((size_t)b->r->height * b->r->width * 3, 20, 0.0f, 1.0f);
+    if (!b->cn_image) return bench_nomem();
+    b->unit = (sdw_control_unit){ .net = b->o->control, .image = b->cn_image, .scale = 1.0f, .start = 0.0f,
+                                  .end = 1.0f, .mode = SDW_CONTROL_BALANCED };
+    return SDW_OK;
 }
 
 static size_t peak_rss(void)
@@ -594,10 +469,11 @@ static sdw_status bench_stages(bench *b)
     int h = r->height / 8, w = r->width / 8, lc = sdw_vae_get_config(m->vae)->latent_channels;
     if (m->info.inpaint) {
         /* A 9-channel UNet's extra inputs, random like the rest. */
-        b->mask_lat = random_floats((size_t)h * w, 15, 0.0f, 1.0f);
-        b->masked_lat = random_floats((size_t)h * w * lc, 16, -1.0f, 1.0f);
-        if (!b->mask_lat || !b->masked_lat) return nomem();
+        b->mask_lat = bench_random_floats((size_t)h * w, 15, 0.0f, 1.0f);
+        b->masked_lat = bench_random_floats((size_t)h * w * lc, 16, -1.0f, 1.0f);
+        if (!b->mask_lat || !b->masked_lat) return bench_nomem();
     }
+    if (b->o->control) SDW_TRY(control_unit(b));
     run_init(b);
     SDW_TRY(run_pipelines(b));
 
@@ -625,20 +501,36 @@ static sdw_status bench_stages(bench *b)
     free(b->x);
     free(b->out);
     b->x = b->out = NULL;
+    if (b->o->control) {
+        SDW_TRY(prepare_control(b));
+        note(b->o, "ControlNet evaluation (%d latent%s) x %d", r->denoiser_batch, r->denoiser_batch > 1 ? "s" : "",
+             r->repeat);
+        SDW_TRY(time_stage(b, SDW_BENCH_CONTROL, control_once, 0));
+    }
 
-    b->lat = random_floats((size_t)h * w * lc, 12, -4.0f, 4.0f);
-    b->img = random_floats((size_t)r->height * r->width * 3, 13, -1.0f, 1.0f);
+    b->lat = bench_random_floats((size_t)h * w * lc, 12, -4.0f, 4.0f);
+    b->img = bench_random_floats((size_t)r->height * r->width * 3, 13, -1.0f, 1.0f);
     b->moments = malloc((size_t)h * w * 2 * lc * sizeof(float));
-    if (!b->lat || !b->img || !b->moments) return nomem();
+    if (!b->lat || !b->img || !b->moments) return bench_nomem();
     note(b->o, "VAE decode x %d", r->repeat);
     SDW_TRY(time_stage(b, SDW_BENCH_DECODE, decode_once, 0));
-    fill_random(b->img, (size_t)r->height * r->width * 3, 14, -1.0f, 1.0f);
+    bench_fill_random(b->img, (size_t)r->height * r->width * 3, 14, -1.0f, 1.0f);
     if (sdw_vae_has_encoder(m->vae)) {
         note(b->o, "VAE encode x %d", r->repeat);
         /* An inpainting pipeline run already encoded an image of this size. */
         SDW_TRY(time_stage(b, SDW_BENCH_ENCODE, encode_once, m->info.inpaint ? 0 : 1));
     }
     return SDW_OK;
+}
+
+/* The net must be for m's UNet; named as the caller named it. */
+static sdw_status check_control(const sdw_model *m, const sdw_bench_opts *o)
+{
+    const char *name = o->control_name ? o->control_name : "the ControlNet";
+    if (!m->unet)
+        return sdw_fail(SDW_ERR_UNSUPPORTED, "bench: %s: a ControlNet works with SD1, SD2 and SDXL models, not %s",
+                        name, sdw_family_name(m->info.family));
+    return sdw_controlnet_check_base(o->control, sdw_unet_get_config(m->unet), name);
 }
 
 sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result *r)
@@ -657,6 +549,7 @@ sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result
     r->denoiser = mi->denoiser ? mi->denoiser : "unet";
     r->denoiser_batch = o->cfg_scale > 1.0f ? 2 : 1;
     r->weight_bytes = mi->weight_bytes;
+    if (o->control) SDW_TRY(check_control(m, o));
     if (r->steps < 1 || r->repeat < 1)
         return sdw_fail(SDW_ERR_INVALID_ARG, "bench: steps and repeat must be at least 1 (got %d, %d)", r->steps,
                         r->repeat);
@@ -681,9 +574,9 @@ sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result
     bench b = { .m = m, .o = o, .r = r };
     b.prompt = o->prompt ? o->prompt : STOCK_PROMPT;
     b.negative = o->negative_prompt ? o->negative_prompt : STOCK_NEGATIVE;
-    sdw_status s = o->paired ? probe_open(&b.probe, r->precision) : SDW_OK;
+    sdw_status s = o->paired ? bench_probe_open(&b.probe, r->precision) : SDW_OK;
     if (s == SDW_OK) s = bench_stages(&b);
-    probe_close(&b.probe);
+    bench_probe_close(&b.probe);
     if (s == SDW_OK && !(o->peak_bf16 && o->peak_f32)) {
         /* Once more after the stages, keeping the better: on a shared host
          * the speed drifts, and a peak caught in a slow minute would flatter
@@ -691,9 +584,9 @@ sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result
         note(o, "measuring the peaks again");
         sdw_bench_peak again;
         s = sdw_bench_measure_peak(SDW_PRECISION_BF16, o->peak_runs, &again);
-        if (s == SDW_OK) keep_better(&r->peak_bf16, &again);
+        if (s == SDW_OK) bench_keep_better(&r->peak_bf16, &again);
         if (s == SDW_OK) s = sdw_bench_measure_peak(SDW_PRECISION_F32, o->peak_runs, &again);
-        if (s == SDW_OK) keep_better(&r->peak_f32, &again);
+        if (s == SDW_OK) bench_keep_better(&r->peak_f32, &again);
         r->peak_tflops = r->precision == SDW_PRECISION_BF16 ? r->peak_bf16.tflops : r->peak_f32.tflops;
     }
     if (s == SDW_OK && o->sustained_seconds > 0) {
@@ -712,6 +605,8 @@ sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result
             memcpy(r->stage[i].shapes, b.shapes[i], sizeof b.shapes[i]);
             r->stage[i].n_shapes = b.n_shapes[i];
         }
+        const sdw_bench_stage_result *cn = &r->stage[SDW_BENCH_CONTROL], *step = &r->stage[SDW_BENCH_STEP];
+        if (cn->ran && step->seconds > 0) r->control_share = cn->seconds / step->seconds;
         r->pipeline_seconds = median(b.pipe.t, b.pipe.n);
         image_estimate(r, r->steps, &r->image);
         image_estimate(r, 20, &r->image20);
@@ -733,6 +628,12 @@ sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result
     free(b.img);
     free(b.lat);
     free(b.moments);
+    free(b.cn_image);
+    free(b.cn_x);
+    free(b.cn_ctx);
+    free(b.cn_y);
+    free(b.cn_hint);
+    free(b.cn_res);
     sdw_backend_set_winograd(m->be, true);   /* the model's default again */
     return s;
 }

@@ -7,9 +7,12 @@
  * kept), and the stages of a txt2img run on a loaded model, each
  * the median over repeated runs, with the FLOPs the backend counted during it
  * (convolutions, matmuls and attention actually run), the TFLOP/s achieved and
- * that as a percentage of the peak of the model's precision. */
+ * that as a percentage of the peak of the model's precision. With a
+ * ControlNet (opts.control) the pipeline runs and the denoiser evaluations
+ * carry one unit of it, and one more stage times the net alone. */
 #ifndef SDW_BENCH_BENCH_H
 #define SDW_BENCH_BENCH_H
+#include "models/controlnet.h"
 #include "models/flux.h"
 #include "models/mmdit.h"
 #include "models/model.h"
@@ -24,9 +27,13 @@ typedef enum {
     SDW_BENCH_STEP,     /* one sampling step of sdw_pipeline_run: the evaluation + the sampler update */
     SDW_BENCH_DECODE,   /* VAE decode of one image */
     SDW_BENCH_ENCODE,   /* VAE encode of one image (only when the encoder is loaded) */
+    SDW_BENCH_CONTROL,  /* opts.control: one evaluation of the ControlNet alone at the denoiser's batch
+                         * (random latents, text and control image; the rows share the image, as the
+                         * pipeline's do); the two above then include it */
     SDW_BENCH_STAGES
 } sdw_bench_stage;
-/* "text_encode", "unet_eval" (for every denoiser), "sampling_step", "vae_decode", "vae_encode". */
+/* "text_encode", "unet_eval" (for every denoiser), "sampling_step", "vae_decode", "vae_encode",
+ * "controlnet_eval". */
 const char *sdw_bench_stage_name(sdw_bench_stage s);
 
 typedef struct {
@@ -61,6 +68,14 @@ typedef struct {
      * next to the run, on a host whose speed drifts from one second to the
      * next (pct_paired). */
     bool paired;
+    /* A ControlNet for the model's UNet (checked with sdw_controlnet_check_base,
+     * the message naming control_name, else "the ControlNet"), or NULL. With
+     * it every timed pipeline run and denoiser evaluation carries one unit (a
+     * random control image at the generation size, scale 1, start 0, end 1,
+     * balanced: the net runs on the whole batch at every step), and
+     * SDW_BENCH_CONTROL times the net alone. Not owned. */
+    const sdw_controlnet *control;
+    const char *control_name;
     /* Progress notes ("measuring the peak", ...); may be NULL. */
     void (*note)(void *user, const char *msg);
     void *note_user;
@@ -85,7 +100,7 @@ typedef struct {
     double host_tflops;
     sdw_op_stats ops;     /* convolutions, matmuls and attention during the last run */
     /* With opts.shapes, the same by shape and kernel, slowest first (the
-     * denoiser evaluation and the VAE decode only). */
+     * denoiser evaluation, the ControlNet's and the VAE decode only). */
     sdw_op_shape shapes[SDW_BENCH_MAX_SHAPES];
     int n_shapes;         /* shapes tracked; only the first SDW_BENCH_MAX_SHAPES are kept */
 } sdw_bench_stage_result;
@@ -122,13 +137,17 @@ typedef struct {
     double pipeline_seconds;      /* median sdw_pipeline_run of `steps` steps, end to end */
     sdw_bench_image image;        /* estimated image time at `steps` steps */
     sdw_bench_image image20;      /* the same at 20 steps */
+    /* opts.control: the ControlNet evaluation's share of a sampling step
+     * (stage[SDW_BENCH_CONTROL].seconds / stage[SDW_BENCH_STEP].seconds);
+     * 0 without one. */
+    double control_share;
     size_t weight_bytes;          /* held after loading */
     size_t weight_bytes_after;    /* held after the runs: first-use copies (Winograd) included */
     size_t peak_rss_bytes;        /* getrusage ru_maxrss at the end */
 } sdw_bench_result;
 
 /* How a table labels stage s for r's denoiser: "text encode", "unet eval"
- * or "transformer eval", "sampling step", ... */
+ * or "transformer eval", "sampling step", ..., "controlnet eval". */
 const char *sdw_bench_stage_label(const sdw_bench_result *r, sdw_bench_stage s);
 
 /* The peak convolution of precision p run back to back for `seconds`: total

@@ -1,7 +1,8 @@
 /* bench_json.c: a bench result (bench.h) as JSON, for `sd-worker bench --json`:
  * the same figures as the table, per stage (keyed by sdw_bench_stage_name
  * whatever the denoiser: "unet_eval" is the evaluation of FLUX's transformer
- * too, "denoiser" says which), plus the shapes when tracked. */
+ * too, "denoiser" says which), plus the shapes when tracked. "controlnet_eval"
+ * and "controlnet_share_of_step" are there only when a ControlNet ran. */
 #include "bench/bench.h"
 
 static cJSON *peak_json(const sdw_bench_peak *p)
@@ -75,6 +76,7 @@ cJSON *sdw_bench_result_json(const sdw_bench_result *r)
     cJSON *st = cJSON_AddObjectToObject(o, "stages");
     for (int i = 0; i < SDW_BENCH_STAGES; i++) {
         const sdw_bench_stage_result *s = &r->stage[i];
+        if (i == SDW_BENCH_CONTROL && !s->ran) continue;
         if (!s->ran) {
             cJSON_AddNullToObject(st, sdw_bench_stage_name((sdw_bench_stage)i));
             continue;
@@ -94,6 +96,7 @@ cJSON *sdw_bench_result_json(const sdw_bench_result *r)
         if (s->n_shapes) cJSON_AddItemToObject(so, "shapes", shapes_json(s));
     }
     cJSON_AddNumberToObject(o, "denoiser_analytic_gflop", r->denoiser_flops_analytic * 1e-9);
+    if (r->stage[SDW_BENCH_CONTROL].ran) cJSON_AddNumberToObject(o, "controlnet_share_of_step", r->control_share);
     cJSON_AddNumberToObject(o, "pipeline_run_seconds", r->pipeline_seconds);
     cJSON_AddItemToObject(o, "image_estimate", image_json(&r->image));
     cJSON_AddItemToObject(o, "image20_estimate", image_json(&r->image20));

@@ -11,15 +11,16 @@
 #include <unistd.h>
 
 static const bench_family families[] = {
-    { "sd15", "sd15", SDW_PREDICTION_EPS, BENCH_KIND_SD, NULL },
-    { "sd15-inpaint", "sd15-inpaint", SDW_PREDICTION_EPS, BENCH_KIND_SD, NULL },
-    { "sd2", "sd21-v", SDW_PREDICTION_V, BENCH_KIND_SD, NULL },
-    { "sdxl", "sdxl", SDW_PREDICTION_EPS, BENCH_KIND_SD, NULL },
-    { "flux-schnell", "flux-schnell", SDW_PREDICTION_AUTO, BENCH_KIND_FLUX, "bf16" },
-    { "flux-dev", "flux-dev", SDW_PREDICTION_AUTO, BENCH_KIND_FLUX, "bf16" },
-    { "sd3-medium", "sd3-medium", SDW_PREDICTION_AUTO, BENCH_KIND_SD3, "f16" },
-    { "sd35-medium", "sd35-medium", SDW_PREDICTION_AUTO, BENCH_KIND_SD3, "bf16" },
-    { "sd35-large", "sd35-large", SDW_PREDICTION_AUTO, BENCH_KIND_SD3, "bf16" },
+    /* The SD1.5 ControlNet serves the inpainting UNet too: it sees the 4 latent channels. */
+    { "sd15", "sd15", SDW_PREDICTION_EPS, BENCH_KIND_SD, NULL, "sd15-controlnet" },
+    { "sd15-inpaint", "sd15-inpaint", SDW_PREDICTION_EPS, BENCH_KIND_SD, NULL, "sd15-controlnet" },
+    { "sd2", "sd21-v", SDW_PREDICTION_V, BENCH_KIND_SD, NULL, NULL },
+    { "sdxl", "sdxl", SDW_PREDICTION_EPS, BENCH_KIND_SD, NULL, "sdxl-controlnet" },
+    { "flux-schnell", "flux-schnell", SDW_PREDICTION_AUTO, BENCH_KIND_FLUX, "bf16", NULL },
+    { "flux-dev", "flux-dev", SDW_PREDICTION_AUTO, BENCH_KIND_FLUX, "bf16", NULL },
+    { "sd3-medium", "sd3-medium", SDW_PREDICTION_AUTO, BENCH_KIND_SD3, "f16", NULL },
+    { "sd35-medium", "sd35-medium", SDW_PREDICTION_AUTO, BENCH_KIND_SD3, "bf16", NULL },
+    { "sd35-large", "sd35-large", SDW_PREDICTION_AUTO, BENCH_KIND_SD3, "bf16", NULL },
 };
 
 const bench_family *bench_family_find(const char *name)
@@ -201,4 +202,19 @@ bool bench_model_files(const char *who, const bench_family *f, bench_weights w, 
     char file[512];
     snprintf(file, sizeof file, "%s-seed1.safetensors", f->recipe);
     return ensure_file(who, &pl, f->name, f->recipe, "safetensors", file, files->model, sizeof files->model);
+}
+
+bool bench_control_file(const char *who, const bench_family *f, char *path, size_t n)
+{
+    if (!f->control) {
+        fprintf(stderr, "%s: --control auto has a full-size ControlNet for sd15, sd15-inpaint and sdxl, not %s "
+                        "(give a ControlNet file)\n", who, f->name);
+        return false;
+    }
+    places pl;
+    find_places(&pl);
+    char file[512], what[128];
+    snprintf(file, sizeof file, "%s-seed1.safetensors", f->control);
+    snprintf(what, sizeof what, "%s ControlNet", f->name);
+    return ensure_file(who, &pl, what, f->control, "safetensors", file, path, n);
 }

@@ -15,6 +15,8 @@
  *         parts all three share: sd3-clip_l-seed1.safetensors,
  *         sd3-clip_g-seed1.safetensors (F16) and FLUX's T5 file above (SD3's
  *         T5-XXL is the same encoder, tools/fullsize/sd3_lists.py checks it)
+ *   ControlNet (--control auto; SD1.5 and SDXL): <control>-seed1.safetensors
+ *         from the lists tools/fullsize/CONTROLNET.md describes
  * The tool is $SDW_MAKE_FULLSIZE, else tools/fullsize/sdw-make-fullsize next
  * to the sd-worker executable (the build folder); the folder is
  * $SDW_FULLSIZE_DIR, else fullsize/ next to the executable. */
@@ -36,6 +38,8 @@ typedef struct {
     sdw_prediction prediction; /* to load it with */
     bench_kind kind;
     const char *dtype16;       /* FLUX / SD3: the 16-bit file's dtype, "bf16" or "f16" */
+    const char *control;       /* the tool's family of its full-size ControlNet (sd15-controlnet,
+                                * sdxl-controlnet), or NULL */
 } bench_family;
 
 /* Which transformer file (FLUX, SD3): the Q8_0 GGUF (default) or the 16-bit
@@ -58,4 +62,9 @@ typedef struct {
  * minutes; SD3: 2.8-16 GB for the MMDiT, 1.4 GB for CLIP-G, FLUX's T5). On
  * failure prints one line on stderr (prefixed with who) and returns false. */
 bool bench_model_files(const char *who, const bench_family *f, bench_weights w, bench_files *files);
+
+/* The family's full-size random ControlNet (f->control) into path, written
+ * first if it is not there yet (SD1.5 0.7 GB, SDXL 2.5 GB, F16). A family
+ * without one, or a failure: one line on stderr, false. */
+bool bench_control_file(const char *who, const bench_family *f, char *path, size_t n);
 #endif

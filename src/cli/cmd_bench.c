@@ -3,11 +3,14 @@
  * family (--family, written once by the project's tool), measures the bf16
  * and f32 peaks of this machine, then times the stages of txt2img
  * (src/bench/bench.c) and prints them as a table, or as one JSON object
- * with --json. */
+ * with --json. --control adds a ControlNet (a file, or the family's
+ * full-size random one) to the steps and evaluations, and times it alone. */
 #include "cli/bench_model.h"
 #include "cli/commands.h"
 #include "cli/cli_args.h"
 #include "bench/bench.h"
+#include "models/controlnet.h"
+#include "models/model.h"
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -19,6 +22,7 @@
 
 typedef struct {
     const char *model, *family, *prompt, *negative, *vae, *clip_l, *clip_g, *t5xxl;
+    const char *control;    /* a ControlNet file, "auto" (the family's full-size one) or NULL */
     int width, height, steps, repeat, threads;
     float cfg, sustained;   /* cfg NAN: the family's (7 for SD, FLUX's 1, SD3's 7) */
     sdw_precision precision;
@@ -35,7 +39,7 @@ static void usage(FILE *f)
             "    [-W 512 -H 512] [--steps 20] [--cfg-scale 7] [--precision auto|f32|bf16] [--repeat 3]\n"
             "    [--threads N] [--sustained 3] [--paired] [--no-winograd] [--shapes] [-p PROMPT] [-n NEGATIVE]\n"
             "    [--weights q8_0|bf16|f16] [--vae FILE] [--clip-l FILE] [--clip-g FILE] [--t5xxl FILE]\n"
-            "    [--json] [-v]\n"
+            "    [--control FILE|auto] [--json] [-v]\n"
             "    [--weight-type keep|f32|bf16|q8_0|q5_1|q5_0|q4_1|q4_0] (large linear layers held as)\n"
             "Times text encode, one denoiser evaluation (UNet; FLUX, SD3: transformer), one sampling step,\n"
             "VAE decode and VAE encode (median of --repeat runs), with the FLOPs the backend ran,\n"
@@ -50,6 +54,12 @@ static void usage(FILE *f)
             "changes from one second to the next; the image estimates are given at those speeds too.\n"
             "--no-winograd runs every f32 conv direct (for A/B runs; the peaks are always direct).\n"
             "--shapes lists the denoiser's and the VAE decode's slowest ops by shape and kernel.\n"
+            "--control FILE|auto: a ControlNet for the model's UNet (SD1, SD2, SDXL) in every timed\n"
+            "pipeline run and denoiser evaluation (one unit: a random control image, scale 1 at every\n"
+            "step, balanced), so the unet eval and the sampling step include it, and one more stage,\n"
+            "controlnet eval, times the net alone at the denoiser's batch, with its share of the step;\n"
+            "auto (--family sd15, sd15-inpaint, sdxl) writes the family's full-size random ControlNet\n"
+            "(tools/fullsize/CONTROLNET.md) beside the model once and uses it.\n"
             "--family uses a full-size model with random weights (default sd15), written once by\n"
             "tools/fullsize/sdw-make-fullsize into fullsize/ next to sd-worker ($SDW_FULLSIZE_DIR).\n"
             "FLUX (flux-schnell, flux-dev, or -m a FLUX transformer with --vae ae.safetensors\n"
@@ -109,6 +119,7 @@ static int parse(int argc, char **argv, options *o)
         else if (IS("--clip-l")) o->clip_l = v;
         else if (IS("--clip-g")) o->clip_g = v;
         else if (IS("--t5xxl") || IS("--t5")) o->t5xxl = v;
+        else if (IS("--control")) o->control = v;
         else if (IS("--weight-type")) {
             if (sdw_weight_type_parse(v, &o->weight_type) != SDW_OK) return bad("%s", sdw_last_error());
         } else if (IS("--weights")) {
@@ -136,6 +147,12 @@ static int parse(int argc, char **argv, options *o)
                    "or sd35-large, not '%s'", o->family);
     if (o->family && (o->vae || o->clip_l || o->clip_g || o->t5xxl))
         return bad("--vae, --clip-l, --clip-g and --t5xxl go with -m MODEL; --family %s brings its own", o->family);
+    if (o->control && !strcmp(o->control, "auto")) {
+        if (!o->family) return bad("--control auto goes with --family; with -m MODEL give a ControlNet file%s", "");
+        if (!bench_family_find(o->family)->control)
+            return bad("--control auto: there is a full-size ControlNet for sd15, sd15-inpaint and sdxl, not %s "
+                       "(give a ControlNet file)", o->family);
+    }
     return 0;
 }
 
@@ -194,7 +211,9 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
         printf("sustained: %6.2f TFLOP/s (the %s conv above, back to back after the stages)\n", r->sustained_tflops,
                sdw_precision_name(r->precision));
     bool paired = r->stage[SDW_BENCH_DENOISE].host_tflops > 0;
-    printf("\n%-22s %9s %10s %9s %7s", "stage", "seconds", "GFLOP", "TFLOP/s", "% peak");
+    /* Wide enough for "controlnet eval (batch 2)" when it is there. */
+    const int nw = r->stage[SDW_BENCH_CONTROL].ran ? 25 : 22;
+    printf("\n%-*s %9s %10s %9s %7s", nw, "stage", "seconds", "GFLOP", "TFLOP/s", "% peak");
     if (r->sustained_tflops > 0) printf(" %7s", "% sust");
     if (paired) printf(" %8s %7s", "% paired", "host");
     printf("\n");
@@ -203,15 +222,17 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
         const sdw_bench_stage_result *s = &r->stage[i];
         const char *label = sdw_bench_stage_label(r, (sdw_bench_stage)i);
         char name[64];
-        if (i == SDW_BENCH_DENOISE && unet) snprintf(name, sizeof name, "%s (batch %d)", label, r->denoiser_batch);
+        if (i == SDW_BENCH_CONTROL && !s->ran) continue;   /* no ControlNet: the table as it always was */
+        if ((i == SDW_BENCH_DENOISE && unet) || i == SDW_BENCH_CONTROL)
+            snprintf(name, sizeof name, "%s (batch %d)", label, r->denoiser_batch);
         else if (i == SDW_BENCH_DENOISE && r->denoiser_batch > 1)
             snprintf(name, sizeof name, "%s (x%d)", label, r->denoiser_batch);
         else snprintf(name, sizeof name, "%s", label);
         if (!s->ran) {
-            printf("%-22s %9s\n", name, "-");
+            printf("%-*s %9s\n", nw, name, "-");
             continue;
         }
-        printf("%-22s %9.3f %10.2f %9.3f %7.1f", name, s->seconds, s->flops * 1e-9, s->tflops, s->pct_peak);
+        printf("%-*s %9.3f %10.2f %9.3f %7.1f", nw, name, s->seconds, s->flops * 1e-9, s->tflops, s->pct_peak);
         if (r->sustained_tflops > 0) printf(" %7.1f", s->pct_sustained);
         if (paired && s->host_tflops > 0) printf(" %8.1f %7.2f", s->pct_paired, s->host_tflops);
         else if (paired) printf(" %8s %7s", "-", "-");
@@ -219,6 +240,12 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
     }
     printf("(%s evaluation from the architecture: %.2f GFLOP)\n", unet ? "UNet" : "transformer",
            r->denoiser_flops_analytic * 1e-9);
+    const sdw_bench_stage_result *cn = &r->stage[SDW_BENCH_CONTROL];
+    if (cn->ran)
+        printf("controlnet: %.3f s of a %.3f s step (%.1f%%), %.2f GFLOP of %.2f; the unet eval and the sampling "
+               "step include it\n",
+               cn->seconds, r->stage[SDW_BENCH_STEP].seconds, 100.0 * r->control_share, cn->flops * 1e-9,
+               r->stage[SDW_BENCH_STEP].flops * 1e-9);
     if (paired)
         printf("(%% paired: median of each run against the peak conv run right after it for as long; host: that "
                "conv's TFLOP/s)\n");
@@ -226,7 +253,9 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
     /* Where a stage's time goes: the heavy ops the backend ran, and the rest
      * (norms, activations, adds, layout and precision conversions). */
     static const char *const kind[SDW_OPK_COUNT] = { "conv", "matmul", "attention" };
-    for (int i = SDW_BENCH_DENOISE; i <= SDW_BENCH_DECODE; i += SDW_BENCH_DECODE - SDW_BENCH_DENOISE) {
+    static const sdw_bench_stage where[] = { SDW_BENCH_DENOISE, SDW_BENCH_CONTROL, SDW_BENCH_DECODE };
+    for (size_t w = 0; w < sizeof where / sizeof where[0]; w++) {
+        const int i = where[w];
         const sdw_bench_stage_result *s = &r->stage[i];
         if (!s->ran) continue;
         double heavy = 0;
@@ -239,8 +268,8 @@ static void print_table(const char *what, const sdw_model_info *mi, const sdw_be
         }
         printf(" other %.2f s\n", s->seconds - heavy > 0 ? s->seconds - heavy : 0);
     }
-    for (int i = SDW_BENCH_DENOISE; i <= SDW_BENCH_DECODE; i += SDW_BENCH_DECODE - SDW_BENCH_DENOISE)
-        if (r->stage[i].n_shapes) print_shapes(sdw_bench_stage_label(r, (sdw_bench_stage)i), &r->stage[i]);
+    for (size_t w = 0; w < sizeof where / sizeof where[0]; w++)
+        if (r->stage[where[w]].n_shapes) print_shapes(sdw_bench_stage_label(r, where[w]), &r->stage[where[w]]);
     printf("\n");
     const sdw_bench_image *ims[2] = { &r->image, &r->image20 };
     for (int i = 0; i < (r->steps == 20 ? 1 : 2); i++) {
@@ -289,6 +318,12 @@ int cmd_bench(int argc, char **argv)
             lp.t5_path = files.t5xxl;
         }
     }
+    static char control_file[4096];
+    const char *control = o.control;
+    if (control && !strcmp(control, "auto")) {
+        if (!bench_control_file(WHO, bench_family_find(o.family), control_file, sizeof control_file)) return 1;
+        control = control_file;
+    }
     fprintf(stderr, WHO ": loading %s\n", model);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -300,6 +335,15 @@ int cmd_bench(int argc, char **argv)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double load_s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
     const sdw_model_info *mi = sdw_model_get_info(m);
+    sdw_controlnet *cn = NULL;
+    if (control) {
+        fprintf(stderr, WHO ": loading the ControlNet %s\n", control);
+        if (sdw_controlnet_load(m->be, control, &cn) != SDW_OK) {
+            fprintf(stderr, WHO ": %s\n", sdw_last_error());
+            sdw_model_free(m);
+            return 1;
+        }
+    }
 
     sdw_bench_opts bo;
     sdw_bench_opts_init(&bo);
@@ -318,9 +362,13 @@ int cmd_bench(int argc, char **argv)
     bo.no_winograd = o.no_winograd;
     bo.shapes = o.shapes;
     bo.paired = o.paired;
+    bo.control = cn;
+    bo.control_name = "--control";
     bo.note = note_stderr;
     sdw_bench_result r;
-    if (sdw_bench_run(m, &bo, &r) != SDW_OK) {
+    sdw_status s = sdw_bench_run(m, &bo, &r);
+    sdw_controlnet_free(cn);
+    if (s != SDW_OK) {
         fprintf(stderr, WHO ": %s\n", sdw_last_error());
         sdw_model_free(m);
         return 1;
@@ -336,6 +384,7 @@ int cmd_bench(int argc, char **argv)
             if (lp.clip_l_path) cJSON_AddStringToObject(j, "clip_l", lp.clip_l_path);
             if (lp.clip_g_path) cJSON_AddStringToObject(j, "clip_g", lp.clip_g_path);
             if (lp.t5_path) cJSON_AddStringToObject(j, "t5xxl", lp.t5_path);
+            if (control) cJSON_AddStringToObject(j, "controlnet", control);
             cJSON_AddStringToObject(j, "model_family", sdw_family_name(mi->family));
             cJSON_AddBoolToObject(j, "inpaint", mi->inpaint);
             cJSON_AddStringToObject(j, "prediction", sdw_prediction_name(mi->prediction));

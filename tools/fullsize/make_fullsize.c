@@ -26,7 +26,7 @@ static const char *const FAMILIES[] = {
     "sd15",        "sd15-inpaint",      "sd21-v",     "sdxl",             "flux-dev",   "flux-schnell",
     "flux-ae",     "flux-clip_l",       "flux-t5xxl", "sd3-medium",       "sd3-medium-mmdit",
     "sd35-medium", "sd35-medium-mmdit", "sd35-large", "sd35-large-mmdit", "sd3-vae",    "sd3-clip_l",
-    "sd3-clip_g"};
+    "sd3-clip_g",  "sd15-controlnet",   "sdxl-controlnet"};
 
 static void usage(FILE *f)
 {
@@ -38,7 +38,8 @@ static void usage(FILE *f)
             "        flux-ae, flux-clip_l, flux-t5xxl; sd3-medium, sd35-medium, sd35-large (single\n"
             "        files: MMDiT + VAE), sd3-medium-mmdit, sd35-medium-mmdit, sd35-large-mmdit (the\n"
             "        MMDiT alone, bare names: for gguf-q8_0), sd3-vae, sd3-clip_l, sd3-clip_g (SD3's\n"
-            "        T5 is flux-t5xxl) (any label with --tensors-list)\n"
+            "        T5 is flux-t5xxl); sd15-controlnet, sdxl-controlnet (full-size ControlNets,\n"
+            "        CONTROLNET.md) (any label with --tensors-list)\n"
             "  --seed N              recipe seed (default 1)\n"
             "  --format F            safetensors (default: every tensor at its list dtype),\n"
             "                        fp8 (F8_E4M3 for 2-D+ tensors: t5xxl_fp8_e4m3fn's layout),\n"
@@ -114,7 +115,7 @@ static int parse_args(int argc, char **argv, options *o)
         fprintf(stderr,
                 "sdw-make-fullsize: unknown family '%s' (sd15, sd15-inpaint, sd21-v, sdxl, flux-dev, flux-schnell, "
                 "flux-ae, flux-clip_l, flux-t5xxl, sd3-medium[-mmdit], sd35-medium[-mmdit], sd35-large[-mmdit], "
-                "sd3-vae, sd3-clip_l, sd3-clip_g)\n",
+                "sd3-vae, sd3-clip_l, sd3-clip_g, sd15-controlnet, sdxl-controlnet)\n",
                 o->family);
         return -1;
     }
