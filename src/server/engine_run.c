@@ -376,6 +376,11 @@ static sdw_status generate(sdw_engine *e, sdw_job *j)
      * ignore the field, as Forge does. Its default is written in so that
      * the PNG's parameters and the result say what ran. */
     p.guidance = mi->default_guidance <= 0 ? -1 : isnan(r->guidance) ? mi->default_guidance : r->guidance;
+    memcpy(p.slg_layers, r->slg_layers, sizeof p.slg_layers);
+    p.n_slg_layers = r->n_slg;
+    p.slg_scale = r->slg_scale;
+    p.slg_start = r->slg_start;
+    p.slg_end = r->slg_end;
     if (r->has_sampler) p.sampler = r->sampler;
     else sdw_sampler_parse(mi->default_sampler, &p.sampler);
     if (r->has_schedule) p.schedule = r->schedule;

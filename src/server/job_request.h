@@ -92,6 +92,11 @@ typedef struct {
     int steps;                /* 0 = the model's default */
     float cfg;                /* NAN = the model's default */
     float guidance;           /* FLUX dev's distilled guidance, apart from cfg; NAN = the model's default */
+    /* SD3.5 skip-layer guidance (pipeline.h): the blocks left out, n_slg 0 = off; scale, start and end
+     * default to diffusers' SD3.5-medium example (2.8, 0.01, 0.2). */
+    int slg_layers[SDW_MAX_SLG_LAYERS];
+    int n_slg;
+    float slg_scale, slg_start, slg_end;
     int64_t seed;             /* -1 = random */
     bool has_sampler, has_schedule;
     sdw_sampler_kind sampler;

@@ -4,7 +4,8 @@
  *
  * Read: prompt (default ""), negative_prompt, seed (-1 = random), steps,
  * cfg_scale, distilled_cfg_scale (Forge's: FLUX dev's distilled guidance,
- * apart from cfg_scale; "guidance" is the same), width, height, sampler_name (or the older sampler_index; A1111
+ * apart from cfg_scale; "guidance" is the same), slg_layers / slg_scale /
+ * slg_start / slg_end (SD3.5's skip-layer guidance, as the native API), width, height, sampler_name (or the older sampler_index; A1111
  * names such as "Euler a", "DPM++ 2M", also with a schedule suffix, "DPM++ 2M
  * Karras"), scheduler, batch_size, n_iter, clip_skip, override_settings
  * (sd_model_checkpoint, CLIP_stop_at_last_layers, randn_source: the noise
@@ -131,6 +132,7 @@ static sdw_status parse(const cJSON *j, bool img2img, const sdw_request_limits *
     SDW_TRY(req_float(j, "guidance", 0, SDW_REQ_MAX_GUIDANCE, false, &r->guidance));
     SDW_TRY(req_float(j, "distilled_cfg_scale", 0, SDW_REQ_MAX_GUIDANCE, false, &r->guidance));
     SDW_TRY(req_width_height(j, r));
+    SDW_TRY(req_slg(j, r));
     SDW_TRY(req_str(j, "sampler_index", 64, &s));
     SDW_TRY(req_str(j, "sampler_name", 64, &s));
     SDW_TRY(req_sampler(req_get(j, "sampler_name") ? "sampler_name" : "sampler_index", s, r));

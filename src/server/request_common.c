@@ -32,6 +32,9 @@ void sdw_job_request_init(sdw_job_request *r)
     memset(r, 0, sizeof *r);
     r->cfg = NAN;
     r->guidance = NAN;
+    r->slg_scale = 2.8f;
+    r->slg_start = 0.01f;
+    r->slg_end = 0.2f;
     r->seed = -1;
     r->strength = 0.75f;
     r->batch_size = r->n_iter = 1;
@@ -207,6 +210,31 @@ sdw_status req_width_height(const cJSON *j, sdw_job_request *r)
     if (req_get(j, "height")) SDW_TRY(req_check_size("height", h));
     r->width = (int)w;
     r->height = (int)h;
+    return SDW_OK;
+}
+
+sdw_status req_slg(const cJSON *j, sdw_job_request *r)
+{
+    const cJSON *v = req_get(j, "slg_layers");
+    if (v && !cJSON_IsNull(v)) {
+        if (!cJSON_IsArray(v))
+            return sdw_fail(SDW_ERR_INVALID_ARG, "slg_layers: must be an array of block numbers (got %s)", type_name(v));
+        if (cJSON_GetArraySize(v) > SDW_MAX_SLG_LAYERS)
+            return sdw_fail(SDW_ERR_INVALID_ARG, "slg_layers: at most %d blocks", SDW_MAX_SLG_LAYERS);
+        const cJSON *e;
+        cJSON_ArrayForEach(e, v) {
+            /* The model's depth is checked when the job runs (the pipeline names it). */
+            if (!cJSON_IsNumber(e) || e->valuedouble != (double)(int)e->valuedouble || e->valueint < 0 ||
+                e->valueint > 999)
+                return sdw_fail(SDW_ERR_INVALID_ARG, "slg_layers: block numbers are integers in 0..999");
+            r->slg_layers[r->n_slg++] = e->valueint;
+        }
+    }
+    SDW_TRY(req_float(j, "slg_scale", 0, 100, false, &r->slg_scale));
+    SDW_TRY(req_float(j, "slg_start", 0, 1, false, &r->slg_start));
+    SDW_TRY(req_float(j, "slg_end", 0, 1, false, &r->slg_end));
+    if (r->slg_start > r->slg_end)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "slg_start: must not be after slg_end (%g > %g)", r->slg_start, r->slg_end);
     return SDW_OK;
 }
 

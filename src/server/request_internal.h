@@ -28,6 +28,9 @@ sdw_status req_strdup(const cJSON *obj, const char *key, size_t max, char **out)
 sdw_status req_check_size(const char *field, long long v);
 /* "width" and "height", each optional (0 = the model's default) and checked. */
 sdw_status req_width_height(const cJSON *j, sdw_job_request *r);
+/* "slg_layers" (block numbers, e.g. [7, 8, 9]), "slg_scale", "slg_start", "slg_end": SD3.5's skip-layer
+ * guidance, the same fields in every dialect that takes it. */
+sdw_status req_slg(const cJSON *j, sdw_job_request *r);
 /* Text values (form fields) with the same rules as their JSON twins. */
 sdw_status req_parse_int_text(const char *field, const char *s, long long lo, long long hi, long long *out);
 sdw_status req_parse_float_text(const char *field, const char *s, double lo, double hi, float *out);

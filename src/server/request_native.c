@@ -7,8 +7,9 @@
  *    "loras": [{"path" | "name", "strength"}], "model", "preview_every"}
  * Extensions: "cfg_scale" (= guidance_scale), "clip_skip", "rng" ("cpu" |
  * "cuda"), "guidance" (FLUX dev's distilled guidance, apart from
- * guidance_scale; "distilled_cfg_scale", Forge's name, is the same), and
- * ControlNets:
+ * guidance_scale; "distilled_cfg_scale", Forge's name, is the same),
+ * SD3.5's skip-layer guidance ("slg_layers": [7, 8, 9], "slg_scale",
+ * "slg_start", "slg_end"; other families ignore them), and ControlNets:
  *   "controlnets": [{"model" (a name in --controlnet-dir), "image" (base64;
  *     img2img / inpaint default to the init image), "preprocessor" ("none",
  *     "canny", "canny:LOW:HIGH", ...; "module" is the same), "threshold_a",
@@ -128,6 +129,7 @@ static sdw_status parse(const cJSON *j, const sdw_request_limits *lim, sdw_job_r
     SDW_TRY(req_float(j, "distilled_cfg_scale", 0, SDW_REQ_MAX_GUIDANCE, false, &r->guidance));
     SDW_TRY(req_float(j, "guidance", 0, SDW_REQ_MAX_GUIDANCE, false, &r->guidance));
     SDW_TRY(req_width_height(j, r));
+    SDW_TRY(req_slg(j, r));
     SDW_TRY(req_int64(j, "seed", -1, SDW_REQ_MAX_SEED, &r->seed));
     SDW_TRY(req_str(j, "sampler", 64, &s));
     SDW_TRY(req_sampler("sampler", s, r));

@@ -38,6 +38,8 @@ static void fuzz_check_request(sdw_status s, sdw_job_request *r, const sdw_reque
     if (r->kind == SDW_JOB_IMG2IMG && !r->init.w) abort();
     if (r->kind == SDW_JOB_INPAINT && (!r->mask.w || r->mask.w != r->init.w || r->mask.h != r->init.h)) abort();
     if (r->init.w && (int64_t)r->init.w * r->init.h > l->max_pixels) abort();
+    if (r->n_slg < 0 || r->n_slg > SDW_MAX_SLG_LAYERS || !(r->slg_start >= 0 && r->slg_start <= r->slg_end && r->slg_end <= 1))
+        abort();
     /* ControlNet units: a name (never a path out of the folder), ranges, an image within the limits. */
     if (r->n_controls < 0 || r->n_controls > SDW_REQ_MAX_CONTROLS || (r->n_controls && !r->controls)) abort();
     for (int i = 0; i < r->n_controls; i++) {

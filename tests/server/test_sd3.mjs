@@ -77,6 +77,24 @@ await run([
     assert.deepEqual(a.pixels, b.pixels);
   }],
 
+  ['skip-layer guidance through the native and A1111 bodies; bad fields refused naming them', async () => {
+    const common = { prompt: 'a boat', width: 64, height: 64, steps: 4, seed: 9, guidance_scale: 4, sampler: 'euler' };
+    const plain = (await nativeImage(common)).complete;
+    const slg = (await nativeImage({ ...common, slg_layers: [0, 1], slg_scale: 3, slg_start: 0, slg_end: 1 })).complete;
+    assert.notEqual(slg.image, plain.image, 'skip-layer guidance changed nothing');
+    const r = await json(srv, 'POST', '/sdapi/v1/txt2img', { prompt: 'a boat', width: 64, height: 64, steps: 2,
+      slg_layers: [1], slg_scale: 2, slg_start: 0, slg_end: 1 });
+    assert.equal(r.status, 200, JSON.stringify(r.data));
+    assertError(await json(srv, 'POST', '/v1/jobs', { prompt: 'x', slg_layers: 7 }), 400, /^slg_layers: must be an array/);
+    assertError(await json(srv, 'POST', '/v1/jobs', { prompt: 'x', slg_layers: [1.5] }), 400, /^slg_layers: block numbers/);
+    assertError(await json(srv, 'POST', '/v1/jobs', { prompt: 'x', slg_start: 0.5, slg_end: 0.2 }), 400, /^slg_start/);
+    // A block the model does not have fails the job, naming the depth.
+    const job = await submit(srv, { ...common, slg_layers: [99] });
+    const events = await sse(srv.url + job.sse_url);
+    assert.equal(events.at(-2).event, 'error', JSON.stringify(events.at(-2)));
+    assert.match(events.at(-2).data.message, /99/);
+  }],
+
   ['sizes not multiples of 16 are refused in every dialect', async () => {
     assertError(await json(srv, 'POST', '/v1/jobs', { prompt: 'x', width: 72, height: 64 }), 400, /multiples of 16.*72x64/);
     assertError(await json(srv, 'POST', '/sdapi/v1/txt2img', { prompt: 'x', width: 64, height: 72 }), 400, /multiples of 16/);
