@@ -163,18 +163,11 @@ void sdw_control_end(sdw_control_run *c)
 }
 
 /* The step this evaluation belongs to, counted in the steps run, and their
- * number: the index of its timestep in the schedule (a second evaluation
- * between two steps belongs to the first; a lone evaluation without a
- * sampler is step 0 of 1). */
+ * number (a lone evaluation without a sampler is step 0 of 1). */
 static void step_of(const sdw_run *r, float t, int *i, int *n)
 {
-    *i = 0;
-    *n = 1;
-    if (!r->sampler) return;
-    const float *ts = sdw_sampler_timesteps(r->sampler);
-    int total = sdw_sampler_steps(r->sampler), k = 0;
-    while (k + 1 < total && ts[k + 1] >= t) k++;
-    *n = total - r->first_step;
+    const int k = sdw_run_step_of(r, t);
+    *n = r->sampler ? sdw_sampler_steps(r->sampler) - r->first_step : 1;
     *i = k > r->first_step ? k - r->first_step : 0;
 }
 

@@ -80,23 +80,13 @@ static sdw_status forward(sdw_run *r, sd3_state *s, int k, const float *x, float
     return sdw_mmdit_forward(r->m->be, &r->arena, r->m->mmdit, &in, out);
 }
 
-/* The step of the schedule this evaluation belongs to: its timestep's index
- * (a second evaluation between two steps belongs to the first). */
-static int step_of(const sdw_run *r, float t)
-{
-    const float *ts = sdw_sampler_timesteps(r->sampler);
-    int n = sdw_sampler_steps(r->sampler), i = 0;
-    while (i + 1 < n && ts[i + 1] >= t) i++;
-    return i;
-}
-
 static sdw_status predict(sdw_run *r, const float *x, float t, float *out)
 {
     sd3_state *s = r->state;
     const sdw_pipeline_params *p = r->p;
     const size_t per = (size_t)r->lc * r->h * r->w;
     /* The step only matters to SLG (and a bench's lone evaluation has no sampler). */
-    const int i = s->slg ? step_of(r, t) : 0, N = p->steps;
+    const int i = s->slg ? sdw_run_step_of(r, t) : 0, N = p->steps;
     /* diffusers: i > steps * start and i < steps * stop, strictly. */
     const bool slg = s->slg && (double)i > (double)N * p->slg_start && (double)i < (double)N * p->slg_end;
     for (int b = 0; b < r->B; b++) {

@@ -48,6 +48,10 @@ extern const sdw_denoiser_ops sdw_sd3_denoiser;    /* denoise_sd3.c: SD3 / SD3.5
 sdw_status sdw_pipeline_nomem(void);
 void sdw_pipeline_observe(const sdw_run *r, const char *name, int step, const float *x, int ndim,
                           const int64_t *shape);
+/* The step of the schedule an evaluation at timestep t belongs to: its
+ * timestep's index (a second evaluation between two steps belongs to the
+ * first); 0 without a sampler (a bench's lone evaluation). */
+int sdw_run_step_of(const sdw_run *r, float t);
 /* out = uncond + g * (cond - uncond) over n floats (out may be uncond). */
 void sdw_cfg_combine(const float *uncond, const float *cond, float g, size_t n, float *out);
 #endif

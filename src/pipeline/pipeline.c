@@ -41,6 +41,15 @@ static double now(void)
 
 sdw_status sdw_pipeline_nomem(void) { return sdw_fail(SDW_ERR_NOMEM, "out of memory in the pipeline"); }
 
+int sdw_run_step_of(const sdw_run *r, float t)
+{
+    if (!r->sampler) return 0;
+    const float *ts = sdw_sampler_timesteps(r->sampler);
+    int n = sdw_sampler_steps(r->sampler), i = 0;
+    while (i + 1 < n && ts[i + 1] >= t) i++;
+    return i;
+}
+
 void sdw_pipeline_observe(const sdw_run *r, const char *name, int step, const float *x, int ndim,
                           const int64_t *shape)
 {
