@@ -31,6 +31,9 @@ typedef struct sdw_run {
     float *preview;
     const struct sdw_denoiser_ops *ops;
     void *state;                  /* the denoiser's conditioning and scratch */
+    /* comfy mode (pipeline_comfy.c): */
+    float *comfy_latent;          /* [B, lc, h, w] the LATENT's samples (zeros for an empty latent) */
+    float *comfy_inpaint_noise;   /* [B, lc, h, w] KSamplerX0Inpaint's noise (noise_mask runs) */
 } sdw_run;
 
 typedef struct sdw_denoiser_ops {

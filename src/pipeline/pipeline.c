@@ -3,9 +3,14 @@
  *   conditioning: the family's denoiser encodes the prompts (denoiser.h)
  *   draws, in the reference's order: image latents (VAE sample), noise, masked-image latents
  *   sampler loop: the denoiser's guided prediction; inpaint blending after each step
- *   decode: latents / scale + shift -> VAE -> image */
+ *   decode: latents / scale + shift -> VAE -> image
+ * In comfy mode (ComfyUI's KSampler, pipeline_comfy.c) the run starts from
+ * latents with ComfyUI's noise and may hand its latents back undecoded.
+ * sdw_pipeline_decode / _encode are the VAE alone (ComfyUI's VAEDecode /
+ * VAEEncode). */
 #include "pipeline/denoiser.h"
 #include "pipeline/control.h"
+#include "pipeline/pipeline_comfy.h"
 #include "core/error.h"
 #include "core/log.h"
 #include <math.h>
@@ -198,6 +203,30 @@ static sdw_status step_fn(void *user, int step, float *x, size_t n)
     return p->progress(p->progress_user, &pr);
 }
 
+/* One image's scaled latents [lc, h, w] -> the raw decoder output [h*8, w*8, 3];
+ * z and zs are scratch of lc*h*w floats. */
+static sdw_status decode_one(sdw_model *m, sdw_arena *arena, const float *lat, int h, int w, bool tiled, float *z,
+                             float *zs, float *img)
+{
+    int lc = sdw_vae_get_config(m->vae)->latent_channels;
+    size_t per = (size_t)lc * h * w;
+    for (size_t i = 0; i < per; i++) zs[i] = lat[i] / m->info.latent_scale + m->info.latent_shift;
+    sdw_nchw_to_nhwc(zs, 1, lc, h, w, z);
+    sdw_arena_reset(arena);
+    return tiled ? sdw_vae_decode_tiled(m->be, arena, m->vae, z, h, w, SDW_VAE_TILE, SDW_VAE_TILE_OVERLAP, img)
+                 : sdw_vae_decode(m->be, arena, m->vae, z, 1, h, w, img);
+}
+
+static bool decode_tiled(int vae_tiling, int H, int W)
+{
+    return vae_tiling > 0 || (vae_tiling < 0 && (int64_t)H * W > SDW_VAE_TILING_AUTO_PIXELS);
+}
+
+static void to_unit(const float *img, size_t n, float *dst)
+{
+    for (size_t i = 0; i < n; i++) dst[i] = fminf(fmaxf(img[i] / 2.0f + 0.5f, 0.0f), 1.0f);
+}
+
 static sdw_status decode(run *r, const float *x, float *images)
 {
     sdw_model *m = r->m;
@@ -205,13 +234,9 @@ static sdw_status decode(run *r, const float *x, float *images)
     size_t per = (size_t)lc * h * w;
     float *z = malloc(per * sizeof *z), *zs = malloc(per * sizeof *zs), *img = malloc((size_t)H * W * 3 * sizeof *img);
     sdw_status s = (z && zs && img) ? SDW_OK : nomem();
+    bool tiled = decode_tiled(r->p->vae_tiling, H, W);
     for (int b = 0; b < r->B && s == SDW_OK; b++) {
-        for (size_t i = 0; i < per; i++) zs[i] = x[(size_t)b * per + i] / m->info.latent_scale + m->info.latent_shift;
-        sdw_nchw_to_nhwc(zs, 1, lc, h, w, z);
-        sdw_arena_reset(&r->arena);
-        bool tiled = r->p->vae_tiling > 0 || (r->p->vae_tiling < 0 && (int64_t)H * W > SDW_VAE_TILING_AUTO_PIXELS);
-        s = tiled ? sdw_vae_decode_tiled(m->be, &r->arena, m->vae, z, h, w, SDW_VAE_TILE, SDW_VAE_TILE_OVERLAP, img)
-                  : sdw_vae_decode(m->be, &r->arena, m->vae, z, 1, h, w, img);
+        s = decode_one(m, &r->arena, x + (size_t)b * per, h, w, tiled, z, zs, img);
         if (s != SDW_OK) break;
         if (r->p->observe) {
             float *nchw = malloc((size_t)H * W * 3 * sizeof *nchw);
@@ -222,12 +247,65 @@ static sdw_status decode(run *r, const float *x, float *images)
                 free(nchw);
             }
         }
-        float *dst = images + (size_t)b * H * W * 3;
-        for (size_t i = 0; i < (size_t)H * W * 3; i++) dst[i] = fminf(fmaxf(img[i] / 2.0f + 0.5f, 0.0f), 1.0f);
+        to_unit(img, (size_t)H * W * 3, images + (size_t)b * H * W * 3);
     }
     free(z);
     free(zs);
     free(img);
+    return s;
+}
+
+sdw_status sdw_pipeline_decode(sdw_model *m, const float *latents, int batch, int h, int w, int vae_tiling,
+                               float *images)
+{
+    if (!m || !latents || !images || batch < 1 || h < 1 || w < 1 || h > 4096 || w > 4096)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "vae decode: latents, images, a batch >= 1 and a size in 1..4096 "
+                                             "latents are needed (got batch %d, %dx%d)", batch, w, h);
+    int lc = sdw_vae_get_config(m->vae)->latent_channels, H = h * 8, W = w * 8;
+    size_t per = (size_t)lc * h * w, npix = (size_t)H * W * 3;
+    float *z = malloc(per * sizeof *z), *zs = malloc(per * sizeof *zs), *img = malloc(npix * sizeof *img);
+    sdw_status s = (z && zs && img) ? SDW_OK : nomem();
+    sdw_arena arena = { 0 };
+    for (int b = 0; b < batch && s == SDW_OK; b++) {
+        s = decode_one(m, &arena, latents + (size_t)b * per, h, w, decode_tiled(vae_tiling, H, W), z, zs, img);
+        if (s == SDW_OK) to_unit(img, npix, images + (size_t)b * npix);
+    }
+    sdw_arena_free(&arena);
+    free(z);
+    free(zs);
+    free(img);
+    return s;
+}
+
+sdw_status sdw_pipeline_encode(sdw_model *m, const float *images, int batch, int height, int width, float *latents)
+{
+    if (!m || !images || !latents || batch < 1)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "vae encode: images, latents and a batch >= 1 are needed");
+    if (height < 8 || width < 8 || height % 8 || width % 8 || height > 32768 || width > 32768)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "vae encode: width and height must be multiples of 8 (got %dx%d)", width,
+                        height);
+    if (!sdw_vae_has_encoder(m->vae))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "vae encode: the model was loaded without the VAE encoder");
+    int lc = sdw_vae_get_config(m->vae)->latent_channels, h = height / 8, w = width / 8;
+    size_t hw = (size_t)h * w, npix = (size_t)height * width * 3;
+    float *img = malloc(npix * sizeof *img), *mom = malloc(2 * lc * hw * sizeof *mom);
+    sdw_status s = (img && mom) ? SDW_OK : nomem();
+    sdw_arena arena = { 0 };
+    const float scale = m->info.latent_scale, shift = m->info.latent_shift;
+    for (int b = 0; b < batch && s == SDW_OK; b++) {
+        const float *src = images + (size_t)b * npix;
+        for (size_t i = 0; i < npix; i++) img[i] = 2.0f * src[i] - 1.0f;
+        sdw_arena_reset(&arena);
+        s = sdw_vae_encode(m->be, &arena, m->vae, img, 1, height, width, mom);
+        if (s != SDW_OK) break;
+        /* the posterior's mean (moments NHWC: mean, then log-variance), process_latent_in */
+        float *dst = latents + (size_t)b * lc * hw;
+        for (int c = 0; c < lc; c++)
+            for (size_t i = 0; i < hw; i++) dst[c * hw + i] = (mom[i * 2 * lc + c] - shift) * scale;
+    }
+    sdw_arena_free(&arena);
+    free(img);
+    free(mom);
     return s;
 }
 
@@ -239,11 +317,16 @@ static sdw_status validate(const sdw_model *m, const sdw_pipeline_params *p)
     if (p->width % mult || p->height % mult)
         return sdw_fail(SDW_ERR_INVALID_ARG, "this model needs width and height in multiples of %d (got %dx%d)", mult,
                         p->width, p->height);
-    if (p->steps < 1 || p->steps > 1000) return sdw_fail(SDW_ERR_INVALID_ARG, "steps must be in 1..1000 (got %d)", p->steps);
+    if (!p->comfy && (p->steps < 1 || p->steps > 1000))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "steps must be in 1..1000 (got %d)", p->steps);
     if (p->batch_size < 1 || p->batch_size > 32)
         return sdw_fail(SDW_ERR_INVALID_ARG, "batch size must be in 1..32 (got %d)", p->batch_size);
     if (!(p->cfg_scale >= 0 && p->cfg_scale <= 100)) return sdw_fail(SDW_ERR_INVALID_ARG, "cfg scale must be in 0..100");
     if (!(p->guidance <= 100)) return sdw_fail(SDW_ERR_INVALID_ARG, "guidance must be in 0..100");
+    if (p->comfy) {
+        SDW_TRY(sdw_comfy_validate(m, p));
+        return sdw_control_validate(m, p);
+    }
     if ((p->init_image || p->mask) && !(p->strength > 0 && p->strength <= 1))
         return sdw_fail(SDW_ERR_INVALID_ARG, "strength must be in (0, 1] (got %g)", p->strength);
     if (p->mask && !p->init_image) return sdw_fail(SDW_ERR_INVALID_ARG, "a mask needs an init image");
@@ -263,11 +346,14 @@ static sdw_parametrization parametrization(sdw_prediction p)
 /* SD3's static shift (mu = ln 3) and FLUX dev's resolution-dependent shift (diffusers' calculate_shift with
  * FLUX.1-dev's scheduler config: 0.5 at 256 image tokens, 1.15 at 4096,
  * linear in between and beyond), in float64 as the reference; schnell runs
- * unshifted. */
-static double flow_mu(const sdw_model *m, int width, int height)
+ * unshifted. ComfyUI's FLUX dev (ModelSamplingFlux without the node of that
+ * name, which the executor does not run) has the fixed shift 1.15. */
+static double flow_mu(const sdw_model *m, const sdw_pipeline_params *p)
 {
+    int width = p->width, height = p->height;
     if (sdw_family_is_sd3(m->info.family)) return log((double)m->info.flow_shift);   /* static shift 3 */
     if (m->info.family != SDW_FAMILY_FLUX_DEV) return 0.0;
+    if (p->comfy) return 1.15;
     double seq = (double)(height / 16) * (width / 16), k = (1.15 - 0.5) / (4096 - 256);
     return seq * k + (0.5 - 256 * k);
 }
@@ -275,6 +361,8 @@ static double flow_mu(const sdw_model *m, int width, int height)
 sdw_status sdw_pipeline_run(sdw_model *m, const sdw_pipeline_params *p, float *images)
 {
     SDW_TRY(validate(m, p));
+    if (!images && !(p->comfy && p->latents_out))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "pipeline: no output for the images");
     run r = { 0 };
     r.m = m;
     r.p = p;
@@ -287,25 +375,31 @@ sdw_status sdw_pipeline_run(sdw_model *m, const sdw_pipeline_params *p, float *i
     r.t0 = now();
     /* ComfyUI's model sampling for FLUX dev (ModelSamplingFlux) tabulates
      * 10000 sigmas; schnell's (ModelSamplingDiscreteFlow) 1000. */
-    sdw_sampler_params sp = { .sampler = p->sampler, .schedule = p->schedule, .steps = p->steps,
+    sdw_sampler_params sp = { .sampler = p->sampler, .schedule = p->schedule,
+                              .steps = p->comfy ? p->schedule_steps : p->steps, .comfy = p->comfy,
                               .param = parametrization(m->info.prediction), .eta = p->eta,
-                              .flow_mu = flow_mu(m, p->width, p->height),
+                              .flow_mu = flow_mu(m, p),
                               .flow_table_size = m->info.family == SDW_FAMILY_FLUX_DEV ? 10000 : 0,
                               .flow_static_shift = sdw_family_is_sd3(m->info.family) };
     size_t n = (size_t)r.B * r.lc * r.h * r.w;
     float *x = malloc(n * sizeof *x);
     r.preview = malloc((size_t)r.h * r.w * 3 * sizeof(float));
     sdw_status s = (x && r.preview) ? SDW_OK : nomem();
+    /* ComfyUI's per-step noise has a CPU generator of its own, seeded with
+     * seed + 1 (default_noise_sampler) */
     sdw_rng rng;
-    sdw_rng_init(&rng, p->rng, p->seed);
+    sdw_rng_init(&rng, p->comfy ? SDW_RNG_CPU : p->rng, p->comfy ? p->seed + 1 : p->seed);
+    bool run_steps = true;
     if (s == SDW_OK) s = sdw_sampler_create(&sp, &r.sampler);
     if (s == SDW_OK) s = r.ops->prepare(&r);
-    if (s == SDW_OK) s = prepare_latents(&r, &rng, x);
-    if (s == SDW_OK)
+    if (s == SDW_OK) s = p->comfy ? sdw_comfy_prepare(&r, x, &run_steps) : prepare_latents(&r, &rng, x);
+    if (s == SDW_OK && run_steps)
         s = sdw_sampler_run(r.sampler, x, n, r.first_step, model_fn, &r, step_fn, &r, &rng);
+    if (s == SDW_OK && p->comfy) sdw_comfy_finish(&r, x);
+    bool decode_images = !(p->comfy && p->latents_out);
     /* Where memory is short the transformer's pages make room for the decode. */
-    if (s == SDW_OK) sdw_model_page_out(m, 't');
-    if (s == SDW_OK) s = decode(&r, x, images);
+    if (s == SDW_OK && decode_images) sdw_model_page_out(m, 't');
+    if (s == SDW_OK && decode_images) s = decode(&r, x, images);
     if (s == SDW_OK)
         SDW_INFO("generated %d image%s %dx%d in %.2f s", r.B, r.B > 1 ? "s" : "", p->width, p->height, now() - r.t0);
     r.ops->release(&r);
@@ -316,7 +410,9 @@ sdw_status sdw_pipeline_run(sdw_model *m, const sdw_pipeline_params *p, float *i
     free(r.image_lat);
     free(r.image_batch);
     free(r.keep);
+    if (r.comfy_inpaint_noise != r.noise) free(r.comfy_inpaint_noise);
     free(r.noise);
+    free(r.comfy_latent);
     sdw_sampler_free(r.sampler);
     sdw_arena_free(&r.arena);
     return s;

@@ -44,9 +44,27 @@ typedef struct {
     sdw_control_mode mode;
 } sdw_control_unit;
 
+/* One entry of a ComfyUI conditioning list (CONDITIONING in a workflow):
+ * the model is evaluated once per entry and the entries' outputs are
+ * averaged per latent pixel, weighted by strength over their area (ComfyUI's
+ * calc_cond_batch: an area's own crop of the latents, its edges feathered
+ * over 8 latent pixels where they are not the image border). */
+typedef struct {
+    const char *prompt;
+    bool zero;                     /* ConditioningZeroOut: the embeddings and the pooled output are zeros */
+    float strength;                /* 1 */
+    int area_x, area_y, area_w, area_h;   /* ConditioningSetArea, in latent pixels (/8); area_w == 0: everywhere */
+    float guidance;                /* FluxGuidance; < 0 = the run's */
+} sdw_cond_entry;
+
 typedef struct {
     const char *prompt;
     const char *negative_prompt;   /* NULL = none ("" for SD1/2; zeros for SDXL) */
+    /* ComfyUI's conditioning lists (the workflow executor): when n_positive
+     * > 0 they replace prompt and negative_prompt (n_negative 0 with cfg > 1:
+     * an empty list is an error, as ComfyUI's). */
+    const sdw_cond_entry *positive, *negative;
+    int n_positive, n_negative;
     int width, height, steps;
     float cfg_scale;               /* <= 1: the conditional branch only */
     float guidance;                /* FLUX dev's distilled guidance (one evaluation a step); < 0 = the model's default */
@@ -78,6 +96,28 @@ typedef struct {
     int n_controls;
     bool control_guess;            /* diffusers' guess mode: the nets see only the conditional half, and
                                       residual k of n is scaled by logspace(-1, 0, n + 1)[k] */
+    /* ComfyUI's KSampler and KSamplerAdvanced (the workflow executor, comfy/)
+     * run on latents, not images, with ComfyUI's sampling (comfy/samplers.py,
+     * comfy/sample.py, model_sampling.py) instead of diffusers' img2img: */
+    bool comfy;                    /* set by the executor; the fields below are read only then */
+    const float *init_latents;     /* [batch_size, lc, h, w] NCHW, the model's scaled latents (ComfyUI's
+                                      process_latent_in of a LATENT's samples); NULL = zeros (EmptyLatentImage) */
+    const float *noise_mask;       /* [h, w] latent-space denoise mask, 1 = denoise (SetLatentNoiseMask,
+                                      VAEEncodeForInpaint): KSamplerX0Inpaint's blending around every model call,
+                                      and the mask / masked-image channels of a 9-channel inpainting model; NULL */
+    int schedule_steps;            /* the schedule is laid out for this many steps, and the run takes steps
+                                      [first_step, last_step) of it: KSampler with denoise d < 1 lays out
+                                      int(steps / d) and runs the last steps; KSamplerAdvanced start/end_at_step */
+    int first_step, last_step;
+    bool add_noise;                /* noise = randn(latent shape) from a CPU generator seeded with seed, scaled by
+                                      model_sampling.noise_scaling (max_denoise at sigma_max); false = none */
+    bool leftover_noise;           /* KSamplerAdvanced return_with_leftover_noise: the run ends at its last
+                                      step's sigma instead of forcing it to 0 */
+    float *latents_out;            /* [batch_size, lc, h, w]: the final latents (scaled); no decode, images may be NULL */
+    bool denoise_tail;             /* KSampler's denoise < 1 (sigmas[-(steps + 1):]): the run is the last
+                                      last_step - first_step levels of the schedule, counted from its end; differs
+                                      from first_step only where the schedule has more or fewer levels than
+                                      schedule_steps (ddim_uniform, beta). false: KSamplerAdvanced's indices */
 } sdw_pipeline_params;
 
 /* Above this many pixels the decode is tiled by default (memory stays bounded). */
@@ -86,6 +126,15 @@ typedef struct {
 void sdw_pipeline_params_init(sdw_pipeline_params *p);
 /* images: [batch_size, height, width, 3] floats in [0, 1]. */
 sdw_status sdw_pipeline_run(sdw_model *m, const sdw_pipeline_params *p, float *images);
+
+/* The VAE on its own (ComfyUI's VAEDecode / VAEEncode). Latents are the
+ * model's scaled ones, [batch, lc, h, w] NCHW; images [batch, h*8, w*8, 3]
+ * in [0, 1]. decode tiles as vae_tiling says (pipeline params); encode
+ * takes the posterior's mean (ComfyUI's DiagonalGaussianRegularizer with
+ * sample=False): no random draw. */
+sdw_status sdw_pipeline_decode(sdw_model *m, const float *latents, int batch, int h, int w, int vae_tiling,
+                               float *images);
+sdw_status sdw_pipeline_encode(sdw_model *m, const float *images, int batch, int height, int width, float *latents);
 
 /* The cheap preview: latents [4 or 16, h, w] (NCHW, the model's latents) to
  * RGB [h, w, 3] in [0, 1] with the family's linear factors. */

@@ -68,6 +68,17 @@ typedef struct {
      * a linspace between the shifted training sigmas, shifted again). The
      * other schedules do not look at it. */
     bool flow_static_shift;
+    /* ComfyUI's sampling (the workflow executor's KSampler; comfy/samplers.py,
+     * comfy/k_diffusion/sampling.py): every sampler in k-diffusion's sigma
+     * space (x = x0 + sigma eps, as ComfyUI has no other), dpm++2m /
+     * dpm++2m_sde / lcm in their k-diffusion forms, ddim as ComfyUI's "ddim"
+     * (its euler), lms landing on denoised at sigma 0; eps / v models on
+     * ComfyUI's table with integer model timesteps (schedule_comfy.c); dpm2's
+     * schedule laid out for one more step and its penultimate sigma dropped
+     * (DISCARD_PENULTIMATE_SIGMA_SAMPLERS). pndm and the trailing and flow
+     * schedules have no ComfyUI counterpart and are refused. The initial
+     * noise is the caller's (ComfyUI's noise_scaling). */
+    bool comfy;
 } sdw_sampler_params;
 
 typedef struct sdw_sampler sdw_sampler;
@@ -80,6 +91,9 @@ void sdw_sampler_free(sdw_sampler *s);
 int sdw_sampler_steps(const sdw_sampler *s);
 const float *sdw_sampler_timesteps(const sdw_sampler *s);
 const float *sdw_sampler_sigmas(const sdw_sampler *s);
+/* The model sampling's sigma_max: the noise table's largest sigma (flow:
+ * its last entry), which ComfyUI's max_denoise compares the first sigma to. */
+float sdw_sampler_sigma_max(const sdw_sampler *s);
 /* The factor pure noise is multiplied by to start txt2img. */
 float sdw_sampler_init_noise_sigma(const sdw_sampler *s);
 /* img2img / inpaint: the first step index for a denoising strength in (0, 1]
@@ -130,6 +144,21 @@ void sdw_sampler_set_noise_fn(sdw_sampler *s, sdw_noise_fn fn, void *user);
  * (x = x0 + sigma eps, model input x / sqrt(sigma^2 + 1)) and on flow models
  * (dpm++2m runs k-diffusion's form there, as ComfyUI). */
 bool sdw_sampler_is_vp(const sdw_sampler *s);
+
+/* Ends the schedule at level last (1 <= last <= steps): a run's last step
+ * goes to sigmas[last], or to 0 unless keep_sigma (ComfyUI's
+ * force_full_denoise), as KSampler.sample slices sigmas[:last + 1]. Sigma-
+ * space samplers only (a variance-preserving form would need its own
+ * alphas). */
+sdw_status sdw_sampler_truncate(sdw_sampler *s, int last, bool keep_sigma);
+
+/* Around every model evaluation of the sigma-space samplers (ComfyUI's
+ * KSamplerX0Inpaint): called with output false on a copy of x that the
+ * model then sees (the sampler's own x is left alone), and with output true
+ * on the denoised estimate, both at the evaluation's sigma. The variance-
+ * preserving forms refuse to run with a hook. NULL removes it. */
+typedef void (*sdw_denoise_hook)(void *user, float sigma, bool output, float *x, size_t n);
+void sdw_sampler_set_denoise_hook(sdw_sampler *s, sdw_denoise_hook fn, void *user);
 
 /* Model evaluations sdw_sampler_run makes from step start (heun / dpm2 /
  * dpm++2s_a evaluate twice per step but the last). pndm, like diffusers'

@@ -61,6 +61,16 @@ float sdw_flow_sigma(const sdw_flow_shift *f, float t);
 sdw_status sdw_flow_schedule_build(const sdw_flow_shift *f, sdw_schedule_kind kind, int steps, float *timesteps,
                                    float *sigmas, int *n);
 
+/* ComfyUI's eps / v model sampling (schedule_comfy.c): its table (float64
+ * betas and cumprod), its model timestep of a sigma (the nearest table
+ * entry in log sigma, an integer), and its schedules over that table
+ * (timesteps[] the model timesteps; leading = ddim_uniform, which may give
+ * more than steps levels: room for SDW_TRAIN_STEPS + 1 sigmas). */
+void sdw_noise_table_init_comfy(sdw_noise_table *tab);
+float sdw_comfy_timestep(const sdw_noise_table *tab, float sigma);
+sdw_status sdw_comfy_schedule_build(const sdw_noise_table *tab, sdw_schedule_kind kind, int steps, float *timesteps,
+                                    float *sigmas, float *acp, int *n);
+
 struct sdw_sampler {
     sdw_sampler_params p;
     sdw_noise_table tab;
@@ -75,6 +85,8 @@ struct sdw_sampler {
     float init_noise_sigma;
     sdw_noise_fn noise_fn;
     void *noise_user;
+    sdw_denoise_hook hook;
+    void *hook_user;
 };
 
 /* One sdw_sampler_run in progress. */
@@ -89,6 +101,7 @@ typedef struct {
     sdw_rng *rng;
     float *xin;         /* [n] scaled model input */
     float *out;         /* [n] raw model output */
+    float *xb;          /* [n] the hook's copy of x (NULL without a hook) */
 } sdw_run_ctx;
 
 /* Evaluates the model on x at (sigma, t) and writes the denoised estimate

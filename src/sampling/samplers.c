@@ -15,7 +15,12 @@
  * sigma is the velocity): euler is FlowMatchEulerDiscrete's x + dt v, and
  * the ancestral ones take ComfyUI's _RF forms, whose noise keeps x on the
  * (1 - sigma) x0 + sigma noise line. ddim, lcm, pndm and dpm++2m_sde, whose
- * updates assume the variance-preserving space, are refused there. */
+ * updates assume the variance-preserving space, are refused there.
+ *
+ * Comfy mode (params.comfy, the workflow executor) runs every sampler in
+ * sigma space as ComfyUI does: ddim is euler, lcm k-diffusion's sample_lcm,
+ * and a denoise hook (KSamplerX0Inpaint's blending) may wrap every model
+ * evaluation; its table and schedules are in schedule_comfy.c. */
 #include "sampling/sampler_internal.h"
 #include "core/error.h"
 #include <math.h>
@@ -116,9 +121,9 @@ static sdw_timestep_style style_of(sdw_sampler_kind k)
     }
 }
 
-static bool kind_is_vp(sdw_sampler_kind k, bool flow)
+static bool kind_is_vp(sdw_sampler_kind k, bool flow, bool comfy)
 {
-    return !flow && (k == SDW_SAMPLER_DDIM || k == SDW_SAMPLER_PNDM || k == SDW_SAMPLER_LCM ||
+    return !flow && !comfy && (k == SDW_SAMPLER_DDIM || k == SDW_SAMPLER_PNDM || k == SDW_SAMPLER_LCM ||
                      k == SDW_SAMPLER_DPMPP_2M || k == SDW_SAMPLER_DPMPP_2M_SDE);
 }
 
@@ -127,7 +132,10 @@ static bool kind_is_vp(sdw_sampler_kind k, bool flow)
 static sdw_status check_flow(const sdw_sampler_params *p)
 {
     switch (p->sampler) {
-    case SDW_SAMPLER_DDIM: case SDW_SAMPLER_LCM: case SDW_SAMPLER_PNDM: case SDW_SAMPLER_DPMPP_2M_SDE:
+    case SDW_SAMPLER_DDIM: case SDW_SAMPLER_LCM:
+        if (p->comfy) break;   /* ComfyUI's ddim is euler; its lcm renoises with the flow's noise_scaling */
+        /* fall through */
+    case SDW_SAMPLER_PNDM: case SDW_SAMPLER_DPMPP_2M_SDE:
         return sdw_fail(SDW_ERR_INVALID_ARG,
                         "sampler: %s assumes the variance-preserving noise of eps / v models and does not run on "
                         "flow-matching models (FLUX, SD3); use euler, euler_a, heun, dpm2, dpm++2m, dpm++2s_a, "
@@ -143,16 +151,44 @@ static sdw_status check_flow(const sdw_sampler_params *p)
     return SDW_OK;
 }
 
+/* ComfyUI lays dpm2's schedule out for one more step and drops the
+ * penultimate sigma (KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS). */
+static void drop_penultimate(sdw_sampler *s)
+{
+    const int L = s->levels;
+    if (L < 2) return;
+    s->sigmas[L - 1] = s->sigmas[L];
+    s->acp[L - 1] = s->acp[L];
+    s->levels = L - 1;
+}
+
 /* The schedule of p into s (timesteps, sigmas, acp; s->levels). */
 static sdw_status build_schedule(sdw_sampler *s, const sdw_sampler_params *p)
 {
+    const bool discard = p->comfy && p->sampler == SDW_SAMPLER_DPM2;
+    const int steps = discard ? p->steps + 1 : p->steps;
     if (s->flow) {
         /* acp is the variance-preserving samplers' and unused here */
-        for (int i = 0; i <= p->steps; i++) s->acp[i] = 1.0f;
-        return sdw_flow_schedule_build(&s->shift, p->schedule, p->steps, s->timesteps, s->sigmas, &s->levels);
+        for (int i = 0; i <= steps; i++) s->acp[i] = 1.0f;
+        SDW_TRY(sdw_flow_schedule_build(&s->shift, p->schedule, steps, s->timesteps, s->sigmas, &s->levels));
+    } else if (p->comfy) {
+        SDW_TRY(sdw_comfy_schedule_build(&s->tab, p->schedule, steps, s->timesteps, s->sigmas, s->acp, &s->levels));
+    } else {
+        return sdw_schedule_build(&s->tab, p->schedule, style_of(p->sampler), p->steps, s->timesteps, s->sigmas,
+                                  s->acp, &s->levels);
     }
-    return sdw_schedule_build(&s->tab, p->schedule, style_of(p->sampler), p->steps, s->timesteps, s->sigmas,
-                              s->acp, &s->levels);
+    if (discard) drop_penultimate(s);
+    return SDW_OK;
+}
+
+/* What ComfyUI cannot run (comfy mode). */
+static sdw_status check_comfy(const sdw_sampler_params *p)
+{
+    if (p->sampler == SDW_SAMPLER_PNDM)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: ComfyUI has no pndm (plms) sampler");
+    if (p->schedule == SDW_SCHEDULE_TRAILING || p->schedule == SDW_SCHEDULE_FLOW)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: ComfyUI has no %s schedule", sdw_schedule_name(p->schedule));
+    return SDW_OK;
 }
 
 sdw_status sdw_sampler_create(const sdw_sampler_params *p, sdw_sampler **out)
@@ -167,13 +203,14 @@ sdw_status sdw_sampler_create(const sdw_sampler_params *p, sdw_sampler **out)
     if ((unsigned)p->param > SDW_PARAM_FLOW)
         return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: unknown parametrisation %d", (int)p->param);
     if (p->param == SDW_PARAM_FLOW) SDW_TRY(check_flow(p));
+    if (p->comfy) SDW_TRY(check_comfy(p));
     if (p->steps < 1 || p->steps > SDW_SAMPLER_MAX_STEPS)
         return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: steps %d out of range [1, %d]", p->steps,
                         SDW_SAMPLER_MAX_STEPS);
     if (!isfinite(p->eta) || p->eta < 0)
         return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: eta %g must be finite and >= 0", (double)p->eta);
-    if (p->sampler == SDW_SAMPLER_LCM && (p->schedule == SDW_SCHEDULE_NORMAL || p->schedule == SDW_SCHEDULE_LEADING) &&
-        p->steps > 50)
+    if (p->sampler == SDW_SAMPLER_LCM && !p->comfy &&
+        (p->schedule == SDW_SCHEDULE_NORMAL || p->schedule == SDW_SCHEDULE_LEADING) && p->steps > 50)
         return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: lcm takes at most 50 steps on its own schedule (got %d)",
                         p->steps);
     sdw_sampler *s = calloc(1, sizeof *s);
@@ -183,9 +220,10 @@ sdw_status sdw_sampler_create(const sdw_sampler_params *p, sdw_sampler **out)
     s->shift.mu = p->flow_mu;
     s->shift.size = p->flow_table_size ? p->flow_table_size : 1000;
     s->shift.static_shift = p->flow_static_shift;
-    sdw_noise_table_init(&s->tab);
-    /* room for pndm's extra entry */
-    const size_t room = (size_t)p->steps + 2;
+    if (p->comfy) sdw_noise_table_init_comfy(&s->tab);
+    else sdw_noise_table_init(&s->tab);
+    /* room for pndm's extra entry, dpm2's discarded one, ComfyUI's ddim_uniform's extra levels */
+    const size_t room = p->comfy ? SDW_TRAIN_STEPS + 2 : (size_t)p->steps + 2;
     s->timesteps = malloc(room * sizeof *s->timesteps);
     s->sigmas = malloc(room * sizeof *s->sigmas);
     s->acp = malloc(room * sizeof *s->acp);
@@ -210,7 +248,7 @@ sdw_status sdw_sampler_create(const sdw_sampler_params *p, sdw_sampler **out)
         memmove(s->sigmas + 2, s->sigmas + 1, (size_t)levels * sizeof *s->sigmas);
         memmove(s->acp + 2, s->acp + 1, (size_t)levels * sizeof *s->acp);
     }
-    s->vp = kind_is_vp(p->sampler, s->flow);
+    s->vp = kind_is_vp(p->sampler, s->flow, p->comfy);
     float smax = 0;
     for (int i = 0; i <= s->n; i++) smax = s->sigmas[i] > smax ? s->sigmas[i] : smax;
     /* EulerDiscrete: max sigma for linspace / trailing spacing, sqrt(max^2 + 1)
@@ -237,10 +275,33 @@ const float *sdw_sampler_sigmas(const sdw_sampler *s) { return s->sigmas; }
 float sdw_sampler_init_noise_sigma(const sdw_sampler *s) { return s->init_noise_sigma; }
 bool sdw_sampler_is_vp(const sdw_sampler *s) { return s->vp; }
 
+float sdw_sampler_sigma_max(const sdw_sampler *s)
+{
+    return s->flow ? sdw_flow_sigma(&s->shift, 1.0f) : s->tab.sigmas[SDW_TRAIN_STEPS - 1];
+}
+
 void sdw_sampler_set_noise_fn(sdw_sampler *s, sdw_noise_fn fn, void *user)
 {
     s->noise_fn = fn;
     s->noise_user = user;
+}
+
+void sdw_sampler_set_denoise_hook(sdw_sampler *s, sdw_denoise_hook fn, void *user)
+{
+    s->hook = fn;
+    s->hook_user = user;
+}
+
+sdw_status sdw_sampler_truncate(sdw_sampler *s, int last, bool keep_sigma)
+{
+    if (s->vp)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: %s runs in the variance-preserving space; only sigma-space "
+                                             "samplers end early", sdw_sampler_name(s->p.sampler));
+    if (last < 1 || last > s->n)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "sampler: last step %d out of range [1, %d]", last, s->n);
+    if (!keep_sigma) s->sigmas[last] = 0.0f;
+    s->n = s->levels = last;
+    return SDW_OK;
 }
 
 /* The double a user typing the float's shortest decimal form into Python
@@ -313,7 +374,8 @@ int sdw_sampler_model_evals(const sdw_sampler *s, int start)
 
 /* ---- the run context ---- */
 
-sdw_status sdw_run_denoise_ve(sdw_run_ctx *c, const float *x, float sigma, float t, float *x0)
+/* The model's denoised estimate at sigma, as its model sampling computes it. */
+static sdw_status denoise_plain(sdw_run_ctx *c, const float *x, float sigma, float t, float *x0)
 {
     const size_t n = c->n;
     const float *out = c->out;
@@ -335,9 +397,22 @@ sdw_status sdw_run_denoise_ve(sdw_run_ctx *c, const float *x, float sigma, float
     return SDW_OK;
 }
 
+sdw_status sdw_run_denoise_ve(sdw_run_ctx *c, const float *x, float sigma, float t, float *x0)
+{
+    const sdw_sampler *s = c->s;
+    if (!s->hook) return denoise_plain(c, x, sigma, t, x0);
+    /* KSamplerX0Inpaint: the model sees the blended copy, the sampler gets the blended estimate */
+    memcpy(c->xb, x, c->n * sizeof *x);
+    s->hook(s->hook_user, sigma, false, c->xb, c->n);
+    SDW_TRY(denoise_plain(c, c->xb, sigma, t, x0));
+    s->hook(s->hook_user, sigma, true, x0, c->n);
+    return SDW_OK;
+}
+
 float sdw_run_timestep(const sdw_sampler *s, double sigma)
 {
-    return s->flow ? (float)sigma * 1000.0f : (float)sdw_sigma_to_t(&s->tab, sigma);
+    if (s->flow) return (float)sigma * 1000.0f;
+    return s->p.comfy ? sdw_comfy_timestep(&s->tab, (float)sigma) : (float)sdw_sigma_to_t(&s->tab, sigma);
 }
 
 sdw_status sdw_run_model_vp(sdw_run_ctx *c, const float *x, float t)
@@ -389,7 +464,8 @@ static sdw_status run_euler(sdw_run_ctx *c, int start, bool ancestral, float *de
     const sdw_sampler *s = c->s;
     float *x = c->x;
     for (int i = start; i < s->n; i++) {
-        if (s->flow) {
+        /* comfy: ComfyUI's sample_euler steps along (x - denoised) / sigma on flow models too */
+        if (s->flow && (ancestral || !s->p.comfy)) {
             const float sigma = s->sigmas[i], next = s->sigmas[i + 1];
             SDW_TRY(sdw_run_denoise_ve(c, x, sigma, s->timesteps[i], den));
             if (ancestral) {
@@ -611,6 +687,32 @@ static sdw_status run_lcm(sdw_run_ctx *c, int start, float *noise)
     return SDW_OK;
 }
 
+/* k-diffusion / ComfyUI sample_lcm: x = denoised, renoised to the next
+ * level with the model sampling's noise_scaling (x0 + sigma noise; flow:
+ * sigma noise + (1 - sigma) x0), not after the last step. */
+static sdw_status run_lcm_k(sdw_run_ctx *c, int start, float *den, float *noise)
+{
+    const sdw_sampler *s = c->s;
+    float *x = c->x;
+    for (int i = start; i < s->n; i++) {
+        SDW_TRY(sdw_run_denoise_ve(c, x, s->sigmas[i], s->timesteps[i], den));
+        const float next = s->sigmas[i + 1];
+        if (next > 0) {
+            sdw_run_noise(c, noise);
+            if (s->flow) {
+                const float keep = 1.0f - next;
+                for (size_t k = 0; k < c->n; k++) x[k] = next * noise[k] + keep * den[k];
+            } else {
+                for (size_t k = 0; k < c->n; k++) x[k] = noise[k] * next + den[k];
+            }
+        } else {
+            memcpy(x, den, c->n * sizeof *x);
+        }
+        SDW_TRY(sdw_run_step_done(c, i));
+    }
+    return SDW_OK;
+}
+
 /* ---- run ---- */
 
 static bool needs_noise(const sdw_sampler *s)
@@ -618,7 +720,7 @@ static bool needs_noise(const sdw_sampler *s)
     switch (s->p.sampler) {
     case SDW_SAMPLER_EULER_A: case SDW_SAMPLER_DPMPP_2S_A: case SDW_SAMPLER_DPMPP_2M_SDE: case SDW_SAMPLER_LCM:
         return true;
-    case SDW_SAMPLER_DDIM: return s->p.eta > 0;
+    case SDW_SAMPLER_DDIM: return s->p.eta > 0 && !s->p.comfy;
     default: return false;
     }
 }
@@ -632,17 +734,22 @@ sdw_status sdw_sampler_run(sdw_sampler *s, float *x, size_t n, int start, sdw_mo
     if (s->p.sampler == SDW_SAMPLER_PNDM && s->n > s->p.steps && start == 1)
         return sdw_fail(SDW_ERR_INVALID_ARG, "sampler run: pndm cannot start at its step 1, the second "
                                              "evaluation of step 0 (start at 0 or 2)");
+    if (s->hook && s->vp)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "sampler run: %s runs in the variance-preserving space, which has "
+                                             "no denoised estimate for an inpainting hook",
+                        sdw_sampler_name(s->p.sampler));
     if (needs_noise(s) && !rng && !s->noise_fn)
         return sdw_fail(SDW_ERR_INVALID_ARG, "sampler run: %s needs a random generator",
                         sdw_sampler_name(s->p.sampler));
     if (start == s->n) return SDW_OK;
-    /* xin, out and three work buffers for the samplers here */
-    const size_t nbuf = 5;
+    /* xin, out, three work buffers for the samplers here, and the hook's copy of x */
+    const size_t nbuf = s->hook ? 6 : 5;
     if (n > SIZE_MAX / sizeof(float) / nbuf) return sdw_fail(SDW_ERR_NOMEM, "sampler run: %zu floats", n);
     float *buf = malloc(nbuf * n * sizeof *buf);
     if (!buf) return sdw_fail(SDW_ERR_NOMEM, "sampler run: out of memory for %zu floats", nbuf * n);
     sdw_run_ctx c = {.s = s, .x = x, .n = n, .model = model, .model_user = model_user, .on_step = on_step,
-                     .step_user = step_user, .rng = rng, .xin = buf, .out = buf + n};
+                     .step_user = step_user, .rng = rng, .xin = buf, .out = buf + n,
+                     .xb = s->hook ? buf + 5 * n : NULL};
     float *w0 = buf + 2 * n, *w1 = buf + 3 * n, *w2 = buf + 4 * n;
     sdw_status st;
     switch (s->p.sampler) {
@@ -651,8 +758,11 @@ sdw_status sdw_sampler_run(sdw_sampler *s, float *x, size_t n, int start, sdw_mo
     case SDW_SAMPLER_HEUN: st = run_heun(&c, start, w0, w1, w2); break;
     case SDW_SAMPLER_DPM2: st = run_dpm2(&c, start, w0, w1, w2); break;
     case SDW_SAMPLER_DPMPP_2S_A: st = run_dpmpp_2s_a(&c, start, w0, w1, w2); break;
-    case SDW_SAMPLER_DDIM: st = run_ddim(&c, start, w0); break;
-    case SDW_SAMPLER_LCM: st = run_lcm(&c, start, w0); break;
+    case SDW_SAMPLER_DDIM:
+        /* ComfyUI's "ddim" is its euler (comfy/samplers.py sampler_object) */
+        st = s->p.comfy ? run_euler(&c, start, false, w0, w1) : run_ddim(&c, start, w0);
+        break;
+    case SDW_SAMPLER_LCM: st = s->p.comfy ? run_lcm_k(&c, start, w0, w1) : run_lcm(&c, start, w0); break;
     case SDW_SAMPLER_DPMPP_2M: st = sdw_run_dpmpp_2m(&c, start, false); break;
     case SDW_SAMPLER_DPMPP_2M_SDE: st = sdw_run_dpmpp_2m(&c, start, true); break;
     case SDW_SAMPLER_PNDM: st = sdw_run_pndm(&c, start); break;

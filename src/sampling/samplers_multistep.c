@@ -1,8 +1,9 @@
 /* samplers_multistep.c: the samplers that reuse earlier model outputs:
  * dpm++2m and dpm++2m_sde (diffusers DPMSolverMultistepScheduler,
  * algorithm dpmsolver++ / sde-dpmsolver++, order 2, midpoint, in the
- * variance-preserving space; on flow models dpm++2m is k-diffusion's
- * sample_dpmpp_2m in sigma space, as ComfyUI runs it), pndm
+ * variance-preserving space; on flow models and in comfy mode they are
+ * k-diffusion's sample_dpmpp_2m / _2m_sde in sigma space, as ComfyUI runs
+ * them), pndm
  * (PNDMScheduler with skip_prk_steps: the PLMS sampler SD shipped with), lms
  * (k-diffusion sample_lms, order 4) and ipndm (k-diffusion sample_ipndm,
  * order 4). A run from a later start step starts a fresh history, as
@@ -119,12 +120,50 @@ static sdw_status run_dpmpp_2m_k(sdw_run_ctx *c, int start, float *den, float *o
     return SDW_OK;
 }
 
+/* k-diffusion / ComfyUI sample_dpmpp_2m_sde (eta 1, midpoint) on eps / v
+ * models, lambda = -log sigma: ComfyUI draws the noise from a torchsde
+ * Brownian tree seeded with the seed, which is not reproduced: here each
+ * step draws one randn (so the image is ComfyUI's in distribution only). */
+static sdw_status run_dpmpp_2m_sde_k(sdw_run_ctx *c, int start, float *den, float *old, float *noise)
+{
+    const sdw_sampler *s = c->s;
+    float *x = c->x;
+    double h_last = 0;
+    for (int i = start; i < s->n; i++) {
+        const double sigma = s->sigmas[i], next = s->sigmas[i + 1];
+        SDW_TRY(sdw_run_denoise_ve(c, x, (float)sigma, s->timesteps[i], den));
+        if (next == 0) {
+            memcpy(x, den, c->n * sizeof *x);
+        } else {
+            const double h = log(sigma) - log(next), alpha_t = next * exp(-log(next));
+            const double c_d = alpha_t * -expm1(-2 * h);
+            const float c_x = (float)(next / sigma * exp(-h)), fd = (float)c_d;
+            const float c_n = (float)(next * sqrt(-expm1(-2 * h)));
+            const float c_1 = i > start ? (float)(0.5 * c_d * (h / h_last)) : 0.0f;
+            sdw_run_noise(c, noise);
+            for (size_t k = 0; k < c->n; k++) {
+                float y = c_x * x[k] + fd * den[k];
+                if (i > start) y = y + c_1 * (den[k] - old[k]);
+                x[k] = y + noise[k] * c_n;
+            }
+            h_last = h;
+        }
+        float *t = old;
+        old = den;
+        den = t;
+        SDW_TRY(sdw_run_step_done(c, i));
+    }
+    return SDW_OK;
+}
+
 sdw_status sdw_run_dpmpp_2m(sdw_run_ctx *c, int start, bool sde)
 {
     float *buf = alloc_floats(c->n, 3);
     if (!buf) return sdw_fail(SDW_ERR_NOMEM, "dpm++2m: out of memory");
-    sdw_status st = c->s->flow ? run_dpmpp_2m_k(c, start, buf, buf + c->n)
-                               : run_dpmpp_2m(c, start, sde, buf, buf + c->n, buf + 2 * c->n);
+    sdw_status st;
+    if (c->s->vp) st = run_dpmpp_2m(c, start, sde, buf, buf + c->n, buf + 2 * c->n);
+    else if (sde) st = run_dpmpp_2m_sde_k(c, start, buf, buf + c->n, buf + 2 * c->n);
+    else st = run_dpmpp_2m_k(c, start, buf, buf + c->n);
     free(buf);
     return st;
 }
@@ -236,7 +275,7 @@ static sdw_status run_lms(sdw_run_ctx *c, int start, float *ds, float *den)
         memmove(ds + n, ds, (size_t)(n_ds < 4 ? n_ds : 3) * n * sizeof *ds);
         for (size_t k = 0; k < n; k++) ds[k] = (x[k] - den[k]) / sigma;
         if (n_ds < 4) n_ds++;
-        if (s->flow && s->sigmas[i + 1] == 0) {
+        if ((s->flow || s->p.comfy) && s->sigmas[i + 1] == 0) {
             /* ComfyUI's sample_lms lands on denoised (k-diffusion's, which
              * A1111 runs on eps / v models, integrates on to 0) */
             memcpy(x, den, n * sizeof *x);
