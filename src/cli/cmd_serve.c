@@ -26,7 +26,7 @@ static void usage(FILE *f)
             "    [--max-pixels 4194304] [--max-body 50M] [--max-prompt 10000] [--request-timeout 30]\n"
             "    [--drain-timeout 30] [--max-connections 256] [--keepalive 15] [--precision auto|f32|bf16]\n"
             "    [--prediction auto|eps|v] [--vae FILE] [--clip-l FILE] [--clip-g FILE] [--t5xxl FILE] [--no-t5]\n"
-            "    [--threads N]\n"
+            "    [--threads N] [--output-dir output] [--input-dir input] [--temp-dir temp]\n"
             "    [--weight-type keep|f32|bf16|q8_0|q5_1|q5_0|q4_1|q4_0]\n"
             "    [--preset auto|turbo|none] [-v]\n"
             "  --clip-l, --clip-g and --t5xxl give FLUX's and SD3's text encoders as separate files (as\n"
@@ -34,6 +34,10 @@ static void usage(FILE *f)
             "  switch to. --no-t5 leaves SD3's T5 out.\n"
             "  --controlnet-dir holds the ControlNets requests may name; --cache-bytes bounds the ControlNet\n"
             "  weights kept loaded between jobs (least recently used dropped first).\n"
+            "  ComfyUI's API (/prompt, /ws, ...): SaveImage writes into --output-dir, uploads go to\n"
+            "  --input-dir, PreviewImage writes into --temp-dir (each created when first needed); workflows\n"
+            "  name checkpoints, VAEs, CLIP and UNet files from --models-dir, LoRAs from --lora-dir and\n"
+            "  ControlNets from --controlnet-dir.\n"
             "  A fleet on one Redis: [--redis redis://[user:pass@]host:port[/db]] [--redis-prefix sdw:]\n"
             "    [--role both|front|worker] [--claim-after 30] [--max-attempts 2] (README: Deployment).\n"
             "  With --redis (or SDW_REDIS_URL) jobs go to the fleet's queue on Redis; --role front loads no\n"
@@ -99,6 +103,9 @@ static int parse(int argc, char **argv, options *o)
         else if (IS("--models-dir")) o->c.engine.models_dir = v;
         else if (IS("--lora-dir")) o->c.engine.lora_dir = v;
         else if (IS("--controlnet-dir")) o->c.engine.controlnet_dir = v;
+        else if (IS("--output-dir")) o->c.engine.output_dir = v;
+        else if (IS("--input-dir")) o->c.engine.input_dir = v;
+        else if (IS("--temp-dir")) o->c.engine.temp_dir = v;
         else if (IS("--cache-bytes")) { if (!parse_bytes(v, &o->c.engine.cn_cache_bytes)) return bad("--cache-bytes must be a size such as 4G, not '%s'", v); }
         else if (IS("--redis")) o->c.engine.fleet.redis_url = v;
         else if (IS("--redis-prefix")) { if (!v[0] || strlen(v) > 47) return bad("--redis-prefix must be 1..47 bytes, not '%s'", v); o->c.engine.fleet.prefix = v; }

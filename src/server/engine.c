@@ -307,6 +307,9 @@ sdw_status sdw_engine_start(const sdw_engine_config *cfg, sdw_engine **out)
     e->cfg.models_dir = dup_or_null(cfg->models_dir);
     e->cfg.lora_dir = dup_or_null(cfg->lora_dir);
     e->cfg.controlnet_dir = dup_or_null(cfg->controlnet_dir);
+    e->cfg.output_dir = strdup(cfg->output_dir ? cfg->output_dir : "output");
+    e->cfg.input_dir = strdup(cfg->input_dir ? cfg->input_dir : "input");
+    e->cfg.temp_dir = strdup(cfg->temp_dir ? cfg->temp_dir : "temp");
     e->cfg.load.vae_path = dup_or_null(cfg->load.vae_path);
     e->cfg.load.clip_l_path = dup_or_null(cfg->load.clip_l_path);
     e->cfg.load.clip_g_path = dup_or_null(cfg->load.clip_g_path);
@@ -321,6 +324,10 @@ sdw_status sdw_engine_start(const sdw_engine_config *cfg, sdw_engine **out)
     pthread_cond_init(&e->changed, &ca);
     pthread_condattr_destroy(&ca);
     e->state = SDW_ENGINE_LOADING;
+    if (!e->cfg.output_dir || !e->cfg.input_dir || !e->cfg.temp_dir || engine_comfy_new(e) != SDW_OK) {
+        sdw_engine_free(e);
+        return sdw_fail(SDW_ERR_NOMEM, "engine: out of memory");
+    }
     bool front = cfg->fleet.redis_url && cfg->fleet.role == SDW_ROLE_FRONT;
     if (cfg->fleet.redis_url) {
         sdw_status st = e->metrics ? fleet_start(e, &cfg->fleet, &e->fleet) : sdw_fail(SDW_ERR_NOMEM, "engine: out of memory");
@@ -414,6 +421,10 @@ void sdw_engine_free(sdw_engine *e)
     free((char *)e->cfg.models_dir);
     free((char *)e->cfg.lora_dir);
     free((char *)e->cfg.controlnet_dir);
+    free((char *)e->cfg.output_dir);
+    free((char *)e->cfg.input_dir);
+    free((char *)e->cfg.temp_dir);
+    engine_comfy_free(e);
     free((char *)e->cfg.load.vae_path);
     free((char *)e->cfg.load.clip_l_path);
     free((char *)e->cfg.load.clip_g_path);
@@ -641,6 +652,13 @@ static void cancel_locked(sdw_engine *e, sdw_job *j, const char *reason)
         j->cancel = true;
         sdw_srv_log("job %s cancelling: %s", j->id, reason);
     }
+}
+
+bool engine_cancel_if_queued_locked(sdw_engine *e, sdw_job *j)
+{
+    if (j->state != SDW_JOB_QUEUED) return false;
+    cancel_locked(e, j, "deleted from the queue");
+    return true;
 }
 
 bool sdw_engine_cancel(sdw_engine *e, const char *id, sdw_job_state *state)

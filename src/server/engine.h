@@ -32,6 +32,9 @@ typedef struct {
     const char *lora_dir;     /* LoRA names resolve inside it; NULL = LoRA refused */
     const char *controlnet_dir;   /* ControlNet names resolve inside it; NULL = ControlNets refused */
     size_t cn_cache_bytes;    /* ControlNet weights kept across jobs (controlnet_cache.h); 0 = the default */
+    /* ComfyUI's folders (engine_comfy.c): SaveImage's files, uploads, PreviewImage's files;
+     * NULL = "output", "input", "temp" in the working directory, as ComfyUI has them. */
+    const char *output_dir, *input_dir, *temp_dir;
     int queue_max;            /* queued jobs (the running one not counted) */
     double result_ttl_s;      /* finished jobs are kept this long, or until read */
     int step_delay_ms;        /* testing: a pause after every step */

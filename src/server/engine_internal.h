@@ -63,6 +63,7 @@ struct sdw_engine {
     sdw_model *model;         /* the generation thread's alone */
     struct sdw_fleet *fleet;  /* the fleet on Redis, NULL without --redis (fleet.h) */
     struct sdw_cn_cache *cn_cache;   /* ControlNets on the model's backend: the generation thread's alone */
+    struct engine_comfy *comfy;      /* ComfyUI's WebSocket clients, history and loaded parts (engine_comfy.c) */
 };
 
 double sdw_now(void);         /* monotonic seconds */
@@ -83,12 +84,22 @@ void engine_new_id(char out[40]);
 bool engine_names_model(const sdw_engine_model *m, const char *name);
 sdw_submit_result engine_resolve_job(sdw_engine *e, sdw_job *j, char *err, size_t n);
 
-/* The generation thread: loads the model at start, and runs one job. */
+/* The generation thread: loads the model at start (with e->cfg.load, or
+ * with lp: a ComfyUI workflow's own VAE and text encoder files), and runs
+ * one job. */
 sdw_status engine_load_model(sdw_engine *e, const char *path);
+sdw_status engine_load_model_with(sdw_engine *e, const char *path, const sdw_load_params *lp);
 void engine_run_job(sdw_engine *e, sdw_job *j);
 /* engine_run.c, ControlNets: at submission (an HTTP thread), the units'
  * names to files in --controlnet-dir, checked against the loaded model
  * (cur, NULL when none); and the cache's end with the generation thread. */
 sdw_submit_result engine_resolve_controls(sdw_engine *e, sdw_job *j, const sdw_engine_model *cur, char *err, size_t n);
 void engine_controls_free(sdw_engine *e);
+/* engine.c: cancels j only while it waits in the queue (ComfyUI's POST
+ * /queue delete leaves a running prompt alone); e->mu held. */
+bool engine_cancel_if_queued_locked(sdw_engine *e, sdw_job *j);
+/* engine_comfy.c: its state, made with the engine, and a ComfyUI prompt's run. */
+sdw_status engine_comfy_new(sdw_engine *e);
+void engine_comfy_free(sdw_engine *e);
+void engine_comfy_run(sdw_engine *e, sdw_job *j);
 #endif

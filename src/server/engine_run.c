@@ -43,12 +43,17 @@ static int size_multiple(const sdw_model *m)
 
 sdw_status engine_load_model(sdw_engine *e, const char *path)
 {
+    return engine_load_model_with(e, path, &e->cfg.load);
+}
+
+sdw_status engine_load_model_with(sdw_engine *e, const char *path, const sdw_load_params *params)
+{
     if (sdw_catalog_is_pickle(path))
         return sdw_fail(SDW_ERR_UNSUPPORTED, "%s is a pickle checkpoint, which sd-worker never loads: convert it to "
                         ".safetensors", path);
     double t0 = sdw_now();
     sdw_srv_log("loading model %s", path);
-    sdw_load_params lp = e->cfg.load;
+    sdw_load_params lp = *params;
     lp.with_vae_encoder = true;
     sdw_model *m;
     if (sdw_model_load(path, &lp, &m) != SDW_OK) return sdw_fail_context(SDW_ERR_IO, "loading %s", path);
@@ -459,6 +464,10 @@ void engine_run_job(sdw_engine *e, sdw_job *j)
     }
     if (j->req.kind == SDW_JOB_LOAD_MODEL) {
         finish(e, j, SDW_JOB_COMPLETED, NULL, NULL);
+        return;
+    }
+    if (j->req.kind == SDW_JOB_COMFY) {   /* the workflow loads its own models */
+        engine_comfy_run(e, j);
         return;
     }
     sdw_status s = e->model ? generate(e, j) : sdw_fail(SDW_ERR_INVALID_ARG, "no model is loaded");

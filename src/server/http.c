@@ -8,6 +8,7 @@
  * body, then a last time with no data, when it is routed. The limits are
  * checked here, at the edge; the parsers and the engine check the rest. */
 #include "server/http_internal.h"
+#include "server/engine_comfy.h"
 #include "server/server_log.h"
 #include "core/error.h"
 #include <arpa/inet.h>
@@ -205,7 +206,7 @@ static bool needs_auth(const char *method, const char *url)
 {
     if (!strcmp(method, "OPTIONS")) return false;             /* CORS preflights carry no credentials */
     if (!strcmp(url, "/health")) return false;
-    if (!strcmp(url, "/") && !strcmp(method, "GET")) return false; /* the static page; its calls send the key */
+    if (!strcmp(method, "GET") && sdw_web_is_file(url)) return false; /* the page's files; its calls send the key */
     /* Result files are capability URLs (unguessable ids), as OpenAI's are. */
     if (!strncmp(url, "/v1/files/", 10) && !strcmp(method, "GET")) return false;
     return true;
@@ -257,7 +258,7 @@ static enum MHD_Result dispatch(sdw_http_req *r)
     if (job_route(r->url) && sdw_engine_get_state(r->srv->engine, NULL, 0) == SDW_ENGINE_LOADING)
         return http_error(r, 503, "loading", "the model is still loading; GET /ready says when it is in");
     enum MHD_Result ret;
-    if (routes_native(r, &ret) || routes_a1111(r, &ret) || routes_openai(r, &ret)) return ret;
+    if (routes_native(r, &ret) || routes_a1111(r, &ret) || routes_openai(r, &ret) || routes_comfy(r, &ret)) return ret;
     return http_error(r, 404, "not_found", "no route %s %s", r->method, r->url);
 }
 
@@ -411,7 +412,9 @@ sdw_status sdw_server_start(const sdw_server_config *cfg, sdw_server **out)
 {
     *out = NULL;
     if (cfg->port < 0 || cfg->port > 65535) return sdw_fail(SDW_ERR_INVALID_ARG, "--port %d out of range", cfg->port);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    /* MHD_ALLOW_UPGRADE: ComfyUI's /ws is a WebSocket on this same daemon and port (routes_comfy.c). */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+                     MHD_ALLOW_UPGRADE;
     struct sockaddr_storage ss;
     SDW_TRY(bind_address(cfg->host ? cfg->host : "127.0.0.1", cfg->port, &ss, &flags));
     sdw_server *s = calloc(1, sizeof *s);
@@ -474,6 +477,8 @@ void sdw_server_shutdown(sdw_server *s, double drain_timeout_s)
     }
     sdw_srv_log("stopping: no new connections; draining (up to %.0f s)", drain_timeout_s);
     if (s->engine) sdw_engine_drain(s->engine, drain_timeout_s);
+    /* ComfyUI's WebSockets get their last messages and a close frame. */
+    if (s->engine) sdw_comfy_close_all(s->engine, SHUTDOWN_GRACE_S);
     /* Every job is final now: streams send their last events and end, and
      * waiting requests answer; give them SHUTDOWN_GRACE_S to be sent. */
     double until = now_s() + SHUTDOWN_GRACE_S;

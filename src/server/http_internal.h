@@ -64,11 +64,14 @@ bool routes_native(sdw_http_req *r, enum MHD_Result *ret);
 bool routes_a1111(sdw_http_req *r, enum MHD_Result *ret);
 bool routes_controlnet(sdw_http_req *r, enum MHD_Result *ret);   /* the /controlnet/ routes, reached through routes_a1111 */
 bool routes_openai(sdw_http_req *r, enum MHD_Result *ret);
+bool routes_comfy(sdw_http_req *r, enum MHD_Result *ret);     /* ComfyUI's API and /ws (routes_comfy.c) */
 
 /* Calls add for the loaded model, then for --models-dir's other checkpoints
  * (routes_a1111.c; GET /v1/models lists the same). */
 void sdw_list_models(sdw_http_req *r, void (*add)(void *user, const sdw_catalog_entry *c), void *user);
 
-/* The page at GET /. */
-extern const char sdw_web_page[];
+/* The page at GET / and its files (web_page.c): whether url is one of them
+ * (they need no API key), and the route that serves them. */
+bool sdw_web_is_file(const char *url);
+bool routes_web(sdw_http_req *r, enum MHD_Result *ret);
 #endif

@@ -21,6 +21,7 @@
 #include "io/preprocess.h"
 #include "pipeline/pipeline.h"
 #include "sampling/sampler.h"
+#include "comfy/comfy.h"
 
 /* Limits of the HTTP edge (the CLI's options set the configurable ones). */
 #define SDW_REQ_MIN_SIZE 64
@@ -51,11 +52,23 @@ typedef enum {
     SDW_JOB_IMG2IMG,
     SDW_JOB_INPAINT,
     SDW_JOB_LOAD_MODEL,       /* A1111's POST /sdapi/v1/options with sd_model_checkpoint */
+    SDW_JOB_COMFY,            /* a ComfyUI workflow (POST /prompt): req.comfy; the engine runs it in engine_comfy.c */
 } sdw_job_kind;
-/* "image_generation", "image_transform", "image_inpaint", "load_model". */
+/* "image_generation", "image_transform", "image_inpaint", "load_model", "comfy_prompt". */
 const char *sdw_job_kind_name(sdw_job_kind k);
 
-typedef enum { SDW_DIALECT_NATIVE, SDW_DIALECT_A1111, SDW_DIALECT_OPENAI } sdw_dialect;
+typedef enum { SDW_DIALECT_NATIVE, SDW_DIALECT_A1111, SDW_DIALECT_OPENAI, SDW_DIALECT_COMFY } sdw_dialect;
+
+/* A ComfyUI prompt as POST /prompt queued it (routes_comfy.c): the checked
+ * graph and what ComfyUI's queue and history show of it. The job's id is
+ * the prompt_id. */
+typedef struct {
+    sdw_comfy_graph *graph;   /* parsed and validated (comfy.h) */
+    cJSON *prompt;            /* the "prompt" object as received */
+    cJSON *extra_data;        /* "extra_data" with "client_id" put in, as ComfyUI keeps it */
+    char client_id[128];      /* whose WebSocket gets the prompt's messages; "" = nobody's */
+    double number;            /* ComfyUI's queue number (negative with "front") */
+} sdw_job_comfy;
 
 typedef struct {
     char *name;               /* as the request wrote it; resolved inside --lora-dir later */
@@ -118,6 +131,7 @@ typedef struct {
     bool control_guess;       /* diffusers' guess mode for every unit (pipeline.h) */
     sdw_image_format output_format;   /* PNG unless OpenAI's output_format says otherwise */
     bool response_url;        /* OpenAI response_format "url" */
+    sdw_job_comfy comfy;      /* SDW_JOB_COMFY only */
 } sdw_job_request;
 
 void sdw_job_request_init(sdw_job_request *r);

@@ -23,6 +23,7 @@ const char *sdw_job_kind_name(sdw_job_kind k)
     case SDW_JOB_IMG2IMG: return "image_transform";
     case SDW_JOB_INPAINT: return "image_inpaint";
     case SDW_JOB_LOAD_MODEL: return "load_model";
+    case SDW_JOB_COMFY: return "comfy_prompt";
     }
     return "unknown";
 }
@@ -54,6 +55,9 @@ void sdw_job_request_free(sdw_job_request *r)
     sdw_image_free(&r->mask);
     for (int i = 0; i < r->n_controls; i++) req_control_free(&r->controls[i]);
     free(r->controls);
+    sdw_comfy_graph_free(r->comfy.graph);
+    cJSON_Delete(r->comfy.prompt);
+    cJSON_Delete(r->comfy.extra_data);
     sdw_job_request_init(r);
 }
 

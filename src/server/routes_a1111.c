@@ -161,6 +161,8 @@ static cJSON *model_item(const sdw_catalog_entry *c)
     else cJSON_AddNullToObject(o, "sha256");
     cJSON_AddStringToObject(o, "filename", c->path);
     cJSON_AddNullToObject(o, "config");
+    /* Ours, not A1111's: the web page's size presets follow it. */
+    cJSON_AddStringToObject(o, "family", sdw_family_name(c->family));
     return o;
 }
 
@@ -178,6 +180,7 @@ void sdw_list_models(sdw_http_req *r, void (*add)(void *, const sdw_catalog_entr
     for (int i = 0; i < n; i++) listed |= have && !strcmp(v[i].path, m.path);
     if (have && !listed) {
         sdw_catalog_describe(dir, m.path, &cur);
+        cur.family = m.info.family;
         add(user, &cur);
     }
     for (int i = 0; i < n; i++) add(user, &v[i]);

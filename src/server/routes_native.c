@@ -12,7 +12,7 @@
  *   GET    /v1/files/{id}-{i}.ext  an image of a finished job (OpenAI's "url")
  *   GET    /v1/workers             the fleet's workers (this process alone without --redis)
  *   GET    /metrics                Prometheus text
- *   GET    /                       the page */
+ *   GET    /, /app.js, ...         the page (web_page.c) */
 #include "server/http_internal.h"
 #include "core/error.h"
 #include <stdio.h>
@@ -227,7 +227,7 @@ bool routes_native(sdw_http_req *r, enum MHD_Result *ret)
     if (get && !strcmp(u, "/v1/info")) return *ret = info(r), true;
     if (get && !strcmp(u, "/metrics")) return *ret = metrics(r), true;
     if (get && !strcmp(u, "/v1/workers")) return *ret = workers(r), true;
-    if (get && !strcmp(u, "/")) return *ret = http_bytes(r, 200, "text/html; charset=utf-8", sdw_web_page, strlen(sdw_web_page)), true;
+    if (routes_web(r, ret)) return true;   /* the page and its files (web_page.c) */
     if (post && !strcmp(u, "/v1/jobs")) return *ret = submit(r), true;
     if (get && !strncmp(u, "/v1/files/", 10)) return *ret = file(r, u + 10), true;
     if (strncmp(u, "/v1/jobs/", 9)) return false;
