@@ -14,13 +14,20 @@ DEPS_DEB := cmake gcc g++ make pkg-config libdnnl-dev libcjson-dev libutf8proc-d
 # Debian (e.g. nodesource, which bundles npm) is left alone.
 TEST_DEPS_DEB := chromium chromium-driver redis-server
 
-.PHONY: all demo test deps test-deps clean test-asan
+.PHONY: all demo test deps test-deps clean test-asan install
 
 all: $(BUILD)/Makefile
 	cmake --build $(BUILD) -j $(JOBS)
 
 $(BUILD)/Makefile:
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+
+# libsdw.so.0 and libsdw.a, include/sdw.h, lib/pkgconfig/sdw.pc and the
+# sd-worker binary under PREFIX (DESTDIR=/staging for packaging). Then:
+#   cc app.c $(pkg-config --cflags --libs sdw)   (--static with libsdw.a)
+PREFIX ?= /usr/local
+install: all
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix $(PREFIX)
 
 deps:
 	@./tools/install-deps.sh $(DEPS_DEB)

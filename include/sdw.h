@@ -152,6 +152,214 @@ sdw_status sdw_model_probe(const char *path, const sdw_load_params *p, sdw_model
 void sdw_model_free(sdw_model *m);
 const sdw_model_info *sdw_model_get_info(const sdw_model *m);
 
+/* ---- Generating images ----
+ * txt2img, img2img (init_image) and inpainting (init_image + mask) through
+ * one call, sdw_generate. Versioning: every struct below that a caller fills
+ * or reads begins with size_t struct_size, the sizeof the caller was built
+ * with. Fields are only ever added at the end; the library gives the fields
+ * an older caller does not know their defaults, and refuses a struct from a
+ * newer header (larger struct_size) unless the bytes it does not know are
+ * all zero. The _default() initialisers are inline, so they fill exactly the
+ * fields the caller's header has. */
+
+/* All fields zero, in C and C++ (whose -Wextra warns on { 0 }). */
+#ifdef __cplusplus
+#define SDW_ZERO_INIT {}
+#else
+#define SDW_ZERO_INIT { 0 }
+#endif
+
+/* An 8-bit RGB image: width * height * 3 bytes, rows top to bottom, R G B
+ * interleaved. A plain value (it is never extended): a new pixel format
+ * would be a new type. Images the library returns are malloc'd and released
+ * with sdw_image_rgb8_free (or sdw_gen_result_free). */
+typedef struct {
+    int width, height;
+    uint8_t *data;
+} sdw_image_rgb8;
+
+/* Reads a PNG, JPEG or WebP file (format from its bytes) as RGB. Gray is
+ * replicated; alpha is dropped (PIL's convert("RGB"), what img2img does with
+ * an init image), or with over_white the colour is composited over white
+ * (sd-webui-controlnet's HWC3, for control images). Errors name the file. */
+sdw_status sdw_image_rgb8_load(const char *path, bool over_white, sdw_image_rgb8 *out);
+/* Writes img by the extension of path (.png, .jpg / .jpeg, .webp). A
+ * non-NULL parameters text goes where AUTOMATIC1111 and civitai read it: the
+ * PNG "parameters" text chunk, the EXIF UserComment of JPEG and WebP. */
+sdw_status sdw_image_rgb8_write(const char *path, const sdw_image_rgb8 *img, const char *parameters);
+/* The same as a PNG in memory: *png is malloc'd (the caller frees it). */
+sdw_status sdw_image_rgb8_encode_png(const sdw_image_rgb8 *img, const char *parameters, uint8_t **png, size_t *n);
+/* Frees the pixels and zeroes the struct; safe on a zeroed image. */
+void sdw_image_rgb8_free(sdw_image_rgb8 *img);
+
+/* A cancellation flag that another thread may raise while sdw_generate runs
+ * (checked before the run and after every sampling step). */
+typedef struct sdw_cancel sdw_cancel;
+sdw_cancel *sdw_cancel_new(void);     /* NULL when out of memory */
+void sdw_cancel_free(sdw_cancel *c);
+void sdw_cancel_request(sdw_cancel *c);   /* thread-safe; NULL is ignored */
+void sdw_cancel_reset(sdw_cancel *c);     /* lower the flag for the next run */
+bool sdw_cancel_requested(const sdw_cancel *c);
+
+/* One LoRA (kohya, PEFT / diffusers, LyCORIS, DoRA .safetensors files). */
+typedef struct {
+    size_t struct_size;
+    const char *path;
+    float te_strength;       /* text encoder(s) */
+    float unet_strength;     /* UNet or transformer */
+} sdw_lora_ref;
+static inline sdw_lora_ref sdw_lora_ref_make(const char *path, float te_strength, float unet_strength)
+{
+    sdw_lora_ref l = { sizeof(sdw_lora_ref), path, te_strength, unet_strength };
+    return l;
+}
+
+/* One ControlNet unit (SD1, SD2, SDXL). The image is preprocessed, then
+ * fitted to the generation size when its size differs. */
+typedef struct {
+    size_t struct_size;
+    const char *path;            /* a ControlNet file or diffusers folder */
+    sdw_image_rgb8 image;        /* the control image (or the picture to preprocess), any size */
+    float scale;                 /* 1; 0..2 */
+    float start, end;            /* 0, 1: the unit acts over this fraction of the steps */
+    const char *preprocessor;    /* NULL / "none", "canny[:LOW:HIGH]", "invert", "threshold[:T]", "scribble" */
+    const char *resize_mode;     /* NULL / "crop" (Crop and Resize), "just" (Just Resize), "fill" (Resize and Fill) */
+    const char *control_mode;    /* NULL / "balanced", "prompt" (my prompt is more important), "controlnet" */
+} sdw_gen_control;
+static inline sdw_gen_control sdw_gen_control_default(void)
+{
+    sdw_gen_control c = { sizeof(sdw_gen_control), NULL, { 0, 0, NULL }, 1.0f, 0.0f, 1.0f, NULL, NULL, NULL };
+    return c;
+}
+
+/* What a progress callback sees after each sampling step. */
+typedef struct {
+    size_t struct_size;          /* the library's sizeof: fields past the caller's header are extra */
+    int step, total;             /* 1-based step just finished, steps in this run */
+    int run, runs;               /* 0-based run of batch_count (a run makes batch_size images) */
+    double elapsed_s, eta_s;     /* this run's */
+    const sdw_image_rgb8 *preview;   /* every preview_every steps and on the last: the cheap latent
+                                        projection (1/8 of the size), valid during the call; else NULL */
+} sdw_gen_progress;
+/* Return 0 to go on, non-zero to cancel (sdw_generate then fails with
+ * SDW_ERR_CANCELLED). Called on the thread that runs sdw_generate. */
+typedef int (*sdw_gen_progress_fn)(void *user, const sdw_gen_progress *p);
+
+typedef struct {
+    size_t struct_size;
+    const char *prompt;            /* A1111 syntax: (x:1.2), [x], BREAK, <lora:name:w> (needs lora_dir) */
+    const char *negative_prompt;   /* NULL = none */
+    int width, height, steps;      /* 0 = the model's default */
+    float cfg_scale;               /* < 0 = the model's default; <= 1 runs the conditional branch only */
+    float guidance;                /* FLUX dev's distilled guidance; < 0 = the model's default */
+    int64_t seed;                  /* -1 = random (drawn once per call); run k of batch_count uses seed + k */
+    const char *sampler;           /* NULL = the model's default; see sdw_sampler_names() */
+    const char *scheduler;         /* NULL = the model's default; see sdw_scheduler_names() */
+    const char *rng;               /* NULL / "cpu" (torch's CPU generator, ComfyUI) or "cuda" / "gpu" / "philox"
+                                      (A1111's GPU Philox) */
+    int clip_skip;                 /* A1111 numbering; 0 = the family's default */
+    int batch_size;                /* images from one noise tensor (1) */
+    int batch_count;               /* runs one after another, seeds seed, seed + 1, ... (1) */
+    const sdw_image_rgb8 *init_image;   /* img2img / inpaint: any size, resized (Lanczos); NULL = txt2img */
+    const sdw_image_rgb8 *mask;    /* inpaint: its luma, white = repaint, any size; needs init_image */
+    float strength;                /* img2img / inpaint denoising strength in (0, 1] (0.75) */
+    const sdw_lora_ref *loras;     /* n_loras entries; the model keeps them applied until the next call */
+    int n_loras;
+    const char *lora_dir;          /* where the prompt's <lora:...> tags are looked up; NULL: tags are an error */
+    const sdw_gen_control *controls;    /* n_controls ControlNet units (loaded for the call) */
+    int n_controls;
+    bool control_guess;            /* diffusers' guess mode */
+    int t5_max_length;             /* SD3: T5 tokens; 0 = the model's */
+    const int *slg_layers;         /* SD3.5 skip-layer guidance: block numbers; n_slg_layers 0 = off */
+    int n_slg_layers;
+    float slg_scale, slg_start, slg_end;   /* 2.8, 0.01, 0.2 */
+    int vae_tiling;                /* 1 on, 0 off, -1 above 1024x1024 pixels (default) */
+    const char *model_name;        /* the parameters text's "Model" (the file's stem); NULL = left out */
+    const char *model_hash;        /* its "Model hash" (sdw_model_hash10); NULL = left out */
+    sdw_gen_progress_fn progress;  /* NULL = none */
+    void *progress_user;
+    int preview_every;             /* previews to the progress callback every N steps; 0 = none */
+    sdw_cancel *cancel;            /* NULL = none */
+} sdw_gen_params;
+static inline sdw_gen_params sdw_gen_params_default(void)
+{
+    sdw_gen_params p = SDW_ZERO_INIT;
+    p.struct_size = sizeof(sdw_gen_params);
+    p.prompt = "";
+    p.cfg_scale = -1.0f;
+    p.guidance = -1.0f;
+    p.seed = -1;
+    p.batch_size = p.batch_count = 1;
+    p.strength = 0.75f;
+    p.slg_scale = 2.8f;
+    p.slg_start = 0.01f;
+    p.slg_end = 0.2f;
+    p.vae_tiling = -1;
+    return p;
+}
+
+/* One image made, owned by its sdw_gen_result. */
+typedef struct {
+    size_t struct_size;          /* the library's sizeof */
+    sdw_image_rgb8 image;
+    uint64_t seed;               /* its run's seed */
+    char *parameters;            /* A1111's "parameters" text */
+} sdw_gen_image;
+/* A LoRA as applied: what matched the model. */
+typedef struct {
+    size_t struct_size;          /* the library's sizeof */
+    char name[128];              /* file stem */
+    char hash[16];               /* A1111's "Lora hashes" value (12 hex digits) */
+    int keys_applied, keys_total;
+    float te_strength, unet_strength;
+} sdw_gen_lora;
+typedef struct {
+    size_t struct_size;          /* the caller's sizeof(sdw_gen_result) */
+    int n_images;                /* batch_count * batch_size */
+    sdw_gen_image **images;
+    int n_loras;                 /* the loras and the prompt's tags, in that order */
+    sdw_gen_lora **loras;
+} sdw_gen_result;
+static inline sdw_gen_result sdw_gen_result_init(void)
+{
+    sdw_gen_result r = { sizeof(sdw_gen_result), 0, NULL, 0, NULL };
+    return r;
+}
+/* Frees what sdw_generate put in r and leaves it empty (struct_size kept). */
+void sdw_gen_result_free(sdw_gen_result *r);
+
+/* What can be checked without a model: struct sizes, sampler, scheduler and
+ * rng names, ranges, the LoRA files and the prompt's LoRA tags, ControlNet
+ * unit options. sdw_generate runs it first; call it early to fail before a
+ * slow model load. */
+sdw_status sdw_gen_params_check(const sdw_gen_params *p);
+/* Generates p->batch_count * p->batch_size images into result (set up with
+ * sdw_gen_result_init; what an earlier call left in it is freed first). The
+ * caller frees it with sdw_gen_result_free, also after a failure (it then
+ * holds the images of the runs that finished).
+ * The model's LoRA set becomes p's (an unchanged set costs nothing). One call
+ * at a time per model. Fails with SDW_ERR_CANCELLED when the progress
+ * callback returns non-zero or p->cancel is raised. */
+sdw_status sdw_generate(sdw_model *model, const sdw_gen_params *p, sdw_gen_result *result);
+
+/* Makes the model's LoRA set the one p names (p->loras, then the prompt's
+ * <lora:...> tags in p->lora_dir) now and lists it in result->loras (result
+ * as for sdw_generate), to report it
+ * before a long run; sdw_generate does the same, and an unchanged set costs
+ * nothing there. A set that fails leaves the model with no LoRA. */
+sdw_status sdw_model_apply_loras(sdw_model *model, const sdw_gen_params *p, sdw_gen_result *result);
+
+/* Names accepted for sampler and scheduler, "euler_a, euler, ..." (static). */
+const char *sdw_sampler_names(void);
+const char *sdw_scheduler_names(void);
+/* A random seed in 0..2^32-1 (what A1111 draws for seed -1). */
+uint64_t sdw_random_seed(void);
+/* The file name of path without folder or extension (the parameters text's "Model"). */
+void sdw_path_stem(const char *path, char *buf, size_t n);
+/* The first 10 hex digits of a regular file's SHA-256 (A1111's "Model
+ * hash"); "" for a folder or when it cannot be read. Reads the whole file. */
+void sdw_model_hash10(const char *path, char out[16]);
+
 #ifdef __cplusplus
 }
 #endif
