@@ -1,144 +1,105 @@
-/* web_page.c: the page at GET /: one self-contained HTML file (no external
- * assets) to try the worker from a browser: a prompt, size, steps and seed,
- * the live previews from the job's SSE stream (EventSource), and the result.
- * When it shows the result it sets document.title to "sd-worker: done" and
- * body[data-state] to "done" (the headless-browser test waits for that). */
+/* web_page.c: the page at GET / and its files. The page lives in web/ as
+ * plain HTML, CSS and JavaScript modules (no build step, nothing fetched
+ * from elsewhere); CMake compiles each web/NAME into the byte array
+ * sdw_web_<NAME as a C identifier> (+ _len), and this file serves them:
+ *
+ *   GET /                 web/index.html
+ *   GET /app.css, /app.js, /api.js, /editor.js, /lists.js   the rest
+ *
+ * They need no API key (the page asks for it and sends it on its calls, see
+ * http.c's needs_auth). Every answer carries an ETag (a hash of the file,
+ * so a new build changes it) with Cache-Control: no-cache: browsers keep the
+ * files and revalidate them, a 304 when they did not change. The page gets
+ * a Content-Security-Policy that allows only this origin's scripts, styles
+ * and calls (images also as data: and blob: URLs, which the page makes). */
 #include "server/http_internal.h"
+#include <stdio.h>
+#include <string.h>
 
-const char sdw_web_page[] =
-    "<!doctype html>\n"
-    "<html lang=\"en\">\n"
-    "<head>\n"
-    "<meta charset=\"utf-8\">\n"
-    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-    "<title>sd-worker</title>\n"
-    "<style>\n"
-    "body { font: 15px system-ui, sans-serif; margin: 0; background: #f4f4f2; color: #222; }\n"
-    "main { max-width: 960px; margin: 0 auto; padding: 16px; display: grid; grid-template-columns: 320px 1fr; gap: 16px; }\n"
-    "h1 { font-size: 18px; margin: 0 0 8px; grid-column: 1 / -1; }\n"
-    "form { display: grid; gap: 8px; align-content: start; }\n"
-    "label { display: grid; gap: 2px; font-size: 13px; color: #555; }\n"
-    "textarea, input, button { font: inherit; padding: 6px; border: 1px solid #bbb; border-radius: 4px; }\n"
-    "textarea { min-height: 70px; resize: vertical; }\n"
-    ".row { display: grid; grid-template-columns: 1fr 1fr; gap: 8px; }\n"
-    "button { background: #2d6cdf; color: #fff; border: 0; cursor: pointer; padding: 9px; }\n"
-    "button:disabled { background: #999; }\n"
-    "progress { width: 100%; }\n"
-    "#status { font-size: 13px; min-height: 1.2em; }\n"
-    "#status.error { color: #b00020; }\n"
-    ".images { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }\n"
-    "figure { margin: 0; }\n"
-    "figcaption { font-size: 12px; color: #666; }\n"
-    ".images img { width: 100%; aspect-ratio: 1; object-fit: contain; background: #ddd; image-rendering: pixelated; border-radius: 4px; }\n"
-    "#info { white-space: pre-wrap; font-size: 12px; color: #444; grid-column: 1 / -1; }\n"
-    "</style>\n"
-    "</head>\n"
-    "<body data-state=\"idle\">\n"
-    "<main>\n"
-    "<h1>sd-worker</h1>\n"
-    "<form id=\"form\">\n"
-    "<label>Prompt <textarea id=\"prompt\">a photograph of an astronaut riding a horse</textarea></label>\n"
-    "<label>Negative prompt <input id=\"negative\" value=\"\"></label>\n"
-    "<div class=\"row\">\n"
-    "<label>Width <input id=\"width\" type=\"number\" min=\"64\" max=\"2048\" step=\"8\" value=\"512\"></label>\n"
-    "<label>Height <input id=\"height\" type=\"number\" min=\"64\" max=\"2048\" step=\"8\" value=\"512\"></label>\n"
-    "</div>\n"
-    "<div class=\"row\">\n"
-    "<label>Steps <input id=\"steps\" type=\"number\" min=\"1\" max=\"150\" value=\"20\"></label>\n"
-    "<label>Seed (-1 random) <input id=\"seed\" type=\"number\" min=\"-1\" value=\"-1\"></label>\n"
-    "</div>\n"
-    "<label>API key (if the server has one) <input id=\"key\" type=\"password\" autocomplete=\"off\"></label>\n"
-    "<button id=\"go\" type=\"submit\">Generate</button>\n"
-    "<progress id=\"bar\" max=\"100\" value=\"0\"></progress>\n"
-    "<div id=\"status\"></div>\n"
-    "</form>\n"
-    "<div class=\"images\">\n"
-    "<figure><img id=\"preview\" alt=\"\"><figcaption>Preview</figcaption></figure>\n"
-    "<figure><img id=\"result\" alt=\"\"><figcaption>Result</figcaption></figure>\n"
-    "</div>\n"
-    "<div id=\"info\"></div>\n"
-    "</main>\n"
-    "<script>\n"
-    "\"use strict\";\n"
-    "const $ = (id) => document.getElementById(id);\n"
-    "const state = (s, msg) => {\n"
-    "  document.body.dataset.state = s;\n"
-    "  document.title = \"sd-worker: \" + s;\n"
-    "  $(\"status\").textContent = msg || \"\";\n"
-    "  $(\"status\").className = s === \"error\" ? \"error\" : \"\";\n"
-    "  $(\"go\").disabled = s === \"queued\" || s === \"running\";\n"
-    "};\n"
-    "fetch(\"/v1/info\").then((r) => r.ok ? r.json() : null).then((info) => {\n"
-    "  if (!info) return;\n"
-    "  $(\"width\").value = info.defaults.width;\n"
-    "  $(\"height\").value = info.defaults.height;\n"
-    "  $(\"steps\").value = info.defaults.steps;\n"
-    "}).catch(() => {});\n"
-    "const handlers = {\n"
-    "  progress(d) { $(\"bar\").value = d.percent; state(\"running\", \"step \" + d.step + \" / \" + d.total); },\n"
-    "  preview(d) { $(\"preview\").src = \"data:image/png;base64,\" + d.image; },\n"
-    "  complete(d) {\n"
-    "    $(\"bar\").value = 100;\n"
-    "    $(\"info\").textContent = d.info;\n"
-    "    $(\"result\").onload = () => state(\"done\", \"done, seed \" + d.seed);\n"
-    "    $(\"result\").src = \"data:image/\" + d.format + \";base64,\" + d.image;\n"
-    "  },\n"
-    "  error(d) { state(\"error\", d.message); },\n"
-    "};\n"
-    "// With an API key the stream is read with fetch (EventSource sends no headers).\n"
-    "async function streamWithKey(url, headers, onEvent) {\n"
-    "  const res = await fetch(url, { headers });\n"
-    "  if (!res.ok) throw new Error(\"stream: HTTP \" + res.status);\n"
-    "  const reader = res.body.getReader(), dec = new TextDecoder();\n"
-    "  let buf = \"\";\n"
-    "  for (;;) {\n"
-    "    const { value, done } = await reader.read();\n"
-    "    if (done) return;\n"
-    "    buf += dec.decode(value, { stream: true });\n"
-    "    let i;\n"
-    "    while ((i = buf.indexOf(\"\\n\\n\")) >= 0) {\n"
-    "      const frame = buf.slice(0, i);\n"
-    "      buf = buf.slice(i + 2);\n"
-    "      let name = \"message\", data = \"\";\n"
-    "      for (const line of frame.split(\"\\n\")) {\n"
-    "        if (line.startsWith(\"event: \")) name = line.slice(7);\n"
-    "        else if (line.startsWith(\"data: \")) data += line.slice(6);\n"
-    "      }\n"
-    "      if (data) onEvent(name, JSON.parse(data));\n"
-    "    }\n"
-    "  }\n"
-    "}\n"
-    "$(\"form\").addEventListener(\"submit\", async (ev) => {\n"
-    "  ev.preventDefault();\n"
-    "  const key = $(\"key\").value.trim();\n"
-    "  const headers = key ? { Authorization: \"Bearer \" + key } : {};\n"
-    "  const body = {\n"
-    "    operation: \"image_generation\", prompt: $(\"prompt\").value, negative_prompt: $(\"negative\").value,\n"
-    "    width: +$(\"width\").value, height: +$(\"height\").value, steps: +$(\"steps\").value, seed: +$(\"seed\").value,\n"
-    "  };\n"
-    "  $(\"bar\").value = 0;\n"
-    "  $(\"preview\").removeAttribute(\"src\");\n"
-    "  $(\"result\").removeAttribute(\"src\");\n"
-    "  $(\"info\").textContent = \"\";\n"
-    "  state(\"queued\", \"queued\");\n"
-    "  try {\n"
-    "    const res = await fetch(\"/v1/jobs\", { method: \"POST\", headers: { ...headers, \"Content-Type\": \"application/json\" },\n"
-    "                                          body: JSON.stringify(body) });\n"
-    "    const job = await res.json();\n"
-    "    if (!res.ok) throw new Error(job.error ? job.error.message : \"HTTP \" + res.status);\n"
-    "    if (key) {\n"
-    "      await streamWithKey(job.sse_url, headers, (name, d) => handlers[name] && handlers[name](d));\n"
-    "      return;\n"
-    "    }\n"
-    "    const es = new EventSource(job.sse_url);\n"
-    "    for (const name of Object.keys(handlers))\n"
-    "      es.addEventListener(name, (e) => handlers[name](JSON.parse(e.data)));\n"
-    "    es.addEventListener(\"done\", () => es.close());\n"
-    "    es.onerror = () => { if (document.body.dataset.state !== \"done\") state(\"error\", \"stream interrupted\"); es.close(); };\n"
-    "  } catch (e) {\n"
-    "    state(\"error\", e.message);\n"
-    "  }\n"
-    "});\n"
-    "</script>\n"
-    "</body>\n"
-    "</html>\n";
+#define WEB_FILE(sym)                          \
+    extern const unsigned char sym[];          \
+    extern const size_t sym##_len
+WEB_FILE(sdw_web_index_html);
+WEB_FILE(sdw_web_app_css);
+WEB_FILE(sdw_web_app_js);
+WEB_FILE(sdw_web_api_js);
+WEB_FILE(sdw_web_editor_js);
+WEB_FILE(sdw_web_lists_js);
+
+typedef struct {
+    const char *url, *type;
+    const unsigned char *data;
+    const size_t *len;
+} web_file;
+
+#define HTML "text/html; charset=utf-8"
+#define JS "text/javascript; charset=utf-8"
+#define CSS "text/css; charset=utf-8"
+
+static const web_file files[] = {
+    { "/", HTML, sdw_web_index_html, &sdw_web_index_html_len },
+    { "/index.html", HTML, sdw_web_index_html, &sdw_web_index_html_len },
+    { "/app.css", CSS, sdw_web_app_css, &sdw_web_app_css_len },
+    { "/app.js", JS, sdw_web_app_js, &sdw_web_app_js_len },
+    { "/api.js", JS, sdw_web_api_js, &sdw_web_api_js_len },
+    { "/editor.js", JS, sdw_web_editor_js, &sdw_web_editor_js_len },
+    { "/lists.js", JS, sdw_web_lists_js, &sdw_web_lists_js_len },
+};
+
+/* The page's own origin only; inline scripts and styles are not used. */
+#define CSP                                                                                                  \
+    "default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; connect-src 'self'; " \
+    "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+static const web_file *find(const char *url)
+{
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        if (!strcmp(url, files[i].url)) return &files[i];
+    return NULL;
+}
+
+bool sdw_web_is_file(const char *url)
+{
+    return find(url) != NULL;
+}
+
+/* FNV-1a over the bytes: the files change only with a new build. */
+static void etag_of(const web_file *f, char out[24])
+{
+    unsigned long long h = 14695981039346656037ULL;
+    for (size_t i = 0; i < *f->len; i++) h = (h ^ f->data[i]) * 1099511628211ULL;
+    snprintf(out, 24, "\"%016llx\"", h);
+}
+
+/* If-None-Match holds our tag (alone, in a list, or as W/"..."). */
+static bool unchanged(sdw_http_req *r, const char *etag)
+{
+    const char *inm = http_header(r, "If-None-Match");
+    return inm && (strstr(inm, etag) || !strcmp(inm, "*"));
+}
+
+static enum MHD_Result serve(sdw_http_req *r, const web_file *f)
+{
+    char etag[24];
+    etag_of(f, etag);
+    bool same = unchanged(r, etag);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(same ? 0 : *f->len, (void *)f->data,
+                                                                MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    if (!same) MHD_add_response_header(resp, "Content-Type", f->type);
+    MHD_add_response_header(resp, "ETag", etag);
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+    if (!strcmp(f->type, HTML)) MHD_add_response_header(resp, "Content-Security-Policy", CSP);
+    return http_queue(r, same ? 304 : 200, resp);
+}
+
+bool routes_web(sdw_http_req *r, enum MHD_Result *ret)
+{
+    if (strcmp(r->method, "GET") && strcmp(r->method, "HEAD")) return false;
+    const web_file *f = find(r->url);
+    if (!f) return false;
+    *ret = serve(r, f);
+    return true;
+}

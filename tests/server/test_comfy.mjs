@@ -70,19 +70,62 @@ function defaultGraph({ seed = 42, steps = 3, text = 'a bottle on a beach' } = {
   };
 }
 
-// Runs a workflow through the client's CallWrapper; resolves with what it saw.
+// Runs a workflow through the client's CallWrapper; resolves with its output and
+// what the client's socket carried for the prompt (started, progress, previews).
+// Those are taken from the client's own event stream, listened to from before
+// the prompt is queued, as ComfyUI's page listens: CallWrapper subscribes to
+// "progress" only once POST /prompt has answered, an "executing" of the prompt
+// has come and a GET /history has come back, so on a loaded machine it misses
+// steps of the tiny model (a few ms each) sent meanwhile, and its onStart (fired
+// by the first progress it sees) with them. When the whole prompt ran before
+// the client handled POST /prompt's answer, run() never settles (it waits for
+// an "executing" that came already): then the output comes from /history.
 async function runWorkflow(wf, outNode = '9', client = api) {
-  const seen = { progress: [], previews: [], started: false };
+  const events = [];
+  const offAll = client.on('all', (ev) => events.push(ev.detail));
+  const offPreview = client.on('b_preview', (ev) => events.push({ type: 'b_preview', blob: ev.detail }));
+  let promptId, error, ended = () => {};
+  const isEnd = (e) => e.type === 'executing' && e.data.node === null && e.data.prompt_id === promptId;
+  const end = new Promise((res) => { ended = res; });
+  const offEnd = client.on('executing', (ev) => { if (isEnd({ type: 'executing', data: ev.detail })) ended(); });
+  let pending = () => {};
+  const queued = new Promise((res) => { pending = res; });
   const builder = new PromptBuilder(wf, [], ['images']).setOutputNode('images', outNode);
-  const out = await new CallWrapper(client, builder)
-    .onStart(() => { seen.started = true; })
-    .onProgress((p) => seen.progress.push(p))
-    .onPreview((blob) => seen.previews.push(blob))
-    .onFailed((e) => { seen.error ??= e; })
+  const run = new CallWrapper(client, builder)
+    .onPending((id) => { promptId = id; pending(events.some(isEnd)); })
+    .onFailed((e) => { error ??= e; })
     .run();
-  if (!out) throw new Error(`the workflow failed: ${seen.error?.stack ?? seen.error} ${JSON.stringify(seen.error?.cause)}`);
-  seen.output = out;
-  return seen;
+  let out;
+  try {
+    // run() settles without onPending when the prompt is refused.
+    const finishedBeforeAnswer = await Promise.race([queued, run.then(() => false)]);
+    if (finishedBeforeAnswer) {
+      ended();
+      const h = await client.getHistory(promptId);
+      out = h?.status?.completed && { images: h.outputs[outNode] };
+    } else {
+      out = await run;
+    }
+    if (!out) throw new Error(`the workflow failed: ${error?.stack ?? error} ${JSON.stringify(error?.cause)}`);
+    // The prompt's last message ("executing" with no node) may still be on its
+    // way when the output came from /history.
+    let timer;
+    await Promise.race([end, new Promise((res, rej) => { timer = setTimeout(() => rej(new Error(`no end of ${promptId} on the socket`)), 60000); })])
+      .finally(() => clearTimeout(timer));
+  } finally {
+    offAll();
+    offPreview();
+    offEnd();
+  }
+  const first = events.findIndex((e) => e.type === 'execution_start' && e.data.prompt_id === promptId);
+  const last = events.findIndex(isEnd);
+  const mine = first < 0 ? [] : events.slice(first, last + 1);
+  return {
+    started: first >= 0,
+    progress: mine.filter((e) => e.type === 'progress' && e.data.prompt_id === promptId).map((e) => e.data),
+    previews: mine.filter((e) => e.type === 'b_preview').map((e) => e.blob),
+    output: out,
+  };
 }
 
 // The first image of an output through /view, decoded, with its bytes.
