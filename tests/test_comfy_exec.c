@@ -300,7 +300,7 @@ static const sdw_cvalue *value(const sdw_comfy_exec *x, const char *id, int slot
 
 static sdw_cond_entry entry(const char *text)
 {
-    return (sdw_cond_entry){text, false, 1.0f, 0, 0, 0, 0, -1.0f};
+    return (sdw_cond_entry){.prompt = text, .strength = 1.0f, .guidance = -1.0f};
 }
 
 typedef struct {

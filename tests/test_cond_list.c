@@ -107,7 +107,7 @@ static void base(sdw_pipeline_params *p, fam f, int w, int h, int steps, float c
 
 static sdw_cond_entry entry(const char *prompt, float strength)
 {
-    sdw_cond_entry e = { prompt, false, strength, 0, 0, 0, 0, -1.0f };
+    sdw_cond_entry e = { .prompt = prompt, .strength = strength, .guidance = -1.0f };
     return e;
 }
 

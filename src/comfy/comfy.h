@@ -24,6 +24,7 @@ struct sdw_controlnet;   /* models/controlnet.h */
 typedef enum {
     SDW_CT_MODEL, SDW_CT_CLIP, SDW_CT_VAE, SDW_CT_CONDITIONING, SDW_CT_LATENT, SDW_CT_IMAGE, SDW_CT_MASK,
     SDW_CT_CONTROL_NET,
+    SDW_CT_NOISE, SDW_CT_GUIDER, SDW_CT_SAMPLER, SDW_CT_SIGMAS,   /* the custom sampler's (SamplerCustomAdvanced) */
     SDW_CT_INT, SDW_CT_FLOAT, SDW_CT_STRING, SDW_CT_BOOLEAN,
     SDW_CT_COMBO,             /* a string from a list (fixed, or from a catalog folder) */
 } sdw_comfy_type;
@@ -146,6 +147,11 @@ typedef struct {
     sdw_weight_type weight_type;   /* UNETLoader's weight_dtype (fp8 -> keep) */
     sdw_lora_spec loras[SDW_MAX_LORAS];
     int n_loras;
+    /* ModelSamplingSD3 (shift) / ModelSamplingFlux (the shift mu it computes) on
+     * the MODEL chain: the sampler's model sampling (pipeline.h comfy_sampling_*);
+     * not part of which model to load */
+    bool sampling_sd3, sampling_flux;
+    double sampling_shift;
 } sdw_comfy_model_spec;
 
 /* One image written by SaveImage / PreviewImage, as /view finds it again. */

@@ -14,14 +14,17 @@
  *                         ControlNet unit (net, image, strength, start /
  *                         end percent), chained after the ones it has, as
  *                         ComfyUI's set_previous_controlnet; strength 0
- *                         passes both lists through */
+ *                         passes both lists through
+ *   ConditioningSetTimestepRange  every entry: start / end percent (the
+ *                         pipeline turns them into sigmas with the model
+ *                         sampling's percent_to_sigma, cond_list.c) */
 #include "comfy/comfy_values.h"
 #include "core/error.h"
 #include <stdlib.h>
 #include <string.h>
 
-/* A new CONDITIONING value holding a copy of n entries. */
-static sdw_cvalue *cond_copy(const sdw_cv_cond *e, int n)
+/* A new CONDITIONING value of n entries, the first `copy` of them copied from e. */
+static sdw_cvalue *cond_new(const sdw_cv_cond *e, int copy, int n)
 {
     sdw_cvalue *v = sdw_cv_new(SDW_CT_CONDITIONING);
     if (!v) return NULL;
@@ -30,9 +33,15 @@ static sdw_cvalue *cond_copy(const sdw_cv_cond *e, int n)
         sdw_cv_free(v);
         return NULL;
     }
-    if (n > 0) memcpy(v->cond.e, e, (size_t)n * sizeof *e);
+    if (copy > 0) memcpy(v->cond.e, e, (size_t)copy * sizeof *e);
     v->cond.n = n;
     return v;
+}
+
+/* A new CONDITIONING value holding a copy of n entries. */
+static sdw_cvalue *cond_copy(const sdw_cv_cond *e, int n)
+{
+    return cond_new(e, n, n);
 }
 
 static sdw_status cond_input(sdw_comfy_exec *x, const sdw_comfy_node *n, const char *name, sdw_cvalue **out)
@@ -73,7 +82,7 @@ sdw_status sdw_node_conditioning_combine(sdw_comfy_exec *x, const sdw_comfy_node
     const sdw_cvalue *a, *b;
     SDW_TRY(sdw_cx_link(x, n, "conditioning_1", SDW_CT_CONDITIONING, &a));
     SDW_TRY(sdw_cx_link(x, n, "conditioning_2", SDW_CT_CONDITIONING, &b));
-    sdw_cvalue *v = cond_copy(a->cond.e, a->cond.n + b->cond.n);
+    sdw_cvalue *v = cond_new(a->cond.e, a->cond.n, a->cond.n + b->cond.n);
     if (!v) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
     if (b->cond.n > 0) memcpy(v->cond.e + a->cond.n, b->cond.e, (size_t)b->cond.n * sizeof *b->cond.e);
     out[0] = v;
@@ -110,6 +119,19 @@ sdw_status sdw_node_flux_guidance(sdw_comfy_exec *x, const sdw_comfy_node *n, sd
     SDW_TRY(cond_input(x, n, "conditioning", &out[0]));
     float g = (float)sdw_cx_num(n, "guidance", 3.5);
     for (int i = 0; i < out[0]->cond.n; i++) out[0]->cond.e[i].guidance = g;
+    return SDW_OK;
+}
+
+sdw_status sdw_node_conditioning_set_timestep_range(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out)
+{
+    SDW_TRY(cond_input(x, n, "conditioning", &out[0]));
+    float start = (float)sdw_cx_num(n, "start", 0.0), end = (float)sdw_cx_num(n, "end", 1.0);
+    for (int i = 0; i < out[0]->cond.n; i++) {
+        sdw_cv_cond *e = &out[0]->cond.e[i];
+        e->timestep_range = true;
+        e->start_percent = start;
+        e->end_percent = end;
+    }
     return SDW_OK;
 }
 

@@ -1,5 +1,5 @@
-/* comfy_node_sampling.c: KSampler and KSamplerAdvanced as one pipeline run
- * each, in the pipeline's ComfyUI mode (pipeline.h: comfy = true, latents
+/* comfy_node_sampling.c: KSampler, KSamplerAdvanced and SamplerCustomAdvanced
+ * as one pipeline run each, in the pipeline's ComfyUI mode (pipeline.h: comfy = true, latents
  * in and out, ComfyUI's sampling semantics).
  *
  * What a node becomes:
@@ -27,6 +27,14 @@
  *                  start / end set to select exactly them. The hint is
  *                  resized to the generation size by nearest-exact with a
  *                  centre crop, as ComfyUI's ControlNet does.
+ *   SamplerCustomAdvanced   the same run from its parts (comfy_node_model.c):
+ *                  NOISE's seed (DisableNoise: no noise), GUIDER's model,
+ *                  conditionings and cfg (BasicGuider: positive only, cfg
+ *                  1), SAMPLER's name, SIGMAS' scheduler / steps / denoise
+ *                  as KSampler's (its model's sampling must be the
+ *                  guider's: the pipeline lays the schedule out with the
+ *                  model it runs). Its denoised_output (the last step's x0)
+ *                  is not kept: a graph that reads it fails.
  * Progress goes to env->progress with the node's id, a preview every step. */
 #include "comfy/comfy_values.h"
 #include "core/error.h"
@@ -48,27 +56,31 @@ static sdw_status parse_sampler(const char *name, sdw_sampler_kind *k)
     return sdw_sampler_parse(name, k);
 }
 
+/* KSampler's and BasicScheduler's denoise: int(steps / d) laid out, the last steps run. */
+static sdw_status plan_denoise(int steps, double d, step_plan *p)
+{
+    if (steps < 1 || steps > 10000) return sdw_fail(SDW_ERR_INVALID_ARG, "steps %d not in 1..10000", steps);
+    *p = (step_plan){steps, 0, steps, true, false, false};
+    if (!(d >= 0 && d <= 1)) return sdw_fail(SDW_ERR_INVALID_ARG, "denoise %g not in 0..1", d);
+    if (d <= 0) {
+        p->first = p->last = 0;
+    } else if (d <= 0.9999) {
+        double total = (double)steps / d;
+        if (total > 100000)
+            return sdw_fail(SDW_ERR_INVALID_ARG, "denoise %g with %d steps lays out too many", d, steps);
+        p->schedule_steps = (int)total;
+        p->first = p->schedule_steps - steps;
+        p->last = p->schedule_steps;
+        p->tail = true;
+    }
+    return SDW_OK;
+}
+
 static sdw_status plan_steps(const sdw_comfy_node *n, bool advanced, step_plan *p)
 {
     int steps = (int)sdw_cx_num(n, "steps", 20);
-    if (steps < 1 || steps > 10000) return sdw_fail(SDW_ERR_INVALID_ARG, "steps %d not in 1..10000", steps);
-    *p = (step_plan){steps, 0, steps, true, false, false};
-    if (!advanced) {
-        double d = sdw_cx_num(n, "denoise", 1.0);
-        if (!(d >= 0 && d <= 1)) return sdw_fail(SDW_ERR_INVALID_ARG, "denoise %g not in 0..1", d);
-        if (d <= 0) {
-            p->first = p->last = 0;
-        } else if (d <= 0.9999) {
-            double total = (double)steps / d;
-            if (total > 100000) return sdw_fail(SDW_ERR_INVALID_ARG, "denoise %g with %d steps lays out too many", d,
-                                                steps);
-            p->schedule_steps = (int)total;
-            p->first = p->schedule_steps - steps;
-            p->last = p->schedule_steps;
-            p->tail = true;
-        }
-        return SDW_OK;
-    }
+    if (!advanced) return plan_denoise(steps, sdw_cx_num(n, "denoise", 1.0), p);
+    SDW_TRY(plan_denoise(steps, 1.0, p));
     p->add_noise = strcmp(sdw_cx_str(n, "add_noise"), "disable") != 0;
     p->leftover = !strcmp(sdw_cx_str(n, "return_with_leftover_noise"), "enable");
     int start = (int)sdw_cx_num(n, "start_at_step", 0), end = (int)sdw_cx_num(n, "end_at_step", 10000);
@@ -104,7 +116,8 @@ static sdw_cond_entry *entries(const sdw_cvalue *v)
     if (!e) return NULL;
     for (int i = 0; i < v->cond.n; i++) {
         const sdw_cv_cond *c = &v->cond.e[i];
-        e[i] = (sdw_cond_entry){c->text, c->zero, c->strength, c->area_x, c->area_y, c->area_w, c->area_h, c->guidance};
+        e[i] = (sdw_cond_entry){c->text, c->zero, c->strength, c->area_x, c->area_y, c->area_w, c->area_h, c->guidance,
+                                c->timestep_range, c->start_percent, c->end_percent};
     }
     return e;
 }
@@ -253,15 +266,23 @@ static void free_buffers(run_buffers *b)
     for (int i = 0; i < b->ctl.n; i++) free(b->ctl.hints[i]);
 }
 
-static sdw_status run(sdw_comfy_exec *x, const sdw_comfy_node *n, const sdw_cvalue *model, const sdw_cvalue *pos,
-                      const sdw_cvalue *neg, const sdw_cv_latent *l, const step_plan *sp, run_buffers *b,
-                      sdw_cvalue **out)
+/* What a sampler node runs, whichever node it is. */
+typedef struct {
+    const sdw_comfy_model_spec *model;
+    const sdw_cvalue *pos, *neg;
+    const char *sampler, *scheduler;
+    double seed, cfg;
+} sample_args;
+
+static sdw_status run(sdw_comfy_exec *x, const sdw_comfy_node *n, const sample_args *a, const sdw_cv_latent *l,
+                      const step_plan *sp, run_buffers *b, sdw_cvalue **out)
 {
+    const sdw_cvalue *pos = a->pos, *neg = a->neg;
     if (pos->cond.n == 0) return sdw_fail(SDW_ERR_INVALID_ARG, "the positive conditioning is empty");
     const sdw_cv_clip *clip = NULL;
     SDW_TRY(common_clip(pos, neg, &clip));
     sdw_comfy_model_spec spec;
-    SDW_TRY(sdw_cx_merge_spec(x, &model->model, clip, &spec));
+    SDW_TRY(sdw_cx_merge_spec(x, a->model, clip, &spec));
     SDW_TRY(sdw_cx_graph_vae(x, spec.vae, sizeof spec.vae));
     sdw_model *m;
     SDW_TRY(sdw_cx_model(x, &spec, &m));
@@ -270,13 +291,13 @@ static sdw_status run(sdw_comfy_exec *x, const sdw_comfy_node *n, const sdw_cval
     sdw_pipeline_params p;
     sdw_pipeline_params_init(&p);
     p.comfy = true;
-    SDW_TRY(parse_sampler(sdw_cx_str(n, "sampler_name"), &p.sampler));
-    SDW_TRY(sdw_schedule_parse(sdw_cx_str(n, "scheduler"), &p.schedule));
+    SDW_TRY(parse_sampler(a->sampler, &p.sampler));
+    SDW_TRY(sdw_schedule_parse(a->scheduler, &p.schedule));
     /* A JSON number is a double here: seeds above 2^53 arrive rounded, and
      * 0xffffffffffffffff as 2^64, which does not convert. */
-    double seed = sdw_cx_num(n, strcmp(n->spec->class_type, "KSampler") ? "noise_seed" : "seed", 0);
+    const double seed = a->seed;
     p.seed = seed >= 18446744073709551615.0 ? UINT64_MAX : seed > 0 ? (uint64_t)seed : 0;
-    p.cfg_scale = (float)sdw_cx_num(n, "cfg", 8.0);
+    p.cfg_scale = (float)a->cfg;
     p.rng = SDW_RNG_CPU;
     p.width = l->w * 8;
     p.height = l->h * 8;
@@ -289,6 +310,9 @@ static sdw_status run(sdw_comfy_exec *x, const sdw_comfy_node *n, const sdw_cval
     p.leftover_noise = sp->leftover;
     p.denoise_tail = sp->tail;
     p.clip_skip = clip ? clip->clip_skip : 0;
+    p.comfy_sampling_sd3 = spec.sampling_sd3;
+    p.comfy_sampling_flux = spec.sampling_flux;
+    p.comfy_shift = spec.sampling_shift;
     b->pos = entries(pos);
     b->neg = entries(neg);
     if (!b->pos || !b->neg) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
@@ -324,6 +348,20 @@ static sdw_status run(sdw_comfy_exec *x, const sdw_comfy_node *n, const sdw_cval
     return SDW_OK;
 }
 
+static sdw_status sample_run(sdw_comfy_exec *x, const sdw_comfy_node *n, const sample_args *a,
+                             const sdw_cv_latent *l, const step_plan *sp, sdw_cvalue **out)
+{
+    if (sp->first >= sp->last) return sdw_cx_latent_copy(l, &out[0]);
+    run_buffers b = {0};
+    sdw_status s = run(x, n, a, l, sp, &b, &out[0]);
+    free_buffers(&b);
+    if (s != SDW_OK) {
+        sdw_cv_free(out[0]);
+        out[0] = NULL;
+    }
+    return s;
+}
+
 static sdw_status sample(sdw_comfy_exec *x, const sdw_comfy_node *n, bool advanced, sdw_cvalue **out)
 {
     const sdw_cvalue *model, *pos, *neg, *latent;
@@ -333,15 +371,9 @@ static sdw_status sample(sdw_comfy_exec *x, const sdw_comfy_node *n, bool advanc
     SDW_TRY(sdw_cx_link(x, n, "latent_image", SDW_CT_LATENT, &latent));
     step_plan sp = {0};
     SDW_TRY(plan_steps(n, advanced, &sp));
-    if (sp.first >= sp.last) return sdw_cx_latent_copy(&latent->latent, &out[0]);
-    run_buffers b = {0};
-    sdw_status s = run(x, n, model, pos, neg, &latent->latent, &sp, &b, &out[0]);
-    free_buffers(&b);
-    if (s != SDW_OK) {
-        sdw_cv_free(out[0]);
-        out[0] = NULL;
-    }
-    return s;
+    const sample_args a = {&model->model, pos, neg, sdw_cx_str(n, "sampler_name"), sdw_cx_str(n, "scheduler"),
+                           sdw_cx_num(n, advanced ? "noise_seed" : "seed", 0), sdw_cx_num(n, "cfg", 8.0)};
+    return sample_run(x, n, &a, &latent->latent, &sp, out);
 }
 
 sdw_status sdw_node_ksampler(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out)
@@ -352,4 +384,49 @@ sdw_status sdw_node_ksampler(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cva
 sdw_status sdw_node_ksampler_advanced(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out)
 {
     return sample(x, n, true, out);
+}
+
+/* Whether some node reads output `slot` of node i. */
+static bool output_read(const sdw_comfy_graph *g, int i, int slot)
+{
+    for (int k = 0; k < g->n_nodes; k++)
+        for (int j = 0; j < SDW_COMFY_MAX_INPUTS && g->nodes[k].spec->inputs[j].name; j++) {
+            const sdw_comfy_value *v = &g->nodes[k].in[j];
+            if (v->present && v->is_link && v->link_node == i && v->link_slot == slot) return true;
+        }
+    return false;
+}
+
+static bool same_sampling(const sdw_comfy_model_spec *a, const sdw_comfy_model_spec *b)
+{
+    return !strcmp(a->path, b->path) && a->sampling_sd3 == b->sampling_sd3 && a->sampling_flux == b->sampling_flux &&
+           a->sampling_shift == b->sampling_shift;
+}
+
+sdw_status sdw_node_sampler_custom_advanced(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out)
+{
+    const sdw_cvalue *noise, *guider, *sampler, *sigmas, *latent;
+    SDW_TRY(sdw_cx_link(x, n, "noise", SDW_CT_NOISE, &noise));
+    SDW_TRY(sdw_cx_link(x, n, "guider", SDW_CT_GUIDER, &guider));
+    SDW_TRY(sdw_cx_link(x, n, "sampler", SDW_CT_SAMPLER, &sampler));
+    SDW_TRY(sdw_cx_link(x, n, "sigmas", SDW_CT_SIGMAS, &sigmas));
+    SDW_TRY(sdw_cx_link(x, n, "latent_image", SDW_CT_LATENT, &latent));
+    if (output_read(x->g, (int)(n - x->g->nodes), 1))
+        return sdw_fail(SDW_ERR_UNSUPPORTED, "denoised_output (the last step's x0) is not supported: link output "
+                                             "instead");
+    if (!same_sampling(&sigmas->sigmas.model, &guider->guider.model))
+        return sdw_fail(SDW_ERR_UNSUPPORTED, "the sigmas' model (BasicScheduler) must be the guider's model file with "
+                                             "the same model sampling (ModelSamplingSD3 / ModelSamplingFlux): the "
+                                             "pipeline lays the schedule out with the model it runs");
+    step_plan sp;
+    SDW_TRY(plan_denoise(sigmas->sigmas.steps, sigmas->sigmas.denoise, &sp));
+    sp.add_noise = noise->noise.add;
+    /* BasicGuider has no negative conditioning: an empty list (cfg 1 never reads it). */
+    static const sdw_cvalue no_cond = {.type = SDW_CT_CONDITIONING};
+    const sample_args a = {&guider->guider.model, guider->guider.positive,
+                           guider->guider.negative ? guider->guider.negative : &no_cond, sampler->sampler,
+                           sigmas->sigmas.scheduler, noise->noise.seed, guider->guider.cfg};
+    SDW_TRY(sample_run(x, n, &a, &latent->latent, &sp, out));
+    /* denoised_output: nothing reads it (checked above); the slot holds the output again */
+    return sdw_cx_latent_copy(&out[0]->latent, &out[1]);
 }

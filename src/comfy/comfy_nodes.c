@@ -128,6 +128,20 @@ const sdw_comfy_node_spec sdw_comfy_nodes[] = {
      .n_outputs = 2},
     {.class_type = "FluxGuidance", .display_name = "FluxGuidance", .category = "advanced/conditioning/flux",
      .inputs = {LINK("conditioning", CONDITIONING), FLOAT("guidance", 3.5, 0.0, 100.0, 0.1)}, OUT1(CONDITIONING)},
+    {.class_type = "ConditioningSetTimestepRange", .display_name = "ConditioningSetTimestepRange",
+     .category = "advanced/conditioning",
+     .inputs = {LINK("conditioning", CONDITIONING), FLOAT("start", 0.0, 0.0, 1.0, 0.001),
+                FLOAT("end", 1.0, 0.0, 1.0, 0.001)},
+     OUT1(CONDITIONING)},
+
+    /* ---- model patches (comfy_extras/nodes_model_advanced.py) */
+    {.class_type = "ModelSamplingSD3", .display_name = "ModelSamplingSD3", .category = "advanced/model",
+     .inputs = {LINK("model", MODEL), FLOAT("shift", 3.0, 0.0, 100.0, 0.01)}, OUT1(MODEL)},
+    {.class_type = "ModelSamplingFlux", .display_name = "ModelSamplingFlux", .category = "advanced/model",
+     .inputs = {LINK("model", MODEL), FLOAT("max_shift", 1.15, 0.0, 100.0, 0.01),
+                FLOAT("base_shift", 0.5, 0.0, 100.0, 0.01), INT("width", 1024, 16, MAX_RESOLUTION, 8),
+                INT("height", 1024, 16, MAX_RESOLUTION, 8)},
+     OUT1(MODEL)},
 
     /* ---- latents */
     {.class_type = "EmptyLatentImage", .display_name = "Empty Latent Image", .category = "model/latent",
@@ -166,6 +180,29 @@ const sdw_comfy_node_spec sdw_comfy_nodes[] = {
                 INT("start_at_step", 0, 0, 10000, 0), INT("end_at_step", 10000, 0, 10000, 0),
                 COMBO("return_with_leftover_noise", disable_enable)},
      OUT1(LATENT)},
+
+    /* ---- custom sampling (comfy_extras/nodes_custom_sampler.py) */
+    {.class_type = "SamplerCustomAdvanced", .display_name = "SamplerCustomAdvanced",
+     .category = "sampling/custom_sampling",
+     .inputs = {LINK("noise", NOISE), LINK("guider", GUIDER), LINK("sampler", SAMPLER), LINK("sigmas", SIGMAS),
+                LINK("latent_image", LATENT)},
+     .outputs = {SDW_CT_LATENT, SDW_CT_LATENT}, .output_names = {"output", "denoised_output"}, .n_outputs = 2},
+    {.class_type = "RandomNoise", .display_name = "RandomNoise", .category = "sampling/custom_sampling/noise",
+     .inputs = {SEED("noise_seed")}, OUT1(NOISE)},
+    {.class_type = "DisableNoise", .display_name = "DisableNoise", .category = "sampling/custom_sampling/noise",
+     OUT1(NOISE)},
+    {.class_type = "BasicGuider", .display_name = "BasicGuider", .category = "sampling/custom_sampling/guiders",
+     .inputs = {LINK("model", MODEL), LINK("conditioning", CONDITIONING)}, OUT1(GUIDER)},
+    {.class_type = "CFGGuider", .display_name = "CFGGuider", .category = "sampling/custom_sampling/guiders",
+     .inputs = {LINK("model", MODEL), LINK("positive", CONDITIONING), LINK("negative", CONDITIONING),
+                FLOAT("cfg", 8.0, 0.0, 100.0, 0.1)},
+     OUT1(GUIDER)},
+    {.class_type = "KSamplerSelect", .display_name = "KSamplerSelect", .category = "sampling/custom_sampling/samplers",
+     .inputs = {COMBO("sampler_name", sdw_comfy_sampler_names)}, OUT1(SAMPLER)},
+    {.class_type = "BasicScheduler", .display_name = "BasicScheduler", .category = "sampling/custom_sampling/schedulers",
+     .inputs = {LINK("model", MODEL), COMBO("scheduler", sdw_comfy_scheduler_names), INT("steps", 20, 1, 10000, 0),
+                FLOAT("denoise", 1.0, 0.0, 1.0, 0.01)},
+     OUT1(SIGMAS)},
 
     /* ---- images */
     {.class_type = "LoadImage", .display_name = "Load Image", .category = "image",
@@ -216,7 +253,8 @@ const char *sdw_comfy_type_name(sdw_comfy_type t)
     static const char *const names[] = {
         [SDW_CT_MODEL] = "MODEL", [SDW_CT_CLIP] = "CLIP", [SDW_CT_VAE] = "VAE",
         [SDW_CT_CONDITIONING] = "CONDITIONING", [SDW_CT_LATENT] = "LATENT", [SDW_CT_IMAGE] = "IMAGE",
-        [SDW_CT_MASK] = "MASK", [SDW_CT_CONTROL_NET] = "CONTROL_NET", [SDW_CT_INT] = "INT",
+        [SDW_CT_MASK] = "MASK", [SDW_CT_CONTROL_NET] = "CONTROL_NET", [SDW_CT_NOISE] = "NOISE",
+        [SDW_CT_GUIDER] = "GUIDER", [SDW_CT_SAMPLER] = "SAMPLER", [SDW_CT_SIGMAS] = "SIGMAS", [SDW_CT_INT] = "INT",
         [SDW_CT_FLOAT] = "FLOAT", [SDW_CT_STRING] = "STRING", [SDW_CT_BOOLEAN] = "BOOLEAN",
         [SDW_CT_COMBO] = "COMBO",
     };

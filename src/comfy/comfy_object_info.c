@@ -35,6 +35,8 @@ static const input_extra extras[] = {
     {"CLIPLoader", "device", "advanced", -1},
     {"DualCLIPLoader", "device", "advanced", -1},
     {"TripleCLIPLoader", "device", "advanced", -1},
+    {"RandomNoise", "noise_seed", "control_after_generate", -1},
+    {"CFGGuider", "cfg", "round", 0.01},
 };
 
 /* The Python module of a class (comfy_extras for the newer nodes). */
@@ -43,6 +45,13 @@ static const char *python_module(const char *class_type)
     static const char *const map[][2] = {
         {"TripleCLIPLoader", "comfy_extras.nodes_sd3"}, {"EmptySD3LatentImage", "comfy_extras.nodes_sd3"},
         {"FluxGuidance", "comfy_extras.nodes_flux"}, {"Canny", "comfy_extras.nodes_canny"},
+        {"ModelSamplingSD3", "comfy_extras.nodes_model_advanced"},
+        {"ModelSamplingFlux", "comfy_extras.nodes_model_advanced"},
+        {"SamplerCustomAdvanced", "comfy_extras.nodes_custom_sampler"},
+        {"RandomNoise", "comfy_extras.nodes_custom_sampler"}, {"DisableNoise", "comfy_extras.nodes_custom_sampler"},
+        {"BasicGuider", "comfy_extras.nodes_custom_sampler"}, {"CFGGuider", "comfy_extras.nodes_custom_sampler"},
+        {"KSamplerSelect", "comfy_extras.nodes_custom_sampler"},
+        {"BasicScheduler", "comfy_extras.nodes_custom_sampler"},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (strcmp(map[i][0], class_type) == 0) return map[i][1];

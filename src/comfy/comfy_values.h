@@ -53,6 +53,8 @@ typedef struct {
     float guidance;                       /* < 0 = the run's */
     sdw_cv_control controls[SDW_MAX_CONTROLS];
     int n_controls;
+    bool timestep_range;                  /* ConditioningSetTimestepRange: start / end percent */
+    float start_percent, end_percent;
 } sdw_cv_cond;
 
 /* LATENT. channels 0 with samples NULL: EmptyLatentImage's zeros, whose
@@ -76,7 +78,7 @@ typedef struct {
     float *data;              /* [h, w] */
 } sdw_cv_mask;
 
-typedef struct {
+typedef struct sdw_cvalue {
     sdw_comfy_type type;
     union {
         sdw_comfy_model_spec model;   /* MODEL: LoRAs with unet_strength (te 0) */
@@ -90,6 +92,22 @@ typedef struct {
         sdw_cv_image image;
         sdw_cv_mask mask;
         char controlnet[4096];        /* CONTROL_NET: the file */
+        struct {
+            bool add;                 /* DisableNoise: false */
+            double seed;
+        } noise;                      /* NOISE */
+        struct {
+            sdw_comfy_model_spec model;
+            const struct sdw_cvalue *positive, *negative;   /* negative NULL: BasicGuider (cfg 1) */
+            double cfg;
+        } guider;                     /* GUIDER */
+        char sampler[32];             /* SAMPLER: KSamplerSelect's name */
+        struct {
+            sdw_comfy_model_spec model;   /* whose model sampling lays the schedule out */
+            char scheduler[32];
+            int steps;
+            double denoise;
+        } sigmas;                     /* SIGMAS: BasicScheduler's recipe (the pipeline computes the sigmas) */
     };
 } sdw_cvalue;
 
@@ -127,6 +145,11 @@ sdw_status sdw_node_conditioning_set_area(sdw_comfy_exec *x, const sdw_comfy_nod
 sdw_status sdw_node_conditioning_zero_out(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
 sdw_status sdw_node_flux_guidance(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
 sdw_status sdw_node_controlnet_apply_advanced(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
+sdw_status sdw_node_conditioning_set_timestep_range(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
+
+/* comfy_node_model.c */
+sdw_status sdw_node_model_sampling_sd3(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
+sdw_status sdw_node_model_sampling_flux(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
 
 sdw_status sdw_node_empty_latent(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
 sdw_status sdw_node_empty_sd3_latent(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
@@ -138,6 +161,14 @@ sdw_status sdw_node_vae_decode(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_c
 
 sdw_status sdw_node_ksampler(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
 sdw_status sdw_node_ksampler_advanced(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
+sdw_status sdw_node_sampler_custom_advanced(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
+/* comfy_node_model.c: the custom sampler's parts */
+sdw_status sdw_node_random_noise(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
+sdw_status sdw_node_disable_noise(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
+sdw_status sdw_node_basic_guider(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
+sdw_status sdw_node_cfg_guider(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
+sdw_status sdw_node_ksampler_select(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
+sdw_status sdw_node_basic_scheduler(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
 
 sdw_status sdw_node_load_image(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);
 sdw_status sdw_node_load_image_mask(sdw_comfy_exec *x, const sdw_comfy_node *n, sdw_cvalue **out);

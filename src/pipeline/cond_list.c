@@ -4,6 +4,7 @@
  * rows before columns; counts start at float(1e-37); out += output * mult. */
 #include "pipeline/cond_list.h"
 #include "pipeline/denoiser.h"
+#include "pipeline/pipeline_comfy.h"
 #include "core/error.h"
 #include <math.h>
 #include <stdlib.h>
@@ -17,6 +18,8 @@ typedef struct {
     float strength;
     bool area;
     int x, y, w, h;
+    bool ranged;
+    float start, end;
 } item;
 
 static const char *side_name(int side) { return side == SDW_COND_POS ? "positive" : "negative"; }
@@ -108,7 +111,8 @@ static void make_items(const sdw_pipeline_params *p, item *pos, int *np, item *n
         for (int i = 0; i < n; i++) {
             const sdw_cond_entry *e = side == SDW_COND_POS ? &p->positive[i] : &p->negative[i];
             item it = { side == SDW_COND_POS ? i : p->n_positive + i, e->strength, e->area_w > 0,
-                        e->area_x, e->area_y, e->area_w, e->area_h };
+                        e->area_x, e->area_y, e->area_w, e->area_h, e->timestep_range, e->start_percent,
+                        e->end_percent };
             if (side == SDW_COND_POS) pos[(*np)++] = it;
             else neg[(*nn)++] = it;
         }
@@ -130,6 +134,11 @@ static sdw_status add_evals(sdw_cond_plan *pl, const item *list, int n, int side
         e->src = it->src;
         e->strength = it->strength;
         e->area = it->area;
+        e->ranged = it->ranged;
+        e->start_percent = it->start;
+        e->end_percent = it->end;
+        e->active = true;
+        pl->any_range |= it->ranged;
         e->x = it->area ? it->x : 0;
         e->y = it->area ? it->y : 0;
         /* get_area_and_mult: area[i] = min(size - offset, area[i]). */
@@ -157,6 +166,12 @@ sdw_status sdw_cond_plan_make(const sdw_pipeline_params *p, bool cfg, int B, int
                         "is empty)", p->cfg_scale);
     for (int i = 0; i < p->n_positive; i++) SDW_TRY(check_entry(&p->positive[i], SDW_COND_POS, i, h, w));
     for (int i = 0; i < p->n_negative; i++) SDW_TRY(check_entry(&p->negative[i], SDW_COND_NEG, i, h, w));
+    /* Only comfy mode tells the denoisers each evaluation's sigma. */
+    for (int i = 0; i < p->n_positive + p->n_negative && !p->comfy; i++)
+        if (sdw_cond_source(p, i)->timestep_range)
+            return sdw_fail(SDW_ERR_INVALID_ARG, "conditioning %s[%d]: timestep ranges need comfy mode",
+                            side_name(i < p->n_positive ? SDW_COND_POS : SDW_COND_NEG),
+                            i < p->n_positive ? i : i - p->n_positive);
     pl->n_src = p->n_positive + p->n_negative;
     pl->B = B;
     pl->C = C;
@@ -210,6 +225,35 @@ sdw_status sdw_cond_check_crops(const sdw_cond_plan *pl, int mult, const char *w
     return SDW_OK;
 }
 
+void sdw_cond_select(sdw_cond_plan *pl, const struct sdw_run *r)
+{
+    if (!pl->any_range) return;
+    if (!pl->have_sigmas) {
+        /* calculate_start_end_timesteps, once: the model sampling is fixed for the run */
+        for (int k = 0; k < pl->n; k++) {
+            sdw_cond_eval *e = &pl->evals[k];
+            if (!e->ranged) continue;
+            e->sigma_hi = (float)sdw_comfy_percent_to_sigma(r->m, r->p, e->start_percent);
+            e->sigma_lo = (float)sdw_comfy_percent_to_sigma(r->m, r->p, e->end_percent);
+        }
+        pl->have_sigmas = true;
+    }
+    const float sigma = r->comfy_sigma;
+    const size_t hw = (size_t)pl->h * pl->w;
+    for (int side = 0; side < 2; side++)
+        if (pl->cnt[side])
+            for (size_t i = 0; i < hw; i++) pl->cnt[side][i] = 1e-37f;
+    for (int k = 0; k < pl->n; k++) {
+        sdw_cond_eval *e = &pl->evals[k];
+        /* get_area_and_mult: None when timestep > timestep_start or < timestep_end */
+        e->active = !e->ranged || !(sigma > e->sigma_hi || sigma < e->sigma_lo);
+        if (!e->active) continue;
+        float *cnt = pl->cnt[e->side];
+        for (int y = 0; y < e->h; y++)
+            for (int x = 0; x < e->w; x++) cnt[(size_t)(e->y + y) * pl->w + e->x + x] += e->mult[y * e->w + x];
+    }
+}
+
 void sdw_cond_crop(const sdw_cond_plan *pl, int k, const float *x, int C, float *crop)
 {
     const sdw_cond_eval *e = &pl->evals[k];
@@ -229,6 +273,7 @@ void sdw_cond_reset(sdw_cond_plan *pl)
 void sdw_cond_add(sdw_cond_plan *pl, int k, int b, const float *out)
 {
     const sdw_cond_eval *e = &pl->evals[k];
+    if (!e->active) return;
     const size_t hw = (size_t)pl->h * pl->w;
     float *sum = pl->sum[e->side] + (size_t)b * pl->C * hw;
     for (int c = 0; c < pl->C; c++)

@@ -19,10 +19,20 @@
  *                      sum(mult_i)) per latent pixel
  *   cfg_function       uncond + (cond - uncond) * cfg (sdw_cfg_combine).
  *
+ *   timestep ranges    an entry with a range (ConditioningSetTimestepRange)
+ *                      takes part in an evaluation only while the
+ *                      evaluation's sigma lies within [sigma(end), sigma(start)]
+ *                      (percent_to_sigma of the model sampling, compared in
+ *                      float32 as torch compares a tensor with a Python
+ *                      float); an area copy on the other side keeps the range
+ *                      of the entry it copies (process_conds copies the whole
+ *                      cond after calculate_start_end_timesteps).
+ *
  * ComfyUI combines the denoised x0 where we combine the raw outputs (eps, v
  * or the flow velocity): the same affine map of either, so the same result
- * wherever an entry covers the pixel. A pixel no entry of a side covers is 0
- * there (raw output 0), where ComfyUI's denoised would be 0. */
+ * wherever an entry covers the pixel. A pixel no entry of a side covers (in
+ * area or in timestep range) is 0 there (raw output 0), where ComfyUI's
+ * denoised would be 0. */
 #ifndef SDW_PIPELINE_COND_LIST_H
 #define SDW_PIPELINE_COND_LIST_H
 #include "pipeline/pipeline.h"
@@ -37,6 +47,9 @@ typedef struct {
     bool area;         /* false: the whole latent */
     int x, y, w, h;    /* the crop, latent pixels (clamped to the latent as ComfyUI clamps) */
     float *mult;       /* [h, w] */
+    bool ranged;       /* a timestep range: active only while sigma_lo <= sigma <= sigma_hi */
+    float start_percent, end_percent, sigma_hi, sigma_lo;
+    bool active;       /* takes part in the evaluation in progress (sdw_cond_select) */
 } sdw_cond_eval;
 
 typedef struct {
@@ -48,6 +61,7 @@ typedef struct {
     int B, C, h, w;    /* batch items, channels, latent size of the accumulators */
     float *cnt[2];     /* [h, w] per side: 1e-37 + sum of the side's mults */
     float *sum[2];     /* [B, C, h, w] per side */
+    bool any_range, have_sigmas;   /* some evaluation has a timestep range; its sigmas are known */
 } sdw_cond_plan;
 
 /* Checks the lists (strength, areas, a negative list when cfg) and lays out
@@ -60,6 +74,14 @@ const sdw_cond_entry *sdw_cond_source(const sdw_pipeline_params *p, int src);
 /* Fails unless every area's crop is a multiple of mult latent pixels each way
  * (the model runs on the crop): what names the model in the message. */
 sdw_status sdw_cond_check_crops(const sdw_cond_plan *pl, int mult, const char *what);
+
+/* Before a model evaluation (comfy mode): the evaluations whose timestep
+ * range holds the evaluation's sigma r->comfy_sigma become the active ones,
+ * and each side's counts are summed over them. Without ranges every
+ * evaluation stays active. Inactive evaluations need not run (sdw_cond_add
+ * leaves them out). */
+struct sdw_run;
+void sdw_cond_select(sdw_cond_plan *pl, const struct sdw_run *r);
 
 /* x [C, h, w] (one batch item) -> evaluation k's crop [C, e.h, e.w] (a copy even without an area). */
 void sdw_cond_crop(const sdw_cond_plan *pl, int k, const float *x, int C, float *crop);

@@ -131,6 +131,7 @@ static sdw_status run_evals(sdw_run *r, flux_state *f, const float *x, float sig
     sdw_cond_reset(pl);
     for (int k = 0; k < pl->n; k++) {
         const sdw_cond_eval *e = &pl->evals[k];
+        if (!e->active) continue;   /* outside its timestep range */
         const sdw_cond_entry *ce = sdw_cond_source(r->p, e->src);
         sdw_cond_crop(pl, k, x, r->lc, f->crop);
         sdw_flux_pack(f->crop, r->lc, e->h, e->w, f->packed);
@@ -150,6 +151,7 @@ static sdw_status predict_list(sdw_run *r, const float *x, float t, float *out)
 {
     flux_state *f = r->state;
     const size_t per = (size_t)r->lc * r->h * r->w;
+    sdw_cond_select(&f->plan, r);
     for (int b = 0; b < r->B; b++) {
         float *o = out + b * per;
         SDW_TRY(run_evals(r, f, x + b * per, t / 1000.0f));

@@ -91,7 +91,7 @@ static sdw_status run_evals(sdw_run *r, sd3_state *s, const float *x, float t, i
     sdw_cond_plan *pl = &s->plan;
     for (int k = 0; k < pl->n; k++) {
         const sdw_cond_eval *e = &pl->evals[k];
-        if (side >= 0 && e->side != side) continue;
+        if ((side >= 0 && e->side != side) || !e->active) continue;
         sdw_cond_crop(pl, k, x, r->lc, s->crop);
         const sdw_mmdit_input in = { s->crop, e->h, e->w, t, s->lctx[e->src], s->ln_ctx[e->src], s->lpooled[e->src],
                                      skip, NULL, NULL };
@@ -113,6 +113,7 @@ static sdw_status predict_list(sdw_run *r, const float *x, float t, float *out)
         const float *xb = x + b * per;
         float *o = out + b * per;
         sdw_cond_reset(&s->plan);
+        sdw_cond_select(&s->plan, r);
         SDW_TRY(run_evals(r, s, xb, t, -1, NULL));
         sdw_cond_result(&s->plan, SDW_COND_POS, 0, s->v_cond);
         if (r->cfg) {

@@ -279,6 +279,8 @@ static sdw_status predict_list(sdw_run *r, const float *x_in, float t, float *ou
     unet_state *u = r->state;
     const size_t per = (size_t)r->lc * r->h * r->w;
     sdw_cond_reset(&u->plan);
+    /* (evaluations outside their timestep range run with their group and are left out of the sums) */
+    sdw_cond_select(&u->plan, r);
     for (int g = 0; g < u->n_groups; g++) SDW_TRY(run_group(r, u, &u->groups[g], x_in, t));
     for (int b = 0; b < r->B; b++) {
         float *o = out + b * per;

@@ -34,6 +34,8 @@ typedef struct sdw_run {
     /* comfy mode (pipeline_comfy.c): */
     float *comfy_latent;          /* [B, lc, h, w] the LATENT's samples (zeros for an empty latent) */
     float *comfy_inpaint_noise;   /* [B, lc, h, w] KSamplerX0Inpaint's noise (noise_mask runs) */
+    float comfy_sigma;            /* the sigma of the model evaluation in progress (runs with timestep ranges:
+                                     pipeline_comfy.c's hook sets it, cond_list.c reads it) */
 } sdw_run;
 
 typedef struct sdw_denoiser_ops {

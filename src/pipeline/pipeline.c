@@ -381,6 +381,7 @@ sdw_status sdw_pipeline_run(sdw_model *m, const sdw_pipeline_params *p, float *i
                               .flow_mu = flow_mu(m, p),
                               .flow_table_size = m->info.family == SDW_FAMILY_FLUX_DEV ? 10000 : 0,
                               .flow_static_shift = sdw_family_is_sd3(m->info.family) };
+    if (p->comfy) sdw_comfy_flow_sampling(m, p, &sp.flow_mu, &sp.flow_table_size);
     size_t n = (size_t)r.B * r.lc * r.h * r.w;
     float *x = malloc(n * sizeof *x);
     r.preview = malloc((size_t)r.h * r.w * 3 * sizeof(float));

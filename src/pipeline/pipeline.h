@@ -55,6 +55,11 @@ typedef struct {
     float strength;                /* 1 */
     int area_x, area_y, area_w, area_h;   /* ConditioningSetArea, in latent pixels (/8); area_w == 0: everywhere */
     float guidance;                /* FluxGuidance; < 0 = the run's */
+    /* ConditioningSetTimestepRange (comfy mode): with timestep_range the entry counts at a model evaluation
+       only while its sigma s has sigma(end_percent) <= s <= sigma(start_percent), sigma(p) the model
+       sampling's percent_to_sigma (ComfyUI's calc_cond_batch with timestep_start / timestep_end) */
+    bool timestep_range;
+    float start_percent, end_percent;
 } sdw_cond_entry;
 
 typedef struct {
@@ -118,6 +123,12 @@ typedef struct {
                                       last_step - first_step levels of the schedule, counted from its end; differs
                                       from first_step only where the schedule has more or fewer levels than
                                       schedule_steps (ddim_uniform, beta). false: KSamplerAdvanced's indices */
+    /* ComfyUI's ModelSamplingSD3 / ModelSamplingFlux on the MODEL (comfy mode, flow models): the model
+       sampling becomes ModelSamplingDiscreteFlow with shift comfy_shift (sd3: sigma(t) = S t / (1 + (S - 1) t),
+       1000 sigmas) or ModelSamplingFlux with shift comfy_shift (flux: mu of e^mu / (e^mu + 1/t - 1), 10000
+       sigmas); neither: the model's own (SD3 shift 3, FLUX dev mu 1.15, schnell unshifted) */
+    bool comfy_sampling_sd3, comfy_sampling_flux;
+    double comfy_shift;
 } sdw_pipeline_params;
 
 /* Above this many pixels the decode is tiled by default (memory stays bounded). */

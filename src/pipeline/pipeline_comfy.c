@@ -22,16 +22,66 @@
  *            blank_inpaint_image_like, the latents of a black image);
  *   per-step ancestral / SDE noise: default_noise_sampler's own generator,
  *            seeded with seed + 1 on the CPU (pipeline.c seeds it);
- *   end      inverse_noise_scaling(sigmas[-1]): flow latents / (1 - s). */
+ *   end      inverse_noise_scaling(sigmas[-1]): flow latents / (1 - s);
+ *   model sampling   ModelSamplingSD3 / ModelSamplingFlux replace a flow
+ *            model's shift (sdw_comfy_flow_sampling); percent_to_sigma of
+ *            the model sampling turns ConditioningSetTimestepRange's percents
+ *            into sigmas (cond_list.c), and every model evaluation's sigma
+ *            reaches the denoiser through the hook (r->comfy_sigma). */
 #include "pipeline/pipeline_comfy.h"
 #include "core/error.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+static bool any_range(const sdw_pipeline_params *p)
+{
+    for (int i = 0; i < p->n_positive; i++)
+        if (p->positive[i].timestep_range) return true;
+    for (int i = 0; i < p->n_negative; i++)
+        if (p->negative[i].timestep_range) return true;
+    return false;
+}
+
+/* ModelSamplingSD3 / ModelSamplingFlux fit the models whose timestep scale
+ * they keep (ComfyUI applies either to any model, and a FLUX model under
+ * ModelSamplingSD3's multiplier 1000 denoises at timesteps 1000 times too
+ * large). */
+static sdw_status validate_sampling(const sdw_model *m, const sdw_pipeline_params *p)
+{
+    const sdw_family f = m->info.family;
+    const bool flux = f == SDW_FAMILY_FLUX_DEV || f == SDW_FAMILY_FLUX_SCHNELL;
+    if (p->comfy_sampling_sd3 && p->comfy_sampling_flux)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "comfy mode: ModelSamplingSD3 and ModelSamplingFlux on one model");
+    if (p->comfy_sampling_sd3 && !sdw_family_is_sd3(f))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "ModelSamplingSD3 applies to SD3 / SD3.5 models, and this is %s%s",
+                        sdw_family_name(f), flux ? " (use ModelSamplingFlux)" : "");
+    if (p->comfy_sampling_flux && !flux)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "ModelSamplingFlux applies to FLUX models, and this is %s%s",
+                        sdw_family_name(f), sdw_family_is_sd3(f) ? " (use ModelSamplingSD3)" : "");
+    if (p->comfy_sampling_sd3 && !(p->comfy_shift > 0 && p->comfy_shift <= 100))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "ModelSamplingSD3: shift must be in (0, 100] (got %g)", p->comfy_shift);
+    if (p->comfy_sampling_flux && !(fabs(p->comfy_shift) <= 20))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "ModelSamplingFlux: the shift (mu) %g is outside [-20, 20]",
+                        p->comfy_shift);
+    return SDW_OK;
+}
+
+static sdw_status validate_ranges(const sdw_cond_entry *e, int n, const char *side)
+{
+    for (int i = 0; i < n; i++)
+        if (e[i].timestep_range && !(e[i].start_percent >= 0 && e[i].start_percent <= 1 && e[i].end_percent >= 0 &&
+                                     e[i].end_percent <= 1))
+            return sdw_fail(SDW_ERR_INVALID_ARG, "conditioning %s[%d]: timestep range %g..%g must lie in 0..1", side,
+                            i, e[i].start_percent, e[i].end_percent);
+    return SDW_OK;
+}
+
 sdw_status sdw_comfy_validate(const sdw_model *m, const sdw_pipeline_params *p)
 {
-    (void)m;
+    SDW_TRY(validate_sampling(m, p));
+    SDW_TRY(validate_ranges(p->positive, p->n_positive, "positive"));
+    SDW_TRY(validate_ranges(p->negative, p->n_negative, "negative"));
     if (p->init_image || p->mask)
         return sdw_fail(SDW_ERR_INVALID_ARG, "comfy mode takes init_latents and noise_mask, not init_image / mask");
     if (p->schedule_steps < 1 || p->schedule_steps > 1000)
@@ -47,6 +97,65 @@ sdw_status sdw_comfy_validate(const sdw_model *m, const sdw_pipeline_params *p)
     return SDW_OK;
 }
 
+void sdw_comfy_flow_sampling(const sdw_model *m, const sdw_pipeline_params *p, double *mu, int *table)
+{
+    (void)m;
+    if (p->comfy_sampling_sd3) {
+        *mu = log(p->comfy_shift);
+        *table = 1000;
+    } else if (p->comfy_sampling_flux) {
+        *mu = p->comfy_shift;
+        *table = 10000;
+    }
+}
+
+/* ModelSamplingDiscrete.sigma(t) of the eps / v table (schedule_comfy.c's,
+ * float32 log sigmas of a float64 cumprod), log-linear between entries. */
+static float discrete_sigma(float t)
+{
+    const double start = sqrt(0.00085), end = sqrt(0.012), step = (end - start) / 999;
+    t = t < 0 ? 0 : t > 999 ? 999 : t;
+    const int lo = (int)floorf(t), hi = (int)ceilf(t);
+    double acc = 1.0;
+    float log_lo = 0, log_hi = 0;
+    for (int i = 0; i <= hi; i++) {
+        const double b = i < 500 ? start + step * i : end - step * (999 - i);
+        acc *= 1.0 - b * b;
+        const float ls = (float)log(sqrt((1.0 - acc) / acc));
+        if (i == lo) log_lo = ls;
+        if (i == hi) log_hi = ls;
+    }
+    const float w = t - (float)lo;
+    return expf((1.0f - w) * log_lo + w * log_hi);
+}
+
+double sdw_comfy_percent_to_sigma(const sdw_model *m, const sdw_pipeline_params *p, double percent)
+{
+    const bool flow = m->info.prediction == SDW_PREDICTION_FLOW;
+    if (percent <= 0.0) return flow ? 1.0 : 999999999.9;
+    if (percent >= 1.0) return 0.0;
+    const double t = 1.0 - percent;
+    if (!flow) return discrete_sigma((float)(t * 999.0));   /* sigma(torch.tensor(percent * 999.0)).item() */
+    /* ModelSamplingFlux: flux_time_shift(mu, 1, t); ModelSamplingDiscreteFlow:
+     * time_snr_shift(shift, t); in Python floats */
+    const bool flux_sampling = p->comfy_sampling_flux || (!p->comfy_sampling_sd3 && m->info.family == SDW_FAMILY_FLUX_DEV);
+    if (flux_sampling) {
+        const double mu = p->comfy_sampling_flux ? p->comfy_shift : 1.15;
+        return exp(mu) / (exp(mu) + (1.0 / t - 1.0));
+    }
+    const double shift = p->comfy_sampling_sd3 ? p->comfy_shift
+                         : sdw_family_is_sd3(m->info.family) ? (double)m->info.flow_shift : 1.0;
+    return shift == 1.0 ? t : shift * t / (1.0 + (shift - 1.0) * t);
+}
+
+/* Every evaluation's sigma for the conditioning lists' timestep ranges. */
+static void sigma_hook(void *user, float sigma, bool output, float *x, size_t n)
+{
+    (void)x, (void)n;
+    sdw_run *r = user;
+    if (!output) r->comfy_sigma = sigma;
+}
+
 /* noise_scaling without max_denoise, as scale_latent_inpaint calls it. */
 static float scaled(bool flow, float sigma, float noise, float latent)
 {
@@ -57,6 +166,7 @@ static float scaled(bool flow, float sigma, float noise, float latent)
 static void inpaint_hook(void *user, float sigma, bool output, float *x, size_t n)
 {
     sdw_run *r = user;
+    sigma_hook(user, sigma, output, x, n);
     const float *mask = r->p->noise_mask, *lat = r->comfy_latent, *noise = r->comfy_inpaint_noise;
     const bool flow = r->m->info.prediction == SDW_PREDICTION_FLOW;
     const size_t hw = (size_t)r->h * r->w;
@@ -136,7 +246,10 @@ sdw_status sdw_comfy_prepare(sdw_run *r, float *x, bool *run)
         }
         if (!r->comfy_inpaint_noise) r->comfy_inpaint_noise = r->noise;
         sdw_sampler_set_denoise_hook(r->sampler, inpaint_hook, r);
+    } else if (any_range(p)) {
+        sdw_sampler_set_denoise_hook(r->sampler, sigma_hook, r);
     }
+    r->comfy_sigma = sdw_sampler_sigmas(r->sampler)[r->first_step];
 
     const float s0 = sdw_sampler_sigmas(r->sampler)[r->first_step], smax = sdw_sampler_sigma_max(r->sampler);
     const bool max_denoise = fabs((double)smax - s0) <= 1e-5 * fmax(fabs(smax), fabs(s0)) || s0 > smax;
