@@ -189,6 +189,10 @@ sdw_status sdw_image_rgb8_load(const char *path, bool over_white, sdw_image_rgb8
 sdw_status sdw_image_rgb8_write(const char *path, const sdw_image_rgb8 *img, const char *parameters);
 /* The same as a PNG in memory: *png is malloc'd (the caller frees it). */
 sdw_status sdw_image_rgb8_encode_png(const sdw_image_rgb8 *img, const char *parameters, uint8_t **png, size_t *n);
+/* The same in memory as format says ("png", "jpeg" / "jpg", "webp"; JPEG and
+ * WebP at the quality sdw_image_rgb8_write uses): *out is malloc'd. */
+sdw_status sdw_image_rgb8_encode(const sdw_image_rgb8 *img, const char *format, const char *parameters, uint8_t **out,
+                                 size_t *n);
 /* Frees the pixels and zeroes the struct; safe on a zeroed image. */
 void sdw_image_rgb8_free(sdw_image_rgb8 *img);
 
@@ -200,6 +204,20 @@ void sdw_cancel_free(sdw_cancel *c);
 void sdw_cancel_request(sdw_cancel *c);   /* thread-safe; NULL is ignored */
 void sdw_cancel_reset(sdw_cancel *c);     /* lower the flag for the next run */
 bool sdw_cancel_requested(const sdw_cancel *c);
+
+/* A ControlNet loaded once and kept by the caller across calls (a server's
+ * cache of nets), for sdw_gen_control.net. It is loaded for one model (on
+ * its compute backend) and works with that model only: free it before the
+ * model. */
+typedef struct sdw_controlnet sdw_controlnet;
+/* Loads a ControlNet file or diffusers folder for model. */
+sdw_status sdw_controlnet_load_for(sdw_model *model, const char *path, sdw_controlnet **out);
+/* Fails with SDW_ERR_INVALID_ARG, the message naming name, when cn was not
+ * made for model's UNet (another family or shape, or a model without one). */
+sdw_status sdw_controlnet_check_model(const sdw_controlnet *cn, const sdw_model *model, const char *name);
+/* The bytes its weights hold. */
+size_t sdw_controlnet_weight_bytes(const sdw_controlnet *cn);
+void sdw_controlnet_free(sdw_controlnet *cn);   /* NULL is fine */
 
 /* One LoRA (kohya, PEFT / diffusers, LyCORIS, DoRA .safetensors files). */
 typedef struct {
@@ -214,8 +232,9 @@ static inline sdw_lora_ref sdw_lora_ref_make(const char *path, float te_strength
     return l;
 }
 
-/* One ControlNet unit (SD1, SD2, SDXL). The image is preprocessed, then
- * fitted to the generation size when its size differs. */
+/* One ControlNet unit (SD1, SD2, SDXL). The image is preprocessed (unless
+ * the caller did: preprocessed), then fitted to the generation size when
+ * its size differs. */
 typedef struct {
     size_t struct_size;
     const char *path;            /* a ControlNet file or diffusers folder */
@@ -225,12 +244,28 @@ typedef struct {
     const char *preprocessor;    /* NULL / "none", "canny[:LOW:HIGH]", "invert", "threshold[:T]", "scribble" */
     const char *resize_mode;     /* NULL / "crop" (Crop and Resize), "just" (Just Resize), "fill" (Resize and Fill) */
     const char *control_mode;    /* NULL / "balanced", "prompt" (my prompt is more important), "controlnet" */
+    /* Added after the first version (zero, the default, for older callers): */
+    sdw_controlnet *net;         /* loaded by the caller for this model (sdw_controlnet_load_for) and kept:
+                                    used instead of loading path, which still names the unit; NULL = load path */
+    bool preprocessed;           /* image is the preprocessor's map already (the caller ran it): it is only
+                                    fitted, and preprocessor says what ran, for the parameters text */
+    int processor_res;           /* with preprocessed: the resolution it ran at ("Processor Res"; 0 = unsaid) */
+    const char *model_name;      /* the parameters text's "Model" of the unit; NULL = path's stem */
+    const char *model_hash;      /* its short hash there ("" = none); NULL = read from path (the whole file) */
 } sdw_gen_control;
 static inline sdw_gen_control sdw_gen_control_default(void)
 {
-    sdw_gen_control c = { sizeof(sdw_gen_control), NULL, { 0, 0, NULL }, 1.0f, 0.0f, 1.0f, NULL, NULL, NULL };
+    sdw_gen_control c = { sizeof(sdw_gen_control), NULL, { 0, 0, NULL }, 1.0f, 0.0f, 1.0f, NULL, NULL, NULL,
+                          NULL, false, 0, NULL, NULL };
     return c;
 }
+
+/* What sdw_gen_params.mask holds. */
+typedef enum {
+    SDW_GEN_MASK_LUMA,    /* its gray (PIL's convert("L")), white = repaint; resized with Lanczos */
+    SDW_GEN_MASK_ALPHA,   /* the alpha plane of an RGBA mask, in R (OpenAI's edits: transparent, 0, =
+                             repaint, anything else kept); resized without blending */
+} sdw_gen_mask_source;
 
 /* What a progress callback sees after each sampling step. */
 typedef struct {
@@ -261,7 +296,8 @@ typedef struct {
     int batch_size;                /* images from one noise tensor (1) */
     int batch_count;               /* runs one after another, seeds seed, seed + 1, ... (1) */
     const sdw_image_rgb8 *init_image;   /* img2img / inpaint: any size, resized (Lanczos); NULL = txt2img */
-    const sdw_image_rgb8 *mask;    /* inpaint: its luma, white = repaint, any size; needs init_image */
+    const sdw_image_rgb8 *mask;    /* inpaint: as mask_source says (its luma, white = repaint), any size;
+                                      needs init_image */
     float strength;                /* img2img / inpaint denoising strength in (0, 1] (0.75) */
     const sdw_lora_ref *loras;     /* n_loras entries; the model keeps them applied until the next call */
     int n_loras;
@@ -280,6 +316,11 @@ typedef struct {
     void *progress_user;
     int preview_every;             /* previews to the progress callback every N steps; 0 = none */
     sdw_cancel *cancel;            /* NULL = none */
+    /* Added after the first version (zero, the default, for older callers): */
+    sdw_gen_mask_source mask_source;   /* LUMA */
+    bool mask_invert;              /* repaint where the mask says keep, and the other way round */
+    bool prompt_loras_listed;      /* the prompt's <lora:...> tags are in loras already (the caller resolved
+                                      them): they are not looked up in lora_dir again */
 } sdw_gen_params;
 static inline sdw_gen_params sdw_gen_params_default(void)
 {

@@ -1,9 +1,10 @@
 /* gen_inputs.c: what sdw_generate makes of a call's inputs before the
  * pipeline runs: RGB8 images viewed as io/image.h images, the LoRA set (the
  * caller's list, then the prompt's <lora:...> tags resolved in lora_dir),
- * and the ControlNet units (nets loaded and checked against the model's
- * UNet, control images preprocessed and fitted to the generation size, and
- * what the parameters text says of each unit). */
+ * and the ControlNet units (nets loaded, or the caller's own handles, and
+ * checked against the model's UNet; control images preprocessed unless the
+ * caller did, and fitted to the generation size; what the parameters text
+ * says of each unit). */
 #include "api/api_internal.h"
 #include "core/error.h"
 #include "io/preprocess.h"
@@ -35,6 +36,7 @@ sdw_status sdw_api_lora_set(const sdw_gen_params *p, sdw_lora_set *set)
         SDW_TRY(sdw_api_lora_read(p, i, &l));
         SDW_TRY(sdw_lora_set_add(set, l.path, l.te_strength, l.unet_strength));
     }
+    if (p->prompt_loras_listed) return SDW_OK;
     sdw_parsed_prompt pp;
     SDW_TRY(sdw_prompt_parse(p->prompt, &pp));
     int tags = pp.n_loras;
@@ -83,7 +85,8 @@ static sdw_status control_net(sdw_api_controls *c, sdw_model *m, const char *pat
     return sdw_controlnet_check_base(*out, sdw_unet_get_config(m->unet), base && base[1] ? base + 1 : path);
 }
 
-/* The unit's image preprocessed, fit to w x h when its size differs, as RGB floats in [0, 1]. */
+/* The unit's image preprocessed (unless the caller did), fit to w x h when its size differs, as RGB
+ * floats in [0, 1]. */
 static sdw_status control_image(const sdw_gen_control *u, const sdw_preprocessor *pre, sdw_fit_mode fit_mode,
                                 int k, int w, int h, float **out, sdw_infotext_control *info)
 {
@@ -91,9 +94,14 @@ static sdw_status control_image(const sdw_gen_control *u, const sdw_preprocessor
     char what[48];
     snprintf(what, sizeof what, "controls[%d].image", k);
     SDW_TRY(sdw_api_image_view(&u->image, what, &src));
-    SDW_TRY(sdw_preprocess(pre, &src, &img));
-    /* The preprocessor ran at the image's own size: its shorter side is A1111's processor resolution. */
-    info->processor_res = pre->kind == SDW_PRE_NONE ? -1 : (src.w < src.h ? src.w : src.h);
+    if (u->preprocessed) {
+        SDW_TRY(sdw_image_convert(&src, 3, &img));
+        info->processor_res = pre->kind == SDW_PRE_NONE || u->processor_res <= 0 ? -1 : u->processor_res;
+    } else {
+        SDW_TRY(sdw_preprocess(pre, &src, &img));
+        /* The preprocessor ran at the image's own size: its shorter side is A1111's processor resolution. */
+        info->processor_res = pre->kind == SDW_PRE_NONE ? -1 : (src.w < src.h ? src.w : src.h);
+    }
     if (img.w != w || img.h != h) {
         sdw_status s = sdw_control_image_fit(&img, w, h, fit_mode, &fit);
         sdw_image_free(&img);
@@ -117,13 +125,16 @@ static sdw_status load_unit(const sdw_gen_params *p, sdw_model *m, int k, int w,
     sdw_fit_mode fit = SDW_FIT_CROP_AND_RESIZE;
     if (u.preprocessor) SDW_TRY(sdw_preprocessor_parse(u.preprocessor, &pre));
     if (u.resize_mode) SDW_TRY(sdw_fit_mode_parse(u.resize_mode, &fit));
-    sdw_controlnet *net;
-    SDW_TRY(name_file(control_net(c, m, u.path, &net), u.path));
+    sdw_controlnet *net = u.net;
+    if (net) SDW_TRY(sdw_controlnet_check_model(net, m, u.path));
+    else SDW_TRY(name_file(control_net(c, m, u.path, &net), u.path));
     sdw_infotext_control *info = &c->info[k];
     SDW_TRY(control_image(&u, &pre, fit, k, w, h, &c->images[k], info));
     c->units[k] = (sdw_control_unit){ net, c->images[k], u.scale, u.start, u.end, mode_of(u.control_mode) };
-    sdw_path_stem(u.path, c->stem[k], sizeof c->stem[0]);
-    sdw_infotext_short_hash(u.path, c->hash[k]);
+    if (u.model_name) snprintf(c->stem[k], sizeof c->stem[0], "%s", u.model_name);
+    else sdw_path_stem(u.path, c->stem[k], sizeof c->stem[0]);
+    if (u.model_hash) snprintf(c->hash[k], sizeof c->hash[0], "%s", u.model_hash);
+    else sdw_infotext_short_hash(u.path, c->hash[k]);
     info->module = sdw_preprocessor_name(pre.kind);
     info->model = c->stem[k];
     info->hash = c->hash[k];

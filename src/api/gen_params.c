@@ -91,8 +91,9 @@ static sdw_status check_control(const sdw_gen_control *c, int i)
     SDW_TRY(sdw_api_image_view(&c->image, what, &view));
     if (!(c->scale >= 0 && c->scale <= 2))
         return sdw_fail(SDW_ERR_INVALID_ARG, "controls[%d].scale is %g; it must be in 0..2", i, c->scale);
-    if (!(c->start >= 0 && c->start < c->end && c->end <= 1))
-        return sdw_fail(SDW_ERR_INVALID_ARG, "controls[%d]: start %g and end %g must satisfy 0 <= start < end <= 1",
+    /* start == end is allowed: a unit that acts on no step (the server takes it from requests). */
+    if (!(c->start >= 0 && c->start <= c->end && c->end <= 1))
+        return sdw_fail(SDW_ERR_INVALID_ARG, "controls[%d]: start %g and end %g must satisfy 0 <= start <= end <= 1",
                         i, c->start, c->end);
     sdw_preprocessor pre;
     sdw_fit_mode fit;
@@ -162,6 +163,9 @@ static sdw_status check_full(const sdw_gen_params *p)
             return sdw_fail(SDW_ERR_INVALID_ARG, "sdw_gen_params.strength is %g; it must be in (0, 1]", p->strength);
     }
     if (p->mask) SDW_TRY(sdw_api_image_view(p->mask, "mask", &view));
+    if (p->mask_source != SDW_GEN_MASK_LUMA && p->mask_source != SDW_GEN_MASK_ALPHA)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "sdw_gen_params.mask_source is %d; it must be SDW_GEN_MASK_LUMA or "
+                        "SDW_GEN_MASK_ALPHA", (int)p->mask_source);
     SDW_TRY(range_i("t5_max_length", p->t5_max_length, 0, 512, " (0 = the model's)"));
     SDW_TRY(range_i("vae_tiling", p->vae_tiling, -1, 1, " (-1 = by size)"));
     SDW_TRY(range_i("preview_every", p->preview_every, 0, INT32_MAX, " (0 = none)"));

@@ -164,6 +164,21 @@ static void call_free(call_state *cs)
     free(cs->images);
 }
 
+/* The mask as the pipeline's front end reads it: RGB for its luma, or
+ * RGBA with the alpha plane the caller put in R. */
+static sdw_status mask_floats(const sdw_gen_params *q, const sdw_image *view, int w, int h, float **out)
+{
+    if (q->mask_source != SDW_GEN_MASK_ALPHA)
+        return sdw_mask_from_image(view, w, h, SDW_MASK_LUMA, q->mask_invert, out);
+    sdw_image rgba;
+    SDW_TRY(sdw_image_alloc(&rgba, view->w, view->h, 4));
+    memset(rgba.data, 0, (size_t)view->w * view->h * 4);
+    for (size_t i = 0; i < (size_t)view->w * view->h; i++) rgba.data[i * 4 + 3] = view->data[i * 3];
+    sdw_status s = sdw_mask_from_image(&rgba, w, h, SDW_MASK_ALPHA, q->mask_invert, out);
+    sdw_image_free(&rgba);
+    return s;
+}
+
 /* Init image and mask as the pipeline takes them, at the run's size. */
 static sdw_status inputs(const sdw_gen_params *q, sdw_pipeline_params *pp, call_state *cs)
 {
@@ -175,7 +190,7 @@ static sdw_status inputs(const sdw_gen_params *q, sdw_pipeline_params *pp, call_
     }
     if (q->mask) {
         SDW_TRY(sdw_api_image_view(q->mask, "mask", &view));
-        SDW_TRY(sdw_mask_from_image(&view, pp->width, pp->height, SDW_MASK_LUMA, false, &cs->mask));
+        SDW_TRY(mask_floats(q, &view, pp->width, pp->height, &cs->mask));
         pp->mask = cs->mask;
     }
     return SDW_OK;

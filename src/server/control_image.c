@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 int sdw_control_pixel_perfect_res(const sdw_image *src, int w, int h, sdw_fit_mode mode)
 {
@@ -30,10 +31,10 @@ sdw_status sdw_control_detect(const sdw_preprocessor *pre, int processor_res, co
     return s;
 }
 
-sdw_status sdw_control_map(const sdw_preprocessor *pre, int processor_res, sdw_fit_mode mode, const sdw_image *src,
-                           int w, int h, float **out)
+sdw_status sdw_control_fitted(const sdw_preprocessor *pre, int processor_res, sdw_fit_mode mode, const sdw_image *src,
+                              int w, int h, sdw_image *out)
 {
-    *out = NULL;
+    memset(out, 0, sizeof *out);
     sdw_image map, fitted;
     SDW_TRY(sdw_control_detect(pre, processor_res, src, &map));
     sdw_status s = sdw_control_image_fit(&map, w, h, mode, &fitted);
@@ -43,6 +44,16 @@ sdw_status sdw_control_map(const sdw_preprocessor *pre, int processor_res, sdw_f
         sdw_image_free(&fitted);
         return sdw_fail(SDW_ERR_INVALID_ARG, "control image: fitting gave no %dx%d RGB image", w, h);
     }
+    *out = fitted;
+    return SDW_OK;
+}
+
+sdw_status sdw_control_map(const sdw_preprocessor *pre, int processor_res, sdw_fit_mode mode, const sdw_image *src,
+                           int w, int h, float **out)
+{
+    *out = NULL;
+    sdw_image fitted;
+    SDW_TRY(sdw_control_fitted(pre, processor_res, mode, src, w, h, &fitted));
     size_t n = (size_t)w * h * 3;
     float *f = malloc(n * sizeof *f);
     if (!f) {

@@ -3,7 +3,8 @@
  * that its shorter side is the preprocessor resolution (unless the
  * preprocessor is "none"), run through the preprocessor (io/preprocess.h),
  * and the resulting map fitted to the generation size by the unit's resize
- * mode. The job's engine and POST /controlnet/detect share it. */
+ * mode. The job's engine and POST /controlnet/detect share it.
+ */
 #ifndef SDW_SERVER_CONTROL_IMAGE_H
 #define SDW_SERVER_CONTROL_IMAGE_H
 #include "io/preprocess.h"
@@ -25,8 +26,11 @@ int sdw_control_pixel_perfect_res(const sdw_image *src, int w, int h, sdw_fit_mo
 sdw_status sdw_control_detect(const sdw_preprocessor *pre, int processor_res, const sdw_image *src, sdw_image *out);
 
 /* The whole way for a generation of w x h (processor_res as for
- * sdw_control_detect): *out is [h, w, 3] floats in [0, 1] (malloc'd), what
- * sdw_control_unit.image takes. */
+ * sdw_control_detect): *out, a new w x h RGB image (what a job hands
+ * sdw_generate as a preprocessed sdw_gen_control.image). */
+sdw_status sdw_control_fitted(const sdw_preprocessor *pre, int processor_res, sdw_fit_mode mode, const sdw_image *src,
+                              int w, int h, sdw_image *out);
+/* The same as [h, w, 3] floats in [0, 1] (malloc'd), what sdw_control_unit.image takes. */
 sdw_status sdw_control_map(const sdw_preprocessor *pre, int processor_res, sdw_fit_mode mode, const sdw_image *src,
                            int w, int h, float **out);
 #endif

@@ -1,11 +1,13 @@
 /* engine_run.c: what the generation thread does with one job: switch the
- * model if the job names another one, apply its LoRA set, fill in the
- * model's defaults, prepare its ControlNet units (nets from the cache,
- * control images preprocessed and fitted to the generation size), run the
- * pipeline (n_iter runs, seed + i each) with a
- * progress callback that publishes progress and preview events and stops at
- * the next step once the job is cancelled, encode the images with their
- * A1111 parameters, and finish the job. Only the generation thread runs this
+ * model if the job names another one, fill in the model's defaults, and
+ * run it through the public API (sdw.h): its LoRA set applied and reported
+ * first (sdw_model_apply_loras), its ControlNet units prepared (nets from
+ * the cache, loaded once and kept across jobs; control images preprocessed
+ * and fitted to the generation size here, as POST /controlnet/detect does),
+ * then sdw_generate (n_iter runs, seed + i each) with a progress callback
+ * that publishes progress and preview events and stops at the next step
+ * once the job is cancelled; the images are encoded with their A1111
+ * parameters and the job finished. Only the generation thread runs this
  * file; it takes the engine's mutex only to publish. */
 #include "server/engine_internal.h"
 #include "server/control_image.h"
@@ -14,11 +16,6 @@
 #include "server/server_log.h"
 #include "core/error.h"
 #include "io/base64.h"
-#include "models/controlnet.h"
-#include "models/lora.h"
-#include "pipeline/frontend.h"
-#include "pipeline/infotext.h"
-#include "pipeline/pipeline.h"
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -88,20 +85,16 @@ sdw_status engine_load_model_with(sdw_engine *e, const char *path, const sdw_loa
 typedef struct {
     sdw_engine *e;
     sdw_job *j;
-    int run, n_runs;
     double t_last;
 } progress_ctx;
 
-static char *png_b64(const float *rgb, int w, int h)
+static char *png_b64(const sdw_image_rgb8 *img)
 {
-    sdw_image img;
     uint8_t *png = NULL;
     size_t n = 0;
     char *b64 = NULL;
-    if (sdw_rgb01_to_image(rgb, w, h, &img) != SDW_OK) return NULL;
-    if (sdw_image_encode_png(&img, NULL, 0, &png, &n) == SDW_OK) sdw_base64_encode(png, n, &b64, NULL);
+    if (sdw_image_rgb8_encode_png(img, NULL, &png, &n) == SDW_OK) sdw_base64_encode(png, n, &b64, NULL);
     free(png);
-    sdw_image_free(&img);
     return b64;
 }
 
@@ -122,7 +115,9 @@ static char *print_free(cJSON *o)
     return s;
 }
 
-static sdw_status on_progress(void *user, const sdw_progress *p)
+/* Steps and ETA count over all n_iter runs; non-zero stops the run once
+ * the job is cancelled (engine_run_job then reports the job's reason). */
+static int on_progress(void *user, const sdw_gen_progress *p)
 {
     progress_ctx *c = user;
     sdw_engine *e = c->e;
@@ -134,16 +129,15 @@ static sdw_status on_progress(void *user, const sdw_progress *p)
         nanosleep(&ts, NULL);
     }
     c->t_last = sdw_now();
-    int step = c->run * p->total + p->step, total = c->n_runs * p->total;
-    double eta = p->eta_s + (c->n_runs - c->run - 1) * (p->elapsed_s + p->eta_s);
+    int step = p->run * p->total + p->step, total = p->runs * p->total;
+    double eta = p->eta_s + (p->runs - p->run - 1) * (p->elapsed_s + p->eta_s);
     char *prog = print_free(progress_json("progress", step, total)), *prev = NULL, *b64 = NULL;
-    if (p->preview && (b64 = png_b64(p->preview, p->preview_w, p->preview_h))) {
+    if (p->preview && (b64 = png_b64(p->preview))) {
         cJSON *o = progress_json("preview", step, total);
         cJSON_AddStringToObject(o, "image", b64);
         cJSON_AddStringToObject(o, "format", "png");
         prev = print_free(o);
     }
-    char reason[96];
     pthread_mutex_lock(&e->mu);
     j->step = step;
     j->total = total;
@@ -156,10 +150,9 @@ static sdw_status on_progress(void *user, const sdw_progress *p)
         b64 = NULL;
     }
     bool cancel = j->cancel;
-    snprintf(reason, sizeof reason, "%s", j->cancel_reason);
     pthread_mutex_unlock(&e->mu);
     free(b64);
-    return cancel ? sdw_fail(SDW_ERR_CANCELLED, "%s", reason) : SDW_OK;
+    return cancel;
 }
 
 /* ---------------------------------------------------------------- ControlNets */
@@ -206,42 +199,67 @@ void engine_controls_free(sdw_engine *e)
     e->cn_cache = NULL;
 }
 
+/* The cache's nets, loaded for the model that was current when the cache
+ * was made (it goes with that model: engine_load_model frees it first). */
+static sdw_status load_net(void *user, const char *path, void **net, size_t *bytes)
+{
+    sdw_controlnet *cn;
+    SDW_TRY(sdw_controlnet_load_for(user, path, &cn));
+    *net = cn;
+    *bytes = sdw_controlnet_weight_bytes(cn);
+    return SDW_OK;
+}
+
+static void free_net(void *user, void *net)
+{
+    (void)user;
+    sdw_controlnet_free(net);
+}
+
 static const char *fit_mode_name(sdw_fit_mode m)
 {
     return m == SDW_FIT_JUST_RESIZE ? "Just Resize" : m == SDW_FIT_RESIZE_AND_FILL ? "Resize and Fill" : "Crop and Resize";
 }
 
-/* What the parameters text says of unit c, run at processor resolution
- * res, as sd-webui-controlnet writes it: the values a module has no
- * slider for are left out. */
-static sdw_infotext_control info_of(const sdw_job_control *c, int res)
+static const char *control_mode_name(sdw_control_mode m)
 {
-    sdw_preprocessor_kind k = c->pre.kind;
-    bool canny = k == SDW_PRE_CANNY;
-    return (sdw_infotext_control){
-        .module = sdw_preprocessor_name(k),
-        .model = c->stem,
-        .hash = c->hash,
-        .resize_mode = fit_mode_name(c->resize_mode),
-        .processor_res = k == SDW_PRE_NONE || res <= 0 ? -1 : res,
-        .threshold_a = canny || k == SDW_PRE_THRESHOLD ? c->pre.a : -1,
-        .threshold_b = canny ? c->pre.b : -1,
-    };
+    return m == SDW_CONTROL_PROMPT ? "prompt" : m == SDW_CONTROL_CONTROLNET ? "controlnet" : "balanced";
 }
 
-/* The job's units for a generation of p->width x p->height: nets from the
- * cache (pinned until the job ends), each checked against the UNet, control
- * maps (maps[i], malloc'd, the caller frees them) and what infotext says of
- * each (infos[i]). */
-static sdw_status prepare_controls(sdw_engine *e, sdw_job *j, sdw_pipeline_params *p, sdw_control_unit *units,
-                                   float **maps, sdw_infotext_control *infos)
+/* The preprocessor as sdw_gen_control names it, thresholds written so that
+ * they read back as the same floats (for the parameters text). */
+static void preprocessor_spec(const sdw_preprocessor *pre, char *buf, size_t n)
+{
+    const char *name = sdw_preprocessor_name(pre->kind);
+    if (pre->kind == SDW_PRE_CANNY) snprintf(buf, n, "%s:%.9g:%.9g", name, pre->a, pre->b);
+    else if (pre->kind == SDW_PRE_THRESHOLD) snprintf(buf, n, "%s:%.9g", name, pre->a);
+    else snprintf(buf, n, "%s", name);
+}
+
+/* The job's units as the API takes them, for a generation of w x h. */
+typedef struct {
+    sdw_gen_control units[SDW_REQ_MAX_CONTROLS];
+    sdw_image maps[SDW_REQ_MAX_CONTROLS];    /* preprocessed here and fitted to w x h */
+    char pre[SDW_REQ_MAX_CONTROLS][64];
+} job_controls;
+
+static void job_controls_free(job_controls *jc)
+{
+    for (int i = 0; i < SDW_REQ_MAX_CONTROLS; i++) sdw_image_free(&jc->maps[i]);
+}
+
+/* Nets come from the cache (pinned until the job ends) and are checked
+ * against the model here, so that a net that does not fit is the request's
+ * fault (400) and leaves the cache; the control images are preprocessed
+ * and fitted here (control_image.c, which POST /controlnet/detect shares). */
+static sdw_status prepare_controls(sdw_engine *e, sdw_job *j, int w, int h, job_controls *jc)
 {
     const sdw_job_request *r = &j->req;
-    sdw_model *m = e->model;
-    if (!m->unet)
+    sdw_family f = sdw_model_get_info(e->model)->family;
+    if (sdw_family_is_flux(f) || sdw_family_is_sd3(f))
         return sdw_fail(SDW_ERR_INVALID_ARG, "controlnets: %s models take no ControlNet (SD1, SD2 and SDXL do)",
-                        sdw_family_name(m->info.family));
-    if (!e->cn_cache && !(e->cn_cache = sdw_cn_cache_new_controlnets(e->cfg.cn_cache_bytes, m->be)))
+                        sdw_family_name(f));
+    if (!e->cn_cache && !(e->cn_cache = sdw_cn_cache_new(e->cfg.cn_cache_bytes, load_net, free_net, e->model)))
         return sdw_fail(SDW_ERR_NOMEM, "controlnets: out of memory");
     for (int i = 0; i < r->n_controls; i++) {
         const sdw_job_control *c = &r->controls[i];
@@ -251,22 +269,31 @@ static sdw_status prepare_controls(sdw_engine *e, sdw_job *j, sdw_pipeline_param
         if (sdw_cn_cache_get(e->cn_cache, c->path, &net, &hit) != SDW_OK)
             return sdw_fail_context(SDW_ERR_IO, "%s: loading ControlNet %s", c->field, c->title);
         if (!hit) sdw_srv_log("job %s ControlNet %s loaded in %.2f s", j->id, c->title, sdw_now() - t0);
-        /* A net that does not fit the model is the request's fault (400), not the server's. */
-        if (sdw_controlnet_check_base(net, sdw_unet_get_config(m->unet), c->title) != SDW_OK) {
+        if (sdw_controlnet_check_model(net, e->model, c->title) != SDW_OK) {
             sdw_cn_cache_refuse(e->cn_cache, c->path);
             return sdw_fail_context(SDW_ERR_INVALID_ARG, "%s: model", c->field);
         }
         const sdw_image *src = c->image.w ? &c->image : &r->init;
-        int res = c->pixel_perfect ? sdw_control_pixel_perfect_res(src, p->width, p->height, c->resize_mode)
-                                   : c->processor_res;
-        if (sdw_control_map(&c->pre, res, c->resize_mode, src, p->width, p->height, &maps[i]) != SDW_OK)
+        int res = c->pixel_perfect ? sdw_control_pixel_perfect_res(src, w, h, c->resize_mode) : c->processor_res;
+        if (sdw_control_fitted(&c->pre, res, c->resize_mode, src, w, h, &jc->maps[i]) != SDW_OK)
             return sdw_fail_context(SDW_ERR_INVALID_ARG, "%s", c->field);
-        infos[i] = info_of(c, res);
-        units[i] = (sdw_control_unit){ net, maps[i], c->scale, c->start, c->end, c->mode };
+        preprocessor_spec(&c->pre, jc->pre[i], sizeof jc->pre[i]);
+        sdw_gen_control *u = &jc->units[i];
+        *u = sdw_gen_control_default();
+        u->path = c->path;
+        u->net = net;
+        u->image = (sdw_image_rgb8){ jc->maps[i].w, jc->maps[i].h, jc->maps[i].data };
+        u->scale = c->scale;
+        u->start = c->start;
+        u->end = c->end;
+        u->preprocessor = jc->pre[i];
+        u->resize_mode = fit_mode_name(c->resize_mode);
+        u->control_mode = control_mode_name(c->mode);
+        u->preprocessed = true;
+        u->processor_res = res;
+        u->model_name = c->stem;
+        u->model_hash = c->hash;
     }
-    p->controls = units;
-    p->n_controls = r->n_controls;
-    p->control_guess = r->control_guess;
     return SDW_OK;
 }
 
@@ -277,14 +304,6 @@ static bool ce_is_folder(const sdw_engine_model *m)
     return m->info.layout && !strcmp(m->info.layout, "diffusers");
 }
 
-static sdw_status encode(const sdw_image *img, sdw_image_format f, const char *info, uint8_t **out, size_t *n)
-{
-    if (f == SDW_IMAGE_JPEG) return sdw_image_encode_jpeg(img, SDW_IMAGE_SAVE_QUALITY, info, out, n);
-    if (f == SDW_IMAGE_WEBP) return sdw_image_encode_webp(img, SDW_IMAGE_SAVE_QUALITY, false, info, out, n);
-    sdw_png_text t = { "parameters", info };
-    return sdw_image_encode_png(img, &t, 1, out, n);
-}
-
 /* A size from the init image: rounded down to what the model takes. */
 static int size_from(int v, int mult)
 {
@@ -293,39 +312,39 @@ static int size_from(int v, int mult)
     return v > SDW_REQ_MAX_SIZE ? SDW_REQ_MAX_SIZE - SDW_REQ_MAX_SIZE % mult : v;
 }
 
-/* The LoRA set of the job on the model; *hashes gets A1111's "Lora hashes"
- * (malloc'd, NULL without LoRAs). */
-static sdw_status apply_loras(sdw_engine *e, sdw_job *j, char **hashes)
+/* The applied LoRA set as the job's result reports it. */
+static void note_loras(sdw_job *j, const sdw_gen_result *g)
 {
-    sdw_lora_spec specs[SDW_REQ_MAX_LORAS] = { 0 };
-    sdw_lora_report reports[SDW_REQ_MAX_LORAS];
-    int k = j->n_lora_paths;
-    *hashes = NULL;
-    for (int i = 0; i < k; i++)
-        specs[i] = (sdw_lora_spec){ j->lora_paths[i], j->req.loras[i].te_strength, j->req.loras[i].unet_strength };
-    SDW_TRY(sdw_model_set_loras(e->model, specs, k, k ? reports : NULL));
-    if (k) *hashes = sdw_lora_hashes(reports, k);
-    j->result.n_loras = k;
-    for (int i = 0; i < k; i++) {
-        j->result.loras[i] = reports[i];
-        sdw_srv_log("job %s LoRA %s: applied %d of %d keys (te %g, unet %g)", j->id, reports[i].name,
-                    reports[i].keys_applied, reports[i].keys_total, specs[i].te_strength, specs[i].unet_strength);
+    j->result.n_loras = g->n_loras;
+    for (int i = 0; i < g->n_loras; i++) {
+        const sdw_gen_lora *l = g->loras[i];
+        sdw_lora_report *rep = &j->result.loras[i];
+        snprintf(rep->name, sizeof rep->name, "%s", l->name);
+        snprintf(rep->hash12, sizeof rep->hash12, "%s", l->hash);
+        rep->keys_applied = l->keys_applied;
+        rep->keys_total = l->keys_total;
+        sdw_srv_log("job %s LoRA %s: applied %d of %d keys (te %g, unet %g)", j->id, l->name, l->keys_applied,
+                    l->keys_total, l->te_strength, l->unet_strength);
     }
-    return SDW_OK;
 }
 
-static sdw_status add_image(sdw_job_result *r, const float *rgb, int w, int h, sdw_image_format f, uint64_t seed,
-                            char *info)
+/* The images made, encoded with their parameters text, into the job's result. */
+static sdw_status add_images(sdw_job_result *r, const sdw_gen_result *g, sdw_image_format f)
 {
-    int i = r->n_images;
-    sdw_image img;
-    SDW_TRY(sdw_rgb01_to_image(rgb, w, h, &img));
-    sdw_status s = encode(&img, f, info ? info : "", &r->bytes[i], &r->len[i]);
-    sdw_image_free(&img);
-    if (s != SDW_OK) return s;
-    r->seeds[i] = seed;
-    r->infotexts[i] = info;
-    r->n_images++;
+    for (int k = 0; k < g->n_images; k++) {
+        const sdw_gen_image *gi = g->images[k];
+        int i = r->n_images;
+        char *info = strdup(gi->parameters ? gi->parameters : "");
+        if (!info) return sdw_fail(SDW_ERR_NOMEM, "out of memory");
+        sdw_status s = sdw_image_rgb8_encode(&gi->image, sdw_image_format_name(f), info, &r->bytes[i], &r->len[i]);
+        if (s != SDW_OK) {
+            free(info);
+            return s;
+        }
+        r->seeds[i] = gi->seed;
+        r->infotexts[i] = info;
+        r->n_images++;
+    }
     return SDW_OK;
 }
 
@@ -360,98 +379,162 @@ static char *complete_json(const sdw_job_result *r)
     return print_free(o);
 }
 
-static sdw_status generate(sdw_engine *e, sdw_job *j)
-{
-    const sdw_job_request *r = &j->req;
-    const sdw_engine_model *cur = &e->current;   /* written only by this thread */
-    const sdw_model_info *mi = &cur->info;
-    char *lora_hashes;
-    SDW_TRY(apply_loras(e, j, &lora_hashes));
+/* What the job's images hold, as RGB8 the API takes (the pixels in `owned`). */
+typedef struct {
+    sdw_image init, mask;
+    sdw_image_rgb8 init8, mask8;
+} job_images;
 
-    sdw_pipeline_params p;
-    sdw_pipeline_params_init(&p);
+static void job_images_free(job_images *ji)
+{
+    sdw_image_free(&ji->init);
+    sdw_image_free(&ji->mask);
+}
+
+/* The request's decoded images (any channel count) as RGB; an alpha mask as
+ * its alpha plane in R, G and B (SDW_GEN_MASK_ALPHA). */
+static sdw_status job_inputs(const sdw_job_request *r, sdw_gen_params *p, job_images *ji)
+{
+    if (r->init.w) {
+        SDW_TRY(sdw_image_convert(&r->init, 3, &ji->init));
+        ji->init8 = (sdw_image_rgb8){ ji->init.w, ji->init.h, ji->init.data };
+        p->init_image = &ji->init8;
+    }
+    if (!r->mask.w) return SDW_OK;
+    bool alpha = r->mask_source == SDW_MASK_ALPHA;
+    if (alpha) {
+        sdw_image rgba;
+        SDW_TRY(sdw_image_convert(&r->mask, 4, &rgba));
+        sdw_status s = sdw_image_alloc(&ji->mask, rgba.w, rgba.h, 3);
+        for (size_t i = 0; s == SDW_OK && i < (size_t)rgba.w * rgba.h; i++)
+            memset(ji->mask.data + i * 3, rgba.data[i * 4 + 3], 3);
+        sdw_image_free(&rgba);
+        SDW_TRY(s);
+    } else {
+        SDW_TRY(sdw_image_convert(&r->mask, 3, &ji->mask));
+    }
+    ji->mask8 = (sdw_image_rgb8){ ji->mask.w, ji->mask.h, ji->mask.data };
+    p->mask = &ji->mask8;
+    p->mask_source = alpha ? SDW_GEN_MASK_ALPHA : SDW_GEN_MASK_LUMA;
+    p->mask_invert = r->mask_invert;
+    return SDW_OK;
+}
+
+/* The request as sdw_gen_params with the model's defaults written in (the
+ * result says what ran); the names of sampler and schedule as resolved. */
+static void job_params(const sdw_job_request *r, const sdw_engine_model *cur, sdw_gen_params *p)
+{
+    const sdw_model_info *mi = &cur->info;
     int mult = cur->size_multiple;
-    p.prompt = r->prompt;
-    p.negative_prompt = r->negative_prompt;
-    p.width = r->width ? r->width : r->init.w ? size_from(r->init.w, mult) : mi->default_width;
-    p.height = r->height ? r->height : r->init.h ? size_from(r->init.h, mult) : mi->default_height;
-    p.steps = r->steps ? r->steps : mi->default_steps;
-    p.cfg_scale = isnan(r->cfg) ? mi->default_cfg : r->cfg;
+    *p = sdw_gen_params_default();
+    p->prompt = r->prompt;
+    p->negative_prompt = r->negative_prompt;
+    p->width = r->width ? r->width : r->init.w ? size_from(r->init.w, mult) : mi->default_width;
+    p->height = r->height ? r->height : r->init.h ? size_from(r->init.h, mult) : mi->default_height;
+    p->steps = r->steps ? r->steps : mi->default_steps;
+    p->cfg_scale = isnan(r->cfg) ? mi->default_cfg : r->cfg;
     /* Only a model with distilled guidance (FLUX dev) reads it; the others
      * ignore the field, as Forge does. Its default is written in so that
      * the PNG's parameters and the result say what ran. */
-    p.guidance = mi->default_guidance <= 0 ? -1 : isnan(r->guidance) ? mi->default_guidance : r->guidance;
-    memcpy(p.slg_layers, r->slg_layers, sizeof p.slg_layers);
-    p.n_slg_layers = r->n_slg;
-    p.slg_scale = r->slg_scale;
-    p.slg_start = r->slg_start;
-    p.slg_end = r->slg_end;
-    if (r->has_sampler) p.sampler = r->sampler;
-    else sdw_sampler_parse(mi->default_sampler, &p.sampler);
-    if (r->has_schedule) p.schedule = r->schedule;
+    p->guidance = mi->default_guidance <= 0 ? -1 : isnan(r->guidance) ? mi->default_guidance : r->guidance;
+    p->slg_layers = r->slg_layers;
+    p->n_slg_layers = r->n_slg;
+    p->slg_scale = r->slg_scale;
+    p->slg_start = r->slg_start;
+    p->slg_end = r->slg_end;
+    sdw_sampler_kind sampler;
+    sdw_schedule_kind schedule;
+    if (r->has_sampler) sampler = r->sampler;
+    else sdw_sampler_parse(mi->default_sampler, &sampler);
+    if (r->has_schedule) schedule = r->schedule;
     else if (r->has_sampler)
-        p.schedule = sdw_sampler_default_schedule_for(
-            p.sampler, mi->prediction == SDW_PREDICTION_FLOW ? SDW_PARAM_FLOW : SDW_PARAM_EPS);
-    else sdw_schedule_parse(mi->default_scheduler, &p.schedule);
-    p.rng = r->rng;
-    p.clip_skip = r->clip_skip;
-    p.batch_size = r->batch_size;
-    p.strength = r->strength;
-    p.preview_every = r->preview_every;
+        schedule = sdw_sampler_default_schedule_for(sampler, mi->prediction == SDW_PREDICTION_FLOW ? SDW_PARAM_FLOW
+                                                                                                   : SDW_PARAM_EPS);
+    else sdw_schedule_parse(mi->default_scheduler, &schedule);
+    p->sampler = sdw_sampler_name(sampler);
+    p->scheduler = sdw_schedule_name(schedule);
+    p->rng = sdw_rng_kind_name(r->rng);
+    p->clip_skip = r->clip_skip;
+    p->batch_size = r->batch_size;
+    p->batch_count = r->n_iter;   /* A1111's n_iter: seed, seed + 1, ... */
+    p->strength = r->strength;
+    p->preview_every = r->preview_every;
+    p->seed = r->seed;
+}
 
-    sdw_job_result *res = &j->result;
+/* What the job's result says besides its images. */
+static sdw_status result_fields(const sdw_job_request *r, const sdw_gen_params *p, sdw_job_result *res)
+{
+    sdw_sampler_kind sampler;
+    sdw_schedule_kind schedule;
+    sdw_sampler_parse(p->sampler, &sampler);
+    sdw_schedule_parse(p->scheduler, &schedule);
     res->format = r->output_format;
-    res->width = p.width;
-    res->height = p.height;
-    res->steps = p.steps;
-    res->cfg = p.cfg_scale;
-    res->guidance = p.guidance > 0 ? p.guidance : 0;
-    res->strength = r->kind == SDW_JOB_TXT2IMG ? 0 : p.strength;
-    res->sampler = sdw_sampler_a1111_name(p.sampler);
-    res->schedule = sdw_schedule_a1111_name(p.schedule);
+    res->width = p->width;
+    res->height = p->height;
+    res->steps = p->steps;
+    res->cfg = p->cfg_scale;
+    res->guidance = p->guidance > 0 ? p->guidance : 0;
+    res->strength = r->kind == SDW_JOB_TXT2IMG ? 0 : p->strength;
+    res->sampler = sdw_sampler_a1111_name(sampler);
+    res->schedule = sdw_schedule_a1111_name(schedule);
     int total = r->batch_size * r->n_iter;
     res->bytes = calloc((size_t)total, sizeof *res->bytes);
     res->len = calloc((size_t)total, sizeof *res->len);
     res->seeds = calloc((size_t)total, sizeof *res->seeds);
     res->infotexts = calloc((size_t)total, sizeof *res->infotexts);
-    size_t per = (size_t)p.width * p.height * 3;
-    float *images = malloc((size_t)r->batch_size * per * sizeof *images), *init = NULL, *mask = NULL;
-    sdw_status s = res->bytes && res->len && res->seeds && res->infotexts && images
-                       ? SDW_OK : sdw_fail(SDW_ERR_NOMEM, "out of memory for %d images", total);
-    if (s == SDW_OK && r->init.w) s = sdw_init_from_image(&r->init, p.width, p.height, &init);
-    if (s == SDW_OK && r->mask.w) s = sdw_mask_from_image(&r->mask, p.width, p.height, r->mask_source, r->mask_invert, &mask);
-    p.init_image = init;
-    p.mask = mask;
-    sdw_control_unit units[SDW_REQ_MAX_CONTROLS];
-    float *maps[SDW_REQ_MAX_CONTROLS] = { 0 };
-    sdw_infotext_control infos[SDW_REQ_MAX_CONTROLS];
-    if (s == SDW_OK && r->n_controls) s = prepare_controls(e, j, &p, units, maps, infos);
-    uint64_t seed = r->seed >= 0 ? (uint64_t)r->seed : sdw_random_seed();
+    return res->bytes && res->len && res->seeds && res->infotexts
+               ? SDW_OK : sdw_fail(SDW_ERR_NOMEM, "out of memory for %d images", total);
+}
+
+/* The job through the public API: its LoRA set first (reported before the
+ * long part), then its ControlNets from the cache, then sdw_generate. */
+static sdw_status generate(sdw_engine *e, sdw_job *j)
+{
+    const sdw_job_request *r = &j->req;
+    const sdw_engine_model *cur = &e->current;   /* written only by this thread */
+    sdw_gen_params p;
+    job_params(r, cur, &p);
+    /* The request's LoRAs and its prompt's tags are resolved already (at submit). */
+    sdw_lora_ref loras[SDW_REQ_MAX_LORAS];
+    for (int i = 0; i < j->n_lora_paths; i++)
+        loras[i] = sdw_lora_ref_make(j->lora_paths[i], r->loras[i].te_strength, r->loras[i].unet_strength);
+    p.loras = loras;
+    p.n_loras = j->n_lora_paths;
+    p.prompt_loras_listed = true;
     /* A1111's "Model": the file's stem; a folder goes by its model_name. */
     char stem[256];
     if (ce_is_folder(cur)) snprintf(stem, sizeof stem, "%s", cur->model_name);
     else sdw_path_stem(cur->path, stem, sizeof stem);
-    progress_ctx pc = { e, j, 0, r->n_iter, sdw_now() };
+    p.model_name = stem;
+    p.model_hash = cur->hash10[0] ? cur->hash10 : NULL;
+    progress_ctx pc = { e, j, 0 };
     p.progress = on_progress;
     p.progress_user = &pc;
-    for (int run = 0; run < r->n_iter && s == SDW_OK; run++) {
-        pc.run = run;
-        p.seed = seed + (uint64_t)run;   /* A1111's n_iter: seed, seed + 1, ... */
-        s = sdw_pipeline_run(e->model, &p, images);
-        for (int b = 0; b < r->batch_size && s == SDW_OK; b++) {
-            sdw_infotext_args ia = { &p, p.seed, stem, cur->hash10[0] ? cur->hash10 : NULL,
-                                     lora_hashes };
-            char *info = sdw_infotext_controls(&ia, r->n_controls ? infos : NULL);
-            s = add_image(res, images + (size_t)b * per, p.width, p.height, r->output_format, p.seed, info);
-            if (s != SDW_OK) free(info);
-        }
+
+    sdw_gen_result g = sdw_gen_result_init();
+    job_images ji = { 0 };
+    job_controls *jc = calloc(1, sizeof *jc);
+    sdw_status s = jc ? sdw_model_apply_loras(e->model, &p, &g) : sdw_fail(SDW_ERR_NOMEM, "out of memory");
+    if (s == SDW_OK) note_loras(j, &g);
+    if (s == SDW_OK) s = result_fields(r, &p, &j->result);
+    if (s == SDW_OK) s = job_inputs(r, &p, &ji);
+    if (s == SDW_OK && r->n_controls) s = prepare_controls(e, j, p.width, p.height, jc);
+    p.controls = jc ? jc->units : NULL;
+    p.n_controls = r->n_controls;
+    p.control_guess = r->control_guess;
+    pc.t_last = sdw_now();   /* the first step's time starts here, after the preparations */
+    if (s == SDW_OK) s = sdw_generate(e->model, &p, &g);
+    /* The runs that finished are kept also when a later one failed. */
+    if (j->result.bytes) {
+        sdw_status a = add_images(&j->result, &g, r->output_format);
+        if (s == SDW_OK) s = a;
     }
-    free(images);
-    free(init);
-    free(mask);
-    for (int i = 0; i < r->n_controls; i++) free(maps[i]);
+    sdw_gen_result_free(&g);
+    job_images_free(&ji);
+    if (jc) job_controls_free(jc);
+    free(jc);
     if (e->cn_cache) sdw_cn_cache_unpin_all(e->cn_cache);
-    free(lora_hashes);
     return s;
 }
 
@@ -473,7 +556,10 @@ void engine_run_job(sdw_engine *e, sdw_job *j)
     sdw_status s = e->model ? generate(e, j) : sdw_fail(SDW_ERR_INVALID_ARG, "no model is loaded");
     if (s == SDW_ERR_CANCELLED) {
         pthread_mutex_lock(&e->mu);
-        job_finish_locked(e, j, SDW_JOB_CANCELLED, e->drain_cancel ? "shutting_down" : "cancelled", sdw_last_error());
+        /* The API's message says where the run stopped; the job's reason says why. */
+        char why[256];
+        snprintf(why, sizeof why, "%s", j->cancel ? j->cancel_reason : sdw_last_error());
+        job_finish_locked(e, j, SDW_JOB_CANCELLED, e->drain_cancel ? "shutting_down" : "cancelled", why);
         pthread_mutex_unlock(&e->mu);
         return;
     }

@@ -14,7 +14,6 @@
 #include "server/model_catalog.h"
 #include "core/error.h"
 #include "io/base64.h"
-#include "pipeline/frontend.h"
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
