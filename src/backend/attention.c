@@ -159,8 +159,9 @@ static sdw_status run_block(sdw_backend *be, const attn_job *j, const block_buf 
 /* Rounds up to whole cache lines, so threads' slices never share one. */
 static size_t lines(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 
-/* The oneDNN path: out f32 [B, Tq, H * D]. */
-static sdw_status attention_onednn(sdw_backend *be, const sdw_attn_args *a, float *out)
+/* The oneDNN path: out f32 [B, Tq, H * D]; *impl: the implementation of the
+ * main blocks' Q K^T (the bench's kernel name). */
+static sdw_status attention_onednn(sdw_backend *be, const sdw_attn_args *a, float *out, const char **impl)
 {
     const int B = a->B, Tq = a->Tq, Tk = a->Tk, H = a->H, D = a->D;
     const int64_t kv_stride = a->kv_stride;
@@ -193,6 +194,7 @@ static sdw_status attention_onednn(sdw_backend *be, const sdw_attn_args *a, floa
             if (j.pv[tr][th]->scratch_bytes > scratchpad) scratchpad = j.pv[tr][th]->scratch_bytes;
         }
     }
+    *impl = j.qk[0][0] ? j.qk[0][0]->impl : NULL;
     SDW_TRY(sdw_backend_thread_streams(be, nt));
 
     const size_t blk = (size_t)j.HB * j.C;
@@ -264,18 +266,19 @@ static sdw_status attention(sdw_backend *be, const sdw_attn_args *a, float *out,
     double t0 = sdw_be_now();
     const char *path;
     if (be->own_attention && be->precision == SDW_PRECISION_F32) {
-        path = "attention_flash";
+        path = sdw_attention_flash_kernel();
         SDW_TRY(sdw_attention_flash_f32(be, a->q, a->q_stride, a->k, a->v, a->kv_stride, a->B, a->Tq, a->Tk, a->H,
                                         a->D, a->causal, out));
     } else if (be->own_attention) {
         path = "attention_amx";
         SDW_TRY(sdw_attention_amx(be, a, out, out_bf));
     } else {
-        path = "oneDNN matmuls + C softmax";
+        const char *impl = NULL;
         float *o = out;
         const size_t n = (size_t)a->B * a->Tq * a->H * a->D;
         if (!o && !(o = sdw_scratch(be, SDW_SCR_ATT_OUT, sizeof(float) * n))) return SDW_ERR_NOMEM;
-        SDW_TRY(attention_onednn(be, a, o));
+        SDW_TRY(attention_onednn(be, a, o, &impl));
+        path = sdw_kernel_name(be, "oneDNN matmuls + C softmax", impl);
         if (!out) sdw_cvt_bf16(out_bf, o, n);
     }
     const int dims[SDW_OP_DIMS] = { a->B, a->Tq, a->Tk, a->H, a->D, a->causal };

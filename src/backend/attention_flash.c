@@ -295,6 +295,11 @@ SDW_VEC static void run_block(const flash_job *j, float *qt, float *s, float *o,
     }
 }
 
+const char *sdw_attention_flash_kernel(void)
+{
+    return wide_tiles() ? "attention_flash f32 avx512 (8x32 tiles)" : "attention_flash f32 avx2 (6x16 tiles)";
+}
+
 /* Rounds up to whole cache lines, so threads' buffers never share one. */
 static size_t lines(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 

@@ -12,6 +12,7 @@
 #include "backend/conv_amx.h"
 #include "backend/conv_wino.h"
 #include <stdlib.h>
+#include <string.h>
 
 struct sdw_conv2d {
     int cin, cout, kh, kw, stride;
@@ -134,10 +135,14 @@ sdw_status sdw_conv2d_create(sdw_backend *be, int cin, int cout, int kh, int kw,
 }
 
 /* x is f32, or already in the compute type when x_is_act (sdw_act). The
- * op is counted (sdw_count_op) unless a caller counts it as part of its own. */
+ * op is counted (sdw_count_op) unless a caller counts it as part of its own:
+ * then *kernel gets the name of the kernel that ran, for the caller's count. */
 static sdw_status run(sdw_backend *be, const sdw_conv2d *c, const void *x, bool x_is_act, int N, int H, int W,
-                      float *y, int *Ho, int *Wo, int64_t flags, bool count)
+                      float *y, int *Ho, int *Wo, int64_t flags, const char **kernel)
 {
+    const char *unused;
+    const bool count = !kernel;
+    if (count) kernel = &unused;
     int ho = out_size(H, c->pad_t, c->pad_b, c->kh, c->stride);
     int wo = out_size(W, c->pad_l, c->pad_r, c->kw, c->stride);
     if (N <= 0 || H <= 0 || W <= 0 || H + c->pad_t + c->pad_b < c->kh || W + c->pad_l + c->pad_r < c->kw)
@@ -152,7 +157,8 @@ static sdw_status run(sdw_backend *be, const sdw_conv2d *c, const void *x, bool 
     if (sdw_conv2d_uses_own_kernel(be, c, N, H, W)) {
         const sdw_conv_amx_shape s = { N, H, W, ho, wo, c->cin, c->cout, c->kh, c->kw, c->stride, c->pad_t, c->pad_l };
         SDW_TRY(sdw_conv_amx(be, &s, x, x_is_act, c->w, c->amx_wblock, c->bias, y, flags & SDW_PRIM_SUM));
-        if (count) sdw_count_op(be, SDW_OPK_CONV, t0, flops, "conv_amx", dims);
+        *kernel = "conv_amx";
+        if (count) sdw_count_op(be, SDW_OPK_CONV, t0, flops, *kernel, dims);
         return SDW_OK;
     }
     if (sdw_conv_wino_suits(be, c->cin, c->cout, c->kh, c->kw, c->stride, c->pad_t, c->pad_l, c->pad_b, c->pad_r)) {
@@ -161,7 +167,8 @@ static sdw_status run(sdw_backend *be, const sdw_conv2d *c, const void *x, bool 
         SDW_TRY(sdw_conv_wino(be, ww, &c->wmd, c->w, c->bias, N, H, W, c->cin, c->cout, (const float *)x, y,
                               flags & SDW_PRIM_SUM, &ran));
         if (ran) {
-            if (count) sdw_count_op(be, SDW_OPK_CONV, t0, flops, "conv_wino (oneDNN winograd)", dims);
+            *kernel = "conv_wino (oneDNN winograd)";
+            if (count) sdw_count_op(be, SDW_OPK_CONV, t0, flops, *kernel, dims);
             return SDW_OK;
         }
     }
@@ -184,14 +191,15 @@ static sdw_status run(sdw_backend *be, const sdw_conv2d *c, const void *x, bool 
         src = xb;
     }
     SDW_TRY(sdw_prim_exec(be, p, src, c->w, c->bias, y));
-    if (count) sdw_count_op(be, SDW_OPK_CONV, t0, flops, p->impl, dims);
+    *kernel = p->impl;
+    if (count) sdw_count_op(be, SDW_OPK_CONV, t0, flops, *kernel, dims);
     return SDW_OK;
 }
 
 static sdw_status forward(sdw_backend *be, const sdw_conv2d *c, const void *x, bool x_is_act, int N, int H, int W,
                           float *y, int *Ho, int *Wo, int64_t flags)
 {
-    return run(be, c, x, x_is_act, N, H, W, y, Ho, Wo, flags, true);
+    return run(be, c, x, x_is_act, N, H, W, y, Ho, Wo, flags, NULL);
 }
 
 bool sdw_conv2d_uses_own_kernel(const sdw_backend *be, const sdw_conv2d *c, int N, int H, int W)
@@ -297,9 +305,11 @@ static sdw_status upsample_conv(sdw_backend *be, const sdw_conv2d *c, const floa
 /* Input rows [i0, i1) of the n0..n0+nn-1 images (all of them, or one band of
  * one) through the four phases into y. A band reads one row above and below
  * it where the image has them, and is padded only at the image's edges:
- * the phase layer runs with its vertical padding set for the band. */
+ * the phase layer runs with its vertical padding set for the band. *kernel:
+ * the kernel the phases ran on (a fallback's name where one phase took one,
+ * as that is the one to see). */
 static sdw_status up2x_band(sdw_backend *be, const sdw_conv2d *c, const float *x, int n0, int nn, int H, int W,
-                            int i0, int i1, float *y)
+                            int i0, int i1, float *y, const char **kernel)
 {
     const int lo = i0 > 0 ? i0 - 1 : 0, hi = i1 < H ? i1 + 1 : H, rows = i1 - i0;
     const size_t row_in = (size_t)W * c->cin;
@@ -321,7 +331,9 @@ static sdw_status up2x_band(sdw_backend *be, const sdw_conv2d *c, const float *x
         band.pad_b = a == 1 && i1 == H;
         const int first = a == 0 ? (i0 > 0 ? i0 - 1 : 0) : i0, last = a == 1 ? (i1 < H ? i1 + 1 : H) : i1;
         const void *in = (const char *)act + sdw_act_bytes(be, (size_t)(first - lo) * row_in);
-        SDW_TRY(run(be, &band, in, true, nn, last - first, W, p, NULL, NULL, 0, false));
+        const char *k = NULL;
+        SDW_TRY(run(be, &band, in, true, nn, last - first, W, p, NULL, NULL, 0, &k));
+        if (!*kernel || (k && (strncmp(k, "ref", 3) == 0 || strstr(k, "gemm")))) *kernel = k;
         /* The band's output rows are rows 2 i0 + a, 2 (i0 + 1) + a, ... of y. */
         scatter_phase(y + ((size_t)n0 * 2 * H + 2 * (size_t)i0) * 2 * W * c->cout, p, nn, rows, W, c->cout, a, ph % 2,
                       H);
@@ -341,23 +353,24 @@ sdw_status sdw_conv2d_forward_up2x(sdw_backend *be, const sdw_conv2d *c, const f
     sdw_conv2d *cache = (sdw_conv2d *)c; /* the phases are a cache, like the Winograd copy */
     if (!c->up2x[0]) SDW_TRY(make_up2x(be, cache));
     double t0 = sdw_be_now();
+    const char *kernel = NULL;
     /* The whole batch at once while a phase's output fits the band budget
      * (the UNet's sizes); else each image in bands of rows (the VAE's). */
     const size_t per_row = (size_t)W * c->cout * sizeof(float);
     const int64_t fit = (int64_t)((be->up2x_band_bytes ? be->up2x_band_bytes : SDW_UP2X_BAND_BYTES) / per_row);
     if ((int64_t)N * H <= fit) {
-        SDW_TRY(up2x_band(be, c, x, 0, N, H, W, 0, H, y));
+        SDW_TRY(up2x_band(be, c, x, 0, N, H, W, 0, H, y, &kernel));
     } else {
         const int band = fit < 2 ? 2 : (int)fit; /* two rows at least, whatever the width */
         for (int n = 0; n < N; n++)
             for (int i0 = 0; i0 < H; i0 += band)
-                SDW_TRY(up2x_band(be, c, x, n, 1, H, W, i0, i0 + band < H ? i0 + band : H, y));
+                SDW_TRY(up2x_band(be, c, x, n, 1, H, W, i0, i0 + band < H ? i0 + band : H, y, &kernel));
     }
     /* Counted as the 3x3 convolution of the upsampled image, as Winograd's
      * are counted as the direct convolution. */
     const double flops = 2.0 * N * (4.0 * H * W) * c->cout * c->cin * 9;
     const int dims[SDW_OP_DIMS] = { N, 2 * H, 2 * W, c->cin, c->cout, 3, 1 };
-    sdw_count_op(be, SDW_OPK_CONV, t0, flops, "conv_up2x (four 2x2 phases)", dims);
+    sdw_count_op(be, SDW_OPK_CONV, t0, flops, sdw_kernel_name(be, "conv_up2x (four 2x2 phases)", kernel), dims);
     return SDW_OK;
 }
 

@@ -7,7 +7,16 @@
 #include <time.h>
 #include "core/log.h"
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* One of sdw_kernel_name's strings, in a list on the backend. */
+struct sdw_kernel_name {
+    struct sdw_kernel_name *next;
+    const char *kernel, *under;
+    char name[];
+};
 
 sdw_status sdw_dnnl_fail(dnnl_status_t s, const char *what)
 {
@@ -77,6 +86,10 @@ void sdw_backend_free(sdw_backend *be)
     }
     free(be->table);
     free(be->shapes);
+    for (struct sdw_kernel_name *n = be->names, *next; n; n = next) {
+        next = n->next;
+        free(n);
+    }
     for (int i = 0; i < SDW_SCR_COUNT; i++) free(be->scratch[i].p);
     if (be->stream) dnnl_stream_destroy(be->stream);
     if (be->engine) dnnl_engine_destroy(be->engine);
@@ -118,6 +131,22 @@ void sdw_count_op(sdw_backend *be, sdw_op_kind k, double t0, double flops, const
     be->shapes[i].seconds += dt;
     be->shapes[i].flops += flops;
     be->shapes[i].calls++;
+}
+
+const char *sdw_kernel_name(sdw_backend *be, const char *kernel, const char *under)
+{
+    if (!be->shapes || !under) return kernel;
+    struct sdw_kernel_name *n = be->names;
+    while (n && !(strcmp(n->kernel, kernel) == 0 && strcmp(n->under, under) == 0)) n = n->next;
+    if (n) return n->name;
+    const size_t len = strlen(kernel) + 2 + strlen(under) + 1;
+    if (!(n = malloc(sizeof *n + len))) return kernel;
+    snprintf(n->name, len, "%s: %s", kernel, under);
+    n->kernel = kernel; /* a literal */
+    n->under = n->name + strlen(kernel) + 2; /* under's text: under itself may not outlive the call */
+    n->next = be->names;
+    be->names = n;
+    return n->name;
 }
 
 sdw_status sdw_backend_track_shapes(sdw_backend *be, bool on)

@@ -110,6 +110,7 @@ struct sdw_backend {
     size_t up2x_band_bytes; /* its band budget; 0 = SDW_UP2X_BAND_BYTES */
     sdw_op_shape *shapes;  /* sdw_backend_track_shapes: SDW_MAX_SHAPES entries, or NULL when off */
     int n_shapes;
+    struct sdw_kernel_name *names; /* sdw_kernel_name's strings, freed with the backend */
     dnnl_stream_t *tstreams;  /* one per OpenMP thread, for sdw_prim_exec_thread */
     int n_tstreams;
     sdw_weight_type weight_type;  /* for the model loaders (sdw_backend_set_weight_type) */
@@ -120,6 +121,12 @@ sdw_status sdw_dnnl_fail(dnnl_status_t s, const char *what);
 double sdw_be_now(void);
 void sdw_count_op(sdw_backend *be, sdw_op_kind k, double t0, double flops, const char *path,
                   const int dims[SDW_OP_DIMS]);
+/* "kernel: under" (a kernel of ours and the primitive it runs on, such as
+ * the upsampling's phases on oneDNN's convolution) as one string that
+ * lives as long as be, the same pointer for the same pair, so that
+ * sdw_count_op keeps them apart by pointer. Only while shapes are tracked
+ * (else, or out of memory, kernel itself). */
+const char *sdw_kernel_name(sdw_backend *be, const char *kernel, const char *under);
 #define SDW_DNNL(call, what)                                               \
     do {                                                                   \
         dnnl_status_t ds_ = (call);                                        \
