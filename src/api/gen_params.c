@@ -39,32 +39,35 @@ const void *sdw_api_entry(const void *array, size_t stride, int i)
     return (const unsigned char *)array + (size_t)i * stride;
 }
 
+/* Entry i of a caller's array of versioned structs (struct_size first, every
+ * entry as large as the first) over this library's defaults in out. */
+static sdw_status read_entry(const void *array, int i, void *out, size_t size, size_t min, const char *name)
+{
+    const size_t stride = *(const size_t *)array;
+    const void *e = sdw_api_entry(array, stride, i);
+    const size_t given = *(const size_t *)e;
+    if (given != stride)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%s[%d].struct_size %zu differs from %s[0]'s %zu", name, i, given, name,
+                        stride);
+    char what[32];
+    snprintf(what, sizeof what, "%s[%d]", name, i);
+    SDW_TRY(sdw_api_versioned_copy(out, size, e, given, min, what));
+    *(size_t *)out = size;
+    return SDW_OK;
+}
+
 sdw_status sdw_api_lora_read(const sdw_gen_params *p, int i, sdw_lora_ref *out)
 {
-    const sdw_lora_ref *e = sdw_api_entry(p->loras, p->loras[0].struct_size, i);
     *out = sdw_lora_ref_make(NULL, 1.0f, 1.0f);
-    if (e->struct_size != p->loras[0].struct_size)
-        return sdw_fail(SDW_ERR_INVALID_ARG, "loras[%d].struct_size %zu differs from loras[0]'s %zu", i,
-                        e->struct_size, p->loras[0].struct_size);
-    char what[32];
-    snprintf(what, sizeof what, "loras[%d]", i);
-    SDW_TRY(sdw_api_versioned_copy(out, sizeof *out, e, e->struct_size, LORA_MIN, what));
-    out->struct_size = sizeof *out;
+    SDW_TRY(read_entry(p->loras, i, out, sizeof *out, LORA_MIN, "loras"));
     if (!out->path) return sdw_fail(SDW_ERR_INVALID_ARG, "loras[%d].path is NULL", i);
     return SDW_OK;
 }
 
 sdw_status sdw_api_control_read(const sdw_gen_params *p, int i, sdw_gen_control *out)
 {
-    const sdw_gen_control *e = sdw_api_entry(p->controls, p->controls[0].struct_size, i);
     *out = sdw_gen_control_default();
-    if (e->struct_size != p->controls[0].struct_size)
-        return sdw_fail(SDW_ERR_INVALID_ARG, "controls[%d].struct_size %zu differs from controls[0]'s %zu", i,
-                        e->struct_size, p->controls[0].struct_size);
-    char what[32];
-    snprintf(what, sizeof what, "controls[%d]", i);
-    SDW_TRY(sdw_api_versioned_copy(out, sizeof *out, e, e->struct_size, CONTROL_MIN, what));
-    out->struct_size = sizeof *out;
+    SDW_TRY(read_entry(p->controls, i, out, sizeof *out, CONTROL_MIN, "controls"));
     if (!out->path) return sdw_fail(SDW_ERR_INVALID_ARG, "controls[%d].path is NULL", i);
     return SDW_OK;
 }

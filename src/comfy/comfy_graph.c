@@ -172,12 +172,7 @@ static step_result step(vctx *c, frame *f, int *child, pyexc *ex)
             continue;
         }
         if (cJSON_GetArraySize(val) != 2) {
-            sdw_pystr_cat(&details, in->name);
-            cJSON *extra = cgraph_input_extra(c, s, in);
-            cgraph_take(c, extra, "received_value", cJSON_Duplicate(val, true));
-            cgraph_add_error(c, f, cgraph_make_error(c, "bad_linked_input",
-                                       "Bad linked input, must be a length-2 list of [node_id, slot_index]", &details,
-                                       extra));
+            cgraph_bad_link(c, f, in, val);
             continue;
         }
         int k, slot;

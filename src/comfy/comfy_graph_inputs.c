@@ -177,6 +177,16 @@ static bool check_combo(vctx *c, frame *f, const sdw_comfy_input *in, const cJSO
 
 /* A widget value: converted as ComfyUI converts it, checked against min /
  * max or the combo's list, stored in out. */
+void cgraph_bad_link(vctx *c, frame *f, const sdw_comfy_input *in, const cJSON *val)
+{
+    sdw_pystr details = {0};
+    sdw_pystr_cat(&details, in->name);
+    cJSON *extra = cgraph_input_extra(c, c->v[f->node].spec, in);
+    cgraph_take(c, extra, "received_value", cJSON_Duplicate(val, true));
+    cgraph_add_error(c, f, cgraph_make_error(c, "bad_linked_input",
+                               "Bad linked input, must be a length-2 list of [node_id, slot_index]", &details, extra));
+}
+
 void cgraph_check_widget(vctx *c, frame *f, const sdw_comfy_input *in, const cJSON *val, sdw_comfy_value *out)
 {
     const sdw_comfy_node_spec *s = c->v[f->node].spec;
@@ -198,13 +208,7 @@ void cgraph_check_widget(vctx *c, frame *f, const sdw_comfy_input *in, const cJS
     if (in->type < SDW_CT_INT) {
         /* A value where a link belongs: ComfyUI lets it through to fail in
          * the node; we cannot run it, so it fails here. */
-        sdw_pystr details = {0};
-        sdw_pystr_cat(&details, in->name);
-        cJSON *extra = cgraph_input_extra(c, s, in);
-        cgraph_take(c, extra, "received_value", cJSON_Duplicate(val, true));
-        cgraph_add_error(c, f, cgraph_make_error(c, "bad_linked_input",
-                                   "Bad linked input, must be a length-2 list of [node_id, slot_index]", &details,
-                                   extra));
+        cgraph_bad_link(c, f, in, val);
         return;
     }
     const char *exc = NULL;

@@ -80,6 +80,8 @@ void cgraph_type_str(vctx *c, sdw_pystr *b, const sdw_comfy_input *in);
 bool cgraph_resolve_link(vctx *c, const cJSON *val, int *node, int *slot, pyexc *ex);
 /* A widget value converted, checked and stored in out (or an error on f). */
 void cgraph_check_widget(vctx *c, frame *f, const sdw_comfy_input *in, const cJSON *val, sdw_comfy_value *out);
+/* ComfyUI's "bad_linked_input" for input in of f's node, given val. */
+void cgraph_bad_link(vctx *c, frame *f, const sdw_comfy_input *in, const cJSON *val);
 /* LoadImage's own check of its file, once the other inputs are done. */
 void cgraph_check_image(vctx *c, frame *f);
 #endif
