@@ -6,7 +6,8 @@ CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
 DEPS_DEB := cmake gcc g++ make pkg-config libdnnl-dev libcjson-dev libutf8proc-dev \
             libpcre2-dev libyaml-dev libcmocka-dev libpng-dev zlib1g-dev libssl-dev \
-            libjpeg62-turbo-dev libwebp-dev libmicrohttpd-dev clang libomp-dev libsentencepiece-dev libhiredis-dev
+            libjpeg62-turbo-dev libwebp-dev libmicrohttpd-dev clang libomp-dev libsentencepiece-dev libhiredis-dev \
+            libsimde-dev
 
 # What the server tests need on top: Chromium and its WebDriver (the web page
 # test), redis-server (the fleet tests start their own) and node with npm

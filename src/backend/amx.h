@@ -1,4 +1,4 @@
-/* amx.h: what the AMX tile kernels (attention_amx.c, conv_amx.c) share:
+/* amx.h: what the AMX tile kernels (attention_bf16_amx.c, conv_amx.c) share:
  * whether tiles can be used here, and their one tile configuration. */
 #ifndef SDW_BACKEND_AMX_H
 #define SDW_BACKEND_AMX_H

@@ -1,7 +1,7 @@
 /* attention.c: memory-efficient multi-head attention. sdw_attention hands
- * the work to our own kernels where they run (attention_amx.c in bf16 on
- * AMX, attention_flash.c in f32 on AVX2 / AVX-512); what follows is the
- * oneDNN path that serves everything else:
+ * the work to our own kernels where they run (attention_bf16.c in bf16 on
+ * AMX or AVX-512-BF16, attention_flash.c in f32 on AVX2 / AVX-512); what
+ * follows is the oneDNN path that serves everything else:
  *
  * Per batch item, K and V are packed head-major ([heads, Tk, D], bf16 in BF16
  * precision, K zero-padded to a multiple of 32 columns there); then the
@@ -18,7 +18,8 @@
  * busy machine, is where the time went). Packing costs D/Tk of the score
  * traffic and buys the dense layouts oneDNN's brgemm (AMX) kernels take;
  * strided views fall back to a slower gemm. */
-#include "backend/attention_amx.h"
+#include "backend/amx.h"
+#include "backend/attention_bf16.h"
 #include "backend/attention_flash.h"
 #include <math.h>
 #include <omp.h>
@@ -270,8 +271,9 @@ static sdw_status attention(sdw_backend *be, const sdw_attn_args *a, float *out,
         SDW_TRY(sdw_attention_flash_f32(be, a->q, a->q_stride, a->k, a->v, a->kv_stride, a->B, a->Tq, a->Tk, a->H,
                                         a->D, a->causal, out));
     } else if (be->own_attention) {
-        path = "attention_amx";
-        SDW_TRY(sdw_attention_amx(be, a, out, out_bf));
+        const sdw_bf16_products *prod = sdw_amx_usable() ? &sdw_bf16_products_amx : &sdw_bf16_products_dp;
+        path = prod->name;
+        SDW_TRY(sdw_attention_bf16(be, a, prod, out, out_bf));
     } else {
         const char *impl = NULL;
         float *o = out;

@@ -1,5 +1,5 @@
 /* attention_flash.c: f32 attention in one pass over the keys, for CPUs
- * without bf16 matmuls (AVX-512 or AVX2; attention_amx.c serves bf16).
+ * without bf16 matmuls (AVX-512 or AVX2; attention_bf16.c serves bf16).
  *
  * On oneDNN's f32 matmuls (attention.c) Q K^T has a depth of one head (40
  * in SD1), every block's scores go to memory and back between the products

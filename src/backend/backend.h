@@ -55,8 +55,8 @@ int sdw_backend_shapes(const sdw_backend *be, sdw_op_shape *out, int max);
  * Tests shrink it to exercise the block loops. */
 void sdw_backend_set_attention_budget(sdw_backend *be, size_t bytes);
 /* Attention on our own kernel where one exists for this precision and CPU
- * (bf16 with AMX: attention_amx.c; f32 with AVX2 or AVX-512:
- * attention_flash.c), on by default; off, or elsewhere, on oneDNN matmuls
+ * (bf16 with AMX or AVX-512-BF16: attention_bf16.c; f32 with AVX2 or
+ * AVX-512: attention_flash.c), on by default; off, or elsewhere, on oneDNN matmuls
  * with a C softmax. Returns whether our kernel is in use. */
 bool sdw_backend_set_own_attention(sdw_backend *be, bool on);
 

@@ -183,13 +183,14 @@ void sdw_backend_set_attention_budget(sdw_backend *be, size_t bytes)
 bool sdw_backend_set_own_attention(sdw_backend *be, bool on)
 {
     /* In bf16, oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA) applies here too, so
-     * one setting makes a machine without AMX of this one. In f32, below
+     * one setting makes a machine without AMX (dot products) or without
+     * AVX-512-BF16 (oneDNN's matmuls) of this one. In f32, below
      * AVX2 + FMA attention_flash.c would run the clone whose multiply-adds
      * are libm calls, far slower than the oneDNN path. */
     if (be->precision == SDW_PRECISION_F32)
         be->own_attention = on && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     else
-        be->own_attention = on && sdw_amx_usable();
+        be->own_attention = on && (sdw_amx_usable() || sdw_cpu_has_native_bf16());
     return be->own_attention;
 }
 

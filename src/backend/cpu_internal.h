@@ -100,7 +100,7 @@ struct sdw_backend {
     size_t table_size, count;
     sdw_buf scratch[SDW_SCR_COUNT];
     size_t attn_budget;
-    bool own_attention; /* attention on our kernels (attention_amx.c, attention_flash.c), not oneDNN matmuls */
+    bool own_attention; /* attention on our kernels (attention_bf16.c, attention_flash.c), not oneDNN matmuls */
     bool no_own_conv;   /* small-image convolutions on oneDNN too, not conv_amx.c (tests) */
     bool no_own_linear; /* linear layers on oneDNN only, not linear_amx.c (tests, A/B runs) */
     bool no_winograd;   /* f32 3x3 convolutions always direct, never conv_wino.c (tests, A/B) */

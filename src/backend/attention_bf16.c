@@ -1,33 +1,36 @@
-/* attention_amx.c: bf16 attention on AMX tiles, for CPUs that have them.
+/* attention_bf16.c: bf16 attention on our own kernels, for CPUs with AMX
+ * tiles or AVX-512-BF16 dot products (attention_bf16.h: the two products).
  *
  * oneDNN's matmul runs the two attention products far below its peak here:
  * Q K^T has a depth of one head (40..160), where its brgemm kernels spend
- * more time on setup and stores than on the tile multiplies (about 0.3
- * TFLOP/s a core), and it repacks K or V on every call. So per batch item
- * K and V are packed once, per head, into the tile layouts (VNNI pairs; V
- * with an extra column of ones), and each thread takes blocks of 32
- * queries x one head through the keys, 128 at a time (FlashAttention's
- * online softmax: scores and probabilities stay in L1):
- *   S = Q K^T           AMX, f32 scores of the 128 keys
+ * more time on setup and stores than on the multiplies (about 0.3 TFLOP/s
+ * a core on AMX, 37% of the bf16 peak on AVX-512-BF16), and it repacks K or
+ * V on every call. So per batch item K and V are packed once, per head,
+ * into the tile layouts (VNNI pairs; V with an extra column of ones), and
+ * each thread takes blocks of 32 queries x one head through the keys, 128
+ * at a time (FlashAttention's online softmax: scores and probabilities stay
+ * in L1):
+ *   S = Q K^T           products->scores, f32 scores of the 128 keys
  *   P = 2^(c S - max)   AVX-512, bf16, against the row's running max, in
  *                       one pass that also finds the block's max; in the
  *                       rare block that raises it, the row's outputs so
  *                       far are scaled down and P is taken again
- *   O += P V            AMX; the ones column makes O's last column the sum
- *                       of exactly the bf16 P multiplied, the denominator
+ *   O += P V            products->values; the ones column makes O's column
+ *                       D the sum of exactly the bf16 P multiplied, the
+ *                       denominator
  * and O is divided by it as it is written out. Q, K and V come as f32
  * (rounded while packed) or, from the UNet's projections, as bf16. The exp
- * (vreduceps, a degree-4 polynomial for 2^f, vscalefps) is the bound: one
- * per score, next to 80 multiply-adds on tiles at SD1's head size. */
-#include "backend/attention_amx.h"
+ * (vreduceps, a degree-4 polynomial for 2^f, vscalefps) is the bound on
+ * AMX: one per score, next to 80 multiply-adds on tiles at SD1's head size. */
+#include "backend/avx512_bf16.h"
+#include "backend/attention_bf16.h"
 #include "backend/amx.h"
-#include <immintrin.h>
 #include <math.h>
 #include <omp.h>
 
-#define ROWS 32   /* queries per block: two row tiles */
-#define KEYS 32   /* keys per step of P V: one tile's depth in bf16 */
-#define TILE_ELEMS 512 /* bf16 elements of one packed 16 x 32 tile */
+#define ROWS SDW_ATT_ROWS
+#define KEYS SDW_ATT_KEYS
+#define TILE_ELEMS SDW_ATT_TILE_ELEMS
 #define BLOCK_KEYS 128 /* keys per step of the online softmax: scores stay in L1 */
 
 /* ------------------------------------------------------------ packing */
@@ -40,7 +43,7 @@ typedef struct {
 
 /* Elements at..at+15 of x as bf16 (masked to n for a ragged end); f32 is
  * rounded to nearest even. */
-AMX_FN static inline __m256i bf16x16(input x, int64_t at, int n)
+BF16_FN static inline __m256i bf16x16(input x, int64_t at, int n)
 {
     __mmask16 m = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n < 0 ? 0 : n)) - 1);
     if (x.bf) return _mm256_maskz_loadu_epi16(m, (const uint16_t *)x.p + at);
@@ -48,7 +51,7 @@ AMX_FN static inline __m256i bf16x16(input x, int64_t at, int n)
 }
 
 /* Transposes 16 rows of 16 dwords in place: r[i] dword j <-> r[j] dword i. */
-AMX_FN static inline void transpose16(__m512i r[16])
+BF16_FN static inline void transpose16(__m512i r[16])
 {
     __m512i t[16];
     for (int i = 0; i < 16; i += 2) {
@@ -79,7 +82,7 @@ AMX_FN static inline void transpose16(__m512i r[16])
  * holds, in row p, the pairs (K[16t + n][32c + 2p], K[16t + n][32c + 2p + 1])
  * for n = 0..15: the transpose of the 16 keys' rows of pairs. Keys past Tk
  * and depths past D are zero. */
-AMX_FN static void pack_k(uint16_t *dst, input k, int64_t at, int64_t stride, int Tk, int Tkp, int D, int Dk)
+BF16_FN static void pack_k(uint16_t *dst, input k, int64_t at, int64_t stride, int Tk, int Tkp, int D, int Dk)
 {
     const int nc = Dk / 32;
     __m512i r[16];
@@ -107,7 +110,7 @@ AMX_FN static void pack_k(uint16_t *dst, input k, int64_t at, int64_t stride, in
  * two keys' 16 columns, interleaved. Column D is 1 for every real key, so
  * O's column D sums the bf16 P the products used: the softmax denominator,
  * rescaled along with O. */
-AMX_FN static void pack_v(uint16_t *dst, input v, int64_t at, int64_t stride, int Tk, int Tkp, int D, int nt)
+BF16_FN static void pack_v(uint16_t *dst, input v, int64_t at, int64_t stride, int Tk, int Tkp, int D, int nt)
 {
     const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
                                            22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
@@ -131,77 +134,12 @@ AMX_FN static void pack_v(uint16_t *dst, input v, int64_t at, int64_t stride, in
     }
 }
 
-/* ------------------------------------------------------------ kernels */
-
-/* s[32, n] = q[32, Dk] k^T for n keys (a multiple of 32) from key tile t0;
- * q bf16 rows of Dk, s f32 rows of n. */
-AMX_FN static void scores(float *s, const uint16_t *q, const uint16_t *kp, int t0, int n, int Dk)
-{
-    const int nc = Dk / 32;
-    const size_t ldq = (size_t)Dk * 2, lds = (size_t)n * 4;
-    for (int t = 0; t < n / 16; t += 2) {
-        const uint16_t *k0 = kp + (size_t)(t0 + t) * nc * TILE_ELEMS;
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
-        for (int c = 0; c < nc; c++) {
-            _tile_loadd(4, q + c * 32, ldq);
-            _tile_loadd(5, q + 16 * (size_t)Dk + c * 32, ldq);
-            _tile_loadd(6, k0 + (size_t)c * TILE_ELEMS, 64);
-            _tile_loadd(7, k0 + (size_t)(nc + c) * TILE_ELEMS, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
-        }
-        _tile_stored(0, s + t * 16, lds);
-        _tile_stored(1, s + t * 16 + 16, lds);
-        _tile_stored(2, s + 16 * (size_t)n + t * 16, lds);
-        _tile_stored(3, s + 16 * (size_t)n + t * 16 + 16, lds);
-    }
-}
-
-/* o[32, nt * 16] += p[32, n] v for n keys (a multiple of 32) from key chunk
- * kc0; p bf16 rows of n; two column tiles at a time, o kept in f32 memory. */
-AMX_FN static void accumulate_values(float *o, const uint16_t *p, const uint16_t *vp, int kc0, int n, int nt)
-{
-    const size_t ldp = (size_t)n * 2, ldo = (size_t)nt * 16 * 4;
-    float *o1 = o + 16 * (size_t)nt * 16;
-    for (int j = 0; j < nt; j += 2) {
-        const bool two = j + 1 < nt;
-        _tile_loadd(0, o + j * 16, ldo);
-        _tile_loadd(2, o1 + j * 16, ldo);
-        if (two) {
-            _tile_loadd(1, o + j * 16 + 16, ldo);
-            _tile_loadd(3, o1 + j * 16 + 16, ldo);
-        }
-        for (int kc = 0; kc < n / KEYS; kc++) {
-            const uint16_t *v0 = vp + ((size_t)(kc0 + kc) * nt + j) * TILE_ELEMS;
-            _tile_loadd(4, p + kc * KEYS, ldp);
-            _tile_loadd(5, p + 16 * (size_t)n + kc * KEYS, ldp);
-            _tile_loadd(6, v0, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(2, 5, 6);
-            if (two) {
-                _tile_loadd(7, v0 + TILE_ELEMS, 64);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(3, 5, 7);
-            }
-        }
-        _tile_stored(0, o + j * 16, ldo);
-        _tile_stored(2, o1 + j * 16, ldo);
-        if (two) {
-            _tile_stored(1, o + j * 16 + 16, ldo);
-            _tile_stored(3, o1 + j * 16 + 16, ldo);
-        }
-    }
-}
+/* ------------------------------------------------------------ softmax */
 
 /* 2^t: vreduceps gives f = t - floor(t) in [0, 1), a degree-4 fit of 2^f
  * (relative error 2.6e-6; P is rounded to bf16 next, 2e-3) and vscalefps
  * multiplies by 2^floor(t), flushing to 0 far below. */
-AMX_FN static inline __m512 exp2_ps(__m512 t)
+BF16_FN static inline __m512 exp2_ps(__m512 t)
 {
     const __m512 f = _mm512_reduce_ps(t, 0x09); /* round down, no precision exception */
     __m512 p = _mm512_set1_ps(1.353416724e-02f);
@@ -215,7 +153,7 @@ AMX_FN static inline __m512 exp2_ps(__m512 t)
 /* p[0..n) = bf16(2^(c s - m)), zero past valid; returns the lanes' max of
  * the valid s. n is a multiple of 32; pairs of vectors share one rounding
  * to bf16. */
-AMX_FN static inline __m512 exp_pass(uint16_t *p, const float *s, int n, int valid, float c, float m)
+BF16_FN static inline __m512 exp_pass(uint16_t *p, const float *s, int n, int valid, float c, float m)
 {
     const __m512 vm = _mm512_set1_ps(m), vc = _mm512_set1_ps(c);
     __m512 mx = _mm512_set1_ps(-INFINITY);
@@ -247,7 +185,7 @@ AMX_FN static inline __m512 exp_pass(uint16_t *p, const float *s, int n, int val
  * their scores once. When the block does raise it (and on the row's first
  * block, whose max is found first), *m is raised, the row's outputs so far
  * (o, its sum column included) are scaled down to it, and P is taken again. */
-AMX_FN static void softmax_block_row(uint16_t *p, const float *s, int n, int valid, float c, float *m, float *o,
+BF16_FN static void softmax_block_row(uint16_t *p, const float *s, int n, int valid, float c, float *m, float *o,
                                      int od)
 {
     if (valid <= 0) {
@@ -284,9 +222,10 @@ typedef struct {
     int Tq, Tk, Tkp, H, D, Dk, nt;
     bool causal;
     float scale;
-} amx_job;
+    const sdw_bf16_products *prod;
+} job;
 
-AMX_FN static void run_block(const amx_job *j, uint16_t *qb, float *s, uint16_t *p, float *o, int q0, int h)
+BF16_FN static void run_block(const job *j, uint16_t *qb, float *s, uint16_t *p, float *o, int q0, int h)
 {
     const int rows = j->Tq - q0 < ROWS ? j->Tq - q0 : ROWS, od = j->nt * 16;
     for (int r = 0; r < ROWS; r++) {
@@ -306,13 +245,13 @@ AMX_FN static void run_block(const amx_job *j, uint16_t *qb, float *s, uint16_t 
     const int last = j->causal ? (q0 + rows < j->Tk ? q0 + rows : j->Tk) : j->Tk; /* keys any row sees */
     for (int k0 = 0; k0 < last; k0 += BLOCK_KEYS) {
         const int n = (j->Tkp - k0 < BLOCK_KEYS ? j->Tkp - k0 : BLOCK_KEYS);
-        scores(s, qb, kp, k0 / 16, n, j->Dk);
+        j->prod->scores(s, qb, kp, k0 / 16, n, j->D, j->Dk);
         for (int r = 0; r < ROWS; r++) {
             const int i = q0 + r, seen = j->causal && i + 1 < j->Tk ? i + 1 : j->Tk;
             const int valid = seen - k0 < 0 ? 0 : seen - k0 > n ? n : seen - k0;
             softmax_block_row(p + (size_t)r * n, s + (size_t)r * n, n, valid, c, &m[r], o + (size_t)r * od, od);
         }
-        accumulate_values(o, p, vp, k0 / KEYS, n, j->nt);
+        j->prod->values(o, p, vp, k0 / KEYS, n, j->nt);
     }
     for (int r = 0; r < rows; r++) {
         const int64_t at = (int64_t)(q0 + r) * j->H * j->D + (int64_t)h * j->D;
@@ -327,8 +266,8 @@ AMX_FN static void run_block(const amx_job *j, uint16_t *qb, float *s, uint16_t 
     }
 }
 
-AMX_FN static void pack_item(const amx_job *j, uint16_t *kp, uint16_t *vp, input k, input v, int64_t at,
-                             int64_t kv_stride)
+BF16_FN static void pack_item(const job *j, uint16_t *kp, uint16_t *vp, input k, input v, int64_t at,
+                              int64_t kv_stride)
 {
 #pragma omp parallel for schedule(static)
     for (int hh = 0; hh < 2 * j->H; hh++) {
@@ -340,11 +279,12 @@ AMX_FN static void pack_item(const amx_job *j, uint16_t *kp, uint16_t *vp, input
     }
 }
 
-sdw_status sdw_attention_amx(sdw_backend *be, const sdw_attn_args *a, float *out, uint16_t *out_bf)
+sdw_status sdw_attention_bf16(sdw_backend *be, const sdw_attn_args *a, const sdw_bf16_products *prod, float *out,
+                              uint16_t *out_bf)
 {
     const int Tq = a->Tq, Tk = a->Tk, H = a->H, D = a->D;
-    amx_job j = { .q = { a->q, a->bf }, .q_stride = a->q_stride, .Tq = Tq, .Tk = Tk, .H = H, .D = D,
-                  .causal = a->causal, .scale = 1.0f / sqrtf((float)D) };
+    job j = { .q = { a->q, a->bf }, .q_stride = a->q_stride, .Tq = Tq, .Tk = Tk, .H = H, .D = D,
+              .causal = a->causal, .scale = 1.0f / sqrtf((float)D), .prod = prod };
     const input k = { a->k, a->bf }, v = { a->v, a->bf };
     j.Tkp = (Tk + KEYS - 1) / KEYS * KEYS;
     j.Dk = (D + 31) / 32 * 32;
@@ -377,10 +317,10 @@ sdw_status sdw_attention_amx(sdw_backend *be, const sdw_attn_args *a, float *out
             float *o = (float *)((char *)p + ((sz_p + 63) & ~(size_t)63));
             /* Tiles configured once per thread, not per block; head-major
              * order: consecutive blocks share one head's K and V. */
-            sdw_amx_configure_tiles();
+            if (prod->tiles) sdw_amx_configure_tiles();
 #pragma omp for schedule(dynamic)
             for (int t = 0; t < n_rb * H; t++) run_block(&j, qb, s, p, o, t % n_rb * ROWS, t / n_rb);
-            sdw_amx_release_tiles();
+            if (prod->tiles) sdw_amx_release_tiles();
         }
     }
     return SDW_OK;

@@ -1,0 +1,44 @@
+/* attention_bf16.h: the bf16 attention kernel (attention_bf16.c) and the two
+ * ways it multiplies: AMX tiles (attention_bf16_amx.c) on CPUs that have
+ * them, AVX-512-BF16 dot products (attention_bf16_dp.c) on those that have
+ * only these. sdw_attention picks one; the oneDNN path serves the rest.
+ *
+ * Both products read the same packed operands, in the tiles' layouts:
+ *  - a block's queries: ROWS rows of Dk bf16 (D zero-padded to 32s);
+ *  - K of one head: tile (key tile t of 16 keys, depth chunk c of 32) holds,
+ *    in row p, the pairs (K[16t + n][32c + 2p], K[16t + n][32c + 2p + 1]) for
+ *    n = 0..15, TILE_ELEMS apart, chunks inside key tiles;
+ *  - V of one head: tile (key chunk kc of 32 keys, column tile j of 16)
+ *    holds, in row p, the pairs (V[32kc + 2p][16j + n], V[32kc + 2p + 1][16j + n]),
+ *    column tiles inside key chunks; column D is 1 for every real key, so
+ *    O's column D sums the bf16 P the products used;
+ *  - P: ROWS rows of n bf16.
+ * Each 32-bit pair is what one vdpbf16ps lane (or AMX's) multiplies. */
+#ifndef SDW_BACKEND_ATTENTION_BF16_H
+#define SDW_BACKEND_ATTENTION_BF16_H
+#include "backend/cpu_internal.h"
+
+#define SDW_ATT_ROWS 32        /* queries per block: two AMX row tiles */
+#define SDW_ATT_KEYS 32        /* keys per chunk of P V: one tile's depth in bf16 */
+#define SDW_ATT_TILE_ELEMS 512 /* bf16 elements of one packed 16 x 32 tile */
+
+typedef struct {
+    /* s[ROWS, n] = q[ROWS, Dk] K^T for n keys (a multiple of 32) from key
+     * tile t0, of which D depths are real; s f32 rows of n. */
+    void (*scores)(float *s, const uint16_t *q, const uint16_t *kp, int t0, int n, int D, int Dk);
+    /* o[ROWS, nt * 16] += p[ROWS, n] V for n keys (a multiple of 32) from
+     * key chunk kc0; o f32 rows of nt * 16. */
+    void (*values)(float *o, const uint16_t *p, const uint16_t *vp, int kc0, int n, int nt);
+    bool tiles; /* AMX: each thread configures the tiles first */
+    const char *name; /* as the bench names the kernel */
+} sdw_bf16_products;
+
+extern const sdw_bf16_products sdw_bf16_products_amx; /* attention_bf16_amx.c */
+extern const sdw_bf16_products sdw_bf16_products_dp;  /* attention_bf16_dp.c */
+
+/* sdw_attention's contract, in bf16 (f32 inputs rounded, f32 softmax and
+ * sums) on the given products; the result goes to out (f32) or, when out is
+ * NULL, to out_bf (bf16). */
+sdw_status sdw_attention_bf16(sdw_backend *be, const sdw_attn_args *a, const sdw_bf16_products *prod, float *out,
+                              uint16_t *out_bf);
+#endif
