@@ -4,6 +4,7 @@
  * gated at 1e-2 against the same f32 reference. */
 #include "testkit.h"
 #include "backend/backend.h"
+#include "backend/conv_wino.h"
 #include "backend/cpu_internal.h"
 #include "core/error.h"
 #include "core/half.h"
@@ -424,9 +425,10 @@ static void linear_own_kernel(void **state)
 }
 
 /* f32 3x3 convolutions of 256+ channels run on oneDNN's Winograd kernels
- * where the CPU has them (AVX-512). Against the direct convolution on the
- * same backend and against the double reference: the transforms cost a few
- * bits (measured 1.7e-6..2.1e-6 at SD's sizes; gate F32_GATE, 1e-5). Then
+ * where the CPU has them (AVX-512), those of 128+ on our own F(4x4, 3x3)
+ * on AVX2. Against the direct convolution on the same backend and against
+ * the double reference: the transforms cost a few bits (measured
+ * 1.7e-6..2.1e-6 at SD's sizes; gate F32_GATE, 1e-5). Then
  * the weights change under it as LoRA changes them: through the stored
  * bytes (merge and exact undo) and through set_weights; the Winograd copy
  * must follow both. */
@@ -435,13 +437,14 @@ static void conv_winograd(void **state)
     (void)state;
     sdw_backend *be = backend(SDW_PRECISION_F32);
     bool wino = sdw_backend_set_winograd(be, true);
-    printf("  %s\n", wino ? "Winograd kernels here (AVX-512): f32 3x3 convs of 256+ channels use them"
-                          : "no Winograd kernels here: every f32 conv runs direct, compared with itself");
+    printf("  %s%s\n", wino ? "Winograd kernels here: " : "no Winograd kernels here: every f32 conv runs direct",
+           wino ? sdw_conv_wino_kernel() : ", compared with itself");
     static const conv_case cases[] = {
         { 2, 16, 16, 256, 256, 3, 1, 1, 1, 1, 1, true },
         { 1, 13, 11, 320, 256, 3, 1, 1, 1, 1, 1, false },  /* odd sizes: partial tiles */
         { 1, 3, 3, 256, 512, 3, 1, 1, 1, 1, 1, true },     /* smaller than one tile */
         { 2, 16, 16, 64, 256, 3, 1, 1, 1, 1, 1, true },    /* 64 channels in: direct */
+        { 1, 50, 38, 128, 144, 3, 1, 1, 1, 1, 1, true },   /* 128: AVX2 only; blocks of tiles, a ragged last */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const conv_case *c = &cases[i];
@@ -510,8 +513,9 @@ static void conv_winograd_bands(void **state)
 {
     (void)state;
     sdw_backend *be = backend(SDW_PRECISION_F32);
-    if (!sdw_backend_set_winograd(be, true)) {
-        printf("  no Winograd kernels here: nothing to split\n");
+    if (!sdw_backend_set_winograd(be, true) || strstr(sdw_conv_wino_kernel(), "avx2")) {
+        printf("  %s\n", sdw_backend_set_winograd(be, true) ? "our AVX2 Winograd runs in blocks of tiles: no bands"
+                                                           : "no Winograd kernels here: nothing to split");
         sdw_backend_free(be);
         return;
     }

@@ -167,7 +167,7 @@ static sdw_status run(sdw_backend *be, const sdw_conv2d *c, const void *x, bool 
         SDW_TRY(sdw_conv_wino(be, ww, &c->wmd, c->w, c->bias, N, H, W, c->cin, c->cout, (const float *)x, y,
                               flags & SDW_PRIM_SUM, &ran));
         if (ran) {
-            *kernel = "conv_wino (oneDNN winograd)";
+            *kernel = sdw_conv_wino_kernel();
             if (count) sdw_count_op(be, SDW_OPK_CONV, t0, flops, *kernel, dims);
             return SDW_OK;
         }

@@ -1,6 +1,7 @@
-/* conv_wino.c: f32 3x3 stride-1 convolutions on oneDNN's Winograd kernels,
- * which need about 2.25x fewer multiplies than the direct convolution.
- * oneDNN has them for f32 on AVX-512 only, with activations in its blocked
+/* conv_wino.c: f32 3x3 stride-1 convolutions on Winograd kernels, which
+ * need 2.25-4x fewer multiplies than the direct convolution: oneDNN's on
+ * AVX-512, our own F(4x4, 3x3) on AVX2 (conv_wino_avx2.c), where oneDNN
+ * has none. oneDNN's take activations in its blocked
  * nChw16c layout and weights in a Winograd layout whose blocking depends on
  * the call's size. So a call re-lays x out, convolves, and writes y back as
  * NHWC (adding into it for residuals); the layout changes cost 3-8% of the
@@ -12,13 +13,14 @@
  * layer. Images whose working set passes the budget run as bands of rows,
  * each with its one-row halo, so the memory stays bounded. */
 #include "backend/conv_wino.h"
+#include "backend/conv_wino_avx2.h"
 #include "core/log.h"
 #include <stdlib.h>
 
 enum { TO_BLOCKED, FROM_BLOCKED };
 
 /* oneDNN's Winograd kernels are AVX-512 only. */
-static bool winograd_isa(void)
+static bool onednn_winograd(void)
 {
     unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
     return (isa & (unsigned)dnnl_cpu_isa_avx512_core) == (unsigned)dnnl_cpu_isa_avx512_core;
@@ -27,9 +29,11 @@ static bool winograd_isa(void)
 bool sdw_conv_wino_suits(const sdw_backend *be, int cin, int cout, int kh, int kw, int stride, int pad_t, int pad_l,
                          int pad_b, int pad_r)
 {
-    return be->precision == SDW_PRECISION_F32 && !be->no_winograd && winograd_isa() && kh == 3 && kw == 3 &&
-           stride == 1 && pad_t == 1 && pad_l == 1 && pad_b == 1 && pad_r == 1 && cin % 16 == 0 && cout % 16 == 0 &&
-           cin >= SDW_WINO_MIN_CHANNELS && cout >= SDW_WINO_MIN_CHANNELS &&
+    const bool onednn = onednn_winograd();
+    const int least = onednn ? SDW_WINO_MIN_CHANNELS : SDW_WINO_AVX2_MIN_CHANNELS;
+    return be->precision == SDW_PRECISION_F32 && !be->no_winograd && (onednn || sdw_wino_avx2_usable()) &&
+           kh == 3 && kw == 3 && stride == 1 && pad_t == 1 && pad_l == 1 && pad_b == 1 && pad_r == 1 &&
+           cin % 16 == 0 && cout % 16 == 0 && cin >= least && cout >= least &&
            (int64_t)cin * cout <= SDW_WINO_MAX_CIN_X_COUT;
 }
 
@@ -39,7 +43,7 @@ void sdw_backend_set_winograd_budget(sdw_backend *be, size_t bytes) { be->wino_b
 bool sdw_backend_set_winograd(sdw_backend *be, bool on)
 {
     be->no_winograd = !on;
-    return on && be->precision == SDW_PRECISION_F32 && winograd_isa();
+    return on && be->precision == SDW_PRECISION_F32 && (onednn_winograd() || sdw_wino_avx2_usable());
 }
 
 /* An activation of N images of `rows` x W x C: nChw16c, or NHWC rows of
@@ -129,28 +133,78 @@ static int band_count(size_t whole_bytes, size_t budget, int H)
     return whole_bytes <= budget ? 1 : 0;
 }
 
-/* oneDNN transforms only plain [cout, cin, 3, 3] weights, so the stored
- * (blocked) ones go through a plain copy first. */
-static sdw_status transform_weights(sdw_backend *be, const dnnl_memory_desc_t *wmd, const void *w, int cin, int cout,
-                                    const dnnl_memory_desc_t *want, sdw_conv_wino_weights *ww)
+/* The stored (blocked) weights as plain [cout, cin, 3, 3], which both
+ * transforms start from; freed by the caller. */
+static sdw_status plain_weights(sdw_backend *be, const dnnl_memory_desc_t *wmd, const void *w, int cin, int cout,
+                                float **out)
 {
     dnnl_memory_desc_t plain;
     dnnl_dims_t dw = { cout, cin, 3, 3 };
     SDW_DNNL(dnnl_memory_desc_init_by_tag(&plain, 4, dw, dnnl_f32, dnnl_oihw), "conv weights");
     float *tmp = malloc(sizeof(float) * (size_t)cout * cin * 9);
     if (!tmp) return sdw_fail(SDW_ERR_NOMEM, "conv: out of memory for Winograd weights");
-    double t0 = sdw_be_now();
     sdw_status st = sdw_reorder_into(be, wmd, w, &plain, tmp);
+    if (st != SDW_OK) free(tmp);
+    else *out = tmp;
+    return st;
+}
+
+static void hold(sdw_backend *be, sdw_conv_wino_weights *ww)
+{
+    ww->held = &be->derived_bytes;
+    *ww->held += ww->bytes;
+}
+
+/* oneDNN transforms only plain weights, so the stored ones go through a
+ * plain copy first. */
+static sdw_status transform_weights(sdw_backend *be, const dnnl_memory_desc_t *wmd, const void *w, int cin, int cout,
+                                    const dnnl_memory_desc_t *want, sdw_conv_wino_weights *ww)
+{
+    dnnl_memory_desc_t plain;
+    dnnl_dims_t dw = { cout, cin, 3, 3 };
+    SDW_DNNL(dnnl_memory_desc_init_by_tag(&plain, 4, dw, dnnl_f32, dnnl_oihw), "conv weights");
+    float *tmp = NULL;
+    double t0 = sdw_be_now();
+    SDW_TRY(plain_weights(be, wmd, w, cin, cout, &tmp));
     double t1 = sdw_be_now();
-    if (st == SDW_OK) st = sdw_reorder_weights(be, &plain, tmp, want, &ww->w, &ww->bytes);
+    sdw_status st = sdw_reorder_weights(be, &plain, tmp, want, &ww->w, &ww->bytes);
     SDW_DEBUG("winograd weights %d->%d: %.1f + %.1f ms", cin, cout, (t1 - t0) * 1e3, (sdw_be_now() - t1) * 1e3);
     free(tmp);
     if (st == SDW_OK) {
         ww->md = *want;
-        ww->held = &be->derived_bytes;
-        *ww->held += ww->bytes;
+        hold(be, ww);
     }
     return st;
+}
+
+/* Our own kernel (no AVX-512): its weights made once, whatever the size. */
+static sdw_status conv_own(sdw_backend *be, sdw_conv_wino_weights *ww, const dnnl_memory_desc_t *wmd, const void *w,
+                           const float *bias, int N, int H, int W, int cin, int cout, const float *x, float *y,
+                           bool accumulate, bool *ran)
+{
+    if (!sdw_wino_avx2_suits_size(N, H, W)) return SDW_OK;
+    if (!ww->w) {
+        float *tmp = NULL;
+        SDW_TRY(plain_weights(be, wmd, w, cin, cout, &tmp));
+        ww->bytes = sizeof(float) * sdw_wino_avx2_weight_floats(cin, cout);
+        ww->w = aligned_alloc(64, (ww->bytes + 63) & ~(size_t)63);
+        if (!ww->w) {
+            free(tmp);
+            *ww = (sdw_conv_wino_weights){ 0 };
+            return sdw_fail(SDW_ERR_NOMEM, "conv: out of memory for Winograd weights");
+        }
+        sdw_wino_avx2_weights(tmp, cin, cout, ww->w);
+        free(tmp);
+        hold(be, ww);
+    }
+    SDW_TRY(sdw_wino_avx2_forward(be, ww->w, bias, N, H, W, cin, cout, x, y, accumulate));
+    *ran = true;
+    return SDW_OK;
+}
+
+const char *sdw_conv_wino_kernel(void)
+{
+    return onednn_winograd() ? "conv_wino (oneDNN winograd)" : "conv_wino_avx2 (F(4x4,3x3), 6x16 tiles)";
 }
 
 sdw_status sdw_conv_wino(sdw_backend *be, sdw_conv_wino_weights *ww, const dnnl_memory_desc_t *wmd, const void *w,
@@ -158,6 +212,7 @@ sdw_status sdw_conv_wino(sdw_backend *be, sdw_conv_wino_weights *ww, const dnnl_
                          bool accumulate, bool *ran)
 {
     *ran = false;
+    if (!onednn_winograd()) return conv_own(be, ww, wmd, w, bias, N, H, W, cin, cout, x, y, accumulate, ran);
     const size_t budget = be->wino_budget ? be->wino_budget : SDW_WINO_BUDGET;
     const band whole = band_of(N, H, W, cin, cout, bias != NULL, 0, H);
     sdw_prim *p;

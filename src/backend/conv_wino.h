@@ -1,4 +1,5 @@
-/* conv_wino.h: f32 3x3 convolutions on oneDNN's Winograd kernels (conv_wino.c). */
+/* conv_wino.h: f32 3x3 convolutions on Winograd kernels (conv_wino.c):
+ * oneDNN's on AVX-512, ours on AVX2. */
 #ifndef SDW_BACKEND_CONV_WINO_H
 #define SDW_BACKEND_CONV_WINO_H
 #include "backend/cpu_internal.h"
@@ -11,6 +12,10 @@
  * VAE's 256- and 512-channel layers: 2-2.9x faster than brgconv f32 on
  * AVX-512, layout changes included, for about 1.7 GB more weights. */
 #define SDW_WINO_MIN_CHANNELS 256
+/* Our AVX2 kernel (conv_wino_avx2.c) gains at 128 channels too: 4.2x on
+ * the VAE's 512x512 128->128 layer, its slowest direct one (its weights:
+ * 2.4 MB). */
+#define SDW_WINO_AVX2_MIN_CHANNELS 128
 #define SDW_WINO_MAX_CIN_X_COUT (1280 * 640)
 /* A call's working set (the kernel's scratchpad and the re-laid-out input
  * and output) above this runs in bands of rows: SD1.5's UNet layers fit
@@ -39,6 +44,8 @@ bool sdw_conv_wino_suits(const sdw_backend *be, int cin, int cout, int kh, int k
 sdw_status sdw_conv_wino(sdw_backend *be, sdw_conv_wino_weights *ww, const dnnl_memory_desc_t *wmd, const void *w,
                          const float *bias, int N, int H, int W, int cin, int cout, const float *x, float *y,
                          bool accumulate, bool *ran);
+/* The kernel sdw_conv_wino runs on this CPU, as the bench names it. */
+const char *sdw_conv_wino_kernel(void);
 /* Frees the transformed weights (the stored ones changed, or the layer goes). */
 void sdw_conv_wino_drop(sdw_conv_wino_weights *ww);
 #endif
