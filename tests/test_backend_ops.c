@@ -356,6 +356,53 @@ static void run_linear(sdw_backend *be, const sdw_linear *l, int mode, const flo
     if (st != SDW_OK) fail_msg("%s", sdw_last_error());
 }
 
+/* f32 layers of few rows on our AVX2 kernel (linear_avx2.c) where the CPU
+ * has AVX2 and no AVX-512: against oneDNN and the double reference, with
+ * a partial last tile of rows, depths past one 256-deep slice (and not a
+ * multiple of it), bias or none, and added into y. */
+static void linear_own_kernel_f32(void **state)
+{
+    (void)state;
+    sdw_backend *be = backend(SDW_PRECISION_F32);
+    const bool ours = sdw_backend_set_own_linear(be, true);
+    printf("  %s\n", ours ? "f32 layers of few rows on linear_avx2.c here" : "no AVX2-only kernel here: oneDNN only");
+    static const struct { int K, N; int64_t M; bool bias; } cases[] = {
+        { 768, 320, 77, true },  /* CLIP's rows: 12 whole tiles and 5 rows */
+        { 300, 48, 6, false },   /* one tile; two depth slices, the second short */
+        { 40, 16, 13, true },    /* one panel, under one slice */
+        { 2048, 1024, 200, true }, /* large enough for 200 rows */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const int K = cases[i].K, N = cases[i].N;
+        const int64_t M = cases[i].M;
+        const size_t ny = (size_t)M * N;
+        float *w = frand((size_t)N * K, 91 + K, 1.0f / sqrtf((float)K)), *b = frand((size_t)N, 92, 0.5f);
+        float *x = frand((size_t)M * K, 93, 1.0f), *base = frand(ny, 94, 1.0f), *r = falloc(ny);
+        float *y[2] = { falloc(ny), falloc(ny) };
+        sdw_linear *l = NULL;
+        if (sdw_linear_create(be, K, N, w, cases[i].bias ? b : NULL, &l) != SDW_OK) fail_msg("%s", sdw_last_error());
+        ref_linear(x, M, K, N, w, cases[i].bias ? b : NULL, r);
+        for (int add = 0; add < 2; add++) {
+            for (int side = 0; side < 2; side++) { /* 0: ours where it runs, 1: oneDNN */
+                sdw_backend_set_own_linear(be, side == 0);
+                memcpy(y[side], base, ny * sizeof(float));
+                assert_int_equal((add ? sdw_linear_forward_add : sdw_linear_forward)(be, l, x, M, y[side]), SDW_OK);
+            }
+            char what[96];
+            snprintf(what, sizeof what, "linear f32 own vs oneDNN M%lld K%d N%d%s%s", (long long)M, K, N,
+                     cases[i].bias ? " +bias" : "", add ? " add" : "");
+            test_check_close(what, y[0], y[1], ny, F32_GATE);
+            if (!add) {
+                snprintf(what, sizeof what, "linear f32 own vs reference M%lld K%d N%d", (long long)M, K, N);
+                test_check_close(what, y[0], r, ny, F32_GATE);
+            }
+        }
+        sdw_linear_free(l);
+        free(w), free(b), free(x), free(base), free(r), free(y[0]), free(y[1]);
+    }
+    sdw_backend_free(be);
+}
+
 static void linear_own_kernel(void **state)
 {
     (void)state;
@@ -1072,6 +1119,7 @@ int main(void)
         cmocka_unit_test(linear_holds_weights_once),
         cmocka_unit_test(forward_add),
         cmocka_unit_test(linear_own_kernel),
+        cmocka_unit_test(linear_own_kernel_f32),
         cmocka_unit_test(conv_ops),
         cmocka_unit_test(conv_own_kernel),
         cmocka_unit_test(conv_winograd),

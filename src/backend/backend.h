@@ -65,8 +65,10 @@ bool sdw_backend_set_own_attention(sdw_backend *be, bool on);
  * Returns whether our kernel can now run. */
 bool sdw_backend_set_own_conv(sdw_backend *be, bool on);
 
-/* bf16 linear layers of 32 rows or more on our AMX kernel where the CPU has
- * one, on by default; off, on oneDNN. Returns whether ours can now run. */
+/* Linear layers on our own kernels where the CPU has one, on by default:
+ * bf16 of 32 rows or more on AMX (linear_amx.c), f32 of 6 to 160 rows (256
+ * for large layers) on AVX2 without AVX-512 (linear_avx2.c); off, on
+ * oneDNN. Returns whether ours can now run. */
 bool sdw_backend_set_own_linear(sdw_backend *be, bool on);
 
 /* f32 3x3 convolutions of the larger layers on oneDNN's Winograd kernels

@@ -18,13 +18,12 @@
  * not bound by memory. The transforms lose a few bits (1e-6 relative, as
  * oneDNN's Winograd does). */
 #include "backend/conv_wino_avx2.h"
+#include "backend/gemm_avx2.h"
 #include <dnnl.h>
-#include <immintrin.h>
 #include <omp.h>
 
-#define AVX2_FN __attribute__((target("avx2,fma")))
-#define MR 6          /* tiles (rows) of a register tile */
-#define NR 16         /* output channels (columns) of a register tile: two vectors */
+#define MR SDW_GEMM_MR /* tiles (rows) of a register tile */
+#define NR SDW_GEMM_NR /* output channels (columns) of a register tile */
 #define MAX_TB 96     /* tiles a block takes at most */
 #define XI 36         /* 6 x 6 transformed values per tile */
 
@@ -185,39 +184,16 @@ AVX2_FN static void output_tile(const job *j, int64_t t, int slot, const float *
 
 /* ------------------------------------------------------------ products */
 
-/* c[MR, NR] = a[MR, K] (rows lda apart) b[K, NR] (a packed panel), K > 0.
- * The sums are named one by one: gcc keeps an array of them in memory,
- * stored at every step of the loop. */
-AVX2_FN static void gemm_tile(const float *a, int lda, const float *b, int K, float *c, int ldc)
+/* c[MR, NR] = a[MR, K] (rows lda apart) b[K, NR] (a packed panel), K > 0. */
+AVX2_FN static inline void gemm_tile(const float *a, int lda, const float *b, int K, float *c, int ldc)
 {
-    const size_t l = (size_t)lda;
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    const float *end = b + (size_t)K * NR;
-    do {
-        const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-        __m256 x = _mm256_broadcast_ss(a);
-        c00 = _mm256_fmadd_ps(x, b0, c00), c01 = _mm256_fmadd_ps(x, b1, c01);
-        x = _mm256_broadcast_ss(a + l);
-        c10 = _mm256_fmadd_ps(x, b0, c10), c11 = _mm256_fmadd_ps(x, b1, c11);
-        x = _mm256_broadcast_ss(a + 2 * l);
-        c20 = _mm256_fmadd_ps(x, b0, c20), c21 = _mm256_fmadd_ps(x, b1, c21);
-        x = _mm256_broadcast_ss(a + 3 * l);
-        c30 = _mm256_fmadd_ps(x, b0, c30), c31 = _mm256_fmadd_ps(x, b1, c31);
-        x = _mm256_broadcast_ss(a + 4 * l);
-        c40 = _mm256_fmadd_ps(x, b0, c40), c41 = _mm256_fmadd_ps(x, b1, c41);
-        x = _mm256_broadcast_ss(a + 5 * l);
-        c50 = _mm256_fmadd_ps(x, b0, c50), c51 = _mm256_fmadd_ps(x, b1, c51);
-        a++;
-        b += NR;
-    } while (b < end);
-    const size_t m = (size_t)ldc;
-    _mm256_storeu_ps(c, c00), _mm256_storeu_ps(c + 8, c01);
-    _mm256_storeu_ps(c + m, c10), _mm256_storeu_ps(c + m + 8, c11);
-    _mm256_storeu_ps(c + 2 * m, c20), _mm256_storeu_ps(c + 2 * m + 8, c21);
-    _mm256_storeu_ps(c + 3 * m, c30), _mm256_storeu_ps(c + 3 * m + 8, c31);
-    _mm256_storeu_ps(c + 4 * m, c40), _mm256_storeu_ps(c + 4 * m + 8, c41);
-    _mm256_storeu_ps(c + 5 * m, c50), _mm256_storeu_ps(c + 5 * m + 8, c51);
+    const sdw_gemm_tile t = sdw_gemm_6x16(a, (size_t)lda, b, NR, K);
+    for (int r = 0; r < MR; r++) {
+        __m256 lo, hi;
+        sdw_gemm_row(&t, r, &lo, &hi);
+        _mm256_storeu_ps(c + (size_t)r * ldc, lo);
+        _mm256_storeu_ps(c + (size_t)r * ldc + 8, hi);
+    }
 }
 
 /* One block: tiles t0 .. t0 + n through the three steps, on this thread's

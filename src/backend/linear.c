@@ -5,13 +5,16 @@
  * weights are reordered once, at create, into the layout the primitive
  * prefers for a representative M; every later shape is created against
  * that stored layout. Where the CPU has AMX, 32 rows or more run on
- * linear_amx.c, which reads that same layout. A layer made from compact
+ * linear_amx.c, which reads that same layout; in f32 on AVX2, calls of few
+ * rows run on linear_avx2.c, over the matmul's plain [in, out] weights.
+ * A layer made from compact
  * weights (sdw_linear_create_quant) keeps them as they are and runs on
  * linear_quant.c. Any layer may also carry low-rank branches (a LoRA kept
  * beside compact weights), added to its f32 result by linear_branch.c. */
 #include "backend/cpu_internal.h"
 #include "backend/amx.h"
 #include "backend/linear_amx.h"
+#include "backend/linear_avx2.h"
 #include "backend/linear_branch.h"
 #include "backend/linear_quant.h"
 #include <stdlib.h>
@@ -204,6 +207,11 @@ static sdw_status product(sdw_backend *be, const sdw_linear *l, const void *x, b
         sdw_count_op(be, SDW_OPK_LINEAR, t0, flops, sdw_qlinear_path(l->qt), dims);
         return SDW_OK;
     }
+    if (!l->quant && !be->no_own_linear && sdw_linear_avx2_suits(be, &l->wmd, l->in, l->out, M)) {
+        SDW_TRY(sdw_linear_avx2(be, src, M, l->in, l->out, l->w, l->bias, y, (flags & SDW_PRIM_SUM) != 0));
+        sdw_count_op(be, SDW_OPK_LINEAR, t0, flops, "linear_avx2 (6x16 tiles)", dims);
+        return SDW_OK;
+    }
     if (sdw_linear_uses_own_kernel(be, l, M)) {
         const sdw_linear_amx_args a = { src, M, l->in, l->out, l->w, l->bias, y_is_act ? NULL : y,
                                         y_is_act ? y : NULL, (flags & SDW_PRIM_SUM) != 0, false };
@@ -337,7 +345,13 @@ bool sdw_linear_uses_own_kernel(const sdw_backend *be, const sdw_linear *l, int6
 bool sdw_backend_set_own_linear(sdw_backend *be, bool on)
 {
     be->no_own_linear = !on;
-    return on && be->precision == SDW_PRECISION_BF16 && sdw_amx_usable();
+    if (be->precision == SDW_PRECISION_F32) {
+        dnnl_memory_desc_t plain;
+        dnnl_dims_t dims = { 16, 16 }, strides = { 16, 1 };
+        return on && dnnl_memory_desc_init_by_strides(&plain, 2, dims, dnnl_f32, strides) == dnnl_success &&
+               sdw_linear_avx2_suits(be, &plain, 16, 16, 77);
+    }
+    return on && sdw_amx_usable();
 }
 
 sdw_lbranches **sdw_linear_branch_slot(sdw_linear *l) { return &l->branches; }
