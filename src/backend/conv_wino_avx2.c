@@ -8,15 +8,16 @@
  * with U = G g G^T the weights transformed once (4x their size). The
  * products do 36 multiply-adds where the direct convolution does 144 (per
  * tile, channel pair), on a 6 x 16 register tile of 12 FMA sums, the
- * kernel's whole cost at 128+ channels: the transforms are add/FMA chains
- * over 8 channels at a time, about 6% of the work at 128 channels.
+ * kernel's main cost at 128+ channels: the transforms are add/FMA chains
+ * over 8 channels at a time, about 6% of the operations at 128 channels
+ * (7% of the time in perf).
  *
  * Each thread takes blocks of up to 96 tiles through all three steps, so a
  * block's transformed inputs (V, one xi of them at a time) stay in L2 while
  * every cout panel of U[xi] passes over them, and U streams from memory once
  * per block: enough reuse that even the 512-channel layers (37 MB of U) are
- * not bound by memory. The transforms lose a few bits (1e-6 relative, as
- * oneDNN's Winograd does). */
+ * not bound by memory. The transforms lose a few bits (2-3e-6 relative L2
+ * per layer; oneDNN's Winograd 1.7-2.1e-6). */
 #include "backend/conv_wino_avx2.h"
 #include "backend/gemm_avx2.h"
 #include <dnnl.h>
