@@ -9,6 +9,7 @@
 #include <cmocka.h>
 #include "sdw.h"
 #include "io/safetensors.h"
+#include "models/weights.h"
 
 /* Path under tests/data (static buffer, one at a time per call site). */
 const char *test_data_path(const char *rel);
@@ -27,6 +28,11 @@ void test_fill(float *x, size_t n, uint32_t seed);
 /* Whether this CPU runs precision p; bf16 needs AVX-512, and where it is
  * missing the caller skips its bf16 checks (said in the output). */
 bool test_precision_runs(sdw_precision p);
+/* Bytes the dense linears of a layer list hold beyond their f32 weights and
+ * biases: the padding of the blocked layout oneDNN picks on this CPU (on
+ * AVX-512 it pads 32 outputs to 64), 0 where it keeps the rows as they are.
+ * Each linear counts once however many names it has; all have a bias. */
+size_t test_linear_padding(const sdw_layer_list *l);
 
 
 /* Layout conversion between PyTorch's NCHW references and our NHWC. */
