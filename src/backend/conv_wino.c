@@ -187,7 +187,7 @@ static sdw_status conv_own(sdw_backend *be, sdw_conv_wino_weights *ww, const dnn
         float *tmp = NULL;
         SDW_TRY(plain_weights(be, wmd, w, cin, cout, &tmp));
         ww->bytes = sizeof(float) * sdw_wino_avx2_weight_floats(cin, cout);
-        ww->w = sdw_alloc_weights(ww->bytes);
+        ww->w = aligned_alloc(64, (ww->bytes + 63) & ~(size_t)63);
         if (!ww->w) {
             free(tmp);
             *ww = (sdw_conv_wino_weights){ 0 };

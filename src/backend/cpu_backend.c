@@ -5,7 +5,6 @@
 #include "backend/cpu_internal.h"
 #include "backend/amx.h"
 #include <time.h>
-#include <sys/mman.h>
 #include "core/log.h"
 #include <omp.h>
 #include <stdio.h>
@@ -517,21 +516,12 @@ sdw_status sdw_reorder_into(sdw_backend *be, const dnnl_memory_desc_t *src_md, c
     return s == dnnl_success ? SDW_OK : sdw_dnnl_fail(s, "weights reorder");
 }
 
-void *sdw_alloc_weights(size_t bytes)
-{
-    const size_t huge = (size_t)2 << 20;
-    void *p = NULL;
-    if (posix_memalign(&p, bytes >= huge ? huge : 64, bytes ? bytes : 64)) return NULL;
-    if (bytes >= huge) madvise(p, bytes & ~(huge - 1), MADV_HUGEPAGE); /* a hint: refused is fine */
-    return p;
-}
-
 sdw_status sdw_reorder_weights(sdw_backend *be, const dnnl_memory_desc_t *src_md, const float *src,
                                const dnnl_memory_desc_t *dst_md, void **out, size_t *bytes)
 {
     *out = NULL;
     size_t sz = dnnl_memory_desc_get_size(dst_md);
-    void *buf = sdw_alloc_weights(sz);
+    void *buf = aligned_alloc(64, (sz + 63) & ~(size_t)63);
     if (!buf) return sdw_fail(SDW_ERR_NOMEM, "weights: cannot allocate %zu bytes", sz);
     sdw_status st = sdw_reorder_into(be, src_md, src, dst_md, buf);
     if (st != SDW_OK) {

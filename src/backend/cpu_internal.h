@@ -169,12 +169,6 @@ sdw_status sdw_prim_exec_thread(sdw_backend *be, const sdw_prim *p, int tid, voi
 /* Reorders between two layouts (and data types) into an existing buffer. */
 sdw_status sdw_reorder_into(sdw_backend *be, const dnnl_memory_desc_t *src_md, const void *src,
                             const dnnl_memory_desc_t *dst_md, void *dst);
-/* A buffer for weights, freed with free(): from 2 MiB on, aligned to and
- * advised onto huge pages (where Linux's transparent huge pages are "madvise",
- * the default of many distributions), so that kernels striding through
- * large weights do not miss the TLB at every row: our AVX2 linear kernel
- * read 1280 -> 10240 weights at 0.12 TFLOP/s on 4 KiB pages, 0.19 on 2 MiB. */
-void *sdw_alloc_weights(size_t bytes);
 /* Reorders f32 weights given by src_md into a freshly allocated buffer laid
  * out as dst_md (converting the data type); *out is freed with free(). */
 sdw_status sdw_reorder_weights(sdw_backend *be, const dnnl_memory_desc_t *src_md, const float *src,
