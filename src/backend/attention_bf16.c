@@ -14,7 +14,9 @@
  *   P = 2^(c S - max)   AVX-512, bf16, against the row's running max, in
  *                       one pass that also finds the block's max; in the
  *                       rare block that raises it, the row's outputs so
- *                       far are scaled down and P is taken again
+ *                       far are scaled down and P is taken again (the dot
+ *                       product kernel takes P from S in its registers:
+ *                       products->scores_softmax)
  *   O += P V            products->values; the ones column makes O's column
  *                       D the sum of exactly the bf16 P multiplied, the
  *                       denominator
@@ -136,20 +138,6 @@ BF16_FN static void pack_v(uint16_t *dst, input v, int64_t at, int64_t stride, i
 
 /* ------------------------------------------------------------ softmax */
 
-/* 2^t: vreduceps gives f = t - floor(t) in [0, 1), a degree-4 fit of 2^f
- * (relative error 2.6e-6; P is rounded to bf16 next, 2e-3) and vscalefps
- * multiplies by 2^floor(t), flushing to 0 far below. */
-BF16_FN static inline __m512 exp2_ps(__m512 t)
-{
-    const __m512 f = _mm512_reduce_ps(t, 0x09); /* round down, no precision exception */
-    __m512 p = _mm512_set1_ps(1.353416724e-02f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.201146192e-02f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.414427561e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.930038346e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.000002593e+00f));
-    return _mm512_scalef_ps(p, t);
-}
-
 /* p[0..n) = bf16(2^(c s - m)), zero past valid; returns the lanes' max of
  * the valid s. n is a multiple of 32; pairs of vectors share one rounding
  * to bf16. */
@@ -161,7 +149,7 @@ BF16_FN static inline __m512 exp_pass(uint16_t *p, const float *s, int n, int va
     for (; i + 32 <= valid; i += 32) {
         const __m512 s0 = _mm512_loadu_ps(s + i), s1 = _mm512_loadu_ps(s + i + 16);
         mx = _mm512_max_ps(mx, _mm512_max_ps(s0, s1));
-        const __m512 e0 = exp2_ps(_mm512_fmsub_ps(s0, vc, vm)), e1 = exp2_ps(_mm512_fmsub_ps(s1, vc, vm));
+        const __m512 e0 = sdw_exp2_ps(_mm512_fmsub_ps(s0, vc, vm)), e1 = sdw_exp2_ps(_mm512_fmsub_ps(s1, vc, vm));
         _mm512_storeu_si512(p + i, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
     }
     for (; i < n; i += 32) {
@@ -171,8 +159,8 @@ BF16_FN static inline __m512 exp_pass(uint16_t *p, const float *s, int n, int va
         const __m512 s0 = _mm512_maskz_loadu_ps(k0, s + i), s1 = _mm512_maskz_loadu_ps(k1, s + i + 16);
         mx = _mm512_mask_max_ps(mx, k0, mx, s0);
         mx = _mm512_mask_max_ps(mx, k1, mx, s1);
-        const __m512 e0 = _mm512_maskz_mov_ps(k0, exp2_ps(_mm512_fmsub_ps(s0, vc, vm)));
-        const __m512 e1 = _mm512_maskz_mov_ps(k1, exp2_ps(_mm512_fmsub_ps(s1, vc, vm)));
+        const __m512 e0 = _mm512_maskz_mov_ps(k0, sdw_exp2_ps(_mm512_fmsub_ps(s0, vc, vm)));
+        const __m512 e1 = _mm512_maskz_mov_ps(k1, sdw_exp2_ps(_mm512_fmsub_ps(s1, vc, vm)));
         _mm512_storeu_si512(p + i, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
     }
     return mx;
@@ -245,11 +233,17 @@ BF16_FN static void run_block(const job *j, uint16_t *qb, float *s, uint16_t *p,
     const int last = j->causal ? (q0 + rows < j->Tk ? q0 + rows : j->Tk) : j->Tk; /* keys any row sees */
     for (int k0 = 0; k0 < last; k0 += BLOCK_KEYS) {
         const int n = (j->Tkp - k0 < BLOCK_KEYS ? j->Tkp - k0 : BLOCK_KEYS);
-        j->prod->scores(s, qb, kp, k0 / 16, n, j->D, j->Dk);
-        for (int r = 0; r < ROWS; r++) {
-            const int i = q0 + r, seen = j->causal && i + 1 < j->Tk ? i + 1 : j->Tk;
-            const int valid = seen - k0 < 0 ? 0 : seen - k0 > n ? n : seen - k0;
-            softmax_block_row(p + (size_t)r * n, s + (size_t)r * n, n, valid, c, &m[r], o + (size_t)r * od, od);
+        if (j->prod->scores_softmax && (!j->causal || k0 + n <= q0 + 1)) { /* every row sees the same keys */
+            const int valid = j->Tk - k0 < n ? j->Tk - k0 : n;
+            j->prod->scores_softmax(p, qb, kp, k0 / 16, n, valid, j->D, j->Dk, c, m, o, od);
+        } else {
+            j->prod->scores(s, qb, kp, k0 / 16, n, j->D, j->Dk);
+            for (int r = 0; r < ROWS; r++) {
+                const int i = q0 + r, seen = j->causal && i + 1 < j->Tk ? i + 1 : j->Tk;
+                const int valid = seen - k0 < 0 ? 0 : seen - k0 > n ? n : seen - k0;
+                softmax_block_row(p + (size_t)r * n, s + (size_t)r * n, n, valid, c, &m[r], o + (size_t)r * od,
+                                  od);
+            }
         }
         j->prod->values(o, p, vp, k0 / KEYS, n, j->nt);
     }

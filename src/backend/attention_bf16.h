@@ -16,6 +16,7 @@
  * Each 32-bit pair is what one vdpbf16ps lane (or AMX's) multiplies. */
 #ifndef SDW_BACKEND_ATTENTION_BF16_H
 #define SDW_BACKEND_ATTENTION_BF16_H
+#include "backend/avx512_bf16.h"
 #include "backend/cpu_internal.h"
 
 #define SDW_ATT_ROWS 32        /* queries per block: two AMX row tiles */
@@ -29,12 +30,34 @@ typedef struct {
     /* o[ROWS, nt * 16] += p[ROWS, n] V for n keys (a multiple of 32) from
      * key chunk kc0; o f32 rows of nt * 16. */
     void (*values)(float *o, const uint16_t *p, const uint16_t *vp, int kc0, int n, int nt);
+    /* Optional, for a block of n keys of which every row sees the first
+     * `valid` (the rest get P = 0): the scores and p[ROWS, n] = bf16(2^(c s
+     * - m[r])) in one pass from registers, against each row's running max
+     * m[r] as it stands until a score passes it by far; then m[r] rises and
+     * the row's o so far (od columns) and its P of the block so far are
+     * scaled down to it. NULL: scores, then the driver's softmax. */
+    void (*scores_softmax)(uint16_t *p, const uint16_t *q, const uint16_t *kp, int t0, int n, int valid, int D,
+                           int Dk, float c, float *m, float *o, int od);
     bool tiles; /* AMX: each thread configures the tiles first */
     const char *name; /* as the bench names the kernel */
 } sdw_bf16_products;
 
 extern const sdw_bf16_products sdw_bf16_products_amx; /* attention_bf16_amx.c */
 extern const sdw_bf16_products sdw_bf16_products_dp;  /* attention_bf16_dp.c */
+
+/* 2^t: vreduceps gives f = t - floor(t) in [0, 1), a degree-4 fit of 2^f
+ * (relative error 2.6e-6; P is rounded to bf16 next, 2e-3) and vscalefps
+ * multiplies by 2^floor(t), flushing to 0 far below. */
+BF16_FN static inline __m512 sdw_exp2_ps(__m512 t)
+{
+    const __m512 f = _mm512_reduce_ps(t, 0x09); /* round down, no precision exception */
+    __m512 p = _mm512_set1_ps(1.353416724e-02f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.201146192e-02f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.414427561e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.930038346e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.000002593e+00f));
+    return _mm512_scalef_ps(p, t);
+}
 
 /* sdw_attention's contract, in bf16 (f32 inputs rounded, f32 softmax and
  * sums) on the given products; the result goes to out (f32) or, when out is

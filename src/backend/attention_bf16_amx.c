@@ -76,4 +76,5 @@ AMX_FN static void values(float *o, const uint16_t *p, const uint16_t *vp, int k
     }
 }
 
-const sdw_bf16_products sdw_bf16_products_amx = { scores, values, true, "attention_bf16 amx" };
+const sdw_bf16_products sdw_bf16_products_amx = { .scores = scores, .values = values, .tiles = true,
+                                                  .name = "attention_bf16 amx" };
