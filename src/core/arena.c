@@ -90,3 +90,10 @@ void sdw_arena_free(sdw_arena *a)
     a->used_total = 0;
     a->peak = 0;
 }
+
+size_t sdw_arena_held(const sdw_arena *a)
+{
+    size_t n = 0;
+    for (const sdw_arena_chunk *c = a->chunks; c; c = c->next) n += c->size;
+    return n;
+}

@@ -21,4 +21,6 @@ sdw_arena_mark sdw_arena_save(const sdw_arena *a);
 void sdw_arena_restore(sdw_arena *a, sdw_arena_mark m);
 void sdw_arena_reset(sdw_arena *a);
 void sdw_arena_free(sdw_arena *a);
+/* Bytes the arena's chunks hold. */
+size_t sdw_arena_held(const sdw_arena *a);
 #endif

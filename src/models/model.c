@@ -546,6 +546,7 @@ void sdw_model_free(sdw_model *m)
         for (int k = 0; k < i; k++) again = again || m->mapped[k].st == m->mapped[i].st;
         if (!again) sdw_st_close(m->mapped[i].st);
     }
+    sdw_arena_free(&m->kept);
     sdw_backend_free(m->be);
     free(m);
     /* Gigabytes of weights go back to the system now, not at exit: a worker

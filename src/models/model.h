@@ -33,6 +33,10 @@ struct sdw_model {
     } mapped[3];
     int n_mapped;
     bool page_out;                 /* pages of one go back to the system while the other runs */
+    /* The last image's activations (sdw_pipeline_run), kept for the next:
+     * fresh memory is faulted in page by page, 0.6 s of SD1.5's first step
+     * at 512x512. */
+    sdw_arena kept;
 };
 
 /* Bytes of weights the model holds now: what loading stored, plus the

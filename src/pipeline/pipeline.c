@@ -366,6 +366,11 @@ sdw_status sdw_pipeline_run(sdw_model *m, const sdw_pipeline_params *p, float *i
     run r = { 0 };
     r.m = m;
     r.p = p;
+    /* The last run's arena, its pages in memory already; its peak from here
+     * is this run's. */
+    r.arena = m->kept;
+    r.arena.peak = 0;
+    m->kept = (sdw_arena){ 0 };
     r.ops = m->flux ? &sdw_flux_denoiser : m->mmdit ? &sdw_sd3_denoiser : &sdw_unet_denoiser;
     r.B = p->batch_size;
     r.h = p->height / 8;
@@ -415,7 +420,10 @@ sdw_status sdw_pipeline_run(sdw_model *m, const sdw_pipeline_params *p, float *i
     free(r.noise);
     free(r.comfy_latent);
     sdw_sampler_free(r.sampler);
-    sdw_arena_free(&r.arena);
+    /* Kept for the next run unless memory is short (page_out) or it has
+     * grown to more than twice what this run needed. */
+    if (!m->page_out && sdw_arena_held(&r.arena) <= 2 * r.arena.peak) m->kept = r.arena;
+    else sdw_arena_free(&r.arena);
     return s;
 }
 
