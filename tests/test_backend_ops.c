@@ -3,6 +3,7 @@
  * rel L2 1e-5); BF16 rounds matmul / conv inputs and weights to bf16 and is
  * gated at 1e-2 against the same f32 reference. */
 #include "testkit.h"
+#include "backend/amx.h"
 #include "backend/backend.h"
 #include "backend/conv_wino.h"
 #include "backend/cpu_internal.h"
@@ -409,18 +410,24 @@ static void linear_own_kernel(void **state)
     sdw_backend *be = backend(SDW_PRECISION_BF16);
     if (!be) return;
     if (!sdw_backend_set_own_linear(be, true)) {
-        printf("  no AMX here: linear layers run on oneDNN only\n");
+        printf("  neither AMX nor AVX-512-BF16 here: linear layers run on oneDNN only\n");
         sdw_backend_free(be);
         return;
     }
-    static const struct { int K, N; int64_t M; bool bias, ours; } cases[] = {
-        { 64, 128, 64, true, true },      /* rows outer */
-        { 320, 192, 96, false, true },    /* three threads' worth of output pairs */
-        { 2048, 128, 512, true, true },   /* depth 2048: rows in two chunks of 256 */
-        { 64, 128, 77, true, true },      /* a partial last block of rows, padded */
-        { 768, 256, 154, false, true },   /* the text context's keys and values */
-        { 64, 128, 16, true, false },     /* under a block of rows: oneDNN */
-        { 64, 40, 64, true, false },      /* outputs not in blocks of 64: oneDNN */
+    /* linear_amx.c takes every product of 32 rows or more; linear_dp.c
+     * (AVX-512-BF16 without AMX) the GEGLU projection of 16 or more */
+    const bool amx = sdw_amx_usable();
+    const int64_t min_rows = amx ? 32 : 16;
+    printf("  own kernel here: %s\n", amx ? "linear_amx.c (AMX tiles)" : "linear_dp.c (AVX-512-BF16 dot products)");
+    static const struct { int K, N; int64_t M; bool bias; } cases[] = {
+        { 64, 128, 64, true },      /* rows outer (AMX) */
+        { 320, 192, 96, false },    /* three threads' worth of output pairs (AMX), three groups (dp) */
+        { 2048, 128, 512, true },   /* depth 2048: rows in chunks of 256 */
+        { 64, 128, 77, true },      /* a partial last block of rows: padded (AMX), a tile of 5 (dp) */
+        { 768, 256, 154, false },   /* the text context's keys and values */
+        { 64, 128, 16, true },      /* under a block of rows: oneDNN on AMX */
+        { 64, 128, 8, true },       /* under 16 rows: oneDNN */
+        { 64, 40, 64, true },       /* outputs not in blocks of 64: oneDNN */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const int K = cases[i].K, N = cases[i].N;
@@ -436,7 +443,8 @@ static void linear_own_kernel(void **state)
         sdw_linear *l = NULL;
         if (sdw_linear_create(be, K, N, w, cases[i].bias ? b : NULL, &l) != SDW_OK) fail_msg("%s", sdw_last_error());
         sdw_backend_set_own_linear(be, true);
-        assert_int_equal(sdw_linear_uses_own_kernel(be, l, M), cases[i].ours);
+        const bool ours = N % 64 == 0 && M >= min_rows;
+        assert_int_equal(sdw_linear_uses_own_kernel(be, l, M), amx && ours);
         ref_linear(xr, M, K, N, w, cases[i].bias ? b : NULL, r);
         float *rg = falloc(ny / 2); /* GEGLU of the reference: the first half times the GELU of the second */
         for (int64_t m = 0; m < M; m++)
@@ -457,7 +465,8 @@ static void linear_own_kernel(void **state)
                     for (size_t k = 0; k < ny; k++) out[side][k] -= base[k];
             }
             char what[128];
-            snprintf(what, sizeof what, "linear %s M%lld K%d N%d %s%s", cases[i].ours ? "amx" : "(onednn)",
+            const char *kernel = !ours ? "(onednn)" : amx ? "amx" : geglu ? "dp" : "(onednn)";
+            snprintf(what, sizeof what, "linear %s M%lld K%d N%d %s%s", kernel,
                      (long long)M, K, N, lin_mode_name[mode], cases[i].bias ? " +bias" : "");
             /* Unfused, GEGLU reads the projection rounded to bf16: a few 1e-3. */
             test_check_close(what, out[0], out[1], n_out, geglu ? BF16_GATE : mode == LIN_TO_ACT ? 2e-3 : 1e-5);

@@ -10,6 +10,9 @@
 #define BF16_FN
 #define sdw_attention_bf16 sdw_attention_bf16_emulated
 #define sdw_bf16_products_dp sdw_bf16_products_dp_emulated
+#define sdw_linear_dp sdw_linear_dp_emulated
+#define sdw_linear_dp_fits sdw_linear_dp_fits_emulated
+#define sdw_linear_dp_suits sdw_linear_dp_suits_emulated
 #else
 #include <immintrin.h>
 #define BF16_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))

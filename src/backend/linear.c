@@ -5,7 +5,9 @@
  * weights are reordered once, at create, into the layout the primitive
  * prefers for a representative M; every later shape is created against
  * that stored layout. Where the CPU has AMX, 32 rows or more run on
- * linear_amx.c, which reads that same layout; in f32 on AVX2, calls of few
+ * linear_amx.c, which reads that same layout (on AVX-512-BF16 without AMX,
+ * the GEGLU projection of 16 rows or more on linear_dp.c, over its layout
+ * there); in f32 on AVX2, calls of few
  * rows run on linear_avx2.c, over the matmul's plain [in, out] weights.
  * A layer made from compact
  * weights (sdw_linear_create_quant) keeps them as they are and runs on
@@ -15,6 +17,7 @@
 #include "backend/amx.h"
 #include "backend/linear_amx.h"
 #include "backend/linear_avx2.h"
+#include "backend/linear_dp.h"
 #include "backend/linear_branch.h"
 #include "backend/linear_quant.h"
 #include <stdlib.h>
@@ -27,6 +30,7 @@ struct sdw_linear {
     size_t wbytes;
     float *bias;                /* f32, or NULL */
     bool amx;                   /* the stored layout also serves linear_amx.c */
+    bool dp;                    /* ... or linear_dp.c */
     bool quant;                 /* w holds out rows of row_bytes in format qt (linear_quant.c) */
     sdw_qtype qt;
     size_t row_bytes;
@@ -117,7 +121,10 @@ sdw_status sdw_linear_create(sdw_backend *be, int in, int out, const float *w, c
         st = user_md(l, &user);
         if (st == SDW_OK) st = sdw_reorder_weights(be, &user, w, &l->wmd, &l->w, &l->wbytes);
     }
-    if (st == SDW_OK && inner_product(l)) l->amx = sdw_linear_amx_fits(&l->wmd, in, out);
+    if (st == SDW_OK && inner_product(l)) {
+        l->amx = sdw_linear_amx_fits(&l->wmd, in, out);
+        l->dp = sdw_linear_dp_fits(&l->wmd, in, out);
+    }
     if (st != SDW_OK) {
         sdw_linear_free(l);
         return sdw_fail_context(st, "linear %d -> %d", in, out);
@@ -213,8 +220,8 @@ static sdw_status product(sdw_backend *be, const sdw_linear *l, const void *x, b
         return SDW_OK;
     }
     if (sdw_linear_uses_own_kernel(be, l, M)) {
-        const sdw_linear_amx_args a = { src, M, l->in, l->out, l->w, l->bias, y_is_act ? NULL : y,
-                                        y_is_act ? y : NULL, (flags & SDW_PRIM_SUM) != 0, false };
+        const sdw_linear_bf16_args a = { src, M, l->in, l->out, l->w, l->bias, y_is_act ? NULL : y,
+                                         y_is_act ? y : NULL, (flags & SDW_PRIM_SUM) != 0, false };
         SDW_TRY(sdw_linear_amx(be, &a));
         sdw_count_op(be, SDW_OPK_LINEAR, t0, flops, "linear_amx", dims);
         return SDW_OK;
@@ -289,17 +296,19 @@ sdw_status sdw_linear_forward_geglu_act(sdw_backend *be, const sdw_linear *l, co
                                         void *tmp_act, void *out_act)
 {
     if (l->out % 2) return sdw_fail(SDW_ERR_INVALID_ARG, "linear: GEGLU of an odd width %d", l->out);
-    if (!sdw_linear_uses_own_kernel(be, l, M) || l->branches) {   /* branches add before the GEGLU */
+    const bool dp = !be->no_own_linear && l->dp && sdw_linear_dp_suits(M);
+    if (!(sdw_linear_uses_own_kernel(be, l, M) || dp) || l->branches) {   /* branches add before the GEGLU */
         SDW_TRY(sdw_linear_forward_to_act(be, l, act, M, tmp_act));
         sdw_geglu_act(be, tmp_act, M, l->out / 2, out_act);
         return SDW_OK;
     }
     SDW_TRY(sdw_check_not_parallel("linear"));
     const double t0 = sdw_be_now();
-    const sdw_linear_amx_args a = { act, M, l->in, l->out, l->w, l->bias, NULL, out_act, false, true };
-    SDW_TRY(sdw_linear_amx(be, &a));
+    const sdw_linear_bf16_args a = { act, M, l->in, l->out, l->w, l->bias, NULL, out_act, false, true };
+    SDW_TRY(dp ? sdw_linear_dp(&a) : sdw_linear_amx(be, &a));
     const int dims[SDW_OP_DIMS] = { (int)M, l->in, l->out };
-    sdw_count_op(be, SDW_OPK_LINEAR, t0, 2.0 * (double)M * l->in * l->out, "linear_amx+geglu", dims);
+    sdw_count_op(be, SDW_OPK_LINEAR, t0, 2.0 * (double)M * l->in * l->out,
+                 dp ? "linear_dp+geglu (6x64 tiles)" : "linear_amx+geglu", dims);
     return SDW_OK;
 }
 
@@ -351,7 +360,7 @@ bool sdw_backend_set_own_linear(sdw_backend *be, bool on)
         return on && dnnl_memory_desc_init_by_strides(&plain, 2, dims, dnnl_f32, strides) == dnnl_success &&
                sdw_linear_avx2_suits(be, &plain, 16, 16, 77);
     }
-    return on && sdw_amx_usable();
+    return on && (sdw_amx_usable() || sdw_cpu_has_native_bf16());
 }
 
 sdw_lbranches **sdw_linear_branch_slot(sdw_linear *l) { return &l->branches; }

@@ -16,6 +16,7 @@
  * UNet's shapes (the least at depth 320). */
 #include "backend/linear_amx.h"
 #include "backend/amx.h"
+#include "backend/linear_bf16.h"
 #include <immintrin.h>
 #include <omp.h>
 
@@ -39,7 +40,7 @@ bool sdw_linear_amx_suits(int64_t M) { return M >= ROWS; }
 /* What the threads share: the arguments, and a partial last block of rows
  * padded with zeros (tail, from row full on). */
 typedef struct {
-    const sdw_linear_amx_args *a;
+    const sdw_linear_bf16_args *a;
     const uint16_t *tail;
     int64_t full;
 } job;
@@ -56,42 +57,6 @@ typedef struct {
     const float *bias[2]; /* of the block's two column tiles, or NULL */
 } pending;
 
-/* exp(x) as elementwise.c's vexp (Cephes expf), 16 lanes; NaN passes. */
-AMX_FN static inline __m512 exp16(__m512 x)
-{
-    const __m512 magic = _mm512_set1_ps(12582912.0f + 127.0f);
-    const __m512 xc = _mm512_min_ps(_mm512_set1_ps(88.0f), _mm512_max_ps(_mm512_set1_ps(-87.0f), x));
-    const __m512 t = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), magic), n = _mm512_sub_ps(t, magic);
-    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), xc);
-    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
-    return _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23)));
-}
-
-/* v * gelu(g), gelu by erf as elementwise.c's (Abramowitz & Stegun 7.1.26). */
-AMX_FN static inline __m512 geglu16(__m512 v, __m512 g)
-{
-    const __m512 x = _mm512_mul_ps(g, _mm512_set1_ps(0.70710678118654752f)), a = _mm512_abs_ps(x);
-    const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), a,
-                                                                          _mm512_set1_ps(1.0f)));
-    __m512 p = _mm512_set1_ps(1.061405429f);
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
-    __m512 e = _mm512_fnmadd_ps(_mm512_mul_ps(p, t), exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a))),
-                                _mm512_set1_ps(1.0f));
-    e = _mm512_mask_sub_ps(e, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps(), e);
-    const __m512 gelu = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), g), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
-    return _mm512_mul_ps(v, gelu);
-}
-
 AMX_FN static inline void write_rows(pending *p, int upto, out_kind kind)
 {
     if (upto > p->rows) upto = p->rows;
@@ -104,7 +69,7 @@ AMX_FN static inline void write_rows(pending *p, int upto, out_kind kind)
         }
         if (kind == OUT_GEGLU) {
             _mm256_storeu_si256((__m256i *)((uint16_t *)p->dst + p->row * p->ld),
-                                (__m256i)_mm512_cvtneps_pbh(geglu16(x0, x1)));
+                                (__m256i)_mm512_cvtneps_pbh(sdw_geglu16(x0, x1)));
         } else if (kind == OUT_BF16) {
             _mm512_storeu_si512((uint16_t *)p->dst + p->row * p->ld, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
         } else if (kind == OUT_STORE) { /* a partial block: its tiles cannot go straight to y */
@@ -121,14 +86,14 @@ AMX_FN static inline void write_rows(pending *p, int upto, out_kind kind)
 
 /* The first of the 16 outputs from column n of one depth block of the
  * stored weights: a B tile, rows of WB * 4 bytes. */
-static inline const uint16_t *weights_at(const sdw_linear_amx_args *a, int n)
+static inline const uint16_t *weights_at(const sdw_linear_bf16_args *a, int n)
 {
     return a->w + (size_t)(n / WB) * (a->K / 32) * W_BLOCK_ELEMS + (n % WB) * 2;
 }
 
 /* The two column tiles of block j: outputs 32 j and 32 j + 16, or for
  * GEGLU the value 16 j and its gate 16 j + N / 2. */
-static inline void block_columns(const sdw_linear_amx_args *a, int j, out_kind kind, int col[2])
+static inline void block_columns(const sdw_linear_bf16_args *a, int j, out_kind kind, int col[2])
 {
     col[0] = kind == OUT_GEGLU ? 16 * j : 32 * j;
     col[1] = kind == OUT_GEGLU ? 16 * j + a->N / 2 : 32 * j + 16;
@@ -140,7 +105,7 @@ static inline void block_columns(const sdw_linear_amx_args *a, int j, out_kind k
  * loads), while prev is written out. */
 AMX_FN static void block(const job *jb, int64_t r0, int j, float *tmp, pending *prev, out_kind kind, bool direct)
 {
-    const sdw_linear_amx_args *a = jb->a;
+    const sdw_linear_bf16_args *a = jb->a;
     const int nkb = a->K / 32;
     const size_t lda = (size_t)a->K * 2;
     int col[2];
@@ -173,7 +138,7 @@ AMX_FN static void block(const job *jb, int64_t r0, int j, float *tmp, pending *
 
 AMX_FN static void worker(const job *jb, out_kind kind)
 {
-    const sdw_linear_amx_args *a = jb->a;
+    const sdw_linear_bf16_args *a = jb->a;
     /* One buffer: a block's k-loop writes out all of prev before it stores
      * its own sums. */
     float tmp[ROWS * 32] __attribute__((aligned(64)));
@@ -207,7 +172,7 @@ AMX_FN static void worker(const job *jb, out_kind kind)
     sdw_amx_release_tiles();
 }
 
-sdw_status sdw_linear_amx(sdw_backend *be, const sdw_linear_amx_args *a)
+sdw_status sdw_linear_amx(sdw_backend *be, const sdw_linear_bf16_args *a)
 {
     if (!sdw_linear_amx_suits(a->M) || a->K % 32 || a->N % WB)
         return sdw_fail(SDW_ERR_INVALID_ARG, "linear_amx: shape %lld x %d -> %d", (long long)a->M, a->K, a->N);
