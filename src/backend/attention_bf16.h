@@ -45,17 +45,16 @@ typedef struct {
 extern const sdw_bf16_products sdw_bf16_products_amx; /* attention_bf16_amx.c */
 extern const sdw_bf16_products sdw_bf16_products_dp;  /* attention_bf16_dp.c */
 
-/* 2^t: vreduceps gives f = t - floor(t) in [0, 1), a degree-4 fit of 2^f
- * (relative error 2.6e-6; P is rounded to bf16 next, 2e-3) and vscalefps
- * multiplies by 2^floor(t), flushing to 0 far below. */
+/* 2^t: vreduceps gives f = t - floor(t) in [0, 1), a degree-3 minimax fit
+ * of 2^f (relative error 7.5e-5; P is rounded to bf16 next, 2e-3) and
+ * vscalefps multiplies by 2^floor(t), flushing to 0 far below. */
 BF16_FN static inline __m512 sdw_exp2_ps(__m512 t)
 {
     const __m512 f = _mm512_reduce_ps(t, 0x09); /* round down, no precision exception */
-    __m512 p = _mm512_set1_ps(1.353416724e-02f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.201146192e-02f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.414427561e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.930038346e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.000002593e+00f));
+    __m512 p = _mm512_set1_ps(7.802452266e-02f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.260671554e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.958335405e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.999252186e-01f));
     return _mm512_scalef_ps(p, t);
 }
 

@@ -476,6 +476,13 @@ static sdw_status bench_stages(bench *b)
     if (b->o->control) SDW_TRY(control_unit(b));
     run_init(b);
     SDW_TRY(run_pipelines(b));
+    /* The stages run in the arena the pipeline runs left with the model
+     * (sdw_pipeline_run), as a worker's next image does: one chunk, its
+     * pages in memory. Else each stage's first runs would time the kernel
+     * faulting fresh pages in, twice (the arena grows, then becomes one
+     * chunk), and the median of three would be one of them. */
+    b->run.arena = m->kept;
+    m->kept = (sdw_arena){ 0 };
 
     note(b->o, "text encode x %d", r->repeat);
     SDW_TRY(time_stage(b, SDW_BENCH_TEXT, text_once, 0));
@@ -498,6 +505,9 @@ static sdw_status bench_stages(bench *b)
          r->denoiser_batch > 1 ? "s" : "", r->repeat);
     SDW_TRY(time_stage(b, SDW_BENCH_DENOISE, denoise_once, 0));
     b->run.ops->release(&b->run);
+    sdw_arena_free(&b->arena); /* the ControlNet's and the VAE's stages take it over */
+    b->arena = b->run.arena;
+    b->run.arena = (sdw_arena){ 0 };
     free(b->x);
     free(b->out);
     b->x = b->out = NULL;
