@@ -126,7 +126,8 @@ BF16_FN __attribute__((noinline)) static void raise_tile(const float *st, uint16
             if (m[r] != -INFINITY) {
                 const __m512 a = _mm512_set1_ps(exp2f(m[r] - bm));
                 float *orow = o + (size_t)r * od;
-                for (int d = 0; d < od; d += 16) _mm512_storeu_ps(orow + d, _mm512_mul_ps(_mm512_loadu_ps(orow + d), a));
+                for (int d = 0; d < od; d += 16)
+                    _mm512_storeu_ps(orow + d, _mm512_mul_ps(_mm512_loadu_ps(orow + d), a));
                 for (int i = 0; i < done; i += 32)
                     _mm512_storeu_si512(pr + i, scale_bf16(_mm512_loadu_si512(pr + i), a));
             }
@@ -150,7 +151,8 @@ BF16_FN ALWAYS_INLINE void softmax_tile(__m512 acc[R][2], uint16_t *p, int n, in
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
         const __m512 t = _mm512_set1_ps(thr[r]);
-        raise |= (v0 & _mm512_cmp_ps_mask(acc[r][0], t, _CMP_GT_OQ)) | (v1 & _mm512_cmp_ps_mask(acc[r][1], t, _CMP_GT_OQ));
+        raise |= (__mmask16)((v0 & _mm512_cmp_ps_mask(acc[r][0], t, _CMP_GT_OQ)) |
+                             (v1 & _mm512_cmp_ps_mask(acc[r][1], t, _CMP_GT_OQ)));
     }
     if (raise) {
         float st[R * 32];
