@@ -11,6 +11,7 @@
 #include "backend/avx512_bf16.h" /* with SDW_EMULATE_AVX512: the emulated copy's names */
 #include "backend/attention_bf16.h"
 #include "core/error.h"
+#include "core/half.h"
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,14 +22,6 @@ static uint16_t *to_bf16(const float *x, size_t n)
     assert_non_null(b);
     for (size_t i = 0; i < n; i++) b[i] = emu_bf16(x[i]);
     return b;
-}
-
-static float bf16_value(uint16_t b)
-{
-    const uint32_t u = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
 }
 
 /* bf16_io: q, k, v handed over as bf16 and the result taken as bf16. */
@@ -52,7 +45,7 @@ static void check(sdw_backend *be, const attn_case *c, bool bf16_io)
     snprintf(what, sizeof what, "emulated dp attention %s %s", bf16_io ? "bf16 in/out" : "f32 in/out", name);
     if (st != SDW_OK) fail_msg("%s: %s", what, sdw_last_error());
     if (bf16_io)
-        for (size_t i = 0; i < d.no; i++) out[i] = bf16_value(ob[i]);
+        for (size_t i = 0; i < d.no; i++) out[i] = sdw_bf16_to_f32(ob[i]);
     test_check_close(what, out, d.ref, d.no, 1e-2);
     free(qb), free(kb), free(vb), free(ob), free(out);
     attn_data_free(&d);

@@ -10,18 +10,11 @@
 #include "testkit.h"
 #include "backend/linear_dp.h" /* with SDW_EMULATE_AVX512: the emulated copy's names */
 #include "core/error.h"
+#include "core/half.h"
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-static float bf16_value(uint16_t b)
-{
-    const uint32_t u = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
 
 static void check(sdw_backend *be, int64_t M, int K, int N, bool bias)
 {
@@ -47,15 +40,15 @@ static void check(sdw_backend *be, int64_t M, int K, int N, bool bias)
         for (int c = 0; c < N / 2; c++) {
             double v = bias ? b[c] : 0, g = bias ? b[N / 2 + c] : 0;
             for (int k = 0; k < K; k++) {
-                const double a = bf16_value(xb[m * K + k]);
-                v += a * bf16_value(emu_bf16(w[(size_t)c * K + k]));
-                g += a * bf16_value(emu_bf16(w[(size_t)(N / 2 + c) * K + k]));
+                const double a = sdw_bf16_to_f32(xb[m * K + k]);
+                v += a * sdw_bf16_to_f32(emu_bf16(w[(size_t)c * K + k]));
+                g += a * sdw_bf16_to_f32(emu_bf16(w[(size_t)(N / 2 + c) * K + k]));
             }
             ref[m * (N / 2) + c] = (float)(v * 0.5 * g * (1.0 + erf(g / sqrt(2.0))));
         }
     const sdw_linear_bf16_args a = { xb, M, K, N, wp, bias ? b : NULL, NULL, yb, false, true };
     assert_int_equal(sdw_linear_dp(&a), SDW_OK);
-    for (size_t i = 0; i < (size_t)M * (N / 2); i++) got[i] = bf16_value(yb[i]);
+    for (size_t i = 0; i < (size_t)M * (N / 2); i++) got[i] = sdw_bf16_to_f32(yb[i]);
     char what[96];
     snprintf(what, sizeof what, "emulated dp GEGLU M%lld K%d N%d%s (%d threads)", (long long)M, K, N,
              bias ? " +bias" : "", omp_get_max_threads());

@@ -114,8 +114,6 @@ BF16_FN static void pack_k(uint16_t *dst, input k, int64_t at, int64_t stride, i
  * rescaled along with O. */
 BF16_FN static void pack_v(uint16_t *dst, input v, int64_t at, int64_t stride, int Tk, int Tkp, int D, int nt)
 {
-    const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
-                                           22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int key = 0; key < Tkp; key += 2) {
         const int kc = key / KEYS, p = key % KEYS / 2;
         for (int j = 0; j < nt; j++) {
@@ -131,7 +129,7 @@ BF16_FN static void pack_v(uint16_t *dst, input v, int64_t at, int64_t stride, i
             }
             const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(row[0]), row[1], 1);
             uint16_t *tile = dst + ((size_t)kc * nt + j) * TILE_ELEMS;
-            _mm512_storeu_si512(tile + p * 32, _mm512_permutexvar_epi16(order, both));
+            _mm512_storeu_si512(tile + p * 32, sdw_bf16_interleave(both));
         }
     }
 }

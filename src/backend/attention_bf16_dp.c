@@ -23,21 +23,12 @@
 #include "backend/avx512_bf16.h"
 #include "backend/attention_bf16.h"
 #include <math.h>
-#include <string.h>
 
 #define ROWS SDW_ATT_ROWS
 #define KEYS SDW_ATT_KEYS
 #define TILE_ELEMS SDW_ATT_TILE_ELEMS
 #define R 8 /* rows of a register tile */
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
-
-/* The pair at p (two bf16) in every lane. */
-BF16_FN ALWAYS_INLINE __m512bh pair(const uint16_t *p)
-{
-    int32_t x;
-    memcpy(&x, p, sizeof x);
-    return (__m512bh)_mm512_set1_epi32(x);
-}
 
 BF16_FN ALWAYS_INLINE __m512bh row16(const uint16_t *p) { return (__m512bh)_mm512_loadu_si512(p); }
 
@@ -56,7 +47,7 @@ BF16_FN ALWAYS_INLINE void scores_acc(__m512 acc[R][2], const uint16_t *q, int D
             const __m512bh v0 = row16(b0 + e * 32), v1 = row16(b1 + e * 32);
 #pragma GCC unroll 8
             for (int r = 0; r < R; r++) {
-                const __m512bh x = pair(a + (size_t)r * Dk + 2 * e);
+                const __m512bh x = sdw_bf16_pair(a + (size_t)r * Dk + 2 * e);
                 acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, v0);
                 acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, v1);
             }
@@ -91,21 +82,13 @@ BF16_FN static void scores(float *s, const uint16_t *q, const uint16_t *kp, int 
  * the row's outputs so far, become rare past a row's first keys. */
 #define SLACK 8.0f
 
-/* 32 bf16 times a, rounded to nearest even again (in place of the pairs'
- * two halves: even elements are the low 16 bits of each 32). */
-BF16_FN ALWAYS_INLINE __m512i round_bf16(__m512i v) /* f32 bits -> bf16 in the high half */
-{
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(v, 16), _mm512_set1_epi32(1));
-    return _mm512_add_epi32(v, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
-}
-
+/* 32 bf16 times a, rounded again: the even and the odd elements widened
+ * apart, as vcvtne2ps2bf16 then packs them, and put back in order. */
 BF16_FN ALWAYS_INLINE __m512i scale_bf16(__m512i x, __m512 a)
 {
-    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
     const __m512 even = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), a);
-    const __m512 odd = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_and_si512(x, hi)), a);
-    return _mm512_or_si512(_mm512_srli_epi32(round_bf16(_mm512_castps_si512(even)), 16),
-                           _mm512_and_si512(round_bf16(_mm512_castps_si512(odd)), hi));
+    const __m512 odd = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32((int)0xffff0000u))), a);
+    return sdw_bf16_interleave((__m512i)_mm512_cvtne2ps_pbh(odd, even));
 }
 
 /* A tile (R rows of 32 scores in st) where some row's scores pass its
@@ -183,17 +166,13 @@ BF16_FN static void scores_softmax(uint16_t *p, const uint16_t *q, const uint16_
     for (int r = 0; r < ROWS; r++) thr[r] = (m[r] + SLACK) / c;
     for (int g = 0; g < n / 32; g++) {
         const uint16_t *k0 = kp + (size_t)(t0 + 2 * g) * nc * TILE_ELEMS, *k1 = k0 + (size_t)nc * TILE_ELEMS;
-        const int left = valid - g * 32;
-        if (left <= 0) { /* keys past the last: P = 0 */
-            for (int r = 0; r < ROWS; r++) memset(p + (size_t)r * n + g * 32, 0, 32 * sizeof(uint16_t));
-            continue;
-        }
+        const int left = valid - g * 32; /* >= 1: n passes valid by less than a tile */
         const __mmask16 v0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
         const __mmask16 v1 = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
         for (int r0 = 0; r0 < ROWS; r0 += R) {
             __m512 acc[R][2];
             scores_acc(acc, q + (size_t)r0 * Dk, Dk, k0, k1, pairs);
-            if (left >= 32)
+            if (left >= 32) /* constant masks: the common tile compiled without them */
                 softmax_tile(acc, p + (size_t)r0 * n, n, g * 32, c, m + r0, thr + r0, o + (size_t)r0 * od, od, 0xffff,
                              0xffff);
             else
@@ -220,7 +199,7 @@ BF16_FN ALWAYS_INLINE void values_tile(float *o, int ldo, const uint16_t *p, int
             for (int v = 0; v < NV; v++) w[v] = row16(b + (size_t)v * TILE_ELEMS + e * 32);
 #pragma GCC unroll 8
             for (int r = 0; r < R; r++) {
-                const __m512bh x = pair(a + (size_t)r * n + 2 * e);
+                const __m512bh x = sdw_bf16_pair(a + (size_t)r * n + 2 * e);
 #pragma GCC unroll 3
                 for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], x, w[v]);
             }

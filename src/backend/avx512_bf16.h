@@ -17,4 +17,25 @@
 #include <immintrin.h>
 #define BF16_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 #endif
+
+#include <stdint.h>
+#include <string.h>
+
+/* The pair at p (two bf16) in every lane: what vdpbf16ps multiplies a
+ * vector of packed pairs with. */
+BF16_FN static inline __m512bh sdw_bf16_pair(const uint16_t *p)
+{
+    int32_t x;
+    memcpy(&x, p, sizeof x);
+    return (__m512bh)_mm512_set1_epi32(x);
+}
+
+/* 32 bf16 whose low 16 are the even elements and high 16 the odd ones (as
+ * vcvtne2ps2bf16 writes two vectors), interleaved back into their order. */
+BF16_FN static inline __m512i sdw_bf16_interleave(__m512i halves)
+{
+    const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                           22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(order, halves);
+}
 #endif

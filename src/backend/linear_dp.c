@@ -16,10 +16,8 @@
  * beside them. Work items are (chunk of rows, 32 outputs), chunk-major, in
  * equal runs a thread: a chunk's A stays in L2 while the weights pass. */
 #include "backend/linear_dp.h"
-#include "backend/avx512_bf16.h"
 #include "backend/amx.h"
 #include <omp.h>
-#include <string.h>
 
 #define WB 64                           /* outputs of a block of the stored layout, and of a tile */
 #define R 6                             /* rows of a register tile */
@@ -38,14 +36,6 @@ bool sdw_linear_dp_fits(const dnnl_memory_desc_t *wmd, int in, int out)
 }
 
 bool sdw_linear_dp_suits(int64_t M) { return M >= 16; }
-
-/* The pair at p (two bf16) in every lane. */
-BF16_FN ALWAYS_INLINE __m512bh pair(const uint16_t *p)
-{
-    int32_t x;
-    memcpy(&x, p, sizeof x);
-    return (__m512bh)_mm512_set1_epi32(x);
-}
 
 /* Input pair 0 of the 16 outputs from column c: later pairs are 128 bf16 apart. */
 static inline const uint16_t *weights_at(const sdw_linear_bf16_args *a, int c)
@@ -74,7 +64,7 @@ BF16_FN ALWAYS_INLINE void tile(const sdw_linear_bf16_args *a, const uint16_t *a
         const __m512bh b2 = (__m512bh)_mm512_loadu_si512(w[2] + at), b3 = (__m512bh)_mm512_loadu_si512(w[3] + at);
 #pragma GCC unroll 6
         for (int r = 0; r < rows; r++) {
-            const __m512bh x = pair(ar + (size_t)r * a->K + 2 * p);
+            const __m512bh x = sdw_bf16_pair(ar + (size_t)r * a->K + 2 * p);
             acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, b0);
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, b1);
             acc[r][2] = _mm512_dpbf16_ps(acc[r][2], x, b2);
