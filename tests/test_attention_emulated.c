@@ -1,7 +1,7 @@
 /* test_attention_emulated.c: the bf16 attention kernel on AVX-512-BF16 dot
- * products (attention_bf16.c + attention_bf16_dp.c), compiled for this test
- * on SIMDe's emulation of those instructions (tests/emulated/), so that the
- * kernel's packing, tiles, online softmax and ragged ends are checked on
+ * products (attention_dp.c), compiled for this test on SIMDe's emulation of
+ * those instructions (tests/emulated/), so that the kernel's packing,
+ * tiles, online softmax, causal masks and ragged ends are checked on
  * every CPU, not only where vdpbf16ps exists. Against the naive reference
  * of attention_kit.c: f32 in and out, and bf16 in and out as the UNet's
  * projections give them (the activations rounded first, the reference run
@@ -39,7 +39,7 @@ static void check(sdw_backend *be, const attn_case *c, bool bf16_io)
     const sdw_attn_args a = { bf16_io ? (const void *)qb : d.q, bf16_io ? (const void *)kb : d.k,
                               bf16_io ? (const void *)vb : d.v, d.qs, d.kvs, bf16_io,
                               c->B, c->Tq, c->Tk, c->H, c->D, c->causal };
-    sdw_status st = sdw_attention_bf16(be, &a, &sdw_bf16_products_dp, bf16_io ? NULL : out, ob);
+    sdw_status st = sdw_attention_dp(be, &a, bf16_io ? NULL : out, ob);
     char name[128], what[192];
     attn_case_name(name, sizeof name, c, &d);
     snprintf(what, sizeof what, "emulated dp attention %s %s", bf16_io ? "bf16 in/out" : "f32 in/out", name);
@@ -70,7 +70,7 @@ static void dot_product_kernel(void **state)
 
 int main(void)
 {
-    printf("attention_bf16 dot products on SIMDe's AVX-512-BF16 emulation (isa %s; %s)\n", sdw_cpu_isa_name(),
+    printf("attention_dp (dot products, queries in lanes) on SIMDe's AVX-512-BF16 emulation (isa %s; %s)\n", sdw_cpu_isa_name(),
            sdw_cpu_has_native_bf16() ? "this CPU also runs them natively in test_backend_attention"
                                      : "this CPU has no AVX-512-BF16");
     const struct CMUnitTest tests[] = { cmocka_unit_test(dot_product_kernel) };

@@ -80,7 +80,7 @@ int main(void)
     const char *bf16_kernel = !own_bf16 ? "not available (oneDNN path only; test_attention_emulated checks the "
                                           "dot products)"
                               : sdw_amx_usable() ? "AMX tiles, tested"
-                                                 : "AVX-512-BF16 dot products, tested";
+                                                 : "AVX-512-BF16 dot products (attention_dp), tested";
     printf("backend attention: isa %s, native bf16 %s, bf16 kernel %s, f32 flash kernel %s\n", sdw_cpu_isa_name(),
            sdw_cpu_has_native_bf16() ? "yes" : "no", bf16_kernel,
            flash ? "tested" : "not available (oneDNN path only)");

@@ -271,9 +271,13 @@ static sdw_status attention(sdw_backend *be, const sdw_attn_args *a, float *out,
         SDW_TRY(sdw_attention_flash_f32(be, a->q, a->q_stride, a->k, a->v, a->kv_stride, a->B, a->Tq, a->Tk, a->H,
                                         a->D, a->causal, out));
     } else if (be->own_attention) {
-        const sdw_bf16_products *prod = sdw_amx_usable() ? &sdw_bf16_products_amx : &sdw_bf16_products_dp;
-        path = prod->name;
-        SDW_TRY(sdw_attention_bf16(be, a, prod, out, out_bf));
+        if (sdw_amx_usable()) {
+            path = sdw_bf16_products_amx.name;
+            SDW_TRY(sdw_attention_bf16(be, a, &sdw_bf16_products_amx, out, out_bf));
+        } else {
+            path = "attention_dp avx512_bf16 (queries in lanes)";
+            SDW_TRY(sdw_attention_dp(be, a, out, out_bf));
+        }
     } else {
         const char *impl = NULL;
         float *o = out;

@@ -1,5 +1,6 @@
-/* attention_bf16.c: bf16 attention on our own kernels, for CPUs with AMX
- * tiles or AVX-512-BF16 dot products (attention_bf16.h: the two products).
+/* attention_bf16.c: bf16 attention on our own kernel, for CPUs with AMX
+ * tiles (attention_bf16.h: the products; attention_dp.c serves CPUs with
+ * AVX-512-BF16 dot products only).
  *
  * oneDNN's matmul runs the two attention products far below its peak here:
  * Q K^T has a depth of one head (40..160), where its brgemm kernels spend
@@ -14,15 +15,13 @@
  *   P = 2^(c S - max)   AVX-512, bf16, against the row's running max, in
  *                       one pass that also finds the block's max; in the
  *                       rare block that raises it, the row's outputs so
- *                       far are scaled down and P is taken again (the dot
- *                       product kernel takes P from S in its registers:
- *                       products->scores_softmax)
+ *                       far are scaled down and P is taken again
  *   O += P V            products->values; the ones column makes O's column
  *                       D the sum of exactly the bf16 P multiplied, the
  *                       denominator
  * and O is divided by it as it is written out. Q, K and V come as f32
  * (rounded while packed) or, from the UNet's projections, as bf16. The exp
- * (vreduceps, a degree-4 polynomial for 2^f, vscalefps) is the bound on
+ * (vreduceps, a degree-3 polynomial for 2^f, vscalefps) is the bound on
  * AMX: one per score, next to 80 multiply-adds on tiles at SD1's head size. */
 #include "backend/avx512_bf16.h"
 #include "backend/attention_bf16.h"
@@ -52,34 +51,6 @@ BF16_FN static inline __m256i bf16x16(input x, int64_t at, int n)
     return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, (const float *)x.p + at));
 }
 
-/* Transposes 16 rows of 16 dwords in place: r[i] dword j <-> r[j] dword i. */
-BF16_FN static inline void transpose16(__m512i r[16])
-{
-    __m512i t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
-        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
-        r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88);
-        r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xdd);
-    }
-}
-
 /* K of one head as B tiles of S = Q K^T: tile (key tile t, depth chunk c)
  * holds, in row p, the pairs (K[16t + n][32c + 2p], K[16t + n][32c + 2p + 1])
  * for n = 0..15: the transpose of the 16 keys' rows of pairs. Keys past Tk
@@ -100,7 +71,7 @@ BF16_FN static void pack_k(uint16_t *dst, input k, int64_t at, int64_t stride, i
                 r[n] = _mm512_inserti64x4(_mm512_castsi256_si512(bf16x16(k, from, D - c * 32)),
                                           bf16x16(k, from + 16, D - c * 32 - 16), 1);
             }
-            transpose16(r);
+            sdw_transpose16_epi32(r);
             uint16_t *tile = dst + ((size_t)t * nc + c) * TILE_ELEMS;
             for (int p = 0; p < 16; p++) _mm512_storeu_si512(tile + p * 32, r[p]);
         }
@@ -231,17 +202,11 @@ BF16_FN static void run_block(const job *j, uint16_t *qb, float *s, uint16_t *p,
     const int last = j->causal ? (q0 + rows < j->Tk ? q0 + rows : j->Tk) : j->Tk; /* keys any row sees */
     for (int k0 = 0; k0 < last; k0 += BLOCK_KEYS) {
         const int n = (j->Tkp - k0 < BLOCK_KEYS ? j->Tkp - k0 : BLOCK_KEYS);
-        if (j->prod->scores_softmax && (!j->causal || k0 + n <= q0 + 1)) { /* every row sees the same keys */
-            const int valid = j->Tk - k0 < n ? j->Tk - k0 : n;
-            j->prod->scores_softmax(p, qb, kp, k0 / 16, n, valid, j->D, j->Dk, c, m, o, od);
-        } else {
-            j->prod->scores(s, qb, kp, k0 / 16, n, j->D, j->Dk);
-            for (int r = 0; r < ROWS; r++) {
-                const int i = q0 + r, seen = j->causal && i + 1 < j->Tk ? i + 1 : j->Tk;
-                const int valid = seen - k0 < 0 ? 0 : seen - k0 > n ? n : seen - k0;
-                softmax_block_row(p + (size_t)r * n, s + (size_t)r * n, n, valid, c, &m[r], o + (size_t)r * od,
-                                  od);
-            }
+        j->prod->scores(s, qb, kp, k0 / 16, n, j->D, j->Dk);
+        for (int r = 0; r < ROWS; r++) {
+            const int i = q0 + r, seen = j->causal && i + 1 < j->Tk ? i + 1 : j->Tk;
+            const int valid = seen - k0 < 0 ? 0 : seen - k0 > n ? n : seen - k0;
+            softmax_block_row(p + (size_t)r * n, s + (size_t)r * n, n, valid, c, &m[r], o + (size_t)r * od, od);
         }
         j->prod->values(o, p, vp, k0 / KEYS, n, j->nt);
     }

@@ -1,9 +1,10 @@
-/* attention_bf16.h: the bf16 attention kernel (attention_bf16.c) and the two
- * ways it multiplies: AMX tiles (attention_bf16_amx.c) on CPUs that have
- * them, AVX-512-BF16 dot products (attention_bf16_dp.c) on those that have
- * only these. sdw_attention picks one; the oneDNN path serves the rest.
+/* attention_bf16.h: the bf16 attention kernels. On CPUs with AMX tiles,
+ * attention_bf16.c's driver over the products of attention_bf16_amx.c
+ * (sdw_bf16_products: the layouts below); on CPUs with AVX-512-BF16 dot
+ * products and no AMX, attention_dp.c (queries in the vector lanes, its own
+ * layouts). sdw_attention picks one; the oneDNN path serves the rest.
  *
- * Both products read the same packed operands, in the tiles' layouts:
+ * The products read packed operands, in the tiles' layouts:
  *  - a block's queries: ROWS rows of Dk bf16 (D zero-padded to 32s);
  *  - K of one head: tile (key tile t of 16 keys, depth chunk c of 32) holds,
  *    in row p, the pairs (K[16t + n][32c + 2p], K[16t + n][32c + 2p + 1]) for
@@ -13,7 +14,7 @@
  *    column tiles inside key chunks; column D is 1 for every real key, so
  *    O's column D sums the bf16 P the products used;
  *  - P: ROWS rows of n bf16.
- * Each 32-bit pair is what one vdpbf16ps lane (or AMX's) multiplies. */
+ * Each 32-bit pair is what AMX's bf16 dot product multiplies. */
 #ifndef SDW_BACKEND_ATTENTION_BF16_H
 #define SDW_BACKEND_ATTENTION_BF16_H
 #include "backend/avx512_bf16.h"
@@ -30,20 +31,11 @@ typedef struct {
     /* o[ROWS, nt * 16] += p[ROWS, n] V for n keys (a multiple of 32) from
      * key chunk kc0; o f32 rows of nt * 16. */
     void (*values)(float *o, const uint16_t *p, const uint16_t *vp, int kc0, int n, int nt);
-    /* Optional, for a block of n keys of which every row sees the first
-     * `valid` (the rest get P = 0): the scores and p[ROWS, n] = bf16(2^(c s
-     * - m[r])) in one pass from registers, against each row's running max
-     * m[r] as it stands until a score passes it by far; then m[r] rises and
-     * the row's o so far (od columns) and its P of the block so far are
-     * scaled down to it. NULL: scores, then the driver's softmax. */
-    void (*scores_softmax)(uint16_t *p, const uint16_t *q, const uint16_t *kp, int t0, int n, int valid, int D,
-                           int Dk, float c, float *m, float *o, int od);
     bool tiles; /* AMX: each thread configures the tiles first */
     const char *name; /* as the bench names the kernel */
 } sdw_bf16_products;
 
 extern const sdw_bf16_products sdw_bf16_products_amx; /* attention_bf16_amx.c */
-extern const sdw_bf16_products sdw_bf16_products_dp;  /* attention_bf16_dp.c */
 
 /* 2^t: vreduceps gives f = t - floor(t) in [0, 1), a degree-3 minimax fit
  * of 2^f (relative error 7.5e-5; P is rounded to bf16 next, 2e-3) and
@@ -63,4 +55,7 @@ BF16_FN static inline __m512 sdw_exp2_ps(__m512 t)
  * NULL, to out_bf (bf16). */
 sdw_status sdw_attention_bf16(sdw_backend *be, const sdw_attn_args *a, const sdw_bf16_products *prod, float *out,
                               uint16_t *out_bf);
+/* The same on AVX-512-BF16 dot products, queries in the lanes
+ * (attention_dp.c). */
+sdw_status sdw_attention_dp(sdw_backend *be, const sdw_attn_args *a, float *out, uint16_t *out_bf);
 #endif

@@ -8,8 +8,7 @@
 #ifdef SDW_EMULATE_AVX512
 #include "avx512_emulated.h" /* tests/emulated/ */
 #define BF16_FN
-#define sdw_attention_bf16 sdw_attention_bf16_emulated
-#define sdw_bf16_products_dp sdw_bf16_products_dp_emulated
+#define sdw_attention_dp sdw_attention_dp_emulated
 #define sdw_linear_dp sdw_linear_dp_emulated
 #define sdw_linear_dp_fits sdw_linear_dp_fits_emulated
 #define sdw_linear_dp_suits sdw_linear_dp_suits_emulated
@@ -37,5 +36,33 @@ BF16_FN static inline __m512i sdw_bf16_interleave(__m512i halves)
     const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
                                            22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     return _mm512_permutexvar_epi16(order, halves);
+}
+
+/* Transposes 16 rows of 16 dwords in place: r[i] dword j <-> r[j] dword i. */
+BF16_FN static inline __attribute__((always_inline)) void sdw_transpose16_epi32(__m512i r[16])
+{
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+        r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88);
+        r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xdd);
+    }
 }
 #endif
