@@ -59,12 +59,15 @@ static void test_unet_flops_sd15(void **state)
                           .layers_per_block = 2, .depth = { 1, 1, 1, 0 }, .mid_depth = 1, .heads = { 8, 8, 8, 8 },
                           .context_dim = 768, .time_embed_dim = 1280 };
     double one = sdw_bench_unet_flops(&c, 1, 64, 64, 77), two = sdw_bench_unet_flops(&c, 2, 64, 64, 77);
+    /* The context's keys and values (once per image): 77 x 768 x 2C for each of the 16 blocks. */
+    const double ctx = sdw_bench_unet_context_flops(&c, 1, 77);
+    close_to(ctx, 2.0 * 77 * 768 * 2 * (5 * 320 + 5 * 640 + 6 * 1280), 1e-12, "SD1.5 context keys and values");
     /* Blocks per resolution: 2 down + 3 up at 64x64, 32x32 and 16x16; 1 in the middle at 8x8. */
     static const struct { double T, C, blocks; } at[] = { { 4096, 320, 5 }, { 1024, 640, 5 }, { 256, 1280, 5 },
                                                            { 64, 1280, 1 } };
     double attn_mac = 0;
     for (int i = 0; i < 4; i++) attn_mac += 2 * at[i].blocks * at[i].T * (at[i].T + 77) * at[i].C;
-    close_to(one / 2 - attn_mac, 339e9, 0.005, "SD1.5 UNet multiply-adds outside attention");
+    close_to((one + ctx) / 2 - attn_mac, 339e9, 0.005, "SD1.5 UNet multiply-adds outside attention");
     close_to(two, 2 * one, 1e-12, "batch 2");
 }
 

@@ -226,7 +226,7 @@ static void unet_direct(sdw_model *m, int N, const float *x, int h, int w, float
     float *in = malloc(n * sizeof *in), *o = malloc(n * sizeof *o), ts[8];
     for (int i = 0; i < N; i++) ts[i] = t;
     test_nchw_to_nhwc(x, N, 4, h, w, in);
-    sdw_unet_input ui = { in, N, h, w, ts, ctx, n_ctx, NULL, NULL, NULL, NULL, NULL };
+    sdw_unet_input ui = { in, N, h, w, ts, ctx, n_ctx, NULL, NULL, NULL, NULL, NULL, NULL };
     sdw_arena a = { 0 };
     if (sdw_unet_forward(m->be, &a, m->unet, &ui, o) != SDW_OK) fail_msg("unet: %s", sdw_last_error());
     test_nhwc_to_nchw(o, N, h, w, 4, out);

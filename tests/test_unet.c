@@ -5,6 +5,7 @@
 #include "testkit.h"
 #include "io/json_file.h"
 #include "models/unet.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,12 +106,13 @@ static void run(sdw_precision prec, double gate)
             char tag[128];
             snprintf(tag, sizeof tag, "%s/%s", families[f], single ? "single" : "diffusers");
             const cJSON *ts = cJSON_GetObjectItem(manifest, "unet_timesteps");
+            sdw_unet_ctx_cache kv = { 0 }; /* as the pipeline runs it: K, V of the context from the first step */
             for (int k = 0; k < cJSON_GetArraySize(ts); k++) {
                 float t = (float)cJSON_GetObjectItem(cJSON_GetArrayItem(ts, k), "timestep")->valuedouble;
                 float tv[8];
                 for (int n = 0; n < N; n++) tv[n] = t;
                 tap_ctx tc = { ref, gate, tag, 0 };
-                sdw_unet_input in = { x, N, H, W, tv, ctx, T, y, k == 0 ? tap : NULL, &tc, NULL, NULL };
+                sdw_unet_input in = { x, N, H, W, tv, ctx, T, y, k == 0 ? tap : NULL, &tc, NULL, NULL, &kv };
                 if (sdw_unet_forward(be, &arena, u, &in, out) != SDW_OK) fail_msg("%s", sdw_last_error());
                 if (k == 0) assert_true(tc.checked >= 5);
                 test_nhwc_to_nchw(out, N, H, W, 4, got);
@@ -121,6 +123,7 @@ static void run(sdw_precision prec, double gate)
                 test_check_close(what, got, r, (size_t)N * H * W * 4, gate);
                 free(r);
             }
+            sdw_unet_ctx_cache_free(&kv);
             free(y);
             sdw_unet_free(u);
         }
@@ -135,6 +138,49 @@ static void run(sdw_precision prec, double gate)
 static void unet_f32(void **state) { (void)state; run(SDW_PRECISION_F32, F32_GATE); }
 static void unet_bf16(void **state) { (void)state; run(SDW_PRECISION_BF16, BF16_GATE); }
 
+/* The context cache changes nothing: the same bits as projecting K and V at
+ * every call, at the call that fills it and after; a new context (another
+ * pointer) starts it over. */
+static void context_cache_exact(void **state)
+{
+    (void)state;
+    sdw_backend *be;
+    assert_int_equal(sdw_backend_create(SDW_PRECISION_F32, &be), SDW_OK);
+    sdw_arena arena = { 0 };
+    for (int f = 0; f < 2; f++) { /* sd1 (no y) and sdxl (y, two transformer depths) */
+        const char *family = f ? "sdxl-tiny" : "sd1-tiny";
+        sdw_unet *u = load(be, family, false);
+        const sdw_unet_config *c = sdw_unet_get_config(u);
+        enum { N = 2, H = 8, W = 8, T = 77 };
+        const size_t nx = (size_t)N * H * W * c->in_channels, no = (size_t)N * H * W * c->out_channels;
+        const size_t nc = (size_t)N * T * c->context_dim;
+        float *x = malloc(nx * sizeof *x), *ctx[2] = { malloc(nc * sizeof(float)), malloc(nc * sizeof(float)) };
+        float *y = c->adm_in ? calloc((size_t)N * c->adm_in, sizeof *y) : NULL, t[N] = { 500, 500 };
+        float *want = malloc(no * sizeof *want), *got = malloc(no * sizeof *got);
+        assert_true(x && ctx[0] && ctx[1] && want && got);
+        for (size_t i = 0; i < nx; i++) x[i] = sinf((float)i * 0.37f);
+        for (size_t i = 0; i < nc; i++) ctx[0][i] = cosf((float)i * 0.11f), ctx[1][i] = 0.5f * sinf((float)i * 0.23f);
+        sdw_unet_ctx_cache kv = { 0 };
+        for (int k = 0; k < 2; k++) {
+            sdw_unet_input in = { x, N, H, W, t, ctx[k], T, y, NULL, NULL, NULL, NULL, NULL };
+            if (sdw_unet_forward(be, &arena, u, &in, want) != SDW_OK) fail_msg("%s", sdw_last_error());
+            in.ctx_cache = &kv;
+            for (int call = 0; call < 2; call++) {
+                if (sdw_unet_forward(be, &arena, u, &in, got) != SDW_OK) fail_msg("%s", sdw_last_error());
+                assert_memory_equal(got, want, no * sizeof *got);
+                assert_ptr_equal(kv.context, ctx[k]);
+            }
+        }
+        printf("  %s: cached K, V of %d cross-attention blocks give the same bits\n", family, kv.n);
+        assert_true(kv.n >= 2);
+        sdw_unet_ctx_cache_free(&kv);
+        free(x), free(ctx[0]), free(ctx[1]), free(y), free(want), free(got);
+        sdw_unet_free(u);
+    }
+    sdw_arena_free(&arena);
+    sdw_backend_free(be);
+}
+
 static void rejects_bad_sizes(void **state)
 {
     (void)state;
@@ -143,7 +189,7 @@ static void rejects_bad_sizes(void **state)
     sdw_unet *u = load(be, "sd1-tiny", false);
     sdw_arena arena = { 0 };
     float x[4 * 7 * 7] = { 0 }, t = 1, ctx[77 * 8] = { 0 }, out[4 * 7 * 7];
-    sdw_unet_input in = { x, 1, 7, 7, &t, ctx, 77, NULL, NULL, NULL, NULL, NULL };
+    sdw_unet_input in = { x, 1, 7, 7, &t, ctx, 77, NULL, NULL, NULL, NULL, NULL, NULL };
     assert_int_equal(sdw_unet_forward(be, &arena, u, &in, out), SDW_ERR_INVALID_ARG);
     assert_non_null(strstr(sdw_last_error(), "multiple of 2"));
     sdw_arena_free(&arena);
@@ -156,6 +202,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(unet_f32),
         cmocka_unit_test(unet_bf16),
+        cmocka_unit_test(context_cache_exact),
         cmocka_unit_test(rejects_bad_sizes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -161,8 +161,11 @@ sdw_status sdw_bench_run(sdw_model *m, const sdw_bench_opts *o, sdw_bench_result
 
 /* The FLOPs (2 x multiply-adds) of the convolutions, matmuls and attention of
  * one UNet evaluation of N latents h x w with n_ctx context tokens, counted
- * from the architecture. */
+ * from the architecture, as a sampling step runs it: the cross-attention
+ * keys and values of the context are projected once per image, at the
+ * first step (sdw_unet_ctx_cache), and counted apart: */
 double sdw_bench_unet_flops(const sdw_unet_config *c, int N, int h, int w, int n_ctx);
+double sdw_bench_unet_context_flops(const sdw_unet_config *c, int N, int n_ctx);
 /* The same for one FLUX transformer pass over n_img image and n_txt text
  * tokens: every linear (the M = 1 embedders and modulations too) and the
  * joint attention (4 L^2 hidden at L = n_img + n_txt tokens). */

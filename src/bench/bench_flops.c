@@ -15,14 +15,13 @@ static double resnet_f(const sdw_unet_config *c, double N, double px, int cin, i
            (cin != cout ? conv_f(N, px, cin, cout, 1) : 0);
 }
 
-static double transformer_f(const sdw_unet_config *c, double N, double T, double C, int depth, double n_ctx)
+static double transformer_f(double N, double T, double C, int depth, double n_ctx)
 {
     double rows = N * T;
     double block = lin_f(rows, C, 3 * C)               /* self-attention q, k, v */
                    + 4.0 * N * T * T * C               /* q k^T and p v over all heads */
                    + lin_f(rows, C, C)                 /* its output */
-                   + lin_f(rows, C, C)                 /* cross-attention q */
-                   + lin_f(N * n_ctx, c->context_dim, 2 * C)   /* k, v of the context */
+                   + lin_f(rows, C, C)                 /* cross-attention q (k, v: once per image) */
                    + 4.0 * N * T * n_ctx * C
                    + lin_f(rows, C, C)
                    + lin_f(rows, C, 8 * C)             /* GEGLU in */
@@ -43,7 +42,7 @@ double sdw_bench_unet_flops(const sdw_unet_config *c, int N, int h, int w, int n
         for (int j = 0; j < L; j++) {
             f += resnet_f(c, n, H * W, ch, c->block_out[i]);
             ch = c->block_out[i];
-            if (c->depth[i]) f += transformer_f(c, n, H * W, ch, c->depth[i], n_ctx);
+            if (c->depth[i]) f += transformer_f(n, H * W, ch, c->depth[i], n_ctx);
             skip[ns++] = ch;
         }
         if (i < nl - 1) {
@@ -54,14 +53,14 @@ double sdw_bench_unet_flops(const sdw_unet_config *c, int N, int h, int w, int n
         }
     }
     int top = c->block_out[nl - 1];
-    f += 2 * resnet_f(c, n, H * W, top, top) + transformer_f(c, n, H * W, top, c->mid_depth, n_ctx);
+    f += 2 * resnet_f(c, n, H * W, top, top) + transformer_f(n, H * W, top, c->mid_depth, n_ctx);
     ch = top;
     for (int i = 0; i < nl; i++) {
         int d = nl - 1 - i;
         for (int j = 0; j <= L; j++) {
             f += resnet_f(c, n, H * W, ch + skip[--ns], c->block_out[d]);
             ch = c->block_out[d];
-            if (c->depth[d]) f += transformer_f(c, n, H * W, ch, c->depth[d], n_ctx);
+            if (c->depth[d]) f += transformer_f(n, H * W, ch, c->depth[d], n_ctx);
         }
         if (i < nl - 1) {
             H *= 2;
@@ -71,6 +70,14 @@ double sdw_bench_unet_flops(const sdw_unet_config *c, int N, int h, int w, int n
     }
     f += conv_f(n, H * W, c0, c->out_channels, 3);
     return f;
+}
+
+double sdw_bench_unet_context_flops(const sdw_unet_config *c, int N, int n_ctx)
+{
+    const int L = c->layers_per_block, top = c->block_out[c->n_levels - 1];
+    double blocks_c = c->mid_depth * (double)top; /* sum of C over every transformer block */
+    for (int i = 0; i < c->n_levels; i++) blocks_c += (2.0 * L + 1) * c->depth[i] * c->block_out[i];
+    return lin_f((double)N * n_ctx, c->context_dim, 2 * blocks_c);
 }
 
 double sdw_bench_flux_flops(const sdw_flux_config *c, int n_img, int n_txt)

@@ -357,6 +357,54 @@ static sdw_status resnet_forward(const fwd *f, const resnet *r, const float *x, 
     return SDW_OK;
 }
 
+void sdw_unet_ctx_cache_free(sdw_unet_ctx_cache *c)
+{
+    for (int i = 0; i < c->n; i++) free(c->e[i].kv);
+    free(c->e);
+    *c = (sdw_unet_ctx_cache){ 0 };
+}
+
+/* The input's cache, emptied when it was filled for another UNet or context. */
+static void ctx_cache_check(const fwd *f)
+{
+    sdw_unet_ctx_cache *c = f->in->ctx_cache;
+    if (!c || (c->u == f->u && c->context == f->in->context && c->N == f->N && c->n_ctx == f->in->n_ctx)) return;
+    sdw_unet_ctx_cache_free(c);
+    *c = (sdw_unet_ctx_cache){ .u = f->u, .context = f->in->context, .N = f->N, .n_ctx = f->in->n_ctx };
+}
+
+/* Block b's cross-attention K and V of the context: from the input's cache
+ * when it holds them, else projected into scratch, or into the cache when
+ * there is one. */
+static sdw_status context_kv(const fwd *f, const tblock *b, int C, void *scratch, const void **kv)
+{
+    sdw_unet_ctx_cache *c = f->in->ctx_cache;
+    const int64_t rows = (int64_t)f->N * f->in->n_ctx;
+    if (c)
+        for (int i = 0; i < c->n; i++)
+            if (c->e[i].block == b) {
+                *kv = c->e[i].kv;
+                return SDW_OK;
+            }
+    void *dst = scratch;
+    if (c) {
+        if (c->n == c->cap) {
+            const int cap = c->cap ? 2 * c->cap : 32;
+            struct sdw_unet_ctx_kv *e = realloc(c->e, sizeof *e * (size_t)cap);
+            if (!e) return nomem();
+            c->e = e;
+            c->cap = cap;
+        }
+        if (!(dst = malloc(sdw_act_bytes(f->be, (size_t)rows * 2 * C)))) return nomem();
+    }
+    const sdw_status st = sdw_linear_forward_to_act(f->be, b->kv2, f->context_act, rows, dst);
+    if (c && st != SDW_OK) free(dst);
+    SDW_TRY(st);
+    if (c) c->e[c->n++] = (struct sdw_unet_ctx_kv){ b, dst };
+    *kv = dst;
+    return SDW_OK;
+}
+
 static sdw_status tblock_forward(const fwd *f, const tblock *b, float *x, int64_t T, int C, int heads)
 {
     int N = f->N, D = C / heads;
@@ -380,8 +428,10 @@ static sdw_status tblock_forward(const fwd *f, const tblock *b, float *x, int64_
 
     sdw_layer_norm_act(f->be, x, rows, C, b->norm2_w, b->norm2_b, 1e-5f, h);
     SDW_TRY(sdw_linear_forward_to_act(f->be, b->q2, h, rows, big));
-    SDW_TRY(sdw_linear_forward_to_act(f->be, b->kv2, f->context_act, N * nctx, kv));
-    SDW_TRY(sdw_attention_act(f->be, big, C, kv, act_at(f, kv, C), 2 * C, N, (int)T, (int)nctx, heads, D, false, a));
+    const void *ckv = NULL;
+    SDW_TRY(context_kv(f, b, C, kv, &ckv));
+    SDW_TRY(sdw_attention_act(f->be, big, C, ckv, (const char *)ckv + sdw_act_bytes(f->be, C), 2 * C, N, (int)T,
+                              (int)nctx, heads, D, false, a));
     SDW_TRY(sdw_linear_forward_act(f->be, b->attn2_out, a, rows, x, true));
 
     sdw_layer_norm_act(f->be, x, rows, C, b->norm3_w, b->norm3_b, 1e-5f, h);
@@ -480,6 +530,7 @@ static sdw_status begin(fwd *f, down_state *d)
         return sdw_fail(SDW_ERR_INVALID_ARG, "latent size %dx%d is not a multiple of %d", H, W, mult);
     if (in->n_ctx < 1 || !in->context) return sdw_fail(SDW_ERR_INVALID_ARG, "the UNet needs a text context");
     SDW_TRY(time_embedding(f));
+    ctx_cache_check(f);
     const size_t ctx_n = (size_t)N * in->n_ctx * c->context_dim;
     if (!(f->context_act = act_alloc(f, ctx_n))) return nomem();
     sdw_to_act(f->be, in->context, ctx_n, f->context_act);

@@ -69,6 +69,24 @@ size_t sdw_unet_bytes(const sdw_unet *u);
  * [N, H, W, C] (H = W = 1 for vectors). */
 typedef void (*sdw_unet_tap)(void *user, const char *name, const float *x, int N, int H, int W, int C);
 
+/* The cross-attention keys and values of one text context, kept across an
+ * image's evaluations (they depend on the context and the weights only):
+ * sdw_unet_forward with in->ctx_cache set projects each block's once and
+ * reads them after, for as long as it is called with the same UNet,
+ * context pointer, N and n_ctx (else it starts over). The caller keeps the
+ * context unchanged meanwhile. Zero-initialise; sdw_unet_ctx_cache_free. */
+typedef struct {
+    const sdw_unet *u;
+    const float *context;
+    int N, n_ctx;
+    int n, cap;
+    struct sdw_unet_ctx_kv {
+        const void *block; /* the transformer block */
+        void *kv;          /* [N * n_ctx, 2C] activations: K then V of each row */
+    } *e;
+} sdw_unet_ctx_cache;
+void sdw_unet_ctx_cache_free(sdw_unet_ctx_cache *c);
+
 typedef struct {
     const float *x;          /* [N, H, W, in_channels] NHWC latents */
     int N, H, W;
@@ -84,6 +102,7 @@ typedef struct {
      * it, mid_res to the middle block's output. */
     const float *const *down_res;
     const float *mid_res;
+    sdw_unet_ctx_cache *ctx_cache; /* or NULL: K and V projected at every call */
 } sdw_unet_input;
 
 /* out: [N, H, W, out_channels]. H and W must be multiples of 2^(n_levels-1). */

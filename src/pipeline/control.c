@@ -226,7 +226,7 @@ sdw_status sdw_control_apply(sdw_control_run *c, sdw_run *r, float t, sdw_unet_i
         const size_t px = (size_t)in->H * in->W;
         sdw_unet_input cin = { x + off * px * 4, N, in->H, in->W, in->timesteps + off,
                                in->context + (size_t)off * in->n_ctx * uc->context_dim, in->n_ctx,
-                               in->y ? in->y + (size_t)off * uc->adm_in : NULL, NULL, NULL, NULL, NULL };
+                               in->y ? in->y + (size_t)off * uc->adm_in : NULL, NULL, NULL, NULL, NULL, NULL };
         float *down[SDW_CONTROLNET_MAX_RES];
         for (int k = 0; k < c->n_down; k++) down[k] = c->res[k] + off * res_numel(c, k);
         float *mid = c->res[c->n_down] + off * res_numel(c, c->n_down);

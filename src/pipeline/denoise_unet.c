@@ -24,12 +24,14 @@ typedef struct {
     float *context;               /* [n * B, n_ctx, D] */
     float *y;                     /* [n * B, adm_in] (SDXL) or NULL */
     int n_ctx;
+    sdw_unet_ctx_cache kv;        /* the cross-attention K, V of context, made at the first step */
 } unet_group;
 
 typedef struct {
     int n_ctx;                    /* tokens per conditioning */
     float *context;               /* [(cfg ? 2B : B), n_ctx, D] */
     float *y;                     /* SDXL added conditioning, same batch, or NULL */
+    sdw_unet_ctx_cache kv;        /* the cross-attention K, V of context, made at the first step */
     float *unet_in, *unet_out, *nchw;   /* scratch for predict */
     sdw_control_run *control;     /* ControlNet units, or NULL */
     /* conditioning lists */
@@ -243,7 +245,7 @@ static sdw_status prepare_list(sdw_run *r, unet_state *u)
 /* One group's UNet call: each evaluation's crop of every batch item (+ the
  * crops of the inpainting mask and masked-image latents), then the outputs
  * into the plan's sums. */
-static sdw_status run_group(sdw_run *r, unet_state *u, const unet_group *g, const float *x_in, float t)
+static sdw_status run_group(sdw_run *r, unet_state *u, unet_group *g, const float *x_in, float t)
 {
     sdw_cond_plan *pl = &u->plan;
     const sdw_unet_config *uc = sdw_unet_get_config(r->m->unet);
@@ -264,7 +266,8 @@ static sdw_status run_group(sdw_run *r, unet_state *u, const unet_group *g, cons
     sdw_nchw_to_nhwc(u->nchw, rows, cin, e0->h, e0->w, u->unet_in);
     float ts[2 * 32];
     for (int b = 0; b < rows; b++) ts[b] = t;
-    sdw_unet_input in = { u->unet_in, rows, e0->h, e0->w, ts, g->context, g->n_ctx, g->y, NULL, NULL, NULL, NULL };
+    sdw_unet_input in = { u->unet_in, rows, e0->h, e0->w, ts, g->context, g->n_ctx, g->y, NULL, NULL, NULL, NULL,
+                          &g->kv };
     if (u->lctl[g->n - 1]) SDW_TRY(control_rows(r, u, g->n, &in, t));
     sdw_arena_reset(&r->arena);
     SDW_TRY(sdw_unet_forward(r->m->be, &r->arena, r->m->unet, &in, u->unet_out));
@@ -336,7 +339,7 @@ static sdw_status predict(sdw_run *r, const float *x_in, float t, float *out)
     sdw_nchw_to_nhwc(nchw, nb, cin, h, w, u->unet_in);
     float ts[64];
     for (int b = 0; b < nb; b++) ts[b] = t;
-    sdw_unet_input in = { u->unet_in, nb, h, w, ts, u->context, u->n_ctx, u->y, NULL, NULL, NULL, NULL };
+    sdw_unet_input in = { u->unet_in, nb, h, w, ts, u->context, u->n_ctx, u->y, NULL, NULL, NULL, NULL, &u->kv };
     if (u->control) SDW_TRY(sdw_control_apply(u->control, r, t, &in));
     sdw_arena_reset(&r->arena);
     SDW_TRY(sdw_unet_forward(m->be, &r->arena, m->unet, &in, u->unet_out));
@@ -353,6 +356,7 @@ static void release(sdw_run *r)
     if (!u) return;
     free(u->context);
     free(u->y);
+    sdw_unet_ctx_cache_free(&u->kv);
     free(u->unet_in);
     free(u->unet_out);
     free(u->nchw);
@@ -363,6 +367,7 @@ static void release(sdw_run *r)
     for (int g = 0; g < u->n_groups; g++) {
         free(u->groups[g].context);
         free(u->groups[g].y);
+        sdw_unet_ctx_cache_free(&u->groups[g].kv);
     }
     free(u->groups);
     for (int n = 0; n < GROUP_MAX; n++) sdw_control_end(u->lctl[n]);

@@ -423,7 +423,7 @@ static void check_unet(tally *t, sdw_model *m, const family_case *fc, const sdw_
     for (int k = 0; k < 2; k++) {
         float tv[2] = { (float)steps[k], (float)steps[k] };
         tap_ctx tcx = { t, ref, steps[k], fp_gate, 0 };
-        sdw_unet_input in = { x, N, H, W, tv, ctx, T, y, fingerprint_tap, &tcx, NULL, NULL };
+        sdw_unet_input in = { x, N, H, W, tv, ctx, T, y, fingerprint_tap, &tcx, NULL, NULL, NULL };
         sdw_arena_reset(&arena);
         bool reset = reset_peak_rss();
         double t0 = now_s(), c0 = cpu_s();
