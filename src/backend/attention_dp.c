@@ -52,16 +52,9 @@ BF16_FN ALWAYS_INLINE __m256i bf16x16(const uint16_t *p, int n)
     return _mm256_maskz_loadu_epi16((__mmask16)((1u << (n < 0 ? 0 : n)) - 1), p);
 }
 
-/* Elements at..at+15 of x as f32, zero past n. */
-BF16_FN ALWAYS_INLINE __m512 f32x16(input x, int64_t at, int n)
+/* 16 f32 from p, zero past n. */
+BF16_FN ALWAYS_INLINE __m512 f32x16(const float *p, int n)
 {
-    if (x.bf) { /* bf16 i into the high half of dword i: the f32 it stands for */
-        const __m512i up = _mm512_set_epi16(15, 0, 14, 0, 13, 0, 12, 0, 11, 0, 10, 0, 9, 0, 8, 0, 7, 0, 6, 0, 5, 0, 4,
-                                            0, 3, 0, 2, 0, 1, 0, 0, 0);
-        const __m512i h = _mm512_castsi256_si512(bf16x16((const uint16_t *)x.p + at, n));
-        return _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16((__mmask32)0xaaaaaaaau, up, h));
-    }
-    const float *p = (const float *)x.p + at;
     if (n >= 16) return _mm512_loadu_ps(p);
     return _mm512_maskz_loadu_ps((__mmask16)((1u << (n < 0 ? 0 : n)) - 1), p);
 }
@@ -74,7 +67,8 @@ BF16_FN ALWAYS_INLINE __m512i pairs16(input x, int64_t at, int n)
         const uint16_t *p = (const uint16_t *)x.p + at;
         return _mm512_inserti64x4(_mm512_castsi256_si512(bf16x16(p, n)), bf16x16(p + 16, n - 16), 1);
     }
-    return (__m512i)_mm512_cvtne2ps_pbh(f32x16(x, at + 16, n - 16), f32x16(x, at, n));
+    const float *p = (const float *)x.p + at;
+    return (__m512i)_mm512_cvtne2ps_pbh(f32x16(p + 16, n - 16), f32x16(p, n));
 }
 
 /* ------------------------------------------------------------ packing */
@@ -115,13 +109,13 @@ BF16_FN static void pack_v(uint32_t *dst, input v, int64_t at, int64_t stride, i
                 both = _mm512_castsi256_si512(key < Tk ? bf16x16(a, left) : _mm256_setzero_si256());
                 if (key + 1 < Tk) both = _mm512_inserti64x4(both, bf16x16(a + stride, left), 1);
             } else {
-                const __m512 a = key < Tk ? f32x16(v, at + key * stride + d, left) : _mm512_setzero_ps();
-                const __m512 b = key + 1 < Tk ? f32x16(v, at + (key + 1) * stride + d, left) : _mm512_setzero_ps();
-                both = (__m512i)_mm512_cvtne2ps_pbh(b, a);
+                const float *a = (const float *)v.p + at + key * stride + d;
+                both = (__m512i)_mm512_cvtne2ps_pbh(key + 1 < Tk ? f32x16(a + stride, left) : _mm512_setzero_ps(),
+                                                    key < Tk ? f32x16(a, left) : _mm512_setzero_ps());
             }
             both = sdw_bf16_interleave(both);
-            _mm512_mask_storeu_ps(row + d, left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1),
-                                  _mm512_castsi512_ps(both));
+            if (left >= 16) _mm512_storeu_si512(row + d, both);
+            else _mm512_mask_storeu_ps(row + d, (__mmask16)((1u << left) - 1), _mm512_castsi512_ps(both));
         }
     }
 }
