@@ -54,13 +54,6 @@ static inline __m512 emu_reduce_ps(__m512 a, int imm)
     return r;
 }
 
-static inline float emu_reduce_max_ps(__m512 a)
-{
-    float m = a[0];
-    for (int i = 1; i < 16; i++) m = a[i] > m ? a[i] : m;
-    return m;
-}
-
 static inline void emu_mask_storeu_ps(void *p, __mmask16 k, __m512 a)
 {
     for (int i = 0; i < 16; i++)
@@ -93,23 +86,11 @@ static inline void emu_mask_storeu_epi16(void *p, __mmask16 k, __m256i a)
         if (k >> i & 1) memcpy((int16_t *)p + i, &v[i], 2);
 }
 
-static inline __m256i emu_mask_set1_epi16(__m256i src, __mmask16 k, short x)
-{
-    emu_i16x16 v;
-    memcpy(&v, &src, sizeof v);
-    for (int i = 0; i < 16; i++)
-        if (k >> i & 1) v[i] = x;
-    memcpy(&src, &v, sizeof v);
-    return src;
-}
-
 #define _mm512_cvtneps_pbh(a) emu_cvtneps_pbh(a)
 #define _mm512_cvtne2ps_pbh(a, b) emu_cvtne2ps_pbh(a, b)
 #define _mm512_reduce_ps(a, imm) emu_reduce_ps(a, imm)
-#define _mm512_reduce_max_ps(a) emu_reduce_max_ps(a)
 #define _mm512_mask_storeu_ps(p, k, a) emu_mask_storeu_ps(p, k, a)
 #define _mm512_maskz_loadu_ps(k, p) emu_maskz_loadu_ps(k, p)
 #define _mm256_maskz_loadu_epi16(k, p) emu_maskz_loadu_epi16(k, p)
 #define _mm256_mask_storeu_epi16(p, k, a) emu_mask_storeu_epi16(p, k, a)
-#define _mm256_mask_set1_epi16(src, k, x) emu_mask_set1_epi16(src, k, x)
 #endif
