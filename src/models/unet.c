@@ -361,7 +361,7 @@ void sdw_unet_ctx_cache_free(sdw_unet_ctx_cache *c)
 {
     for (int i = 0; i < c->n; i++) free(c->e[i].kv);
     free(c->e);
-    *c = (sdw_unet_ctx_cache){ 0 };
+    *c = (sdw_unet_ctx_cache){ .max = c->max };
 }
 
 /* The input's cache, emptied when it was filled for another UNet or context. */
@@ -370,7 +370,8 @@ static void ctx_cache_check(const fwd *f)
     sdw_unet_ctx_cache *c = f->in->ctx_cache;
     if (!c || (c->u == f->u && c->context == f->in->context && c->N == f->N && c->n_ctx == f->in->n_ctx)) return;
     sdw_unet_ctx_cache_free(c);
-    *c = (sdw_unet_ctx_cache){ .u = f->u, .context = f->in->context, .N = f->N, .n_ctx = f->in->n_ctx };
+    *c = (sdw_unet_ctx_cache){ .max = c->max, .u = f->u, .context = f->in->context, .N = f->N,
+                               .n_ctx = f->in->n_ctx };
 }
 
 /* Block b's cross-attention K and V of the context: from the input's cache
@@ -386,6 +387,8 @@ static sdw_status context_kv(const fwd *f, const tblock *b, int C, void *scratch
                 *kv = c->e[i].kv;
                 return SDW_OK;
             }
+    const size_t bytes = sdw_act_bytes(f->be, (size_t)rows * 2 * C);
+    if (c && c->bytes + bytes > (c->max ? c->max : SDW_UNET_CTX_CACHE_MAX)) c = NULL; /* full: every time */
     void *dst = scratch;
     if (c) {
         if (c->n == c->cap) {
@@ -395,12 +398,15 @@ static sdw_status context_kv(const fwd *f, const tblock *b, int C, void *scratch
             c->e = e;
             c->cap = cap;
         }
-        if (!(dst = malloc(sdw_act_bytes(f->be, (size_t)rows * 2 * C)))) return nomem();
+        if (!(dst = malloc(bytes))) return nomem();
     }
     const sdw_status st = sdw_linear_forward_to_act(f->be, b->kv2, f->context_act, rows, dst);
     if (c && st != SDW_OK) free(dst);
     SDW_TRY(st);
-    if (c) c->e[c->n++] = (struct sdw_unet_ctx_kv){ b, dst };
+    if (c) {
+        c->e[c->n++] = (struct sdw_unet_ctx_kv){ b, dst };
+        c->bytes += bytes;
+    }
     *kv = dst;
     return SDW_OK;
 }

@@ -74,12 +74,18 @@ typedef void (*sdw_unet_tap)(void *user, const char *name, const float *x, int N
  * sdw_unet_forward with in->ctx_cache set projects each block's once and
  * reads them after, for as long as it is called with the same UNet,
  * context pointer, N and n_ctx (else it starts over). The caller keeps the
- * context unchanged meanwhile. Zero-initialise; sdw_unet_ctx_cache_free. */
+ * context unchanged meanwhile. Zero-initialise; sdw_unet_ctx_cache_free.
+ * It holds at most max bytes (0: SDW_UNET_CTX_CACHE_MAX; SDXL, one image
+ * with CFG, needs 51 MB): blocks past that project at every call, as
+ * without it. */
+#define SDW_UNET_CTX_CACHE_MAX ((size_t)256 << 20)
 typedef struct {
+    size_t max;
     const sdw_unet *u;
     const float *context;
     int N, n_ctx;
     int n, cap;
+    size_t bytes;
     struct sdw_unet_ctx_kv {
         const void *block; /* the transformer block */
         void *kv;          /* [N * n_ctx, 2C] activations: K then V of each row */
