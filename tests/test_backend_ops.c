@@ -371,7 +371,8 @@ static void linear_own_kernel_f32(void **state)
         { 768, 320, 77, true },  /* CLIP's rows: 12 whole tiles and 5 rows */
         { 300, 48, 6, false },   /* one tile; two depth slices, the second short */
         { 40, 16, 13, true },    /* one panel, under one slice */
-        { 2048, 1024, 200, true }, /* large enough for 200 rows */
+        { 2048, 1024, 200, true }, /* large enough for 200 rows; rows of w 4 KiB apart: panels copied */
+        { 300, 1024, 20, false },  /* copied, the second slice short */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const int K = cases[i].K, N = cases[i].N;

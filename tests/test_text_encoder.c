@@ -160,12 +160,50 @@ static void case_prompts(void **state)
     sdw_backend_free(be);
 }
 
+/* Prompts encoded together (one batch, each padded to the longest's chunks)
+ * give what each gives alone padded to that length: the context with its
+ * emphasis, and SDXL's pooled vector of each prompt's first chunk. */
+static void prompts_batched(void **state)
+{
+    (void)state;
+    char long_prompt[2048] = "";
+    for (int i = 0; i < 24; i++) strcat(long_prompt, "a photo of a (red:1.2) cat, ");
+    const char *prompts[3] = { "an astronaut riding a [horse], BREAK on the moon", "", long_prompt };
+    static const char *const fams[] = { "sd1-tiny", "sd2-tiny", "sdxl-tiny" };
+    sdw_backend *be;
+    assert_int_equal(sdw_backend_create(SDW_PRECISION_F32, &be), SDW_OK);
+    for (size_t f = 0; f < sizeof fams / sizeof *fams; f++) {
+        sdw_text_conditioner tc;
+        if (load(be, fams[f], true, &tc) != SDW_OK) fail_msg("%s", sdw_last_error());
+        sdw_text_embedding all[3], one;
+        if (sdw_text_encode_prompts(be, &tc, prompts, 3, 1, 2, all) != SDW_OK) fail_msg("%s", sdw_last_error());
+        assert_int_equal(all[0].n_tokens, 3 * 77); /* the long prompt's chunks */
+        for (int k = 0; k < 3; k++) {
+            if (sdw_text_encode_prompt(be, &tc, prompts[k], 3, 2, &one) != SDW_OK) fail_msg("%s", sdw_last_error());
+            char what[128];
+            snprintf(what, sizeof what, "%s prompt %d batched", fams[f], k);
+            assert_int_equal(one.n_tokens, all[k].n_tokens);
+            test_check_close(what, all[k].context, one.context, (size_t)one.n_tokens * tc.context_dim, 1e-6);
+            assert_int_equal(one.pooled != NULL, all[k].pooled != NULL);
+            if (one.pooled) test_check_close(what, all[k].pooled, one.pooled, (size_t)tc.pooled_dim, 1e-6);
+            sdw_text_embedding_free(&one);
+            sdw_text_embedding_free(&all[k]);
+        }
+        assert_int_equal(sdw_text_encode_prompts(be, &tc, prompts, 0, 1, 0, all), SDW_ERR_INVALID_ARG);
+        assert_int_equal(sdw_text_encode_prompts(be, &tc, prompts, SDW_TEXT_MAX_PROMPTS + 1, 1, 0, all),
+                         SDW_ERR_INVALID_ARG);
+        sdw_text_conditioner_free(&tc);
+    }
+    sdw_backend_free(be);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(components_f32),
         cmocka_unit_test(components_bf16),
         cmocka_unit_test(case_prompts),
+        cmocka_unit_test(prompts_batched),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -93,9 +93,10 @@ int cmd_encode(int argc, char **argv)
         return 1;
     }
     double t1 = now();
-    sdw_text_embedding pos, neg;
-    sdw_status s = sdw_text_encode_prompt(be, &tc, prompt, 1, clip_skip, &pos);
-    if (s == SDW_OK) s = sdw_text_encode_prompt(be, &tc, negative, pos.n_tokens / SDW_CLIP_CONTEXT, clip_skip, &neg);
+    sdw_text_embedding e[2];
+    const char *prompts[2] = { prompt, negative };
+    sdw_status s = sdw_text_encode_prompts(be, &tc, prompts, 2, 1, clip_skip, e);
+    sdw_text_embedding pos = e[0], neg = e[1];
     if (s != SDW_OK) {
         fprintf(stderr, "sd-worker encode: %s\n", sdw_last_error());
         sdw_text_conditioner_free(&tc);

@@ -139,8 +139,10 @@ void sdw_text_conditioner_free(sdw_text_conditioner *tc)
     memset(tc, 0, sizeof *tc);
 }
 
-sdw_status sdw_text_encode_ids(sdw_backend *be, sdw_text_conditioner *tc, const int32_t *ids1, const int32_t *ids2,
-                               int n_chunks, int clip_skip, float *context, float *pooled)
+/* sdw_text_encode_ids for n_chunks chunks, with pooled [n_chunks / every,
+ * pooled_dim]: chunk 0's, chunk every's, ... (each prompt's first). */
+static sdw_status encode_chunks(sdw_backend *be, sdw_text_conditioner *tc, const int32_t *ids1, const int32_t *ids2,
+                                int n_chunks, int every, int clip_skip, float *context, float *pooled)
 {
     if (n_chunks < 1) return sdw_fail(SDW_ERR_INVALID_ARG, "no token chunks to encode");
     if (clip_skip < 0 || clip_skip > 12) return sdw_fail(SDW_ERR_INVALID_ARG, "clip skip %d not in 1..12", clip_skip);
@@ -171,8 +173,17 @@ sdw_status sdw_text_encode_ids(sdw_backend *be, sdw_text_conditioner *tc, const 
         memcpy(context + r * D, h1 + r * W1, (size_t)W1 * sizeof *h1);
         memcpy(context + r * D + W1, h2 + r * W2, (size_t)W2 * sizeof *h2);
     }
-    if (pooled) memcpy(pooled, p, (size_t)tc->pooled_dim * sizeof *p); /* A1111: the first chunk's */
+    if (pooled) /* A1111: the first chunk's */
+        for (int c = 0; c < n_chunks; c += every)
+            memcpy(pooled + (size_t)(c / every) * tc->pooled_dim, p + (size_t)c * tc->pooled_dim,
+                   (size_t)tc->pooled_dim * sizeof *p);
     return SDW_OK;
+}
+
+sdw_status sdw_text_encode_ids(sdw_backend *be, sdw_text_conditioner *tc, const int32_t *ids1, const int32_t *ids2,
+                               int n_chunks, int clip_skip, float *context, float *pooled)
+{
+    return encode_chunks(be, tc, ids1, ids2, n_chunks, n_chunks, clip_skip, context, pooled);
 }
 
 /* A1111's "Original" emphasis: scale each token's vectors by its weight, then
@@ -199,38 +210,104 @@ static bool all_ones(const float *w, size_t n)
     return true;
 }
 
+/* One prompt's chunks of ids (two tokenizations for SDXL) and weights. */
+typedef struct {
+    int32_t *ids1, *ids2;
+    float *w1, *w2;
+    int n1, n2;
+} prompt_ids;
+
+static void prompt_ids_free(prompt_ids *q)
+{
+    free(q->ids1); free(q->ids2); free(q->w1); free(q->w2);
+    memset(q, 0, sizeof *q);
+}
+
+static sdw_status tokenize(const sdw_text_conditioner *tc, const char *prompt, prompt_ids *q)
+{
+    sdw_parsed_prompt pp;
+    SDW_TRY(sdw_prompt_parse(prompt ? prompt : "", &pp));
+    sdw_pad pad1 = tc->family == SDW_FAMILY_SD2 ? SDW_PAD_ZERO : SDW_PAD_EOS;
+    sdw_status s = sdw_prompt_to_chunks(&pp, pad1, &q->ids1, &q->w1, &q->n1);
+    if (s == SDW_OK && is_xl(tc->family)) s = sdw_prompt_to_chunks(&pp, SDW_PAD_ZERO, &q->ids2, &q->w2, &q->n2);
+    sdw_parsed_prompt_free(&pp);
+    return s;
+}
+
+/* Pads q to target chunks, then appends its ids to all (prompt k's at chunk k * target). */
+static sdw_status gather(const sdw_text_conditioner *tc, prompt_ids *q, int target, int k, int32_t *all1, int32_t *all2)
+{
+    const size_t T = SDW_CLIP_CONTEXT, at = (size_t)k * target * T;
+    SDW_TRY(sdw_prompt_chunks_pad(&q->ids1, &q->w1, &q->n1, target,
+                                  tc->family == SDW_FAMILY_SD2 ? SDW_PAD_ZERO : SDW_PAD_EOS));
+    memcpy(all1 + at, q->ids1, (size_t)target * T * sizeof *all1);
+    if (q->ids2) {
+        SDW_TRY(sdw_prompt_chunks_pad(&q->ids2, &q->w2, &q->n2, target, SDW_PAD_ZERO));
+        memcpy(all2 + at, q->ids2, (size_t)target * T * sizeof *all2);
+    }
+    return SDW_OK;
+}
+
+/* The prompts' ids, each padded to target chunks, through the encoders at
+ * once (one batch: CLIP's 77-row matmuls are short of rows), then split. */
+static sdw_status encode_padded(sdw_backend *be, sdw_text_conditioner *tc, prompt_ids *q, int n, int target,
+                                int clip_skip, sdw_text_embedding *out)
+{
+    const size_t T = SDW_CLIP_CONTEXT, D = (size_t)tc->context_dim, chunks = (size_t)n * target;
+    int32_t *all1 = malloc(chunks * T * sizeof *all1), *all2 = q[0].ids2 ? malloc(chunks * T * sizeof *all2) : NULL;
+    float *context = malloc(chunks * T * D * sizeof *context);
+    float *pooled = tc->pooled_dim ? malloc((size_t)n * tc->pooled_dim * sizeof *pooled) : NULL;
+    sdw_status s = (!all1 || (q[0].ids2 && !all2) || !context || (tc->pooled_dim && !pooled))
+                       ? sdw_fail(SDW_ERR_NOMEM, "out of memory")
+                       : SDW_OK;
+    for (int k = 0; k < n && s == SDW_OK; k++) s = gather(tc, &q[k], target, k, all1, all2);
+    if (s == SDW_OK) s = encode_chunks(be, tc, all1, all2, (int)chunks, target, clip_skip, context, pooled);
+    for (int k = 0; k < n && s == SDW_OK; k++) {
+        sdw_text_embedding *e = &out[k];
+        e->n_tokens = target * (int)T;
+        e->context = malloc((size_t)e->n_tokens * D * sizeof(float));
+        e->pooled = pooled ? malloc((size_t)tc->pooled_dim * sizeof(float)) : NULL;
+        if (!e->context || (pooled && !e->pooled)) {
+            s = sdw_fail(SDW_ERR_NOMEM, "out of memory");
+            break;
+        }
+        memcpy(e->context, context + (size_t)k * e->n_tokens * D, (size_t)e->n_tokens * D * sizeof(float));
+        if (pooled) memcpy(e->pooled, pooled + (size_t)k * tc->pooled_dim, (size_t)tc->pooled_dim * sizeof(float));
+        if (!all_ones(q[k].w1, (size_t)target * T))
+            for (int c = 0; c < target; c++)
+                sdw_apply_emphasis(e->context + (size_t)c * T * D, q[k].w1 + (size_t)c * T, (int)T, (int)D);
+    }
+    free(all1); free(all2); free(context); free(pooled);
+    return s;
+}
+
+sdw_status sdw_text_encode_prompts(sdw_backend *be, sdw_text_conditioner *tc, const char *const *prompts, int n,
+                                   int min_chunks, int clip_skip, sdw_text_embedding *out)
+{
+    if (n < 1 || n > SDW_TEXT_MAX_PROMPTS)
+        return sdw_fail(SDW_ERR_INVALID_ARG, "%d prompts to encode at once (1 to %d)", n, SDW_TEXT_MAX_PROMPTS);
+    memset(out, 0, (size_t)n * sizeof *out);
+    prompt_ids q[SDW_TEXT_MAX_PROMPTS] = { 0 };
+    sdw_status s = SDW_OK;
+    /* Both SDXL tokenizations, and all the prompts, get the same chunk count ('!' splits differently). */
+    int target = min_chunks;
+    for (int k = 0; k < n && s == SDW_OK; k++) {
+        s = tokenize(tc, prompts[k], &q[k]);
+        target = q[k].n1 > target ? q[k].n1 : target;
+        target = q[k].n2 > target ? q[k].n2 : target;
+    }
+    if (s == SDW_OK) s = encode_padded(be, tc, q, n, target, clip_skip, out);
+    for (int k = 0; k < n; k++) {
+        prompt_ids_free(&q[k]);
+        if (s != SDW_OK) sdw_text_embedding_free(&out[k]);
+    }
+    return s;
+}
+
 sdw_status sdw_text_encode_prompt(sdw_backend *be, sdw_text_conditioner *tc, const char *prompt, int min_chunks,
                                   int clip_skip, sdw_text_embedding *out)
 {
-    memset(out, 0, sizeof *out);
-    sdw_parsed_prompt pp;
-    SDW_TRY(sdw_prompt_parse(prompt ? prompt : "", &pp));
-    const int T = SDW_CLIP_CONTEXT;
-    int32_t *ids1 = NULL, *ids2 = NULL;
-    float *w1 = NULL, *w2 = NULL;
-    int n1 = 0, n2 = 0;
-    sdw_pad pad1 = tc->family == SDW_FAMILY_SD2 ? SDW_PAD_ZERO : SDW_PAD_EOS;
-    sdw_status s = sdw_prompt_to_chunks(&pp, pad1, &ids1, &w1, &n1);
-    if (s == SDW_OK && is_xl(tc->family)) s = sdw_prompt_to_chunks(&pp, SDW_PAD_ZERO, &ids2, &w2, &n2);
-    sdw_parsed_prompt_free(&pp);
-    /* Both SDXL tokenizations must have the same chunk count ('!' splits differently). */
-    int target = n1 > n2 ? n1 : n2;
-    if (target < min_chunks) target = min_chunks;
-    if (s == SDW_OK) s = sdw_prompt_chunks_pad(&ids1, &w1, &n1, target, pad1);
-    if (s == SDW_OK && ids2) s = sdw_prompt_chunks_pad(&ids2, &w2, &n2, target, SDW_PAD_ZERO);
-    int D = tc->context_dim;
-    if (s == SDW_OK) {
-        out->n_tokens = n1 * T;
-        out->context = malloc((size_t)out->n_tokens * D * sizeof(float));
-        out->pooled = tc->pooled_dim ? malloc((size_t)tc->pooled_dim * sizeof(float)) : NULL;
-        if (!out->context || (tc->pooled_dim && !out->pooled)) s = sdw_fail(SDW_ERR_NOMEM, "out of memory");
-    }
-    if (s == SDW_OK) s = sdw_text_encode_ids(be, tc, ids1, ids2, n1, clip_skip, out->context, out->pooled);
-    if (s == SDW_OK && !all_ones(w1, (size_t)n1 * T))
-        for (int c = 0; c < n1; c++) sdw_apply_emphasis(out->context + (size_t)c * T * D, w1 + (size_t)c * T, T, D);
-    free(ids1); free(ids2); free(w1); free(w2);
-    if (s != SDW_OK) sdw_text_embedding_free(out);
-    return s;
+    return sdw_text_encode_prompts(be, tc, &prompt, 1, min_chunks, clip_skip, out);
 }
 
 void sdw_text_embedding_free(sdw_text_embedding *e)

@@ -45,6 +45,13 @@ typedef struct {
  * with empty chunks, so a negative prompt can match its positive. */
 sdw_status sdw_text_encode_prompt(sdw_backend *be, sdw_text_conditioner *tc, const char *prompt, int min_chunks,
                                   int clip_skip, sdw_text_embedding *out);
+/* n prompts (1 to SDW_TEXT_MAX_PROMPTS) at once, each padded to as many
+ * chunks as the longest (and min_chunks), as A1111 pads a prompt and its
+ * negative: one pass through the encoders, out[k] as sdw_text_encode_prompt
+ * would give each. On failure every out[k] is empty. */
+#define SDW_TEXT_MAX_PROMPTS 8
+sdw_status sdw_text_encode_prompts(sdw_backend *be, sdw_text_conditioner *tc, const char *const *prompts, int n,
+                                   int min_chunks, int clip_skip, sdw_text_embedding *out);
 void sdw_text_embedding_free(sdw_text_embedding *e);
 
 /* A1111's "Original" emphasis on one chunk z [T, D]: each token's vector

@@ -49,33 +49,25 @@ static sdw_status encode_prompts(sdw_run *r, unet_state *u)
 {
     sdw_model *m = r->m;
     const sdw_pipeline_params *p = r->p;
-    sdw_text_embedding pos = { 0 }, neg = { 0 };
-    SDW_TRY(sdw_text_encode_prompt(m->be, &m->text, p->prompt, 1, p->clip_skip, &pos));
+    sdw_text_embedding e[2] = { 0 }, *pos = &e[0], *neg = &e[1];
     /* SDXL without a negative prompt conditions the unconditional branch on
-     * zeros (diffusers' force_zeros_for_empty_prompt); SD1/SD2 encode "". */
+     * zeros (diffusers' force_zeros_for_empty_prompt); SD1/SD2 encode "".
+     * Prompt and negative prompt are padded to the same length (A1111's
+     * "pad conds") and encoded together. */
     bool zero_uncond = is_xl(m->info.family) && (!p->negative_prompt || !p->negative_prompt[0]);
-    sdw_status s = SDW_OK;
-    int chunks = pos.n_tokens / SDW_CLIP_CONTEXT;
-    if (r->cfg && !zero_uncond) {
-        s = sdw_text_encode_prompt(m->be, &m->text, p->negative_prompt ? p->negative_prompt : "", chunks,
-                                   p->clip_skip, &neg);
-        /* A longer negative prompt: pad the positive to its length (A1111's "pad conds"). */
-        if (s == SDW_OK && neg.n_tokens > pos.n_tokens) {
-            sdw_text_embedding_free(&pos);
-            s = sdw_text_encode_prompt(m->be, &m->text, p->prompt, neg.n_tokens / SDW_CLIP_CONTEXT, p->clip_skip,
-                                       &pos);
-        }
-    }
+    const char *prompts[2] = { p->prompt, p->negative_prompt ? p->negative_prompt : "" };
+    const int n = r->cfg && !zero_uncond ? 2 : 1;
+    sdw_status s = sdw_text_encode_prompts(m->be, &m->text, prompts, n, 1, p->clip_skip, e);
     int D = m->text.context_dim, B = r->B, nb = r->cfg ? 2 * B : B;
-    u->n_ctx = pos.n_tokens;
+    u->n_ctx = pos->n_tokens;
     size_t per = (size_t)u->n_ctx * D;
     if (s == SDW_OK && !(u->context = calloc((size_t)nb * per, sizeof(float)))) s = sdw_pipeline_nomem();
     if (s == SDW_OK) {
         /* Batch order as diffusers: [uncond x B, cond x B]. */
         for (int b = 0; b < B; b++) {
             float *cond = u->context + (size_t)(r->cfg ? B + b : b) * per;
-            memcpy(cond, pos.context, per * sizeof(float));
-            if (r->cfg && !zero_uncond) memcpy(u->context + (size_t)b * per, neg.context, per * sizeof(float));
+            memcpy(cond, pos->context, per * sizeof(float));
+            if (r->cfg && !zero_uncond) memcpy(u->context + (size_t)b * per, neg->context, per * sizeof(float));
         }
         int64_t shape[3] = { nb, u->n_ctx, D };
         sdw_pipeline_observe(r, "prompt_embeds", -1, u->context, 3, shape);
@@ -85,7 +77,7 @@ static sdw_status encode_prompts(sdw_run *r, unet_state *u)
         int pd = m->text.pooled_dim, td = uc->addition_time_embed_dim;
         float ids[6] = { (float)p->height, (float)p->width, 0, 0, (float)p->height, (float)p->width };
         int n_ids = (uc->adm_in - pd) / td;
-        if (n_ids != 6 || !pos.pooled) {
+        if (n_ids != 6 || !pos->pooled) {
             s = sdw_fail(SDW_ERR_UNSUPPORTED, "the UNet's added conditioning (%d wide) is not pooled %d + 6 x %d",
                          uc->adm_in, pd, td);
         } else if (!(u->y = calloc((size_t)nb * uc->adm_in, sizeof(float)))) {
@@ -95,14 +87,14 @@ static sdw_status encode_prompts(sdw_run *r, unet_state *u)
             if (!zeros) s = sdw_pipeline_nomem();
             for (int b = 0; b < nb && s == SDW_OK; b++) {
                 bool uncond = r->cfg && b < B;
-                const float *pooled = uncond ? (zero_uncond ? zeros : neg.pooled) : pos.pooled;
+                const float *pooled = uncond ? (zero_uncond ? zeros : neg->pooled) : pos->pooled;
                 sdw_unet_text_time_y(pooled, pd, ids, 6, td, u->y + (size_t)b * uc->adm_in);
             }
             free(zeros);
         }
     }
-    sdw_text_embedding_free(&pos);
-    sdw_text_embedding_free(&neg);
+    sdw_text_embedding_free(pos);
+    sdw_text_embedding_free(neg);
     return s;
 }
 
