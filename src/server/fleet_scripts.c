@@ -90,7 +90,11 @@
     "  local id = redis.call('HGET', wkey(w), 'job')\n"                                                  \
     "  if not id or id == '' then return nil end\n"                                                      \
     "  local st, o, q, entry = unpack(redis.call('HMGET', jkey(id), 'state', 'worker', 'queue', 'entry'))\n" \
-    "  if st == 'running' and o == w then return start(id, q, entry, w) end\n"                           \
+    "  if st == 'running' and o == w then\n"                                                             \
+    "    local r = start(id, q, entry, w)\n"                                                               \
+    "    r[11] = 'resumed'\n"                                                                              \
+    "    return r\n"                                                                                       \
+    "  end\n"                                                                                              \
     "  redis.call('HSET', wkey(w), 'job', '')\n"                                                         \
     "  return nil\n"                                                                                     \
     "end\n"                                                                                              \

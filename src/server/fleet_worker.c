@@ -346,7 +346,9 @@ static void conclude(sdw_fleet *f, sdw_job *j)
 /* ---------------------------------------------------------------- running what was taken */
 
 /* The record's fields in a take or claim answer:
- * {'run', id, entry, attempt, id, dialect, content_type, body, seed, model}. */
+ * {'run', id, entry, attempt, id, dialect, content_type, body, seed, model
+ * [, 'resumed']}: 'resumed' when Redis said this worker already held the
+ * job, whose take or claim it never heard the answer to. */
 static int record_fields(const redisReply *r, fleet_field *f)
 {
     static const char *const names[] = { "id", "dialect", "content_type", "body", "seed", "model" };
@@ -358,6 +360,12 @@ static int record_fields(const redisReply *r, fleet_field *f)
         f[n++] = (fleet_field){ names[i], strlen(names[i]), v, len };
     }
     return n;
+}
+
+static bool resumed(const redisReply *r)
+{
+    const char *v = fleet_reply_str(r, 10, NULL);
+    return v && !strcmp(v, "resumed");
 }
 
 static void run_taken(sdw_fleet *f, const redisReply *r, bool *ran)
@@ -406,6 +414,8 @@ static void run_taken(sdw_fleet *f, const redisReply *r, bool *ran)
     e->running = j;
     pthread_cond_broadcast(&e->changed);
     pthread_mutex_unlock(&e->mu);
+    if (resumed(r))
+        sdw_srv_log("job %s resumed: Redis had given it to this worker, whose connection lost the answer", id);
     sdw_srv_log("job %s running (attempt %s, %s, %s)", id, attempt, fleet_route_name(rec.route),
                 sdw_job_kind_name(j->req.kind));
     /* The worker began stopping while it took this one: hand it back. */
@@ -509,7 +519,9 @@ static int try_claim(loop_state *st, const redisReply *queues, redisReply **out)
     st->claimed_once = true;
     const char *what = fleet_reply_str(r, 0, NULL);
     if (what && !strcmp(what, "run")) {
-        sdw_srv_log("job %s claimed from a lost worker (attempt %lld)", fleet_reply_str(r, 1, NULL), fleet_reply_int(r, 3, 0));
+        if (!resumed(r))
+            sdw_srv_log("job %s claimed from a lost worker (attempt %lld)", fleet_reply_str(r, 1, NULL),
+                        fleet_reply_int(r, 3, 0));
         return *out = r, 1;
     }
     if (r) freeReplyObject(r);

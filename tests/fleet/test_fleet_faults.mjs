@@ -14,6 +14,9 @@
 //     answer 503 with Redis's error, and the worker goes on with the next;
 //   - --max-attempts 1: the job of a kill -9'd worker ends failed
 //     (worker_lost) instead of running again;
+//   - a worker whose take's answer was lost (Redis says it runs a job it
+//     never heard of): it resumes that job (attempt 2, "resumed" in its
+//     log, no claim);
 //   - SIGTERM while a job runs past --drain-timeout: the job is handed back
 //     and another worker completes it (`requeued`, reason: stopping);
 //   - a job queued while no worker runs survives a Redis crash (AOF) and
@@ -192,6 +195,37 @@ const cases = [
     assert.match(final.data.message, /stopped heartbeating.*--max-attempts is 1/);
     assert.equal(events.filter((e) => e.event === 'requeued').length, 0);
     for (const w of [front, a, b]) await w.stop('SIGKILL');
+  }],
+
+  ['a take whose answer was lost: the worker resumes the job Redis gave it', async () => {
+    const front = await start('front-r', 'r:', 'front');
+    const w = await start('w-r', 'r:', 'worker');
+    // (after its first heartbeat, which clears the job of a worker that reuses an id)
+    await untilTrue(async () => (await redis.cli('HGET', `r:worker:${w.id}`, 'beat')).trim() !== '', 'a heartbeat');
+    w.kill('SIGSTOP');
+    const job = await json(front.url + '/v1/jobs', 'POST', { prompt: 'x', width: 64, height: 64, steps: 2, seed: 5 });
+    const id = job.data.job_id;
+    // What the take script does, as if its answer then went down with the
+    // connection: the entry read into w's pending list, the job started on w.
+    const q = (await redis.cli('HGET', `r:job:${id}`, 'queue')).trim();
+    const read = (await redis.cli('XREADGROUP', 'GROUP', 'workers', w.id, 'COUNT', '1', 'STREAMS', q, '>')).trim().split('\n');
+    const entry = read.find((x) => /^\d+-\d+$/.test(x));
+    assert.ok(entry, `an entry read from ${q}: ${read}`);
+    await redis.cli('HINCRBY', `r:job:${id}`, 'attempt', '1');
+    await redis.cli('HSET', `r:job:${id}`, 'state', 'running', 'worker', w.id, 'queue', q, 'entry', entry,
+      'started', String(Date.now()), 'step', '0', 'total', '0', 'cancel', '', 'published', '0');
+    await redis.cli('ZREM', 'r:queued', id);
+    await redis.cli('HSET', `r:worker:${w.id}`, 'job', id, 'state', 'busy');
+    const stream = streamJob([front.url], id);
+    w.kill('SIGCONT');
+    const { events } = await stream;
+    const { final } = checkStream(events, id);
+    assert.equal(final.event, 'complete');
+    assert.match(w.log, new RegExp(`job ${id} resumed: Redis had given it to this worker`));
+    assert.match(w.log, new RegExp(`job ${id} running \\(attempt 2,`));
+    assert.doesNotMatch(w.log, /claimed from a lost worker/);
+    assert.equal(events.filter((e) => e.event === 'requeued').length, 0);
+    for (const p of [front, w]) await p.stop();
   }],
 
   ['SIGTERM past --drain-timeout: the running job is handed back and completed elsewhere', async () => {
