@@ -223,12 +223,17 @@ static void prompt_ids_free(prompt_ids *q)
     memset(q, 0, sizeof *q);
 }
 
+/* The first encoder's padding: SD2's OpenCLIP pads with 0, CLIP-L with EOS. */
+static sdw_pad first_pad(const sdw_text_conditioner *tc)
+{
+    return tc->family == SDW_FAMILY_SD2 ? SDW_PAD_ZERO : SDW_PAD_EOS;
+}
+
 static sdw_status tokenize(const sdw_text_conditioner *tc, const char *prompt, prompt_ids *q)
 {
     sdw_parsed_prompt pp;
     SDW_TRY(sdw_prompt_parse(prompt ? prompt : "", &pp));
-    sdw_pad pad1 = tc->family == SDW_FAMILY_SD2 ? SDW_PAD_ZERO : SDW_PAD_EOS;
-    sdw_status s = sdw_prompt_to_chunks(&pp, pad1, &q->ids1, &q->w1, &q->n1);
+    sdw_status s = sdw_prompt_to_chunks(&pp, first_pad(tc), &q->ids1, &q->w1, &q->n1);
     if (s == SDW_OK && is_xl(tc->family)) s = sdw_prompt_to_chunks(&pp, SDW_PAD_ZERO, &q->ids2, &q->w2, &q->n2);
     sdw_parsed_prompt_free(&pp);
     return s;
@@ -238,8 +243,7 @@ static sdw_status tokenize(const sdw_text_conditioner *tc, const char *prompt, p
 static sdw_status gather(const sdw_text_conditioner *tc, prompt_ids *q, int target, int k, int32_t *all1, int32_t *all2)
 {
     const size_t T = SDW_CLIP_CONTEXT, at = (size_t)k * target * T;
-    SDW_TRY(sdw_prompt_chunks_pad(&q->ids1, &q->w1, &q->n1, target,
-                                  tc->family == SDW_FAMILY_SD2 ? SDW_PAD_ZERO : SDW_PAD_EOS));
+    SDW_TRY(sdw_prompt_chunks_pad(&q->ids1, &q->w1, &q->n1, target, first_pad(tc)));
     memcpy(all1 + at, q->ids1, (size_t)target * T * sizeof *all1);
     if (q->ids2) {
         SDW_TRY(sdw_prompt_chunks_pad(&q->ids2, &q->w2, &q->n2, target, SDW_PAD_ZERO));
