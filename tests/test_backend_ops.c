@@ -405,6 +405,77 @@ static void linear_own_kernel_f32(void **state)
     sdw_backend_free(be);
 }
 
+static float *as_act(sdw_backend *be, const float *x, size_t n, void *act);
+
+/* sdw_linear_forward_gelu_act on every path it takes (oneDNN's post-op in
+ * f32 and bf16; our own kernels, compact weights and low-rank branches with
+ * the GELU pass after them) against GELU (tanh form) of the double
+ * reference, the branch included; in bf16 against the unfused pair too. */
+static void linear_gelu(void **state)
+{
+    (void)state;
+    const int K = 96, N = 128;
+    const int64_t M = 70; /* own kernels: AMX from 32 rows */
+    const size_t nx = (size_t)M * K, ny = (size_t)M * N;
+    for (int v = 0; v < 4; v++) { /* f32, bf16, bf16 Q8_0 weights, bf16 with a branch */
+        const sdw_precision prec = v ? SDW_PRECISION_BF16 : SDW_PRECISION_F32;
+        sdw_backend *be = backend(prec);
+        if (!be) continue;
+        const bool own = sdw_backend_set_own_linear(be, true);
+        float *w = frand((size_t)N * K, 301, 1.0f / sqrtf((float)K)), *b = frand((size_t)N, 302, 0.5f);
+        float *x = frand(nx, 303, 1.5f), *r = falloc(ny), *got = falloc(ny), *pair = falloc(ny);
+        void *act = malloc(nx * sizeof(float)), *y = malloc(ny * sizeof(float)), *y2 = malloc(ny * sizeof(float));
+        assert_true(act && y && y2);
+        float *xr = as_act(be, x, nx, act); /* what the product multiplies */
+        sdw_linear *l = NULL;
+        if (v == 2) {
+            const size_t rb = sdw_qtype_row_bytes(SDW_QT_Q8_0, K);
+            uint8_t *rows = malloc(rb * N);
+            assert_non_null(rows);
+            for (int n = 0; n < N; n++) sdw_qtype_quantize_row(SDW_QT_Q8_0, w + (size_t)n * K, rows + rb * n, K);
+            for (int n = 0; n < N; n++) sdw_qtype_dequantize_row(SDW_QT_Q8_0, rows + rb * n, w + (size_t)n * K, K);
+            assert_int_equal(sdw_linear_create_quant(be, K, N, SDW_QT_Q8_0, rows, b, &l), SDW_OK);
+            free(rows);
+        } else {
+            assert_int_equal(sdw_linear_create(be, K, N, w, b, &l), SDW_OK);
+        }
+        ref_linear(xr, M, K, N, w, b, r);
+        if (v == 3) { /* a dense branch on outputs 8..39: the GELU comes after it */
+            float *d = frand((size_t)32 * K, 304, 0.05f);
+            assert_int_equal(sdw_linear_add_branch(l, 8, 32, 32, d, NULL), SDW_OK);
+            for (int64_t m = 0; m < M; m++)
+                for (int o = 0; o < 32; o++) {
+                    double s = 0;
+                    for (int k = 0; k < K; k++) s += (double)xr[m * K + k] * d[(size_t)o * K + k];
+                    r[m * N + 8 + o] += (float)s;
+                }
+            free(d);
+        }
+        for (size_t i = 0; i < ny; i++) {
+            const double u = r[i];
+            r[i] = (float)(0.5 * u * (1.0 + tanh(0.7978845608028654 * (u + 0.044715 * u * u * u))));
+        }
+        assert_int_equal(sdw_linear_forward_gelu_act(be, l, act, M, y), SDW_OK);
+        assert_int_equal(sdw_linear_forward_to_act(be, l, act, M, y2), SDW_OK);
+        sdw_gelu_tanh_act(be, y2, ny);
+        for (size_t i = 0; i < ny; i++) {
+            got[i] = prec == SDW_PRECISION_BF16 ? sdw_bf16_to_f32(((uint16_t *)y)[i]) : ((float *)y)[i];
+            pair[i] = prec == SDW_PRECISION_BF16 ? sdw_bf16_to_f32(((uint16_t *)y2)[i]) : ((float *)y2)[i];
+        }
+        static const char *const name[4] = { "f32", "bf16", "bf16 q8_0", "bf16 + branch" };
+        char what[128];
+        snprintf(what, sizeof what, "linear_gelu_act %s M%lld K%d N%d (%s)", name[v], (long long)M, K, N,
+                 v == 2 ? "quant kernel, GELU after" : v == 3 ? "branch, GELU after"
+                 : own ? "own kernel where it runs, GELU after" : "oneDNN's post-op");
+        test_check_close(what, got, r, ny, prec == SDW_PRECISION_BF16 ? BF16_GATE : F32_GATE);
+        snprintf(what, sizeof what, "linear_gelu_act %s against to_act + gelu_tanh_act", name[v]);
+        test_check_close(what, got, pair, ny, prec == SDW_PRECISION_BF16 ? BF16_GATE : F32_GATE);
+        sdw_linear_free(l);
+        free(w), free(b), free(x), free(xr), free(r), free(got), free(pair), free(act), free(y), free(y2);
+        sdw_backend_free(be);
+    }
+}
+
 static void linear_own_kernel(void **state)
 {
     (void)state;
@@ -1048,6 +1119,11 @@ static void act_producers(void **state)
             sdw_geglu(xr, rows, inner, y);
             sdw_geglu_act(be, act_in, rows, inner, act);
             expect_act(prec, "geglu_act", act, y, (size_t)rows * inner);
+            /* GELU (tanh) in place on one, as the transformers' MLPs take it. */
+            memcpy(y, xr, (size_t)rows * 2 * inner * sizeof(float));
+            sdw_gelu_tanh(y, (size_t)rows * 2 * inner);
+            sdw_gelu_tanh_act(be, act_in, (size_t)rows * 2 * inner);
+            expect_act(prec, "gelu_tanh_act", act_in, y, (size_t)rows * 2 * inner);
             free(act_in), free(xr);
             /* With a per-(n, c) shift folded in: the f32 op on x + shift. */
             {
@@ -1129,6 +1205,7 @@ int main(void)
         cmocka_unit_test(linear_holds_weights_once),
         cmocka_unit_test(forward_add),
         cmocka_unit_test(linear_own_kernel),
+        cmocka_unit_test(linear_gelu),
         cmocka_unit_test(linear_own_kernel_f32),
         cmocka_unit_test(conv_ops),
         cmocka_unit_test(conv_own_kernel),

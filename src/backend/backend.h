@@ -218,10 +218,17 @@ sdw_status sdw_linear_forward_act(sdw_backend *be, const sdw_linear *l, const vo
  * after it (half the bytes of f32 to store in bf16). */
 sdw_status sdw_linear_forward_to_act(sdw_backend *be, const sdw_linear *l, const void *act, int64_t M,
                                      void *out_act);
+/* out = GELU(act @ W^T + b), tanh form, as an activation: oneDNN takes
+ * the GELU as it writes the sums, our own kernels in a pass after. */
+sdw_status sdw_linear_forward_gelu_act(sdw_backend *be, const sdw_linear *l, const void *act, int64_t M,
+                                       void *out_act);
 /* out = GEGLU(act @ W^T + b) [M, out / 2] as an activation, in one pass on
  * our AMX kernel; elsewhere through tmp_act [M, out] and sdw_geglu_act. */
 sdw_status sdw_linear_forward_geglu_act(sdw_backend *be, const sdw_linear *l, const void *act, int64_t M,
                                         void *tmp_act, void *out_act);
+/* GELU (tanh form) in place on an activation (a matmul's, from
+ * sdw_linear_forward_to_act): the transformer families' MLPs. */
+void sdw_gelu_tanh_act(const sdw_backend *be, void *act, size_t n);
 /* x as an activation: converted in bf16 precision, copied in f32. */
 void sdw_to_act(const sdw_backend *be, const float *x, size_t n, void *act);
 /* y = conv(act), or y += conv(act) when accumulate. */

@@ -266,7 +266,7 @@ static bool is_ref(dnnl_primitive_desc_t pd)
 
 /* The attributes every primitive gets: the scratchpad from our grow-only
  * buffer, not a per-call allocation; with SDW_PRIM_SUM, the result added to
- * what dst holds. */
+ * what dst holds; with SDW_PRIM_GELU_TANH, GELU of it. */
 static dnnl_status_t make_attr(int64_t flags, dnnl_primitive_attr_t *out)
 {
     dnnl_primitive_attr_t attr;
@@ -274,9 +274,11 @@ static dnnl_status_t make_attr(int64_t flags, dnnl_primitive_attr_t *out)
     dnnl_status_t s = dnnl_primitive_attr_create(&attr);
     if (s != dnnl_success) return s;
     s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-    if (s == dnnl_success && (flags & SDW_PRIM_SUM)) {
+    if (s == dnnl_success && (flags & (SDW_PRIM_SUM | SDW_PRIM_GELU_TANH))) {
         s = dnnl_post_ops_create(&po);
-        if (s == dnnl_success) s = dnnl_post_ops_append_sum(po, 1.0f);
+        if (s == dnnl_success && (flags & SDW_PRIM_SUM)) s = dnnl_post_ops_append_sum(po, 1.0f);
+        if (s == dnnl_success && (flags & SDW_PRIM_GELU_TANH))
+            s = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_tanh, 0.0f, 0.0f);
         if (s == dnnl_success) s = dnnl_primitive_attr_set_post_ops(attr, po);
         if (po) dnnl_post_ops_destroy(po);
     }

@@ -62,9 +62,12 @@ enum { SDW_OP_LINEAR = 1, SDW_OP_CONV, SDW_OP_MATMUL, SDW_OP_WINO, SDW_OP_REORDE
 enum { SDW_ARG_SRC, SDW_ARG_WEI, SDW_ARG_BIAS, SDW_ARG_DST, SDW_ARG_COUNT };
 #define SDW_KEY_MAX 16
 /* key[SDW_KEY_FLAGS] of a primitive: SDW_PRIM_SUM adds the result to what dst
- * holds (oneDNN's sum post-op), for residual connections. */
+ * holds (oneDNN's sum post-op), for residual connections; SDW_PRIM_GELU_TANH
+ * takes GELU (tanh form) of the sums before they are written (its eltwise
+ * post-op), for the transformers' MLPs. */
 #define SDW_KEY_FLAGS (SDW_KEY_MAX - 1)
 #define SDW_PRIM_SUM 1
+#define SDW_PRIM_GELU_TANH 2
 
 /* One cached primitive: created once per shape, its memory objects made once
  * and pointed at the caller's buffers on every call. */

@@ -391,6 +391,24 @@ void sdw_geglu_act(const sdw_backend *be, const void *in_act, int64_t rows, int 
     }
 }
 
+void sdw_gelu_tanh_act(const sdw_backend *be, void *act, size_t n)
+{
+    if (be->precision != SDW_PRECISION_BF16) {
+        sdw_gelu_tanh(act, n);
+        return;
+    }
+    uint16_t *x = act;
+    FOR_BLOCKS(n, {
+        float tmp[ROW_CHUNK];
+        for (size_t c0 = 0; c0 < len; c0 += ROW_CHUNK) {
+            const size_t m = len - c0 < ROW_CHUNK ? len - c0 : ROW_CHUNK;
+            widen_bf16_span(tmp, x + off + c0, m);
+            gelu_tanh_span(tmp, m);
+            sdw_cvt_bf16_span(x + off + c0, tmp, m);
+        }
+    });
+}
+
 void sdw_to_act(const sdw_backend *be, const float *x, size_t n, void *act)
 {
     if (be->precision == SDW_PRECISION_BF16) sdw_cvt_bf16(act, x, n);

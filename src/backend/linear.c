@@ -188,12 +188,31 @@ bool sdw_linear_quant_type(const sdw_linear *l, sdw_qtype *t)
     return l->quant;
 }
 
+static sdw_status kernel_product(sdw_backend *be, const sdw_linear *l, const void *x, bool x_is_act, int64_t M,
+                                 void *y, bool y_is_act, int64_t flags, bool *gelu_after);
+
 /* x is f32, or already in the compute type when x_is_act; y is f32, or
  * written in the compute type when y_is_act (half the bytes to store in
- * bf16, and what the attention or GEGLU after it reads). */
+ * bf16, and what the attention or GEGLU after it reads). flags: SDW_PRIM_SUM
+ * and SDW_PRIM_GELU_TANH, the second taken by oneDNN's primitive as it
+ * writes, by a pass over y after our own kernels. */
 static sdw_status product(sdw_backend *be, const sdw_linear *l, const void *x, bool x_is_act, int64_t M, void *y,
                           bool y_is_act, int64_t flags)
 {
+    bool gelu_after = false;
+    const sdw_status s = kernel_product(be, l, x, x_is_act, M, y, y_is_act, flags, &gelu_after);
+    if (s == SDW_OK && gelu_after && M > 0) {
+        const size_t n = (size_t)M * (size_t)l->out;
+        if (y_is_act) sdw_gelu_tanh_act(be, y, n);
+        else sdw_gelu_tanh(y, n);
+    }
+    return s;
+}
+
+static sdw_status kernel_product(sdw_backend *be, const sdw_linear *l, const void *x, bool x_is_act, int64_t M,
+                                 void *y, bool y_is_act, int64_t flags, bool *gelu_after)
+{
+    *gelu_after = (flags & SDW_PRIM_GELU_TANH) != 0; /* until oneDNN takes it */
     if (M < 0) return sdw_fail(SDW_ERR_INVALID_ARG, "linear: M = %lld", (long long)M);
     if (M == 0) return SDW_OK;
     SDW_TRY(sdw_check_not_parallel("linear"));
@@ -227,6 +246,7 @@ static sdw_status product(sdw_backend *be, const sdw_linear *l, const void *x, b
         return SDW_OK;
     }
     const dnnl_data_type_t dst_dt = y_is_act ? l->dt : dnnl_f32;
+    *gelu_after = false;
     int64_t key[SDW_KEY_MAX] = { SDW_OP_LINEAR, l->dt, M, l->in, l->out, l->bias != NULL, dst_dt };
     key[SDW_KEY_FLAGS] = flags;
     sdw_prim *p = sdw_prim_find(be, key, &l->wmd);
@@ -250,10 +270,13 @@ static sdw_status forward(sdw_backend *be, const sdw_linear *l, const void *x, b
                           bool y_is_act, int64_t flags)
 {
     if (!l->branches || M <= 0) return product(be, l, x, x_is_act, M, y, y_is_act, flags);
-    const bool bf = l->dt == dnnl_bf16, x_bf = x_is_act && bf;
+    const bool bf = l->dt == dnnl_bf16, x_bf = x_is_act && bf, gelu = (flags & SDW_PRIM_GELU_TANH) != 0;
+    flags &= ~(int64_t)SDW_PRIM_GELU_TANH; /* taken after the branches add */
     if (!(y_is_act && bf)) {
         SDW_TRY(product(be, l, x, x_is_act, M, y, y_is_act, flags));
-        return sdw_lbranches_forward(be, l->branches, x, x_bf, M, y, l->out);
+        SDW_TRY(sdw_lbranches_forward(be, l->branches, x, x_bf, M, y, l->out));
+        if (gelu) sdw_gelu_tanh(y, (size_t)M * (size_t)l->out);
+        return SDW_OK;
     }
     int64_t mc = (int64_t)(BRANCH_Y_BYTES / (sizeof(float) * (size_t)l->out));
     mc = mc < 1 ? 1 : mc > M ? M : mc;
@@ -265,6 +288,7 @@ static sdw_status forward(sdw_backend *be, const sdw_linear *l, const void *x, b
         const void *xc = (const char *)x + xsz * (size_t)m0 * (size_t)l->in;
         SDW_TRY(product(be, l, xc, x_is_act, n, t, false, 0));
         SDW_TRY(sdw_lbranches_forward(be, l->branches, xc, x_bf, n, t, l->out));
+        if (gelu) sdw_gelu_tanh(t, (size_t)n * (size_t)l->out);
         sdw_cvt_bf16((uint16_t *)y + (size_t)m0 * (size_t)l->out, t, (size_t)n * (size_t)l->out);
     }
     return SDW_OK;
@@ -290,6 +314,12 @@ sdw_status sdw_linear_forward_to_act(sdw_backend *be, const sdw_linear *l, const
                                      void *out_act)
 {
     return forward(be, l, act, true, M, out_act, true, 0);
+}
+
+sdw_status sdw_linear_forward_gelu_act(sdw_backend *be, const sdw_linear *l, const void *act, int64_t M,
+                                       void *out_act)
+{
+    return forward(be, l, act, true, M, out_act, true, SDW_PRIM_GELU_TANH);
 }
 
 sdw_status sdw_linear_forward_geglu_act(sdw_backend *be, const sdw_linear *l, const void *act, int64_t M,

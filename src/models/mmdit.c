@@ -227,13 +227,17 @@ typedef struct {
     int n_ctx, n_img, L;       /* L = n_ctx + n_img, context rows first */
 } fwd;
 
-/* Scratch of one forward. */
+/* Scratch of one forward. Between a norm and the projection that ends its
+ * branch everything is an activation (sdw_act_bytes: bf16 in BF16
+ * precision, written so by the op before and read so by the one after);
+ * the residual stream and the projections' outputs are f32. */
 typedef struct {
-    float *h;      /* [L, hidden] modulated LN of both streams */
-    float *h2;     /* [n_img, hidden] attn2's input (MMDiT-X) */
-    float *qkv;    /* [L, 3 hidden] */
-    float *attn;   /* [L, hidden] attention output */
-    float *mlp;    /* [L, 4 hidden] */
+    void *h;       /* [L, hidden] modulated LN of both streams */
+    void *h2;      /* [n_img, hidden] attn2's input (MMDiT-X) */
+    float *qkv;    /* [L, 3 hidden] f32, for the q / k RMS norms */
+    void *qkv_act; /* [L, 3 hidden] what the attention reads */
+    void *attn;    /* [L, hidden] attention output */
+    void *mlp;     /* [L, 4 hidden] */
     float *y;      /* [L, hidden] an output before its gated residual */
 } scratch;
 
@@ -244,10 +248,17 @@ static void tap(const fwd *f, const char *name, const float *x, int rows, int co
 
 static sdw_status nomem(void) { return sdw_fail(SDW_ERR_NOMEM, "out of memory in the SD3 transformer"); }
 
-/* y = l(x) over rows tokens; nothing to do for none (a context-free call). */
-static sdw_status lin(const fwd *f, const sdw_linear *l, const float *x, int rows, float *y)
+/* Element i of an activation. */
+static void *act_at(const fwd *f, void *act, size_t i) { return (char *)act + sdw_act_bytes(f->be, i); }
+
+/* An arena buffer for n elements of an activation. */
+static void *act_alloc(const fwd *f, size_t n) { return sdw_arena_floats(f->arena, (sdw_act_bytes(f->be, n) + 3) / 4); }
+
+/* y = l(x) over rows tokens of an activation; nothing to do for none (a
+ * context-free call). */
+static sdw_status lin(const fwd *f, const sdw_linear *l, const void *x, int rows, float *y)
 {
-    return rows ? sdw_linear_forward(f->be, l, x, rows, y) : SDW_OK;
+    return rows ? sdw_linear_forward_act(f->be, l, x, rows, y, false) : SDW_OK;
 }
 
 /* A modulation's chunks, each [hidden], in SAI's order. The scales are
@@ -272,10 +283,11 @@ static sdw_status modulation(const fwd *f, const sdw_linear *l, const float *sil
     return SDW_OK;
 }
 
-/* y = (1 + scale) * LayerNorm(x) + shift: a LayerNorm with that gamma and beta. */
-static void norm_modulate(const fwd *f, const float *x, int rows, const mod3 *m, float *y)
+/* y = (1 + scale) * LayerNorm(x) + shift (a LayerNorm with that gamma and
+ * beta), as an activation. */
+static void norm_modulate(const fwd *f, const float *x, int rows, const mod3 *m, void *y)
 {
-    sdw_layer_norm(x, rows, f->m->cfg.hidden, m->scale1, m->shift, LN_EPS, y);
+    sdw_layer_norm_act(f->be, x, rows, f->m->cfg.hidden, m->scale1, m->shift, LN_EPS, y);
 }
 
 /* x += gate * y, gate broadcast over rows. */
@@ -291,7 +303,6 @@ static void gated_add(float *x, const float *y, const float *gate, int64_t rows,
 static void qk_norm(const fwd *f, float *qkv, int rows, const attention *a)
 {
     const sdw_mmdit_config *c = &f->m->cfg;
-    if (!c->qk_norm) return;
     const int D = c->head_dim, H = c->hidden;
 #pragma omp parallel for schedule(static) if ((int64_t)rows * H > 65536)
     for (int r = 0; r < rows; r++)
@@ -306,14 +317,30 @@ static void qk_norm(const fwd *f, float *qkv, int rows, const attention *a)
         }
 }
 
-/* out = a.proj(softmax(q k^T / sqrt(d)) v) of the qkv rows [q0, q0 + nq)
- * against all n keys of qkv (written to s->attn rows q0..). */
-static sdw_status attend(const fwd *f, const float *qkv, int q0, int nq, int n, const scratch *s)
+/* s->qkv_act rows r0.. = a.qkv(h) of rows tokens, q and k RMS-normed
+ * where the model has the norms (in f32, through s->qkv). */
+static sdw_status project_qkv(const fwd *f, const attention *a, const void *h, int r0, int rows, const scratch *s)
+{
+    const int64_t st = 3 * (int64_t)f->m->cfg.hidden;
+    if (!rows) return SDW_OK;
+    void *dst = act_at(f, s->qkv_act, (size_t)r0 * st);
+    if (!f->m->cfg.qk_norm) return sdw_linear_forward_to_act(f->be, a->qkv, h, rows, dst);
+    float *x = s->qkv + r0 * st;
+    SDW_TRY(sdw_linear_forward_act(f->be, a->qkv, h, rows, x, false));
+    qk_norm(f, x, rows, a);
+    sdw_to_act(f->be, x, (size_t)rows * st, dst);
+    return SDW_OK;
+}
+
+/* s->attn rows q0.. = softmax(q k^T / sqrt(d)) v of the qkv rows [q0,
+ * q0 + nq) against all n keys of qkv. */
+static sdw_status attend(const fwd *f, int q0, int nq, int n, const scratch *s)
 {
     const sdw_mmdit_config *c = &f->m->cfg;
     const int64_t st = 3 * (int64_t)c->hidden;
-    return sdw_attention(f->be, qkv + q0 * st, st, qkv + c->hidden, qkv + 2 * c->hidden, st, 1, nq, n, c->heads,
-                         c->head_dim, false, s->attn + (size_t)q0 * c->hidden);
+    return sdw_attention_act(f->be, act_at(f, s->qkv_act, q0 * st), st, act_at(f, s->qkv_act, c->hidden),
+                             act_at(f, s->qkv_act, 2 * c->hidden), st, 1, nq, n, c->heads, c->head_dim, false,
+                             act_at(f, s->attn, (size_t)q0 * c->hidden));
 }
 
 /* x += gate_mlp * fc2(GELU(fc1(LN_mod(x)))) over rows tokens of one stream. */
@@ -322,8 +349,7 @@ static sdw_status stream_mlp(const fwd *f, const stream *st, const mod3 *mm, flo
     const int H = f->m->cfg.hidden;
     if (!rows) return SDW_OK;
     norm_modulate(f, x, rows, mm, s->h);
-    SDW_TRY(lin(f, st->fc1, s->h, rows, s->mlp));
-    sdw_gelu_tanh(s->mlp, (size_t)rows * MLP_RATIO * H);
+    SDW_TRY(sdw_linear_forward_gelu_act(f->be, st->fc1, s->h, rows, s->mlp));
     SDW_TRY(lin(f, st->fc2, s->mlp, rows, s->y));
     gated_add(x, s->y, mm->gate, rows, H);
     return SDW_OK;
@@ -333,9 +359,8 @@ static sdw_status stream_mlp(const fwd *f, const stream *st, const mod3 *mm, flo
 static sdw_status attention2(const fwd *f, const stream *st, const mod3 *m2, float *img, const scratch *s)
 {
     const int H = f->m->cfg.hidden, ni = f->n_img;
-    SDW_TRY(lin(f, st->attn2.qkv, s->h2, ni, s->qkv));
-    qk_norm(f, s->qkv, ni, &st->attn2);
-    SDW_TRY(attend(f, s->qkv, 0, ni, ni, s));
+    SDW_TRY(project_qkv(f, &st->attn2, s->h2, 0, ni, s));
+    SDW_TRY(attend(f, 0, ni, ni, s));
     SDW_TRY(lin(f, st->attn2.proj, s->attn, ni, s->y));
     gated_add(img, s->y, m2->gate, ni, H);
     return SDW_OK;
@@ -348,25 +373,23 @@ static sdw_status joint_block_forward(const fwd *f, const joint_block *b, const 
     const int H = f->m->cfg.hidden, nc = f->n_ctx, ni = f->n_img;
     const bool pre_only = !b->ctx.attn.proj, dual = b->x.attn2.qkv != NULL;
     float *img = buf + (size_t)nc * H;
-    const int64_t st = 3 * (int64_t)H;
     mod3 mc[3], mx[3];
     SDW_TRY(modulation(f, b->ctx.mod, silu_c, mc));
     SDW_TRY(modulation(f, b->x.mod, silu_c, mx));
+    void *h_img = act_at(f, s->h, (size_t)nc * H);
     if (nc) norm_modulate(f, buf, nc, &mc[0], s->h);
-    norm_modulate(f, img, ni, &mx[0], s->h + (size_t)nc * H);
+    norm_modulate(f, img, ni, &mx[0], h_img);
     if (dual) norm_modulate(f, img, ni, &mx[2], s->h2);   /* the same LN(x), before the residuals */
-    SDW_TRY(lin(f, b->ctx.attn.qkv, s->h, nc, s->qkv));
-    SDW_TRY(lin(f, b->x.attn.qkv, s->h + (size_t)nc * H, ni, s->qkv + nc * st));
-    qk_norm(f, s->qkv, nc, &b->ctx.attn);
-    qk_norm(f, s->qkv + nc * st, ni, &b->x.attn);
+    SDW_TRY(project_qkv(f, &b->ctx.attn, s->h, 0, nc, s));
+    SDW_TRY(project_qkv(f, &b->x.attn, h_img, nc, ni, s));
     /* Pre-only, the context's queries are never used: only x's attend. */
     const int q0 = pre_only ? nc : 0;
-    SDW_TRY(attend(f, s->qkv, q0, f->L - q0, f->L, s));
+    SDW_TRY(attend(f, q0, f->L - q0, f->L, s));
     if (!pre_only && nc) {
         SDW_TRY(lin(f, b->ctx.attn.proj, s->attn, nc, s->y));
         gated_add(buf, s->y, mc[0].gate, nc, H);
     }
-    SDW_TRY(lin(f, b->x.attn.proj, s->attn + (size_t)nc * H, ni, s->y));
+    SDW_TRY(lin(f, b->x.attn.proj, act_at(f, s->attn, (size_t)nc * H), ni, s->y));
     gated_add(img, s->y, mx[0].gate, ni, H);
     if (dual) SDW_TRY(attention2(f, &b->x, &mx[2], img, s));
     SDW_TRY(stream_mlp(f, &b->x, &mx[1], img, ni, s));
@@ -468,15 +491,16 @@ static sdw_status forward(fwd *f, float *out)
     float *silu_c = sdw_arena_floats(f->arena, (size_t)H);
     float *buf = sdw_arena_floats(f->arena, (size_t)L * H);
     scratch s = {
-        sdw_arena_floats(f->arena, (size_t)L * H), sdw_arena_floats(f->arena, (size_t)ni * H),
-        sdw_arena_floats(f->arena, (size_t)L * 3 * H), sdw_arena_floats(f->arena, (size_t)L * H),
-        sdw_arena_floats(f->arena, (size_t)L * MLP_RATIO * H), sdw_arena_floats(f->arena, (size_t)L * H),
+        act_alloc(f, (size_t)L * H), act_alloc(f, (size_t)ni * H),
+        c->qk_norm ? sdw_arena_floats(f->arena, (size_t)L * 3 * H) : NULL, act_alloc(f, (size_t)L * 3 * H),
+        act_alloc(f, (size_t)L * H), act_alloc(f, (size_t)L * MLP_RATIO * H), sdw_arena_floats(f->arena, (size_t)L * H),
     };
-    if (!silu_c || !buf || !s.h || !s.h2 || !s.qkv || !s.attn || !s.mlp || !s.y) return nomem();
+    if (!silu_c || !buf || !s.h || !s.h2 || (c->qk_norm && !s.qkv) || !s.qkv_act || !s.attn || !s.mlp || !s.y)
+        return nomem();
     float *img = buf + (size_t)nc * H;
     SDW_TRY(patch_embed(f, img));
     SDW_TRY(conditioning(f, silu_c));
-    SDW_TRY(lin(f, m->context_embedder, f->in->context, nc, buf));
+    if (nc) SDW_TRY(sdw_linear_forward(f->be, m->context_embedder, f->in->context, nc, buf));
     tap(f, "context_embedder", buf, nc, H);
 
     for (int i = 0; i < c->depth; i++) {
@@ -493,11 +517,14 @@ static sdw_status forward(fwd *f, float *out)
     mod3 fm;
     SDW_TRY(modulation(f, m->final_mod, silu_c, &fm));
     norm_modulate(f, img, ni, &fm, s.h);
-    tap(f, "norm_out", s.h, ni, H);
+    if (f->in->tap) { /* the f32 values, for a test's comparison */
+        sdw_layer_norm(img, ni, H, fm.scale1, fm.shift, LN_EPS, s.y);
+        tap(f, "norm_out", s.y, ni, H);
+    }
     const int P = c->patch * c->patch * c->out_channels;
     float *y = sdw_arena_floats(f->arena, (size_t)ni * P);
     if (!y) return nomem();
-    SDW_TRY(sdw_linear_forward(f->be, m->final_linear, s.h, ni, y));
+    SDW_TRY(sdw_linear_forward_act(f->be, m->final_linear, s.h, ni, y, false));
     unpatchify(f, y, out);
     return SDW_OK;
 }
