@@ -231,6 +231,10 @@ sdw_status sdw_linear_forward_geglu_act(sdw_backend *be, const sdw_linear *l, co
 void sdw_gelu_tanh_act(const sdw_backend *be, void *act, size_t n);
 /* x as an activation: converted in bf16 precision, copied in f32. */
 void sdw_to_act(const sdw_backend *be, const float *x, size_t n, void *act);
+/* The same on rows of cols elements, x_stride floats apart, into rows
+ * act_stride elements apart; with gelu_tanh, GELU (tanh form) of them. */
+void sdw_to_act_rows(const sdw_backend *be, const float *x, int64_t rows, int cols, int64_t x_stride, bool gelu_tanh,
+                     void *act, int64_t act_stride);
 /* y = conv(act), or y += conv(act) when accumulate. */
 sdw_status sdw_conv2d_forward_act(sdw_backend *be, const sdw_conv2d *c, const void *act, int N, int H, int W,
                                   float *y, bool accumulate);

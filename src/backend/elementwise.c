@@ -409,6 +409,28 @@ void sdw_gelu_tanh_act(const sdw_backend *be, void *act, size_t n)
     });
 }
 
+void sdw_to_act_rows(const sdw_backend *be, const float *x, int64_t rows, int cols, int64_t x_stride, bool gelu_tanh,
+                     void *act, int64_t act_stride)
+{
+    const bool bf = be->precision == SDW_PRECISION_BF16;
+#pragma omp parallel for schedule(static) if (rows * cols > PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * x_stride;
+        float tmp[ROW_CHUNK];
+        for (int c0 = 0; c0 < cols; c0 += ROW_CHUNK) {
+            const int len = cols - c0 < ROW_CHUNK ? cols - c0 : ROW_CHUNK;
+            const float *src = xr + c0;
+            if (gelu_tanh || !bf) {
+                float *dst = bf ? tmp : (float *)act + r * act_stride + c0;
+                memcpy(dst, src, (size_t)len * sizeof *dst);
+                if (gelu_tanh) gelu_tanh_span(dst, (size_t)len);
+                src = dst;
+            }
+            if (bf) sdw_cvt_bf16_span((uint16_t *)act + r * act_stride + c0, src, (size_t)len);
+        }
+    }
+}
+
 void sdw_to_act(const sdw_backend *be, const float *x, size_t n, void *act)
 {
     if (be->precision == SDW_PRECISION_BF16) sdw_cvt_bf16(act, x, n);

@@ -202,16 +202,23 @@ static void tap(const fwd *f, const char *name, const float *x, int rows, int co
 
 static sdw_status nomem(void) { return sdw_fail(SDW_ERR_NOMEM, "out of memory in the FLUX transformer"); }
 
+/* Element i of an activation (sdw_act_bytes: bf16 in BF16 precision). */
+static void *act_at(const fwd *f, void *act, size_t i) { return (char *)act + sdw_act_bytes(f->be, i); }
+
+/* An arena buffer for n elements of an activation. */
+static void *act_alloc(const fwd *f, size_t n) { return sdw_arena_floats(f->arena, (sdw_act_bytes(f->be, n) + 3) / 4); }
+
 /* A modulation's chunks, each [hidden], as BFL's Modulation splits them. The
  * scales are stored as 1 + scale: the LayerNorm's gamma. */
 typedef struct {
     const float *shift, *scale1, *gate;
 } mod3;
 
-/* y = (1 + scale) * LayerNorm(x) + shift: a LayerNorm with that gamma and beta. */
-static void norm_modulate(const float *x, int64_t rows, int H, const mod3 *m, float *y)
+/* y = (1 + scale) * LayerNorm(x) + shift (a LayerNorm with that gamma and
+ * beta), as an activation. */
+static void norm_modulate(const fwd *f, const float *x, int64_t rows, int H, const mod3 *m, void *y)
 {
-    sdw_layer_norm(x, rows, H, m->scale1, m->shift, LN_EPS, y);
+    sdw_layer_norm_act(f->be, x, rows, H, m->scale1, m->shift, LN_EPS, y);
 }
 
 /* x += gate * y, gate broadcast over rows. */
@@ -334,12 +341,18 @@ static sdw_status modulation(const fwd *f, const sdw_linear *l, const float *sil
     return SDW_OK;
 }
 
-/* Scratch of one forward, sized for the widest block. */
+/* Scratch of one forward, sized for the widest block. Between a norm and
+ * the projection that ends its branch everything is an activation
+ * (sdw_act_bytes: bf16 in BF16 precision, written so by the op before and
+ * read so by the one after), but for the q / k norms and RoPE, which take
+ * the projections in f32; the residual stream and the projections' outputs
+ * are f32. */
 typedef struct {
-    float *h;      /* [L, hidden] normalised tokens */
-    float *qkv;    /* [L, 3 hidden + mlp_hidden] projections (double blocks use 3 hidden a row) */
-    float *attn;   /* [L, hidden] attention output */
-    float *cat;    /* [L, hidden + mlp_hidden] linear2 input; double blocks use it for the MLP */
+    void *h;       /* [L, hidden] normalised tokens */
+    float *qkv;    /* [L, 3 hidden + mlp_hidden] f32 projections (double blocks use 3 hidden a row) */
+    void *qkv_act; /* [L, 3 hidden] q, k (normed, turned), v: what the attention reads */
+    void *attn;    /* [L, hidden] attention output */
+    void *cat;     /* [L, hidden + mlp_hidden] linear2 input; double blocks use it for the MLP */
     float *y;      /* [L, hidden] an output before its gated residual */
 } scratch;
 
@@ -347,10 +360,9 @@ typedef struct {
 static sdw_status stream_mlp(const fwd *f, const stream *s, const mod3 *m2, float *x, int rows, const scratch *b)
 {
     const sdw_flux_config *c = &f->f->cfg;
-    norm_modulate(x, rows, c->hidden, m2, b->h);
-    SDW_TRY(sdw_linear_forward(f->be, s->mlp0, b->h, rows, b->cat));
-    sdw_gelu_tanh(b->cat, (size_t)rows * c->mlp_hidden);
-    SDW_TRY(sdw_linear_forward(f->be, s->mlp2, b->cat, rows, b->y));
+    norm_modulate(f, x, rows, c->hidden, m2, b->h);
+    SDW_TRY(sdw_linear_forward_gelu_act(f->be, s->mlp0, b->h, rows, b->cat));
+    SDW_TRY(sdw_linear_forward_act(f->be, s->mlp2, b->cat, rows, b->y, false));
     gated_add(x, b->y, m2->gate, rows, c->hidden);
     return SDW_OK;
 }
@@ -363,19 +375,21 @@ static sdw_status double_block_forward(const fwd *f, const double_block *blk, co
     const int H = c->hidden, nt = f->n_txt, ni = f->n_img;
     float *img = x + (size_t)nt * H;
     const int64_t st = 3 * (int64_t)H;
-    norm_modulate(x, nt, H, &mt[0], b->h);
-    norm_modulate(img, ni, H, &mi[0], b->h + (size_t)nt * H);
-    if (nt) SDW_TRY(sdw_linear_forward(f->be, blk->txt.qkv, b->h, nt, b->qkv));
-    SDW_TRY(sdw_linear_forward(f->be, blk->img.qkv, b->h + (size_t)nt * H, ni, b->qkv + (size_t)nt * st));
+    void *h_img = act_at(f, b->h, (size_t)nt * H);
+    norm_modulate(f, x, nt, H, &mt[0], b->h);
+    norm_modulate(f, img, ni, H, &mi[0], h_img);
+    if (nt) SDW_TRY(sdw_linear_forward_act(f->be, blk->txt.qkv, b->h, nt, b->qkv, false));
+    SDW_TRY(sdw_linear_forward_act(f->be, blk->img.qkv, h_img, ni, b->qkv + (size_t)nt * st, false));
     qk_norm_rope(f, b->qkv, st, 0, nt, blk->txt.q_norm, blk->txt.k_norm);
     qk_norm_rope(f, b->qkv, st, nt, ni, blk->img.q_norm, blk->img.k_norm);
-    SDW_TRY(sdw_attention(f->be, b->qkv, st, b->qkv + H, b->qkv + 2 * H, st, 1, f->L, f->L, c->heads, c->head_dim,
-                          false, b->attn));
+    sdw_to_act(f->be, b->qkv, (size_t)f->L * st, b->qkv_act);
+    SDW_TRY(sdw_attention_act(f->be, b->qkv_act, st, act_at(f, b->qkv_act, H), act_at(f, b->qkv_act, 2 * H), st, 1,
+                              f->L, f->L, c->heads, c->head_dim, false, b->attn));
     if (nt) {
-        SDW_TRY(sdw_linear_forward(f->be, blk->txt.proj, b->attn, nt, b->y));
+        SDW_TRY(sdw_linear_forward_act(f->be, blk->txt.proj, b->attn, nt, b->y, false));
         gated_add(x, b->y, mt[0].gate, nt, H);
     }
-    SDW_TRY(sdw_linear_forward(f->be, blk->img.proj, b->attn + (size_t)nt * H, ni, b->y));
+    SDW_TRY(sdw_linear_forward_act(f->be, blk->img.proj, act_at(f, b->attn, (size_t)nt * H), ni, b->y, false));
     gated_add(img, b->y, mi[0].gate, ni, H);
     SDW_TRY(stream_mlp(f, &blk->img, &mi[1], img, ni, b));
     if (nt) SDW_TRY(stream_mlp(f, &blk->txt, &mt[1], x, nt, b));
@@ -389,17 +403,18 @@ static sdw_status single_block_forward(const fwd *f, const single_block *blk, co
     const sdw_flux_config *c = &f->f->cfg;
     const int H = c->hidden, M = c->mlp_hidden, L = f->L;
     const int64_t st = 3 * (int64_t)H + M;
-    norm_modulate(x, L, H, m, b->h);
-    SDW_TRY(sdw_linear_forward(f->be, blk->linear1, b->h, L, b->qkv));
+    norm_modulate(f, x, L, H, m, b->h);
+    SDW_TRY(sdw_linear_forward_act(f->be, blk->linear1, b->h, L, b->qkv, false));
     qk_norm_rope(f, b->qkv, st, 0, L, blk->q_norm, blk->k_norm);
-    SDW_TRY(sdw_attention(f->be, b->qkv, st, b->qkv + H, b->qkv + 2 * H, st, 1, L, L, c->heads, c->head_dim, false,
-                          b->attn));
-    for (int r = 0; r < L; r++) {
-        memcpy(b->cat + (size_t)r * (H + M), b->attn + (size_t)r * H, (size_t)H * sizeof(float));
-        memcpy(b->cat + (size_t)r * (H + M) + H, b->qkv + r * st + 3 * H, (size_t)M * sizeof(float));
-        sdw_gelu_tanh(b->cat + (size_t)r * (H + M) + H, (size_t)M);
-    }
-    SDW_TRY(sdw_linear_forward(f->be, blk->linear2, b->cat, L, b->y));
+    sdw_to_act_rows(f->be, b->qkv, L, 3 * H, st, false, b->qkv_act, 3 * H);
+    SDW_TRY(sdw_attention_act(f->be, b->qkv_act, 3 * H, act_at(f, b->qkv_act, H), act_at(f, b->qkv_act, 2 * H),
+                              3 * H, 1, L, L, c->heads, c->head_dim, false, b->attn));
+    /* linear2 reads cat(attention, GELU(mlp)) a row */
+    const size_t row = sdw_act_bytes(f->be, (size_t)H + M), head = sdw_act_bytes(f->be, (size_t)H);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < L; r++) memcpy((char *)b->cat + r * row, (const char *)b->attn + r * head, head);
+    sdw_to_act_rows(f->be, b->qkv + 3 * H, L, M, st, true, act_at(f, b->cat, (size_t)H), H + M);
+    SDW_TRY(sdw_linear_forward_act(f->be, blk->linear2, b->cat, L, b->y, false));
     gated_add(x, b->y, m->gate, L, H);
     return SDW_OK;
 }
@@ -441,12 +456,12 @@ static sdw_status forward(fwd *f, float *out)
 
     SDW_TRY(rope_table(f));
     scratch b = {
-        sdw_arena_floats(f->arena, (size_t)L * H), sdw_arena_floats(f->arena, (size_t)L * (3 * H + M)),
-        sdw_arena_floats(f->arena, (size_t)L * H), sdw_arena_floats(f->arena, (size_t)L * (H + M)),
+        act_alloc(f, (size_t)L * H), sdw_arena_floats(f->arena, (size_t)L * (3 * H + M)),
+        act_alloc(f, (size_t)L * 3 * H), act_alloc(f, (size_t)L * H), act_alloc(f, (size_t)L * (H + M)),
         sdw_arena_floats(f->arena, (size_t)L * H),
     };
     float *x = sdw_arena_floats(f->arena, (size_t)L * H);
-    if (!b.h || !b.qkv || !b.attn || !b.cat || !b.y || !x) return nomem();
+    if (!b.h || !b.qkv || !b.qkv_act || !b.attn || !b.cat || !b.y || !x) return nomem();
     float *img = x + (size_t)nt * H;
     if (nt) SDW_TRY(sdw_linear_forward(f->be, m->txt_in, f->in->txt, nt, x));
     SDW_TRY(sdw_linear_forward(f->be, m->img_in, f->in->img, f->n_img, img));
@@ -465,8 +480,8 @@ static sdw_status forward(fwd *f, float *out)
         snprintf(name, sizeof name, "single_blocks.%d", i);
         tap(f, name, x, L, H);
     }
-    norm_modulate(img, f->n_img, H, fmod, b.h);
-    SDW_TRY(sdw_linear_forward(f->be, m->final_linear, b.h, f->n_img, out));
+    norm_modulate(f, img, f->n_img, H, fmod, b.h);
+    SDW_TRY(sdw_linear_forward_act(f->be, m->final_linear, b.h, f->n_img, out, false));
     tap(f, "final_layer", out, f->n_img, c->in_channels);
     return SDW_OK;
 }
