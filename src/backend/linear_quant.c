@@ -21,8 +21,15 @@
  * unless the thread count needs more items). Measured against the dense
  * f32 layer on the dequantized weights (one thread, CPU time, FLUX-like
  * shapes M = 1280..4352, K = 3072 or 12288, N = 3072 or 12288): 86-100%
- * of its GFLOP/s, 92-97% typical. */
+ * of its GFLOP/s, 92-97% typical.
+ *
+ * A few rows of x (FLUX's and SD3's modulation vectors: one row against
+ * up to 3072 x 18432 weights, 27% of FLUX's) take another path: each
+ * thread decodes its share of W's rows one at a time and takes their dot
+ * products with the rows of x. Through panels, every 256 x 256 slice of W
+ * was one matmul call of 131 kFLOP, its cost mostly the call's. */
 #include "backend/linear_quant.h"
+#include "core/half.h"
 #include <omp.h>
 #include <stdlib.h>
 
@@ -42,6 +49,8 @@
  * and at most QL_MAX_CHUNK (bounds a thread's f32 result tile in bf16). */
 #define QL_MIN_CHUNK 64
 #define QL_MAX_CHUNK 1024
+/* x of at most this many rows takes the row-by-row path. */
+#define QL_FEW_ROWS 4
 
 /* f32 panels on dnnl_sgemm (true) or on a matmul primitive (false: tests
  * and A/B runs, sdw_qlinear_use_sgemm). */
@@ -197,8 +206,64 @@ static sdw_status make_matmuls(sdw_backend *be, qjob *j)
     return SDW_OK;
 }
 
+/* x rounded to bf16 and back, n at a time, through tmp. */
+SDW_VEC static void round_bf16(float *restrict x, uint16_t *restrict tmp, int n)
+{
+    sdw_cvt_bf16_span(tmp, x, (size_t)n);
+    uint32_t *u = (uint32_t *)x;
+#pragma omp simd
+    for (int i = 0; i < n; i++) u[i] = (uint32_t)tmp[i] << 16;
+}
+
+SDW_VEC static float dot(const float *restrict a, const float *restrict b, int n)
+{
+    float s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* y = x W^T + b for M <= QL_FEW_ROWS: W decoded a row at a time (rounded
+ * to bf16 in BF16 precision, as the panels are) and dotted with x's rows,
+ * widened to f32 once. */
+static sdw_status few_rows(sdw_backend *be, const sdw_qlinear_args *a, bool bf)
+{
+    const int nt = omp_get_max_threads(), K = a->K, N = a->N;
+    const int64_t M = a->M;
+    const size_t row = lines(sizeof(float) * (size_t)K);
+    const size_t mine = row + lines(sizeof(uint16_t) * (size_t)K); /* a row of W, and its bf16 */
+    char *buf = sdw_scratch(be, SDW_SCR_QUANT, row * (size_t)M + mine * (size_t)nt);
+    if (!buf) return SDW_ERR_NOMEM;
+    float *xf = (float *)buf;
+    for (int64_t m = 0; m < M; m++)
+        for (int k = 0; k < K; k++)
+            xf[(size_t)m * row / sizeof(float) + k] =
+                bf ? sdw_bf16_to_f32(((const uint16_t *)a->x)[m * K + k]) : ((const float *)a->x)[m * K + k];
+#pragma omp parallel num_threads(nt) if ((int64_t)N * K > 65536)
+    {
+        float *w = (float *)(buf + row * (size_t)M + mine * (size_t)omp_get_thread_num());
+        uint16_t *wb = (uint16_t *)((char *)w + row);
+#pragma omp for schedule(static)
+        for (int n = 0; n < N; n++) {
+            sdw_qtype_dequantize_row(a->qt, a->w + (size_t)n * a->row_bytes, w, K);
+            if (bf) round_bf16(w, wb, K);
+            for (int64_t m = 0; m < M; m++) {
+                float v = dot(xf + (size_t)m * row / sizeof(float), w, K) + (a->bias ? a->bias[n] : 0.0f);
+                if (a->y_bf16) {
+                    ((uint16_t *)a->y)[m * N + n] = sdw_f32_to_bf16(v);
+                } else {
+                    float *y = (float *)a->y + m * N + n;
+                    *y = a->accumulate ? *y + v : v;
+                }
+            }
+        }
+    }
+    return SDW_OK;
+}
+
 sdw_status sdw_qlinear_forward(sdw_backend *be, const sdw_qlinear_args *a)
 {
+    if (a->M <= QL_FEW_ROWS) return few_rows(be, a, be->precision == SDW_PRECISION_BF16);
     const int nt = omp_get_max_threads();
     qjob j = { .a = a, .bf = be->precision == SDW_PRECISION_BF16 };
     plan(&j, nt);
