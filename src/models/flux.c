@@ -10,6 +10,7 @@
  * folder keeps each one. */
 #include "models/flux.h"
 #include "core/error.h"
+#include "models/act.h"
 #include "models/timestep_embed.h"
 #include "models/unet.h"
 #include <math.h>
@@ -202,12 +203,6 @@ static void tap(const fwd *f, const char *name, const float *x, int rows, int co
 
 static sdw_status nomem(void) { return sdw_fail(SDW_ERR_NOMEM, "out of memory in the FLUX transformer"); }
 
-/* Element i of an activation (sdw_act_bytes: bf16 in BF16 precision). */
-static void *act_at(const fwd *f, void *act, size_t i) { return (char *)act + sdw_act_bytes(f->be, i); }
-
-/* An arena buffer for n elements of an activation. */
-static void *act_alloc(const fwd *f, size_t n) { return sdw_arena_floats(f->arena, (sdw_act_bytes(f->be, n) + 3) / 4); }
-
 /* A modulation's chunks, each [hidden], as BFL's Modulation splits them. The
  * scales are stored as 1 + scale: the LayerNorm's gamma. */
 typedef struct {
@@ -375,7 +370,7 @@ static sdw_status double_block_forward(const fwd *f, const double_block *blk, co
     const int H = c->hidden, nt = f->n_txt, ni = f->n_img;
     float *img = x + (size_t)nt * H;
     const int64_t st = 3 * (int64_t)H;
-    void *h_img = act_at(f, b->h, (size_t)nt * H);
+    void *h_img = sdw_act_at(f->be, b->h, (size_t)nt * H);
     norm_modulate(f, x, nt, H, &mt[0], b->h);
     norm_modulate(f, img, ni, H, &mi[0], h_img);
     if (nt) SDW_TRY(sdw_linear_forward_act(f->be, blk->txt.qkv, b->h, nt, b->qkv, false));
@@ -383,13 +378,14 @@ static sdw_status double_block_forward(const fwd *f, const double_block *blk, co
     qk_norm_rope(f, b->qkv, st, 0, nt, blk->txt.q_norm, blk->txt.k_norm);
     qk_norm_rope(f, b->qkv, st, nt, ni, blk->img.q_norm, blk->img.k_norm);
     sdw_to_act(f->be, b->qkv, (size_t)f->L * st, b->qkv_act);
-    SDW_TRY(sdw_attention_act(f->be, b->qkv_act, st, act_at(f, b->qkv_act, H), act_at(f, b->qkv_act, 2 * H), st, 1,
-                              f->L, f->L, c->heads, c->head_dim, false, b->attn));
+    SDW_TRY(sdw_attention_act(f->be, b->qkv_act, st, sdw_act_at(f->be, b->qkv_act, H),
+                              sdw_act_at(f->be, b->qkv_act, 2 * H), st, 1, f->L, f->L, c->heads, c->head_dim, false,
+                              b->attn));
     if (nt) {
         SDW_TRY(sdw_linear_forward_act(f->be, blk->txt.proj, b->attn, nt, b->y, false));
         gated_add(x, b->y, mt[0].gate, nt, H);
     }
-    SDW_TRY(sdw_linear_forward_act(f->be, blk->img.proj, act_at(f, b->attn, (size_t)nt * H), ni, b->y, false));
+    SDW_TRY(sdw_linear_forward_act(f->be, blk->img.proj, sdw_act_at(f->be, b->attn, (size_t)nt * H), ni, b->y, false));
     gated_add(img, b->y, mi[0].gate, ni, H);
     SDW_TRY(stream_mlp(f, &blk->img, &mi[1], img, ni, b));
     if (nt) SDW_TRY(stream_mlp(f, &blk->txt, &mt[1], x, nt, b));
@@ -407,13 +403,14 @@ static sdw_status single_block_forward(const fwd *f, const single_block *blk, co
     SDW_TRY(sdw_linear_forward_act(f->be, blk->linear1, b->h, L, b->qkv, false));
     qk_norm_rope(f, b->qkv, st, 0, L, blk->q_norm, blk->k_norm);
     sdw_to_act_rows(f->be, b->qkv, L, 3 * H, st, false, b->qkv_act, 3 * H);
-    SDW_TRY(sdw_attention_act(f->be, b->qkv_act, 3 * H, act_at(f, b->qkv_act, H), act_at(f, b->qkv_act, 2 * H),
-                              3 * H, 1, L, L, c->heads, c->head_dim, false, b->attn));
+    SDW_TRY(sdw_attention_act(f->be, b->qkv_act, 3 * H, sdw_act_at(f->be, b->qkv_act, H),
+                              sdw_act_at(f->be, b->qkv_act, 2 * H), 3 * H, 1, L, L, c->heads, c->head_dim, false,
+                              b->attn));
     /* linear2 reads cat(attention, GELU(mlp)) a row */
     const size_t row = sdw_act_bytes(f->be, (size_t)H + M), head = sdw_act_bytes(f->be, (size_t)H);
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < L; r++) memcpy((char *)b->cat + r * row, (const char *)b->attn + r * head, head);
-    sdw_to_act_rows(f->be, b->qkv + 3 * H, L, M, st, true, act_at(f, b->cat, (size_t)H), H + M);
+    sdw_to_act_rows(f->be, b->qkv + 3 * H, L, M, st, true, sdw_act_at(f->be, b->cat, (size_t)H), H + M);
     SDW_TRY(sdw_linear_forward_act(f->be, blk->linear2, b->cat, L, b->y, false));
     gated_add(x, b->y, m->gate, L, H);
     return SDW_OK;
@@ -456,9 +453,9 @@ static sdw_status forward(fwd *f, float *out)
 
     SDW_TRY(rope_table(f));
     scratch b = {
-        act_alloc(f, (size_t)L * H), sdw_arena_floats(f->arena, (size_t)L * (3 * H + M)),
-        act_alloc(f, (size_t)L * 3 * H), act_alloc(f, (size_t)L * H), act_alloc(f, (size_t)L * (H + M)),
-        sdw_arena_floats(f->arena, (size_t)L * H),
+        sdw_act_alloc(f->be, f->arena, (size_t)L * H), sdw_arena_floats(f->arena, (size_t)L * (3 * H + M)),
+        sdw_act_alloc(f->be, f->arena, (size_t)L * 3 * H), sdw_act_alloc(f->be, f->arena, (size_t)L * H),
+        sdw_act_alloc(f->be, f->arena, (size_t)L * (H + M)), sdw_arena_floats(f->arena, (size_t)L * H),
     };
     float *x = sdw_arena_floats(f->arena, (size_t)L * H);
     if (!b.h || !b.qkv || !b.qkv_act || !b.attn || !b.cat || !b.y || !x) return nomem();

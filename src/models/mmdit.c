@@ -11,6 +11,7 @@
  * folder keeps each one. */
 #include "models/mmdit.h"
 #include "core/error.h"
+#include "models/act.h"
 #include "models/timestep_embed.h"
 #include <math.h>
 #include <stdio.h>
@@ -248,12 +249,6 @@ static void tap(const fwd *f, const char *name, const float *x, int rows, int co
 
 static sdw_status nomem(void) { return sdw_fail(SDW_ERR_NOMEM, "out of memory in the SD3 transformer"); }
 
-/* Element i of an activation. */
-static void *act_at(const fwd *f, void *act, size_t i) { return (char *)act + sdw_act_bytes(f->be, i); }
-
-/* An arena buffer for n elements of an activation. */
-static void *act_alloc(const fwd *f, size_t n) { return sdw_arena_floats(f->arena, (sdw_act_bytes(f->be, n) + 3) / 4); }
-
 /* y = l(x) over rows tokens of an activation; nothing to do for none (a
  * context-free call). */
 static sdw_status lin(const fwd *f, const sdw_linear *l, const void *x, int rows, float *y)
@@ -323,7 +318,7 @@ static sdw_status project_qkv(const fwd *f, const attention *a, const void *h, i
 {
     const int64_t st = 3 * (int64_t)f->m->cfg.hidden;
     if (!rows) return SDW_OK;
-    void *dst = act_at(f, s->qkv_act, (size_t)r0 * st);
+    void *dst = sdw_act_at(f->be, s->qkv_act, (size_t)r0 * st);
     if (!f->m->cfg.qk_norm) return sdw_linear_forward_to_act(f->be, a->qkv, h, rows, dst);
     float *x = s->qkv + r0 * st;
     SDW_TRY(sdw_linear_forward_act(f->be, a->qkv, h, rows, x, false));
@@ -338,9 +333,10 @@ static sdw_status attend(const fwd *f, int q0, int nq, int n, const scratch *s)
 {
     const sdw_mmdit_config *c = &f->m->cfg;
     const int64_t st = 3 * (int64_t)c->hidden;
-    return sdw_attention_act(f->be, act_at(f, s->qkv_act, q0 * st), st, act_at(f, s->qkv_act, c->hidden),
-                             act_at(f, s->qkv_act, 2 * c->hidden), st, 1, nq, n, c->heads, c->head_dim, false,
-                             act_at(f, s->attn, (size_t)q0 * c->hidden));
+    void *qkv = s->qkv_act;
+    return sdw_attention_act(f->be, sdw_act_at(f->be, qkv, q0 * st), st, sdw_act_at(f->be, qkv, c->hidden),
+                             sdw_act_at(f->be, qkv, 2 * c->hidden), st, 1, nq, n, c->heads, c->head_dim, false,
+                             sdw_act_at(f->be, s->attn, (size_t)q0 * c->hidden));
 }
 
 /* x += gate_mlp * fc2(GELU(fc1(LN_mod(x)))) over rows tokens of one stream. */
@@ -376,7 +372,7 @@ static sdw_status joint_block_forward(const fwd *f, const joint_block *b, const 
     mod3 mc[3], mx[3];
     SDW_TRY(modulation(f, b->ctx.mod, silu_c, mc));
     SDW_TRY(modulation(f, b->x.mod, silu_c, mx));
-    void *h_img = act_at(f, s->h, (size_t)nc * H);
+    void *h_img = sdw_act_at(f->be, s->h, (size_t)nc * H);
     if (nc) norm_modulate(f, buf, nc, &mc[0], s->h);
     norm_modulate(f, img, ni, &mx[0], h_img);
     if (dual) norm_modulate(f, img, ni, &mx[2], s->h2);   /* the same LN(x), before the residuals */
@@ -389,7 +385,7 @@ static sdw_status joint_block_forward(const fwd *f, const joint_block *b, const 
         SDW_TRY(lin(f, b->ctx.attn.proj, s->attn, nc, s->y));
         gated_add(buf, s->y, mc[0].gate, nc, H);
     }
-    SDW_TRY(lin(f, b->x.attn.proj, act_at(f, s->attn, (size_t)nc * H), ni, s->y));
+    SDW_TRY(lin(f, b->x.attn.proj, sdw_act_at(f->be, s->attn, (size_t)nc * H), ni, s->y));
     gated_add(img, s->y, mx[0].gate, ni, H);
     if (dual) SDW_TRY(attention2(f, &b->x, &mx[2], img, s));
     SDW_TRY(stream_mlp(f, &b->x, &mx[1], img, ni, s));
@@ -491,9 +487,13 @@ static sdw_status forward(fwd *f, float *out)
     float *silu_c = sdw_arena_floats(f->arena, (size_t)H);
     float *buf = sdw_arena_floats(f->arena, (size_t)L * H);
     scratch s = {
-        act_alloc(f, (size_t)L * H), act_alloc(f, (size_t)ni * H),
-        c->qk_norm ? sdw_arena_floats(f->arena, (size_t)L * 3 * H) : NULL, act_alloc(f, (size_t)L * 3 * H),
-        act_alloc(f, (size_t)L * H), act_alloc(f, (size_t)L * MLP_RATIO * H), sdw_arena_floats(f->arena, (size_t)L * H),
+        sdw_act_alloc(f->be, f->arena, (size_t)L * H),
+        sdw_act_alloc(f->be, f->arena, (size_t)ni * H),
+        c->qk_norm ? sdw_arena_floats(f->arena, (size_t)L * 3 * H) : NULL,
+        sdw_act_alloc(f->be, f->arena, (size_t)L * 3 * H),
+        sdw_act_alloc(f->be, f->arena, (size_t)L * H),
+        sdw_act_alloc(f->be, f->arena, (size_t)L * MLP_RATIO * H),
+        sdw_arena_floats(f->arena, (size_t)L * H),
     };
     if (!silu_c || !buf || !s.h || !s.h2 || (c->qk_norm && !s.qkv) || !s.qkv_act || !s.attn || !s.mlp || !s.y)
         return nomem();

@@ -8,6 +8,7 @@
  *   out: group norm, SiLU, conv_out */
 #include "models/unet.h"
 #include "core/error.h"
+#include "models/act.h"
 #include "models/weights.h"
 #include <math.h>
 #include <stdio.h>
@@ -326,12 +327,6 @@ static void tap(const fwd *f, const char *name, const float *x, int H, int W, in
 
 static sdw_status nomem(void) { return sdw_fail(SDW_ERR_NOMEM, "out of memory in the UNet"); }
 
-/* Element i of an activation buffer (bf16 or f32 by precision). */
-static void *act_at(const fwd *f, void *act, size_t i) { return (char *)act + sdw_act_bytes(f->be, i); }
-
-/* An arena buffer for n elements of an activation. */
-static void *act_alloc(const fwd *f, size_t n) { return sdw_arena_floats(f->arena, (sdw_act_bytes(f->be, n) + 3) / 4); }
-
 /* out = resnet(x): out must not alias x. */
 static sdw_status resnet_forward(const fwd *f, const resnet *r, const float *x, int H, int W, float *out)
 {
@@ -340,7 +335,7 @@ static sdw_status resnet_forward(const fwd *f, const resnet *r, const float *x, 
     sdw_arena_mark m = sdw_arena_save(f->arena);
     /* The normalised activations, in the convolutions' own type. */
     size_t act_n = px * (size_t)(r->cin > r->cout ? r->cin : r->cout);
-    void *h = act_alloc(f, act_n);
+    void *h = sdw_act_alloc(f->be, f->arena, act_n);
     float *tp = sdw_arena_floats(f->arena, (size_t)N * r->cout);
     if (!h || !tp) return nomem();
     int Ho, Wo;
@@ -416,10 +411,10 @@ static sdw_status tblock_forward(const fwd *f, const tblock *b, float *x, int64_
     int N = f->N, D = C / heads;
     int64_t rows = (int64_t)N * T, nctx = f->in->n_ctx;
     sdw_arena_mark m = sdw_arena_save(f->arena);
-    void *h = act_alloc(f, (size_t)rows * C);
-    void *big = act_alloc(f, (size_t)rows * 8 * C); /* qkv (3C) or GEGLU input (8C) */
-    void *a = act_alloc(f, (size_t)rows * 4 * C);
-    void *kv = act_alloc(f, (size_t)N * nctx * 2 * C);
+    void *h = sdw_act_alloc(f->be, f->arena, (size_t)rows * C);
+    void *big = sdw_act_alloc(f->be, f->arena, (size_t)rows * 8 * C); /* qkv (3C) or GEGLU input (8C) */
+    void *a = sdw_act_alloc(f->be, f->arena, (size_t)rows * 4 * C);
+    void *kv = sdw_act_alloc(f->be, f->arena, (size_t)N * nctx * 2 * C);
     if (!h || !big || !a || !kv) return nomem();
 
     /* Between the norms and the output projections everything is an
@@ -428,8 +423,8 @@ static sdw_status tblock_forward(const fwd *f, const tblock *b, float *x, int64_
      * residual stream x stays f32. */
     sdw_layer_norm_act(f->be, x, rows, C, b->norm1_w, b->norm1_b, 1e-5f, h);
     SDW_TRY(sdw_linear_forward_to_act(f->be, b->qkv, h, rows, big));
-    SDW_TRY(sdw_attention_act(f->be, big, 3 * C, act_at(f, big, C), act_at(f, big, 2 * C), 3 * C, N, (int)T, (int)T,
-                              heads, D, false, a));
+    SDW_TRY(sdw_attention_act(f->be, big, 3 * C, sdw_act_at(f->be, big, C), sdw_act_at(f->be, big, 2 * C), 3 * C, N,
+                              (int)T, (int)T, heads, D, false, a));
     SDW_TRY(sdw_linear_forward_act(f->be, b->attn1_out, a, rows, x, true));
 
     sdw_layer_norm_act(f->be, x, rows, C, b->norm2_w, b->norm2_b, 1e-5f, h);
@@ -453,7 +448,7 @@ static sdw_status transformer_forward(const fwd *f, const transformer *t, float 
     int C = t->C;
     int64_t T = (int64_t)H * W, rows = (int64_t)f->N * T;
     sdw_arena_mark m = sdw_arena_save(f->arena);
-    void *h = act_alloc(f, (size_t)rows * C);
+    void *h = sdw_act_alloc(f->be, f->arena, (size_t)rows * C);
     float *tok = sdw_arena_floats(f->arena, (size_t)rows * C);
     if (!h || !tok) return nomem();
     sdw_group_norm_act(f->be, x, f->N, T, C, 32, t->norm_w, t->norm_b, 1e-6f, h);
@@ -538,7 +533,7 @@ static sdw_status begin(fwd *f, down_state *d)
     SDW_TRY(time_embedding(f));
     ctx_cache_check(f);
     const size_t ctx_n = (size_t)N * in->n_ctx * c->context_dim;
-    if (!(f->context_act = act_alloc(f, ctx_n))) return nomem();
+    if (!(f->context_act = sdw_act_alloc(f->be, f->arena, ctx_n))) return nomem();
     sdw_to_act(f->be, in->context, ctx_n, f->context_act);
     size_t maxpx = (size_t)N * H * W;
     int maxc = 0;
