@@ -107,10 +107,11 @@ static sdw_model *load(const cJSON *j, layout lay, sdw_precision prec)
     assert_int_equal(sdw_model_get_info(m)->family, dev ? SDW_FAMILY_FLUX_DEV : SDW_FAMILY_FLUX_SCHNELL);
     /* GGUF blocks stay blocks in memory: the 2-D weights at a quarter (Q8_0)
      * or a seventh (Q4_0) of f32, the small and outer layers as they were
-     * (less the padding this CPU's layout gives those). */
+     * (less the padding this CPU's layout gives those; in bf16 those hold
+     * 2 bytes a weight). */
     size_t fbytes = sdw_flux_bytes(m->flux), f32_bytes = 134528 * sizeof(float);
     if (lay == GGUF) {
-        size_t pad = test_linear_padding(sdw_flux_layers(m->flux));
+        size_t pad = test_linear_padding(sdw_flux_layers(m->flux), prec == SDW_PRECISION_BF16 ? 2 : 4);
         printf("  %s holds %zu bytes of transformer weights, %zu of them layout padding (f32: %zu)\n", path,
                fbytes, pad, f32_bytes);
         assert_true(fbytes - pad < f32_bytes / 2);
@@ -196,6 +197,9 @@ static void cases_bf16(void **state)
     if (!test_precision_runs(SDW_PRECISION_BF16)) return;
     run_case("t2i_dev", BFL_PARTS, SDW_PRECISION_BF16, BF16_GATE);
     run_case("t2i_schnell", DIFFUSERS, SDW_PRECISION_BF16, BF16_GATE);
+    /* compact weights in bf16: on AVX-512-BF16 without AMX, linear_quant_dp.c */
+    run_case("gguf_q8_0_dev", GGUF, SDW_PRECISION_BF16, BF16_GATE);
+    run_case("gguf_q4_0_dev", GGUF, SDW_PRECISION_BF16, BF16_GATE);
 }
 
 /* The errors a user meets first: a missing part, a part of the wrong kind. */

@@ -303,7 +303,7 @@ static void layers_and_names(void **state)
         assert_non_null(find_layer(l, "transformer_blocks.0.norm1_context.linear"));
         assert_null(find_layer(l, "norm_out.linear"));
         assert_int_equal(l->n, 36 + 49);
-        assert_int_equal(sdw_flux_bytes(f), 134528 * 4 + test_linear_padding(l));   /* every parameter, f32, and the layout's padding */
+        assert_int_equal(sdw_flux_bytes(f), 134528 * 4 + test_linear_padding(l, 4));   /* every parameter, f32, and the layout's padding */
         sdw_flux_free(f);
     }
     sdw_backend_free(be);

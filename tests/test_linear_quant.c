@@ -189,22 +189,25 @@ static void check_forward(sdw_backend *be, const layer *L, int M, double gate)
 }
 
 /* in: 800 for the 32-element formats (K chunks of 256 with a tail of 32),
- * 768 for the K-quants; out 520 (a panel of 512 and a tail). */
+ * 768 for the K-quants; out 520 (a panel of 512 and a tail) and 192 (in
+ * bf16 on AVX-512-BF16 without AMX, linear_quant_dp.c's three panels of
+ * 64; elsewhere panels again). */
 static void run_forward(sdw_precision prec, double gate)
 {
     if (!test_precision_runs(prec)) return;
     sdw_backend *be;
     assert_int_equal(sdw_backend_create(prec, &be), SDW_OK);
-    static const int Ms[] = { 1, 7, 64, 300 };
-    for (size_t i = 0; i < N_TYPES; i++) {
-        const sdw_qtype q = all_types[i];
-        const int K = sdw_qtype_block(q, NULL) == 256 ? 768 : 800, N = 520;
-        layer L = make_layer(be, q, K, N, (uint32_t)(11 + i));
-        assert_true(sdw_linear_quant_type(L.l, NULL));
-        assert_int_equal(sdw_linear_bytes(L.l), sdw_qtype_row_bytes(q, K) * N + sizeof(float) * N);
-        for (size_t m = 0; m < sizeof Ms / sizeof Ms[0]; m++) check_forward(be, &L, Ms[m], gate);
-        free_layer(&L);
-    }
+    static const int Ms[] = { 1, 7, 64, 300 }, Ns[] = { 520, 192 };
+    for (size_t i = 0; i < N_TYPES; i++)
+        for (size_t n = 0; n < sizeof Ns / sizeof Ns[0]; n++) {
+            const sdw_qtype q = all_types[i];
+            const int K = sdw_qtype_block(q, NULL) == 256 ? 768 : 800, N = Ns[n];
+            layer L = make_layer(be, q, K, N, (uint32_t)(11 + i));
+            assert_true(sdw_linear_quant_type(L.l, NULL));
+            assert_int_equal(sdw_linear_bytes(L.l), sdw_qtype_row_bytes(q, K) * N + sizeof(float) * N);
+            for (size_t m = 0; m < sizeof Ms / sizeof Ms[0]; m++) check_forward(be, &L, Ms[m], gate);
+            free_layer(&L);
+        }
     sdw_backend_free(be);
 }
 

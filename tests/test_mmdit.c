@@ -514,7 +514,7 @@ static void layers_and_names(void **state)
         /* block aliases: block 0 x: norm1, to_q/k/v, to_out, attn2 q/k/v, attn2 out, ff x 2 (11),
          * ctx: norm1_context, add_q/k/v, to_add_out, ff_context x 2 (7); block 1 x: 7, ctx: add_q/k/v (3). */
         assert_int_equal(l->n - sai, 11 + 7 + 7 + 3);
-        assert_int_equal(sdw_mmdit_bytes(m), 1224512 * 4 + test_linear_padding(l));   /* every parameter, f32, and the layout's padding */
+        assert_int_equal(sdw_mmdit_bytes(m), 1224512 * 4 + test_linear_padding(l, 4));   /* every parameter, f32, and the layout's padding */
         sdw_mmdit_free(m);
     }
     sdw_backend_free(be);

@@ -102,7 +102,7 @@ bool test_precision_runs(sdw_precision p)
     return true;
 }
 
-size_t test_linear_padding(const sdw_layer_list *l)
+size_t test_linear_padding(const sdw_layer_list *l, size_t weight_size)
 {
     size_t pad = 0;
     for (int i = 0; i < l->n; i++) {
@@ -111,7 +111,7 @@ size_t test_linear_padding(const sdw_layer_list *l)
         for (int j = 0; j < i && !seen; j++) seen = l->v[j].linear == lin;
         sdw_qtype t;
         if (!lin || seen || sdw_linear_quant_type(lin, &t)) continue;
-        pad += sdw_linear_bytes(lin) - sizeof(float) * (size_t)(sdw_linear_in(lin) + 1) * sdw_linear_out(lin);
+        pad += sdw_linear_bytes(lin) - (weight_size * (size_t)sdw_linear_in(lin) + sizeof(float)) * sdw_linear_out(lin);
     }
     return pad;
 }

@@ -28,11 +28,11 @@ void test_fill(float *x, size_t n, uint32_t seed);
 /* Whether this CPU runs precision p; bf16 needs AVX-512, and where it is
  * missing the caller skips its bf16 checks (said in the output). */
 bool test_precision_runs(sdw_precision p);
-/* Bytes the dense linears of a layer list hold beyond their f32 weights and
- * biases: the padding of the blocked layout oneDNN picks on this CPU (on
+/* Bytes the dense linears of a layer list hold beyond their weights (of
+ * weight_size bytes: 4 in f32, 2 in bf16) and f32 biases: the padding of the blocked layout oneDNN picks on this CPU (on
  * AVX-512 it pads 32 outputs to 64), 0 where it keeps the rows as they are.
  * Each linear counts once however many names it has; all have a bias. */
-size_t test_linear_padding(const sdw_layer_list *l);
+size_t test_linear_padding(const sdw_layer_list *l, size_t weight_size);
 
 
 /* Layout conversion between PyTorch's NCHW references and our NHWC. */

@@ -12,6 +12,8 @@
 #define sdw_linear_dp sdw_linear_dp_emulated
 #define sdw_linear_dp_fits sdw_linear_dp_fits_emulated
 #define sdw_linear_dp_suits sdw_linear_dp_suits_emulated
+#define sdw_qlinear_dp sdw_qlinear_dp_emulated
+#define sdw_qlinear_dp_suits sdw_qlinear_dp_suits_emulated
 #else
 #include <immintrin.h>
 #define BF16_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))

@@ -230,7 +230,7 @@ static sdw_status kernel_product(sdw_backend *be, const sdw_linear *l, const voi
         const sdw_qlinear_args a = { l->qt, l->w, l->row_bytes, l->bias, M, l->in, l->out, src, y,
                                      y_is_act && l->dt == dnnl_bf16, (flags & SDW_PRIM_SUM) != 0 };
         SDW_TRY(sdw_qlinear_forward(be, &a));
-        sdw_count_op(be, SDW_OPK_LINEAR, t0, flops, sdw_qlinear_path(l->qt), dims);
+        sdw_count_op(be, SDW_OPK_LINEAR, t0, flops, sdw_qlinear_path(be, &a), dims);
         return SDW_OK;
     }
     if (!l->quant && !be->no_own_linear && sdw_linear_avx2_suits(be, &l->wmd, l->in, l->out, M)) {

@@ -10,21 +10,20 @@
  * layout oneDNN picks there (AB8b64a2b: for 64 outputs x 16 inputs, 8 rows
  * of input pairs x 64 outputs), in which the pairs of 16 outputs for one
  * input pair are one vector: what vdpbf16ps multiplies with a row's pair
- * broadcast, 128 bf16 further for the next pair. A tile is 6 rows x 4
- * vectors (24 of the 32 registers); it runs the inputs in blocks of 128
+ * broadcast, 128 bf16 further for the next pair. A tile
+ * (linear_dp_tile.h) is 6 rows x 4 vectors; it runs the inputs in blocks of 128
  * whose weights (16 KiB) serve 48 rows from L1, their partial sums kept
  * beside them. Work items are (chunk of rows, 32 outputs), chunk-major, in
  * equal runs a thread: a chunk's A stays in L2 while the weights pass. */
 #include "backend/linear_dp.h"
+#include "backend/linear_dp_tile.h"
 #include "backend/amx.h"
 #include <omp.h>
 
 #define WB 64                           /* outputs of a block of the stored layout, and of a tile */
-#define R 6                             /* rows of a register tile */
 #define A_CHUNK_BYTES ((size_t)1 << 20) /* rows of A kept in L2 while the weights pass */
 #define SUB 48                          /* rows whose partial sums stay in L1 ... */
 #define KB 128                          /* ... while a block of this many inputs' weights (16 KiB) serves them */
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
 
 bool sdw_linear_dp_fits(const dnnl_memory_desc_t *wmd, int in, int out)
 {
@@ -41,47 +40,6 @@ bool sdw_linear_dp_suits(int64_t M) { return M >= 16; }
 static inline const uint16_t *weights_at(const sdw_linear_bf16_args *a, int c)
 {
     return a->w + (size_t)(c / WB) * (size_t)(a->K / 16) * (16 * WB) + (size_t)(c % WB) * 2;
-}
-
-/* rows (<= R) rows from a (K apart) times the four column vectors at w[]
- * (32 values, their 32 gates), over input pairs p0..p1: from the bias
- * (first) or the partial sums in part (64 a row), back to part or, after
- * the last pairs, as 32 bf16 outputs v * gelu(g) a row at dst (ld apart). */
-BF16_FN ALWAYS_INLINE void tile(const sdw_linear_bf16_args *a, const uint16_t *ar, const uint16_t *const w[4],
-                                const float *bias[4], float *part, int p0, int p1, bool first, bool last,
-                                uint16_t *dst, size_t ld, const int rows)
-{
-    __m512 acc[R][4];
-#pragma GCC unroll 6
-    for (int r = 0; r < rows; r++)
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; v++)
-            acc[r][v] = !first ? _mm512_loadu_ps(part + r * WB + 16 * v)
-                        : bias[v] ? _mm512_loadu_ps(bias[v]) : _mm512_setzero_ps();
-    for (int p = p0; p < p1; p++) {
-        const size_t at = (size_t)p * 2 * WB;
-        const __m512bh b0 = (__m512bh)_mm512_loadu_si512(w[0] + at), b1 = (__m512bh)_mm512_loadu_si512(w[1] + at);
-        const __m512bh b2 = (__m512bh)_mm512_loadu_si512(w[2] + at), b3 = (__m512bh)_mm512_loadu_si512(w[3] + at);
-#pragma GCC unroll 6
-        for (int r = 0; r < rows; r++) {
-            const __m512bh x = sdw_bf16_pair(ar + (size_t)r * a->K + 2 * p);
-            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, b0);
-            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, b1);
-            acc[r][2] = _mm512_dpbf16_ps(acc[r][2], x, b2);
-            acc[r][3] = _mm512_dpbf16_ps(acc[r][3], x, b3);
-        }
-    }
-    if (!last) {
-#pragma GCC unroll 6
-        for (int r = 0; r < rows; r++)
-#pragma GCC unroll 4
-            for (int v = 0; v < 4; v++) _mm512_storeu_ps(part + r * WB + 16 * v, acc[r][v]);
-        return;
-    }
-#pragma GCC unroll 6
-    for (int r = 0; r < rows; r++)
-        _mm512_storeu_si512(dst + (size_t)r * ld, (__m512i)_mm512_cvtne2ps_pbh(sdw_geglu16(acc[r][1], acc[r][3]),
-                                                                             sdw_geglu16(acc[r][0], acc[r][2])));
 }
 
 /* Rows r0..r1 of output group g: values 32 g.., gates N / 2 + 32 g... */
@@ -102,20 +60,8 @@ BF16_FN static void group(const sdw_linear_bf16_args *a, int64_t r0, int64_t r1,
         for (int k0 = 0; k0 < a->K; k0 += KB) {
             const int p0 = k0 / 2, p1 = (k0 + KB < a->K ? k0 + KB : a->K) / 2;
             const bool first = k0 == 0, last = k0 + KB >= a->K;
-            int64_t r = s0;
-#define TILE(rows)                                                                                                 \
-    tile(a, a->a + (size_t)r * a->K, w, bias, part + (r - s0) * WB, p0, p1, first, last, base + (size_t)r * ld, ld, \
-         rows)
-            for (; r + R <= s1; r += R) TILE(R);
-            switch (s1 - r) { /* the last rows */
-            case 5: TILE(5); break;
-            case 4: TILE(4); break;
-            case 3: TILE(3); break;
-            case 2: TILE(2); break;
-            case 1: TILE(1); break;
-            default: break;
-            }
-#undef TILE
+            sdw_dp_rows(a->a + (size_t)s0 * a->K, (size_t)SDW_DP_ROWS * a->K, (size_t)a->K, 2, w, bias, part, s0, s1,
+                        p0, p1, first, last, base, ld, SDW_DP_GEGLU);
         }
     }
 }
@@ -139,11 +85,11 @@ sdw_status sdw_linear_dp(const sdw_linear_bf16_args *a)
      * runs of items), more of them where that leaves fewer than four items
      * a thread. */
     int64_t most = (int64_t)(A_CHUNK_BYTES / ((size_t)a->K * 2));
-    if (most < R) most = R;
+    if (most < SDW_DP_ROWS) most = SDW_DP_ROWS;
     int64_t n_chunks = (a->M + most - 1) / most;
     const int64_t want = ((int64_t)4 * nt + n_groups - 1) / n_groups;
     if (n_chunks < want) n_chunks = want;
-    const int64_t chunk = ((a->M + n_chunks - 1) / n_chunks + R - 1) / R * R;
+    const int64_t chunk = ((a->M + n_chunks - 1) / n_chunks + SDW_DP_ROWS - 1) / SDW_DP_ROWS * SDW_DP_ROWS;
     const int64_t items = (a->M + chunk - 1) / chunk * n_groups;
 #pragma omp parallel
     worker(a, chunk, n_groups, items);

@@ -21,8 +21,18 @@ typedef struct {
 } sdw_qlinear_args;
 
 sdw_status sdw_qlinear_forward(sdw_backend *be, const sdw_qlinear_args *a);
-/* The kernel's name for sdw_backend_shapes (static storage). */
-const char *sdw_qlinear_path(sdw_qtype qt);
+/* x of at most this many rows is taken row by row: W decoded a row at a
+ * time and dotted with them, not through panels. */
+#define SDW_QL_FEW_ROWS 4
+
+/* The bf16 product on AVX-512-BF16 dot products (linear_quant_dp.c), which
+ * sdw_qlinear_forward takes where it suits: BF16 precision on such a CPU
+ * without AMX, and either K a multiple of 32 and N of 64, or a few rows
+ * against Q8_0 weights. */
+bool sdw_qlinear_dp_suits(const sdw_backend *be, const sdw_qlinear_args *a);
+sdw_status sdw_qlinear_dp(sdw_backend *be, const sdw_qlinear_args *a);
+/* The name of the kernel that runs a call, for sdw_backend_shapes (static storage). */
+const char *sdw_qlinear_path(const sdw_backend *be, const sdw_qlinear_args *a);
 /* f32 panels multiplied by dnnl_sgemm (the default) or by a oneDNN matmul
  * primitive per shape (A/B runs; bf16 always takes the primitive). */
 void sdw_qlinear_use_sgemm(bool on);

@@ -6,7 +6,7 @@
  *   text encode, denoiser evaluation, (ControlNet evaluation,) VAE decode,
  *     VAE encode, each `repeat` times, called directly, warm (the pipeline
  *     runs created their primitives; the encoder gets a warm-up run of its
- *     own when the pipeline did not use it)
+ *     own when the pipeline did not use it, the denoiser always one)
  * Text encode and the evaluation go through the family's denoiser
  * (pipeline/denoiser.h: its prepare and predict), so every family the
  * pipeline runs is measured the same way, the UNets, FLUX and SD3 alike.
@@ -503,10 +503,13 @@ static sdw_status bench_stages(bench *b)
     }
     note(b->o, "%s evaluation (%d latent%s) x %d", m->info.denoiser, r->denoiser_batch,
          r->denoiser_batch > 1 ? "s" : "", r->repeat);
-    /* The UNet projects the context's K and V at its first evaluation and
-     * keeps them for the image's others: one untimed call, so every timed
-     * one is a sampling step's. */
-    SDW_TRY(time_stage(b, SDW_BENCH_DENOISE, denoise_once, m->unet ? 1 : 0));
+    /* One untimed call, so that every timed one is a sampling step's after
+     * the image's first: the UNet projects the context's K and V at its
+     * first evaluation and keeps them for the others; a FLUX or SD3
+     * transformer whose mapped weights went back to the system while the
+     * text was encoded (page_out) faults them in again at its first (a
+     * Q8_0 FLUX's 12.6 GB: its one-row layers took 8x as long there). */
+    SDW_TRY(time_stage(b, SDW_BENCH_DENOISE, denoise_once, 1));
     b->run.ops->release(&b->run);
     sdw_arena_free(&b->arena); /* the ControlNet's and the VAE's stages take it over */
     b->arena = b->run.arena;

@@ -86,6 +86,40 @@ static inline void emu_mask_storeu_epi16(void *p, __mmask16 k, __m256i a)
         if (k >> i & 1) memcpy((int16_t *)p + i, &v[i], 2);
 }
 
+typedef int8_t emu_i8x16 __attribute__((vector_size(16)));
+typedef int32_t emu_i32x16 __attribute__((vector_size(64)));
+
+/* vpmovsxbd: 16 signed bytes widened to 16 dwords. */
+static inline __m512i emu_cvtepi8_epi32(__m128i a)
+{
+    emu_i8x16 v;
+    emu_i32x16 r;
+    memcpy(&v, &a, sizeof v);
+    for (int i = 0; i < 16; i++) r[i] = v[i];
+    __m512i out;
+    memcpy(&out, &r, sizeof out);
+    return out;
+}
+
+static inline __m512 emu_cvtepi32_ps(__m512i a)
+{
+    emu_i32x16 v;
+    memcpy(&v, &a, sizeof v);
+    __m512 r;
+    for (int i = 0; i < 16; i++) r[i] = (float)v[i];
+    return r;
+}
+
+static inline float emu_reduce_add_ps(__m512 a)
+{
+    float s = 0;
+    for (int i = 0; i < 16; i++) s += a[i];
+    return s;
+}
+
+#define _mm512_reduce_add_ps(a) emu_reduce_add_ps(a)
+#define _mm512_cvtepi8_epi32(a) emu_cvtepi8_epi32(a)
+#define _mm512_cvtepi32_ps(a) emu_cvtepi32_ps(a)
 #define _mm512_cvtneps_pbh(a) emu_cvtneps_pbh(a)
 #define _mm512_cvtne2ps_pbh(a, b) emu_cvtne2ps_pbh(a, b)
 #define _mm512_reduce_ps(a, imm) emu_reduce_ps(a, imm)
