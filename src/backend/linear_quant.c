@@ -226,12 +226,19 @@ SDW_VEC static void round_bf16(float *restrict x, uint16_t *restrict tmp, int n)
     for (int i = 0; i < n; i++) u[i] = (uint32_t)tmp[i] << 16;
 }
 
+/* 16 partial sums whether or not the compiler vectorizes (an -O1 build
+ * does not): one float summing K = 800 products drifted 1.25e-6 from the
+ * double sum, past the f32 gate. */
 SDW_VEC static float dot(const float *restrict a, const float *restrict b, int n)
 {
-    float s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
+    float s[16] = { 0 };
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) s[j] += a[i + j] * b[i + j];
+    float t = 0;
+    for (; i < n; i++) t += a[i] * b[i];
+    for (int j = 0; j < 16; j++) t += s[j];
+    return t;
 }
 
 /* y = x W^T + b for M <= SDW_QL_FEW_ROWS: W decoded a row at a time (rounded

@@ -64,40 +64,37 @@ BF16_FN static inline __m512i q8_0_pairs(const uint8_t *b)
     return (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(d, hi), _mm512_mul_ps(d, lo));
 }
 
-/* y = x W^T + b for x of at most SDW_QL_FEW_ROWS rows (FLUX's and SD3's
- * modulation vectors) and W in Q8_0: each block decoded into a register
- * and multiplied there with the rows' 32 values, two sums a row (even and
- * odd blocks) to hide the dot product's latency. The weights pass once,
- * 1.06 bytes a weight, so this runs at the speed they are read. */
-BF16_FN static void few_rows_q8_0(const sdw_qlinear_args *a)
+/* Output n of y = x W^T + b for x of at most SDW_QL_FEW_ROWS rows (FLUX's
+ * and SD3's modulation vectors) and W in Q8_0: each block decoded into a
+ * register and multiplied there with the rows' 32 values, two sums a row
+ * (even and odd blocks) to hide the dot product's latency. The weights
+ * pass once, 1.06 bytes a weight, so this runs at the speed they are read. */
+BF16_FN static void few_rows_q8_0(const sdw_qlinear_args *a, int n)
 {
     const int K = a->K, N = a->N, nb = K / 32, M = (int)a->M;
     const uint16_t *x = a->x;
-#pragma omp parallel for schedule(static) if ((int64_t)N * K > 65536)
-    for (int n = 0; n < N; n++) {
-        const uint8_t *w = a->w + (size_t)n * a->row_bytes;
-        __m512 acc[SDW_QL_FEW_ROWS][2];
-        for (int m = 0; m < M; m++) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
-        int b = 0;
-        for (; b + 2 <= nb; b += 2) {
-            const __m512bh w0 = (__m512bh)q8_0_pairs(w + (size_t)b * 34), w1 = (__m512bh)q8_0_pairs(w + (size_t)b * 34 + 34);
-            for (int m = 0; m < M; m++) {
-                const uint16_t *xr = x + (size_t)m * K + (size_t)b * 32;
-                acc[m][0] = _mm512_dpbf16_ps(acc[m][0], (__m512bh)_mm512_loadu_si512(xr), w0);
-                acc[m][1] = _mm512_dpbf16_ps(acc[m][1], (__m512bh)_mm512_loadu_si512(xr + 32), w1);
-            }
-        }
-        if (b < nb) {
-            const __m512bh w0 = (__m512bh)q8_0_pairs(w + (size_t)b * 34);
-            for (int m = 0; m < M; m++)
-                acc[m][0] = _mm512_dpbf16_ps(acc[m][0], (__m512bh)_mm512_loadu_si512(x + (size_t)m * K + (size_t)b * 32), w0);
-        }
+    const uint8_t *w = a->w + (size_t)n * a->row_bytes;
+    __m512 acc[SDW_QL_FEW_ROWS][2];
+    for (int m = 0; m < M; m++) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const __m512bh w0 = (__m512bh)q8_0_pairs(w + (size_t)b * 34), w1 = (__m512bh)q8_0_pairs(w + (size_t)b * 34 + 34);
         for (int m = 0; m < M; m++) {
-            const float v = _mm512_reduce_add_ps(_mm512_add_ps(acc[m][0], acc[m][1])) + (a->bias ? a->bias[n] : 0.0f);
-            const size_t at = (size_t)m * N + (size_t)n;
-            if (a->y_bf16) ((uint16_t *)a->y)[at] = sdw_f32_to_bf16(v);
-            else ((float *)a->y)[at] = a->accumulate ? ((float *)a->y)[at] + v : v;
+            const uint16_t *xr = x + (size_t)m * K + (size_t)b * 32;
+            acc[m][0] = _mm512_dpbf16_ps(acc[m][0], (__m512bh)_mm512_loadu_si512(xr), w0);
+            acc[m][1] = _mm512_dpbf16_ps(acc[m][1], (__m512bh)_mm512_loadu_si512(xr + 32), w1);
         }
+    }
+    if (b < nb) {
+        const __m512bh w0 = (__m512bh)q8_0_pairs(w + (size_t)b * 34);
+        for (int m = 0; m < M; m++)
+            acc[m][0] = _mm512_dpbf16_ps(acc[m][0], (__m512bh)_mm512_loadu_si512(x + (size_t)m * K + (size_t)b * 32), w0);
+    }
+    for (int m = 0; m < M; m++) {
+        const float v = _mm512_reduce_add_ps(_mm512_add_ps(acc[m][0], acc[m][1])) + (a->bias ? a->bias[n] : 0.0f);
+        const size_t at = (size_t)m * N + (size_t)n;
+        if (a->y_bf16) ((uint16_t *)a->y)[at] = sdw_f32_to_bf16(v);
+        else ((float *)a->y)[at] = a->accumulate ? ((float *)a->y)[at] + v : v;
     }
 }
 
@@ -193,7 +190,10 @@ sdw_status sdw_qlinear_dp(sdw_backend *be, const sdw_qlinear_args *a)
         return sdw_fail(SDW_ERR_INVALID_ARG, "quantized linear on dot products: %lld x %d -> %d (%s)",
                         (long long)a->M, a->K, a->N, sdw_qtype_name(a->qt));
     if (a->M <= SDW_QL_FEW_ROWS) {
-        few_rows_q8_0(a);
+        /* (the parallel loop outside the target-attributed function: clang
+         * outlines its body without the attribute) */
+#pragma omp parallel for schedule(static) if ((int64_t)a->N * a->K > 65536)
+        for (int n = 0; n < a->N; n++) few_rows_q8_0(a, n);
         return SDW_OK;
     }
     const int nt = omp_get_max_threads(), n_p = a->N / G;
