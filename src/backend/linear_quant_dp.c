@@ -128,7 +128,7 @@ BF16_FN static void decode_panel(const sdw_qlinear_args *a, int n0, int k0, int 
 /* x packed for the tiles, once a call: tile t (rows 6 t ..) holds for
  * each input pair its rows' pairs side by side (a last tile's missing rows
  * zero), so that a tile reads one stream rather than six rows K pairs
- * apart: those cost a FLUX evaluation 13% in the worker's process, whose
+ * apart: those made a FLUX evaluation 15% longer in the worker's process, whose
  * activations sit on 4 KiB pages, though not in a harness on huge pages.
  * Tiles of this thread's share. */
 static void pack_x(const sdw_qlinear_args *a, uint32_t *xp)
