@@ -508,7 +508,8 @@ static sdw_status bench_stages(bench *b)
      * first evaluation and keeps them for the others; a FLUX or SD3
      * transformer whose mapped weights went back to the system while the
      * text was encoded (page_out) faults them in again at its first (a
-     * Q8_0 FLUX's 12.6 GB: its one-row layers took 8x as long there). */
+     * Q8_0 FLUX's 12.6 GB: a first evaluation took 2-4 s longer than the
+     * next on a 2-core Zen 5). */
     SDW_TRY(time_stage(b, SDW_BENCH_DENOISE, denoise_once, 1));
     b->run.ops->release(&b->run);
     sdw_arena_free(&b->arena); /* the ControlNet's and the VAE's stages take it over */
