@@ -128,9 +128,9 @@ BF16_FN static void decode_panel(const sdw_qlinear_args *a, int n0, int k0, int 
 /* x packed for the tiles, once a call: tile t (rows 6 t ..) holds for
  * each input pair its rows' pairs side by side (a last tile's missing rows
  * zero), so that a tile reads one stream rather than six rows K pairs
- * apart: those made a FLUX evaluation 15% longer in the worker's process, whose
- * activations sit on 4 KiB pages, though not in a harness on huge pages.
- * Tiles of this thread's share. */
+ * apart: those made a FLUX evaluation 15% longer in the worker's process,
+ * whose activations sit on 4 KiB pages, though not in a harness on huge
+ * pages. Tiles of this thread's share. */
 static void pack_x(const sdw_qlinear_args *a, uint32_t *xp)
 {
     const int np = a->K / 2;
@@ -141,9 +141,8 @@ static void pack_x(const sdw_qlinear_args *a, uint32_t *xp)
         uint32_t *dst = xp + (size_t)t * np * SDW_DP_ROWS;
         for (int i = 0; i < SDW_DP_ROWS; i++) {
             const int64_t r = SDW_DP_ROWS * t + i;
-            const uint32_t *src = x + (size_t)r * np;
             if (r < a->M)
-                for (int p = 0; p < np; p++) dst[(size_t)p * SDW_DP_ROWS + i] = src[p];
+                for (int p = 0; p < np; p++) dst[(size_t)p * SDW_DP_ROWS + i] = x[(size_t)r * np + p];
             else
                 for (int p = 0; p < np; p++) dst[(size_t)p * SDW_DP_ROWS + i] = 0;
         }
