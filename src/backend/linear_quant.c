@@ -226,9 +226,9 @@ SDW_VEC static void round_bf16(float *restrict x, uint16_t *restrict tmp, int n)
     for (int i = 0; i < n; i++) u[i] = (uint32_t)tmp[i] << 16;
 }
 
-/* 16 partial sums whether or not the compiler vectorizes (an -O1 build
- * does not): one float summing K = 800 products drifted 1.25e-6 from the
- * double sum, past the f32 gate. */
+/* 16 partial sums whether or not the compiler vectorizes (the -O0
+ * sanitizer build does not): one float summing K = 800 products drifted
+ * 1.25e-6 from the double sum, past the f32 gate. */
 SDW_VEC static float dot(const float *restrict a, const float *restrict b, int n)
 {
     float s[16] = { 0 };

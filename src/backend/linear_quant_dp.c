@@ -209,8 +209,9 @@ sdw_status sdw_qlinear_dp(sdw_backend *be, const sdw_qlinear_args *a)
     int kc = (int)(X_SLICE_BYTES / ((size_t)chunk * 2)) / 256 * 256;
     if (kc < MIN_SLICE) kc = MIN_SLICE;
     if (kc >= a->K) kc = a->K;
+    const bool sliced = kc < a->K;
     const size_t panel_bytes = (size_t)kc * G * 2, tmp_bytes = a->qt == SDW_QT_Q8_0 ? 0 : (size_t)kc * 16 * 4;
-    const size_t part_bytes = (size_t)chunk * G * 4 * (kc < a->K ? GROUP : 1);
+    const size_t part_bytes = (size_t)chunk * G * 4 * (sliced ? GROUP : 1);
     const size_t per_thread = panel_bytes + tmp_bytes + part_bytes;
     const size_t xp_bytes = (size_t)(a->M + SDW_DP_ROWS - 1) / SDW_DP_ROWS * SDW_DP_ROWS * (size_t)a->K * 2;
     char *buf = sdw_scratch(be, SDW_SCR_QUANT, xp_bytes + per_thread * (size_t)nt);
@@ -234,7 +235,7 @@ sdw_status sdw_qlinear_dp(sdw_backend *be, const sdw_qlinear_args *a)
                     const int n0 = (int)(i % n_p) * G;
                     decode_panel(a, n0, k0, kn, panel, tmp);
                     run_item(a, (const uint16_t *)panel, (const uint16_t *)xp, n0, m0, m1, k0, kn,
-                             part + (size_t)(kc < a->K ? i - g0 : 0) * (size_t)chunk * G);
+                             part + (size_t)(sliced ? i - g0 : 0) * (size_t)chunk * G);
                 }
             }
         }
