@@ -5,23 +5,35 @@
  * a with the same lane's pair of b. Here the lanes are queries: a holds 16
  * queries' pairs, b one key's (or value's) pair broadcast to every lane.
  * So the sums are exactly the head size wide (no tile of columns padded
- * past D, no extra column for the softmax's denominator), each lane keeps
- * its own row's running max and sum in a vector, and a key block needs no
- * padding past 16 keys. Each thread takes blocks of 32 queries (two
- * vectors) x one head through the keys, 128 at a time (FlashAttention's
- * online softmax):
+ * past D), each lane keeps its own row's running max in a vector, and a
+ * key block needs no padding past 16 keys. Each thread takes blocks of 32
+ * queries (two vectors) x one head through the keys, 128 at a time
+ * (FlashAttention's online softmax):
  *   S^T = K Q^T     8 keys x 32 queries in 16 registers, over D / 2 pairs
  *   P^T = 2^(c S - m)  on the registers, c = log2(e) / sqrt(D), against
  *                   each query's running max m as it stands: m rises (and
  *                   the query's outputs, sum and P of the block so far are
  *                   scaled down) only when c S passes it by 8, rare past
- *                   the first keys; l += P in f32; P rounded to bf16
- *                   pairs of keys
+ *                   the first keys; P rounded to bf16 pairs of keys
  *   O^T += V^T P^T  up to 12 columns x 32 queries in 24 registers, over
- *                   the block's key pairs, O^T in L1
+ *                   the block's key pairs, O^T in L1, and one more
+ *                   column whose V is (1, 1): O^T's last row is the
+ *                   softmax's sum l, of the rounded P it divides (a
+ *                   product per pair of keys costs less than adding each
+ *                   P into l)
  * and O = O^T / l, transposed back into rows as it is written out. K and
  * V are packed once per head and batch item: K as tiles of 8 keys' pairs
- * in depth order, V as pairs of keys' rows. */
+ * in depth order, V as pairs of keys' rows.
+ *
+ * Where the time goes at SD1.5's 4096 x 4096 x 40 (measured, 2-core Zen 5):
+ * a vdpbf16ps issues at two a cycle and an FMA, add, scalef or roundscale
+ * takes about one of its slots, vreduceps nearly two, vcvtne2ps2bf16 and
+ * vpermw 2.5-3; so the softmax costs about 11 products' slots per 16
+ * scores against the head size's 40 products (a ceiling near 78% of the
+ * products' peak for D = 40, 92% for D = 128), and the kernel runs at
+ * 67-74% of that peak there. Pairing two keys in a register so that P
+ * needs no vpermw (queries doubled in Q^T) gained nothing once Q^T's loads
+ * doubled; 14 columns of O^T at a time spilled registers (9% slower). */
 #include "backend/avx512_bf16.h"
 #include "backend/attention_bf16.h"
 #include <math.h>
@@ -134,10 +146,10 @@ typedef struct {
     float c; /* log2(e) / sqrt(D): c S in base-2 units */
 } job;
 
-/* A block's softmax state, lanes = queries: running max of c S, the raw
- * score that passes it by SLACK, and sum of P; c and 1 / c. */
+/* A block's softmax state, lanes = queries: running max of c S and the raw
+ * score that passes it by SLACK; c and 1 / c. */
 typedef struct {
-    __m512 m[2], thr[2], l[2], c, inv_c;
+    __m512 m[2], thr[2], c, inv_c;
 } rows;
 
 /* s[v][j] = scores of key j of tile kt for the 16 queries of vector v. */
@@ -166,9 +178,9 @@ BF16_FN ALWAYS_INLINE __m512i scale_pairs(__m512i x, __m512 a)
 }
 
 /* Some lane's score in the tile s (masked by valid) passed its threshold:
- * those lanes' max rises to their tile max, and their sums, outputs so far
- * (ot, D columns) and P of this block so far (done pairs of pt) are scaled
- * down to it. */
+ * those lanes' max rises to their tile max, and their outputs and sums so
+ * far (ot, D + 1 columns) and P of this block so far (done pairs of pt) are
+ * scaled down to it. */
 BF16_FN __attribute__((noinline)) static void raise_max(rows *st, const __m512 *s, const __mmask16 *valid,
                                                        float *ot, int D, uint32_t *pt, int done)
 {
@@ -185,8 +197,7 @@ BF16_FN __attribute__((noinline)) static void raise_max(rows *st, const __m512 *
         st->m[v] = m;
         st->thr[v] = _mm512_mul_ps(_mm512_add_ps(m, _mm512_set1_ps(SLACK)), st->inv_c);
         if (!(up & was)) continue; /* the lanes' first keys: nothing so far */
-        st->l[v] = _mm512_mul_ps(st->l[v], a);
-        for (int d = 0; d < D; d++)
+        for (int d = 0; d <= D; d++)
             _mm512_storeu_ps(ot + d * 32 + v * 16, _mm512_mul_ps(_mm512_loadu_ps(ot + d * 32 + v * 16), a));
         for (int p = 0; p < done; p++)
             _mm512_storeu_si512(pt + p * 32 + v * 16, scale_pairs(_mm512_loadu_si512(pt + p * 32 + v * 16), a));
@@ -194,8 +205,8 @@ BF16_FN __attribute__((noinline)) static void raise_max(rows *st, const __m512 *
 }
 
 /* P^T of the tile s into pt (KT / 2 pairs of keys x 32 queries), against
- * st's max, raised first if a valid score passes its threshold; the sums
- * take P. MASKED: the tile has keys some lanes must not see (P = 0). */
+ * st's max, raised first if a valid score passes its threshold. MASKED:
+ * the tile has keys some lanes must not see (P = 0). */
 BF16_FN ALWAYS_INLINE void softmax_tile(__m512 s[2][KT], rows *st, __mmask16 valid[2][KT], const bool MASKED,
                                         float *ot, int D, uint32_t *pt_block, int done)
 {
@@ -223,15 +234,17 @@ BF16_FN ALWAYS_INLINE void softmax_tile(__m512 s[2][KT], rows *st, __mmask16 val
                 e0 = _mm512_maskz_mov_ps(valid[v][j], e0);
                 e1 = _mm512_maskz_mov_ps(valid[v][j + 1], e1);
             }
-            st->l[v] = _mm512_add_ps(st->l[v], _mm512_add_ps(e0, e1));
             _mm512_storeu_si512(pt + (j / 2) * 32 + v * 16, sdw_bf16_interleave((__m512i)_mm512_cvtne2ps_pbh(e1, e0)));
         }
 }
 
 /* ot[W columns] (32 floats each) += V^T P^T over np key pairs: pt's pairs
- * (32 queries each) times vp's rows (D dwords apart) from column 0. */
-BF16_FN ALWAYS_INLINE void values_tile(float *ot, const uint32_t *pt, const uint32_t *vp, int D, int np, const int W)
+ * (32 queries each) times vp's rows (D dwords apart) from column 0; with
+ * SUM, the last column is the pair (1, 1) instead of V's: P's sum. */
+BF16_FN ALWAYS_INLINE void values_tile(float *ot, const uint32_t *pt, const uint32_t *vp, int D, int np, const int W,
+                                       const bool SUM)
 {
+    const __m512bh ones = (__m512bh)_mm512_set1_epi32(0x3f803f80); /* bf16 1.0, twice */
     __m512 acc[2][CW];
 #pragma GCC unroll 12
     for (int c = 0; c < W; c++) acc[0][c] = _mm512_loadu_ps(ot + c * 32), acc[1][c] = _mm512_loadu_ps(ot + c * 32 + 16);
@@ -241,7 +254,7 @@ BF16_FN ALWAYS_INLINE void values_tile(float *ot, const uint32_t *pt, const uint
         const uint32_t *b = vp + (size_t)p * D;
 #pragma GCC unroll 12
         for (int c = 0; c < W; c++) {
-            const __m512bh w = (__m512bh)_mm512_set1_epi32((int)b[c]);
+            const __m512bh w = SUM && c == W - 1 ? ones : (__m512bh)_mm512_set1_epi32((int)b[c]);
             acc[0][c] = _mm512_dpbf16_ps(acc[0][c], a0, w);
             acc[1][c] = _mm512_dpbf16_ps(acc[1][c], a1, w);
         }
@@ -250,17 +263,22 @@ BF16_FN ALWAYS_INLINE void values_tile(float *ot, const uint32_t *pt, const uint
     for (int c = 0; c < W; c++) _mm512_storeu_ps(ot + c * 32, acc[0][c]), _mm512_storeu_ps(ot + c * 32 + 16, acc[1][c]);
 }
 
-/* O^T += V^T P^T for np key pairs from pair p0, in column tiles of equal
- * widths up to CW. */
+/* O^T += V^T P^T for np key pairs from pair p0, over D + 1 columns (D and
+ * P's sum, the last tile's last), in column tiles of equal widths up to
+ * CW. */
 BF16_FN static void values(float *ot, const uint32_t *pt, const uint32_t *vp, int D, int p0, int np)
 {
-    const int n = (D + CW - 1) / CW, base = D / n, wide = D % n;
+    const int cols = D + 1, n = (cols + CW - 1) / CW, base = cols / n, wide = cols % n;
     const uint32_t *v = vp + (size_t)p0 * D;
     for (int i = 0, d = 0; i < n; d += base + (i < wide), i++) {
         float *o = ot + d * 32;
+        const bool sum = i == n - 1;
         switch (base + (i < wide)) {
 #define W_CASE(w) \
-    case w: values_tile(o, pt, v + d, D, np, w); break;
+    case w: \
+        if (sum) values_tile(o, pt, v + d, D, np, w, true); \
+        else values_tile(o, pt, v + d, D, np, w, false); \
+        break;
             W_CASE(1) W_CASE(2) W_CASE(3) W_CASE(4) W_CASE(5) W_CASE(6)
             W_CASE(7) W_CASE(8) W_CASE(9) W_CASE(10) W_CASE(11) W_CASE(12)
 #undef W_CASE
@@ -294,12 +312,12 @@ BF16_FN static void pack_q(const job *j, uint32_t *qt, int q0, int h)
         }
 }
 
-/* out rows q0.. = O^T / l, transposed 16 x 16 at a time. */
-BF16_FN static void write_out(const job *j, const float *ot, const rows *st, int q0, int h)
+/* out rows q0.. = O^T / l (O^T's row D), transposed 16 x 16 at a time. */
+BF16_FN static void write_out(const job *j, const float *ot, int q0, int h)
 {
     __m512i r[16];
     for (int v = 0; v < 2; v++) {
-        const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), st->l[v]);
+        const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_loadu_ps(ot + j->D * 32 + v * 16));
         for (int d0 = 0; d0 < j->D; d0 += 16) {
             for (int n = 0; n < 16; n++)
                 r[n] = d0 + n < j->D ? _mm512_castps_si512(_mm512_mul_ps(_mm512_loadu_ps(ot + (d0 + n) * 32 + v * 16), inv))
@@ -321,15 +339,38 @@ BF16_FN static void write_out(const job *j, const float *ot, const rows *st, int
     }
 }
 
+/* Asks for the rows of Q of the head's next block of queries (q0 + QB..)
+ * and the rows of O this block writes at its end, into L2: their first and
+ * last bytes, the lines the hardware's prefetchers reach last. With few
+ * keys (cross-attention) a block is short and waited on them: 5-9% faster.
+ * (Inlined: GCC drops a call to a function that only prefetches; no loop
+ * over the lines: its cost ate the gain.) */
+ALWAYS_INLINE void prefetch_rows(const job *j, int q0, int h)
+{
+    const int64_t qe = j->q.bf ? 2 : 4, qb = j->D * qe, ob = j->D * (j->out_bf ? 2 : 4);
+    for (int n = 0; n < QB; n++) {
+        if (q0 + QB + n < j->Tq) {
+            const int64_t at = j->q_at + (int64_t)(q0 + QB + n) * j->q_stride + (int64_t)h * j->D;
+            const char *r = (const char *)j->q.p + at * qe;
+            __builtin_prefetch(r, 0, 2);
+            __builtin_prefetch(r + qb - 1, 0, 2);
+        }
+        if (q0 + n < j->Tq) {
+            const int64_t at = (int64_t)(q0 + n) * j->H * j->D + (int64_t)h * j->D;
+            const char *r = j->out_bf ? (const char *)(j->out_bf + at) : (const char *)(j->out + at);
+            __builtin_prefetch(r, 0, 2);
+            __builtin_prefetch(r + ob - 1, 0, 2);
+        }
+    }
+}
+
 BF16_FN static void run_block(const job *j, uint32_t *qt, uint32_t *pt, float *ot, int q0, int h)
 {
     pack_q(j, qt, q0, h);
-    memset(ot, 0, sizeof(float) * 32 * (size_t)j->D);
+    prefetch_rows(j, q0, h);
+    memset(ot, 0, sizeof(float) * 32 * (size_t)(j->D + 1));
     rows st;
-    for (int v = 0; v < 2; v++) {
-        st.m[v] = st.thr[v] = _mm512_set1_ps(-INFINITY);
-        st.l[v] = _mm512_setzero_ps();
-    }
+    for (int v = 0; v < 2; v++) st.m[v] = st.thr[v] = _mm512_set1_ps(-INFINITY);
     st.c = _mm512_set1_ps(j->c);
     st.inv_c = _mm512_set1_ps(1.0f / j->c);
     const uint32_t *kp = j->kp + (size_t)h * j->k_head, *vp = j->vp + (size_t)h * j->v_head;
@@ -352,7 +393,7 @@ BF16_FN static void run_block(const job *j, uint32_t *qt, uint32_t *pt, float *o
         }
         values(ot, pt, vp, j->D, k0 / 2, n / 2);
     }
-    write_out(j, ot, &st, q0, h);
+    write_out(j, ot, q0, h);
 }
 
 BF16_FN static void pack_item(const job *j, uint32_t *kp, uint32_t *vp, input k, input v, int64_t at,
@@ -377,7 +418,7 @@ sdw_status sdw_attention_dp(sdw_backend *be, const sdw_attn_args *a, float *out,
     j.k_head = (size_t)j.Tkp * j.np;
     j.v_head = (size_t)j.Tkp / 2 * D;
     const int nt_threads = omp_get_max_threads();
-    const size_t sz_q = (size_t)j.np * QB * 4, sz_p = (size_t)BK / 2 * QB * 4, sz_o = (size_t)D * QB * 4;
+    const size_t sz_q = (size_t)j.np * QB * 4, sz_p = (size_t)BK / 2 * QB * 4, sz_o = (size_t)(D + 1) * QB * 4;
     const size_t per_thread = ((sz_q + 63) & ~(size_t)63) + ((sz_p + 63) & ~(size_t)63) + ((sz_o + 63) & ~(size_t)63);
     uint32_t *kp = sdw_scratch(be, SDW_SCR_ATT_K, j.k_head * H * 4);
     uint32_t *vp = sdw_scratch(be, SDW_SCR_ATT_V, j.v_head * H * 4);
